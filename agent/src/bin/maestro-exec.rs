@@ -1,0 +1,2 @@
+//! maestro-exec.
+fn main() {}

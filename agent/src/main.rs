@@ -1,0 +1,2 @@
+//! maestro-agent.
+fn main() {}

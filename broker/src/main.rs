@@ -1,0 +1,2 @@
+//! maestro-broker binary (placeholder until the broker lands).
+fn main() {}

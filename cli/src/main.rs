@@ -1,0 +1,2 @@
+//! maestro CLI.
+fn main() {}

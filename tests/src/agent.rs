@@ -1,0 +1,1 @@
+//! Running the agent under test (filled in with the sandbox side).

@@ -1,0 +1,1 @@
+//! Running the broker under test.

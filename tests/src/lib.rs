@@ -1,0 +1,12 @@
+//! Shared fixture for the end-to-end tests: finds the real binaries, makes temporary
+//! directories, starts the broker and the agent, and cleans up (processes, mounts) on drop,
+//! dumping their logs when a test fails.
+//!
+//! * [`util`]: binaries, temp dirs, child processes that die with the test, log dumps.
+//! * [`broker`]: a running `maestro-broker` with its data dir, the `maestro` CLI bound to it,
+//!   and a test agent client holding a real enrolled certificate.
+//! * [`agent`]: a running `maestro-agent` on a temporary mount, and `maestro-exec` runs.
+
+pub mod agent;
+pub mod broker;
+pub mod util;

@@ -1,0 +1,1 @@
+//! Binaries, temporary directories and child processes for the tests.

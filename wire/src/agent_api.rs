@@ -1,0 +1,166 @@
+//! The broker's agent API: mutual TLS with a session certificate issued by the broker's CA.
+//! The session is taken from the certificate's URI SAN, never from the request.
+//!
+//! | method | path | auth | body | answer |
+//! |---|---|---|---|---|
+//! | POST | `/v1/enroll` | enrollment token in body | [`EnrollRequest`] | [`CertIssued`] |
+//! | POST | `/v1/agent/renew` | mTLS | [`RenewRequest`] | [`CertIssued`] |
+//! | GET | `/v1/agent/events` | mTLS | | NDJSON stream of [`AgentEvent`] |
+//! | GET | `/v1/agent/secrets` | mTLS | | [`MaterialSet`]: every active secret |
+//! | GET | `/v1/agent/secrets/{name}` | mTLS | | [`SecretMaterial`] |
+//! | POST | `/v1/agent/usage` | mTLS | [`UsageBatch`] | [`UsageAccepted`] |
+//!
+//! The event stream is one long-lived response, one JSON object per line (`\n`-terminated),
+//! starting with a [`AgentEvent::Snapshot`]. Clients must frame by line and buffer partial
+//! lines: HTTP/2 delivers data in arbitrary chunks.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::SecretValue;
+
+/// What `maestro sessions create --bundle-out` writes (mode 0600) and `maestro-agent run
+/// --bundle` reads: everything a sandbox needs to enroll.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Base URL of the broker, e.g. `https://127.0.0.1:8443`.
+    pub broker_url: String,
+    /// The broker's CA certificate, PEM.
+    pub ca_pem: String,
+    pub session_id: String,
+    pub enrollment_token: SecretValue,
+    pub enrollment_expires_at: String,
+}
+
+/// `POST /v1/enroll`: trade a one-time token and a CSR for a session certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub token: SecretValue,
+    /// PKCS#10 CSR, PEM. Only its public key is used.
+    pub csr_pem: String,
+}
+
+/// `POST /v1/agent/renew`: a fresh certificate for the same session, before the current expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+/// A session certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertIssued {
+    pub session_id: String,
+    /// The leaf certificate, PEM.
+    pub cert_pem: String,
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// How long the agent may keep secrets without hearing from the broker, in seconds.
+    /// A hint; the agent's own `--lease` wins when shorter.
+    pub lease_seconds: u64,
+}
+
+/// A secret that is active in the session, without its values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActiveSecret {
+    pub name: String,
+    pub kind: String,
+    pub version: u64,
+    pub variables: Vec<String>,
+    pub files: Vec<String>,
+}
+
+/// One line of the event stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// First event on every connection: the whole active set.
+    Snapshot {
+        session_id: String,
+        active: Vec<ActiveSecret>,
+        /// Seconds between heartbeats; a silence of several of these means the stream is dead.
+        heartbeat_seconds: u64,
+    },
+    Activated {
+        secret: ActiveSecret,
+    },
+    Deactivated {
+        name: String,
+    },
+    /// A new version (edit or OAuth refresh): fetch the material again.
+    Updated {
+        secret: ActiveSecret,
+    },
+    /// The session is over: tear down.
+    Ended {
+        reason: String,
+    },
+    Heartbeat {
+        at: String,
+    },
+}
+
+/// The values of one active secret, as the agent needs them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretMaterial {
+    pub name: String,
+    pub kind: String,
+    pub version: u64,
+    /// Field values with the kind's defaults already applied.
+    pub fields: BTreeMap<String, SecretValue>,
+    /// For tokens that expire (OAuth): RFC 3339.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// For OAuth secrets whose refresh was refused: the user must re-authorize.
+    #[serde(default)]
+    pub needs_reauth: Option<String>,
+}
+
+/// `GET /v1/agent/secrets`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaterialSet {
+    pub secrets: Vec<SecretMaterial>,
+}
+
+/// What a usage report is about.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageAction {
+    Injected,
+    FileRead,
+    Denied,
+}
+
+/// One use of a secret inside the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    /// Secret name; `None` for a denial not tied to one secret.
+    pub secret: Option<String>,
+    pub action: UsageAction,
+    /// RFC 3339, when it happened in the sandbox.
+    pub at: String,
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    /// The process's command name (`/proc/<pid>/comm`).
+    pub command: Option<String>,
+    /// A file path under the mount, or why access was denied.
+    pub detail: Option<String>,
+}
+
+/// `POST /v1/agent/usage`: at most [`crate::limits::MAX_USAGE_BATCH`] reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    pub reports: Vec<UsageReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageAccepted {
+    pub accepted: usize,
+}

@@ -1,0 +1,259 @@
+//! The broker's user API: JSON over HTTPS with a bearer token (`Authorization: Bearer <token>`).
+//!
+//! Routes (all under the broker's base URL):
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | GET | `/healthz` | | `{"status":"ok"}` |
+//! | GET | `/v1/kinds` | | [`crate::catalog::CatalogView`] |
+//! | POST | `/v1/secrets` | [`CreateSecret`] | [`SecretMeta`] (201) |
+//! | GET | `/v1/secrets` | | `Vec<SecretMeta>` |
+//! | GET | `/v1/secrets/{name}` | | [`SecretMeta`] |
+//! | PATCH | `/v1/secrets/{name}` | [`EditSecret`] | [`SecretMeta`] (a new version) |
+//! | DELETE | `/v1/secrets/{name}` | | [`Deleted`] |
+//! | GET | `/v1/secrets/{name}/history` | | `Vec<AuditEvent>` |
+//! | POST | `/v1/sessions` | [`CreateSession`] | [`SessionCreated`] (201) |
+//! | GET | `/v1/sessions` | | `Vec<SessionInfo>` |
+//! | GET | `/v1/sessions/{id}` | | [`SessionInfo`] |
+//! | POST | `/v1/sessions/{id}/end` | | [`SessionInfo`] |
+//! | POST | `/v1/sessions/{id}/activate` | [`Activation`] | [`SessionInfo`] |
+//! | POST | `/v1/sessions/{id}/deactivate` | [`Activation`] | [`SessionInfo`] |
+//! | GET | `/v1/audit` | | `Vec<AuditEvent>` (the caller's whole audit trail) |
+//!
+//! No route of this API ever returns a secret value: values travel one way, in.
+//! Every error is an HTTP 4xx/5xx with an [`ApiError`] body.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::SecretValue;
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    pub error: ErrorCode,
+    /// One line: what went wrong and what to do. Never contains a secret value.
+    pub message: String,
+}
+
+/// What kind of error an [`ApiError`] is; stable, for programs to match on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request body is not the JSON this route expects.
+    MalformedJson,
+    /// A secret name does not match `[A-Z][A-Z0-9_]{0,63}`.
+    InvalidName,
+    /// The kind is not in the catalog.
+    UnknownKind,
+    /// A required field of the kind is missing.
+    MissingField,
+    /// A field is not one of the kind's, or its value fails the kind's validation.
+    InvalidField,
+    /// A value, description or body is larger than its limit.
+    TooLarge,
+    /// More fields, tags or names than allowed.
+    TooMany,
+    /// Any other invalid argument (bad TTL, empty list).
+    BadRequest,
+    /// Missing or invalid credentials (token or certificate).
+    Unauthorized,
+    /// Valid credentials that may not do this (an ended session's certificate).
+    Forbidden,
+    /// No such secret or session (for this user).
+    NotFound,
+    /// The name is already taken.
+    AlreadyExists,
+    /// Two active secrets would provide the same variable or file.
+    Conflict,
+    /// The session has ended; it cannot change any more.
+    SessionEnded,
+    /// The enrollment token is unknown, used or expired.
+    InvalidToken,
+    /// A stored ciphertext failed its integrity check.
+    Integrity,
+    /// The OAuth flow failed (provider error, bad state, refused refresh).
+    OAuth,
+    /// A fault of the broker itself; the log says more.
+    Internal,
+}
+
+/// `POST /v1/secrets`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecret {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub fields: BTreeMap<String, SecretValue>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// `PATCH /v1/secrets/{name}`: makes a new version. Fields named in `fields` are set (added or
+/// replaced), fields in `remove_fields` are dropped, the others are kept. The old version is gone.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditSecret {
+    /// Changing the kind replaces every field: `fields` must then hold the whole new set.
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, SecretValue>,
+    #[serde(default)]
+    pub remove_fields: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `Some` replaces the tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A secret's metadata: everything but its values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretMeta {
+    pub name: String,
+    pub kind: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// Starts at 1, one more with each edit (and each OAuth refresh).
+    pub version: u64,
+    pub field_names: Vec<String>,
+    /// The environment variables it provides when active.
+    pub variables: Vec<String>,
+    /// The files it provides under the mount, relative to the mount.
+    pub files: Vec<String>,
+    /// RFC 3339 times.
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_used_at: Option<String>,
+    /// Sessions that used it (fetched, injected or read a file), most recent first.
+    pub used_by_sessions: Vec<String>,
+    /// Live sessions in which it is active now.
+    pub active_in_sessions: Vec<String>,
+    /// Present for secrets made by an OAuth connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthMeta>,
+}
+
+/// OAuth state of a secret, without its tokens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OAuthMeta {
+    pub provider: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<String>,
+    pub needs_reauth: bool,
+    /// When `needs_reauth`: why, and the command to run.
+    pub reauth_hint: Option<String>,
+    pub last_refresh_at: Option<String>,
+}
+
+/// `DELETE /v1/secrets/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deleted {
+    pub name: String,
+    /// Sessions it was removed from.
+    pub deactivated_in: Vec<String>,
+    /// For OAuth secrets: what the revocation at the provider did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<String>,
+}
+
+/// `POST /v1/sessions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// Defaults to 12 hours; at most 30 days.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// The answer to `POST /v1/sessions`: the session and its one-time enrollment token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionCreated {
+    pub session: SessionInfo,
+    /// Single use, valid for 10 minutes. Shown once; the broker keeps only a hash.
+    pub enrollment_token: SecretValue,
+    pub enrollment_expires_at: String,
+    /// The broker's CA certificate (PEM), which a sandbox needs to trust the broker.
+    pub ca_pem: String,
+}
+
+/// Whether a session can still be used.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Live,
+    Ended,
+}
+
+/// A session as its owner sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    pub label: Option<String>,
+    pub state: SessionState,
+    pub created_at: String,
+    pub expires_at: String,
+    pub ended_at: Option<String>,
+    /// `user`, `ttl`, ... when ended.
+    pub ended_reason: Option<String>,
+    /// Names of its active secrets, sorted.
+    pub active: Vec<String>,
+    /// Whether an agent holds its event stream open now (as seen by this broker).
+    pub agent_connected: bool,
+    pub enrolled: bool,
+}
+
+/// `POST /v1/sessions/{id}/activate` and `/deactivate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activation {
+    pub names: Vec<String>,
+}
+
+/// What an audit record is about.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    Created,
+    Edited,
+    Deleted,
+    Activated,
+    Deactivated,
+    /// The agent fetched the secret's material from the broker.
+    Fetched,
+    /// `maestro-exec` put its variables into a command's environment.
+    Injected,
+    /// A process opened one of its files under the mount.
+    FileRead,
+    /// Access refused (wrong uid, inactive secret, ended session, bad certificate).
+    Denied,
+    SessionCreated,
+    SessionEnded,
+    Enrolled,
+    Refreshed,
+    RefreshFailed,
+}
+
+/// One append-only audit record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Increasing; gives the order.
+    pub seq: i64,
+    pub at: String,
+    pub action: AuditAction,
+    pub secret: Option<String>,
+    pub session: Option<String>,
+    /// For agent reports: the process that used the secret.
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub command: Option<String>,
+    /// A file path, a refusal reason; never a value.
+    pub detail: Option<String>,
+}

@@ -1,0 +1,35 @@
+//! Wire types shared by every Maestro component, and the integrations catalog.
+//!
+//! This crate is the one place where the protocols live:
+//!
+//! * [`api`]: the broker's user API (bearer token over HTTPS), used by the `maestro` CLI.
+//! * [`agent_api`]: the broker's agent API (mutual TLS), used by `maestro-agent`.
+//! * [`sock`]: the agent's unix-socket protocol, used by `maestro-exec`.
+//! * [`catalog`]: integration kinds as data: fields, defaults, validation, variables, files.
+//! * [`secret`]: [`SecretValue`], the only type that carries a secret value.
+//!
+//! It does no I/O. Secret values only ever travel inside [`SecretValue`], which redacts itself
+//! in `Debug`/`Display` and zeroizes its memory on drop, so a value cannot reach a log line by
+//! accident.
+#![forbid(unsafe_code)]
+
+pub mod agent_api;
+pub mod api;
+pub mod catalog;
+pub mod limits;
+pub mod names;
+pub mod secret;
+pub mod sock;
+
+pub use secret::SecretValue;
+
+/// Version of the agent socket protocol and of the agent API. Bumped on incompatible changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The URI SAN prefix of every session certificate: `spiffe://maestro/session/<id>`.
+pub const SESSION_URI_PREFIX: &str = "spiffe://maestro/session/";
+
+/// The URI SAN that names a session in its client certificate.
+pub fn session_uri(session_id: &str) -> String {
+    format!("{SESSION_URI_PREFIX}{session_id}")
+}
