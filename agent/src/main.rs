@@ -1,2 +1,78 @@
-//! maestro-agent.
-fn main() {}
+//! `maestro-agent`: the sandbox image's entrypoint. Parses the command line, hardens the
+//! process, and runs the session (see `maestro_agent::run`). Errors are printed once, as one line.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use maestro_agent::config::{self, Config, User};
+use maestro_agent::{harden, logging, run};
+
+#[derive(Parser)]
+#[command(name = "maestro-agent", version, about = "Maestro secrets agent: the sandbox entrypoint")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll with the broker, serve the session's active secrets under --mount and on --socket,
+    /// optionally run CMD as --user, and tear everything down when the session ends.
+    ///
+    /// Prints exactly one line, `maestro-agent: ready`, on stdout once the secrets are mounted
+    /// and the socket listens.
+    Run {
+        /// The session bundle written by `maestro sessions create --bundle-out`.
+        #[arg(long, env = "MAESTRO_BUNDLE", value_name = "PATH")]
+        bundle: PathBuf,
+        /// Where the secrets filesystem is mounted (created if missing).
+        #[arg(long, default_value = config::DEFAULT_MOUNT, value_name = "DIR")]
+        mount: PathBuf,
+        /// The socket `maestro-exec` talks to.
+        #[arg(long, default_value = maestro_wire::sock::DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
+        /// The sandbox user: owns the files, may use the socket, runs CMD.
+        #[arg(long, default_value = config::DEFAULT_USER, value_name = "UID[:GID]", value_parser = config::parse_user)]
+        user: User,
+        /// How long secrets survive without contact with the broker (e.g. 60s, 2m).
+        #[arg(long, default_value = config::DEFAULT_LEASE, value_name = "DURATION", value_parser = config::parse_duration)]
+        lease: Duration,
+        /// Time between SIGTERM and SIGKILL for the processes it started, at teardown.
+        #[arg(long, default_value = config::DEFAULT_GRACE, value_name = "DURATION", value_parser = config::parse_duration)]
+        grace: Duration,
+        /// The command to run as --user (after `--`); its exit status becomes the agent's.
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Run { bundle, mount, socket, user, lease, grace, command } = cli.command;
+    logging::init();
+    if let Err(e) = harden::harden_process() {
+        eprintln!("maestro-agent: {e}");
+        return ExitCode::from(1);
+    }
+    let config = Config { bundle, mount, socket, user, lease, grace, command };
+    match run::run(config) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            let mut line = format!("maestro-agent: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !line.contains(&text) {
+                    line.push_str(": ");
+                    line.push_str(&text);
+                }
+                source = s.source();
+            }
+            eprintln!("{line}");
+            ExitCode::from(1)
+        }
+    }
+}

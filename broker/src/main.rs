@@ -1,2 +1,107 @@
-//! maestro-broker binary (placeholder until the broker lands).
-fn main() {}
+//! `maestro-broker`: serve the broker, add users, rotate the master key.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use maestro_broker::app::Settings;
+use maestro_broker::datadir::DataDir;
+use maestro_broker::server::{self, ServeOptions};
+use maestro_wire::limits::MAX_CERT_TTL_SECS;
+use tracing_subscriber::EnvFilter;
+
+/// The Maestro broker: encrypted secret store, session CA, user and agent APIs.
+#[derive(Debug, Parser)]
+#[command(name = "maestro-broker", version)]
+struct Cli {
+    /// Data directory: database, keys, CA, admin token.
+    #[arg(long, global = true, env = "MAESTRO_DATA_DIR", default_value = "maestro-data")]
+    data_dir: std::path::PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the user API and the agent API over HTTPS on one port.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// Extra host name or address for the server certificate (repeatable).
+        #[arg(long = "hostname")]
+        hostnames: Vec<String>,
+        /// Longest life of a session certificate (at most 24h), e.g. 24h, 10m, 30s.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        cert_ttl: Duration,
+        /// Interval between heartbeats on agent event streams.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        heartbeat: Duration,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Make a new master key and re-wrap every data key with it (stop the broker first).
+    RotateMasterKey,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user and print their API token (shown once).
+    Add {
+        /// User name: a-z, 0-9, '-', '_'.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Nothing the broker writes is for other users: files 0600, directories 0700.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("maestro-broker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let dir = DataDir::new(cli.data_dir);
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { listen, hostnames, cert_ttl, heartbeat } => {
+                if cert_ttl.as_secs() == 0 || cert_ttl.as_secs() > MAX_CERT_TTL_SECS {
+                    anyhow::bail!("--cert-ttl must be between 1s and 24h");
+                }
+                if heartbeat < Duration::from_millis(100) || heartbeat > Duration::from_secs(3600) {
+                    anyhow::bail!("--heartbeat must be between 100ms and 1h");
+                }
+                let settings = Settings { cert_ttl, heartbeat };
+                server::serve(ServeOptions { data_dir: dir, listen, hostnames, settings }).await?;
+            }
+            Command::User { command: UserCommand::Add { name } } => {
+                let token = server::add_user(&dir, &name).await?;
+                // The one place a token is printed: it is the command's whole output.
+                println!("{}", token.expose());
+            }
+            Command::RotateMasterKey => {
+                let count = server::rotate_master_key(&dir).await?;
+                println!("maestro-broker: re-wrapped {count} data keys under a new master key");
+            }
+        }
+        Ok(())
+    })
+}

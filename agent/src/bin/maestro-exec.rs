@@ -1,2 +1,7 @@
-//! maestro-exec.
-fn main() {}
+//! `maestro-exec`: runs a command with the session's active secrets in its environment
+//! (see `maestro_agent::exec`).
+
+fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    std::process::exit(maestro_agent::exec::main_with(&args));
+}

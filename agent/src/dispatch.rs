@@ -1,0 +1,230 @@
+//! One socket request in, one response out: the caller's uid is checked first (root and the
+//! sandbox user only), then the request is parsed and handed to its action.
+//!
+//! Pure apart from the usage queue, so that it is tested without a socket.
+
+use std::sync::Arc;
+
+use maestro_wire::PROTOCOL_VERSION;
+use maestro_wire::agent_api::{UsageAction, UsageReport};
+use maestro_wire::sock::{Action, Request, Response, SockErrorCode};
+
+use crate::actions;
+use crate::identity::rfc3339_now;
+use crate::state::Store;
+use crate::usage::UsageQueue;
+
+/// What every request is served with.
+pub struct Ctx {
+    pub store: Arc<Store>,
+    pub usage: Arc<UsageQueue>,
+    /// The one non-root uid the socket serves.
+    pub sandbox_uid: u32,
+}
+
+/// Who is asking, from SO_PEERCRED (and `/proc/<pid>/comm`).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<u32>,
+    pub command: Option<String>,
+}
+
+/// An error response.
+pub fn error(code: SockErrorCode, message: impl Into<String>) -> Response {
+    Response::Error { code, message: message.into() }
+}
+
+/// Whether `uid` may use the socket.
+pub fn allowed(ctx: &Ctx, uid: u32) -> bool {
+    uid == 0 || uid == ctx.sandbox_uid
+}
+
+/// The refusal for a foreign uid, recorded as a denial.
+pub fn refuse(ctx: &Ctx, peer: &Peer) -> Response {
+    ctx.usage.push(UsageReport {
+        secret: None,
+        action: UsageAction::Denied,
+        at: rfc3339_now(),
+        pid: peer.pid,
+        uid: Some(peer.uid),
+        command: peer.command.clone(),
+        detail: Some(format!("agent socket: uid {} is not the sandbox user", peer.uid)),
+    });
+    error(
+        SockErrorCode::Forbidden,
+        format!(
+            "uid {} may not use this agent: it serves root and the sandbox user (uid {}) only",
+            peer.uid, ctx.sandbox_uid
+        ),
+    )
+}
+
+/// Serves one request line.
+pub fn dispatch(ctx: &Ctx, peer: &Peer, line: &[u8]) -> Response {
+    if !allowed(ctx, peer.uid) {
+        return refuse(ctx, peer);
+    }
+    // A request holds no value, but serde's messages can quote input: report the position only.
+    let request: Request = match serde_json::from_slice(line) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                SockErrorCode::BadRequest,
+                format!(
+                    "the request is not one this agent understands (line {}, column {}); use the \
+                     maestro-exec that came with this agent",
+                    e.line(),
+                    e.column()
+                ),
+            );
+        }
+    };
+    if request.version != PROTOCOL_VERSION {
+        return error(
+            SockErrorCode::BadRequest,
+            format!(
+                "maestro-exec speaks protocol version {}, this agent speaks {PROTOCOL_VERSION}; use \
+                 the maestro-exec that came with this agent",
+                request.version
+            ),
+        );
+    }
+    match request.action {
+        Action::Env { only, command } => actions::env(ctx, peer, &only, command.as_deref()),
+        Action::List => actions::list(ctx),
+        Action::Material { kinds, only, command } => {
+            actions::material(ctx, peer, &kinds, &only, command.as_deref())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use maestro_fs::Snapshot;
+    use maestro_wire::SecretValue;
+    use maestro_wire::agent_api::SecretMaterial;
+
+    use super::*;
+    use crate::state::Publish;
+
+    struct Nowhere;
+    impl Publish for Nowhere {
+        fn publish(&self, _: Snapshot) {}
+    }
+
+    fn ctx() -> Ctx {
+        let store = Arc::new(Store::new("/m", Duration::from_secs(60), Box::new(Nowhere)));
+        let mut fields = BTreeMap::new();
+        fields.insert("API_TOKEN".to_owned(), SecretValue::from("planted-dispatch-value"));
+        store
+            .sync(
+                vec![SecretMaterial {
+                    name: "API".into(),
+                    kind: "generic".into(),
+                    version: 3,
+                    fields,
+                    expires_at: None,
+                    needs_reauth: None,
+                }],
+                Instant::now(),
+            )
+            .unwrap();
+        Ctx { store, usage: UsageQueue::new(100), sandbox_uid: 1000 }
+    }
+
+    fn peer(uid: u32) -> Peer {
+        Peer { uid, pid: Some(42), command: Some("maestro-exec".into()) }
+    }
+
+    fn env_request() -> Vec<u8> {
+        serde_json::to_vec(&Request::new(Action::Env { only: vec![], command: Some("make".into()) }))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_foreign_uid_is_refused_and_recorded() {
+        let ctx = ctx();
+        let Response::Error { code, message } = dispatch(&ctx, &peer(1001), &env_request()) else {
+            panic!("served a foreign uid");
+        };
+        assert_eq!(code, SockErrorCode::Forbidden);
+        assert_eq!(
+            message,
+            "uid 1001 may not use this agent: it serves root and the sandbox user (uid 1000) only"
+        );
+        let reports = ctx.usage.take(10);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].action, UsageAction::Denied);
+        assert_eq!(reports[0].uid, Some(1001));
+    }
+
+    #[test]
+    fn the_sandbox_user_and_root_get_variables_and_injections_are_recorded() {
+        let ctx = ctx();
+        for uid in [1000, 0] {
+            let Response::Env { vars } = dispatch(&ctx, &peer(uid), &env_request()) else {
+                panic!("not served");
+            };
+            assert_eq!(vars[0].name, "API_TOKEN");
+            assert_eq!(vars[0].value.expose(), "planted-dispatch-value");
+        }
+        let reports = ctx.usage.take(10);
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].action, UsageAction::Injected);
+        assert_eq!(reports[0].secret.as_deref(), Some("API"));
+        assert_eq!(reports[0].command.as_deref(), Some("make"));
+        assert!(!format!("{reports:?}").contains("planted"));
+    }
+
+    #[test]
+    fn bad_requests_get_clear_errors_without_echoing_input() {
+        let ctx = ctx();
+        let Response::Error { code, message } =
+            dispatch(&ctx, &peer(1000), b"{\"version\":1,\"action\":\"steal\",\"x\":\"planted\"}")
+        else {
+            panic!()
+        };
+        assert_eq!(code, SockErrorCode::BadRequest);
+        assert!(message.contains("line 1"), "{message}");
+        assert!(!message.contains("planted"));
+        let Response::Error { message, .. } =
+            dispatch(&ctx, &peer(1000), b"{\"version\":99,\"action\":\"list\"}")
+        else {
+            panic!()
+        };
+        assert!(message.contains("protocol version 99"), "{message}");
+    }
+
+    #[test]
+    fn list_shows_no_values() {
+        let ctx = ctx();
+        let line = serde_json::to_vec(&Request::new(Action::List)).unwrap();
+        let resp = dispatch(&ctx, &peer(1000), &line);
+        let json = serde_json::to_string(&resp).unwrap();
+        assert!(json.contains("\"/m/API_TOKEN\""), "{json}");
+        assert!(!json.contains("planted"));
+        assert!(ctx.usage.is_empty());
+    }
+
+    #[test]
+    fn unavailable_and_not_active_are_told_apart() {
+        let ctx = ctx();
+        let only = Request::new(Action::Env { only: vec!["NOPE".into()], command: None });
+        let Response::Error { code, .. } =
+            dispatch(&ctx, &peer(1000), &serde_json::to_vec(&only).unwrap())
+        else {
+            panic!()
+        };
+        assert_eq!(code, SockErrorCode::NotActive);
+        ctx.store.drop_all();
+        let Response::Error { code, message } = dispatch(&ctx, &peer(1000), &env_request()) else {
+            panic!()
+        };
+        assert_eq!(code, SockErrorCode::Unavailable);
+        assert!(message.starts_with("secrets are unavailable"), "{message}");
+    }
+}

@@ -1,0 +1,116 @@
+//! One JSON object per line, in buffers that are zeroized when dropped: socket messages can
+//! carry secret values, and a `Vec` that grows leaves unzeroized copies behind, so the size is
+//! measured first and the buffer allocated once.
+
+use std::io::{self, BufRead, Read, Write};
+
+use serde::Serialize;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+#[derive(Debug, Error)]
+pub enum LineError {
+    #[error("the message is longer than {max} bytes")]
+    TooLong { max: usize },
+    #[error("the connection closed before a whole message arrived")]
+    Truncated,
+    #[error("reading the message failed: {0}")]
+    Read(#[source] io::Error),
+}
+
+/// Counts what would be written.
+struct Counter(usize);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `value` as one JSON line (with its `\n`) in a zeroizing buffer that never reallocated.
+pub fn to_line<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(counter.0 + 1));
+    serde_json::to_writer(&mut *buf, value)?;
+    buf.push(b'\n');
+    Ok(buf)
+}
+
+/// Reads one line of at most `max` bytes (without its `\n`) into a zeroizing buffer. The buffer
+/// is allocated at its limit up front only when the limit is small; otherwise it grows in
+/// place from a generous start, and every byte read passes through it only.
+pub fn read_line<R: BufRead>(reader: &mut R, max: usize) -> Result<Zeroizing<Vec<u8>>, LineError> {
+    let mut line = Zeroizing::new(Vec::with_capacity(max.min(256 * 1024) + 1));
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LineError::Read(e)),
+        };
+        if available.is_empty() {
+            return Err(LineError::Truncated);
+        }
+        let (take, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(pos) => (pos, true),
+            None => (available.len(), false),
+        };
+        if line.len() + take > max {
+            return Err(LineError::TooLong { max });
+        }
+        extend_zeroizing(&mut line, &available[..take]);
+        reader.consume(if done { take + 1 } else { take });
+        if done {
+            return Ok(line);
+        }
+    }
+}
+
+/// Appends `data` to `buf`. When `buf` must grow, its content moves to a new allocation twice
+/// the size and the old one is zeroized as it is dropped, instead of `Vec`'s realloc leaving an
+/// unwiped copy behind.
+pub fn extend_zeroizing(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
+    let needed = buf.len() + data.len();
+    if needed > buf.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(buf.capacity() * 2)));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(data);
+}
+
+/// A reader's bytes through [`read_line`] with a plain `Read`, for callers without a `BufRead`.
+pub fn read_line_from<R: Read>(reader: R, max: usize) -> Result<Zeroizing<Vec<u8>>, LineError> {
+    let mut buffered = io::BufReader::with_capacity(64 * 1024, reader);
+    read_line(&mut buffered, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_exactly_one_line_without_reallocating() {
+        let line = to_line(&serde_json::json!({"a": "b\nc"})).unwrap();
+        assert_eq!(&line[..], b"{\"a\":\"b\\nc\"}\n");
+        assert_eq!(line.capacity(), line.len());
+    }
+
+    #[test]
+    fn reads_a_line_and_enforces_the_limit() {
+        let mut r = io::Cursor::new(b"hello\nrest".to_vec());
+        assert_eq!(&read_line(&mut r, 5).unwrap()[..], b"hello");
+        let mut r = io::Cursor::new(b"hello!\n".to_vec());
+        assert!(matches!(read_line(&mut r, 5), Err(LineError::TooLong { max: 5 })));
+        let mut r = io::Cursor::new(b"no newline".to_vec());
+        assert!(matches!(read_line(&mut r, 50), Err(LineError::Truncated)));
+        // Across small reader buffers and growth.
+        let long = format!("{}\n", "x".repeat(300_000));
+        let r = io::BufReader::with_capacity(7, io::Cursor::new(long.into_bytes()));
+        assert_eq!(read_line_from(r, 1 << 20).unwrap().len(), 300_000);
+    }
+}

@@ -1,0 +1,113 @@
+//! The end of a session, whatever ended it (the broker's `ended` event, SIGTERM/SIGINT, CMD
+//! exiting, or a fatal error after the mount): nothing readable first, then nothing left.
+//!
+//! Order: every secret dropped and the filesystem emptied (values zeroized); the socket closed
+//! and its file removed; the filesystem unmounted (lazily when files are still open); the
+//! processes the agent started ended (SIGTERM, SIGKILL after the grace period); the last usage
+//! reports sent if the broker still listens.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use maestro_fs::{Mount, Snapshot};
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::child;
+use crate::listener;
+use crate::state::{Publish, Store};
+use crate::usage::{self, UsageQueue};
+
+/// Time allowed for the unmount (the filesystem waits for open files, then aborts them).
+const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(4);
+/// Time allowed for the last usage reports.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The mount, shared between the store (which publishes to it) and teardown (which takes it).
+#[derive(Default)]
+pub struct MountSlot(Mutex<Option<Mount>>);
+
+impl MountSlot {
+    pub fn new(mount: Mount) -> Arc<Self> {
+        Arc::new(MountSlot(Mutex::new(Some(mount))))
+    }
+
+    fn take(&self) -> Option<Mount> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Publish for Arc<MountSlot> {
+    fn publish(&self, snapshot: Snapshot) {
+        if let Some(mount) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            mount.publish(snapshot);
+        }
+    }
+}
+
+/// Why the session is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The broker ended the session.
+    SessionEnded(String),
+    /// SIGTERM or SIGINT (and CMD, if any, did not end on its own first).
+    Signal(&'static str),
+    /// CMD exited with this status.
+    CommandExited(i32),
+    /// Something failed after the mount.
+    Failed,
+}
+
+/// What teardown undoes.
+pub struct Parts {
+    pub store: Arc<Store>,
+    pub mount: Arc<MountSlot>,
+    pub socket: Option<PathBuf>,
+    pub usage: Arc<UsageQueue>,
+    pub broker: Option<Arc<Broker>>,
+    pub grace: Duration,
+    pub command: Option<u32>,
+    /// Background tasks (link, watchdog, listener, ...) to stop.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Tears everything down; returns the agent's exit status.
+pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
+    tracing::info!(?cause, "tearing down");
+    parts.store.drop_all();
+    for task in &parts.tasks {
+        task.abort();
+    }
+    if let Some(socket) = &parts.socket {
+        listener::remove(socket);
+    }
+    if let Some(mount) = parts.mount.take() {
+        let unmount = tokio::task::spawn_blocking(move || mount.unmount());
+        match tokio::time::timeout(UNMOUNT_TIMEOUT, unmount).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("{e}"),
+            Ok(Err(e)) => tracing::warn!("the unmount task failed: {e}"),
+            Err(_) => tracing::warn!("the unmount did not finish in time; it ends with the agent"),
+        }
+    }
+    let command_status = child::end_all(parts.grace, parts.command).await;
+    if let (Some(broker), false) = (&parts.broker, matches!(cause, Cause::SessionEnded(_))) {
+        if !parts.usage.is_empty() {
+            match tokio::time::timeout(FLUSH_TIMEOUT, usage::flush(&parts.usage, broker)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("last usage reports lost: {e}"),
+                Err(_) => tracing::warn!("last usage reports lost: the broker did not answer in time"),
+            }
+        }
+    }
+    let code = match cause {
+        Cause::CommandExited(code) => code,
+        Cause::Failed => 1,
+        // CMD ended by our signal: report how it ended, as a container runtime would.
+        Cause::Signal(_) => command_status.unwrap_or(0),
+        Cause::SessionEnded(_) => 0,
+    };
+    tracing::info!(code, "session over");
+    code
+}

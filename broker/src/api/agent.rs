@@ -1,0 +1,371 @@
+//! The agent API (mutual TLS): enrollment, renewal, the event stream, secret material and
+//! usage reports. See the route table in `maestro_wire::agent_api`. The session always comes
+//! from the client certificate ([`AgentSession`]), never from the request.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use maestro_wire::agent_api::{
+    AgentEvent, CertIssued, EnrollRequest, MaterialSet, RenewRequest, SecretMaterial, UsageAccepted,
+    UsageAction, UsageBatch,
+};
+use maestro_wire::api::{AuditAction, ErrorCode};
+use maestro_wire::limits::{MAX_CERT_TTL_SECS, MAX_DESCRIPTION_BYTES, MAX_USAGE_BATCH};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Instant, Interval, Sleep};
+use tracing::{debug, info, warn};
+
+use super::error::{ApiResult, Failure};
+use super::extract::{ApiJson, ApiPath};
+use crate::app::{App, SharedApp};
+use crate::auth::AgentSession;
+use crate::ca::CaError;
+use crate::clock;
+use crate::events::Subscription;
+use crate::secrets::{self, check_name};
+use crate::store::{AuditRecord, CertificateRecord, SessionRecord};
+use crate::tokens;
+
+/// Longest command name kept from a usage report.
+const MAX_COMMAND_BYTES: usize = 256;
+
+fn ca_failure(e: CaError) -> Failure {
+    match e {
+        CaError::CsrTooLarge { .. } => Failure::new(ErrorCode::TooLarge, e.to_string()),
+        CaError::BadCsr(_) => Failure::bad_request(e.to_string()),
+        CaError::NoTimeLeft => Failure::forbidden("the session expires now; create a new session"),
+        other => Failure::internal("signing a certificate", &other),
+    }
+}
+
+/// Signs a certificate for `session` and describes it for the answer.
+fn issue(
+    app: &App,
+    session: &SessionRecord,
+    csr_pem: &str,
+    now: i64,
+    reason: &'static str,
+) -> ApiResult<(CertIssued, CertificateRecord)> {
+    let ttl = i64::try_from(app.settings.cert_ttl.as_secs()).unwrap_or(i64::MAX);
+    let not_after = session
+        .expires_at
+        .min(now + MAX_CERT_TTL_SECS as i64)
+        .min(now.saturating_add(ttl));
+    let issued = app.ca.sign_session(csr_pem, &session.id, now, not_after).map_err(ca_failure)?;
+    let record = CertificateRecord {
+        serial: issued.serial.clone(),
+        session_id: session.id.clone(),
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+        issued_at: now,
+        reason,
+    };
+    let answer = CertIssued {
+        session_id: session.id.clone(),
+        cert_pem: issued.cert_pem,
+        ca_pem: app.ca.cert_pem().to_owned(),
+        not_after: clock::rfc3339(issued.not_after),
+        lease_seconds: app.settings.lease_seconds(),
+    };
+    Ok((answer, record))
+}
+
+fn invalid_token(message: String) -> Failure {
+    Failure::new(ErrorCode::InvalidToken, message)
+}
+
+/// `POST /v1/enroll`: one-time token + CSR → the session's first certificate.
+pub async fn enroll(
+    State(app): State<SharedApp>,
+    ApiJson(body): ApiJson<EnrollRequest>,
+) -> ApiResult<Json<CertIssued>> {
+    let hash = tokens::hash(body.token.expose());
+    let now = clock::now();
+    let token = app.store.enrollment(&hash).await?.ok_or_else(|| {
+        invalid_token(
+            "the enrollment token is not valid; use the token from `maestro sessions create` (or its --bundle-out file)"
+                .to_owned(),
+        )
+    })?;
+    let session = app
+        .store
+        .session(&token.session_id)
+        .await?
+        .ok_or_else(|| Failure::internal("enrolling", &"enrollment token without a session"))?;
+    let deny = |detail: &str| AuditRecord {
+        session_id: Some(session.id.clone()),
+        detail: Some(detail.to_owned()),
+        ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
+    };
+    if let Some(used) = token.used_at {
+        app.store.append_audit(&[deny("enrollment token reused")]).await?;
+        info!(session = %session.id, "refused a reused enrollment token");
+        return Err(invalid_token(format!(
+            "the enrollment token was already used at {}; a token enrolls one agent once: create a new session",
+            clock::rfc3339(used)
+        )));
+    }
+    if token.expires_at <= now {
+        app.store.append_audit(&[deny("enrollment token expired")]).await?;
+        return Err(invalid_token(format!(
+            "the enrollment token expired at {} (tokens are valid for 10 minutes); create a new session",
+            clock::rfc3339(token.expires_at)
+        )));
+    }
+    if !session.is_live(now) {
+        return Err(Failure::forbidden(format!(
+            "session {} has ended; it cannot enroll an agent",
+            session.id
+        )));
+    }
+    let (answer, record) = issue(&app, &session, &body.csr_pem, now, "enroll")?;
+    let audit = AuditRecord {
+        session_id: Some(session.id.clone()),
+        detail: Some(format!("certificate {} until {}", record.serial, answer.not_after)),
+        ..AuditRecord::new(session.owner_id, now, AuditAction::Enrolled)
+    };
+    app.store.complete_enrollment(&hash, now, &record, &audit).await?;
+    info!(session = %session.id, serial = %record.serial, "agent enrolled");
+    Ok(Json(answer))
+}
+
+/// `POST /v1/agent/renew`: a fresh certificate for the same session.
+pub async fn renew(
+    State(app): State<SharedApp>,
+    agent: AgentSession,
+    ApiJson(body): ApiJson<RenewRequest>,
+) -> ApiResult<Json<CertIssued>> {
+    let now = clock::now();
+    let (answer, record) = issue(&app, &agent.session, &body.csr_pem, now, "renew")?;
+    let audit = AuditRecord {
+        session_id: Some(agent.session.id.clone()),
+        detail: Some(format!("certificate {} renewed until {}", record.serial, answer.not_after)),
+        ..AuditRecord::new(agent.session.owner_id, now, AuditAction::Enrolled)
+    };
+    app.store.record_certificate(&record, &audit).await?;
+    info!(session = %agent.session.id, serial = %record.serial, "certificate renewed");
+    Ok(Json(answer))
+}
+
+/// One NDJSON line.
+fn line(event: &AgentEvent) -> Bytes {
+    let mut text = serde_json::to_vec(event).unwrap_or_else(|_| b"{}".to_vec());
+    text.push(b'\n');
+    Bytes::from(text)
+}
+
+/// The state of one open event stream.
+struct Stream {
+    pending: VecDeque<AgentEvent>,
+    sub: Subscription,
+    heartbeat: Interval,
+    cert_expiry: std::pin::Pin<Box<Sleep>>,
+    session_id: String,
+    done: bool,
+}
+
+impl Stream {
+    /// The next line, or `None` to close the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if let Some(event) = self.pending.pop_front() {
+            self.done = matches!(event, AgentEvent::Ended { .. });
+            return Some(line(&event));
+        }
+        if *self.sub.shutdown.borrow() {
+            return None;
+        }
+        tokio::select! {
+            received = self.sub.events.recv() => match received {
+                Ok(event) => {
+                    self.done = matches!(event, AgentEvent::Ended { .. });
+                    Some(line(&event))
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    warn!(session = %self.session_id, missed, "event stream fell behind; closing it so the agent resyncs");
+                    None
+                }
+                Err(RecvError::Closed) => None,
+            },
+            _ = self.heartbeat.tick() => {
+                Some(line(&AgentEvent::Heartbeat { at: clock::rfc3339(clock::now()) }))
+            }
+            _ = self.sub.shutdown.changed() => None,
+            _ = &mut self.cert_expiry => {
+                debug!(session = %self.session_id, "closing an event stream: its certificate expired");
+                None
+            }
+        }
+    }
+}
+
+/// `GET /v1/agent/events`: the snapshot, then every change, as NDJSON, until the session ends.
+pub async fn events(State(app): State<SharedApp>, agent: AgentSession) -> ApiResult<Response> {
+    let session_id = agent.session.id.clone();
+    // Subscribe before reading the state, so nothing that happens meanwhile is missed.
+    let sub = app.hub.subscribe(&session_id);
+    let session = app.store.session(&session_id).await?;
+    let mut pending = VecDeque::new();
+    match session {
+        Some(s) if s.is_live(clock::now()) => {
+            let active = app.store.active_secrets(&session_id).await?;
+            pending.push_back(AgentEvent::Snapshot {
+                session_id: session_id.clone(),
+                active: active.iter().map(secrets::active_secret).collect(),
+                heartbeat_seconds: app.settings.heartbeat.as_secs().max(1),
+            });
+        }
+        Some(s) => pending.push_back(AgentEvent::Ended {
+            reason: s.ended_reason.unwrap_or_else(|| "ttl".to_owned()),
+        }),
+        None => return Err(Failure::unauthorized("the client certificate names an unknown session")),
+    }
+    let period = app.settings.heartbeat.max(Duration::from_millis(100));
+    let until_expiry = u64::try_from(agent.cert_not_after - clock::now()).unwrap_or(0);
+    let stream = Stream {
+        pending,
+        sub,
+        heartbeat: tokio::time::interval_at(Instant::now() + period, period),
+        cert_expiry: Box::pin(tokio::time::sleep(Duration::from_secs(until_expiry))),
+        session_id: session_id.clone(),
+        done: false,
+    };
+    debug!(session = %session_id, "event stream opened");
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        let next = s.next().await;
+        next.map(|bytes| (Ok::<_, Infallible>(bytes), s))
+    });
+    Ok((
+        [(CONTENT_TYPE, "application/x-ndjson"), (CACHE_CONTROL, "no-store")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+async fn fetched(app: &App, session: &SessionRecord, materials: &[SecretMaterial]) -> ApiResult<()> {
+    let now = clock::now();
+    let mut records = Vec::with_capacity(materials.len());
+    for m in materials {
+        let secret = app.store.secret_by_name(session.owner_id, &m.name).await?;
+        records.push(AuditRecord {
+            secret_id: secret.map(|s| s.id),
+            secret_name: Some(m.name.clone()),
+            session_id: Some(session.id.clone()),
+            ..AuditRecord::new(session.owner_id, now, AuditAction::Fetched)
+        });
+    }
+    app.store.append_audit(&records).await?;
+    Ok(())
+}
+
+/// `GET /v1/agent/secrets`: the values of every secret active in the session.
+pub async fn all_material(
+    State(app): State<SharedApp>,
+    agent: AgentSession,
+) -> ApiResult<Json<MaterialSet>> {
+    let mut out = Vec::new();
+    for secret in app.store.active_secrets(&agent.session.id).await? {
+        out.push(secrets::material(&app, &secret, &agent.session.id).await?);
+    }
+    fetched(&app, &agent.session, &out).await?;
+    Ok(Json(MaterialSet { secrets: out }))
+}
+
+/// `GET /v1/agent/secrets/{name}`: the values of one active secret.
+pub async fn one_material(
+    State(app): State<SharedApp>,
+    agent: AgentSession,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<SecretMaterial>> {
+    check_name(&name)?;
+    let active = app.store.active_secrets(&agent.session.id).await?;
+    let Some(secret) = active.iter().find(|s| s.name == name) else {
+        let record = AuditRecord {
+            secret_name: Some(name.clone()),
+            session_id: Some(agent.session.id.clone()),
+            detail: Some("material of a secret not active in this session".to_owned()),
+            ..AuditRecord::new(agent.session.owner_id, clock::now(), AuditAction::Denied)
+        };
+        app.store.append_audit(std::slice::from_ref(&record)).await?;
+        return Err(Failure::not_found(format!("secret {name} is not active in this session")));
+    };
+    let material = secrets::material(&app, secret, &agent.session.id).await?;
+    fetched(&app, &agent.session, std::slice::from_ref(&material)).await?;
+    Ok(Json(material))
+}
+
+/// Printable text of at most `max` bytes (control characters become `?`).
+fn clean(text: Option<String>, what: &str, max: usize) -> ApiResult<Option<String>> {
+    match text {
+        Some(t) if t.len() > max => Err(Failure::new(
+            ErrorCode::TooLarge,
+            format!("a usage report's {what} is {} bytes; the limit is {max}", t.len()),
+        )),
+        Some(t) => Ok(Some(t.chars().map(|c| if c.is_control() { '?' } else { c }).collect())),
+        None => Ok(None),
+    }
+}
+
+/// `POST /v1/agent/usage`: a batch of uses, recorded in one transaction (all or none).
+pub async fn usage(
+    State(app): State<SharedApp>,
+    agent: AgentSession,
+    ApiJson(batch): ApiJson<UsageBatch>,
+) -> ApiResult<Json<UsageAccepted>> {
+    if batch.reports.len() > MAX_USAGE_BATCH {
+        return Err(Failure::new(
+            ErrorCode::TooMany,
+            format!(
+                "a usage batch holds at most {MAX_USAGE_BATCH} reports; this one has {}",
+                batch.reports.len()
+            ),
+        ));
+    }
+    let session = &agent.session;
+    let now = clock::now();
+    let mut ids: HashMap<String, Option<String>> = HashMap::new();
+    let mut records = Vec::with_capacity(batch.reports.len());
+    for (i, report) in batch.reports.into_iter().enumerate() {
+        let at = clock::parse_rfc3339(&report.at).ok_or_else(|| {
+            Failure::bad_request(format!("usage report {} has a time that is not RFC 3339", i + 1))
+        })?;
+        let secret_id = match &report.secret {
+            Some(name) => {
+                check_name(name)?;
+                if !ids.contains_key(name) {
+                    let found = app.store.secret_by_name(session.owner_id, name).await?;
+                    ids.insert(name.clone(), found.map(|s| s.id));
+                }
+                ids.get(name).cloned().flatten()
+            }
+            None => None,
+        };
+        let action = match report.action {
+            UsageAction::Injected => AuditAction::Injected,
+            UsageAction::FileRead => AuditAction::FileRead,
+            UsageAction::Denied => AuditAction::Denied,
+        };
+        records.push(AuditRecord {
+            owner_id: session.owner_id,
+            at: at.min(now),
+            action,
+            secret_id,
+            secret_name: report.secret,
+            session_id: Some(session.id.clone()),
+            pid: report.pid,
+            uid: report.uid,
+            command: clean(report.command, "command", MAX_COMMAND_BYTES)?,
+            detail: clean(report.detail, "detail", MAX_DESCRIPTION_BYTES)?,
+        });
+    }
+    app.store.append_audit(&records).await?;
+    Ok(Json(UsageAccepted { accepted: records.len() }))
+}

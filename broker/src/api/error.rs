@@ -1,0 +1,110 @@
+//! Errors as the API answers them: an HTTP status and an [`ApiError`] body with a one-line
+//! message that says what went wrong and what to do. Internal faults are logged here with
+//! their cause and answered with a generic message; no message ever holds a secret value.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maestro_wire::api::{ApiError, ErrorCode};
+use tracing::error;
+
+use crate::store::StoreError;
+
+/// A failed request.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub body: ApiError,
+}
+
+/// The HTTP status that goes with an error code.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::MalformedJson
+        | ErrorCode::InvalidName
+        | ErrorCode::UnknownKind
+        | ErrorCode::MissingField
+        | ErrorCode::InvalidField
+        | ErrorCode::TooMany
+        | ErrorCode::BadRequest
+        | ErrorCode::OAuth => StatusCode::BAD_REQUEST,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Unauthorized | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::AlreadyExists | ErrorCode::Conflict | ErrorCode::SessionEnded => {
+            StatusCode::CONFLICT
+        }
+        ErrorCode::Integrity | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl Failure {
+    /// A failure with the usual status of its code.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::with_status(status_of(code), code, message)
+    }
+
+    /// A failure with an explicit status.
+    pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status, body: ApiError { error: code, message: message.into() } }
+    }
+
+    /// A fault of the broker: logged with its cause, answered without it.
+    pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
+        error!(%cause, "{context}");
+        Self::new(
+            ErrorCode::Internal,
+            format!("the broker failed while {context}; retry, and see the broker log if it persists"),
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists { what, name } => Failure::new(
+                ErrorCode::AlreadyExists,
+                format!("{what} {name} already exists; choose another name, or change it with `maestro secrets edit {name}`"),
+            ),
+            StoreError::Changed { what } => Failure::new(
+                ErrorCode::Conflict,
+                format!("the {what} changed while this request was working on it; retry"),
+            ),
+            StoreError::SessionEnded => Failure::new(
+                ErrorCode::SessionEnded,
+                "the session has ended; create a new session with `maestro sessions create`",
+            ),
+            StoreError::TokenUnusable => Failure::new(
+                ErrorCode::InvalidToken,
+                "the enrollment token is unknown, already used, or expired; create a new session for a new token",
+            ),
+            other => Failure::internal("using the database", &other),
+        }
+    }
+}
+
+/// Handlers' result type.
+pub type ApiResult<T> = Result<T, Failure>;

@@ -1,0 +1,42 @@
+//! The state every request handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ca::Ca;
+use crate::events::Hub;
+use crate::seal::MasterKey;
+use crate::store::Store;
+
+/// Settings from the command line that handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Longest life of a session certificate (`--cert-ttl`), capped at 24 h.
+    pub cert_ttl: Duration,
+    /// Interval of event stream heartbeats (`--heartbeat`).
+    pub heartbeat: Duration,
+}
+
+impl Settings {
+    /// How long an agent may keep secrets without hearing from us: six heartbeats, at least
+    /// 15 seconds, so a few lost heartbeats on a busy machine do not wipe a sandbox.
+    pub fn lease_seconds(&self) -> u64 {
+        (self.heartbeat.as_secs() * 6).max(15)
+    }
+}
+
+/// The broker's shared state.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub master: MasterKey,
+    pub ca: Ca,
+    pub hub: Hub,
+    pub settings: Settings,
+    /// Serializes changes to what is active where (activate, deactivate, edit, delete), so
+    /// that a conflict check and the write it guards see the same state. A store shared by
+    /// several brokers would do this with a serializable transaction instead.
+    pub activation_lock: tokio::sync::Mutex<()>,
+}
+
+/// What handlers get as state.
+pub type SharedApp = Arc<App>;

@@ -1,0 +1,136 @@
+//! Who is asking: a user (bearer token) or a session's agent (client certificate).
+//!
+//! * [`CurrentUser`]: `Authorization: Bearer <token>`; the token's SHA-256 is looked up.
+//! * [`AgentSession`]: the leaf certificate the client presented during the TLS handshake
+//!   (already verified against our CA, its validity and EKU by [`crate::tls`]). The session is
+//!   read from its URI SAN `spiffe://maestro/session/<id>` and nowhere else. The session must
+//!   exist and be live; a certificate of an ended session is refused (and audited as denied).
+//!   Its expiry is checked again here because an HTTP/2 connection may outlive it.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum_server::tls::TlsInfo;
+use maestro_wire::api::AuditAction;
+use tracing::{info, warn};
+use x509_parser::extensions::GeneralName;
+
+use crate::api::error::Failure;
+use crate::app::SharedApp;
+use crate::clock;
+use crate::store::{AuditRecord, SessionRecord, UserRecord};
+use crate::tokens;
+
+/// The user a request acts for.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub UserRecord);
+
+impl FromRequestParts<SharedApp> for CurrentUser {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, Failure> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            Failure::unauthorized(
+                "missing API token: send Authorization: Bearer <token> (the CLI reads MAESTRO_TOKEN or MAESTRO_TOKEN_FILE)",
+            )
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or_else(|| {
+                Failure::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        match app.store.user_by_token(&tokens::hash(token)).await? {
+            Some(user) => Ok(Self(user)),
+            None => Err(Failure::unauthorized(
+                "the API token is not valid; check MAESTRO_TOKEN, or ask for a new one with `maestro-broker user add`",
+            )),
+        }
+    }
+}
+
+/// The session whose certificate the client presented.
+#[derive(Debug, Clone)]
+pub struct AgentSession {
+    pub session: SessionRecord,
+    /// When the presented certificate expires (unix seconds).
+    pub cert_not_after: i64,
+}
+
+/// What a client certificate says, before the session is looked up.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub session_id: String,
+    pub not_after: i64,
+}
+
+/// Reads the session id and expiry from a DER certificate.
+pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, Failure> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|_| Failure::unauthorized("the client certificate cannot be parsed"))?;
+    let san = cert.subject_alternative_name().ok().flatten().ok_or_else(|| {
+        Failure::unauthorized("the client certificate names no Maestro session (no URI SAN)")
+    })?;
+    let mut sessions = san.value.general_names.iter().filter_map(|n| match n {
+        GeneralName::URI(uri) => uri.strip_prefix(maestro_wire::SESSION_URI_PREFIX),
+        _ => None,
+    });
+    let session_id = match (sessions.next(), sessions.next()) {
+        (Some(id), None) if !id.is_empty() => id.to_owned(),
+        _ => {
+            return Err(Failure::unauthorized(
+                "the client certificate must name exactly one Maestro session",
+            ));
+        }
+    };
+    Ok(PeerIdentity { session_id, not_after: cert.validity().not_after.timestamp() })
+}
+
+impl FromRequestParts<SharedApp> for AgentSession {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, Failure> {
+        let leaf = parts
+            .extensions
+            .get::<Arc<TlsInfo>>()
+            .and_then(|info| info.peer_certificates.first().cloned())
+            .ok_or_else(|| {
+                Failure::unauthorized(
+                    "this route needs the session's client certificate (mutual TLS); enroll with the session's token first",
+                )
+            })?;
+        let peer = peer_identity(&leaf)?;
+        let now = clock::now();
+        if peer.not_after <= now {
+            return Err(Failure::unauthorized(format!(
+                "the client certificate expired at {}; renew it before it expires (POST /v1/agent/renew)",
+                clock::rfc3339(peer.not_after)
+            )));
+        }
+        let session = app.store.session(&peer.session_id).await?.ok_or_else(|| {
+            warn!(session = %peer.session_id, "certificate for an unknown session");
+            Failure::unauthorized("the client certificate names an unknown session")
+        })?;
+        if !session.is_live(now) {
+            let record = AuditRecord {
+                session_id: Some(session.id.clone()),
+                detail: Some(format!("ended session's certificate used for {}", parts.uri.path())),
+                ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
+            };
+            if let Err(e) = app.store.append_audit(std::slice::from_ref(&record)).await {
+                warn!(error = %e, "could not record a denied request");
+            }
+            info!(session = %session.id, "refused an ended session's certificate");
+            return Err(Failure::forbidden(format!(
+                "session {} has ended; its certificate is no longer accepted",
+                session.id
+            )));
+        }
+        Ok(Self { session, cert_not_after: peer.not_after })
+    }
+}

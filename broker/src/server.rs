@@ -1,0 +1,197 @@
+//! Opening a data directory (first-start initialization included) and serving HTTPS.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use maestro_wire::SecretValue;
+use tracing::{info, warn};
+
+use crate::app::{App, Settings};
+use crate::ca::{Ca, CaError};
+use crate::clock;
+use crate::datadir::{self, DataDir, DataDirError, DirLock};
+use crate::events::Hub;
+use crate::keys::{self, KeyError};
+use crate::seal::MasterKey;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError};
+use crate::tokens;
+
+/// How long shutdown waits for requests in flight once the event streams are closed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the broker could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}; pick another --listen address or stop what uses it")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot make a token: {0}")]
+    Random(#[from] tokens::RandomError),
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("invalid user name '{0}': use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter")]
+    UserName(String),
+}
+
+/// Options of `maestro-broker serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: DataDir,
+    pub listen: String,
+    pub hostnames: Vec<String>,
+    pub settings: Settings,
+}
+
+/// An opened data directory: the store, checked master key and CA.
+pub struct Opened {
+    pub store: Arc<SqliteStore>,
+    pub master: MasterKey,
+    pub ca: Ca,
+}
+
+/// Opens a data directory, making whatever a first start needs: the directory (0700), the
+/// database, the master key, the CA, and the first user `admin` with its token in
+/// `admin.token`. Every file is 0600.
+pub async fn open(dir: &DataDir) -> Result<Opened, ServeError> {
+    dir.ensure()?;
+    dir.prepare_database()?;
+    let store = Arc::new(SqliteStore::open(&dir.database()).await?);
+    let master = keys::open_master_key(dir, store.as_ref()).await?;
+    let ca = Ca::load_or_create(dir)?;
+    if store.user_count().await? == 0 {
+        let token = tokens::generate(tokens::USER_TOKEN_PREFIX)?;
+        // The file first: a crash before the insert just means a new token next start.
+        let mut text = zeroize::Zeroizing::new(token.expose().to_owned());
+        text.push('\n');
+        datadir::write_private(&dir.admin_token(), text.as_bytes())?;
+        store.create_user("admin", &tokens::hash(token.expose()), clock::now()).await?;
+        info!(path = %dir.admin_token().display(), "made the first user, admin");
+    }
+    dir.prepare_database()?;
+    Ok(Opened { store, master, ca })
+}
+
+/// Whether `name` is a valid user name.
+pub fn valid_user_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// `maestro-broker user add NAME`: returns the new user's token.
+pub async fn add_user(dir: &DataDir, name: &str) -> Result<SecretValue, ServeError> {
+    if !valid_user_name(name) {
+        return Err(ServeError::UserName(name.to_owned()));
+    }
+    let opened = open(dir).await?;
+    let token = tokens::generate(tokens::USER_TOKEN_PREFIX)?;
+    opened.store.create_user(name, &tokens::hash(token.expose()), clock::now()).await?;
+    opened.store.close().await;
+    Ok(token)
+}
+
+/// `maestro-broker rotate-master-key`: returns how many data keys were re-wrapped.
+pub async fn rotate_master_key(dir: &DataDir) -> Result<usize, ServeError> {
+    dir.ensure()?;
+    let _lock = dir.lock()?;
+    let opened = open(dir).await?;
+    let count = keys::rotate(dir, opened.store.as_ref()).await?;
+    opened.store.close().await;
+    Ok(count)
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        warn!("cannot watch for SIGTERM/SIGINT; stop the broker with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+}
+
+/// `maestro-broker serve`: runs until SIGTERM/SIGINT.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let dir = &options.data_dir;
+    dir.ensure()?;
+    let _lock: DirLock = dir.lock()?;
+    let opened = open(dir).await?;
+    let (server_pem, server_key) =
+        opened.ca.server_certificate(&options.hostnames, clock::now())?;
+    datadir::write_private(&dir.server_key(), server_key.as_bytes())?;
+    datadir::write_private(&dir.server_pem(), server_pem.as_bytes())?;
+    let tls_config = tls::server_config(opened.ca.cert_pem(), &server_pem, &server_key)?;
+    drop(server_key);
+
+    let listener = TcpListener::bind(&options.listen)
+        .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?;
+
+    let store = opened.store.clone();
+    let hub = Hub::new();
+    let app = Arc::new(App {
+        store: opened.store,
+        master: opened.master,
+        ca: opened.ca,
+        hub: hub.clone(),
+        settings: options.settings,
+        activation_lock: tokio::sync::Mutex::new(()),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let expiry = tokio::spawn(crate::sessions::expire_task(app.clone(), stop_rx));
+
+    let handle: Handle<SocketAddr> = Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))
+        .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?
+        .handle(handle.clone());
+
+    {
+        let handle = handle.clone();
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            // Event streams never end on their own: close them, then let requests finish.
+            hub.shutdown();
+            let _ = stop_tx.send(true);
+            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        });
+    }
+
+    let mut out = std::io::stdout().lock();
+    // The tests and scripts wait for the `listening on` line, so it comes last, flushed.
+    let _ = writeln!(out, "maestro-broker: CA certificate: {}", dir.ca_pem().display());
+    let _ = writeln!(out, "maestro-broker: admin token: {}", dir.admin_token().display());
+    let _ = writeln!(out, "maestro-broker: listening on https://{addr}");
+    let _ = out.flush();
+    drop(out);
+    info!(%addr, data_dir = %dir.root().display(), "serving");
+
+    let result = server.serve(crate::api::router(app).into_make_service()).await;
+    expiry.abort();
+    store.close().await;
+    info!("stopped");
+    result.map_err(ServeError::Serve)
+}

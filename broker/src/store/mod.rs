@@ -1,0 +1,343 @@
+//! Persistence behind one trait, so that the broker does not care which database holds it.
+//!
+//! [`sqlite::SqliteStore`] is the embedded default. The trait is object-safe (every method
+//! returns a boxed future) so that the engine can be chosen at start-up; a PostgreSQL engine
+//! implements the same trait with the same transactions.
+//!
+//! What the store holds: users (token hashes), secrets (metadata and the id of their data key),
+//! field ciphertexts, wrapped data keys, sessions, activations, enrollment tokens (hashes), issued
+//! certificates, and the append-only audit trail. It never sees a plaintext value or key: sealing
+//! happens before, in [`crate::seal`].
+//!
+//! Every method that changes more than one row does so in one transaction, and every mutation
+//! that the user can see records its audit row in that same transaction.
+
+pub mod schema;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use maestro_wire::api::AuditAction;
+
+/// A future returned by a [`Store`] method.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a store operation failed. Messages name tables and steps, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    /// A schema migration failed at start-up.
+    #[error("database migration {version} failed: {source}")]
+    Migrate { version: i64, source: sqlx::Error },
+    /// The database was written by a newer broker.
+    #[error("the database has schema version {found}, newer than this broker ({supported}); upgrade maestro-broker")]
+    TooNew { found: i64, supported: i64 },
+    /// A query failed.
+    #[error("database error while {step}: {source}")]
+    Query { step: &'static str, source: sqlx::Error },
+    /// A row holds something this broker cannot read back.
+    #[error("the database holds an unreadable {what}; it was edited by hand or is corrupt")]
+    Corrupt { what: &'static str },
+    /// A unique name is taken.
+    #[error("{what} '{name}' already exists")]
+    AlreadyExists { what: &'static str, name: String },
+    /// A row disappeared or changed between read and write (a concurrent edit or delete).
+    #[error("the {what} changed while this request was working on it; retry")]
+    Changed { what: &'static str },
+    /// The session ended before the change could be recorded.
+    #[error("the session has ended")]
+    SessionEnded,
+    /// The enrollment token is unknown, already used, or expired.
+    #[error("the enrollment token is unknown, already used, or expired")]
+    TokenUnusable,
+}
+
+/// Shorthand for mapping a `sqlx::Error` to [`StoreError::Query`].
+pub(crate) fn query_failed(step: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { step, source }
+}
+
+/// A user of the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub name: String,
+}
+
+/// One version of a secret: metadata and its wrapped data key (values are in [`SealedField`]s).
+#[derive(Debug, Clone)]
+pub struct SecretRecord {
+    /// Random, never reused; part of every field's associated data.
+    pub id: String,
+    pub owner_id: i64,
+    pub name: String,
+    pub kind: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub version: u64,
+    /// Names of its fields, sorted.
+    pub field_names: Vec<String>,
+    pub data_key_id: String,
+    pub wrapped_key: Vec<u8>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One sealed field value.
+#[derive(Debug, Clone)]
+pub struct SealedField {
+    pub name: String,
+    pub blob: Vec<u8>,
+}
+
+/// A wrapped data key with what it is bound to, for master key rotation.
+#[derive(Debug, Clone)]
+pub struct DataKeyRecord {
+    pub id: String,
+    pub owner_id: i64,
+    pub secret_id: String,
+    pub version: u64,
+    pub wrapped: Vec<u8>,
+}
+
+/// A session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub owner_id: i64,
+    pub label: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub ended_at: Option<i64>,
+    pub ended_reason: Option<String>,
+    pub enrolled: bool,
+}
+
+impl SessionRecord {
+    /// Whether the session can still be used at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.ended_at.is_none() && self.expires_at > now
+    }
+}
+
+/// A one-time enrollment token (its hash).
+#[derive(Debug, Clone)]
+pub struct EnrollmentRecord {
+    pub token_hash: Vec<u8>,
+    pub session_id: String,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// A certificate the CA issued.
+#[derive(Debug, Clone)]
+pub struct CertificateRecord {
+    /// Hex.
+    pub serial: String,
+    pub session_id: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issued_at: i64,
+    /// `enroll` or `renew`.
+    pub reason: &'static str,
+}
+
+/// One audit record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub owner_id: i64,
+    pub at: i64,
+    pub action: AuditAction,
+    /// The secret's id, when the record is about a secret that existed.
+    pub secret_id: Option<String>,
+    pub secret_name: Option<String>,
+    pub session_id: Option<String>,
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub command: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl AuditRecord {
+    /// A record with only the required parts; fill in the rest with struct update syntax.
+    pub fn new(owner_id: i64, at: i64, action: AuditAction) -> Self {
+        Self {
+            owner_id,
+            at,
+            action,
+            secret_id: None,
+            secret_name: None,
+            session_id: None,
+            pid: None,
+            uid: None,
+            command: None,
+            detail: None,
+        }
+    }
+}
+
+/// An appended audit record with its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub record: AuditRecord,
+}
+
+/// How a secret has been used, from the audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageSummary {
+    pub last_used_at: Option<i64>,
+    /// Most recent first, without repeats.
+    pub sessions: Vec<String>,
+}
+
+/// The broker's persistence. See the module docs for its guarantees.
+pub trait Store: Send + Sync {
+    // Meta and keys.
+
+    /// A small value of the store's own (the master key check, ...).
+    fn meta_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+    /// Sets a meta value.
+    fn meta_put<'a>(&'a self, key: &'a str, value: &'a [u8]) -> StoreFuture<'a, ()>;
+    /// Every wrapped data key.
+    fn data_keys(&self) -> StoreFuture<'_, Vec<DataKeyRecord>>;
+    /// Replaces every wrapped data key and the master key check, in one transaction. Fails
+    /// with [`StoreError::Changed`] if the set of keys changed meanwhile.
+    fn rewrap_data_keys<'a>(
+        &'a self,
+        rewrapped: &'a [(String, Vec<u8>)],
+        check_key: &'a str,
+        check_value: &'a [u8],
+    ) -> StoreFuture<'a, ()>;
+
+    // Users.
+
+    /// Adds a user; [`StoreError::AlreadyExists`] if the name is taken.
+    fn create_user<'a>(
+        &'a self,
+        name: &'a str,
+        token_hash: &'a [u8],
+        now: i64,
+    ) -> StoreFuture<'a, UserRecord>;
+    /// The user whose token has this hash.
+    fn user_by_token<'a>(&'a self, token_hash: &'a [u8]) -> StoreFuture<'a, Option<UserRecord>>;
+    /// How many users there are.
+    fn user_count(&self) -> StoreFuture<'_, i64>;
+
+    // Secrets.
+
+    /// Adds a secret with its fields and data key.
+    fn insert_secret<'a>(
+        &'a self,
+        secret: &'a SecretRecord,
+        fields: &'a [SealedField],
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()>;
+    /// A user's secret by name.
+    fn secret_by_name<'a>(
+        &'a self,
+        owner_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, Option<SecretRecord>>;
+    /// A user's secrets, by name.
+    fn list_secrets(&self, owner_id: i64) -> StoreFuture<'_, Vec<SecretRecord>>;
+    /// The sealed fields of a secret's current version.
+    fn secret_fields<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, Vec<SealedField>>;
+    /// Replaces a secret's version `old_version` by `secret` (a higher version, a new data key)
+    /// and its fields; the old data key and ciphertexts are deleted. [`StoreError::Changed`]
+    /// if the stored version is no longer `old_version`.
+    fn replace_secret<'a>(
+        &'a self,
+        old_version: u64,
+        secret: &'a SecretRecord,
+        fields: &'a [SealedField],
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()>;
+    /// Deletes a secret, its fields, its data key and its activations; records `Deleted` and a
+    /// `Deactivated` per live session it was active in, which it returns.
+    fn delete_secret<'a>(
+        &'a self,
+        secret: &'a SecretRecord,
+        now: i64,
+    ) -> StoreFuture<'a, Vec<String>>;
+    /// Last use and the sessions that used a secret (fetched, injected, file read).
+    fn secret_usage<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, UsageSummary>;
+    /// Live sessions in which a secret is active.
+    fn secret_active_in<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, Vec<String>>;
+    /// A secret's audit trail, oldest first.
+    fn secret_history<'a>(
+        &'a self,
+        owner_id: i64,
+        secret_id: &'a str,
+    ) -> StoreFuture<'a, Vec<AuditRow>>;
+
+    // Sessions.
+
+    /// Adds a session with its enrollment token.
+    fn insert_session<'a>(
+        &'a self,
+        session: &'a SessionRecord,
+        token: &'a EnrollmentRecord,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()>;
+    /// A session by id, whoever owns it.
+    fn session<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SessionRecord>>;
+    /// A user's sessions, newest first.
+    fn list_sessions(&self, owner_id: i64) -> StoreFuture<'_, Vec<SessionRecord>>;
+    /// Ends a live session (final): clears its activations and records `SessionEnded`.
+    /// Returns the ended session, or `None` if it was already ended.
+    fn end_session<'a>(
+        &'a self,
+        id: &'a str,
+        reason: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, Option<SessionRecord>>;
+    /// Live sessions whose TTL has passed at `now`.
+    fn expired_sessions(&self, now: i64) -> StoreFuture<'_, Vec<String>>;
+    /// The secrets active in a session, by name.
+    fn active_secrets<'a>(&'a self, session_id: &'a str) -> StoreFuture<'a, Vec<SecretRecord>>;
+    /// Adds and removes activations of a live session, with their audit records, in one
+    /// transaction; [`StoreError::SessionEnded`] if the session is no longer live.
+    fn change_activations<'a>(
+        &'a self,
+        session_id: &'a str,
+        add: &'a [String],
+        remove: &'a [String],
+        now: i64,
+        audit: &'a [AuditRecord],
+    ) -> StoreFuture<'a, ()>;
+
+    // Enrollment and certificates.
+
+    /// An enrollment token by hash.
+    fn enrollment<'a>(
+        &'a self,
+        token_hash: &'a [u8],
+    ) -> StoreFuture<'a, Option<EnrollmentRecord>>;
+    /// Marks the token used and records the certificate, in one transaction.
+    /// [`StoreError::TokenUnusable`] if the token was used or expired meanwhile,
+    /// [`StoreError::SessionEnded`] if the session ended.
+    fn complete_enrollment<'a>(
+        &'a self,
+        token_hash: &'a [u8],
+        now: i64,
+        cert: &'a CertificateRecord,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()>;
+    /// Records a renewed certificate.
+    fn record_certificate<'a>(
+        &'a self,
+        cert: &'a CertificateRecord,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()>;
+
+    // Audit.
+
+    /// Appends records in one transaction (an agent's usage batch).
+    fn append_audit<'a>(&'a self, records: &'a [AuditRecord]) -> StoreFuture<'a, ()>;
+    /// A user's audit trail, oldest first, at most `limit` most recent records.
+    fn audit_for_owner(&self, owner_id: i64, limit: i64) -> StoreFuture<'_, Vec<AuditRow>>;
+}

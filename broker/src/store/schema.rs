@@ -1,0 +1,115 @@
+//! The SQLite schema, as numbered migrations applied in order at start-up.
+//!
+//! Times are unix seconds. Ids of secrets, data keys and sessions are random text made by the
+//! broker (they are part of the associated data of ciphertexts, so they exist before the row).
+//! The audit table refuses UPDATE and DELETE with triggers: it is append-only even for code
+//! that forgets.
+
+/// `(version, statements)`, applied in order; `PRAGMA user_version` records the last one.
+pub const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    token_hash BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE data_keys (
+    id TEXT PRIMARY KEY,
+    wrapped BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE secrets (
+    id TEXT PRIMARY KEY,
+    owner_id INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    description TEXT,
+    tags TEXT NOT NULL,
+    field_names TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data_key_id TEXT NOT NULL UNIQUE REFERENCES data_keys(id),
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (owner_id, name)
+);
+
+CREATE TABLE secret_fields (
+    secret_id TEXT NOT NULL REFERENCES secrets(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    ciphertext BLOB NOT NULL,
+    PRIMARY KEY (secret_id, name)
+);
+
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    owner_id INTEGER NOT NULL REFERENCES users(id),
+    label TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    ended_reason TEXT,
+    enrolled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_owner ON sessions (owner_id, created_at);
+CREATE INDEX sessions_live_expiry ON sessions (expires_at) WHERE ended_at IS NULL;
+
+CREATE TABLE activations (
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    secret_id TEXT NOT NULL REFERENCES secrets(id) ON DELETE CASCADE,
+    activated_at INTEGER NOT NULL,
+    PRIMARY KEY (session_id, secret_id)
+);
+CREATE INDEX activations_secret ON activations (secret_id);
+
+CREATE TABLE enrollment_tokens (
+    token_hash BLOB PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+
+CREATE TABLE certificates (
+    serial TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    not_before INTEGER NOT NULL,
+    not_after INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_id INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    secret_id TEXT,
+    secret_name TEXT,
+    session_id TEXT,
+    pid INTEGER,
+    uid INTEGER,
+    command TEXT,
+    detail TEXT
+);
+CREATE INDEX audit_owner ON audit (owner_id, seq);
+CREATE INDEX audit_secret ON audit (secret_id, seq);
+
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"#,
+)];
+
+/// The schema version this broker writes.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0)
+}

@@ -1,0 +1,289 @@
+//! The command line: every subcommand and flag of `maestro`, as clap derives them.
+//!
+//! Parsing stops at shapes (which flags, how many values). Meaning (field values, TTLs, names)
+//! is checked by the modules that use them, so that their errors are one line and exit 1, not
+//! clap's multi-line usage errors.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// maestro: keep secrets in the Maestro broker and activate them for sandbox sessions.
+#[derive(Debug, Parser)]
+#[command(name = "maestro", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the broker is and how to trust and authenticate to it. Each flag overrides its
+/// environment variable.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Connection (every command)")]
+pub struct GlobalArgs {
+    /// Base URL of the broker [env: MAESTRO_URL; default: https://127.0.0.1:8443]
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// PEM file of the broker's CA certificate, the only root trusted [env: MAESTRO_CA;
+    /// default: DATA_DIR/ca.pem when it exists]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ca: Option<PathBuf>,
+    /// File holding the API token [env: MAESTRO_TOKEN or MAESTRO_TOKEN_FILE; default:
+    /// DATA_DIR/admin.token when it exists]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// The broker's data directory, used only to find ca.pem and admin.token
+    /// [env: MAESTRO_DATA_DIR; default: ./maestro-data]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add, edit, remove, list and activate secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Create, list, show and end sandbox sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Show your whole audit trail: activations, fetches, injections, file reads, denials.
+    Audit(AuditArgs),
+    /// Show the integrations catalog: kinds, their fields, variables and files.
+    Kinds(KindsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Register a new secret.
+    Add(AddArgs),
+    /// Make a new version of a secret: set or remove fields, change kind, description or tags.
+    Edit(EditArgs),
+    /// Delete a secret (it is deactivated in every session first).
+    Rm(NameArgs),
+    /// List your secrets.
+    Ls(JsonArgs),
+    /// Show a secret's metadata (never a value).
+    Show(NameArgs),
+    /// Show a secret's usage history.
+    History(NameArgs),
+    /// Activate secrets in a live session.
+    Activate(ActivationArgs),
+    /// Deactivate secrets in a session.
+    Deactivate(ActivationArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Create a session; prints its id, then its one-time enrollment token.
+    Create(CreateSessionArgs),
+    /// List your sessions.
+    Ls(JsonArgs),
+    /// Show a session's state and active secrets.
+    Show(SessionArgs),
+    /// End a session for good (its agent drops every secret).
+    End(SessionArgs),
+}
+
+/// Where a secret's field values come from. Prefer files or stdin: argv is visible to every
+/// user of the machine through /proc.
+#[derive(Debug, Args, Default)]
+pub struct FieldArgs {
+    /// A field and its value (visible in argv: prefer --field-file or --field-stdin)
+    #[arg(long = "field", value_name = "F=VALUE", allow_hyphen_values = true)]
+    pub field: Vec<String>,
+    /// A field whose value is the content of PATH
+    #[arg(long = "field-file", value_name = "F=PATH")]
+    pub field_file: Vec<String>,
+    /// A field whose value is all of standard input
+    #[arg(long = "field-stdin", value_name = "F")]
+    pub field_stdin: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Secret name: [A-Z][A-Z0-9_]{0,63}, e.g. AWS_PROD
+    pub name: String,
+    /// Integration kind (see `maestro kinds`)
+    #[arg(long)]
+    pub kind: String,
+    #[command(flatten)]
+    pub fields: FieldArgs,
+    /// Free text shown by `secrets ls` and `secrets show`
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// A tag (repeat for several)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// Name of the secret to edit
+    pub name: String,
+    /// New kind; every field of the new kind must then be given
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[command(flatten)]
+    pub fields: FieldArgs,
+    /// Remove a field (repeat for several)
+    #[arg(long = "remove-field", value_name = "F")]
+    pub remove_fields: Vec<String>,
+    /// New description
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Replace the tags with these (repeat for several)
+    #[arg(long = "tag", value_name = "TAG", conflicts_with = "clear_tags")]
+    pub tags: Vec<String>,
+    /// Remove every tag
+    #[arg(long)]
+    pub clear_tags: bool,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Secret name
+    pub name: String,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ActivationArgs {
+    /// The session's id
+    #[arg(long, value_name = "ID")]
+    pub session: String,
+    /// Secret names
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Print the session as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateSessionArgs {
+    /// Lifetime, e.g. 12h, 90m, 30s [default: 12h; at most 30 days]
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// Free text shown by `sessions ls`
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// Write the sandbox's enrollment bundle to PATH (mode 0600) instead of printing the token
+    #[arg(long, value_name = "PATH")]
+    pub bundle_out: Option<PathBuf>,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// The session's id
+    pub id: String,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records about this secret
+    #[arg(long, value_name = "NAME")]
+    pub secret: Option<String>,
+    /// Only records about this session
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// Print the records as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KindsArgs {
+    /// Show one kind in detail
+    pub kind: Option<String>,
+    /// Print the catalog as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_contract_forms() {
+        let cli = Cli::try_parse_from([
+            "maestro",
+            "secrets",
+            "add",
+            "AWS_PROD",
+            "--kind",
+            "aws",
+            "--field",
+            "access_key_id=AKIA1",
+            "--field-file",
+            "secret_access_key=/tmp/k",
+            "--field-stdin",
+            "session_token",
+            "--tag",
+            "prod",
+            "--tag",
+            "aws",
+        ])
+        .unwrap();
+        let Command::Secrets(SecretsCommand::Add(add)) = cli.command else { panic!("not add") };
+        assert_eq!(add.fields.field, ["access_key_id=AKIA1"]);
+        assert_eq!(add.fields.field_file, ["secret_access_key=/tmp/k"]);
+        assert_eq!(add.fields.field_stdin.as_deref(), Some("session_token"));
+        assert_eq!(add.tags, ["prod", "aws"]);
+
+        let cli = Cli::try_parse_from([
+            "maestro",
+            "secrets",
+            "activate",
+            "--session",
+            "s1",
+            "A",
+            "B",
+            "--url",
+            "https://x",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.url.as_deref(), Some("https://x"));
+        let Command::Secrets(SecretsCommand::Activate(a)) = cli.command else { panic!() };
+        assert_eq!(a.names, ["A", "B"]);
+        assert!(Cli::try_parse_from(["maestro", "secrets", "activate", "--session", "s"]).is_err());
+    }
+
+    #[test]
+    fn a_field_value_may_start_with_a_dash() {
+        let cli =
+            Cli::try_parse_from(["maestro", "secrets", "edit", "X", "--field", "A=-b"]).unwrap();
+        let Command::Secrets(SecretsCommand::Edit(e)) = cli.command else { panic!() };
+        assert_eq!(e.fields.field, ["A=-b"]);
+    }
+}

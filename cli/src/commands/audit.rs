@@ -1,0 +1,109 @@
+//! `maestro audit`: the caller's whole audit trail, and the audit table that `secrets history`
+//! shares.
+
+use maestro_wire::api::AuditEvent;
+
+use super::{Output, json_output, output};
+use crate::args::AuditArgs;
+use crate::client::Client;
+use crate::input;
+use crate::table::{Table, opt, time};
+
+pub async fn run(client: &Client, args: AuditArgs) -> anyhow::Result<Output> {
+    if let Some(name) = &args.secret {
+        input::secret_name(name)?;
+    }
+    if let Some(id) = &args.session {
+        input::session_id(id)?;
+    }
+    let answer = client.get(&["v1", "audit"]).await?;
+    let events: Vec<AuditEvent> = answer.parse()?;
+    let filtered = args.secret.is_some() || args.session.is_some();
+    let events: Vec<AuditEvent> = events
+        .into_iter()
+        .filter(|e| args.secret.as_ref().is_none_or(|s| e.secret.as_ref() == Some(s)))
+        .filter(|e| args.session.as_ref().is_none_or(|s| e.session.as_ref() == Some(s)))
+        .collect();
+    if args.json {
+        if filtered {
+            return json_output(&events);
+        }
+        return Ok(answer.pretty::<Vec<AuditEvent>>()?);
+    }
+    if events.is_empty() {
+        return Ok(output("no audit records\n".to_owned()));
+    }
+    Ok(output(render(&events, true)))
+}
+
+/// The audit table; `with_secret` adds the SECRET column (a secret's history leaves it out).
+pub fn render(events: &[AuditEvent], with_secret: bool) -> String {
+    let mut header = vec!["SEQ", "TIME", "ACTION"];
+    if with_secret {
+        header.push("SECRET");
+    }
+    header.extend(["SESSION", "PID", "UID", "COMMAND", "DETAIL"]);
+    let mut table = Table::new(&header);
+    for e in events {
+        let mut row = vec![e.seq.to_string(), time(&e.at), action(e)];
+        if with_secret {
+            row.push(opt(e.secret.as_deref()));
+        }
+        row.extend([
+            opt(e.session.as_deref()),
+            e.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            e.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+            opt(e.command.as_deref()),
+            opt(e.detail.as_deref()),
+        ]);
+        table.row(row);
+    }
+    table.render()
+}
+
+/// The action as its snake_case wire name (`file_read`), the name `--json` shows too.
+fn action(event: &AuditEvent) -> String {
+    serde_json::to_value(event.action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{:?}", event.action))
+}
+
+#[cfg(test)]
+mod tests {
+    use maestro_wire::api::AuditAction;
+
+    use super::*;
+
+    #[test]
+    fn renders_actions_by_wire_name() {
+        let e = AuditEvent {
+            seq: 7,
+            at: "2026-11-29T10:00:00.25Z".into(),
+            action: AuditAction::FileRead,
+            secret: Some("AWS_PROD".into()),
+            session: Some("s1".into()),
+            pid: Some(42),
+            uid: Some(1000),
+            command: Some("cat".into()),
+            detail: Some("aws/credentials".into()),
+        };
+        let out = render(&[e], true);
+        let line = out.lines().nth(1).unwrap();
+        assert_eq!(
+            line.split_whitespace().collect::<Vec<_>>(),
+            [
+                "7",
+                "2026-11-29",
+                "10:00:00Z",
+                "file_read",
+                "AWS_PROD",
+                "s1",
+                "42",
+                "1000",
+                "cat",
+                "aws/credentials"
+            ]
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! `maestro kinds [KIND]`: the integrations catalog, read from the local copy of the wire
+//! crate (no broker needed).
+//!
+//! Sources, checks and helpers are described through their serde form rather than matched
+//! variant by variant, so a variant added to the catalog shows up here without a change.
+
+use maestro_wire::catalog::{self, Kind};
+use serde::Serialize;
+
+use super::{Output, json_output, output};
+use crate::args::KindsArgs;
+use crate::table::{Table, key_values};
+
+/// Why a kind cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum KindsError {
+    #[error("unknown kind '{0}'; run `maestro kinds` for the list")]
+    Unknown(String),
+}
+
+pub fn run(args: KindsArgs) -> anyhow::Result<Output> {
+    match args.kind {
+        None if args.json => json_output(&catalog::view()),
+        None => Ok(output(overview())),
+        Some(name) => {
+            let kind = catalog::kind(&name)
+                .ok_or_else(|| KindsError::Unknown(crate::table::clean(&name)))?;
+            if args.json {
+                json_output(kind)
+            } else {
+                Ok(output(detail(kind)))
+            }
+        }
+    }
+}
+
+fn overview() -> String {
+    let mut table = Table::new(&["KIND", "FIELDS (* required, =default)", "DESCRIPTION"]);
+    for kind in catalog::KINDS {
+        table.row(vec![kind.name.to_owned(), field_summary(kind), kind.title.to_owned()]);
+    }
+    let mut out = table.render();
+    out.push_str("\n`maestro kinds KIND` shows a kind's variables and files.\n");
+    out
+}
+
+fn field_summary(kind: &Kind) -> String {
+    if kind.free_fields {
+        return "any NAME (each field is one variable)".to_owned();
+    }
+    let parts: Vec<String> = kind
+        .fields
+        .iter()
+        .map(|f| match (f.required, f.default) {
+            (true, _) => format!("{}*", f.name),
+            (false, Some(d)) => format!("{}={d}", f.name),
+            (false, None) => f.name.to_owned(),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+fn detail(kind: &Kind) -> String {
+    let mut out = format!("{}: {}\n\n", kind.name, kind.title);
+    if kind.free_fields {
+        out.push_str(
+            "fields: any names matching [A-Z_][A-Z0-9_]*; each is an environment variable of the \
+             same name and a file /run/secrets/NAME\n",
+        );
+    } else {
+        let mut table = Table::new(&["FIELD", "REQUIRED", "DEFAULT", "CHECK", "HELP"]);
+        for f in kind.fields {
+            table.row(vec![
+                f.name.to_owned(),
+                if f.required { "yes" } else { "no" }.to_owned(),
+                f.default.unwrap_or("-").to_owned(),
+                describe(&f.check),
+                f.help.to_owned(),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+    let mut pairs = Vec::new();
+    if !kind.variables.is_empty() {
+        let vars: Vec<String> =
+            kind.variables.iter().map(|v| format!("{} ({})", v.name, describe(&v.value))).collect();
+        pairs.push(("variables", vars.join(", ")));
+    }
+    let mut files: Vec<String> = Vec::new();
+    if !kind.variables.is_empty() {
+        files.push("one per variable, named after it".to_owned());
+    }
+    files.extend(kind.files.iter().map(|f| format!("{} ({})", f.path, describe(&f.content))));
+    if !files.is_empty() {
+        pairs.push(("files", files.join(", ")));
+    }
+    if let Some(helper) = &kind.helper {
+        pairs.push(("helper", format!("maestro-exec {}", describe(helper).replace(' ', "-"))));
+    }
+    if let Some(setup) = kind.setup {
+        pairs.push(("setup", setup.to_owned()));
+    }
+    if !pairs.is_empty() {
+        out.push('\n');
+        out.push_str(&key_values(&pairs));
+    }
+    out
+}
+
+/// A short description of a catalog enum from its serde form: `"line"`, `{"from":"field",
+/// "arg":"region"}`, `{"helper":"git_credential",...}`, `{"prefix":["sk-"]}`.
+fn describe<T: Serialize>(item: &T) -> String {
+    let words = |s: &str| s.replace('_', " ");
+    let flat = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    };
+    match serde_json::to_value(item) {
+        Ok(serde_json::Value::String(s)) => words(&s),
+        Ok(serde_json::Value::Object(map)) => {
+            if let Some(from) = map.get("from").and_then(|f| f.as_str()) {
+                match (from, map.get("arg")) {
+                    ("field", Some(arg)) => format!("field {}", flat(arg)),
+                    ("file_path", Some(arg)) => format!("path of {}", flat(arg)),
+                    (from, Some(arg)) => format!("{} {}", words(from), flat(arg)),
+                    (from, None) => words(from),
+                }
+            } else if let Some(helper) = map.get("helper").and_then(|h| h.as_str()) {
+                words(helper)
+            } else {
+                map.iter()
+                    .map(|(k, v)| format!("{} {}", words(k), flat(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        }
+        Ok(other) => other.to_string(),
+        Err(_) => "-".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overview_lists_every_kind() {
+        let out = overview();
+        for kind in catalog::KINDS {
+            assert!(out.lines().any(|l| l.starts_with(kind.name)), "{} missing", kind.name);
+        }
+        assert!(out.contains("access_key_id*"));
+        assert!(out.contains("region=us-east-1"));
+    }
+
+    #[test]
+    fn aws_detail() {
+        let out = detail(catalog::kind("aws").unwrap());
+        assert!(out.contains("AWS_ACCESS_KEY_ID (field access_key_id)"), "{out}");
+        assert!(out.contains("aws/credentials (aws credentials file)"), "{out}");
+        assert!(out.contains("maestro-exec aws-credential-process"), "{out}");
+    }
+
+    #[test]
+    fn unknown_kind() {
+        let e = run(KindsArgs { kind: Some("nope".into()), json: false }).unwrap_err();
+        assert_eq!(e.to_string(), "unknown kind 'nope'; run `maestro kinds` for the list");
+    }
+
+    #[test]
+    fn json_is_the_catalog_view() {
+        let out = run(KindsArgs { kind: None, json: true }).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["kinds"][0]["name"], "generic");
+    }
+}

@@ -1,0 +1,284 @@
+//! `maestro secrets ...`: add, edit, rm, ls, show, history, activate, deactivate.
+//!
+//! Every argument is checked and every value read (with its limits) before the first request,
+//! so a bad input changes nothing at the broker.
+
+use maestro_wire::api::{
+    Activation, AuditEvent, CreateSecret, Deleted, EditSecret, SecretMeta, SessionInfo,
+};
+use reqwest::Method;
+
+use super::{Output, audit, output};
+use crate::args::{ActivationArgs, AddArgs, EditArgs, JsonArgs, NameArgs, SecretsCommand};
+use crate::client::Client;
+use crate::table::{Table, key_values, list, opt, opt_time, time};
+use crate::{fields, input};
+
+pub async fn run(client: &Client, command: SecretsCommand) -> anyhow::Result<Output> {
+    match command {
+        SecretsCommand::Add(args) => add(client, args).await,
+        SecretsCommand::Edit(args) => edit(client, args).await,
+        SecretsCommand::Rm(args) => rm(client, args).await,
+        SecretsCommand::Ls(args) => ls(client, args).await,
+        SecretsCommand::Show(args) => show(client, args).await,
+        SecretsCommand::History(args) => history(client, args).await,
+        SecretsCommand::Activate(args) => activation(client, args, true).await,
+        SecretsCommand::Deactivate(args) => activation(client, args, false).await,
+    }
+}
+
+async fn add(client: &Client, args: AddArgs) -> anyhow::Result<Output> {
+    input::secret_name(&args.name)?;
+    if let Some(d) = &args.description {
+        input::text("description", d)?;
+    }
+    input::tags(&args.tags)?;
+    let fields = fields::collect(args.fields, &[])?;
+    let body = CreateSecret {
+        name: args.name,
+        kind: args.kind,
+        fields,
+        description: args.description,
+        tags: args.tags,
+    };
+    let answer = client.send(Method::POST, &["v1", "secrets"], &body).await?;
+    drop(body);
+    if args.json {
+        return Ok(answer.pretty::<SecretMeta>()?);
+    }
+    let meta: SecretMeta = answer.parse()?;
+    Ok(output(format!(
+        "created {} ({}, version {}): variables {}; files {}\n",
+        meta.name,
+        meta.kind,
+        meta.version,
+        list(&meta.variables),
+        list(&meta.files)
+    )))
+}
+
+async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
+    input::secret_name(&args.name)?;
+    if let Some(d) = &args.description {
+        input::text("description", d)?;
+    }
+    input::tags(&args.tags)?;
+    fields::check_removed(&args.remove_fields)?;
+    let no_field_flags = args.fields.field.is_empty()
+        && args.fields.field_file.is_empty()
+        && args.fields.field_stdin.is_none();
+    if no_field_flags
+        && args.remove_fields.is_empty()
+        && args.kind.is_none()
+        && args.description.is_none()
+        && args.tags.is_empty()
+        && !args.clear_tags
+    {
+        return Err(input::InputError::NothingToEdit.into());
+    }
+    let fields = fields::collect(args.fields, &args.remove_fields)?;
+    let tags = if args.clear_tags {
+        Some(Vec::new())
+    } else if args.tags.is_empty() {
+        None
+    } else {
+        Some(args.tags)
+    };
+    let body = EditSecret {
+        kind: args.kind,
+        fields,
+        remove_fields: args.remove_fields,
+        description: args.description,
+        tags,
+    };
+    let answer = client.send(Method::PATCH, &["v1", "secrets", &args.name], &body).await?;
+    drop(body);
+    if args.json {
+        return Ok(answer.pretty::<SecretMeta>()?);
+    }
+    let meta: SecretMeta = answer.parse()?;
+    Ok(output(format!(
+        "updated {} to version {} ({}): variables {}; files {}\n",
+        meta.name,
+        meta.version,
+        meta.kind,
+        list(&meta.variables),
+        list(&meta.files)
+    )))
+}
+
+async fn rm(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
+    input::secret_name(&args.name)?;
+    let answer = client.delete(&["v1", "secrets", &args.name]).await?;
+    if args.json {
+        return Ok(answer.pretty::<Deleted>()?);
+    }
+    let deleted: Deleted = answer.parse()?;
+    let mut text = format!("deleted {}\n", deleted.name);
+    if !deleted.deactivated_in.is_empty() {
+        text.push_str(&format!("deactivated in sessions: {}\n", list(&deleted.deactivated_in)));
+    }
+    if let Some(revocation) = &deleted.revocation {
+        text.push_str(&format!("revocation: {}\n", crate::table::clean(revocation)));
+    }
+    Ok(output(text))
+}
+
+async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
+    let answer = client.get(&["v1", "secrets"]).await?;
+    if args.json {
+        return Ok(answer.pretty::<Vec<SecretMeta>>()?);
+    }
+    let secrets: Vec<SecretMeta> = answer.parse()?;
+    if secrets.is_empty() {
+        return Ok(output(
+            "no secrets; add one with `maestro secrets add NAME --kind KIND --field-file F=PATH`\n"
+                .to_owned(),
+        ));
+    }
+    let mut table =
+        Table::new(&["NAME", "KIND", "VERSION", "TAGS", "ACTIVE IN", "LAST USED", "DESCRIPTION"]);
+    for s in &secrets {
+        table.row(vec![
+            s.name.clone(),
+            s.kind.clone(),
+            s.version.to_string(),
+            list(&s.tags),
+            list(&s.active_in_sessions),
+            opt_time(s.last_used_at.as_deref()),
+            opt(s.description.as_deref()),
+        ]);
+    }
+    Ok(output(table.render()))
+}
+
+async fn show(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
+    input::secret_name(&args.name)?;
+    let answer = client.get(&["v1", "secrets", &args.name]).await?;
+    if args.json {
+        return Ok(answer.pretty::<SecretMeta>()?);
+    }
+    let meta: SecretMeta = answer.parse()?;
+    Ok(output(render_meta(&meta)))
+}
+
+/// The `secrets show` block: everything about a secret but its values.
+fn render_meta(m: &SecretMeta) -> String {
+    let mut pairs = vec![
+        ("name", m.name.clone()),
+        ("kind", m.kind.clone()),
+        ("description", opt(m.description.as_deref())),
+        ("tags", list(&m.tags)),
+        ("version", m.version.to_string()),
+        ("fields", list(&m.field_names)),
+        ("variables", list(&m.variables)),
+        ("files", list(&m.files)),
+        ("created", time(&m.created_at)),
+        ("updated", time(&m.updated_at)),
+        ("last used", m.last_used_at.as_deref().map_or_else(|| "never".to_owned(), time)),
+        ("used by sessions", list(&m.used_by_sessions)),
+        ("active in sessions", list(&m.active_in_sessions)),
+    ];
+    if let Some(oauth) = &m.oauth {
+        pairs.push(("oauth provider", oauth.provider.clone()));
+        pairs.push(("oauth scopes", list(&oauth.scopes)));
+        pairs.push(("token expires", opt_time(oauth.expires_at.as_deref())));
+        pairs.push(("last refresh", opt_time(oauth.last_refresh_at.as_deref())));
+        if oauth.needs_reauth {
+            let hint = oauth
+                .reauth_hint
+                .clone()
+                .unwrap_or_else(|| format!("run `maestro oauth reconnect {}`", m.name));
+            pairs.push(("needs reauth", hint));
+        }
+    }
+    key_values(&pairs)
+}
+
+async fn history(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
+    input::secret_name(&args.name)?;
+    let answer = client.get(&["v1", "secrets", &args.name, "history"]).await?;
+    if args.json {
+        return Ok(answer.pretty::<Vec<AuditEvent>>()?);
+    }
+    let events: Vec<AuditEvent> = answer.parse()?;
+    if events.is_empty() {
+        return Ok(output(format!("no history for {}\n", args.name)));
+    }
+    Ok(output(audit::render(&events, false)))
+}
+
+async fn activation(
+    client: &Client,
+    args: ActivationArgs,
+    activate: bool,
+) -> anyhow::Result<Output> {
+    input::session_id(&args.session)?;
+    input::secret_names(&args.names)?;
+    let verb = if activate { "activate" } else { "deactivate" };
+    let body = Activation { names: args.names };
+    let answer = client.send(Method::POST, &["v1", "sessions", &args.session, verb], &body).await?;
+    if args.json {
+        return Ok(answer.pretty::<SessionInfo>()?);
+    }
+    let session: SessionInfo = answer.parse()?;
+    let done = if activate { "activated" } else { "deactivated" };
+    Ok(output(format!(
+        "{done} {} in session {}; active now: {}\n",
+        body.names.join(", "),
+        session.id,
+        list(&session.active)
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use maestro_wire::api::OAuthMeta;
+
+    use super::*;
+
+    fn meta() -> SecretMeta {
+        SecretMeta {
+            name: "GH".into(),
+            kind: "github".into(),
+            description: None,
+            tags: vec![],
+            version: 3,
+            field_names: vec!["token".into()],
+            variables: vec!["GITHUB_TOKEN".into()],
+            files: vec!["GITHUB_TOKEN".into()],
+            created_at: "2026-11-29T10:00:00Z".into(),
+            updated_at: "2026-11-29T11:00:00Z".into(),
+            last_used_at: None,
+            used_by_sessions: vec!["s1".into(), "s2".into()],
+            active_in_sessions: vec!["s2".into()],
+            oauth: Some(OAuthMeta {
+                provider: "github".into(),
+                scopes: vec!["repo".into(), "read:org".into()],
+                expires_at: None,
+                needs_reauth: true,
+                reauth_hint: None,
+                last_refresh_at: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn show_lists_everything_but_values() {
+        let out = render_meta(&meta());
+        for want in [
+            "variables:",
+            "GITHUB_TOKEN",
+            "last used:",
+            "never",
+            "used by sessions:",
+            "s1, s2",
+            "active in sessions:",
+            "oauth scopes:",
+            "repo, read:org",
+            "maestro oauth reconnect GH",
+        ] {
+            assert!(out.contains(want), "missing {want} in\n{out}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Checks on names, ids and free text given on the command line, made before anything is sent.
+//!
+//! The broker checks all of this again; checking here gives the same answer without a round
+//! trip and, for names that end up in a URL path, keeps `..` or `/` from changing which route is
+//! called.
+
+use maestro_wire::limits::{MAX_DESCRIPTION_BYTES, MAX_NAMES_PER_CALL, MAX_TAG_BYTES, MAX_TAGS};
+use maestro_wire::names::is_valid_secret_name;
+
+/// Longest session id accepted.
+const MAX_SESSION_ID: usize = 128;
+/// Longest piece of a bad argument quoted back in an error.
+const MAX_QUOTE: usize = 80;
+
+/// Why an argument is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("invalid secret name '{0}': names match [A-Z][A-Z0-9_]{{0,63}}, e.g. AWS_PROD")]
+    SecretName(String),
+    #[error(
+        "invalid session id '{0}'; use the id that `maestro sessions create` printed (see \
+         `maestro sessions ls`)"
+    )]
+    SessionId(String),
+    #[error("--{0} is longer than {MAX_DESCRIPTION_BYTES} bytes; shorten it")]
+    TextTooLong(&'static str),
+    #[error("--{0} must not hold control characters (newlines, tabs); write one line")]
+    TextControl(&'static str),
+    #[error("at most {MAX_TAGS} tags; {0} were given")]
+    TooManyTags(usize),
+    #[error(
+        "invalid tag '{0}': tags are 1 to {MAX_TAG_BYTES} bytes without spaces or control \
+         characters"
+    )]
+    Tag(String),
+    #[error("at most {MAX_NAMES_PER_CALL} secrets in one call; {0} were given")]
+    TooManyNames(usize),
+    #[error(
+        "nothing to change; give --field, --field-file, --field-stdin, --remove-field, --kind, \
+         --description, --tag or --clear-tags"
+    )]
+    NothingToEdit,
+}
+
+pub fn secret_name(name: &str) -> Result<(), InputError> {
+    if is_valid_secret_name(name) { Ok(()) } else { Err(InputError::SecretName(quote(name))) }
+}
+
+/// Session ids are opaque, but they go into a URL path: letters, digits, `-`, `_` and `.`,
+/// and not only dots.
+pub fn session_id(id: &str) -> Result<(), InputError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_SESSION_ID
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !id.bytes().all(|b| b == b'.');
+    if ok { Ok(()) } else { Err(InputError::SessionId(quote(id))) }
+}
+
+/// A description or label: one line, bounded.
+pub fn text(flag: &'static str, value: &str) -> Result<(), InputError> {
+    if value.len() > MAX_DESCRIPTION_BYTES {
+        return Err(InputError::TextTooLong(flag));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InputError::TextControl(flag));
+    }
+    Ok(())
+}
+
+pub fn tags(tags: &[String]) -> Result<(), InputError> {
+    if tags.len() > MAX_TAGS {
+        return Err(InputError::TooManyTags(tags.len()));
+    }
+    for tag in tags {
+        let ok = !tag.is_empty()
+            && tag.len() <= MAX_TAG_BYTES
+            && !tag.chars().any(|c| c.is_control() || c.is_whitespace());
+        if !ok {
+            return Err(InputError::Tag(quote(tag)));
+        }
+    }
+    Ok(())
+}
+
+/// The secret names of an activation call.
+pub fn secret_names(names: &[String]) -> Result<(), InputError> {
+    if names.len() > MAX_NAMES_PER_CALL {
+        return Err(InputError::TooManyNames(names.len()));
+    }
+    names.iter().try_for_each(|n| secret_name(n))
+}
+
+/// A bad argument, shortened and without control characters, to quote in an error.
+fn quote(text: &str) -> String {
+    let mut out: String =
+        text.chars().take(MAX_QUOTE).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().count() > MAX_QUOTE {
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_name_rules() {
+        assert!(secret_name("AWS_PROD").is_ok());
+        for bad in ["aws", "../X", "A/B", "", "A-B"] {
+            let e = secret_name(bad).unwrap_err();
+            assert!(e.to_string().contains("[A-Z][A-Z0-9_]{0,63}"), "{e}");
+        }
+        let long = format!("A{}", "B".repeat(200));
+        let e = secret_name(&long).unwrap_err().to_string();
+        assert!(e.len() < 200, "{e}");
+    }
+
+    #[test]
+    fn session_ids() {
+        assert!(session_id("3f2a-11_x.y").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "a%2f", &"x".repeat(129)] {
+            assert!(session_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn free_text_and_tags() {
+        assert!(text("description", "prod account").is_ok());
+        assert_eq!(text("label", "a\nb"), Err(InputError::TextControl("label")));
+        let long = "x".repeat(MAX_DESCRIPTION_BYTES + 1);
+        assert_eq!(text("description", &long), Err(InputError::TextTooLong("description")));
+        assert!(tags(&["prod".into(), "team-a".into()]).is_ok());
+        assert!(matches!(tags(&["a b".into()]), Err(InputError::Tag(_))));
+        assert!(matches!(tags(&[String::new()]), Err(InputError::Tag(_))));
+        let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
+        assert_eq!(tags(&many), Err(InputError::TooManyTags(MAX_TAGS + 1)));
+    }
+
+    #[test]
+    fn activation_names() {
+        assert!(secret_names(&["A".into(), "B".into()]).is_ok());
+        assert!(secret_names(&["A".into(), "b".into()]).is_err());
+        let many: Vec<String> = (0..=MAX_NAMES_PER_CALL).map(|i| format!("S{i}")).collect();
+        assert!(matches!(secret_names(&many), Err(InputError::TooManyNames(_))));
+    }
+}

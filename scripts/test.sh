@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: format check, clippy, unit and end-to-end tests.
+# Installs what the tests need (Debian and PyPI packages) first; idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+need_cargo
+need_fuse
+# util-linux: setpriv (tests run commands as an unprivileged uid); procps: ps.
+need_debs util-linux procps ca-certificates
+
+# End-to-end tests must not skip here: missing root or FUSE is a failure, not a skip.
+export MAESTRO_REQUIRE_FUSE=1
+export CARGO_TERM_COLOR=never
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> cargo build (binaries the end-to-end tests start)"
+cargo build --workspace --bins
+echo "==> cargo test"
+cargo test --workspace -- --test-threads="${MAESTRO_TEST_THREADS:-2}"
