@@ -58,7 +58,9 @@ pub enum BrokerError {
          {column}); use an agent and a broker of the same version"
     )]
     Decode { step: &'static str, line: usize, column: usize },
-    #[error("the broker issued a certificate for session {got}, not {expected}; the bundle is wrong")]
+    #[error(
+        "the broker issued a certificate for session {got}, not {expected}; the bundle is wrong"
+    )]
     SessionMismatch { expected: String, got: String },
 }
 
@@ -88,7 +90,10 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("base", &self.base).field("session", &self.session_id).finish()
+        f.debug_struct("Broker")
+            .field("base", &self.base)
+            .field("session", &self.session_id)
+            .finish()
     }
 }
 
@@ -119,8 +124,8 @@ impl Broker {
         if !base.starts_with("https://") {
             return Err(BrokerError::InvalidUrl(bundle.broker_url.clone()));
         }
-        let ca = reqwest::Certificate::from_pem(bundle.ca_pem.as_bytes())
-            .map_err(BrokerError::BadCa)?;
+        let ca =
+            reqwest::Certificate::from_pem(bundle.ca_pem.as_bytes()).map_err(BrokerError::BadCa)?;
         let plain = builder(&ca).build().map_err(BrokerError::BuildClient)?;
         let identity = PendingIdentity::generate()?;
         let request = EnrollRequest {
@@ -282,7 +287,8 @@ async fn check_status(
     let body = read_body(step, resp, MAX_ERROR_BODY).await.unwrap_or_default();
     let api: Option<ApiError> = serde_json::from_slice(&body).ok();
     let code = api.as_ref().map(|a| a.error);
-    if status.as_u16() == 403 && matches!(code, Some(ErrorCode::SessionEnded | ErrorCode::Forbidden))
+    if status.as_u16() == 403
+        && matches!(code, Some(ErrorCode::SessionEnded | ErrorCode::Forbidden))
     {
         return Err(BrokerError::SessionEnded);
     }

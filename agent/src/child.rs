@@ -76,9 +76,8 @@ fn check(rc: libc::c_long) -> io::Result<()> {
 fn drop_in_child(d: ChildCreds) -> io::Result<()> {
     // Everything the agent holds open (the FUSE device, sockets) closes at exec.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as u32)
-    };
+    let rc =
+        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     check(rc)?;
     // An empty bounding set: not even a set-uid-root or file-capability binary regains any.
     for cap in 0..=d.last_cap {
@@ -104,12 +103,17 @@ fn drop_in_child(d: ChildCreds) -> io::Result<()> {
     let mut header = CapHeader { version: CAP_VERSION_3, pid: 0 };
     let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
     // SAFETY: both pointers refer to live, correctly laid out structs for the duration of the call.
-    check(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) })?;
+    check(unsafe {
+        libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr())
+    })?;
     // SAFETY: prctl with integer arguments only.
     check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) }.into())?;
     // After the uid change, which resets it: CMD dies with the agent, even on kill -9.
     // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) }.into())?;
+    check(
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) }
+            .into(),
+    )?;
     // SAFETY: getppid cannot fail.
     if unsafe { libc::getppid() } != d.parent {
         // The agent died before the death signal was armed.
@@ -128,7 +132,12 @@ pub fn become_subreaper() -> Result<(), ChildError> {
 /// forked, and the main thread lives as long as the agent.
 pub fn spawn(command: &[OsString], user: User, socket: Option<&Path>) -> Result<u32, ChildError> {
     let (program, args) = command.split_first().ok_or(ChildError::Empty)?;
-    let d = ChildCreds { uid: user.uid, gid: user.gid, last_cap: last_cap(), parent: std::process::id() as i32 };
+    let d = ChildCreds {
+        uid: user.uid,
+        gid: user.gid,
+        last_cap: last_cap(),
+        parent: std::process::id() as i32,
+    };
     let mut cmd = Command::new(program);
     cmd.args(args);
     if let Some(socket) = socket {
@@ -163,10 +172,10 @@ pub fn reap(cmd: Option<u32>) -> Option<i32> {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(_) => return cmd_status,
             Ok(status) => {
-                if let Some((pid, code)) = exit_code(status) {
-                    if Some(pid) == cmd {
-                        cmd_status = Some(code);
-                    }
+                if let Some((pid, code)) = exit_code(status)
+                    && Some(pid) == cmd
+                {
+                    cmd_status = Some(code);
                 }
             }
         }
@@ -232,7 +241,10 @@ pub async fn end_all(grace: Duration, cmd: Option<u32>) -> Option<i32> {
         }
         if Instant::now() >= deadline {
             if killed {
-                tracing::warn!(processes = left.len(), "processes survive SIGKILL (uninterruptible sleep?)");
+                tracing::warn!(
+                    processes = left.len(),
+                    "processes survive SIGKILL (uninterruptible sleep?)"
+                );
                 return cmd_status;
             }
             tracing::warn!(processes = left.len(), "sending SIGKILL after the grace period");
@@ -264,8 +276,10 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("status");
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let script = format!("cat /proc/self/status > {}; id -G >> {}", out.display(), out.display());
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let script =
+            format!("cat /proc/self/status > {}; id -G >> {}", out.display(), out.display());
         let cmd: Vec<OsString> = ["sh", "-c", &script].iter().map(OsString::from).collect();
         let pid = spawn(&cmd, user, None).unwrap();
         let status = waitpid(Pid::from_raw(pid as i32), None).unwrap();
@@ -283,7 +297,11 @@ mod tests {
                 [uid.as_str(); 4]
             );
             for set in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
-                assert_eq!(status_line(&status, set), format!("{set}\t0000000000000000"), "{user:?}");
+                assert_eq!(
+                    status_line(&status, set),
+                    format!("{set}\t0000000000000000"),
+                    "{user:?}"
+                );
             }
             assert_eq!(status_line(&status, "NoNewPrivs:"), "NoNewPrivs:\t1");
             // No supplementary groups: `id -G` prints the primary group only.

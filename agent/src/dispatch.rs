@@ -7,12 +7,23 @@ use std::sync::Arc;
 
 use maestro_wire::PROTOCOL_VERSION;
 use maestro_wire::agent_api::{UsageAction, UsageReport};
-use maestro_wire::sock::{Action, Request, Response, SockErrorCode};
+use maestro_wire::sock::{Action, Response, SockErrorCode};
+use serde::Deserialize;
 
 use crate::actions;
 use crate::identity::rfc3339_now;
 use crate::state::Store;
 use crate::usage::UsageQueue;
+
+/// A request as it arrives. `maestro_wire::sock::Request` cannot be deserialized as it stands:
+/// serde does not support `deny_unknown_fields` together with `flatten` and refuses every
+/// request, so the agent reads this mirror of it (same JSON) instead.
+#[derive(Debug, Deserialize)]
+struct IncomingRequest {
+    version: u32,
+    #[serde(flatten)]
+    action: Action,
+}
 
 /// What every request is served with.
 pub struct Ctx {
@@ -66,7 +77,7 @@ pub fn dispatch(ctx: &Ctx, peer: &Peer, line: &[u8]) -> Response {
         return refuse(ctx, peer);
     }
     // A request holds no value, but serde's messages can quote input: report the position only.
-    let request: Request = match serde_json::from_slice(line) {
+    let request: IncomingRequest = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => {
             return error(
@@ -110,6 +121,15 @@ mod tests {
 
     use super::*;
     use crate::state::Publish;
+    use maestro_wire::sock::Request;
+
+    #[test]
+    fn the_wire_request_type_cannot_parse_its_own_json_but_the_mirror_can() {
+        let json = serde_json::to_vec(&Request::new(Action::List)).unwrap();
+        assert!(serde_json::from_slice::<Request>(&json).is_err());
+        let r: IncomingRequest = serde_json::from_slice(&json).unwrap();
+        assert_eq!((r.version, r.action), (PROTOCOL_VERSION, Action::List));
+    }
 
     struct Nowhere;
     impl Publish for Nowhere {
@@ -141,8 +161,11 @@ mod tests {
     }
 
     fn env_request() -> Vec<u8> {
-        serde_json::to_vec(&Request::new(Action::Env { only: vec![], command: Some("make".into()) }))
-            .unwrap()
+        serde_json::to_vec(&Request::new(Action::Env {
+            only: vec![],
+            command: Some("make".into()),
+        }))
+        .unwrap()
     }
 
     #[test]

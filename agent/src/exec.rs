@@ -70,7 +70,8 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
             "--json" => json = true,
             "--only" => {
                 i += 1;
-                let name = args.get(i).and_then(|a| a.to_str()).ok_or("--only needs a secret name")?;
+                let name =
+                    args.get(i).and_then(|a| a.to_str()).ok_or("--only needs a secret name")?;
                 only.push(name.to_owned());
             }
             _ if arg.starts_with("--only=") => only.push(arg["--only=".len()..].to_owned()),
@@ -92,7 +93,9 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
         return Err("--json goes with --list".to_owned());
     }
     if command.is_empty() {
-        return Err("no command given; usage: maestro-exec [--only NAME]... [--] CMD [ARGS...]".into());
+        return Err(
+            "no command given; usage: maestro-exec [--only NAME]... [--] CMD [ARGS...]".into()
+        );
     }
     if let Some(bad) = only.iter().find(|n| !maestro_wire::names::is_valid_secret_name(n)) {
         return Err(format!("{bad:?} is not a secret name (they look like AWS_PROD)"));
@@ -128,21 +131,25 @@ pub fn ask(socket: &std::path::Path, action: Action) -> Result<Response, Failure
     let timeouts = stream
         .set_read_timeout(Some(ANSWER_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)));
-    let io_failure = |e: io::Error| Failure(format!("talking to the agent at {} failed: {e}", socket.display()));
+    let io_failure =
+        |e: io::Error| Failure(format!("talking to the agent at {} failed: {e}", socket.display()));
     timeouts.map_err(io_failure)?;
     let line = jsonline::to_line(&Request::new(action))
         .map_err(|_| Failure("cannot encode the request".to_owned()))?;
     stream.write_all(&line).map_err(io_failure)?;
-    let answer = jsonline::read_line_from(&stream, MAX_SOCK_RESPONSE_BYTES).map_err(|e| match e {
-        LineError::Read(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-            Failure(format!("the agent at {} did not answer within 10 s", socket.display()))
-        }
-        LineError::Truncated => Failure(format!(
-            "the agent at {} closed the connection without answering; see its log",
-            socket.display()
-        )),
-        e => Failure(format!("reading the agent's answer failed: {e}")),
-    })?;
+    let answer =
+        jsonline::read_line_from(&stream, MAX_SOCK_RESPONSE_BYTES).map_err(|e| match e {
+            LineError::Read(e)
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                Failure(format!("the agent at {} did not answer within 10 s", socket.display()))
+            }
+            LineError::Truncated => Failure(format!(
+                "the agent at {} closed the connection without answering; see its log",
+                socket.display()
+            )),
+            e => Failure(format!("reading the agent's answer failed: {e}")),
+        })?;
     // Position only: the answer holds values, and serde's messages can quote input.
     serde_json::from_slice(&answer).map_err(|e| {
         Failure(format!(
@@ -196,7 +203,9 @@ fn list(json: bool) -> Result<i32, Failure> {
     } else {
         format_list(&secrets)
     };
-    io::stdout().write_all(text.as_bytes()).map_err(|e| Failure(format!("cannot print the list: {e}")))?;
+    io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| Failure(format!("cannot print the list: {e}")))?;
     Ok(0)
 }
 
@@ -273,7 +282,10 @@ mod tests {
     fn parses_like_env() {
         assert_eq!(
             parse(&args(&["--only", "AWS", "--only=GH", "make", "-j4"])).unwrap(),
-            Invocation::Run { only: vec!["AWS".into(), "GH".into()], command: args(&["make", "-j4"]) }
+            Invocation::Run {
+                only: vec!["AWS".into(), "GH".into()],
+                command: args(&["make", "-j4"])
+            }
         );
         // CMD's own options are CMD's.
         assert_eq!(
@@ -292,7 +304,9 @@ mod tests {
     fn refuses_bad_usage_with_one_line() {
         assert!(parse(&args(&[])).unwrap_err().starts_with("no command given"));
         assert!(parse(&args(&["--only"])).unwrap_err().contains("needs a secret name"));
-        assert!(parse(&args(&["--only", "bad-name", "x"])).unwrap_err().contains("not a secret name"));
+        assert!(
+            parse(&args(&["--only", "bad-name", "x"])).unwrap_err().contains("not a secret name")
+        );
         assert!(parse(&args(&["--frob", "x"])).unwrap_err().contains("unknown option --frob"));
         assert!(parse(&args(&["--list", "x"])).is_err());
         assert!(parse(&args(&["--json", "x"])).is_err());

@@ -6,7 +6,9 @@ use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FramingError {
-    #[error("an event line is longer than {max} bytes; the broker sent something that is not an event")]
+    #[error(
+        "an event line is longer than {max} bytes; the broker sent something that is not an event"
+    )]
     LineTooLong { max: usize },
 }
 
@@ -80,7 +82,10 @@ mod tests {
             for cut2 in cut1..bytes.len() {
                 let mut f = LineFramer::new(1024);
                 let got = feed(&mut f, &[&bytes[..cut1], &[], &bytes[cut1..cut2], &bytes[cut2..]]);
-                assert_eq!(got, ["{\"type\":\"heartbeat\",\"at\":\"x\"}", "{\"a\":\"é\"}", "{\"b\":1}"]);
+                assert_eq!(
+                    got,
+                    ["{\"type\":\"heartbeat\",\"at\":\"x\"}", "{\"a\":\"é\"}", "{\"b\":1}"]
+                );
                 assert_eq!(f.pending(), 0);
             }
         }

@@ -82,7 +82,8 @@ mod tests {
     fn makes_a_csr_and_an_identity_pem() {
         let id = PendingIdentity::generate().unwrap();
         assert!(id.csr_pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
-        let pem = id.with_certificate("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----");
+        let pem =
+            id.with_certificate("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----");
         let text = std::str::from_utf8(&pem).unwrap();
         assert!(text.contains("-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----"));
         assert!(!format!("{id:?}").contains("PRIVATE"));

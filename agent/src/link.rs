@@ -127,7 +127,11 @@ async fn follow(link: &Link, backoff: &mut Backoff) -> Result<String, LinkError>
                 Err(e) => {
                     // A newer broker's event: skip it (position only; events hold no values,
                     // but serde quotes input and the rule is simple: never echo it).
-                    tracing::warn!(line = e.line(), column = e.column(), "skipped an unknown event");
+                    tracing::warn!(
+                        line = e.line(),
+                        column = e.column(),
+                        "skipped an unknown event"
+                    );
                     continue;
                 }
             };
@@ -180,7 +184,9 @@ async fn apply(
             }
             match link.broker.material(&secret.name).await? {
                 Some(m) => match link.store.upsert(m) {
-                    Ok(()) => tracing::info!(secret = %secret.name, version = secret.version, "secret active"),
+                    Ok(()) => {
+                        tracing::info!(secret = %secret.name, version = secret.version, "secret active")
+                    }
                     Err(e) => log_state_error(&e),
                 },
                 // Deactivated meanwhile; its own event follows, this makes sure.
@@ -235,7 +241,10 @@ pub async fn renew_certificates(broker: Arc<Broker>) {
             Err(BrokerError::SessionEnded) => return,
             Err(e) => {
                 let retry = backoff.next_delay();
-                tracing::warn!("cannot renew the certificate: {e}; retrying in {} s", retry.as_secs());
+                tracing::warn!(
+                    "cannot renew the certificate: {e}; retrying in {} s",
+                    retry.as_secs()
+                );
                 tokio::time::sleep(retry).await;
             }
         }

@@ -59,17 +59,17 @@ pub enum ListenerError {
 /// Creates the parent directory (0755) if needed, replaces a stale socket file, binds, and opens
 /// the socket to every uid (the uid check is the agent's, with a clear answer).
 pub fn bind(path: &Path) -> Result<UnixListener, ListenerError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)
-                .map_err(|source| ListenerError::CreateDir { path: dir.to_owned(), source })?;
-            // The umask may have narrowed the mode; the sandbox user must reach the socket.
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                .map_err(|source| ListenerError::CreateDir { path: dir.to_owned(), source })?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|source| ListenerError::CreateDir { path: dir.to_owned(), source })?;
+        // The umask may have narrowed the mode; the sandbox user must reach the socket.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|source| ListenerError::CreateDir { path: dir.to_owned(), source })?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -92,12 +92,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, ListenerError> {
 
 /// Removes the socket file if it is still a socket (teardown).
 pub fn remove(path: &Path) {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(socket = %path.display(), "cannot remove the socket: {e}");
-            }
-        }
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+        && let Err(e) = std::fs::remove_file(path)
+    {
+        tracing::warn!(socket = %path.display(), "cannot remove the socket: {e}");
     }
 }
 
@@ -171,10 +170,9 @@ async fn read_request(stream: &mut UnixStream) -> Result<Vec<u8>, RequestError> 
     let mut reader = BufReader::new(stream).take(limit);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
     match read {
-        Err(_) => Err(RequestError::Io(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no request within 5 s",
-        ))),
+        Err(_) => {
+            Err(RequestError::Io(io::Error::new(io::ErrorKind::TimedOut, "no request within 5 s")))
+        }
         Ok(Err(e)) => Err(RequestError::Io(e)),
         Ok(Ok(_)) if line.last() == Some(&b'\n') => {
             line.pop();

@@ -43,15 +43,21 @@ const ENROLL_RETRY_FOR: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Error)]
 pub enum RunError {
-    #[error("cannot read the bundle {path}: {source}; pass the file `maestro sessions create --bundle-out` wrote")]
+    #[error(
+        "cannot read the bundle {path}: {source}; pass the file `maestro sessions create --bundle-out` wrote"
+    )]
     ReadBundle {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("the bundle {path} is larger than {max} bytes; pass the file `maestro sessions create --bundle-out` wrote")]
+    #[error(
+        "the bundle {path} is larger than {max} bytes; pass the file `maestro sessions create --bundle-out` wrote"
+    )]
     BundleTooLarge { path: PathBuf, max: u64 },
-    #[error("the bundle {path} is not a session bundle (line {line}, column {column}); pass the file `maestro sessions create --bundle-out` wrote")]
+    #[error(
+        "the bundle {path} is not a session bundle (line {line}, column {column}); pass the file `maestro sessions create --bundle-out` wrote"
+    )]
     ParseBundle { path: PathBuf, line: usize, column: usize },
     #[error(transparent)]
     Privs(#[from] PrivsError),
@@ -262,15 +268,13 @@ async fn serve(
     parts.tasks.push(tokio::spawn(usage::run_poster(parts.usage.clone(), broker.clone())));
 
     // Ready once the first snapshot is applied.
-    loop {
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Some(LinkEvent::Synced { .. }) => break,
-                Some(LinkEvent::Ended { reason }) => return Err(RunError::EndedEarly(reason)),
-                None => return Err(RunError::EndedEarly("the event stream task stopped".into())),
-            },
-            sig = signals.stop() => return Ok(Cause::Signal(sig.as_str())),
-        }
+    tokio::select! {
+        ev = events.recv() => match ev {
+            Some(LinkEvent::Synced { .. }) => {}
+            Some(LinkEvent::Ended { reason }) => return Err(RunError::EndedEarly(reason)),
+            None => return Err(RunError::EndedEarly("the event stream task stopped".into())),
+        },
+        sig = signals.stop() => return Ok(Cause::Signal(sig.as_str())),
     }
 
     let sock = listener::bind(&config.socket)?;

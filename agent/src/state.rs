@@ -23,9 +23,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum StateError {
-    #[error(
-        "secret {name} is of kind {kind:?}, which this agent does not know; upgrade the agent"
-    )]
+    #[error("secret {name} is of kind {kind:?}, which this agent does not know; upgrade the agent")]
     UnknownKind { name: String, kind: String },
     #[error("the broker sent a secret with an invalid name {0:?}; upgrade the agent or the broker")]
     InvalidName(String),
@@ -79,7 +77,10 @@ impl Clone for Secrets {
             .active
             .iter()
             .map(|(k, e)| {
-                (k.clone(), Entry { material: e.material.clone(), rendered: clone_rendered(&e.rendered) })
+                (
+                    k.clone(),
+                    Entry { material: e.material.clone(), rendered: clone_rendered(&e.rendered) },
+                )
             })
             .collect();
         Secrets { mount: self.mount.clone(), active, in_touch: self.in_touch }
@@ -214,7 +215,12 @@ impl Secrets {
                 kind: e.material.kind.clone(),
                 version: e.material.version,
                 variables: e.rendered.variables.iter().map(|(n, _)| n.clone()).collect(),
-                files: e.rendered.files.iter().map(|(p, _)| format!("{}/{p}", self.mount)).collect(),
+                files: e
+                    .rendered
+                    .files
+                    .iter()
+                    .map(|(p, _)| format!("{}/{p}", self.mount))
+                    .collect(),
                 needs_reauth: e.material.needs_reauth.clone(),
             })
             .collect())
@@ -446,7 +452,11 @@ mod tests {
             .sync(
                 vec![
                     material("API", "generic", &[("API_TOKEN", "tok-1")]),
-                    material("AWS_DEV", "aws", &[("access_key_id", "AKIA1"), ("secret_access_key", "s")]),
+                    material(
+                        "AWS_DEV",
+                        "aws",
+                        &[("access_key_id", "AKIA1"), ("secret_access_key", "s")],
+                    ),
                     material("ODD", "nosuchkind", &[("x", "y")]),
                 ],
                 t0,
@@ -458,7 +468,6 @@ mod tests {
         assert!(paths.contains(&"API_TOKEN".to_owned()));
         assert!(paths.contains(&"AWS_ACCESS_KEY_ID".to_owned()));
         assert!(paths.contains(&"aws/credentials".to_owned()));
-        // The AWS region default comes from the catalog, not from the broker's fields.
         let (vars, used) = store.read(|s| s.env(&["API".to_owned()])).unwrap();
         assert_eq!(used, ["API"]);
         assert_eq!(vars.len(), 1);
@@ -477,7 +486,9 @@ mod tests {
         let listed = store.read(|s| s.list()).unwrap();
         assert_eq!(listed.len(), 1);
         assert!(listed[0].files.contains(&"/m/aws/credentials".to_owned()));
-        assert!(listed[0].variables.contains(&"AWS_REGION".to_owned()));
+        // Defaults (the AWS region) are the broker's to apply: without one, no variable.
+        assert!(listed[0].variables.contains(&"AWS_ACCESS_KEY_ID".to_owned()));
+        assert!(!listed[0].variables.contains(&"AWS_REGION".to_owned()));
     }
 
     #[test]
@@ -501,7 +512,12 @@ mod tests {
         // An activation that arrives while out of touch changes nothing; a snapshot restores.
         store.upsert(material("LATE", "generic", &[("LATE", "v")])).unwrap();
         assert!(rec.paths().is_empty());
-        store.sync(vec![material("API", "generic", &[("API_TOKEN", "v")])], t0 + Duration::from_secs(11)).unwrap();
+        store
+            .sync(
+                vec![material("API", "generic", &[("API_TOKEN", "v")])],
+                t0 + Duration::from_secs(11),
+            )
+            .unwrap();
         assert_eq!(rec.paths(), ["API_TOKEN"]);
         assert!(store.read(|s| s.env(&[])).is_ok());
     }

@@ -92,13 +92,15 @@ pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
         }
     }
     let command_status = child::end_all(parts.grace, parts.command).await;
-    if let (Some(broker), false) = (&parts.broker, matches!(cause, Cause::SessionEnded(_))) {
-        if !parts.usage.is_empty() {
-            match tokio::time::timeout(FLUSH_TIMEOUT, usage::flush(&parts.usage, broker)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("last usage reports lost: {e}"),
-                Err(_) => tracing::warn!("last usage reports lost: the broker did not answer in time"),
-            }
+    // After the session's end the broker refuses the certificate: no point trying then.
+    if let Some(broker) = &parts.broker
+        && !matches!(cause, Cause::SessionEnded(_))
+        && !parts.usage.is_empty()
+    {
+        match tokio::time::timeout(FLUSH_TIMEOUT, usage::flush(&parts.usage, broker)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("last usage reports lost: {e}"),
+            Err(_) => tracing::warn!("last usage reports lost: the broker did not answer in time"),
         }
     }
     let code = match cause {

@@ -134,7 +134,10 @@ impl AccessObserver for FsObserver {
 pub async fn flush(queue: &UsageQueue, broker: &Broker) -> Result<(), crate::broker::BrokerError> {
     let dropped = queue.take_dropped();
     if dropped > 0 {
-        tracing::warn!(dropped, "usage reports dropped: the queue was full while the broker was away");
+        tracing::warn!(
+            dropped,
+            "usage reports dropped: the queue was full while the broker was away"
+        );
     }
     loop {
         let reports = queue.take(MAX_USAGE_BATCH);

@@ -2,11 +2,12 @@
 //! taking it down again.
 //!
 //! The mount is made here with `mount(2)` on a `/dev/fuse` descriptor and handed to fuser with
-//! `Session::from_fd`, so fuser never unmounts anything by itself. (fuser 0.18's own unmount on
-//! drop runs a plain `umount` on the path later, which can hit another mount made at the same
-//! path since; its `AutoUnmount` needs fusermount3.) We unmount with `umount2(MNT_DETACH)` after
-//! checking in mountinfo that the mount on top of the path is still ours, then join the session
-//! thread.
+//! `Session::from_fd`, so fuser never unmounts anything by itself. Quirk seen in fuser 0.18's
+//! source: its `is_mounted` check reads POLLERR on the device (a dead connection) as "still
+//! mounted", so the unmount its `Mount` runs on drop always calls `umount(path)`, by then
+//! possibly on someone else's mount at the same path; and its `AutoUnmount` needs fusermount3.
+//! We unmount with `umount2(MNT_DETACH)` after checking in mountinfo that the mount on top of
+//! the path is still ours, then join the session thread.
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -22,8 +22,14 @@ const MAX_STACKED: usize = 16;
 ///
 /// Only FUSE mounts are touched: if the mount on top of `dir` is of another type, nothing is
 /// done. A live FUSE mount at `dir` is detached too, since two agents cannot share a path.
+///
+/// Call it before anything else touches `dir`: on a dead mount even `stat` fails, so "create
+/// the directory if missing" steps misfire. A `dir` whose parent does not exist has nothing
+/// mounted on it: `Ok(false)`.
 pub fn clean_stale_mount(dir: &Path) -> Result<bool, FsError> {
-    let path = absolute(dir)?;
+    let Some(path) = absolute(dir)? else {
+        return Ok(false);
+    };
     let mut cleaned = false;
     for _ in 0..MAX_STACKED {
         let top = mountinfo::top_at(&path)?;
@@ -48,8 +54,9 @@ pub fn clean_stale_mount(dir: &Path) -> Result<bool, FsError> {
 }
 
 /// The absolute path of `dir` without touching `dir` itself (a dead mount point cannot be
-/// stat'ed): the parent is canonicalized and the last component kept as is.
-fn absolute(dir: &Path) -> Result<PathBuf, FsError> {
+/// stat'ed): the parent is canonicalized and the last component kept as is. `None` when the
+/// parent does not exist.
+fn absolute(dir: &Path) -> Result<Option<PathBuf>, FsError> {
     let mount_point_error =
         |source: io::Error| FsError::MountPoint { path: dir.to_path_buf(), source };
     let name = dir.file_name().ok_or_else(|| {
@@ -62,7 +69,11 @@ fn absolute(dir: &Path) -> Result<PathBuf, FsError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Ok(parent.canonicalize().map_err(mount_point_error)?.join(name))
+    match parent.canonicalize() {
+        Ok(parent) => Ok(Some(parent.join(name))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(mount_point_error(e)),
+    }
 }
 
 #[cfg(test)]
@@ -77,9 +88,11 @@ mod tests {
     }
 
     #[test]
-    fn missing_parent_is_a_clear_error() {
-        let e = clean_stale_mount(Path::new("/nonexistent-maestro/x")).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent-maestro/x"), "{e}");
-        assert!(clean_stale_mount(Path::new("/")).is_err());
+    fn missing_paths_have_nothing_to_clean() {
+        assert!(!clean_stale_mount(Path::new("/nonexistent-maestro/x")).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!clean_stale_mount(&dir.path().join("not-yet")).unwrap());
+        let e = clean_stale_mount(Path::new("/")).unwrap_err().to_string();
+        assert!(e.contains("no final component"), "{e}");
     }
 }
