@@ -110,10 +110,9 @@ fn drop_in_child(d: ChildCreds) -> io::Result<()> {
     check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) }.into())?;
     // After the uid change, which resets it: CMD dies with the agent, even on kill -9.
     // SAFETY: prctl with integer arguments only.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) }
-            .into(),
-    )?;
+    let rc =
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    check(rc.into())?;
     // SAFETY: getppid cannot fail.
     if unsafe { libc::getppid() } != d.parent {
         // The agent died before the death signal was armed.

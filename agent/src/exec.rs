@@ -209,6 +209,29 @@ fn list(json: bool) -> Result<i32, Failure> {
     Ok(0)
 }
 
+/// Finds `program` like a shell does: as given when it holds a '/', else in the caller's PATH,
+/// preferring an executable file over a non-executable one. `None` when there is no such file
+/// at all, which is "not found" (127) even when some PATH directory could not be searched:
+/// execvp would report that as EACCES, which is a different failure (126).
+pub fn resolve(program: &std::ffi::OsStr) -> Option<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut not_executable = None;
+    for dir in std::env::split_paths(&path) {
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let candidate = dir.join(program);
+        if std::fs::metadata(&candidate).is_ok_and(|m| m.is_file()) {
+            if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() {
+                return Some(candidate);
+            }
+            not_executable.get_or_insert(candidate);
+        }
+    }
+    not_executable
+}
+
 /// Execs `command` with the secrets' variables; returns only on failure.
 fn run(only: Vec<String>, command: Vec<OsString>) -> Result<i32, Failure> {
     let program = &command[0];
@@ -222,14 +245,18 @@ fn run(only: Vec<String>, command: Vec<OsString>) -> Result<i32, Failure> {
         Response::Error { code, message } => return Err(refusal(code, message)),
         _ => return Err(Failure("the agent answered something else than variables".to_owned())),
     };
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(&command[1..]);
+    let shown = program.to_string_lossy();
+    let Some(path) = resolve(program) else {
+        eprintln!("maestro-exec: {shown}: command not found");
+        return Ok(EXIT_NOT_FOUND);
+    };
+    let mut cmd = std::process::Command::new(path);
+    cmd.arg0(program).args(&command[1..]);
     for v in &vars {
         cmd.env(&v.name, v.value.expose());
     }
     let err = cmd.exec();
     drop(vars);
-    let shown = program.to_string_lossy();
     Ok(match err.kind() {
         io::ErrorKind::NotFound => {
             eprintln!("maestro-exec: {shown}: command not found");
@@ -323,6 +350,13 @@ mod tests {
                 dir.path().join("agent.sock").display()
             )
         );
+    }
+
+    #[test]
+    fn resolves_like_a_shell() {
+        assert_eq!(resolve(OsString::from("sh").as_os_str()).unwrap().file_name().unwrap(), "sh");
+        assert_eq!(resolve(OsString::from("./x").as_os_str()), Some(PathBuf::from("./x")));
+        assert_eq!(resolve(OsString::from("no-such-command-xyz").as_os_str()), None);
     }
 
     #[test]

@@ -92,7 +92,13 @@ pub async fn run(link: Link) {
             }
             Err(e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!("{e}; reconnecting in {} ms", delay.as_millis());
+                // The broker closes a stream when the certificate it was opened with expires:
+                // routine after a renewal, not a warning.
+                if matches!(e, LinkError::Closed) {
+                    tracing::info!("{e}; reconnecting in {} ms", delay.as_millis());
+                } else {
+                    tracing::warn!("{e}; reconnecting in {} ms", delay.as_millis());
+                }
                 tokio::time::sleep(delay).await;
             }
         }

@@ -57,7 +57,19 @@ fn main() -> ExitCode {
         eprintln!("maestro-agent: {e}");
         return ExitCode::from(1);
     }
-    let config = Config { bundle, mount, socket, user, lease, grace, command };
+    // Absolute, because both are handed on: the mount path is rendered into variables
+    // (GOOGLE_APPLICATION_CREDENTIALS), and the socket path is given to CMD, which may change
+    // directory.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let config = Config {
+        bundle,
+        mount: absolute(mount),
+        socket: absolute(socket),
+        user,
+        lease,
+        grace,
+        command,
+    };
     match run::run(config) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {

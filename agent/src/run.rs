@@ -107,6 +107,9 @@ pub fn run(config: Config) -> Result<i32, RunError> {
     let bundle = read_bundle(&config.bundle)?;
     // SAFETY: no other thread exists yet (the runtime is built below).
     unsafe { crate::harden::scrub_environment() };
+    // Directories the agent creates (mount point, socket directory, their parents) must be
+    // reachable by the sandbox user whatever umask the entrypoint inherited.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     privs::restrict(&privs::LinuxCaps, privs::AGENT_CAPS)?;
     child::become_subreaper()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -173,8 +176,11 @@ async fn to_forward(forwarded: &mut [(NixSignal, Signal)]) -> NixSignal {
     futures_util::future::select_all(waits).await.0
 }
 
+/// Creates the mount point if it is missing. A dead mount left by a killed agent answers
+/// ENOTCONN rather than NotFound: it is left for `clean_stale_mount`.
 fn ensure_mount_point(path: &Path) -> Result<(), RunError> {
-    if !path.exists() {
+    if matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)

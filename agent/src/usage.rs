@@ -2,7 +2,9 @@
 //!
 //! The FUSE thread and the socket push into a bounded queue and never wait: when the queue is
 //! full (the broker is away for long) the oldest reports are dropped and counted, and the count
-//! is logged as a warning. A task posts batches every second, or sooner once 100 are waiting.
+//! is logged as a warning. A task posts batches at most once a second, or sooner once 100 are
+//! waiting; a report that arrives after a quiet second goes out at once, so the audit trail is
+//! current when someone looks right after using a secret.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,7 +32,10 @@ pub struct UsageQueue {
     reports: Mutex<VecDeque<UsageReport>>,
     capacity: usize,
     dropped: AtomicU64,
-    wake: Notify,
+    /// Told when the queue stops being empty.
+    nonempty: Notify,
+    /// Told when a full batch is waiting.
+    full: Notify,
 }
 
 impl UsageQueue {
@@ -39,7 +44,8 @@ impl UsageQueue {
             reports: Mutex::new(VecDeque::new()),
             capacity,
             dropped: AtomicU64::new(0),
-            wake: Notify::new(),
+            nonempty: Notify::new(),
+            full: Notify::new(),
         })
     }
 
@@ -58,8 +64,13 @@ impl UsageQueue {
             q.push_back(report);
             q.len()
         };
+        // notify_one keeps a permit when nobody waits yet, so a push that races with the poster
+        // going to sleep is not missed.
+        if len == 1 {
+            self.nonempty.notify_one();
+        }
         if len >= BATCH_TRIGGER {
-            self.wake.notify_one();
+            self.full.notify_one();
         }
     }
 
@@ -96,9 +107,19 @@ impl UsageQueue {
         self.dropped.swap(0, Ordering::Relaxed)
     }
 
-    /// Waits until a batch is due (full enough) or `interval` passed.
+    /// Waits until a full batch is waiting or `interval` passed.
     pub async fn due(&self, interval: Duration) {
-        let _ = tokio::time::timeout(interval, self.wake.notified()).await;
+        if self.len() >= BATCH_TRIGGER {
+            return;
+        }
+        let _ = tokio::time::timeout(interval, self.full.notified()).await;
+    }
+
+    /// Waits until there is a report.
+    pub async fn nonempty(&self) {
+        while self.is_empty() {
+            self.nonempty.notified().await;
+        }
     }
 }
 
@@ -153,18 +174,18 @@ pub async fn flush(queue: &UsageQueue, broker: &Broker) -> Result<(), crate::bro
     }
 }
 
-/// Posts batches until the task is dropped.
+/// Posts batches until the task is dropped: as soon as there is something to post, then at
+/// most once per interval unless a full batch waits.
 pub async fn run_poster(queue: Arc<UsageQueue>, broker: Arc<Broker>) {
     loop {
-        queue.due(BATCH_INTERVAL).await;
-        if queue.is_empty() {
-            continue;
-        }
+        queue.nonempty().await;
         if let Err(e) = flush(&queue, &broker).await {
             tracing::warn!("usage reports kept for later: {e}");
             // Do not hammer an absent broker: the next try is a full interval away.
             tokio::time::sleep(BATCH_INTERVAL).await;
+            continue;
         }
+        queue.due(BATCH_INTERVAL).await;
     }
 }
 
@@ -240,6 +261,18 @@ mod tests {
         assert_eq!(r[1].action, UsageAction::Denied);
         assert_eq!(r[1].secret, None);
         assert_eq!(r[1].detail.as_deref(), Some("X: uid 1001 is not the sandbox user"));
+    }
+
+    #[tokio::test]
+    async fn the_first_report_after_a_quiet_time_wakes_the_poster() {
+        let q = UsageQueue::new(1000);
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.nonempty().await })
+        };
+        tokio::task::yield_now().await;
+        q.push(report(1));
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
     }
 
     #[tokio::test]

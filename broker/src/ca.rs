@@ -46,11 +46,15 @@ pub enum CaError {
     Sign(rcgen::Error),
     #[error("{path} is not a valid {what}: {problem}; restore it from a backup")]
     Load { path: String, what: &'static str, problem: String },
-    #[error("the CA files exist only in part ({missing} is missing); restore both ca.key and ca.pem")]
+    #[error(
+        "the CA files exist only in part ({missing} is missing); restore both ca.key and ca.pem"
+    )]
     Partial { missing: String },
     #[error("the CSR is {size} bytes; the limit is {MAX_CSR_BYTES} bytes")]
     CsrTooLarge { size: usize },
-    #[error("the CSR is not a valid PKCS#10 request signed by its own key ({0}); send a PEM \"CERTIFICATE REQUEST\"")]
+    #[error(
+        "the CSR is not a valid PKCS#10 request signed by its own key ({0}); send a PEM \"CERTIFICATE REQUEST\""
+    )]
     BadCsr(String),
     #[error("the session has no time left for a certificate")]
     NoTimeLeft,
@@ -110,8 +114,12 @@ impl Ca {
                 datadir::write_private(&dir.ca_pem(), ca.cert_pem.as_bytes())?;
                 Ok(ca)
             }
-            (None, Some(_)) => Err(CaError::Partial { missing: dir.ca_key().display().to_string() }),
-            (Some(_), None) => Err(CaError::Partial { missing: dir.ca_pem().display().to_string() }),
+            (None, Some(_)) => {
+                Err(CaError::Partial { missing: dir.ca_key().display().to_string() })
+            }
+            (Some(_), None) => {
+                Err(CaError::Partial { missing: dir.ca_pem().display().to_string() })
+            }
         }
     }
 
@@ -127,8 +135,9 @@ impl Ca {
             .map_err(|e| load_err(dir.ca_key(), "PEM private key", e.to_string()))?;
         let cert_pem = String::from_utf8(cert.to_vec())
             .map_err(|_| load_err(dir.ca_pem(), "PEM certificate", "not text".into()))?;
-        let der = pem_certificate_der(&cert_pem)
-            .ok_or_else(|| load_err(dir.ca_pem(), "PEM certificate", "no CERTIFICATE block".into()))?;
+        let der = pem_certificate_der(&cert_pem).ok_or_else(|| {
+            load_err(dir.ca_pem(), "PEM certificate", "no CERTIFICATE block".into())
+        })?;
         let (_, parsed) = x509_parser::parse_x509_certificate(&der)
             .map_err(|e| load_err(dir.ca_pem(), "PEM certificate", e.to_string()))?;
         if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
@@ -188,11 +197,7 @@ impl Ca {
             .iter()
             .map(|name| match name.parse::<IpAddr>() {
                 Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => name
-                    .as_str()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(CaError::Sign),
+                Err(_) => name.as_str().try_into().map(SanType::DnsName).map_err(CaError::Sign),
             })
             .collect::<Result<_, _>>()?;
         params.is_ca = IsCa::ExplicitNoCa;
@@ -268,7 +273,9 @@ mod tests {
         // A CSR that asks for another SAN, CA rights and server auth.
         let key = KeyPair::generate().unwrap();
         let mut asked = CertificateParams::new(vec!["evil.example".to_owned()]).unwrap();
-        asked.subject_alt_names.push(SanType::URI("spiffe://maestro/session/other".try_into().unwrap()));
+        asked
+            .subject_alt_names
+            .push(SanType::URI("spiffe://maestro/session/other".try_into().unwrap()));
         asked.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         asked.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         asked.distinguished_name = dn("i am the CA");
@@ -317,7 +324,10 @@ mod tests {
         let (ca, _) = Ca::create(now).unwrap();
         assert!(matches!(ca.sign_session("garbage", "s", now, now + 60), Err(CaError::BadCsr(_))));
         let big = "A".repeat(MAX_CSR_BYTES + 1);
-        assert!(matches!(ca.sign_session(&big, "s", now, now + 60), Err(CaError::CsrTooLarge { .. })));
+        assert!(matches!(
+            ca.sign_session(&big, "s", now, now + 60),
+            Err(CaError::CsrTooLarge { .. })
+        ));
         let key = KeyPair::generate().unwrap();
         let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
         assert!(matches!(ca.sign_session(&csr, "s", now, now), Err(CaError::NoTimeLeft)));
@@ -330,7 +340,8 @@ mod tests {
         let ca = Ca::load_or_create(&dir).unwrap();
         let again = Ca::load_or_create(&dir).unwrap();
         assert_eq!(ca.cert_pem(), again.cert_pem());
-        let (server, _) = again.server_certificate(&["broker.example".into()], clock::now()).unwrap();
+        let (server, _) =
+            again.server_certificate(&["broker.example".into()], clock::now()).unwrap();
         let der = parse(&server);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         let san = cert.subject_alternative_name().unwrap().unwrap();

@@ -12,7 +12,9 @@ use nix::fcntl::{Flock, FlockArg};
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
     /// The directory could not be created or its mode set.
-    #[error("cannot create the data directory {path}: {source}; check that its parent exists and is writable")]
+    #[error(
+        "cannot create the data directory {path}: {source}; check that its parent exists and is writable"
+    )]
     Create { path: PathBuf, source: io::Error },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
@@ -24,7 +26,9 @@ pub enum DataDirError {
     #[error("{path} is larger than {max} bytes; it is not a file the broker wrote")]
     TooLarge { path: PathBuf, max: u64 },
     /// Another process holds the lock.
-    #[error("another maestro-broker process is using {path} (its broker.lock is held); stop it first")]
+    #[error(
+        "another maestro-broker process is using {path} (its broker.lock is held); stop it first"
+    )]
     Locked { path: PathBuf },
 }
 
@@ -95,6 +99,10 @@ impl DataDir {
         self.root.join("broker.lock")
     }
 
+    fn key_lock_file(&self) -> PathBuf {
+        self.root.join("keys.lock")
+    }
+
     /// Creates the directory if needed and makes it private (0700).
     pub fn ensure(&self) -> Result<(), DataDirError> {
         let err = |source| DataDirError::Create { path: self.root.clone(), source };
@@ -118,10 +126,32 @@ impl DataDir {
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 Err(DataDirError::Locked { path: self.root.clone() })
             }
-            Err((_, errno)) => {
-                Err(DataDirError::Write { path, source: io::Error::from_raw_os_error(errno as i32) })
-            }
+            Err((_, errno)) => Err(DataDirError::Write {
+                path,
+                source: io::Error::from_raw_os_error(errno as i32),
+            }),
         }
+    }
+
+    /// Takes the master key lock, waiting for it if needed. Held by `rotate-master-key` for
+    /// its whole run and by every start-up while it checks the key, so that a start-up never
+    /// mistakes a rotation in progress for a crashed one (and deletes or renames its file).
+    /// `user add` runs beside a serving broker, which holds the directory lock but not this one.
+    pub fn key_lock(&self) -> Result<DirLock, DataDirError> {
+        let path = self.key_lock_file();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| DataDirError::Write { path: path.clone(), source })?;
+        Flock::lock(file, FlockArg::LockExclusive).map(|lock| DirLock { _lock: lock }).map_err(
+            |(_, errno)| DataDirError::Write {
+                path,
+                source: io::Error::from_raw_os_error(errno as i32),
+            },
+        )
     }
 
     /// Makes the database file (and its WAL companions, if any) private. SQLite creates the

@@ -81,10 +81,9 @@ impl Hub {
     /// Opens a stream for a session.
     pub fn subscribe(&self, session_id: &str) -> Subscription {
         let mut channels = self.channels();
-        let channel = channels.entry(session_id.to_owned()).or_insert_with(|| Channel {
-            tx: broadcast::channel(CHANNEL_CAPACITY).0,
-            streams: 0,
-        });
+        let channel = channels
+            .entry(session_id.to_owned())
+            .or_insert_with(|| Channel { tx: broadcast::channel(CHANNEL_CAPACITY).0, streams: 0 });
         channel.streams += 1;
         Subscription {
             events: channel.tx.subscribe(),

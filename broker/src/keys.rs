@@ -31,13 +31,21 @@ const MAX_KEY_FILE: u64 = 1024;
 /// Why the master key cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("master key does not open the data keys in {db}: wrong key? restore {file} or set {ENV_MASTER_KEY}")]
+    #[error(
+        "master key does not open the data keys in {db}: wrong key? restore {file} or set {ENV_MASTER_KEY}"
+    )]
     Wrong { db: String, file: String },
-    #[error("{file} is missing but {db} holds data sealed with it: restore {file} from a backup or set {ENV_MASTER_KEY}")]
+    #[error(
+        "{file} is missing but {db} holds data sealed with it: restore {file} from a backup or set {ENV_MASTER_KEY}"
+    )]
     Missing { db: String, file: String },
-    #[error("{ENV_MASTER_KEY} is set, so the new key must come from {ENV_NEW_MASTER_KEY} (32 random bytes, base64); nothing was changed")]
+    #[error(
+        "{ENV_MASTER_KEY} is set, so the new key must come from {ENV_NEW_MASTER_KEY} (32 random bytes, base64); nothing was changed"
+    )]
     NewKeyNeeded,
-    #[error("the data key of secret {secret_id} does not open under the current master key ({source}); nothing was changed")]
+    #[error(
+        "the data key of secret {secret_id} does not open under the current master key ({source}); nothing was changed"
+    )]
     Unwrap { secret_id: String, source: SealError },
     #[error("{0}")]
     Seal(#[from] SealError),
@@ -105,16 +113,17 @@ pub async fn open_master_key(dir: &DataDir, store: &dyn Store) -> Result<MasterK
                     path = %dir.master_key_new().display(),
                     "removing a new master key left by a rotation that did not commit"
                 );
-                std::fs::remove_file(dir.master_key_new()).map_err(|source| {
-                    DataDirError::Write { path: dir.master_key_new(), source }
-                })?;
+                std::fs::remove_file(dir.master_key_new())
+                    .map_err(|source| DataDirError::Write { path: dir.master_key_new(), source })?;
             }
             Ok(key)
         }
         current => {
             if let Some(next) = pending.filter(|k| k.opens_check(&check)) {
                 datadir::rename_synced(&dir.master_key_new(), &dir.master_key())?;
-                info!("finished an interrupted master key rotation: master.key.new is now master.key");
+                info!(
+                    "finished an interrupted master key rotation: master.key.new is now master.key"
+                );
                 return Ok(next);
             }
             if current.is_none() {
@@ -160,7 +169,11 @@ pub async fn rotate(dir: &DataDir, store: &dyn Store) -> Result<usize, KeyError>
     }
 }
 
-async fn rewrap(current: &MasterKey, next: &MasterKey, store: &dyn Store) -> Result<usize, KeyError> {
+async fn rewrap(
+    current: &MasterKey,
+    next: &MasterKey,
+    store: &dyn Store,
+) -> Result<usize, KeyError> {
     let rows = store.data_keys().await?;
     let mut rewrapped = Vec::with_capacity(rows.len());
     for row in &rows {

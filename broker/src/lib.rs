@@ -1,4 +1,51 @@
-//! The Maestro broker (placeholder docs, filled in below).
+//! # maestro-broker
+//!
+//! The broker is the only place where Maestro secrets live at rest, and the only party that
+//! decides which sandbox session may have which secret. It keeps secrets sealed in a store,
+//! runs a small certificate authority, serves the user API (bearer token) and the agent API
+//! (mutual TLS) on one HTTPS port, pushes each session's changes to its agent as they happen,
+//! and keeps an append-only audit trail of every use.
+//!
+//! ## What it does
+//!
+//! * **Seals values** ([`seal`]): XChaCha20-Poly1305 per field value, under a random data key
+//!   per secret version, wrapped by a master key kept outside the database ([`keys`]). The
+//!   associated data binds each ciphertext to its owner, secret, version and field, so a moved,
+//!   replayed or flipped ciphertext fails with an integrity error, never a wrong value.
+//! * **Stores** ([`store`]) behind one object-safe trait; SQLite (WAL, `synchronous=FULL`,
+//!   `secure_delete=ON`) is the embedded default. Every change and its audit record commit in
+//!   one transaction.
+//! * **Issues certificates** ([`ca`]): one CA per broker; a session's agent trades a one-time
+//!   enrollment token (10 minutes, single use) and a CSR for a short-lived client certificate.
+//! * **Serves** ([`api`], [`server`]): the user API (`maestro_wire::api`) and the agent API
+//!   (`maestro_wire::agent_api`), every error as a JSON `ApiError`.
+//! * **Pushes events** ([`events`]): a snapshot on connect, then activated, deactivated,
+//!   updated and ended, with heartbeats, as NDJSON on one long-lived response.
+//! * **Ends sessions** ([`sessions`]) by request or at their TTL, for good.
+//!
+//! ## What it never does
+//!
+//! * It never writes a secret value to a file, a log line (at any level, `trace` included), an
+//!   error message or a panic. Values travel in [`maestro_wire::SecretValue`], which redacts
+//!   itself; the request log names routes, never bodies or headers; JSON errors name positions
+//!   and fields, never values. Tests plant values and search every file and a trace log.
+//! * It never returns a value on the user API: values travel one way, in. Only a session's
+//!   agent, holding that session's certificate, gets the values of the secrets active in it.
+//! * It never makes a new master key when the old one is missing and the database holds data.
+//!
+//! ## CA and mutual TLS policy
+//!
+//! * Client certificates are optional in the TLS handshake so that both APIs share one port;
+//!   a certificate that is presented must chain to the broker's CA, be within its validity and
+//!   carry the client-auth EKU, or the handshake fails (and the reason is logged, since a TLS 1.3
+//!   client often sees only a closed connection).
+//! * The session is read from the certificate's URI SAN `spiffe://maestro/session/<id>` and
+//!   from nowhere else. The session must be live: an ended session's certificate gets 403 and a
+//!   `denied` audit record; expiry is checked again per request because HTTP/2 connections
+//!   outlive certificates.
+//! * Of a CSR only the public key is used (after its signature is checked). The certificate's
+//!   subject, SAN, `CA:FALSE`, client-auth EKU, random 128-bit serial and validity are the
+//!   broker's: at most the session's remaining life, 24 hours, and `--cert-ttl`.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -12,8 +59,8 @@ pub mod events;
 pub mod keys;
 pub mod seal;
 pub mod secrets;
+pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod tls;
 pub mod tokens;
-pub mod server;

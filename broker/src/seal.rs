@@ -41,7 +41,9 @@ const CHECK_PLAINTEXT: &[u8] = b"maestro master key check";
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     /// The authentication tag did not verify: tampered, moved to another row, or another key.
-    #[error("integrity check failed: the stored ciphertext was modified, moved, or sealed under another key")]
+    #[error(
+        "integrity check failed: the stored ciphertext was modified, moved, or sealed under another key"
+    )]
     Integrity,
     /// The blob is too short or of an unknown format.
     #[error("stored ciphertext is malformed (truncated or of an unknown format)")]
@@ -164,7 +166,8 @@ impl MasterKey {
     /// Parses a key from base64 (standard or URL-safe, padding optional, surrounding whitespace
     /// ignored). `source_name` says where it came from, for the error message.
     pub fn from_base64(text: &str, source_name: &str) -> Result<Self, SealError> {
-        let bad = |problem| SealError::BadMasterKey { source_name: source_name.to_owned(), problem };
+        let bad =
+            |problem| SealError::BadMasterKey { source_name: source_name.to_owned(), problem };
         let trimmed = text.trim();
         let decoded = Zeroizing::new(
             STANDARD

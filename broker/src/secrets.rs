@@ -162,7 +162,8 @@ pub fn seal_version(
 ) -> ApiResult<Sealed> {
     let sealing = |e: SealError| Failure::internal("sealing a secret", &e);
     let data_key = DataKey::generate().map_err(sealing)?;
-    record.data_key_id = tokens::random_id::<16>().map_err(|e| Failure::internal("sealing a secret", &e))?;
+    record.data_key_id =
+        tokens::random_id::<16>().map_err(|e| Failure::internal("sealing a secret", &e))?;
     record.wrapped_key = app
         .master
         .wrap(
@@ -275,7 +276,11 @@ pub fn active_secret(secret: &SecretRecord) -> ActiveSecret {
 }
 
 /// The values of an active secret for its session's agent.
-pub async fn material(app: &App, secret: &SecretRecord, session: &str) -> ApiResult<SecretMaterial> {
+pub async fn material(
+    app: &App,
+    secret: &SecretRecord,
+    session: &str,
+) -> ApiResult<SecretMaterial> {
     Ok(SecretMaterial {
         name: secret.name.clone(),
         kind: secret.kind.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use maestro_wire::SecretValue;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::app::{App, Settings};
 use crate::ca::{Ca, CaError};
@@ -38,13 +38,19 @@ pub enum ServeError {
     Ca(#[from] CaError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}; pick another --listen address or stop what uses it")]
+    #[error(
+        "cannot listen on {addr}: {source}; pick another --listen address or stop what uses it"
+    )]
     Listen { addr: String, source: std::io::Error },
     #[error("cannot make a token: {0}")]
     Random(#[from] tokens::RandomError),
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
-    #[error("invalid user name '{0}': use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter")]
+    #[error("cannot watch for SIGTERM/SIGINT: {0}")]
+    Signals(std::io::Error),
+    #[error(
+        "invalid user name '{0}': use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter"
+    )]
     UserName(String),
 }
 
@@ -69,6 +75,12 @@ pub struct Opened {
 /// `admin.token`. Every file is 0600.
 pub async fn open(dir: &DataDir) -> Result<Opened, ServeError> {
     dir.ensure()?;
+    let _keys = dir.key_lock()?;
+    open_locked(dir).await
+}
+
+/// [`open`], for a caller that holds the key lock.
+async fn open_locked(dir: &DataDir) -> Result<Opened, ServeError> {
     dir.prepare_database()?;
     let store = Arc::new(SqliteStore::open(&dir.database()).await?);
     let master = keys::open_master_key(dir, store.as_ref()).await?;
@@ -110,24 +122,33 @@ pub async fn add_user(dir: &DataDir, name: &str) -> Result<SecretValue, ServeErr
 pub async fn rotate_master_key(dir: &DataDir) -> Result<usize, ServeError> {
     dir.ensure()?;
     let _lock = dir.lock()?;
-    let opened = open(dir).await?;
+    let _keys = dir.key_lock()?;
+    let opened = open_locked(dir).await?;
     let count = keys::rotate(dir, opened.store.as_ref()).await?;
     opened.store.close().await;
     Ok(count)
 }
 
-/// Waits for SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        warn!("cannot watch for SIGTERM/SIGINT; stop the broker with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, watched from before the broker says it listens, so that a signal
+/// sent right after the listening line is never lost.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, ServeError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+        let int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+        Ok(Self { term, int })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => info!("SIGINT: shutting down"),
+        }
     }
 }
 
@@ -164,15 +185,17 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let expiry = tokio::spawn(crate::sessions::expire_task(app.clone(), stop_rx));
 
     let handle: Handle<SocketAddr> = Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))
-        .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?
-        .handle(handle.clone());
+    let server =
+        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))
+            .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?
+            .handle(handle.clone());
 
+    let signals = StopSignals::install()?;
     {
         let handle = handle.clone();
         let hub = hub.clone();
         tokio::spawn(async move {
-            stop_signal().await;
+            signals.wait().await;
             // Event streams never end on their own: close them, then let requests finish.
             hub.shutdown();
             let _ = stop_tx.send(true);

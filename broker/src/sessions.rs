@@ -31,10 +31,7 @@ pub async fn info(app: &App, session: &SessionRecord) -> ApiResult<SessionInfo> 
         state: if live { SessionState::Live } else { SessionState::Ended },
         created_at: clock::rfc3339(session.created_at),
         expires_at: clock::rfc3339(session.expires_at),
-        ended_at: session
-            .ended_at
-            .or((!live).then_some(session.expires_at))
-            .map(clock::rfc3339),
+        ended_at: session.ended_at.or((!live).then_some(session.expires_at)).map(clock::rfc3339),
         ended_reason: session.ended_reason.clone().or_else(|| (!live).then(|| "ttl".to_owned())),
         active,
         agent_connected: live && app.hub.connected(&session.id),

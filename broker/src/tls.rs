@@ -14,9 +14,11 @@ use std::sync::Arc;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use tracing::warn;
 
@@ -48,7 +50,8 @@ pub fn server_config(
     let provider = provider();
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert = cert.map_err(|e| TlsError::Pem { what: "CA certificate", problem: e.to_string() })?;
+        let cert =
+            cert.map_err(|e| TlsError::Pem { what: "CA certificate", problem: e.to_string() })?;
         roots.add(cert).map_err(|e| TlsError::Config(e.to_string()))?;
     }
     let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -137,7 +140,12 @@ fn describe(cert: &CertificateDer<'_>) -> String {
                 .ok()
                 .flatten()
                 .map(|s| {
-                    s.value.general_names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+                    s.value
+                        .general_names
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 })
                 .unwrap_or_default();
             format!("subject={} san=[{}]", c.subject(), sans)

@@ -6,6 +6,9 @@
 //! * [`ChildGuard`] runs a process with its output captured line by line; dropping it kills
 //!   the process (SIGKILL) and, when the test is failing, prints everything the process said.
 
+// A test fixture: a failed expectation is a failed test, reported with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -122,9 +125,8 @@ impl ChildGuard {
     /// Starts `command` with stdout and stderr captured (stdin closed).
     pub fn spawn(name: &str, mut command: Command) -> Self {
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        let mut child =
+            command.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = channel();
         let mut readers = Vec::new();
@@ -134,7 +136,14 @@ impl ChildGuard {
         if let Some(err) = child.stderr.take() {
             readers.push(pump(err, "", log.clone(), None));
         }
-        Self { name: name.to_owned(), child: Some(child), log, stdout_lines: rx, readers, status: None }
+        Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+            stdout_lines: rx,
+            readers,
+            status: None,
+        }
     }
 
     /// The process id.
@@ -232,7 +241,12 @@ impl Drop for ChildGuard {
             self.kill9();
         }
         if std::thread::panicking() {
-            eprintln!("----- {} output -----\n{}----- end of {} output -----", self.name, self.log(), self.name);
+            eprintln!(
+                "----- {} output -----\n{}----- end of {} output -----",
+                self.name,
+                self.log(),
+                self.name
+            );
         }
     }
 }

@@ -12,8 +12,8 @@ use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use maestro_wire::agent_api::{
-    AgentEvent, CertIssued, EnrollRequest, MaterialSet, RenewRequest, SecretMaterial, UsageAccepted,
-    UsageAction, UsageBatch,
+    AgentEvent, CertIssued, EnrollRequest, MaterialSet, RenewRequest, SecretMaterial,
+    UsageAccepted, UsageAction, UsageBatch,
 };
 use maestro_wire::api::{AuditAction, ErrorCode};
 use maestro_wire::limits::{MAX_CERT_TTL_SECS, MAX_DESCRIPTION_BYTES, MAX_USAGE_BATCH};
@@ -53,10 +53,8 @@ fn issue(
     reason: &'static str,
 ) -> ApiResult<(CertIssued, CertificateRecord)> {
     let ttl = i64::try_from(app.settings.cert_ttl.as_secs()).unwrap_or(i64::MAX);
-    let not_after = session
-        .expires_at
-        .min(now + MAX_CERT_TTL_SECS as i64)
-        .min(now.saturating_add(ttl));
+    let not_after =
+        session.expires_at.min(now + MAX_CERT_TTL_SECS as i64).min(now.saturating_add(ttl));
     let issued = app.ca.sign_session(csr_pem, &session.id, now, not_after).map_err(ca_failure)?;
     let record = CertificateRecord {
         serial: issued.serial.clone(),
@@ -167,6 +165,7 @@ struct Stream {
     heartbeat: Interval,
     cert_expiry: std::pin::Pin<Box<Sleep>>,
     session_id: String,
+    session_expires_at: i64,
     done: bool,
 }
 
@@ -200,6 +199,12 @@ impl Stream {
             }
             _ = self.sub.shutdown.changed() => None,
             _ = &mut self.cert_expiry => {
+                if clock::now() >= self.session_expires_at {
+                    // The certificate ends with the session: the session is over, whichever of
+                    // this timer and the expiry task notices first.
+                    self.done = true;
+                    return Some(line(&AgentEvent::Ended { reason: "ttl".to_owned() }));
+                }
                 debug!(session = %self.session_id, "closing an event stream: its certificate expired");
                 None
             }
@@ -226,16 +231,22 @@ pub async fn events(State(app): State<SharedApp>, agent: AgentSession) -> ApiRes
         Some(s) => pending.push_back(AgentEvent::Ended {
             reason: s.ended_reason.unwrap_or_else(|| "ttl".to_owned()),
         }),
-        None => return Err(Failure::unauthorized("the client certificate names an unknown session")),
+        None => {
+            return Err(Failure::unauthorized("the client certificate names an unknown session"));
+        }
     }
     let period = app.settings.heartbeat.max(Duration::from_millis(100));
     let until_expiry = u64::try_from(agent.cert_not_after - clock::now()).unwrap_or(0);
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+    // A stalled reader gets one heartbeat when it resumes, not a burst of them.
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream = Stream {
         pending,
         sub,
-        heartbeat: tokio::time::interval_at(Instant::now() + period, period),
+        heartbeat,
         cert_expiry: Box::pin(tokio::time::sleep(Duration::from_secs(until_expiry))),
         session_id: session_id.clone(),
+        session_expires_at: agent.session.expires_at,
         done: false,
     };
     debug!(session = %session_id, "event stream opened");
@@ -250,7 +261,11 @@ pub async fn events(State(app): State<SharedApp>, agent: AgentSession) -> ApiRes
         .into_response())
 }
 
-async fn fetched(app: &App, session: &SessionRecord, materials: &[SecretMaterial]) -> ApiResult<()> {
+async fn fetched(
+    app: &App,
+    session: &SessionRecord,
+    materials: &[SecretMaterial],
+) -> ApiResult<()> {
     let now = clock::now();
     let mut records = Vec::with_capacity(materials.len());
     for m in materials {

@@ -55,7 +55,9 @@ impl Failure {
         error!(%cause, "{context}");
         Self::new(
             ErrorCode::Internal,
-            format!("the broker failed while {context}; retry, and see the broker log if it persists"),
+            format!(
+                "the broker failed while {context}; retry, and see the broker log if it persists"
+            ),
         )
     }
 
@@ -87,7 +89,9 @@ impl From<StoreError> for Failure {
         match e {
             StoreError::AlreadyExists { what, name } => Failure::new(
                 ErrorCode::AlreadyExists,
-                format!("{what} {name} already exists; choose another name, or change it with `maestro secrets edit {name}`"),
+                format!(
+                    "{what} {name} already exists; choose another name, or change it with `maestro secrets edit {name}`"
+                ),
             ),
             StoreError::Changed { what } => Failure::new(
                 ErrorCode::Conflict,

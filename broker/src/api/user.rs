@@ -178,7 +178,10 @@ pub async fn edit_secret(
         if let Some(clash) = secrets::conflict(&secret.name, &new_outputs, &others) {
             return Err(Failure::new(
                 ErrorCode::Conflict,
-                format!("{} (it is active in session {session}); nothing changed", clash.body.message),
+                format!(
+                    "{} (it is active in session {session}); nothing changed",
+                    clash.body.message
+                ),
             ));
         }
     }
@@ -203,7 +206,10 @@ pub async fn edit_secret(
     };
     app.store.replace_secret(secret.version, &sealed.record, &sealed.fields, &audit).await?;
     for session in &active_in {
-        app.hub.publish(session, AgentEvent::Updated { secret: secrets::active_secret(&sealed.record) });
+        app.hub.publish(
+            session,
+            AgentEvent::Updated { secret: secrets::active_secret(&sealed.record) },
+        );
     }
     info!(user = %user.name, secret = %name, version = sealed.record.version, "secret edited");
     Ok(Json(secrets::meta(&app, &sealed.record).await?))
@@ -356,7 +362,10 @@ fn activation_names(body: &Activation, verb: &str) -> ApiResult<Vec<String>> {
     if body.names.len() > MAX_NAMES_PER_CALL {
         return Err(Failure::new(
             ErrorCode::TooMany,
-            format!("at most {MAX_NAMES_PER_CALL} secrets per call; this one names {}", body.names.len()),
+            format!(
+                "at most {MAX_NAMES_PER_CALL} secrets per call; this one names {}",
+                body.names.len()
+            ),
         ));
     }
     let mut names: Vec<String> = Vec::with_capacity(body.names.len());
@@ -430,7 +439,8 @@ pub async fn activate(
         .collect();
     app.store.change_activations(&session.id, &ids, &[], now, &audit).await?;
     for secret in &added {
-        app.hub.publish(&session.id, AgentEvent::Activated { secret: secrets::active_secret(secret) });
+        app.hub
+            .publish(&session.id, AgentEvent::Activated { secret: secrets::active_secret(secret) });
     }
     if !added.is_empty() {
         let names: Vec<&str> = added.iter().map(|s| s.name.as_str()).collect();

@@ -33,7 +33,9 @@ pub enum StoreError {
     #[error("database migration {version} failed: {source}")]
     Migrate { version: i64, source: sqlx::Error },
     /// The database was written by a newer broker.
-    #[error("the database has schema version {found}, newer than this broker ({supported}); upgrade maestro-broker")]
+    #[error(
+        "the database has schema version {found}, newer than this broker ({supported}); upgrade maestro-broker"
+    )]
     TooNew { found: i64, supported: i64 },
     /// A query failed.
     #[error("database error while {step}: {source}")]
@@ -313,10 +315,7 @@ pub trait Store: Send + Sync {
     // Enrollment and certificates.
 
     /// An enrollment token by hash.
-    fn enrollment<'a>(
-        &'a self,
-        token_hash: &'a [u8],
-    ) -> StoreFuture<'a, Option<EnrollmentRecord>>;
+    fn enrollment<'a>(&'a self, token_hash: &'a [u8]) -> StoreFuture<'a, Option<EnrollmentRecord>>;
     /// Marks the token used and records the certificate, in one transaction.
     /// [`StoreError::TokenUnusable`] if the token was used or expired meanwhile,
     /// [`StoreError::SessionEnded`] if the session ended.

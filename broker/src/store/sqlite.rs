@@ -64,8 +64,7 @@ macro_rules! audit_select {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_failed =
-            |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_failed = |source| StoreError::Open { path: path.display().to_string(), source };
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(open_failed)?
             .filename(path)
@@ -113,7 +112,10 @@ impl SqliteStore {
     }
 
     async fn write_tx(&self) -> Result<Tx, StoreError> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(query_failed("starting a transaction"))
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(query_failed("starting a transaction"))
     }
 }
 
@@ -476,7 +478,9 @@ impl Store for SqliteStore {
             .await
             .map_err(query_failed("reading sealed fields"))?;
             rows.iter()
-                .map(|row| Ok(SealedField { name: get(row, "name")?, blob: get(row, "ciphertext")? }))
+                .map(|row| {
+                    Ok(SealedField { name: get(row, "name")?, blob: get(row, "ciphertext")? })
+                })
                 .collect()
         })
     }
@@ -833,10 +837,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn enrollment<'a>(
-        &'a self,
-        token_hash: &'a [u8],
-    ) -> StoreFuture<'a, Option<EnrollmentRecord>> {
+    fn enrollment<'a>(&'a self, token_hash: &'a [u8]) -> StoreFuture<'a, Option<EnrollmentRecord>> {
         Box::pin(async move {
             let row = sqlx::query(
                 "SELECT token_hash, session_id, expires_at, used_at FROM enrollment_tokens \

@@ -148,7 +148,7 @@ fn render_session(s: &SessionInfo) -> String {
     let mut pairs = vec![
         ("id", s.id.clone()),
         ("label", opt(s.label.as_deref())),
-        ("state", state(s)),
+        ("state", if s.state == SessionState::Live { "live" } else { "ended" }.to_owned()),
         ("created", time(&s.created_at)),
         ("expires", time(&s.expires_at)),
     ];
@@ -214,6 +214,7 @@ mod tests {
         assert!(live.contains("live") && live.contains("A, B") && live.contains("enrolled"));
         assert!(!live.contains("ended"));
         let ended = render_session(&info(SessionState::Ended));
-        assert!(ended.contains("ended (user)") && ended.contains("2026-11-29 11:00:00Z"));
+        assert!(ended.lines().any(|l| l.starts_with("ended because:") && l.ends_with(" user")));
+        assert!(ended.contains("2026-11-29 11:00:00Z"));
     }
 }

@@ -1,0 +1,185 @@
+//! The Secret Manager web UI: static assets compiled into the binary and served at `/ui/`,
+//! with `/` redirecting there.
+//!
+//! The page is a client of the user API on the same origin and nothing else: it holds the
+//! user's API token in the tab's `sessionStorage` and sends it as `Authorization: Bearer`, so
+//! the assets themselves need no credentials and carry no user data. Every answer of this
+//! router forbids framing, inline and foreign scripts, foreign form targets, MIME sniffing,
+//! referrers and caching (see [`SECURITY_HEADERS`]); the assets are written to work under
+//! exactly that policy (no inline script or style, no external URL).
+//!
+//! The router has no state and no fallback, so it merges into the API router:
+//! `api::router(app).merge(ui::router())`.
+
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS,
+};
+use axum::middleware;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+/// The page.
+pub const INDEX_HTML: &str = include_str!("../ui/index.html");
+/// The whole client: sign-in, secrets, sessions, audit.
+pub const APP_JS: &str = include_str!("../ui/app.js");
+/// The look.
+pub const APP_CSS: &str = include_str!("../ui/app.css");
+/// The tab icon (32x32 PNG), so that browsers do not ask for a missing `/favicon.ico`.
+pub const FAVICON_PNG: &[u8] = include_bytes!("../ui/favicon.png");
+
+/// Where the UI lives.
+pub const UI_PATH: &str = "/ui/";
+
+/// The Content-Security-Policy of every UI answer: only this origin's scripts, styles and
+/// connections; never framed (clickjacking); forms post nowhere else.
+pub const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'";
+
+/// Headers set on every answer of this router.
+pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (CONTENT_SECURITY_POLICY, CSP),
+    (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (REFERRER_POLICY, "no-referrer"),
+    // A deployed broker may change its assets with any upgrade; a stale app.js against a new
+    // API is worse than a reload.
+    (CACHE_CONTROL, "no-store"),
+];
+
+/// The UI routes: `/` and `/ui` redirect to `/ui/`; `/ui/`, `/ui/app.js`, `/ui/app.css`,
+/// `/ui/favicon.png`.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(to_ui))
+        .route("/ui", get(to_ui))
+        .route("/ui/", get(index))
+        .route("/ui/app.js", get(app_js))
+        .route("/ui/app.css", get(app_css))
+        .route("/ui/favicon.png", get(favicon))
+        .layer(middleware::map_response(secure))
+}
+
+async fn to_ui() -> Redirect {
+    Redirect::to(UI_PATH)
+}
+
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+async fn favicon() -> Response {
+    asset("image/png", FAVICON_PNG)
+}
+
+fn asset(content_type: &'static str, body: impl IntoResponse) -> Response {
+    ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+}
+
+async fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves the UI router alone on a loopback port (plain HTTP: TLS is the server's job,
+    /// tested end to end in `tests/tests/ui_*.rs`).
+    async fn serve() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router::<()>()).await.unwrap();
+        });
+        (format!("http://{addr}"), task)
+    }
+
+    fn no_redirects() -> reqwest::Client {
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    }
+
+    fn assert_secure(response: &reqwest::Response) {
+        let h = response.headers();
+        assert_eq!(h["content-security-policy"], CSP);
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["cache-control"], "no-store");
+    }
+
+    #[tokio::test]
+    async fn serves_assets_with_types_and_headers() {
+        let (base, task) = serve().await;
+        let client = no_redirects();
+        for (path, content_type, body) in [
+            ("/ui/", "text/html; charset=utf-8", INDEX_HTML),
+            ("/ui/app.js", "text/javascript; charset=utf-8", APP_JS),
+            ("/ui/app.css", "text/css; charset=utf-8", APP_CSS),
+        ] {
+            let response = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            assert_eq!(response.headers()["content-type"], content_type, "{path}");
+            assert_secure(&response);
+            assert_eq!(response.text().await.unwrap(), body, "{path}");
+        }
+        let response = client.get(format!("{base}/ui/favicon.png")).send().await.unwrap();
+        assert_eq!(response.headers()["content-type"], "image/png");
+        assert_secure(&response);
+        assert_eq!(&response.bytes().await.unwrap()[..], FAVICON_PNG);
+        assert!(FAVICON_PNG.starts_with(b"\x89PNG\r\n\x1a\n"));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn root_redirects_to_the_ui() {
+        let (base, task) = serve().await;
+        let client = no_redirects();
+        for path in ["/", "/ui"] {
+            let response = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert!(response.status().is_redirection(), "{path}: {}", response.status());
+            assert_eq!(response.headers()["location"], UI_PATH);
+            assert_secure(&response);
+        }
+        task.abort();
+    }
+
+    #[test]
+    fn merges_into_a_router_with_a_fallback() {
+        // The API router has a fallback; merging panics if this one had one too.
+        let api: Router = Router::new().fallback(|| async { "api" });
+        let _merged: Router = api.merge(router());
+    }
+
+    #[test]
+    fn assets_name_no_other_origin_and_nothing_inline() {
+        for (name, text) in [("index.html", INDEX_HTML), ("app.js", APP_JS), ("app.css", APP_CSS)] {
+            let lower = text.to_ascii_lowercase();
+            for needle in ["http://", "https://", "src=\"//", "href=\"//", "ws://", "wss://"] {
+                assert!(!lower.contains(needle), "{name} contains {needle}");
+            }
+        }
+        let css = APP_CSS.to_ascii_lowercase();
+        assert!(!css.contains("url(") && !css.contains("@import"), "app.css loads something");
+        let html = INDEX_HTML.to_ascii_lowercase();
+        // The CSP forbids inline code and style: they would silently not run.
+        assert!(!html.contains("<style"), "inline <style> in index.html");
+        assert!(!html.contains(" style="), "style attribute in index.html");
+        assert!(!html.contains(" onclick=") && !html.contains(" onload="), "inline handler");
+        assert_eq!(html.matches("<script").count(), 1);
+        assert!(html.contains("<script src=\"app.js\" defer></script>"));
+        assert!(html.contains("<link rel=\"stylesheet\" href=\"app.css\">"));
+        assert!(html.contains("<link rel=\"icon\" href=\"favicon.png\" type=\"image/png\">"));
+    }
+}

@@ -1,0 +1,1214 @@
+// Maestro Secret Manager: the whole client, plain JS, no framework, no build step.
+//
+// It talks to the broker's user API on the origin that served it (the routes of
+// `maestro_wire::api`), with the API token the user pasted, kept in this tab's sessionStorage.
+// The API never returns a secret value, so none can be shown; values typed or loaded from a
+// file go out in one request and the inputs are emptied right after. Every element is built
+// with textContent (never innerHTML), so nothing the broker returns is parsed as markup.
+'use strict';
+
+(() => {
+  const TOKEN_KEY = 'maestro.token';
+  // The page lives at <broker>/ui/, so the API is one level up (also behind a path prefix).
+  const BASE = new URL('../', document.baseURI);
+  // Limits of `maestro_wire::limits`, checked here too so a mistake is named before upload.
+  const MAX_FIELD_BYTES = 64 * 1024;
+  const MAX_FIELDS = 32;
+  const MAX_TAGS = 32;
+  const MAX_TTL_SECONDS = 30 * 24 * 3600;
+  const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
+  const VARIABLE_NAME = /^[A-Z_][A-Z0-9_]{0,127}$/;
+  const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
+  const AUDIT_ROWS_SHOWN = 1000;
+  const MULTI_LINE_CHECKS = ['text', 'gcp_service_account'];
+  const AUDIT_ACTIONS = [
+    'created', 'edited', 'deleted', 'activated', 'deactivated', 'fetched', 'injected',
+    'file_read', 'denied', 'session_created', 'session_ended', 'enrolled', 'refreshed',
+    'refresh_failed',
+  ];
+  const ACTION_TONE = {
+    created: 'ok', activated: 'ok', enrolled: 'ok', session_created: 'ok', refreshed: 'ok',
+    fetched: 'info', injected: 'info', file_read: 'info', edited: 'info',
+    deleted: 'muted', deactivated: 'muted', session_ended: 'muted',
+    denied: 'bad', refresh_failed: 'bad',
+  };
+
+  const state = {
+    kinds: null, // the catalog, loaded once
+    secrets: [],
+    sessions: [],
+    audit: [],
+    current: null, // the secret or session a detail view shows
+    created: null, // the answer to the last session creation, until "Done"
+    form: null, // the secret form's mode and loaded files
+  };
+  let generation = 0; // a view's answers that arrive after the user moved on are dropped
+  let noticeTimer = null;
+  let rowCounter = 0;
+
+  // ---------------------------------------------------------------- small helpers
+
+  const $ = (id) => document.getElementById(id);
+
+  function append(parent, children) {
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      if (Array.isArray(child)) append(parent, child);
+      else if (child instanceof Node) parent.appendChild(child);
+      else parent.appendChild(document.createTextNode(String(child)));
+    }
+    return parent;
+  }
+
+  // Makes an element: props are attributes, except `class`, `text` and `on<event>` handlers.
+  function h(tag, props, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === 'class') el.className = value;
+      else if (key === 'text') el.textContent = value;
+      else if (key.startsWith('on') && typeof value === 'function') {
+        el.addEventListener(key.slice(2), value);
+      } else el.setAttribute(key, value === true ? '' : String(value));
+    }
+    return append(el, children);
+  }
+
+  function clear(el) {
+    while (el.firstChild) el.removeChild(el.firstChild);
+    return el;
+  }
+
+  const enc = encodeURIComponent;
+  const pad = (n) => String(n).padStart(2, '0');
+  const shortId = (id) => (id.length > 10 ? `${id.slice(0, 8)}…` : id);
+
+  function formatTime(rfc) {
+    const d = new Date(rfc);
+    if (Number.isNaN(d.getTime())) return rfc;
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} `
+      + `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  function relativeTime(rfc) {
+    const d = new Date(rfc);
+    if (Number.isNaN(d.getTime())) return rfc;
+    const seconds = Math.round((d.getTime() - Date.now()) / 1000);
+    const abs = Math.abs(seconds);
+    let text;
+    if (abs < 45) return seconds > 0 ? 'in a few seconds' : 'just now';
+    if (abs < 3600) text = `${Math.round(abs / 60)} min`;
+    else if (abs < 86400 * 2) text = `${Math.round(abs / 3600)} h`;
+    else text = `${Math.round(abs / 86400)} days`;
+    return seconds > 0 ? `in ${text}` : `${text} ago`;
+  }
+
+  // A <time> showing a local date (or a relative one), the exact RFC 3339 time as its title.
+  function timeEl(rfc, relative) {
+    if (!rfc) return h('span', { class: 'muted' }, '—');
+    return h('time', { datetime: rfc, title: `${formatTime(rfc)} (${rfc})` },
+      relative ? relativeTime(rfc) : formatTime(rfc));
+  }
+
+  const muted = (text) => h('span', { class: 'muted' }, text);
+  const badge = (text, tone) => h('span', { class: `badge ${tone || ''}` }, text);
+  const chips = (items, cls) => (items.length
+    ? h('span', { class: 'chips' }, items.map((t) => h('span', { class: `chip ${cls || ''}` }, t)))
+    : muted('—'));
+
+  function sessionLinks(ids) {
+    if (!ids || ids.length === 0) return muted('—');
+    return h('span', { class: 'chips' }, ids.map((id) => h('a', {
+      class: 'chip mono', href: `#/sessions/${enc(id)}`, title: id,
+    }, shortId(id))));
+  }
+
+  function secretLinks(names) {
+    if (!names || names.length === 0) return muted('none');
+    return h('span', { class: 'chips' }, names.map((n) => h('a', {
+      class: 'chip mono', href: `#/secrets/${enc(n)}`,
+    }, n)));
+  }
+
+  function actionBadge(action) {
+    return badge(action.replace(/_/g, ' '), ACTION_TONE[action] || '');
+  }
+
+  function utf8Bytes(text) {
+    return new TextEncoder().encode(text).length;
+  }
+
+  function sizeText(bytes) {
+    return bytes < 1024 ? `${bytes} bytes` : `${(bytes / 1024).toFixed(1)} KiB`;
+  }
+
+  // ---------------------------------------------------------------- the API
+
+  class ApiFailure extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  // A mistake in a form, found before anything is sent.
+  class Invalid extends Error {}
+
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+  async function api(method, path, body) {
+    const headers = { Accept: 'application/json' };
+    const bearer = token();
+    if (bearer) headers.Authorization = `Bearer ${bearer}`;
+    const init = { method, headers, cache: 'no-store', credentials: 'omit', redirect: 'error' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(new URL(path, BASE), init);
+    } catch (err) {
+      throw new ApiFailure(0, 'network',
+        `cannot reach the broker (${err.message}); check that it is running, then retry`);
+    }
+    const text = await response.text();
+    let data = null;
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch (_) {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const message = data && typeof data.message === 'string' && data.message
+        ? data.message
+        : `the broker answered ${response.status} ${response.statusText} without an explanation; see its log`;
+      throw new ApiFailure(response.status, (data && data.error) || 'http', message);
+    }
+    return data;
+  }
+
+  async function loadKinds() {
+    if (!state.kinds) {
+      const view = await api('GET', 'v1/kinds');
+      state.kinds = view.kinds;
+    }
+    return state.kinds;
+  }
+
+  const kindByName = (name) => (state.kinds || []).find((k) => k.name === name);
+
+  // ---------------------------------------------------------------- messages
+
+  function messageOf(err) {
+    return (err && err.message) || String(err);
+  }
+
+  function showError(err, form) {
+    const message = messageOf(err);
+    const slot = form && form.querySelector('.form-error');
+    if (slot) {
+      slot.textContent = message;
+      slot.hidden = false;
+    } else {
+      $('error-text').textContent = message;
+      $('error-banner').hidden = false;
+    }
+  }
+
+  // An error of any request: an expired or revoked token sends the user back to sign in.
+  function fail(err, form) {
+    if (err instanceof ApiFailure && err.status === 401) {
+      signOut(err.message);
+      return;
+    }
+    showError(err, form);
+  }
+
+  function clearErrors() {
+    $('error-banner').hidden = true;
+    for (const slot of document.querySelectorAll('.form-error')) {
+      slot.hidden = true;
+      slot.textContent = '';
+    }
+  }
+
+  function notify(text) {
+    const notice = $('notice');
+    notice.textContent = text;
+    notice.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => { notice.hidden = true; }, 6000);
+  }
+
+  function confirmAction({ title, text, ok }) {
+    const dialog = $('confirm-dialog');
+    $('confirm-title').textContent = title;
+    $('confirm-text').textContent = text;
+    $('confirm-ok').textContent = ok;
+    return new Promise((resolve) => {
+      const done = (answer) => {
+        $('confirm-ok').removeEventListener('click', onOk);
+        $('confirm-cancel').removeEventListener('click', onCancel);
+        dialog.removeEventListener('cancel', onCancel);
+        if (dialog.open) dialog.close();
+        resolve(answer);
+      };
+      const onOk = () => done(true);
+      const onCancel = (ev) => { if (ev) ev.preventDefault(); done(false); };
+      $('confirm-ok').addEventListener('click', onOk);
+      $('confirm-cancel').addEventListener('click', onCancel);
+      dialog.addEventListener('cancel', onCancel);
+      dialog.showModal();
+      $('confirm-cancel').focus();
+    });
+  }
+
+  // ---------------------------------------------------------------- views and routing
+
+  const TITLES = {
+    signin: 'Sign in', secrets: 'Secrets', 'secret-form': 'Secret', secret: 'Secret',
+    sessions: 'Sessions', session: 'Session', audit: 'Usage history', oauth: 'OAuth integrations',
+    loading: 'Loading',
+  };
+
+  function show(view, section) {
+    for (const el of document.querySelectorAll('.view')) el.hidden = el.id !== `view-${view}`;
+    for (const link of document.querySelectorAll('#nav a')) {
+      if (link.dataset.section === section) link.setAttribute('aria-current', 'page');
+      else link.removeAttribute('aria-current');
+    }
+    document.title = `${TITLES[view] || 'Maestro'} · Maestro Secret Manager`;
+  }
+
+  function signedIn(yes) {
+    $('nav').hidden = !yes;
+    $('sign-out').hidden = !yes;
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    forgetCreated();
+    state.secrets = [];
+    state.sessions = [];
+    state.audit = [];
+    state.current = null;
+    generation += 1;
+    signedIn(false);
+    clearErrors();
+    show('signin');
+    if (message) showError(message, $('signin-form'));
+    if (location.hash !== '' && location.hash !== '#/secrets') {
+      history.replaceState(null, '', '#/secrets');
+    }
+    $('signin-token').focus();
+  }
+
+  async function route() {
+    clearErrors();
+    // Values typed into a form that the user left (Cancel, another section) go now.
+    wipeValues();
+    const gen = ++generation;
+    if (!token()) {
+      signedIn(false);
+      show('signin');
+      return;
+    }
+    signedIn(true);
+    const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean);
+    const stale = () => gen !== generation;
+    try {
+      if (parts[0] === 'secrets' && parts[1] === 'new') await viewSecretForm(stale, null);
+      else if (parts[0] === 'secrets' && parts[1] && parts[2] === 'edit') {
+        await viewSecretForm(stale, secretNameFrom(parts[1]));
+      } else if (parts[0] === 'secrets' && parts[1]) await viewSecret(stale, secretNameFrom(parts[1]));
+      else if (parts[0] === 'sessions' && parts[1]) await viewSession(stale, sessionIdFrom(parts[1]));
+      else if (parts[0] === 'sessions') await viewSessions(stale);
+      else if (parts[0] === 'audit') await viewAudit(stale);
+      else if (parts[0] === 'oauth') await viewOAuth(stale);
+      else if (parts[0] === 'secrets' || parts.length === 0) await viewSecrets(stale);
+      else {
+        location.hash = '#/secrets';
+      }
+    } catch (err) {
+      if (!stale()) fail(err);
+    }
+  }
+
+  function secretNameFrom(part) {
+    const name = decodeURIComponent(part);
+    if (!SECRET_NAME.test(name)) throw new Invalid(`"${name}" is not a secret name; pick one from the list`);
+    return name;
+  }
+
+  function sessionIdFrom(part) {
+    const id = decodeURIComponent(part);
+    if (!SESSION_ID.test(id)) throw new Invalid(`"${id}" is not a session id; pick one from the list`);
+    return id;
+  }
+
+  // ---------------------------------------------------------------- sign in
+
+  async function onSignIn(ev) {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const input = $('signin-token');
+    const value = input.value.trim();
+    input.value = '';
+    clearErrors();
+    if (!value) {
+      showError('paste an API token first', form);
+      return;
+    }
+    if (value.length > 256 || /[^\x21-\x7e]/.test(value)) {
+      showError('that is not an API token: a token is one word of printable characters (mst_…)', form);
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, value);
+    try {
+      await api('GET', 'v1/secrets');
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showError(err, form);
+      return;
+    }
+    // Straight on to where the user was going (a bookmarked #/sessions, say).
+    route();
+  }
+
+  // ---------------------------------------------------------------- secrets
+
+  async function viewSecrets(stale) {
+    show('secrets', 'secrets');
+    const secrets = await api('GET', 'v1/secrets');
+    if (stale()) return;
+    state.secrets = secrets;
+    const body = clear(document.querySelector('#secrets-table tbody'));
+    $('secrets-empty').hidden = secrets.length > 0;
+    $('secrets-table').hidden = secrets.length === 0;
+    for (const s of secrets) {
+      body.appendChild(h('tr', {},
+        h('th', { scope: 'row' },
+          h('a', { class: 'mono strong', href: `#/secrets/${enc(s.name)}` }, s.name),
+          s.description ? h('div', { class: 'sub' }, s.description) : null,
+          s.oauth && s.oauth.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad')) : null),
+        h('td', {}, badge(s.kind, 'kind')),
+        h('td', { class: 'num' }, `v${s.version}`),
+        h('td', {}, chips(s.tags, 'tag')),
+        h('td', {}, s.last_used_at ? timeEl(s.last_used_at, true) : muted('never')),
+        h('td', {}, sessionLinks(s.active_in_sessions)),
+        h('td', { class: 'row-actions' },
+          h('a', { class: 'button small ghost', href: `#/secrets/${enc(s.name)}`, 'aria-label': `Usage history of ${s.name}` }, 'History'),
+          h('a', { class: 'button small ghost', href: `#/secrets/${enc(s.name)}/edit`, 'aria-label': `Edit ${s.name}` }, 'Edit'),
+          h('button', { type: 'button', class: 'small danger-ghost', 'aria-label': `Delete ${s.name}`, onclick: () => deleteSecret(s) }, 'Delete'))));
+    }
+  }
+
+  async function deleteSecret(meta) {
+    clearErrors();
+    const active = meta.active_in_sessions.length;
+    const yes = await confirmAction({
+      title: `Delete ${meta.name}?`,
+      text: 'Its values are destroyed and cannot be recovered.'
+        + (active ? ` It is active in ${active} session${active > 1 ? 's' : ''} and is removed from `
+          + `${active > 1 ? 'them' : 'it'} at once.` : ''),
+      ok: 'Delete secret',
+    });
+    if (!yes) return;
+    try {
+      const deleted = await api('DELETE', `v1/secrets/${enc(meta.name)}`);
+      const n = deleted.deactivated_in.length;
+      notify(`Deleted ${deleted.name}${n ? `; removed from ${n} session${n > 1 ? 's' : ''}` : ''}.`
+        + (deleted.revocation ? ` ${deleted.revocation}` : ''));
+      if (location.hash === '#/secrets') route();
+      else location.hash = '#/secrets';
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  async function viewSecret(stale, name) {
+    show('secret', 'secrets');
+    $('secret-title').textContent = name;
+    $('secret-body').hidden = true;
+    $('secret-actions').hidden = true;
+    clear($('secret-meta'));
+    clear(document.querySelector('#history-table tbody'));
+    $('history-empty').hidden = true;
+    const [meta, history] = await Promise.all([
+      api('GET', `v1/secrets/${enc(name)}`),
+      api('GET', `v1/secrets/${enc(name)}/history`),
+    ]);
+    if (stale()) return;
+    state.current = meta;
+    await loadKinds().catch(() => null);
+    if (stale()) return;
+    $('secret-edit').setAttribute('href', `#/secrets/${enc(name)}/edit`);
+    const kind = kindByName(meta.kind);
+    const rows = [
+      ['Kind', [badge(meta.kind, 'kind'), kind ? ` ${kind.title}` : '']],
+      ['Version', `v${meta.version}`],
+      ['Description', meta.description || muted('—')],
+      ['Tags', chips(meta.tags, 'tag')],
+      ['Fields', chips(meta.field_names, 'mono')],
+      ['Variables', chips(meta.variables, 'mono')],
+      ['Files', meta.files.length
+        ? [chips(meta.files, 'mono'), h('div', { class: 'sub' }, 'under the mount, /run/secrets by default')]
+        : muted('—')],
+      ['Created', timeEl(meta.created_at)],
+      ['Updated', timeEl(meta.updated_at)],
+      ['Last used', meta.last_used_at ? [timeEl(meta.last_used_at), ' ', muted(`(${relativeTime(meta.last_used_at)})`)] : muted('never')],
+      ['Used by sessions', sessionLinks(meta.used_by_sessions)],
+      ['Active in sessions', sessionLinks(meta.active_in_sessions)],
+    ];
+    if (meta.oauth) {
+      const o = meta.oauth;
+      rows.push(['OAuth', [
+        `${o.provider}; scopes: ${o.scopes.join(' ') || 'none'}`,
+        o.expires_at ? ['; token expires ', timeEl(o.expires_at)] : '',
+        o.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad'), ' ', o.reauth_hint || '') : '',
+      ]]);
+    }
+    renderMeta($('secret-meta'), rows);
+    renderHistory(history);
+    $('secret-body').hidden = false;
+    $('secret-actions').hidden = false;
+  }
+
+  function renderMeta(dl, rows) {
+    clear(dl);
+    for (const [term, value] of rows) {
+      dl.appendChild(h('div', { class: 'meta-row' }, h('dt', {}, term), h('dd', {}, value)));
+    }
+  }
+
+  function renderHistory(events) {
+    const body = clear(document.querySelector('#history-table tbody'));
+    const sorted = [...events].sort((a, b) => b.seq - a.seq);
+    $('history-empty').hidden = sorted.length > 0;
+    $('history-table').hidden = sorted.length === 0;
+    for (const e of sorted) {
+      body.appendChild(h('tr', {},
+        h('td', { class: 'nowrap' }, timeEl(e.at)),
+        h('td', {}, actionBadge(e.action)),
+        h('td', {}, e.session ? sessionLinks([e.session]) : muted('—')),
+        h('td', { class: 'num' }, e.pid ?? muted('—')),
+        h('td', { class: 'num' }, e.uid ?? muted('—')),
+        h('td', { class: 'mono' }, e.command ?? muted('—')),
+        h('td', { class: 'detail' }, e.detail ?? '')));
+    }
+  }
+
+  async function onDeleteCurrent() {
+    if (state.current && state.current.name) await deleteSecret(state.current);
+  }
+
+  // ---------------------------------------------------------------- add and edit
+
+  async function viewSecretForm(stale, name) {
+    show('loading', 'secrets');
+    const kinds = await loadKinds();
+    const meta = name ? await api('GET', `v1/secrets/${enc(name)}`) : null;
+    if (stale()) return;
+    state.form = { mode: name ? 'edit' : 'add', meta, files: new Map() };
+    const form = $('secret-form');
+    form.reset();
+    const select = clear($('secret-kind'));
+    for (const k of kinds) {
+      select.appendChild(h('option', { value: k.name }, `${k.name} — ${k.title}`));
+    }
+    if (meta) {
+      $('secret-form-title').textContent = `Edit ${meta.name}`;
+      $('secret-form-lead').textContent = `Saving makes version ${meta.version + 1}. Only what you `
+        + 'type is changed: a value left empty keeps its current value.';
+      $('secret-name-row').hidden = true;
+      select.value = meta.kind;
+      $('secret-description').value = meta.description || '';
+      $('secret-tags').value = meta.tags.join(', ');
+      $('secret-submit').textContent = 'Save new version';
+    } else {
+      $('secret-form-title').textContent = 'Add a secret';
+      $('secret-form-lead').textContent = 'Pick a kind: the form shows its fields. Values are '
+        + 'encrypted as soon as they are saved and are never shown again.';
+      $('secret-name-row').hidden = false;
+      select.value = 'generic';
+      $('secret-submit').textContent = 'Save secret';
+    }
+    renderKindFields();
+    show('secret-form', 'secrets');
+    (meta ? select : $('secret-name')).focus();
+  }
+
+  function onKindChange() {
+    renderKindFields();
+  }
+
+  // Draws the value inputs of the selected kind. In edit mode with the kind unchanged, the
+  // secret's current fields are marked and may be removed; a value typed replaces one.
+  function renderKindFields() {
+    const f = state.form;
+    if (!f) return;
+    f.files.clear();
+    const kind = kindByName($('secret-kind').value);
+    const container = clear($('secret-fields'));
+    if (!kind) return;
+    const editing = f.mode === 'edit';
+    const sameKind = editing && f.meta.kind === kind.name;
+    const existing = sameKind ? f.meta.field_names : [];
+    const outputs = kind.free_fields
+      ? 'each variable you add here, and a file of the same name under the mount'
+      : [kind.variables.map((v) => v.name).join(', '),
+        kind.files.length ? `; files ${kind.files.map((x) => x.path).join(', ')}` : ''].join('');
+    $('secret-kind-help').textContent = `Provides ${outputs}.${kind.setup ? ` Setup: ${kind.setup}` : ''}`;
+    let help;
+    if (editing && !sameKind) {
+      help = `Changing the kind replaces every field: give all the values of ${kind.name}; fields marked * are required.`;
+    } else if (editing) {
+      help = kind.free_fields
+        ? 'Leave a value empty to keep it; add a row for a new variable.'
+        : 'Leave a value empty to keep it.';
+    } else {
+      help = kind.free_fields
+        ? 'Each row is one variable: its name (capital letters, digits, _) and its value.'
+        : 'Fields marked * are required.';
+    }
+    $('secret-values-help').textContent = help;
+    $('generic-tools').hidden = !kind.free_fields;
+    if (kind.free_fields) {
+      for (const name of existing) container.appendChild(genericRow(name));
+      if (existing.length === 0) container.appendChild(genericRow(null));
+    } else {
+      for (const field of kind.fields) {
+        container.appendChild(kindFieldRow(field, existing.includes(field.name), editing, !sameKind));
+      }
+    }
+  }
+
+  function inputKind(field) {
+    const check = field.check;
+    if (check && typeof check === 'object' && Array.isArray(check.one_of)) return 'select';
+    if (check === 'host' || check === 'port' || field.default) return 'plain';
+    return 'secret';
+  }
+
+  function kindFieldRow(field, present, editing, fullSet) {
+    const id = `f-${field.name}`;
+    const how = inputKind(field);
+    const multiLine = typeof field.check === 'string' && MULTI_LINE_CHECKS.includes(field.check);
+    const required = field.required && (!editing || fullSet);
+    let input;
+    if (how === 'select') {
+      input = h('select', { id, class: 'value-input', 'data-key': field.name, 'aria-describedby': `${id}-help` },
+        h('option', { value: '' }, editing && !fullSet ? '(unchanged)' : '(not set)'),
+        field.check.one_of.map((v) => h('option', { value: v }, v)));
+    } else {
+      let placeholder = null;
+      if (editing && present) placeholder = 'unchanged';
+      else if (field.default) placeholder = `default: ${field.default}`;
+      else if (multiLine) placeholder = 'paste it on one line, or load the file';
+      input = h('input', {
+        id,
+        type: how === 'plain' ? 'text' : 'password',
+        class: 'value-input',
+        'data-key': field.name,
+        autocomplete: how === 'plain' ? 'off' : 'new-password',
+        spellcheck: 'false',
+        placeholder,
+        inputmode: field.check === 'port' ? 'numeric' : null,
+        'aria-required': required ? 'true' : null,
+        'aria-describedby': `${id}-help`,
+      });
+      if (how === 'plain' && field.default && !editing) input.value = field.default;
+    }
+    const helpParts = [field.help];
+    if (field.default) helpParts.push(`${field.default} when left empty`);
+    if (multiLine) helpParts.push('multi-line: load the file');
+    const row = h('div', { class: 'field kfield', 'data-key': field.name },
+      h('label', { for: id },
+        h('span', { class: 'mono' }, field.name),
+        required ? h('span', { class: 'req', 'aria-hidden': 'true' }, ' *') : null,
+        required ? h('span', { class: 'sr-only' }, ' (required)') : null,
+        present ? h('span', { class: 'badge ok small' }, 'set') : null),
+      h('div', { class: 'input-row' }, input, multiLine ? fileButton(field.name, input) : null),
+      h('p', { class: 'help', id: `${id}-help` }, helpParts.join(' · ')));
+    if (editing && present && !field.required) {
+      const removeId = `${id}-remove`;
+      row.appendChild(h('div', { class: 'check' },
+        h('input', { type: 'checkbox', id: removeId, class: 'remove-field', 'data-key': field.name }),
+        h('label', { for: removeId }, `Remove ${field.name}`)));
+    }
+    return row;
+  }
+
+  // A button that loads a file's text as a field's value (a GCP key, a PEM): the text is held
+  // in memory until the form is sent, and never shown.
+  function fileButton(key, input) {
+    const picker = h('input', { type: 'file', class: 'file-picker', hidden: true, tabindex: '-1', 'aria-hidden': 'true' });
+    const status = h('span', { class: 'file-status', 'aria-live': 'polite' });
+    const clearButton = h('button', { type: 'button', class: 'small ghost', hidden: true }, 'Clear file');
+    const forget = () => {
+      state.form.files.delete(key);
+      picker.value = '';
+      status.textContent = '';
+      clearButton.hidden = true;
+      input.disabled = false;
+    };
+    picker.addEventListener('change', async () => {
+      const file = picker.files && picker.files[0];
+      if (!file) return;
+      if (file.size > MAX_FIELD_BYTES) {
+        forget();
+        showError(`${file.name} is ${sizeText(file.size)}; a value holds at most ${sizeText(MAX_FIELD_BYTES)}`, $('secret-form'));
+        return;
+      }
+      try {
+        const text = await file.text();
+        state.form.files.set(key, text);
+        input.value = '';
+        input.disabled = true;
+        status.textContent = `${file.name} loaded (${sizeText(file.size)})`;
+        clearButton.hidden = false;
+      } catch (err) {
+        forget();
+        showError(`cannot read ${file.name}: ${messageOf(err)}`, $('secret-form'));
+      }
+    });
+    clearButton.addEventListener('click', forget);
+    return h('span', { class: 'file-tools' },
+      h('button', { type: 'button', class: 'small ghost', 'aria-label': `Load ${key} from a file`, onclick: () => picker.click() }, 'Load from file…'),
+      picker, status, clearButton);
+  }
+
+  // One variable of a generic secret: an existing one (name fixed, may be removed) or a new one.
+  function genericRow(existingName) {
+    rowCounter += 1;
+    const n = rowCounter;
+    const key = `generic-${n}`;
+    const nameInput = h('input', {
+      id: `gname-${n}`, type: 'text', class: 'mono gname', maxlength: '128', spellcheck: 'false',
+      autocomplete: 'off', placeholder: 'API_TOKEN', readonly: existingName ? true : null,
+    });
+    if (existingName) nameInput.value = existingName;
+    else nameInput.addEventListener('input', upperCase);
+    const valueInput = h('input', {
+      id: `gval-${n}`, type: 'password', class: 'gval', autocomplete: 'new-password', spellcheck: 'false',
+      'data-file-key': key, placeholder: existingName ? 'unchanged' : null,
+    });
+    const row = h('div', { class: 'generic-row', 'data-file-key': key },
+      h('div', { class: 'field' }, h('label', { for: `gname-${n}` }, 'Variable'), nameInput),
+      h('div', { class: 'field grow' }, h('label', { for: `gval-${n}` }, 'Value'),
+        h('div', { class: 'input-row' }, valueInput, fileButton(key, valueInput))));
+    if (existingName) {
+      row.appendChild(h('div', { class: 'check end' },
+        h('input', { type: 'checkbox', id: `gremove-${n}`, class: 'remove-field', 'data-key': existingName }),
+        h('label', { for: `gremove-${n}` }, 'Remove')));
+    } else {
+      row.appendChild(h('div', { class: 'end' }, h('button', {
+        type: 'button', class: 'small ghost', 'aria-label': 'Remove this variable row',
+        onclick: () => { state.form.files.delete(key); row.remove(); },
+      }, 'Remove row')));
+    }
+    return row;
+  }
+
+  function upperCase(ev) {
+    const el = ev.target;
+    const upper = el.value.toUpperCase();
+    if (upper !== el.value) {
+      const [start, end] = [el.selectionStart, el.selectionEnd];
+      el.value = upper;
+      el.setSelectionRange(start, end);
+    }
+  }
+
+  function parseTags(text) {
+    return text.split(',').map((t) => t.trim()).filter((t) => t.length > 0);
+  }
+
+  function sameList(a, b) {
+    return a.length === b.length && a.every((x, i) => x === b[i]);
+  }
+
+  // Reads the values typed or loaded: { fields, remove }. Throws Invalid on a mistake.
+  function collectValues(kind, needAllRequired) {
+    const f = state.form;
+    const fields = {};
+    const remove = [];
+    const put = (key, value) => {
+      if (utf8Bytes(value) > MAX_FIELD_BYTES) {
+        throw new Invalid(`the value of ${key} is ${sizeText(utf8Bytes(value))}; the limit is ${sizeText(MAX_FIELD_BYTES)}`);
+      }
+      fields[key] = value;
+    };
+    for (const box of document.querySelectorAll('#secret-fields .remove-field')) {
+      if (box.checked) remove.push(box.dataset.key);
+    }
+    if (kind.free_fields) {
+      for (const row of document.querySelectorAll('#secret-fields .generic-row')) {
+        const name = row.querySelector('.gname').value.trim();
+        const fileKey = row.dataset.fileKey;
+        const value = f.files.has(fileKey) ? f.files.get(fileKey) : row.querySelector('.gval').value;
+        if (!name && !value) continue;
+        if (!VARIABLE_NAME.test(name)) {
+          throw new Invalid(`"${name}" is not a variable name: use capital letters, digits and _, not starting with a digit`);
+        }
+        if (Object.hasOwn(fields, name)) throw new Invalid(`the variable ${name} is given twice`);
+        if (value) {
+          if (remove.includes(name)) throw new Invalid(`${name} is both given a value and removed; pick one`);
+          put(name, value);
+        } else if (!row.querySelector('.gname').readOnly) {
+          throw new Invalid(`give ${name} a value, or remove its row`);
+        }
+      }
+    } else {
+      for (const row of document.querySelectorAll('#secret-fields .kfield')) {
+        const key = row.dataset.key;
+        const input = row.querySelector('.value-input');
+        const value = f.files.has(key) ? f.files.get(key) : input.value;
+        if (value !== '') {
+          if (remove.includes(key)) throw new Invalid(`${key} is both given a value and removed; pick one`);
+          put(key, value);
+        }
+      }
+      if (needAllRequired) {
+        for (const field of kind.fields) {
+          if (field.required && !Object.hasOwn(fields, field.name)) {
+            throw new Invalid(`kind ${kind.name} requires ${field.name}; give it a value`);
+          }
+        }
+      }
+    }
+    if (Object.keys(fields).length > MAX_FIELDS) {
+      throw new Invalid(`a secret has at most ${MAX_FIELDS} fields; this one has ${Object.keys(fields).length}`);
+    }
+    return { fields, remove };
+  }
+
+  // Empties every value input and drops loaded files, whatever the outcome of a submit.
+  function wipeValues() {
+    for (const el of document.querySelectorAll('#secret-form input[type=password], #secret-form input[type=file]')) {
+      el.value = '';
+      el.disabled = false;
+    }
+    for (const el of document.querySelectorAll('#secret-form .file-status')) el.textContent = '';
+    if (state.form) state.form.files.clear();
+  }
+
+  async function onSecretSubmit(ev) {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const f = state.form;
+    if (!f) return;
+    clearErrors();
+    const submit = $('secret-submit');
+    submit.disabled = true;
+    let typed = false;
+    try {
+      const kind = kindByName($('secret-kind').value);
+      if (!kind) throw new Invalid('pick a kind');
+      const description = $('secret-description').value.trim();
+      const tags = parseTags($('secret-tags').value);
+      if (tags.length > MAX_TAGS) throw new Invalid(`a secret has at most ${MAX_TAGS} tags; this has ${tags.length}`);
+      let meta;
+      if (f.mode === 'add') {
+        const name = $('secret-name').value.trim();
+        if (!SECRET_NAME.test(name)) {
+          throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (AWS_PROD)`);
+        }
+        const { fields } = collectValues(kind, true);
+        typed = Object.keys(fields).length > 0;
+        if (kind.free_fields && !typed) throw new Invalid('add at least one variable with its value');
+        const body = { name, kind: kind.name, fields, tags };
+        if (description) body.description = description;
+        meta = await api('POST', 'v1/secrets', body);
+        notify(`Saved ${meta.name} (version ${meta.version}). It provides ${meta.variables.join(', ') || 'no variables'}.`);
+      } else {
+        const kindChanged = kind.name !== f.meta.kind;
+        const { fields, remove } = collectValues(kind, kindChanged);
+        typed = Object.keys(fields).length > 0;
+        const body = {};
+        if (kindChanged) body.kind = kind.name;
+        if (typed || kindChanged) body.fields = fields;
+        if (remove.length) body.remove_fields = remove;
+        if (description !== (f.meta.description || '')) body.description = description;
+        if (!sameList(tags, f.meta.tags)) body.tags = tags;
+        if (Object.keys(body).length === 0) {
+          throw new Invalid('nothing to change: type a value, remove a field, or change the description or tags');
+        }
+        meta = await api('PATCH', `v1/secrets/${enc(f.meta.name)}`, body);
+        notify(`Saved ${meta.name}: now version ${meta.version}.`);
+      }
+      state.form = null;
+      location.hash = `#/secrets/${enc(meta.name)}`;
+    } catch (err) {
+      if (err instanceof ApiFailure && err.status === 401) {
+        fail(err);
+        return;
+      }
+      const again = typed ? ' (the values were cleared: type them again)' : '';
+      showError(`${messageOf(err)}${again}`, form);
+    } finally {
+      wipeValues();
+      submit.disabled = false;
+    }
+  }
+
+  function onAddGenericRow() {
+    const row = genericRow(null);
+    $('secret-fields').appendChild(row);
+    row.querySelector('.gname').focus();
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  function sortSessions(list) {
+    return [...list].sort((a, b) => {
+      if (a.state !== b.state) return a.state === 'live' ? -1 : 1;
+      return b.created_at.localeCompare(a.created_at);
+    });
+  }
+
+  function agentBadge(s) {
+    if (s.agent_connected) return badge('connected', 'ok');
+    if (s.enrolled) return badge('enrolled, not connected', 'warn');
+    return badge('not enrolled', '');
+  }
+
+  function stateBadge(s) {
+    if (s.state === 'live') return badge('live', 'ok');
+    return badge(`ended${s.ended_reason ? ` (${s.ended_reason})` : ''}`, 'muted');
+  }
+
+  async function viewSessions(stale) {
+    show('sessions', 'sessions');
+    renderCreated();
+    const sessions = await api('GET', 'v1/sessions');
+    if (stale()) return;
+    state.sessions = sortSessions(sessions);
+    const body = clear(document.querySelector('#sessions-table tbody'));
+    $('sessions-empty').hidden = sessions.length > 0;
+    $('sessions-table').hidden = sessions.length === 0;
+    for (const s of state.sessions) {
+      const live = s.state === 'live';
+      body.appendChild(h('tr', { class: live ? '' : 'ended' },
+        h('th', { scope: 'row' },
+          h('a', { href: `#/sessions/${enc(s.id)}`, class: 'strong' }, s.label || 'unlabelled'),
+          h('div', { class: 'sub mono', title: s.id }, s.id.length > 16 ? `${s.id.slice(0, 16)}…` : s.id)),
+        h('td', {}, stateBadge(s)),
+        h('td', {}, live ? agentBadge(s) : muted('—')),
+        h('td', {}, secretLinks(s.active)),
+        h('td', { class: 'nowrap' }, timeEl(s.created_at)),
+        h('td', { class: 'nowrap' }, live ? timeEl(s.expires_at, true) : ['ended ', timeEl(s.ended_at || s.expires_at, true)]),
+        h('td', { class: 'row-actions' },
+          h('a', { class: 'button small ghost', href: `#/sessions/${enc(s.id)}`, 'aria-label': `Secrets of session ${s.label || s.id}` }, live ? 'Secrets' : 'View'),
+          live ? h('button', { type: 'button', class: 'small danger-ghost', 'aria-label': `End session ${s.label || s.id}`, onclick: () => endSession(s) }, 'End') : null)));
+    }
+  }
+
+  async function onSessionCreate(ev) {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    clearErrors();
+    const amount = Number($('session-ttl').value);
+    const unit = Number($('session-ttl-unit').value);
+    const label = $('session-label').value.trim();
+    if (!Number.isInteger(amount) || amount < 1) {
+      showError('the lifetime is a whole number, 1 or more', form);
+      return;
+    }
+    const ttl = amount * unit;
+    if (ttl > MAX_TTL_SECONDS) {
+      showError('a session lives at most 30 days; pick a shorter lifetime', form);
+      return;
+    }
+    const body = { ttl_seconds: ttl };
+    if (label) body.label = label;
+    try {
+      state.created = await api('POST', 'v1/sessions', body);
+      $('session-label').value = '';
+      renderCreated();
+      notify(`Created session ${state.created.session.label || state.created.session.id}.`);
+      await viewSessions(() => false);
+      $('created-copy').focus();
+    } catch (err) {
+      fail(err, form);
+    }
+  }
+
+  function renderCreated() {
+    const card = $('session-created');
+    const c = state.created;
+    if (!c) {
+      card.hidden = true;
+      $('created-token').value = '';
+      return;
+    }
+    const s = c.session;
+    clear($('created-text')).append(
+      'Session ', h('a', { href: `#/sessions/${enc(s.id)}`, class: 'mono' }, s.id),
+      s.label ? ` (${s.label})` : '', ` lives until ${formatTime(s.expires_at)}. `,
+      h('a', { href: `#/sessions/${enc(s.id)}` }, 'Activate secrets in it'), '.');
+    $('created-token').value = c.enrollment_token;
+    $('created-expiry').textContent = `The token works once and expires at ${formatTime(c.enrollment_expires_at)} `
+      + `(${relativeTime(c.enrollment_expires_at)}). It is not shown again.`;
+    card.hidden = false;
+  }
+
+  function forgetCreated() {
+    state.created = null;
+    $('created-token').value = '';
+    $('session-created').hidden = true;
+  }
+
+  async function onCopyToken() {
+    const c = state.created;
+    if (!c) return;
+    try {
+      await navigator.clipboard.writeText(c.enrollment_token);
+      notify('Enrollment token copied.');
+    } catch (_) {
+      const input = $('created-token');
+      input.focus();
+      input.select();
+      notify('Press Ctrl+C (or ⌘C) to copy the selected token.');
+    }
+  }
+
+  function onDownloadBundle() {
+    const c = state.created;
+    if (!c) return;
+    // The fields of `maestro_wire::agent_api::Bundle`, which `maestro-agent run --bundle` reads.
+    const bundle = {
+      broker_url: BASE.href.replace(/\/$/, ''),
+      ca_pem: c.ca_pem,
+      session_id: c.session.id,
+      enrollment_token: c.enrollment_token,
+      enrollment_expires_at: c.enrollment_expires_at,
+    };
+    const blob = new Blob([`${JSON.stringify(bundle, null, 2)}\n`], { type: 'application/json' });
+    const url = URL.createObjectURL(blob);
+    const link = h('a', { href: url, download: `maestro-bundle-${c.session.id}.json`, hidden: true });
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
+  async function endSession(s) {
+    clearErrors();
+    const yes = await confirmAction({
+      title: `End session ${s.label || shortId(s.id)}?`,
+      text: 'Its agent drops every secret and unmounts them at once, and its certificate is '
+        + 'refused from then on. Ending is final.',
+      ok: 'End session',
+    });
+    if (!yes) return;
+    try {
+      const ended = await api('POST', `v1/sessions/${enc(s.id)}/end`);
+      if (state.created && state.created.session.id === ended.id) forgetCreated();
+      notify(`Ended session ${ended.label || ended.id}.`);
+      route();
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  // ---------------------------------------------------------------- one session: /secrets
+
+  async function viewSession(stale, id) {
+    show('session', 'sessions');
+    $('session-title').textContent = `Session ${shortId(id)}`;
+    $('session-body').hidden = true;
+    $('session-actions').hidden = true;
+    clear($('session-meta'));
+    clear($('active-list'));
+    clear($('available-list'));
+    const [info, secrets] = await Promise.all([
+      api('GET', `v1/sessions/${enc(id)}`),
+      api('GET', 'v1/secrets'),
+    ]);
+    if (stale()) return;
+    state.secrets = secrets;
+    renderSession(info);
+    $('session-body').hidden = false;
+    $('session-actions').hidden = false;
+  }
+
+  function renderSession(info) {
+    state.current = info;
+    const live = info.state === 'live';
+    $('session-title').textContent = info.label ? `Session ${info.label}` : `Session ${shortId(info.id)}`;
+    renderMeta($('session-meta'), [
+      ['ID', h('span', { class: 'mono' }, info.id)],
+      ['State', stateBadge(info)],
+      ['Agent', live ? agentBadge(info) : muted('—')],
+      ['Created', timeEl(info.created_at)],
+      [live ? 'Expires' : 'Ended', live
+        ? [timeEl(info.expires_at), ' ', muted(`(${relativeTime(info.expires_at)})`)]
+        : timeEl(info.ended_at || info.expires_at)],
+    ]);
+    $('session-end').hidden = !live;
+    $('activate-form').hidden = !live;
+    $('deactivate-all').hidden = !live || info.active.length === 0;
+
+    const byName = new Map(state.secrets.map((s) => [s.name, s]));
+    const activeList = clear($('active-list'));
+    $('active-empty').hidden = info.active.length > 0;
+    for (const name of info.active) {
+      const s = byName.get(name);
+      activeList.appendChild(h('li', {},
+        h('div', { class: 'pick-main' },
+          h('a', { class: 'mono strong', href: `#/secrets/${enc(name)}` }, name),
+          s ? [' ', badge(s.kind, 'kind')] : null,
+          s ? h('div', { class: 'sub' }, s.variables.join(', ')) : null),
+        live ? h('button', {
+          type: 'button', class: 'small ghost', 'aria-label': `Deactivate ${name}`,
+          onclick: () => changeActivation('deactivate', [name]),
+        }, 'Deactivate') : null));
+    }
+
+    const available = state.secrets.filter((s) => !info.active.includes(s.name));
+    const list = clear($('available-list'));
+    $('available-empty').hidden = available.length > 0;
+    $('activate-submit').hidden = available.length === 0;
+    for (const s of available) {
+      const boxId = `activate-${s.name}`;
+      list.appendChild(h('li', {},
+        h('input', { type: 'checkbox', id: boxId, value: s.name, class: 'activate-box' }),
+        h('label', { for: boxId, class: 'pick-main' },
+          h('span', { class: 'mono strong' }, s.name), ' ', badge(s.kind, 'kind'),
+          h('span', { class: 'sub block' }, s.variables.join(', ') || 'no variables'))));
+    }
+  }
+
+  async function changeActivation(verb, names) {
+    clearErrors();
+    const info = state.current;
+    if (!info || !info.id) return;
+    try {
+      const updated = await api('POST', `v1/sessions/${enc(info.id)}/${verb}`, { names });
+      notify(`${verb === 'activate' ? 'Activated' : 'Deactivated'} ${names.join(', ')}.`);
+      state.secrets = await api('GET', 'v1/secrets');
+      renderSession(updated);
+    } catch (err) {
+      fail(err, verb === 'activate' ? $('activate-form') : null);
+    }
+  }
+
+  async function onActivateSubmit(ev) {
+    ev.preventDefault();
+    const names = [...document.querySelectorAll('#available-list .activate-box:checked')].map((b) => b.value);
+    if (names.length === 0) {
+      clearErrors();
+      showError('tick at least one secret to activate', ev.currentTarget);
+      return;
+    }
+    await changeActivation('activate', names);
+  }
+
+  async function onDeactivateAll() {
+    const info = state.current;
+    if (info && info.active && info.active.length) await changeActivation('deactivate', [...info.active]);
+  }
+
+  async function onEndCurrent() {
+    if (state.current && state.current.id) await endSession(state.current);
+  }
+
+  // ---------------------------------------------------------------- audit
+
+  async function viewAudit(stale) {
+    show('audit', 'audit');
+    const events = await api('GET', 'v1/audit');
+    if (stale()) return;
+    state.audit = [...events].sort((a, b) => b.seq - a.seq);
+    renderAudit();
+  }
+
+  function renderAudit() {
+    const secret = $('audit-secret').value.trim().toUpperCase();
+    const session = $('audit-session').value.trim().toLowerCase();
+    const action = $('audit-action').value;
+    const matches = state.audit.filter((e) => (!secret || (e.secret || '').includes(secret))
+      && (!session || (e.session || '').toLowerCase().includes(session))
+      && (!action || e.action === action));
+    const shown = matches.slice(0, AUDIT_ROWS_SHOWN);
+    const body = clear(document.querySelector('#audit-table tbody'));
+    $('audit-count').textContent = matches.length === state.audit.length
+      ? `${state.audit.length} records${shown.length < matches.length ? `, newest ${shown.length} shown` : ''}.`
+      : `${matches.length} of ${state.audit.length} records match${shown.length < matches.length ? `, newest ${shown.length} shown` : ''}.`;
+    for (const e of shown) {
+      body.appendChild(h('tr', {},
+        h('td', { class: 'nowrap' }, timeEl(e.at)),
+        h('td', {}, actionBadge(e.action)),
+        h('td', {}, e.secret ? h('a', { class: 'mono', href: `#/secrets/${enc(e.secret)}` }, e.secret) : muted('—')),
+        h('td', {}, e.session ? sessionLinks([e.session]) : muted('—')),
+        h('td', { class: 'num' }, e.pid ?? muted('—')),
+        h('td', { class: 'num' }, e.uid ?? muted('—')),
+        h('td', { class: 'mono' }, e.command ?? muted('—')),
+        h('td', { class: 'detail' }, e.detail ?? '')));
+    }
+  }
+
+  // ---------------------------------------------------------------- OAuth (placeholder)
+
+  // The OAuth flow is not in the broker yet; this view says so and lists what the API already
+  // reports about OAuth-made secrets (none until the flow exists).
+  async function viewOAuth(stale) {
+    show('oauth', 'oauth');
+    const secrets = await api('GET', 'v1/secrets');
+    if (stale()) return;
+    const oauth = secrets.filter((s) => s.oauth);
+    $('oauth-secrets-block').hidden = oauth.length === 0;
+    const body = clear(document.querySelector('#oauth-table tbody'));
+    for (const s of oauth) {
+      const o = s.oauth;
+      body.appendChild(h('tr', {},
+        h('th', { scope: 'row' }, h('a', { class: 'mono', href: `#/secrets/${enc(s.name)}` }, s.name)),
+        h('td', {}, o.provider),
+        h('td', {}, chips(o.scopes, 'mono')),
+        h('td', {}, timeEl(o.expires_at)),
+        h('td', {}, timeEl(o.last_refresh_at)),
+        h('td', {}, o.needs_reauth ? [badge('needs re-authorization', 'bad'), ' ', o.reauth_hint || ''] : badge('ok', 'ok'))));
+    }
+  }
+
+  // ---------------------------------------------------------------- start
+
+  function init() {
+    $('signin-form').addEventListener('submit', onSignIn);
+    $('sign-out').addEventListener('click', () => signOut('Signed out. The token was removed from this tab.'));
+    $('error-close').addEventListener('click', () => { $('error-banner').hidden = true; });
+    $('secrets-refresh').addEventListener('click', route);
+    $('history-refresh').addEventListener('click', route);
+    $('sessions-refresh').addEventListener('click', route);
+    $('session-refresh').addEventListener('click', route);
+    $('audit-refresh').addEventListener('click', route);
+    $('secret-delete').addEventListener('click', onDeleteCurrent);
+    $('secret-kind').addEventListener('change', onKindChange);
+    $('secret-name').addEventListener('input', upperCase);
+    $('secret-form').addEventListener('submit', onSecretSubmit);
+    $('generic-add-row').addEventListener('click', onAddGenericRow);
+    $('session-form').addEventListener('submit', onSessionCreate);
+    $('created-copy').addEventListener('click', onCopyToken);
+    $('created-download').addEventListener('click', onDownloadBundle);
+    $('created-done').addEventListener('click', forgetCreated);
+    $('activate-form').addEventListener('submit', onActivateSubmit);
+    $('deactivate-all').addEventListener('click', onDeactivateAll);
+    $('session-end').addEventListener('click', onEndCurrent);
+    $('audit-filter').addEventListener('submit', (ev) => ev.preventDefault());
+    $('audit-filter').addEventListener('input', renderAudit);
+    const actions = $('audit-action');
+    for (const a of AUDIT_ACTIONS) actions.appendChild(h('option', { value: a }, a.replace(/_/g, ' ')));
+    window.addEventListener('hashchange', route);
+    // Whatever was typed into a value input must not survive the page (bfcache, reload).
+    window.addEventListener('pagehide', wipeValues);
+    if (!location.hash) history.replaceState(null, '', '#/secrets');
+    route();
+  }
+
+  init();
+})();
