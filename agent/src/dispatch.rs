@@ -124,9 +124,8 @@ mod tests {
     use maestro_wire::sock::Request;
 
     #[test]
-    fn the_wire_request_type_cannot_parse_its_own_json_but_the_mirror_can() {
+    fn the_mirror_parses_what_the_wire_request_type_writes() {
         let json = serde_json::to_vec(&Request::new(Action::List)).unwrap();
-        assert!(serde_json::from_slice::<Request>(&json).is_err());
         let r: IncomingRequest = serde_json::from_slice(&json).unwrap();
         assert_eq!((r.version, r.action), (PROTOCOL_VERSION, Action::List));
     }
@@ -220,6 +219,25 @@ mod tests {
             panic!()
         };
         assert!(message.contains("protocol version 99"), "{message}");
+    }
+
+    #[test]
+    fn material_serves_the_credential_helpers_and_is_recorded() {
+        let ctx = ctx();
+        let ask = |kinds: Vec<String>| {
+            let r =
+                Request::new(Action::Material { kinds, only: vec![], command: Some("git".into()) });
+            dispatch(&ctx, &peer(1000), &serde_json::to_vec(&r).unwrap())
+        };
+        let Response::Material { secrets } = ask(vec![]) else { panic!("not served") };
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets[0].fields["API_TOKEN"].expose(), "planted-dispatch-value");
+        let Response::Material { secrets } = ask(vec!["github".into()]) else { panic!() };
+        assert!(secrets.is_empty());
+        let reports = ctx.usage.take(10);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].detail.as_deref(), Some("credential helper"));
+        assert_eq!(reports[0].command.as_deref(), Some("git"));
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub enum Invocation {
 
 /// Parses the arguments (without argv[0]). Options stop at `--` or at the first argument that
 /// is not an option, which starts CMD, so CMD's own options are never taken for ours.
+///
+/// Subcommands (the credential helpers `git-credential` and `aws-credential-process`, which ask
+/// with `Action::Material`) are to be matched on `args[0]` before the options, as new
+/// `Invocation` variants.
 pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
     let mut only = Vec::new();
     let mut list = false;

@@ -631,7 +631,7 @@
         h('span', { class: 'mono' }, field.name),
         required ? h('span', { class: 'req', 'aria-hidden': 'true' }, ' *') : null,
         required ? h('span', { class: 'sr-only' }, ' (required)') : null,
-        present ? h('span', { class: 'badge ok small' }, 'set') : null),
+        present ? h('span', { class: 'badge ok mini' }, 'set') : null),
       h('div', { class: 'input-row' }, input, multiLine ? fileButton(field.name, input) : null),
       h('p', { class: 'help', id: `${id}-help` }, helpParts.join(' · ')));
     if (editing && present && !field.required) {

@@ -86,7 +86,9 @@ impl Answer {
     /// The answer pretty-printed, with its newline, through its wire type `T`: that checks it
     /// and keeps the fields in the order the type documents. The text is zeroizing because an
     /// answer may hold a token (`sessions create`).
-    pub fn pretty<T: DeserializeOwned + Serialize>(&self) -> Result<Zeroizing<String>, ClientError> {
+    pub fn pretty<T: DeserializeOwned + Serialize>(
+        &self,
+    ) -> Result<Zeroizing<String>, ClientError> {
         pretty_json(&self.parse::<T>()?).map_err(ClientError::BadAnswer)
     }
 }

@@ -171,6 +171,21 @@ impl Broker {
         log
     }
 
+    /// Waits up to `timeout` for `text` to appear in the log (output is read by another
+    /// thread, so a line the broker just wrote may not be there yet).
+    pub fn log_contains(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.log().contains(text) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// What the current (or last) run printed.
     pub fn current_log(&self) -> String {
         self.process.as_ref().map(ChildGuard::log).unwrap_or_default()

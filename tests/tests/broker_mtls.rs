@@ -65,7 +65,11 @@ async fn agent_reaches_only_its_own_active_secrets() {
     let forged = client_with_identity(&broker.ca_pem(), &cert, &key);
     let r = forged.get(format!("{}/v1/agent/secrets", broker.url)).send().await;
     assert!(r.is_err(), "a foreign CA's certificate must be refused: {r:?}");
-    assert!(broker.log().contains("refused a client certificate"), "{}", broker.log());
+    assert!(
+        broker.log_contains("refused a client certificate", Duration::from_secs(5)),
+        "{}",
+        broker.log()
+    );
 
     // The session ends: its certificate is refused from then on (403), and audited.
     api.post(&format!("/v1/sessions/{s1}/end"), json!({})).await.ok();
@@ -216,6 +220,11 @@ async fn expired_certificate_is_refused() {
     let fresh = client_with_identity(&broker.ca_pem(), &agent.issued.cert_pem, &agent.key_pem);
     let r = fresh.get(format!("{}/v1/agent/secrets", broker.url)).send().await;
     assert!(r.is_err(), "an expired certificate must be refused: {r:?}");
+    assert!(
+        broker.log_contains("refused a client certificate", Duration::from_secs(5)),
+        "{}",
+        broker.log()
+    );
     assert!(broker.log().to_lowercase().contains("expired"), "{}", broker.log());
     // The connection opened before expiry is refused too (checked per request).
     if let Ok(r) = agent.get("/v1/agent/secrets").await {

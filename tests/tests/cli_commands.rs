@@ -30,8 +30,19 @@ async fn secrets_commands_text_and_json() {
         .maestro(
             &me,
             &[
-                "secrets", "add", "AWS_PROD", "--kind", "aws", "--field", "access_key_id=AKIACMD1",
-                "--field-file", &key_arg, "--description", "prod account", "--tag", "prod",
+                "secrets",
+                "add",
+                "AWS_PROD",
+                "--kind",
+                "aws",
+                "--field",
+                "access_key_id=AKIACMD1",
+                "--field-file",
+                &key_arg,
+                "--description",
+                "prod account",
+                "--tag",
+                "prod",
             ],
         )
         .ok();
@@ -84,9 +95,10 @@ async fn secrets_commands_text_and_json() {
     ] {
         assert!(out.stdout.contains(want), "show lacks {want}: {}", out.stdout);
     }
-    let shown: SecretMeta =
-        serde_json::from_str(&broker.maestro(&me, &["secrets", "show", "AWS_PROD", "--json"]).ok().stdout)
-            .unwrap();
+    let shown: SecretMeta = serde_json::from_str(
+        &broker.maestro(&me, &["secrets", "show", "AWS_PROD", "--json"]).ok().stdout,
+    )
+    .unwrap();
     assert_eq!(shown.tags, ["prod"]);
     assert_eq!(shown.field_names, ["access_key_id", "region", "secret_access_key"]);
 
@@ -95,7 +107,10 @@ async fn secrets_commands_text_and_json() {
     assert!(out.stdout.starts_with("updated API to version 2"), "{out:?}");
     let edited: SecretMeta = serde_json::from_str(
         &broker
-            .maestro(&me, &["secrets", "edit", "API", "--remove-field", "EXTRA", "--tag", "t1", "--json"])
+            .maestro(
+                &me,
+                &["secrets", "edit", "API", "--remove-field", "EXTRA", "--tag", "t1", "--json"],
+            )
             .ok()
             .stdout,
     )
@@ -123,36 +138,49 @@ async fn secrets_commands_text_and_json() {
     let out = broker.maestro(&me, &["secrets", "activate", "--session", &sid, "AWS_PROD"]).ok();
     assert_eq!(out.stdout, format!("activated AWS_PROD in session {sid}; active now: AWS_PROD\n"));
     let info: SessionInfo = serde_json::from_str(
-        &broker.maestro(&me, &["secrets", "activate", "--session", &sid, "API", "--json"]).ok().stdout,
+        &broker
+            .maestro(&me, &["secrets", "activate", "--session", &sid, "API", "--json"])
+            .ok()
+            .stdout,
     )
     .unwrap();
     assert_eq!(info.active, ["API", "AWS_PROD"]);
-    let shown: SecretMeta =
-        serde_json::from_str(&broker.maestro(&me, &["secrets", "show", "API", "--json"]).ok().stdout)
-            .unwrap();
-    assert_eq!(shown.active_in_sessions, [sid.clone()]);
+    let shown: SecretMeta = serde_json::from_str(
+        &broker.maestro(&me, &["secrets", "show", "API", "--json"]).ok().stdout,
+    )
+    .unwrap();
+    assert_eq!(shown.active_in_sessions, std::slice::from_ref(&sid));
     let text = broker.maestro(&me, &["secrets", "show", "API"]).ok().stdout;
-    assert!(text.lines().any(|l| l.starts_with("active in sessions:") && l.ends_with(&sid)), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("active in sessions:") && l.ends_with(&sid)),
+        "{text}"
+    );
 
     // Use by an agent shows up as last use, sessions that used it, and history.
     let agent = TestAgent::enroll(&broker, created.enrollment_token.expose()).await.unwrap();
     let material = agent.get("/v1/agent/secrets").await.unwrap().ok().to_string();
     assert!(material.contains(PLANTED_TOKEN) && material.contains(PLANTED_KEY));
-    let shown: SecretMeta =
-        serde_json::from_str(&broker.maestro(&me, &["secrets", "show", "API", "--json"]).ok().stdout)
-            .unwrap();
+    let shown: SecretMeta = serde_json::from_str(
+        &broker.maestro(&me, &["secrets", "show", "API", "--json"]).ok().stdout,
+    )
+    .unwrap();
     assert!(shown.last_used_at.is_some(), "{shown:?}");
-    assert_eq!(shown.used_by_sessions, [sid.clone()]);
+    assert_eq!(shown.used_by_sessions, std::slice::from_ref(&sid));
     let text = broker.maestro(&me, &["secrets", "show", "API"]).ok().stdout;
     assert!(!text.contains("never"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("used by sessions:") && l.ends_with(&sid)), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("used by sessions:") && l.ends_with(&sid)),
+        "{text}"
+    );
 
     let history: Vec<AuditEvent> = serde_json::from_str(
         &broker.maestro(&me, &["secrets", "history", "API", "--json"]).ok().stdout,
     )
     .unwrap();
-    let actions: Vec<String> =
-        history.iter().map(|e| serde_json::to_value(e.action).unwrap().as_str().unwrap().to_owned()).collect();
+    let actions: Vec<String> = history
+        .iter()
+        .map(|e| serde_json::to_value(e.action).unwrap().as_str().unwrap().to_owned())
+        .collect();
     for want in ["created", "edited", "activated", "fetched"] {
         assert!(actions.iter().any(|a| a == want), "history lacks {want}: {actions:?}");
     }
@@ -176,9 +204,10 @@ async fn secrets_commands_text_and_json() {
     broker.maestro(&me, &["secrets", "activate", "--session", &sid, "API"]).ok();
     let out = broker.maestro(&me, &["secrets", "rm", "API"]).ok();
     assert_eq!(out.stdout, format!("deleted API\ndeactivated in sessions: {sid}\n"));
-    let deleted: Deleted =
-        serde_json::from_str(&broker.maestro(&me, &["secrets", "rm", "AWS_PROD", "--json"]).ok().stdout)
-            .unwrap();
+    let deleted: Deleted = serde_json::from_str(
+        &broker.maestro(&me, &["secrets", "rm", "AWS_PROD", "--json"]).ok().stdout,
+    )
+    .unwrap();
     assert_eq!(deleted.name, "AWS_PROD");
     assert_eq!(broker.maestro(&me, &["secrets", "ls", "--json"]).ok().json(), json!([]));
     let out = broker.maestro(&me, &["secrets", "ls"]).ok();
@@ -193,7 +222,9 @@ async fn secrets_commands_text_and_json() {
 async fn sessions_and_audit_text_and_json() {
     let broker = Broker::start();
     let me = broker.admin_token.clone();
-    broker.maestro(&me, &["secrets", "add", "ONE", "--kind", "generic", "--field", "ONE_VAR=1"]).ok();
+    broker
+        .maestro(&me, &["secrets", "add", "ONE", "--kind", "generic", "--field", "ONE_VAR=1"])
+        .ok();
 
     let out = broker.maestro(&me, &["sessions", "ls"]).ok();
     assert!(out.stdout.starts_with("no sessions"), "{out:?}");
@@ -213,9 +244,12 @@ async fn sessions_and_audit_text_and_json() {
     let out = broker.maestro(&me, &["sessions", "ls"]).ok();
     let table: Vec<&str> = out.stdout.lines().collect();
     assert!(table[0].starts_with("ID") && table[0].contains("STATE"), "{out:?}");
-    assert!(table.iter().any(|l| l.starts_with(&first) && l.contains("live") && l.contains("first")));
+    assert!(
+        table.iter().any(|l| l.starts_with(&first) && l.contains("live") && l.contains("first"))
+    );
     let list: Vec<SessionInfo> =
-        serde_json::from_str(&broker.maestro(&me, &["sessions", "ls", "--json"]).ok().stdout).unwrap();
+        serde_json::from_str(&broker.maestro(&me, &["sessions", "ls", "--json"]).ok().stdout)
+            .unwrap();
     let mut ids: Vec<&str> = list.iter().map(|s| s.id.as_str()).collect();
     ids.sort_unstable();
     let mut want = vec![first.as_str(), second.as_str()];
@@ -225,20 +259,27 @@ async fn sessions_and_audit_text_and_json() {
     // show: state and active secrets, text and JSON.
     broker.maestro(&me, &["secrets", "activate", "--session", &first, "ONE"]).ok();
     let out = broker.maestro(&me, &["sessions", "show", &first]).ok();
-    for want in ["id:", first.as_str(), "state:", "live", "label:", "first", "active secrets:", "ONE"] {
+    for want in
+        ["id:", first.as_str(), "state:", "live", "label:", "first", "active secrets:", "ONE"]
+    {
         assert!(out.stdout.contains(want), "show lacks {want}: {out:?}");
     }
-    let info: SessionInfo =
-        serde_json::from_str(&broker.maestro(&me, &["sessions", "show", &first, "--json"]).ok().stdout)
-            .unwrap();
-    assert_eq!((info.label.as_deref(), info.active.clone()), (Some("first"), vec!["ONE".to_owned()]));
+    let info: SessionInfo = serde_json::from_str(
+        &broker.maestro(&me, &["sessions", "show", &first, "--json"]).ok().stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (info.label.as_deref(), info.active.clone()),
+        (Some("first"), vec!["ONE".to_owned()])
+    );
 
     // end: text and JSON; an ended session shows why.
     let out = broker.maestro(&me, &["sessions", "end", &first]).ok();
     assert_eq!(out.stdout, format!("ended session {first}\n"));
-    let ended: SessionInfo =
-        serde_json::from_str(&broker.maestro(&me, &["sessions", "end", &second, "--json"]).ok().stdout)
-            .unwrap();
+    let ended: SessionInfo = serde_json::from_str(
+        &broker.maestro(&me, &["sessions", "end", &second, "--json"]).ok().stdout,
+    )
+    .unwrap();
     assert_eq!(serde_json::to_value(ended.state).unwrap(), "ended");
     let out = broker.maestro(&me, &["sessions", "show", &first]).ok();
     assert!(out.stdout.lines().any(|l| l.starts_with("state:") && l.ends_with("ended")), "{out:?}");
@@ -253,7 +294,8 @@ async fn sessions_and_audit_text_and_json() {
         serde_json::from_str(&broker.maestro(&me, &["audit", "--json"]).ok().stdout).unwrap();
     let seqs: Vec<i64> = trail.iter().map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-    let actions: Vec<Value> = trail.iter().map(|e| serde_json::to_value(e.action).unwrap()).collect();
+    let actions: Vec<Value> =
+        trail.iter().map(|e| serde_json::to_value(e.action).unwrap()).collect();
     for want in ["created", "session_created", "activated", "session_ended"] {
         assert!(actions.contains(&json!(want)), "audit lacks {want}: {actions:?}");
     }
@@ -262,9 +304,10 @@ async fn sessions_and_audit_text_and_json() {
     )
     .unwrap();
     assert!(!only.is_empty() && only.iter().all(|e| e.session.as_deref() == Some(second.as_str())));
-    let only: Vec<AuditEvent> =
-        serde_json::from_str(&broker.maestro(&me, &["audit", "--secret", "ONE", "--json"]).ok().stdout)
-            .unwrap();
+    let only: Vec<AuditEvent> = serde_json::from_str(
+        &broker.maestro(&me, &["audit", "--secret", "ONE", "--json"]).ok().stdout,
+    )
+    .unwrap();
     assert!(!only.is_empty() && only.iter().all(|e| e.secret.as_deref() == Some("ONE")));
     let out = broker.maestro(&me, &["audit"]).ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -286,7 +329,11 @@ fn kinds_needs_no_broker() {
     let out = run_env(tmp.path(), &nowhere, &["kinds"], None);
     assert_eq!(out.status, 0, "{out:?}");
     for kind in maestro_wire::catalog::KINDS {
-        assert!(out.stdout.lines().any(|l| l.starts_with(kind.name)), "{} missing: {out:?}", kind.name);
+        assert!(
+            out.stdout.lines().any(|l| l.starts_with(kind.name)),
+            "{} missing: {out:?}",
+            kind.name
+        );
     }
     assert!(out.stdout.contains("access_key_id*") && out.stdout.contains("region=us-east-1"));
 
@@ -298,8 +345,13 @@ fn kinds_needs_no_broker() {
     let out = run_env(tmp.path(), &nowhere, &["kinds", "aws"], None);
     assert!(out.stdout.contains("AWS_ACCESS_KEY_ID (field access_key_id)"), "{out:?}");
     assert!(out.stdout.contains("maestro-exec aws-credential-process"), "{out:?}");
-    let one: Value = serde_json::from_str(&run_env(tmp.path(), &nowhere, &["kinds", "aws", "--json"], None).stdout)
-        .unwrap();
+    let one: Value = serde_json::from_str(
+        &run_env(tmp.path(), &nowhere, &["kinds", "aws", "--json"], None).stdout,
+    )
+    .unwrap();
     assert_eq!(one["name"], "aws");
-    fails_with_one_line(&run_env(tmp.path(), &nowhere, &["kinds", "nope"], None), &["unknown kind 'nope'"]);
+    fails_with_one_line(
+        &run_env(tmp.path(), &nowhere, &["kinds", "nope"], None),
+        &["unknown kind 'nope'"],
+    );
 }

@@ -29,7 +29,8 @@ fn settings_come_from_flags_env_or_the_data_dir() {
     let ls = ["secrets", "ls", "--json"];
 
     // MAESTRO_DATA_DIR: CA and admin token from the data directory.
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_DATA_DIR", &data)]), &ls, None);
+    let out =
+        run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_DATA_DIR", &data)]), &ls, None);
     assert_eq!(secret_names(&out), ["MINE"]);
 
     // ./maestro-data in the working directory, with nothing set but the URL.
@@ -64,17 +65,17 @@ fn settings_come_from_flags_env_or_the_data_dir() {
     );
     assert!(secret_names(&out).is_empty());
     // MAESTRO_TOKEN wins over the data directory's admin token.
-    let out = run_env(
-        tmp.path(),
-        &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &bob)]),
-        &ls,
-        None,
-    );
+    let out =
+        run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &bob)]), &ls, None);
     assert!(secret_names(&out).is_empty());
     // A flag wins over its variable.
     let out = run_env(
         elsewhere.path(),
-        &env(&[("MAESTRO_URL", "https://127.0.0.1:9"), ("MAESTRO_CA", &ca), ("MAESTRO_TOKEN", &me)]),
+        &env(&[
+            ("MAESTRO_URL", "https://127.0.0.1:9"),
+            ("MAESTRO_CA", &ca),
+            ("MAESTRO_TOKEN", &me),
+        ]),
         &["--url", &url, "secrets", "ls", "--json"],
         None,
     );
@@ -93,40 +94,93 @@ fn cannot_get_through_gives_one_line_that_says_what_to_do() {
     // Nothing listening.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = format!("https://127.0.0.1:{port}");
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &dead), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", &ca)]), &ls, None);
+    let out = run_env(
+        tmp.path(),
+        &env(&[("MAESTRO_URL", &dead), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", &ca)]),
+        &ls,
+        None,
+    );
     fails_with_one_line(&out, &["not reachable", &dead, "maestro-broker serve", "MAESTRO_URL"]);
 
     // TLS: no CA configured (system roots do not know the broker's CA), and a foreign CA.
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &me)]), &ls, None);
+    let out =
+        run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &me)]), &ls, None);
     fails_with_one_line(&out, &["TLS", "MAESTRO_CA"]);
     let foreign = tmp.path().join("foreign-ca.pem");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     std::fs::write(&foreign, cert.cert.pem()).unwrap();
     let foreign = foreign.to_str().unwrap();
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", foreign)]), &ls, None);
+    let out = run_env(
+        tmp.path(),
+        &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", foreign)]),
+        &ls,
+        None,
+    );
     fails_with_one_line(&out, &["TLS", "MAESTRO_CA", foreign]);
 
     // A wrong token: the broker's message, and a hint at MAESTRO_TOKEN.
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", "not-a-token"), ("MAESTRO_CA", &ca)]), &ls, None);
+    let out = run_env(
+        tmp.path(),
+        &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", "not-a-token"), ("MAESTRO_CA", &ca)]),
+        &ls,
+        None,
+    );
     fails_with_one_line(&out, &["MAESTRO_TOKEN"]);
     assert!(!out.stderr.contains("not-a-token"), "{out:?}");
 
     // No token at all, an unreadable token file, a missing or empty CA file, a plain-http URL.
     let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_CA", &ca)]), &ls, None);
     fails_with_one_line(&out, &["no API token", "MAESTRO_TOKEN"]);
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_CA", &ca), ("MAESTRO_TOKEN_FILE", "/nonexistent/tok")]), &ls, None);
+    let out = run_env(
+        tmp.path(),
+        &env(&[
+            ("MAESTRO_URL", &url),
+            ("MAESTRO_CA", &ca),
+            ("MAESTRO_TOKEN_FILE", "/nonexistent/tok"),
+        ]),
+        &ls,
+        None,
+    );
     fails_with_one_line(&out, &["/nonexistent/tok"]);
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", "/nonexistent/ca.pem")]), &ls, None);
+    let out = run_env(
+        tmp.path(),
+        &env(&[
+            ("MAESTRO_URL", &url),
+            ("MAESTRO_TOKEN", &me),
+            ("MAESTRO_CA", "/nonexistent/ca.pem"),
+        ]),
+        &ls,
+        None,
+    );
     fails_with_one_line(&out, &["/nonexistent/ca.pem", "MAESTRO_CA"]);
     let empty = tmp.path().join("empty.pem");
     std::fs::write(&empty, "").unwrap();
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", empty.to_str().unwrap())]), &ls, None);
+    let out = run_env(
+        tmp.path(),
+        &env(&[
+            ("MAESTRO_URL", &url),
+            ("MAESTRO_TOKEN", &me),
+            ("MAESTRO_CA", empty.to_str().unwrap()),
+        ]),
+        &ls,
+        None,
+    );
     fails_with_one_line(&out, &["no usable PEM certificate", "MAESTRO_CA"]);
     let plain = url.replace("https://", "http://");
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &plain), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", &ca)]), &ls, None);
+    let out = run_env(
+        tmp.path(),
+        &env(&[("MAESTRO_URL", &plain), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", &ca)]),
+        &ls,
+        None,
+    );
     fails_with_one_line(&out, &["https"]);
 
     // The same settings with the right values work.
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", &ca)]), &ls, None);
+    let out = run_env(
+        tmp.path(),
+        &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &me), ("MAESTRO_CA", &ca)]),
+        &ls,
+        None,
+    );
     assert_eq!(out.status, 0, "{out:?}");
 }

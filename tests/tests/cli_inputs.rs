@@ -20,8 +20,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cli_support::{
-    broker_env, command, fails_with_one_line, ls_snapshot, material, not_printed,
-    sessions_snapshot,
+    broker_env, command, fails_with_one_line, ls_snapshot, material, not_printed, sessions_snapshot,
 };
 use maestro_tests::broker::Broker;
 use maestro_tests::util::temp_dir;
@@ -56,9 +55,25 @@ async fn file_and_stdin_values_arrive_byte_exact() {
         .maestro(
             &me,
             &[
-                "secrets", "add", "FILES", "--kind", "generic", "--field-file", &lf, "--field-file",
-                &crlf, "--field-file", &bare, "--field-file", &pem, "--field-file", &two,
-                "--field-file", &json_doc, "--field-file", &at_limit,
+                "secrets",
+                "add",
+                "FILES",
+                "--kind",
+                "generic",
+                "--field-file",
+                &lf,
+                "--field-file",
+                &crlf,
+                "--field-file",
+                &bare,
+                "--field-file",
+                &pem,
+                "--field-file",
+                &two,
+                "--field-file",
+                &json_doc,
+                "--field-file",
+                &at_limit,
             ],
         )
         .ok();
@@ -136,7 +151,17 @@ async fn file_and_stdin_values_never_reach_argv() {
     let mut child = command(
         tmp.path(),
         &env,
-        &["secrets", "add", "HIDDEN", "--kind", "generic", "--field-file", &file_arg, "--field-stdin", "FROM_STDIN"],
+        &[
+            "secrets",
+            "add",
+            "HIDDEN",
+            "--kind",
+            "generic",
+            "--field-file",
+            &file_arg,
+            "--field-stdin",
+            "FROM_STDIN",
+        ],
     )
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
@@ -170,6 +195,9 @@ async fn file_and_stdin_values_never_reach_argv() {
     assert_eq!(got["HIDDEN"]["FROM_STDIN"], "planted-argv-stdin-9c3");
 }
 
+/// Arguments, standard input, and texts the error line must contain.
+type Case<'a> = (Vec<&'a str>, Option<&'a [u8]>, Vec<&'a str>);
+
 #[test]
 fn bad_input_is_one_line_and_changes_nothing() {
     let broker = Broker::start();
@@ -195,43 +223,105 @@ fn bad_input_is_one_line_and_changes_nothing() {
         too_many_args.extend(["--field", f.as_str()]);
     }
 
-    let cases: Vec<(Vec<&str>, Option<&[u8]>, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         // bad name
-        (vec!["secrets", "add", "bad-name", "--kind", "generic", "--field", "A=1"], None, vec!["bad-name", "[A-Z][A-Z0-9_]"]),
+        (
+            vec!["secrets", "add", "bad-name", "--kind", "generic", "--field", "A=1"],
+            None,
+            vec!["bad-name", "[A-Z][A-Z0-9_]"],
+        ),
         (vec!["secrets", "show", "../KEEP"], None, vec!["invalid secret name"]),
         // unknown kind
-        (vec!["secrets", "add", "NEW", "--kind", "nosuchkind", "--field", "A=1"], None, vec!["nosuchkind"]),
+        (
+            vec!["secrets", "add", "NEW", "--kind", "nosuchkind", "--field", "A=1"],
+            None,
+            vec!["nosuchkind"],
+        ),
         // missing required field
-        (vec!["secrets", "add", "NEW", "--kind", "aws", "--field", "access_key_id=AKIA1"], None, vec!["secret_access_key"]),
+        (
+            vec!["secrets", "add", "NEW", "--kind", "aws", "--field", "access_key_id=AKIA1"],
+            None,
+            vec!["secret_access_key"],
+        ),
         // oversized value: file, stdin, argv, and in an edit
-        (vec!["secrets", "add", "NEW", "--kind", "generic", "--field-file", &oversized_arg], None, vec!["'BIG'", "65536"]),
-        (vec!["secrets", "add", "NEW", "--kind", "generic", "--field-stdin", "BIG"], Some(&limit_plus_one[..]), vec!["'BIG'", "65536"]),
+        (
+            vec!["secrets", "add", "NEW", "--kind", "generic", "--field-file", &oversized_arg],
+            None,
+            vec!["'BIG'", "65536"],
+        ),
+        (
+            vec!["secrets", "add", "NEW", "--kind", "generic", "--field-stdin", "BIG"],
+            Some(&limit_plus_one[..]),
+            vec!["'BIG'", "65536"],
+        ),
         (vec!["secrets", "edit", "KEEP", "--field-file", &oversized_arg], None, vec!["'BIG'"]),
         // too many fields
         (too_many_args.clone(), None, vec!["at most 32 fields", "33"]),
         // repeated field, malformed field, unreadable file
-        (vec!["secrets", "add", "NEW", "--kind", "generic", "--field", "A=1", "--field", "A=2"], None, vec!["'A'", "more than once"]),
-        (vec!["secrets", "add", "NEW", "--kind", "generic", "--field", "planted-no-equals"], None, vec!["F=VALUE"]),
-        (vec!["secrets", "add", "NEW", "--kind", "generic", "--field-file", "A=/nonexistent/v"], None, vec!["/nonexistent/v"]),
+        (
+            vec!["secrets", "add", "NEW", "--kind", "generic", "--field", "A=1", "--field", "A=2"],
+            None,
+            vec!["'A'", "more than once"],
+        ),
+        (
+            vec!["secrets", "add", "NEW", "--kind", "generic", "--field", "planted-no-equals"],
+            None,
+            vec!["F=VALUE"],
+        ),
+        (
+            vec!["secrets", "add", "NEW", "--kind", "generic", "--field-file", "A=/nonexistent/v"],
+            None,
+            vec!["/nonexistent/v"],
+        ),
         // already exists
-        (vec!["secrets", "add", "KEEP", "--kind", "generic", "--field", "KEEP_VAR=v2"], None, vec!["KEEP"]),
+        (
+            vec!["secrets", "add", "KEEP", "--kind", "generic", "--field", "KEEP_VAR=v2"],
+            None,
+            vec!["KEEP"],
+        ),
         // unknown secret or session
         (vec!["secrets", "edit", "NOPE", "--field", "A=1"], None, vec!["NOPE"]),
         (vec!["secrets", "rm", "NOPE"], None, vec!["NOPE"]),
-        (vec!["secrets", "activate", "--session", "0123456789abcdef", "KEEP"], None, vec!["0123456789abcdef"]),
-        (vec!["secrets", "deactivate", "--session", "0123456789abcdef", "KEEP"], None, vec!["0123456789abcdef"]),
+        (
+            vec!["secrets", "activate", "--session", "0123456789abcdef", "KEEP"],
+            None,
+            vec!["0123456789abcdef"],
+        ),
+        (
+            vec!["secrets", "deactivate", "--session", "0123456789abcdef", "KEEP"],
+            None,
+            vec!["0123456789abcdef"],
+        ),
         (vec!["secrets", "activate", "--session", &session, "NOPE"], None, vec!["NOPE"]),
         (vec!["sessions", "show", "0123456789abcdef"], None, vec!["0123456789abcdef"]),
         (vec!["sessions", "end", "0123456789abcdef"], None, vec!["0123456789abcdef"]),
         (vec!["sessions", "show", ".."], None, vec!["invalid session id"]),
         // an edit that changes nothing, set-and-removed, bad TTLs, bad free text
         (vec!["secrets", "edit", "KEEP"], None, vec!["nothing to change"]),
-        (vec!["secrets", "edit", "KEEP", "--field", "KEEP_VAR=1", "--remove-field", "KEEP_VAR"], None, vec!["KEEP_VAR"]),
+        (
+            vec!["secrets", "edit", "KEEP", "--field", "KEEP_VAR=1", "--remove-field", "KEEP_VAR"],
+            None,
+            vec!["KEEP_VAR"],
+        ),
         (vec!["sessions", "create", "--ttl", "12x"], None, vec!["--ttl", "12x"]),
         (vec!["sessions", "create", "--ttl", "31d"], None, vec!["30 days"]),
         (vec!["sessions", "create", "--ttl", "0s"], None, vec!["--ttl"]),
         (vec!["sessions", "create", "--label", "two\nlines"], None, vec!["--label"]),
-        (vec!["secrets", "add", "NEW", "--kind", "generic", "--field", "A=1", "--tag", "has space"], None, vec!["tag"]),
+        (
+            vec![
+                "secrets",
+                "add",
+                "NEW",
+                "--kind",
+                "generic",
+                "--field",
+                "A=1",
+                "--tag",
+                "has space",
+            ],
+            None,
+            vec!["tag"],
+        ),
     ];
     for (args, stdin, texts) in &cases {
         let out = broker.maestro_stdin(&me, args, *stdin);

@@ -79,9 +79,8 @@ async fn bundle_out_writes_a_0600_bundle_that_enrolls() {
     std::fs::write(&path, "old").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
 
-    let out = broker
-        .maestro(&me, &["sessions", "create", "--bundle-out", path.to_str().unwrap()])
-        .ok();
+    let out =
+        broker.maestro(&me, &["sessions", "create", "--bundle-out", path.to_str().unwrap()]).ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "only the id without the token: {out:?}");
     let id = lines[0];

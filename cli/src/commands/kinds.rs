@@ -25,11 +25,7 @@ pub fn run(args: KindsArgs) -> anyhow::Result<Output> {
         Some(name) => {
             let kind = catalog::kind(&name)
                 .ok_or_else(|| KindsError::Unknown(crate::table::clean(&name)))?;
-            if args.json {
-                json_output(kind)
-            } else {
-                Ok(output(detail(kind)))
-            }
+            if args.json { json_output(kind) } else { Ok(output(detail(kind))) }
         }
     }
 }

@@ -88,7 +88,10 @@ pub fn fails_with_one_line(out: &CmdOutput, texts: &[&str]) {
 
 /// Asserts that `needle` is nowhere in what a command printed.
 pub fn not_printed(out: &CmdOutput, needle: &str) {
-    assert!(!out.stdout.contains(needle) && !out.stderr.contains(needle), "{needle} printed: {out:?}");
+    assert!(
+        !out.stdout.contains(needle) && !out.stderr.contains(needle),
+        "{needle} printed: {out:?}"
+    );
 }
 
 /// `secrets ls --json` as text, to compare before and after a refused command.
