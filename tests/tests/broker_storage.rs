@@ -240,6 +240,7 @@ async fn tampered_ciphertext_is_an_integrity_error() {
             .iter()
             .any(|e| e["action"] == "denied" && e["detail"] == "integrity check failed")
     );
+    broker.stop();
     assert!(!broker.log().contains("planted"));
 }
 
@@ -321,8 +322,11 @@ async fn master_key_rotation_rewraps_and_survives_a_crash() {
     std::fs::write(dir.join("master.key"), &old_key).unwrap();
     std::fs::write(dir.join("master.key.new"), &new_key).unwrap();
     broker.start_again(&BrokerOptions::default());
-    let log = broker.current_log();
-    assert!(log.contains("finished an interrupted master key rotation"), "{log}");
+    assert!(
+        broker.log_contains("finished an interrupted master key rotation", Duration::from_secs(5)),
+        "{}",
+        broker.current_log()
+    );
     assert_eq!(std::fs::read(dir.join("master.key")).unwrap(), new_key);
     assert!(!dir.join("master.key.new").exists());
     agent.rebase(&broker.url);

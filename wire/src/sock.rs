@@ -12,9 +12,9 @@ pub const DEFAULT_SOCKET: &str = "/run/maestro/agent.sock";
 /// Environment variable that overrides the socket path for `maestro-exec`.
 pub const SOCKET_ENV: &str = "MAESTRO_AGENT_SOCK";
 
-/// A request with the protocol version of the client.
+/// A request with the protocol version of the client. (No `deny_unknown_fields`: serde does not
+/// support it together with `flatten`, and a newer client's extra keys should not break us.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Request {
     pub version: u32,
     #[serde(flatten)]
@@ -108,4 +108,20 @@ pub enum SockErrorCode {
     /// The request could not be parsed, or the protocol version differs.
     BadRequest,
     Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let req = Request::new(Action::Env { only: vec!["A".into()], command: Some("ls".into()) });
+        let line = serde_json::to_string(&req).unwrap();
+        let back: Request = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.version, crate::PROTOCOL_VERSION);
+        assert_eq!(back.action, req.action);
+        let list: Request = serde_json::from_str(r#"{"version":1,"action":"list"}"#).unwrap();
+        assert_eq!(list.action, Action::List);
+    }
 }
