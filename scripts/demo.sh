@@ -75,7 +75,7 @@ as_user() { setpriv --reuid 65534 --regid 65534 --clear-groups "$@"; }
 step "activate both secrets for the session (the /secrets command)"
 maestro secrets activate --session "$SESSION" DEMO_API AWS_DEV
 maestro sessions show "$SESSION"
-sleep 0.2
+for _ in $(seq 200); do [ -e "$WORK/secrets/API_TOKEN" ] && break; sleep 0.01; done
 as_user maestro-exec --list
 
 step "maestro-exec runs a command with the secrets in its environment (values not printed)"
@@ -88,6 +88,8 @@ as_user sed -e 's/=.*/= .../' "$WORK/secrets/aws/credentials"
 
 step "deactivate DEMO_API: its file and variable are gone at once"
 maestro secrets deactivate --session "$SESSION" DEMO_API
+# The event reaches the agent within milliseconds; allow up to 2 s on a loaded machine.
+for _ in $(seq 200); do [ -e "$WORK/secrets/API_TOKEN" ] || break; sleep 0.01; done
 if [ -e "$WORK/secrets/API_TOKEN" ]; then echo "API_TOKEN file still there" >&2; exit 1; fi
 echo "file $WORK/secrets/API_TOKEN: gone"
 as_user maestro-exec -- sh -c 'echo "API_TOKEN in environment: ${API_TOKEN:-<unset>}"'
