@@ -64,3 +64,4 @@ pub mod sessions;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+pub mod ui;

@@ -212,7 +212,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     drop(out);
     info!(%addr, data_dir = %dir.root().display(), "serving");
 
-    let result = server.serve(crate::api::router(app).into_make_service()).await;
+    let result =
+        server.serve(crate::api::router(app).merge(crate::ui::router()).into_make_service()).await;
     expiry.abort();
     store.close().await;
     info!("stopped");
