@@ -34,6 +34,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const USAGE: &str = "\
 usage: maestro-exec [--only NAME]... [--] CMD [ARGS...]
        maestro-exec --list [--json]
+       maestro-exec git-credential <get|store|erase>
+       maestro-exec aws-credential-process [NAME]
 
 Runs CMD with the variables of the session's active secrets (or only the named ones) added to
 its environment. --list shows the active secrets, their kinds, variables and files; never values.
@@ -53,9 +55,8 @@ pub enum Invocation {
 /// Parses the arguments (without argv[0]). Options stop at `--` or at the first argument that
 /// is not an option, which starts CMD, so CMD's own options are never taken for ours.
 ///
-/// Subcommands (the credential helpers `git-credential` and `aws-credential-process`, which ask
-/// with `Action::Material`) are to be matched on `args[0]` before the options, as new
-/// `Invocation` variants.
+/// The credential helpers' subcommands (`git-credential`, `aws-credential-process`) are matched
+/// on `args[0]` before this, in [`crate::helpers::dispatch`].
 pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
     let mut only = Vec::new();
     let mut list = false;
@@ -279,6 +280,9 @@ fn run(only: Vec<String>, command: Vec<OsString>) -> Result<i32, Failure> {
 
 /// The whole program; returns the exit status (when it did not exec).
 pub fn main_with(args: &[OsString]) -> i32 {
+    if let Some(code) = crate::helpers::dispatch(args) {
+        return code;
+    }
     let outcome = match parse(args) {
         Err(message) => Err(Failure(message)),
         Ok(Invocation::Help) => {

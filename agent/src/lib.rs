@@ -17,6 +17,7 @@
 //! * socket: [`listener`], [`dispatch`], [`actions`], [`jsonline`].
 //! * processes: [`child`] (CMD as the sandbox user, reaping), [`teardown`], [`run`] (wiring).
 //! * [`exec`]: `maestro-exec`, which uses none of the above but [`jsonline`]: it stays small.
+//! * [`helpers`]: `maestro-exec`'s credential helpers for git and the AWS SDKs.
 //!
 //! No secret value reaches a log line, an error message, argv, the environment of the agent or a
 //! file: values live in [`maestro_wire::SecretValue`] and zeroizing buffers only.
@@ -30,6 +31,7 @@ pub mod dispatch;
 pub mod exec;
 pub mod framing;
 pub mod harden;
+pub mod helpers;
 pub mod identity;
 pub mod jsonline;
 pub mod link;

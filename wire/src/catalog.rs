@@ -9,6 +9,15 @@
 //! Files follow the Docker secrets convention: every variable is also a file named after it at
 //! the top of the mount (`/run/secrets/AWS_ACCESS_KEY_ID`); a kind's own files (an AWS
 //! shared-credentials file, a GCP key) sit at the documented paths under the mount.
+//!
+//! Variable names are the ones each ecosystem's own tools read (boto3 and the AWS CLI, the Azure
+//! SDKs and Terraform, Google's client libraries and gcloud, `gh`, `glab`, libpq, the MySQL
+//! client, ...), so that no user writes glue. Submodules: `check` (field validation), `render`
+//! (variable and file text), `markdown` (the README table).
+
+mod check;
+mod markdown;
+mod render;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +26,10 @@ use serde::Serialize;
 use crate::SecretValue;
 use crate::limits::{MAX_FIELD_BYTES, MAX_FIELDS};
 use crate::names::is_valid_variable_name;
+
+use check::{check_value, invalid};
+pub use markdown::markdown;
+use render::source_value;
 
 /// One kind of secret.
 #[derive(Debug, Serialize)]
@@ -48,21 +61,29 @@ pub struct Field {
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
-    /// Any non-empty single-line value.
+    /// Any non-empty single-line value without control characters (tabs allowed).
     Line,
     /// Any non-empty value (may span lines: a PEM, a JSON document).
     Text,
     /// A TCP port, 1-65535.
     Port,
-    /// A host name or address, no scheme, no path.
+    /// A DNS name, an IPv4 address or a bare IPv6 address: no scheme, port, path or brackets.
     Host,
-    /// A value starting with one of these prefixes.
+    /// A single-line value starting with one of these prefixes, with something after it.
     Prefix(&'static [&'static str]),
     /// A GCP service-account key: JSON with `type: service_account`, `client_email` and a PEM
     /// `private_key`.
     GcpServiceAccount,
     /// One of these values.
     OneOf(&'static [&'static str]),
+    /// A key, token or id: one line, no white space (a paste that caught a space or a line break
+    /// is the usual mistake).
+    Token,
+    /// A host name or address with an optional `:port` (`gitlab.example.com:8443`,
+    /// `[::1]:8443`), as git names a server in its credential requests.
+    HostPort,
+    /// A URI with one of these scheme prefixes (`mongodb://`) that names at least one host.
+    Uri(&'static [&'static str]),
 }
 
 /// One environment variable a kind provides.
@@ -139,7 +160,7 @@ const fn field(name: &'static str) -> Source {
     Source::Field(name)
 }
 
-const API_KEY: &[Field] = &[req("api_key", Check::Line, "the API key")];
+const API_KEY: &[Field] = &[req("api_key", Check::Token, "the API key")];
 
 /// Every kind, in the order `maestro kinds` shows them.
 pub static KINDS: &[Kind] = &[
@@ -157,10 +178,10 @@ pub static KINDS: &[Kind] = &[
         name: "aws",
         title: "AWS access key",
         fields: &[
-            req("access_key_id", Check::Line, "access key id (AKIA...)"),
-            req("secret_access_key", Check::Line, "secret access key"),
-            dflt("region", "us-east-1", Check::Line, "default region"),
-            opt("session_token", Check::Line, "session token of temporary credentials"),
+            req("access_key_id", Check::Token, "access key id (AKIA..., ASIA...)"),
+            req("secret_access_key", Check::Token, "secret access key"),
+            dflt("region", "us-east-1", Check::Token, "default region"),
+            opt("session_token", Check::Token, "session token of temporary credentials"),
         ],
         free_fields: false,
         variables: &[
@@ -178,13 +199,14 @@ pub static KINDS: &[Kind] = &[
         name: "azure",
         title: "Azure service principal",
         fields: &[
-            req("subscription_id", Check::Line, "subscription id"),
-            req("tenant_id", Check::Line, "tenant (directory) id"),
-            req("client_id", Check::Line, "application (client) id"),
-            req("client_secret", Check::Line, "client secret"),
+            req("subscription_id", Check::Token, "subscription id"),
+            req("tenant_id", Check::Token, "tenant (directory) id"),
+            req("client_id", Check::Token, "application (client) id"),
+            req("client_secret", Check::Token, "client secret"),
         ],
         free_fields: false,
         variables: &[
+            // The Azure SDKs' EnvironmentCredential and the Azure CLI read the AZURE_ names.
             var("AZURE_SUBSCRIPTION_ID", field("subscription_id")),
             var("AZURE_TENANT_ID", field("tenant_id")),
             var("AZURE_CLIENT_ID", field("client_id")),
@@ -211,6 +233,14 @@ pub static KINDS: &[Kind] = &[
         variables: &[
             var("GOOGLE_APPLICATION_CREDENTIALS", Source::FilePath("gcp/service-account.json")),
             var("GOOGLE_CLOUD_PROJECT", Source::JsonKey("service_account_json", "project_id")),
+            // Older Google client libraries read GCLOUD_PROJECT; gcloud reads the CLOUDSDK_
+            // names (its project, and a credential file that overrides its own login).
+            var("GCLOUD_PROJECT", Source::JsonKey("service_account_json", "project_id")),
+            var("CLOUDSDK_CORE_PROJECT", Source::JsonKey("service_account_json", "project_id")),
+            var(
+                "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
+                Source::FilePath("gcp/service-account.json"),
+            ),
         ],
         files: &[File { path: "gcp/service-account.json", content: field("service_account_json") }],
         helper: None,
@@ -219,8 +249,9 @@ pub static KINDS: &[Kind] = &[
     Kind {
         name: "github",
         title: "GitHub token (personal access token or OAuth)",
-        fields: &[req("token", Check::Line, "the token")],
+        fields: &[req("token", Check::Token, "the token")],
         free_fields: false,
+        // `gh` reads GH_TOKEN first; Actions-style tools read GITHUB_TOKEN.
         variables: &[var("GH_TOKEN", field("token")), var("GITHUB_TOKEN", field("token"))],
         files: &[],
         helper: Some(Helper::GitCredential {
@@ -235,10 +266,11 @@ pub static KINDS: &[Kind] = &[
         name: "gitlab",
         title: "GitLab token (personal access token or OAuth)",
         fields: &[
-            req("token", Check::Line, "the token"),
-            dflt("host", "gitlab.com", Check::Host, "GitLab host name"),
+            req("token", Check::Token, "the token"),
+            dflt("host", "gitlab.com", Check::HostPort, "GitLab host name, with :port if not 443"),
         ],
         free_fields: false,
+        // `glab` reads GITLAB_TOKEN and GITLAB_HOST.
         variables: &[var("GITLAB_TOKEN", field("token")), var("GITLAB_HOST", field("host"))],
         files: &[],
         helper: Some(Helper::GitCredential {
@@ -298,10 +330,12 @@ pub static KINDS: &[Kind] = &[
         ],
         free_fields: false,
         variables: &[
+            // What the mysql/mariadb client reads itself...
             var("MYSQL_HOST", field("host")),
             var("MYSQL_TCP_PORT", field("port")),
-            var("MYSQL_USER", field("user")),
             var("MYSQL_PWD", field("password")),
+            // ...and the names of the official images that applications read for the rest.
+            var("MYSQL_USER", field("user")),
             var("MYSQL_DATABASE", field("database")),
             var("DATABASE_URL", Source::MysqlUrl),
         ],
@@ -312,11 +346,7 @@ pub static KINDS: &[Kind] = &[
     Kind {
         name: "mongodb",
         title: "MongoDB connection string",
-        fields: &[req(
-            "uri",
-            Check::Prefix(&["mongodb://", "mongodb+srv://"]),
-            "connection string",
-        )],
+        fields: &[req("uri", Check::Uri(&["mongodb://", "mongodb+srv://"]), "connection string")],
         free_fields: false,
         variables: &[var("MONGODB_URI", field("uri"))],
         files: &[],
@@ -348,7 +378,11 @@ pub static KINDS: &[Kind] = &[
         title: "Stripe secret key",
         fields: API_KEY,
         free_fields: false,
-        variables: &[var("STRIPE_API_KEY", field("api_key"))],
+        // The Stripe CLI reads STRIPE_API_KEY; Stripe's samples and most apps STRIPE_SECRET_KEY.
+        variables: &[
+            var("STRIPE_API_KEY", field("api_key")),
+            var("STRIPE_SECRET_KEY", field("api_key")),
+        ],
         files: &[],
         helper: None,
         setup: None,
@@ -367,7 +401,7 @@ pub static KINDS: &[Kind] = &[
         name: "mailgun",
         title: "Mailgun API key",
         fields: &[
-            req("api_key", Check::Line, "the API key"),
+            req("api_key", Check::Token, "the API key"),
             opt("domain", Check::Host, "sending domain"),
         ],
         free_fields: false,
@@ -456,7 +490,7 @@ pub fn validate(
     for spec in kind.fields {
         match fields.get(spec.name) {
             Some(value) => {
-                check_value(spec, value)?;
+                check_value(spec, value.expose())?;
                 out.insert(spec.name.to_owned(), value.clone());
             }
             None if spec.required => {
@@ -473,89 +507,6 @@ pub fn validate(
         }
     }
     Ok(out)
-}
-
-fn invalid(field: &str, problem: &str) -> ValidationError {
-    ValidationError::InvalidField { field: field.to_owned(), problem: problem.to_owned() }
-}
-
-fn check_value(spec: &Field, value: &SecretValue) -> Result<(), ValidationError> {
-    let v = value.expose();
-    let name = spec.name;
-    if v.is_empty() {
-        return Err(invalid(name, "is empty"));
-    }
-    if v.contains('\0') {
-        return Err(invalid(name, "contains a NUL byte"));
-    }
-    let single_line = || {
-        if v.contains('\n') || v.contains('\r') {
-            Err(invalid(name, "must be a single line"))
-        } else {
-            Ok(())
-        }
-    };
-    match spec.check {
-        Check::Text => Ok(()),
-        Check::Line => single_line(),
-        Check::Port => match v.parse::<u16>() {
-            Ok(p) if p > 0 => Ok(()),
-            _ => Err(invalid(name, "must be a TCP port number between 1 and 65535")),
-        },
-        Check::Host => {
-            let ok = v.len() <= 253
-                && v.chars().all(|c| {
-                    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
-                });
-            if ok {
-                Ok(())
-            } else {
-                Err(invalid(name, "must be a host name or address, without scheme or path"))
-            }
-        }
-        Check::Prefix(prefixes) => {
-            single_line()?;
-            if prefixes.iter().any(|p| v.starts_with(p)) {
-                Ok(())
-            } else {
-                Err(invalid(name, &format!("must start with {}", prefixes.join(" or "))))
-            }
-        }
-        Check::OneOf(values) => {
-            if values.contains(&v) {
-                Ok(())
-            } else {
-                Err(invalid(name, &format!("must be one of: {}", values.join(", "))))
-            }
-        }
-        Check::GcpServiceAccount => check_gcp_key(name, v),
-    }
-}
-
-fn check_gcp_key(name: &str, v: &str) -> Result<(), ValidationError> {
-    // Parse errors are described by position only: serde_json's messages never quote input,
-    // but we do not rely on that and name no part of the document.
-    let doc: serde_json::Value = serde_json::from_str(v)
-        .map_err(|_| invalid(name, "is not valid JSON; expected a service account key file"))?;
-    let obj = doc
-        .as_object()
-        .ok_or_else(|| invalid(name, "must be a JSON object (a service account key file)"))?;
-    if obj.get("type").and_then(|t| t.as_str()) != Some("service_account") {
-        return Err(invalid(
-            name,
-            "is not a service account key: \"type\" must be \"service_account\"",
-        ));
-    }
-    match obj.get("client_email").and_then(|e| e.as_str()) {
-        Some(e) if e.contains('@') => {}
-        _ => return Err(invalid(name, "lacks a \"client_email\"")),
-    }
-    match obj.get("private_key").and_then(|k| k.as_str()) {
-        Some(k) if k.trim_start().starts_with("-----BEGIN") && k.contains("PRIVATE KEY-----") => {
-            Ok(())
-        }
-        _ => Err(invalid(name, "lacks a PEM \"private_key\"")),
-    }
 }
 
 /// The variables and files a secret of `kind` with these field names provides (names only).
@@ -628,90 +579,6 @@ pub fn render(kind: &Kind, fields: &BTreeMap<String, SecretValue>, mount: &str) 
     }
     r.files = files;
     r
-}
-
-fn get<'a>(fields: &'a BTreeMap<String, SecretValue>, name: &str) -> Option<&'a str> {
-    fields.get(name).map(|v| v.expose())
-}
-
-fn source_value(
-    source: Source,
-    fields: &BTreeMap<String, SecretValue>,
-    mount: &str,
-) -> Option<SecretValue> {
-    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
-    match source {
-        Source::Field(f) => fields.get(f).cloned(),
-        Source::FilePath(p) => {
-            Some(SecretValue::new(format!("{}/{}", mount.trim_end_matches('/'), p)))
-        }
-        Source::JsonKey(f, key) => {
-            let doc: serde_json::Value = serde_json::from_str(get(fields, f)?).ok()?;
-            doc.get(key)?.as_str().map(SecretValue::from)
-        }
-        Source::PostgresUrl => {
-            let mut url = format!(
-                "postgresql://{}:{}@{}:{}/{}",
-                enc(get(fields, "user")?),
-                enc(get(fields, "password")?),
-                get(fields, "host")?,
-                get(fields, "port").unwrap_or("5432"),
-                enc(get(fields, "database").unwrap_or("")),
-            );
-            if let Some(mode) = get(fields, "sslmode") {
-                url.push_str("?sslmode=");
-                url.push_str(mode);
-            }
-            Some(SecretValue::new(url))
-        }
-        Source::MysqlUrl => Some(SecretValue::new(format!(
-            "mysql://{}:{}@{}:{}/{}",
-            enc(get(fields, "user")?),
-            enc(get(fields, "password")?),
-            get(fields, "host")?,
-            get(fields, "port").unwrap_or("3306"),
-            enc(get(fields, "database").unwrap_or("")),
-        ))),
-        Source::AwsCredentialsFile => {
-            let mut s = format!(
-                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\nregion = {}\n",
-                get(fields, "access_key_id")?,
-                get(fields, "secret_access_key")?,
-                get(fields, "region").unwrap_or("us-east-1"),
-            );
-            if let Some(token) = get(fields, "session_token") {
-                s.push_str(&format!("aws_session_token = {token}\n"));
-            }
-            Some(SecretValue::new(s))
-        }
-        Source::Pgpass => {
-            let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
-            Some(SecretValue::new(format!(
-                "{}:{}:{}:{}:{}\n",
-                esc(get(fields, "host")?),
-                esc(get(fields, "port").unwrap_or("5432")),
-                get(fields, "database").map(esc).unwrap_or_else(|| "*".to_owned()),
-                esc(get(fields, "user")?),
-                esc(get(fields, "password")?),
-            )))
-        }
-        Source::MysqlOptionFile => {
-            // Option-file values are quoted; backslash and quote are escaped inside quotes.
-            let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-            let mut s = format!(
-                "[client]\nhost={}\nport={}\nuser={}\npassword={}\n",
-                q(get(fields, "host")?),
-                get(fields, "port").unwrap_or("3306"),
-                q(get(fields, "user")?),
-                q(get(fields, "password")?),
-            );
-            if let Some(db) = get(fields, "database") {
-                s.push_str(&format!("database={}\n", q(db)));
-            }
-            Some(SecretValue::new(s))
-        }
-    }
 }
 
 /// The catalog as `GET /v1/kinds` and `maestro kinds --json` show it.
@@ -803,6 +670,293 @@ mod tests {
         assert_eq!(url.1.expose(), "postgresql://u:p%40ss%3Aw%2Frd@db:5432/app");
         let pass = r.files.iter().find(|(n, _)| n == "postgres/pgpass").unwrap();
         assert_eq!(pass.1.expose(), "db:5432:app:u:p@ss\\:w/rd\n");
+    }
+
+    /// A well-formed key file (the PEM body is not a real key: validation does not parse it).
+    fn gcp_json(extra: &str) -> String {
+        format!(
+            r#"{{"type": "service_account", "project_id": "proj-1", "private_key_id": "k1",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n",
+            "client_email": "ci@proj-1.iam.gserviceaccount.com", "client_id": "1",
+            "token_uri": "https://oauth2.googleapis.com/token"{extra}}}"#
+        )
+    }
+
+    fn problem(kind: &str, pairs: &[(&str, &str)]) -> String {
+        validate(kind, &fields(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn checks_accept_what_the_tools_take() {
+        let pg = |host: &str, port: &str| {
+            validate(
+                "postgres",
+                &fields(&[("host", host), ("port", port), ("user", "u"), ("password", "p")]),
+            )
+        };
+        for host in ["db", "db.example.com", "my_db-1.internal.", "10.0.0.5", "::1", "fe80::1"] {
+            assert!(pg(host, "5432").is_ok(), "{host}");
+        }
+        for port in ["1", "5432", "65535"] {
+            assert!(pg("db", port).is_ok(), "{port}");
+        }
+        let gl = |host: &str| validate("gitlab", &fields(&[("token", "glpat-x"), ("host", host)]));
+        for host in ["gitlab.com", "git.example.com:8443", "127.0.0.1:3000", "[::1]:8443", "[::1]"]
+        {
+            assert!(gl(host).is_ok(), "{host}");
+        }
+        let mongo = |uri: &str| validate("mongodb", &fields(&[("uri", uri)]));
+        for uri in [
+            "mongodb://localhost",
+            "mongodb://u:p%40ss@h1:27017,h2:27017/db?replicaSet=rs0",
+            "mongodb+srv://u:p@cluster0.example.net/db",
+        ] {
+            assert!(mongo(uri).is_ok(), "{uri}");
+        }
+        assert!(validate("gcp", &fields(&[("service_account_json", &gcp_json(""))])).is_ok());
+        assert!(
+            validate("aws", &fields(&[("access_key_id", "AKIA1"), ("secret_access_key", "a/b+c")]))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn checks_refuse_with_the_field_named() {
+        let base = [("host", "db"), ("user", "u"), ("password", "p")];
+        let with = |k: &'static str, v: &'static str| {
+            let mut f: Vec<(&str, &str)> = base.iter().filter(|(n, _)| *n != k).copied().collect();
+            f.push((k, v));
+            problem("postgres", &f)
+        };
+        for port in ["0", "65536", "+80", "080", "54 32", "port", ""] {
+            let e = with("port", port);
+            assert!(e.starts_with("field 'port' "), "{port}: {e}");
+        }
+        for host in
+            ["http://db", "db/x", "db:5432", "[::1]", "-db", "db..x", "a b", "", "1.2.3.999"]
+        {
+            let e = with("host", host);
+            assert!(e.starts_with("field 'host' "), "{host}: {e}");
+        }
+        assert_eq!(with("password", "two\nlines"), "field 'password' must be a single line");
+        assert_eq!(with("user", "bell\u{7}"), "field 'user' contains control characters");
+        assert_eq!(
+            with("sslmode", "sometimes"),
+            "field 'sslmode' must be one of: disable, allow, prefer, require, verify-ca, verify-full"
+        );
+        let gl = |host: &str| problem("gitlab", &[("token", "t"), ("host", host)]);
+        for host in ["https://gitlab.com", "gitlab.com:", "gitlab.com:0", "::1", "[nope]:1", "g/l"]
+        {
+            assert!(gl(host).starts_with("field 'host' must be a host name"), "{host}");
+        }
+        let e = problem("github", &[("token", "ghp_x y")]);
+        assert!(e.starts_with("field 'token' contains white space"), "{e}");
+        let mongo = |uri: &str| problem("mongodb", &[("uri", uri)]);
+        assert_eq!(mongo("mongodb://"), "field 'uri' names no host after mongodb://");
+        assert_eq!(mongo("mongodb://u:p@/db"), "field 'uri' names no host after mongodb://");
+        assert_eq!(
+            mongo("postgres://x"),
+            "field 'uri' must start with mongodb:// or mongodb+srv://"
+        );
+        assert!(mongo("mongodb+srv://h1,h2/db").contains("exactly one host name"));
+        assert!(mongo("mongodb+srv://h1:27017/db").contains("exactly one host name"));
+        assert!(mongo("mongodb://h /db").contains("white space"));
+    }
+
+    #[test]
+    fn gcp_key_checks_name_what_is_wrong() {
+        let gcp = |json: &str| problem("gcp", &[("service_account_json", json)]);
+        let key = gcp_json("");
+        assert!(gcp("not json").contains("is not valid JSON"));
+        assert!(gcp("[1]").contains("must be a JSON object"));
+        assert!(
+            gcp(&key.replace("service_account", "authorized_user")).contains("\"type\" must be")
+        );
+        assert!(
+            gcp(&key.replace("\"client_email\"", "\"x\"")).contains("lacks a \"client_email\"")
+        );
+        assert!(gcp(&key.replace("ci@proj-1", "ci proj")).contains("not an e-mail address"));
+        assert!(
+            gcp(&key.replace("\"private_key\"", "\"x\"")).contains("lacks a PEM \"private_key\"")
+        );
+        assert!(
+            gcp(&key.replace("-----END PRIVATE KEY-----", "")).contains("not a PEM private key")
+        );
+        assert!(gcp(&key.replace("MIIEvQ", "MII!vQ")).contains("not a PEM private key"));
+        assert!(gcp(&key.replace("token_uri", "x")).contains("lacks a \"token_uri\""));
+        assert!(gcp(&key.replace("https://oauth2", "http://oauth2")).contains("\"token_uri\""));
+        assert!(
+            gcp(&gcp_json(r#", "project_id": 5"#)).contains("\"project_id\" that is not a string")
+        );
+        // Every message starts with the field's name and quotes nothing of the document.
+        for e in [gcp("not json"), gcp(&key.replace("ci@proj-1", "ci proj"))] {
+            assert!(e.starts_with("field 'service_account_json' "), "{e}");
+            assert!(!e.contains("proj") && !e.contains("MIIE"), "{e}");
+        }
+    }
+
+    #[test]
+    fn gcp_renders_the_key_file_and_the_project() {
+        let f = validate("gcp", &fields(&[("service_account_json", &gcp_json(""))])).unwrap();
+        let r = render(kind("gcp").unwrap(), &f, "/run/secrets/");
+        let v: BTreeMap<&str, &str> =
+            r.variables.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(v["GOOGLE_APPLICATION_CREDENTIALS"], "/run/secrets/gcp/service-account.json");
+        assert_eq!(
+            v["CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE"],
+            "/run/secrets/gcp/service-account.json"
+        );
+        assert_eq!(
+            (v["GOOGLE_CLOUD_PROJECT"], v["GCLOUD_PROJECT"], v["CLOUDSDK_CORE_PROJECT"]),
+            ("proj-1", "proj-1", "proj-1")
+        );
+        let file = r.files.iter().find(|(p, _)| p == "gcp/service-account.json").unwrap();
+        assert_eq!(file.1.expose(), gcp_json(""));
+        // No project in the key: no project variables (their names are still claimed).
+        let f = validate(
+            "gcp",
+            &fields(&[(
+                "service_account_json",
+                &gcp_json("").replace("\"project_id\": \"proj-1\", ", ""),
+            )]),
+        )
+        .unwrap();
+        let r = render(kind("gcp").unwrap(), &f, "/m");
+        assert_eq!(r.variables.len(), 2);
+        assert_eq!(outputs(kind("gcp").unwrap(), f.keys().map(String::as_str)).variables.len(), 5);
+    }
+
+    #[test]
+    fn database_files_and_urls_escape_what_their_readers_split_on() {
+        let f = validate(
+            "mysql",
+            &fields(&[
+                ("host", "::1"),
+                ("user", "a\"b"),
+                ("password", "p\\w:\"d@/"),
+                ("database", "app db"),
+            ]),
+        )
+        .unwrap();
+        let r = render(kind("mysql").unwrap(), &f, "/run/secrets");
+        let get = |n: &str| r.files.iter().find(|(p, _)| p == n).unwrap().1.expose().to_owned();
+        assert_eq!(get("DATABASE_URL"), "mysql://a%22b:p%5Cw%3A%22d%40%2F@[::1]:3306/app%20db");
+        assert_eq!(
+            get("mysql/my.cnf"),
+            "[client]\nhost=\"::1\"\nport=3306\nuser=\"a\\\"b\"\npassword=\"p\\\\w:\\\"d@/\"\ndatabase=\"app db\"\n"
+        );
+        let names: Vec<&str> = r.variables.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "MYSQL_HOST",
+                "MYSQL_TCP_PORT",
+                "MYSQL_PWD",
+                "MYSQL_USER",
+                "MYSQL_DATABASE",
+                "DATABASE_URL"
+            ]
+        );
+
+        let f = validate(
+            "postgres",
+            &fields(&[
+                ("host", "fe80::1"),
+                ("user", "u~x"),
+                ("password", "a\\b:c"),
+                ("sslmode", "require"),
+            ]),
+        )
+        .unwrap();
+        let r = render(kind("postgres").unwrap(), &f, "/s");
+        let get = |n: &str| r.files.iter().find(|(p, _)| p == n).unwrap().1.expose().to_owned();
+        assert_eq!(
+            get("DATABASE_URL"),
+            "postgresql://u~x:a%5Cb%3Ac@[fe80::1]:5432/?sslmode=require"
+        );
+        assert_eq!(get("postgres/pgpass"), "fe80\\:\\:1:5432:*:u~x:a\\\\b\\:c\n");
+        assert_eq!(get("PGPASSFILE"), "/s/postgres/pgpass");
+        assert_eq!(get("PGHOST"), "fe80::1");
+        assert!(r.variables.iter().all(|(n, _)| n != "PGDATABASE"));
+    }
+
+    #[test]
+    fn aws_credentials_file_holds_the_token_when_set() {
+        let f = validate(
+            "aws",
+            &fields(&[
+                ("access_key_id", "ASIA1"),
+                ("secret_access_key", "s"),
+                ("session_token", "tok"),
+                ("region", "eu-west-1"),
+            ]),
+        )
+        .unwrap();
+        let r = render(kind("aws").unwrap(), &f, "/run/secrets");
+        let file = r.files.iter().find(|(p, _)| p == "aws/credentials").unwrap();
+        assert_eq!(
+            file.1.expose(),
+            "[default]\naws_access_key_id = ASIA1\naws_secret_access_key = s\nregion = eu-west-1\naws_session_token = tok\n"
+        );
+        assert_eq!(r.variables.len(), 5);
+    }
+
+    #[test]
+    fn the_catalog_is_consistent() {
+        let mut names = Vec::new();
+        for k in KINDS {
+            assert!(!names.contains(&k.name), "kind {} twice", k.name);
+            names.push(k.name);
+            for f in k.fields {
+                assert!(crate::names::is_valid_field_key(f.name), "{}.{}", k.name, f.name);
+                assert!(!(f.required && f.default.is_some()), "{}.{}", k.name, f.name);
+                if let Some(d) = f.default {
+                    check::check_value(f, d)
+                        .unwrap_or_else(|e| panic!("default of {}: {e}", k.name));
+                }
+            }
+            let mut seen = Vec::new();
+            for v in k.variables {
+                assert!(is_valid_variable_name(v.name), "{}: {}", k.name, v.name);
+                assert!(!seen.contains(&v.name), "{}: {} twice", k.name, v.name);
+                seen.push(v.name);
+                if let Source::Field(f) | Source::JsonKey(f, _) = v.value {
+                    assert!(
+                        k.fields.iter().any(|s| s.name == f),
+                        "{}: {} reads {f}",
+                        k.name,
+                        v.name
+                    );
+                }
+            }
+            for file in k.files {
+                assert!(!file.path.starts_with('/') && !file.path.contains(".."), "{}", file.path);
+                assert!(file.path.contains('/'), "kind files live in a directory: {}", file.path);
+            }
+            if let Some(Helper::GitCredential { host_field: Some(f), token_field, .. }) = k.helper {
+                assert!(k.fields.iter().any(|s| s.name == f && s.default.is_some()));
+                assert!(k.fields.iter().any(|s| s.name == token_field && s.required));
+            }
+        }
+    }
+
+    #[test]
+    fn markdown_has_every_kind_variable_and_file() {
+        let md = markdown();
+        for k in KINDS {
+            let row = md.lines().find(|l| l.starts_with(&format!("| `{}` |", k.name))).unwrap();
+            for v in k.variables {
+                assert!(row.contains(&format!("`{}`", v.name)), "{}: {}", k.name, v.name);
+            }
+            for f in k.files {
+                assert!(row.contains(&format!("/run/secrets/{}", f.path)), "{}", f.path);
+            }
+            if let Some(setup) = k.setup {
+                assert!(md.contains(&format!("- `{}`: `{setup}`", k.name)));
+            }
+        }
+        assert!(md.contains("`AWS_SESSION_TOKEN` (when set)"));
+        assert!(md.contains("`region` (default `us-east-1`)"));
     }
 
     #[test]

@@ -1,0 +1,225 @@
+//! `maestro-bench`: the measurements behind `scripts/bench.sh`. Each subcommand sets up its own
+//! broker, sessions and agents in temporary directories (on loopback, FUSE mounts never at
+//! `/run/secrets`), measures, tears everything down, and prints one Markdown table row per
+//! measurement; `all` runs every section in order. See `docs/readme/bench.md`.
+//!
+//! It must run as root (FUSE and tmpfs mounts) from the release build: it starts the
+//! `maestro-broker`, `maestro-agent` and `maestro-exec` next to its own executable.
+
+mod agent_life;
+mod broker_load;
+mod exec;
+mod files;
+mod fixture;
+mod latency;
+mod mtls;
+mod report;
+mod sandbox;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+use crate::exec::Wrappers;
+use crate::fixture::Bins;
+use crate::report::{Machine, Report, Row};
+use crate::sandbox::Sandbox;
+
+/// Open files the bench and its broker each need: 10,000 streams, 1,000 idle connections, and
+/// their own files.
+const OPEN_FILES: u64 = 12_000;
+
+#[derive(Parser)]
+#[command(name = "maestro-bench", version, about = "Benchmarks of Maestro secrets (run as root)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every section, in order; what scripts/bench.sh runs.
+    All(AllArgs),
+    /// 1. `maestro-exec -- true` against `env`, `dotenv run` and `dotenvx run` (hyperfine).
+    Exec(AllArgs),
+    /// 2. Hot open+read+close under the mount against tmpfs, 1 and 8 readers.
+    Files(Common),
+    /// 3. Revocation and activation latency, API call → file and socket agree.
+    Latency(Common),
+    /// 4. Broker: fetches with 100 and 1,000 streams open, enrollments, memory per stream.
+    Broker(Common),
+    /// 5. Agent: memory with 100 secrets, start → ready, teardown.
+    Agent(Common),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Fewer tries and shorter runs (the whole of `all --quick` takes under 3 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the table here (Markdown).
+    #[arg(long, value_name = "PATH")]
+    markdown: Option<PathBuf>,
+    /// Also write the raw figures here (JSON).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct WrapperArgs {
+    /// hyperfine, which times whole commands.
+    #[arg(long, default_value = "hyperfine", value_name = "PATH")]
+    hyperfine: PathBuf,
+    /// python-dotenv's `dotenv` command (pip install 'python-dotenv[cli]').
+    #[arg(long, value_name = "PATH")]
+    dotenv: PathBuf,
+    /// dotenvx's `dotenvx` command (npm install @dotenvx/dotenvx).
+    #[arg(long, value_name = "PATH")]
+    dotenvx: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct AllArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    wrappers: WrapperArgs,
+}
+
+/// What every section needs to know about the run.
+pub struct Settings {
+    pub quick: bool,
+    pub hyperfine: PathBuf,
+}
+
+fn section(title: &str) {
+    eprintln!("==> {title}");
+}
+
+/// Checks what the run needs before anything starts.
+fn preflight() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "maestro-bench must run as root: the agent mounts FUSE and the file rows mount a tmpfs"
+        );
+    }
+    if !std::path::Path::new("/dev/fuse").exists() {
+        bail!(
+            "/dev/fuse is missing: load the fuse module (modprobe fuse) or run where FUSE is available"
+        );
+    }
+    // Raise the soft limit as far as the hard one allows (raising the hard limit needs
+    // CAP_SYS_RESOURCE, which containers often drop).
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("cannot read the open-files limit")?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+        .context("cannot raise the open-files soft limit to the hard limit")?;
+    if hard < OPEN_FILES {
+        bail!(
+            "the open-files limit is {hard}; the broker rows hold {OPEN_FILES} connections' worth: \
+             raise it (ulimit -Hn {OPEN_FILES}) and re-run"
+        );
+    }
+    Ok(())
+}
+
+async fn run(command: Command) -> anyhow::Result<(Common, Vec<Row>)> {
+    let bins = Bins::locate()?;
+    match command {
+        Command::All(args) => {
+            let settings =
+                Settings { quick: args.common.quick, hyperfine: args.wrappers.hyperfine.clone() };
+            let wrappers =
+                Wrappers { dotenv: args.wrappers.dotenv, dotenvx: args.wrappers.dotenvx };
+            let mut rows = Vec::new();
+            {
+                section("setting up a broker, 100 secrets, a session and its agent");
+                let mut sandbox = Sandbox::new(&bins).await?;
+                section("1. exec overhead (hyperfine; 1, 10, 100 active secrets)");
+                rows.extend(exec::run(&settings, &mut sandbox, &wrappers).await?);
+                section("2. file read against tmpfs (1 and 8 readers)");
+                rows.extend(files::run(&settings, &sandbox).await?);
+                section("3. revocation and activation latency");
+                rows.extend(latency::run(&settings, &mut sandbox).await?);
+                section("5. agent memory, start-up and teardown");
+                rows.extend(agent_life::run(&settings, &sandbox).await?);
+            }
+            section("4. broker under load (a broker of its own)");
+            let broker_rows = broker_load::run(&settings, &bins).await?;
+            // Keep the issue's order in the table: broker rows before agent rows.
+            let agent_at =
+                rows.iter().position(|r| r.id.starts_with("agent.")).unwrap_or(rows.len());
+            rows.splice(agent_at..agent_at, broker_rows);
+            Ok((args.common, rows))
+        }
+        Command::Exec(args) => {
+            let settings =
+                Settings { quick: args.common.quick, hyperfine: args.wrappers.hyperfine.clone() };
+            let wrappers =
+                Wrappers { dotenv: args.wrappers.dotenv, dotenvx: args.wrappers.dotenvx };
+            let mut sandbox = Sandbox::new(&bins).await?;
+            Ok((args.common, exec::run(&settings, &mut sandbox, &wrappers).await?))
+        }
+        Command::Files(common) => {
+            let mut sandbox = Sandbox::new(&bins).await?;
+            sandbox.activate_first(1).await?;
+            let rows = files::run(&settings_of(&common), &sandbox).await?;
+            Ok((common, rows))
+        }
+        Command::Latency(common) => {
+            let mut sandbox = Sandbox::new(&bins).await?;
+            let rows = latency::run(&settings_of(&common), &mut sandbox).await?;
+            Ok((common, rows))
+        }
+        Command::Broker(common) => {
+            let rows = broker_load::run(&settings_of(&common), &bins).await?;
+            Ok((common, rows))
+        }
+        Command::Agent(common) => {
+            let sandbox = Sandbox::new(&bins).await?;
+            let rows = agent_life::run(&settings_of(&common), &sandbox).await?;
+            Ok((common, rows))
+        }
+    }
+}
+
+fn settings_of(common: &Common) -> Settings {
+    Settings { quick: common.quick, hyperfine: PathBuf::from("hyperfine") }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = preflight().and_then(|()| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let (common, rows) = runtime.block_on(run(cli.command))?;
+        let report = Report {
+            date: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .context("cannot format the date")?,
+            mode: if common.quick { "quick" } else { "full" }.to_owned(),
+            machine: Machine::detect(),
+            rows,
+        };
+        println!("{}", report.markdown());
+        if let (Some(markdown), Some(json)) = (&common.markdown, &common.json) {
+            report.write(markdown, json)?;
+        } else if common.markdown.is_some() || common.json.is_some() {
+            bail!("give both --markdown and --json, or neither");
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("maestro-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the client programs the integration tests drive (tests/tests/integrations_*.rs):
+# git with git-http-backend, PostgreSQL (server and psql), MariaDB (server and client), OpenSSL,
+# and a Python virtual environment with boto3 and google-auth under target/. Idempotent: a second
+# run installs nothing and prints nothing but its summary line.
+#
+# The virtual environment is built on Debian's /usr/bin/python3, not on a pyenv interpreter under
+# /root: the tests run Python as an unprivileged uid, which must be able to read the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+
+need_debs git postgresql postgresql-client mariadb-server mariadb-client openssl python3 python3-venv
+
+VENV="${MAESTRO_TEST_VENV:-$PWD/target/integrations-venv}"
+PY_PACKAGES=(boto3 google-auth cryptography)
+if ! "$VENV/bin/python" -c 'import boto3, google.auth, cryptography' 2>/dev/null; then
+    echo "==> making the Python environment $VENV (${PY_PACKAGES[*]})"
+    rm -rf "$VENV"
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+# The tests run these as the sandbox uid: every directory on the way must be searchable.
+chmod -R go+rX "$VENV"
+echo "==> integration clients ready: $(git --version), psql $(psql --version | awk '{print $3}'), \
+mariadb $(mariadb --version | awk '{print $5}' | tr -d ,), python venv $VENV"

@@ -1,0 +1,324 @@
+//! Real servers for the client tests, on loopback ports, in temporary directories, stopped and
+//! removed when dropped (their logs printed if the test is failing):
+//!
+//! * [`Postgres`]: a temporary PostgreSQL cluster (initdb + pg_ctl) run as Debian's `postgres`
+//!   user, password (SCRAM) authentication on 127.0.0.1.
+//! * [`Mariadb`]: a temporary MariaDB server (mariadb-install-db + mariadbd) run as `mysql`.
+//! * [`GitServer`]: `tests/support/git_https_server.py`, git's smart HTTP over TLS around
+//!   `git http-backend`, demanding basic auth, with a certificate of a CA made by the test.
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use maestro_tests::agent::{run_cmd, wait_until};
+use maestro_tests::broker::CmdOutput;
+use maestro_tests::util::{ChildGuard, temp_dir};
+use nix::unistd::User;
+
+use super::support;
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A system user (created by the server's Debian package).
+fn system_user(name: &str) -> User {
+    User::from_name(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("user {name} is missing: install the server's Debian package"))
+}
+
+/// `program` run as `user` (its uid and primary gid, no supplementary groups).
+fn as_user(user: &User, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(program);
+    cmd
+}
+
+/// A temporary directory owned by `user`, searchable by everyone.
+fn owned_dir(prefix: &str, user: &User) -> tempfile::TempDir {
+    let dir = temp_dir(prefix);
+    std::os::unix::fs::chown(dir.path(), Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn must(out: CmdOutput, what: &str) -> CmdOutput {
+    assert_eq!(out.status, 0, "{what} failed: {out:?}");
+    out
+}
+
+/// A temporary PostgreSQL cluster with one password-protected user and one database.
+pub struct Postgres {
+    pub port: u16,
+    bin: PathBuf,
+    user: User,
+    dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// initdb (superuser `login` with `password`, SCRAM on TCP, trust on the private socket),
+    /// start on 127.0.0.1, and create `database`.
+    pub fn start(bin: &Path, login: &str, password: &str, database: &str) -> Self {
+        let user = system_user("postgres");
+        let dir = owned_dir("maestro-pg-", &user);
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, password).unwrap();
+        std::os::unix::fs::chown(&pwfile, Some(user.uid.as_raw()), None).unwrap();
+        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let data = dir.path().join("data");
+        let mut initdb = as_user(&user, bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", login, "-E", "UTF8", "--no-sync", "--auth-host=scram-sha-256"])
+            .arg("--auth-local=trust")
+            .arg(format!("--pwfile={}", pwfile.display()));
+        must(run_cmd(initdb), "initdb");
+        std::fs::remove_file(&pwfile).unwrap();
+        let port = free_port();
+        let server = Self { port, bin: bin.to_owned(), user, dir };
+        let mut start = as_user(&server.user, server.bin.join("pg_ctl"));
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} -c fsync=off",
+                server.dir.path().display()
+            ))
+            .arg("-l")
+            .arg(server.log_path())
+            .args(["-w", "-t", "30", "start"]);
+        must(run_cmd(start), "pg_ctl start");
+        let mut create = as_user(&server.user, server.bin.join("psql"));
+        create
+            .arg("-h")
+            .arg(server.dir.path())
+            .args(["-p", &port.to_string(), "-U", login, "-d", "postgres", "-v", "ON_ERROR_STOP=1"])
+            .args(["-c", &format!("CREATE DATABASE \"{database}\"")]);
+        must(run_cmd(create), "CREATE DATABASE");
+        server
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let mut stop = as_user(&self.user, self.bin.join("pg_ctl"));
+        stop.arg("-D").arg(self.dir.path().join("data")).args(["-m", "immediate", "-w", "stop"]);
+        let stopped = run_cmd(stop).status == 0;
+        if !stopped {
+            // The postmaster's pid is the first line of postmaster.pid.
+            let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+                .ok()
+                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            eprintln!("----- postgres log -----\n{log}----- end of postgres log -----");
+        }
+    }
+}
+
+/// Quotes a string for SQL inside single quotes (MariaDB: backslash escapes too).
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A temporary MariaDB server with one password-protected user and one database.
+pub struct Mariadb {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    server: Option<ChildGuard>,
+}
+
+impl Mariadb {
+    /// mariadb-install-db, mariadbd on 127.0.0.1, then `login`@'%' with `password` and all
+    /// rights on `database`.
+    pub fn start(login: &str, password: &str, database: &str) -> Self {
+        let user = system_user("mysql");
+        let dir = owned_dir("maestro-mariadb-", &user);
+        let data = dir.path().join("data");
+        let mut install = Command::new("mariadb-install-db");
+        install.arg("--no-defaults").arg(format!("--datadir={}", data.display())).args([
+            "--user=mysql",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ]);
+        must(run_cmd(install), "mariadb-install-db");
+        let port = free_port();
+        let socket = dir.path().join("mysqld.sock");
+        let mut cmd = Command::new("mariadbd");
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.path().join("mysqld.pid").display()))
+            .arg(format!("--port={port}"))
+            .args(["--user=mysql", "--bind-address=127.0.0.1", "--skip-name-resolve"])
+            .args(["--skip-log-bin", "--innodb-flush-log-at-trx-commit=0"]);
+        let server = ChildGuard::spawn("mariadbd", cmd);
+        let me = Self { port, dir, server: Some(server) };
+        let ping = || {
+            let mut ping = Command::new("mariadb-admin");
+            ping.arg("--no-defaults").arg(format!("--socket={}", socket.display()));
+            ping.args(["--user=root", "ping"]);
+            run_cmd(ping).status == 0
+        };
+        let up = wait_until(Duration::from_secs(30), ping);
+        assert!(up.is_some(), "mariadbd did not come up:\n{}", me.log());
+        let sql = format!(
+            "CREATE DATABASE `{database}`; CREATE USER {}@'%' IDENTIFIED BY {}; \
+             GRANT ALL ON `{database}`.* TO {}@'%';",
+            sql_string(login),
+            sql_string(password),
+            sql_string(login)
+        );
+        let mut setup = Command::new("mariadb");
+        setup.arg("--no-defaults").arg(format!("--socket={}", socket.display())).args([
+            "--user=root",
+            "-e",
+            &sql,
+        ]);
+        must(run_cmd(setup), "creating the MariaDB user");
+        me
+    }
+
+    fn log(&self) -> String {
+        self.server.as_ref().map(ChildGuard::log).unwrap_or_default()
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.terminate(Duration::from_secs(10));
+        }
+    }
+}
+
+/// git's smart HTTP over TLS, demanding basic auth, serving one repository with one commit.
+pub struct GitServer {
+    /// `https://127.0.0.1:PORT/project.git`.
+    pub url: String,
+    /// `127.0.0.1:PORT`: the host git names in its credential requests.
+    pub host: String,
+    /// The CA certificate that signed the server's (for `GIT_SSL_CAINFO`).
+    pub ca_file: PathBuf,
+    /// The commit the repository's `main` points at.
+    pub head: String,
+    _dir: tempfile::TempDir,
+    server: ChildGuard,
+}
+
+impl GitServer {
+    /// Serves a new repository; only `user` with password `token` gets in.
+    pub fn start(user: &str, token: &str) -> Self {
+        let dir = temp_dir("maestro-git-");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let git = |args: &[&str]| {
+            let mut cmd = Command::new("git");
+            cmd.args(args).current_dir(dir.path()).env("GIT_CONFIG_NOSYSTEM", "1");
+            cmd.env("HOME", dir.path());
+            must(run_cmd(cmd), &format!("git {args:?}"))
+        };
+        git(&["init", "-q", "-b", "main", "work"]);
+        git(&[
+            "-C",
+            "work",
+            "-c",
+            "user.name=Maestro Test",
+            "-c",
+            "user.email=test@example.com",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "first",
+        ]);
+        std::fs::create_dir(dir.path().join("repos")).unwrap();
+        git(&["clone", "-q", "--bare", "work", "repos/project.git"]);
+        let head = git(&["-C", "repos/project.git", "rev-parse", "main"]).stdout.trim().to_owned();
+
+        let (ca_pem, cert_pem, key_pem) = server_certificate();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        std::fs::set_permissions(&ca_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let private = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        };
+        let cert = private("server.pem", &cert_pem);
+        let key = private("server.key", &key_pem);
+        let password = private("password", token);
+
+        let mut cmd = Command::new("python3");
+        cmd.arg(support("git_https_server.py"))
+            .arg("--root")
+            .arg(dir.path().join("repos"))
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .args(["--user", user])
+            .arg("--password-file")
+            .arg(password)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir.path());
+        let server = ChildGuard::spawn("git_https_server.py", cmd);
+        let line =
+            server.wait_for_stdout(Duration::from_secs(30), |l| l.starts_with("listening on "));
+        let port: u16 = match line {
+            Some(l) => l["listening on ".len()..].trim().parse().unwrap(),
+            None => panic!("the git server did not start:\n{}", server.log()),
+        };
+        Self {
+            url: format!("https://127.0.0.1:{port}/project.git"),
+            host: format!("127.0.0.1:{port}"),
+            ca_file,
+            head,
+            _dir: dir,
+            server,
+        }
+    }
+
+    /// The server's request log: one line per request, with its status and whether
+    /// credentials were sent (never what they were).
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+}
+
+/// A CA, and a server certificate for 127.0.0.1 that it signed: (CA PEM, cert PEM, key PEM).
+fn server_certificate() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}

@@ -1,0 +1,136 @@
+//! The catalog as the README's Markdown table, generated from [`KINDS`] so that the
+//! documentation cannot drift from the code (a test compares `docs/readme/integrations.md`).
+
+use std::fmt::Write;
+
+use super::{Check, Helper, KINDS, Kind, Source};
+
+/// The mount the README describes.
+const MOUNT: &str = "/run/secrets";
+
+fn fields(kind: &Kind) -> String {
+    if kind.free_fields {
+        return "any `NAME`* (upper case)".to_owned();
+    }
+    let parts: Vec<String> = kind
+        .fields
+        .iter()
+        .map(|f| {
+            let mut s = format!("`{}`", f.name);
+            if f.required {
+                s.push('*');
+            }
+            if let Some(d) = f.default {
+                let _ = write!(s, " (default `{d}`)");
+            }
+            if let Some(rule) = rule(f.check) {
+                let _ = write!(s, " ({rule})");
+            }
+            s
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// What a check demands, where it is more than "a value".
+fn rule(check: Check) -> Option<String> {
+    match check {
+        Check::Text | Check::Line | Check::Token => None,
+        Check::Port => Some("port".to_owned()),
+        Check::Host => Some("host".to_owned()),
+        Check::HostPort => Some("host[:port]".to_owned()),
+        Check::Prefix(p) | Check::Uri(p) => {
+            Some(p.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" or "))
+        }
+        Check::OneOf(values) => Some(values.join("/")),
+        Check::GcpServiceAccount => Some("service-account key JSON".to_owned()),
+    }
+}
+
+fn variables(kind: &Kind) -> String {
+    if kind.free_fields {
+        return "one per field, same name".to_owned();
+    }
+    let optional = |source: Source| match source {
+        Source::Field(f)
+            if kind.fields.iter().any(|s| s.name == f && !s.required && s.default.is_none()) =>
+        {
+            Some("when set".to_owned())
+        }
+        Source::JsonKey(_, key) => Some(format!("when the JSON has `{key}`")),
+        _ => None,
+    };
+    let parts: Vec<String> = kind
+        .variables
+        .iter()
+        .map(|v| match (v.value, optional(v.value)) {
+            (Source::FilePath(p), _) => format!("`{}` (`{MOUNT}/{p}`)", v.name),
+            (_, Some(when)) => format!("`{}` ({when})", v.name),
+            (_, None) => format!("`{}`", v.name),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+fn describe(source: Source) -> &'static str {
+    match source {
+        Source::Field(_) => "the field's value",
+        Source::FilePath(_) => "a path",
+        Source::JsonKey(..) => "a key of the JSON",
+        Source::PostgresUrl => "a PostgreSQL URL",
+        Source::MysqlUrl => "a MySQL URL",
+        Source::AwsCredentialsFile => "shared-credentials file, `[default]` profile",
+        Source::Pgpass => "libpq password file",
+        Source::MysqlOptionFile => "option file, `[client]` group",
+    }
+}
+
+fn files(kind: &Kind) -> String {
+    let mut parts = vec![if kind.free_fields || !kind.variables.is_empty() {
+        format!("`{MOUNT}/VARIABLE` for each variable")
+    } else {
+        String::new()
+    }];
+    parts.extend(
+        kind.files.iter().map(|f| format!("`{MOUNT}/{}` ({})", f.path, describe(f.content))),
+    );
+    parts.retain(|p| !p.is_empty());
+    parts.join("; ")
+}
+
+fn helper(kind: &Kind) -> String {
+    match kind.helper {
+        Some(Helper::GitCredential { host, host_field: None, .. }) => {
+            format!("`maestro-exec git-credential` for {host}")
+        }
+        Some(Helper::GitCredential { host_field: Some(f), .. }) => {
+            format!("`maestro-exec git-credential` for the `{f}`")
+        }
+        Some(Helper::AwsCredentialProcess) => "`maestro-exec aws-credential-process`".to_owned(),
+        None => String::new(),
+    }
+}
+
+/// The catalog as a Markdown table, one row per kind, then a list of each kind's one line of
+/// configuration for its tools, for the kinds that have one.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "| kind | fields (* required) | variables | files | helper |\n|---|---|---|---|---|\n",
+    );
+    for kind in KINDS {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} |",
+            kind.name,
+            fields(kind),
+            variables(kind),
+            files(kind),
+            helper(kind)
+        );
+    }
+    out.push_str("\nThe one line to add to a tool's configuration, per kind:\n\n");
+    for kind in KINDS.iter().filter(|k| k.setup.is_some()) {
+        let _ = writeln!(out, "- `{}`: `{}`", kind.name, kind.setup.unwrap_or_default());
+    }
+    out
+}
