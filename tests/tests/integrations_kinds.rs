@@ -23,7 +23,7 @@ use maestro_tests::util::files_under;
 use serde_json::{Value, json};
 
 /// A key file with the shape of Google's (the key itself is not used by these tests).
-const GCP_JSON: &str = r#"{"type": "service_account", "project_id": "maestro-kinds", "private_key_id": "abc123", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7planted\n-----END PRIVATE KEY-----\n", "client_email": "ci@maestro-kinds.iam.gserviceaccount.com", "client_id": "1234", "token_uri": "https://oauth2.googleapis.com/token"}"#;
+const GCP_JSON: &str = r#"{"type": "service_account", "project_id": "maestro-kinds", "private_key_id": "abc123", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7planted0\n-----END PRIVATE KEY-----\n", "client_email": "ci@maestro-kinds.iam.gserviceaccount.com", "client_id": "1234", "token_uri": "https://oauth2.googleapis.com/token"}"#;
 const GCP_NOT_SA: &str = r#"{"type": "authorized_user", "client_email": "a@b.c"}"#;
 const GCP_NO_EMAIL: &str = r#"{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n", "token_uri": "https://oauth2.googleapis.com/token"}"#;
 const GCP_BAD_KEY: &str = r#"{"type": "service_account", "client_email": "a@b.example", "private_key": "planted-not-a-pem", "token_uri": "https://oauth2.googleapis.com/token"}"#;
@@ -63,8 +63,8 @@ const CASES: &[Case] = &[
         ],
         required: &["access_key_id", "secret_access_key"],
         malformed: &[
-            ("access_key_id", "AKIA WITH SPACE"),
-            ("secret_access_key", "two\nlines"),
+            ("access_key_id", "AKIA planted"),
+            ("secret_access_key", "planted\nsecret"),
             ("secret_access_key", ""),
             ("region", "eu west 1"),
         ],
@@ -91,7 +91,7 @@ const CASES: &[Case] = &[
             ("client_secret", "planted~azure.secret"),
         ],
         required: &["subscription_id", "tenant_id", "client_id", "client_secret"],
-        malformed: &[("client_secret", "has a space"), ("tenant_id", "")],
+        malformed: &[("client_secret", "planted secret"), ("tenant_id", "")],
         vars: &[
             ("AZURE_SUBSCRIPTION_ID", "sub-0001"),
             ("AZURE_TENANT_ID", "tenant-0001"),
@@ -159,7 +159,7 @@ const CASES: &[Case] = &[
             ("host", "db.internal:5432"),
             ("host", "postgres://db.internal"),
             ("sslmode", "sometimes"),
-            ("password", "two\nlines"),
+            ("password", "planted\npassword"),
         ],
         vars: &[
             ("PGHOST", "db.internal"),
@@ -324,10 +324,8 @@ async fn registration_refuses_each_missing_or_malformed_field_and_changes_nothin
             let reply = post(fields_json(&fields)).await;
             let msg = reply.expect_error(400, "invalid_field");
             assert!(msg.starts_with(&format!("field '{field}' ")), "{}.{field}: {msg}", case.kind);
-            if bad.len() > 3 {
-                assert!(!msg.contains(bad), "{}: the message quotes the value: {msg}", case.kind);
-            }
-            assert!(!msg.contains("planted"), "{msg}");
+            // The values that could be secrets carry a marker; no message may quote them.
+            assert!(!msg.contains("planted"), "{}: the message quotes the value: {msg}", case.kind);
         }
         // Every required field given, nothing malformed: accepted.
         let created = post(fields_json(case.fields)).await.ok();

@@ -10,7 +10,7 @@ const MOUNT: &str = "/run/secrets";
 
 fn fields(kind: &Kind) -> String {
     if kind.free_fields {
-        return "any `NAME`* (upper case)".to_owned();
+        return "any `NAME`* (`[A-Z_][A-Z0-9_]*`)".to_owned();
     }
     let parts: Vec<String> = kind
         .fields
@@ -20,11 +20,12 @@ fn fields(kind: &Kind) -> String {
             if f.required {
                 s.push('*');
             }
+            let mut notes: Vec<String> = rule(f.check).into_iter().collect();
             if let Some(d) = f.default {
-                let _ = write!(s, " (default `{d}`)");
+                notes.push(format!("default `{d}`"));
             }
-            if let Some(rule) = rule(f.check) {
-                let _ = write!(s, " ({rule})");
+            if !notes.is_empty() {
+                let _ = write!(s, " ({})", notes.join(", "));
             }
             s
         })
@@ -86,16 +87,12 @@ fn describe(source: Source) -> &'static str {
 }
 
 fn files(kind: &Kind) -> String {
-    let mut parts = vec![if kind.free_fields || !kind.variables.is_empty() {
-        format!("`{MOUNT}/VARIABLE` for each variable")
-    } else {
-        String::new()
-    }];
-    parts.extend(
-        kind.files.iter().map(|f| format!("`{MOUNT}/{}` ({})", f.path, describe(f.content))),
-    );
-    parts.retain(|p| !p.is_empty());
-    parts.join("; ")
+    let parts: Vec<String> = kind
+        .files
+        .iter()
+        .map(|f| format!("`{MOUNT}/{}` ({})", f.path, describe(f.content)))
+        .collect();
+    parts.join(", ")
 }
 
 fn helper(kind: &Kind) -> String {
@@ -115,7 +112,8 @@ fn helper(kind: &Kind) -> String {
 /// configuration for its tools, for the kinds that have one.
 pub fn markdown() -> String {
     let mut out = String::from(
-        "| kind | fields (* required) | variables | files | helper |\n|---|---|---|---|---|\n",
+        "| kind | fields (* required) | variables (each also a file `/run/secrets/NAME`) | \
+         other files | helper |\n|---|---|---|---|---|\n",
     );
     for kind in KINDS {
         let _ = writeln!(
