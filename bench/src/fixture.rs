@@ -219,7 +219,7 @@ impl BrokerProc {
             .args(extra)
             .env_remove("MAESTRO_MASTER_KEY")
             .env_remove("MAESTRO_DATA_DIR")
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", std::env::var("MAESTRO_BENCH_BROKER_LOG").unwrap_or("info".into()));
         let proc = Proc::spawn("maestro-broker", cmd, &dir.join("broker.log"))?;
         let line =
             proc.wait_line(START_TIMEOUT, |l| l.starts_with("maestro-broker: listening on "))?;

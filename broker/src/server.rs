@@ -188,6 +188,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let server =
         axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))
             .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?
+            // Events are small writes on a long-lived stream: without TCP_NODELAY, one sent
+            // right after another waits ~40 ms for the peer's delayed ACK (Nagle).
+            .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
             .handle(handle.clone());
 
     let signals = StopSignals::install()?;

@@ -7,6 +7,9 @@
 //!   and a test agent client holding a real enrolled certificate.
 //! * [`agent`]: a running `maestro-agent` on a temporary mount, and `maestro-exec` runs.
 
+// The fixture is test code compiled as a library: panicking on a broken setup is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod agent;
 pub mod broker;
 pub mod util;

@@ -48,7 +48,7 @@ async fn boto3_takes_the_variables_and_the_credential_process_helper() {
         ".aws/config",
         "[profile maestro]\ncredential_process = maestro-exec aws-credential-process\n\
          region = eu-central-1\n\n[profile maestro-dev]\n\
-         credential_process = maestro-exec aws-credential-process AWS_DEV\n",
+         credential_process = maestro-exec aws-credential-process AWS_DEV\nregion = eu-central-1\n",
     );
     let script = support("boto3_credentials.py");
     // boto3 with nothing but what a test gives it: no files of its own, no metadata service.
