@@ -92,9 +92,9 @@ pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
         }
     }
     let command_status = child::end_all(parts.grace, parts.command).await;
-    // After the session's end the broker refuses the certificate: no point trying then.
+    // The broker still takes usage reports for a minute after the session ended, so the
+    // last reads before teardown reach the audit trail.
     if let Some(broker) = &parts.broker
-        && !matches!(cause, Cause::SessionEnded(_))
         && !parts.usage.is_empty()
     {
         match tokio::time::timeout(FLUSH_TIMEOUT, usage::flush(&parts.usage, broker)).await {

@@ -95,7 +95,34 @@ impl FromRequestParts<SharedApp> for AgentSession {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, Failure> {
-        let leaf = parts
+        authenticate_agent(parts, app, 0).await
+    }
+}
+
+/// How long after its session ended an agent may still upload usage reports: the last reads
+/// before teardown belong in the audit trail. Nothing else is served to an ended session.
+pub const USAGE_GRACE_SECS: i64 = 60;
+
+/// An agent uploading usage: like [`AgentSession`], but also accepted for
+/// [`USAGE_GRACE_SECS`] after the session ended (write-only: the route returns no material).
+pub struct UsageReporter(pub AgentSession);
+
+impl FromRequestParts<SharedApp> for UsageReporter {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, Failure> {
+        authenticate_agent(parts, app, USAGE_GRACE_SECS).await.map(Self)
+    }
+}
+
+/// Authenticates the client certificate and its session; `grace` seconds after the session
+/// ended, it is still accepted (0: only live sessions).
+async fn authenticate_agent(
+    parts: &mut Parts,
+    app: &SharedApp,
+    grace: i64,
+) -> Result<AgentSession, Failure> {
+    let leaf = parts
             .extensions
             .get::<Arc<TlsInfo>>()
             .and_then(|info| info.peer_certificates.first().cloned())
@@ -104,33 +131,34 @@ impl FromRequestParts<SharedApp> for AgentSession {
                     "this route needs the session's client certificate (mutual TLS); enroll with the session's token first",
                 )
             })?;
-        let peer = peer_identity(&leaf)?;
-        let now = clock::now();
-        if peer.not_after <= now {
-            return Err(Failure::unauthorized(format!(
-                "the client certificate expired at {}; renew it before it expires (POST /v1/agent/renew)",
-                clock::rfc3339(peer.not_after)
-            )));
-        }
-        let session = app.store.session(&peer.session_id).await?.ok_or_else(|| {
-            warn!(session = %peer.session_id, "certificate for an unknown session");
-            Failure::unauthorized("the client certificate names an unknown session")
-        })?;
-        if !session.is_live(now) {
-            let record = AuditRecord {
-                session_id: Some(session.id.clone()),
-                detail: Some(format!("ended session's certificate used for {}", parts.uri.path())),
-                ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
-            };
-            if let Err(e) = app.store.append_audit(std::slice::from_ref(&record)).await {
-                warn!(error = %e, "could not record a denied request");
-            }
-            info!(session = %session.id, "refused an ended session's certificate");
-            return Err(Failure::forbidden(format!(
-                "session {} has ended; its certificate is no longer accepted",
-                session.id
-            )));
-        }
-        Ok(Self { session, cert_not_after: peer.not_after })
+    let peer = peer_identity(&leaf)?;
+    let now = clock::now();
+    if peer.not_after <= now {
+        return Err(Failure::unauthorized(format!(
+            "the client certificate expired at {}; renew it before it expires (POST /v1/agent/renew)",
+            clock::rfc3339(peer.not_after)
+        )));
     }
+    let session = app.store.session(&peer.session_id).await?.ok_or_else(|| {
+        warn!(session = %peer.session_id, "certificate for an unknown session");
+        Failure::unauthorized("the client certificate names an unknown session")
+    })?;
+    let ended_at = session.ended_at.unwrap_or(session.expires_at);
+    let within_grace = grace > 0 && now - ended_at <= grace;
+    if !session.is_live(now) && !within_grace {
+        let record = AuditRecord {
+            session_id: Some(session.id.clone()),
+            detail: Some(format!("ended session's certificate used for {}", parts.uri.path())),
+            ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
+        };
+        if let Err(e) = app.store.append_audit(std::slice::from_ref(&record)).await {
+            warn!(error = %e, "could not record a denied request");
+        }
+        info!(session = %session.id, "refused an ended session's certificate");
+        return Err(Failure::forbidden(format!(
+            "session {} has ended; its certificate is no longer accepted",
+            session.id
+        )));
+    }
+    Ok(AgentSession { session, cert_not_after: peer.not_after })
 }

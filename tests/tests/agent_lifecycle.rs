@@ -334,3 +334,34 @@ async fn certificates_are_renewed_before_they_expire_without_losing_secrets() {
     sb.api.activate(&session, &["LATER"]).await.ok();
     assert!(wait_until(WITHIN, || agent.file("LATER_VAR").exists()).is_some(), "{}", agent.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_just_before_the_session_ends_reach_the_audit_trail() {
+    if !fuse_available() {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.api.add_generic("LAST", &[("LAST_TOKEN", "planted-last-value")]).await.ok();
+    let (session, bundle) = sb.new_session("last-reads");
+    let mut agent = sb.start_agent(&bundle, AgentOptions::default());
+    sb.api.activate(&session, &["LAST"]).await.ok();
+    wait_until(WITHIN, || agent.file("LAST_TOKEN").exists()).expect("LAST active");
+    // Three reads in a burst: the agent batches them, so they are still queued when the
+    // session ends a moment later; the broker must take them after the end.
+    let path = agent.file("LAST_TOKEN");
+    for _ in 0..3 {
+        let out = agent.run_as(SANDBOX_UID, "cat", &[path.to_str().unwrap()]);
+        assert_eq!(out.status, 0, "read failed: {}", out.stderr);
+    }
+    sb.maestro(&["sessions", "end", &session]).ok();
+    let status = agent.wait_exit(TEARDOWN);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "agent:\n{}", agent.log());
+    let history = sb.maestro(&["secrets", "history", "LAST", "--json"]).ok().json();
+    let reads = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "file_read" && e["session"] == session.as_str())
+        .count();
+    assert!(reads >= 3, "expected 3 file reads in the audit trail, got {reads}: {history}");
+}

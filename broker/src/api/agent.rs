@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::error::{ApiResult, Failure};
 use super::extract::{ApiJson, ApiPath};
 use crate::app::{App, SharedApp};
-use crate::auth::AgentSession;
+use crate::auth::{AgentSession, UsageReporter};
 use crate::ca::CaError;
 use crate::clock;
 use crate::events::Subscription;
@@ -332,7 +332,7 @@ fn clean(text: Option<String>, what: &str, max: usize) -> ApiResult<Option<Strin
 /// `POST /v1/agent/usage`: a batch of uses, recorded in one transaction (all or none).
 pub async fn usage(
     State(app): State<SharedApp>,
-    agent: AgentSession,
+    UsageReporter(agent): UsageReporter,
     ApiJson(batch): ApiJson<UsageBatch>,
 ) -> ApiResult<Json<UsageAccepted>> {
     if batch.reports.len() > MAX_USAGE_BATCH {
