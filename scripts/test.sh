@@ -9,9 +9,14 @@ need_cargo
 need_fuse
 # util-linux: setpriv (tests run commands as an unprivileged uid); procps: ps.
 need_debs util-linux procps ca-certificates
+# The client programs of the integration tests (tests/tests/integrations_*.rs): git, PostgreSQL,
+# MariaDB, OpenSSL, and boto3 and google-auth in a Python venv under target/.
+bash tests/support/install-clients.sh
 
 # End-to-end tests must not skip here: missing root or FUSE is a failure, not a skip.
 export MAESTRO_REQUIRE_FUSE=1
+# Nor may an integration test skip for a missing client program.
+export MAESTRO_REQUIRE_CLIENTS=1
 export CARGO_TERM_COLOR=never
 
 echo "==> cargo fmt --check"

@@ -54,6 +54,13 @@ enum Command {
     Broker(Common),
     /// 5. Agent: memory with 100 secrets, start → ready, teardown.
     Agent(Common),
+    /// Sets up the sandbox the rows use (a broker, an agent, the first N of 100 secrets
+    /// active), prints where its socket and mount are, and waits for Ctrl-C: for profiling.
+    Sandbox {
+        /// How many secrets to activate.
+        #[arg(long, default_value_t = 10)]
+        active: usize,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -177,6 +184,23 @@ async fn run(command: Command) -> anyhow::Result<(Common, Vec<Row>)> {
         Command::Broker(common) => {
             let rows = broker_load::run(&settings_of(&common), &bins).await?;
             Ok((common, rows))
+        }
+        Command::Sandbox { active } => {
+            let mut sandbox = Sandbox::new(&bins).await?;
+            sandbox.activate_first(active.min(sandbox::SECRETS)).await?;
+            println!("MAESTRO_AGENT_SOCK={}", sandbox.agent.socket.display());
+            println!("mount: {}", sandbox.agent.mount.display());
+            println!("agent pid: {}", sandbox.agent.proc.pid()?);
+            println!("broker: {} (pid {})", sandbox.broker.url, sandbox.broker.proc.pid()?);
+            println!("logs: {}", sandbox.dir().display());
+            println!("waiting for Ctrl-C (SIGINT) or SIGTERM");
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot watch SIGTERM")?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            bail!("stopped; the sandbox is torn down")
         }
         Command::Agent(common) => {
             let sandbox = Sandbox::new(&bins).await?;

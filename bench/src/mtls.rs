@@ -22,7 +22,7 @@ use tokio_rustls::TlsConnector;
 /// Longest response head (and snapshot) read before giving up on a connection.
 const MAX_HEAD_BYTES: usize = 256 * 1024;
 /// How long one connection may take to be set up.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A session certificate and its key, PEM.
 #[derive(Clone)]
@@ -58,11 +58,7 @@ async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> anyhow::Result<
     let tcp = TcpStream::connect(addr).await.context("cannot connect to the broker")?;
     tcp.set_nodelay(true).context("cannot set TCP_NODELAY")?;
     let name = ServerName::IpAddress(addr.ip().into());
-    let local = tcp.local_addr().ok();
-    eprintln!("DEBUG connected {local:?}");
-    let r = TlsConnector::from(config).connect(name, tcp).await.context("the TLS handshake failed");
-    eprintln!("DEBUG handshake done {local:?} ok={}", r.is_ok());
-    r
+    TlsConnector::from(config).connect(name, tcp).await.context("the TLS handshake failed")
 }
 
 /// Reads until `done` says the bytes so far are complete; returns them.
@@ -75,7 +71,6 @@ async fn read_until(tls: &mut Tls, done: impl Fn(&[u8]) -> bool) -> anyhow::Resu
             bail!("the broker closed the connection: {}", String::from_utf8_lossy(&buf));
         }
         buf.extend_from_slice(&chunk[..n]);
-        eprintln!("DEBUG read {n}: {:?}", String::from_utf8_lossy(&buf));
         if buf.len() > MAX_HEAD_BYTES {
             bail!("the broker's answer is larger than {MAX_HEAD_BYTES} bytes");
         }
@@ -108,6 +103,8 @@ impl HeldStream {
             "GET /v1/agent/events HTTP/1.1\r\nHost: {addr}\r\nAccept: application/x-ndjson\r\n\r\n"
         );
         tls.write_all(request.as_bytes()).await.context("cannot send the request")?;
+        // tokio-rustls may keep the last TLS record buffered until flushed.
+        tls.flush().await.context("cannot send the request")?;
         let head = read_until(&mut tls, |b| {
             contains(b, b"\r\n\r\n")
                 && (!b.starts_with(b"HTTP/1.1 200") || contains(b, b"\"type\":\"snapshot\""))
@@ -169,6 +166,7 @@ impl IdleConnection {
             let mut tls = connect(addr, config).await?;
             let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
             tls.write_all(request.as_bytes()).await.context("cannot send the request")?;
+            tls.flush().await.context("cannot send the request")?;
             let answer = read_until(&mut tls, |b| contains(b, b"\"ok\"")).await?;
             if !answer.starts_with(b"HTTP/1.1 200") {
                 bail!("/healthz did not answer 200");

@@ -34,7 +34,7 @@ pub struct App {
     pub settings: Settings,
     /// Serializes changes to what is active where (activate, deactivate, edit, delete), so
     /// that a conflict check and the write it guards see the same state. A store shared by
-    /// several brokers would do this with a serializable transaction instead.
+    /// several brokers adds a lock per owner across them ([`Store::lock_owner`]).
     pub activation_lock: tokio::sync::Mutex<()>,
 }
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::store::engine::DatabaseUrl;
+
 /// A problem with the data directory or one of its files.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
@@ -32,10 +34,12 @@ pub enum DataDirError {
     Locked { path: PathBuf },
 }
 
-/// The data directory (`--data-dir`, `$MAESTRO_DATA_DIR`, or `./maestro-data`).
+/// The data directory (`--data-dir`, `$MAESTRO_DATA_DIR`, or `./maestro-data`), and the
+/// database it goes with: SQLite inside it, unless a PostgreSQL URL is given (`--database`).
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    database_url: Option<DatabaseUrl>,
 }
 
 /// The exclusive lock on a data directory, held for as long as this value lives.
@@ -47,7 +51,26 @@ pub struct DirLock {
 impl DataDir {
     /// A data directory at `root` (not created yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), database_url: None }
+    }
+
+    /// The same directory with its database in PostgreSQL at `url` (`None`: SQLite inside).
+    pub fn with_database_url(mut self, url: Option<DatabaseUrl>) -> Self {
+        self.database_url = url;
+        self
+    }
+
+    /// The PostgreSQL database, if the store is not the SQLite file inside.
+    pub fn database_url(&self) -> Option<&DatabaseUrl> {
+        self.database_url.as_ref()
+    }
+
+    /// The database for messages: the SQLite file's path, or the URL without its password.
+    pub fn database_label(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.label().to_owned(),
+            None => self.database().display().to_string(),
+        }
     }
 
     /// The directory itself.
@@ -157,7 +180,11 @@ impl DataDir {
     /// Makes the database file (and its WAL companions, if any) private. SQLite creates the
     /// WAL and shared-memory files with the database file's mode, so the file is created 0600
     /// before SQLite first opens it.
+    /// Nothing to do when the database is in PostgreSQL.
     pub fn prepare_database(&self) -> Result<(), DataDirError> {
+        if self.database_url.is_some() {
+            return Ok(());
+        }
         let db = self.database();
         let err = |source| DataDirError::Write { path: db.clone(), source };
         OpenOptions::new()

@@ -5,12 +5,16 @@
 //! happen; a stream subscribes *before* it reads the snapshot, so it cannot miss a change made
 //! while it connects (it may see one twice: events are idempotent for the agent). A stream that
 //! falls too far behind is closed; the agent reconnects and gets a fresh snapshot.
+//!
+//! When brokers share a PostgreSQL store, what one publishes also goes out through a relay to
+//! the others ([`crate::store::pg_events`]), which hand it to their own streams with
+//! [`Hub::publish_local`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use maestro_wire::agent_api::AgentEvent;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// Events kept for a slow stream before it is closed.
 const CHANNEL_CAPACITY: usize = 256;
@@ -25,6 +29,8 @@ pub struct Hub {
 struct Inner {
     channels: Mutex<HashMap<String, Channel>>,
     shutdown: watch::Sender<bool>,
+    /// Where published events also go: the other brokers on a shared store. Set once.
+    relay: OnceLock<mpsc::UnboundedSender<(String, AgentEvent)>>,
 }
 
 #[derive(Debug)]
@@ -69,7 +75,13 @@ impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
         let (shutdown, _) = watch::channel(false);
-        Self { inner: Arc::new(Inner { channels: Mutex::new(HashMap::new()), shutdown }) }
+        Self {
+            inner: Arc::new(Inner {
+                channels: Mutex::new(HashMap::new()),
+                shutdown,
+                relay: OnceLock::new(),
+            }),
+        }
     }
 
     fn channels(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
@@ -92,11 +104,40 @@ impl Hub {
         }
     }
 
-    /// Sends an event to a session's open streams, if any.
+    /// Sends an event to a session's open streams, if any, and to the other brokers.
     pub fn publish(&self, session_id: &str, event: AgentEvent) {
+        if let Some(relay) = self.inner.relay.get() {
+            // An error only means the relay stopped (the broker is stopping).
+            let _ = relay.send((session_id.to_owned(), event.clone()));
+        }
+        self.publish_local(session_id, event);
+    }
+
+    /// Sends an event to this broker's streams of a session only (one that another broker
+    /// published).
+    pub fn publish_local(&self, session_id: &str, event: AgentEvent) {
         if let Some(channel) = self.channels().get(session_id) {
             // An error only means no stream is listening right now.
             let _ = channel.tx.send(event);
+        }
+    }
+
+    /// From now on, also hands every published event to `relay`. Only the first call counts.
+    pub fn set_relay(&self, relay: mpsc::UnboundedSender<(String, AgentEvent)>) {
+        let _ = self.inner.relay.set(relay);
+    }
+
+    /// Closes the open streams of one session (`None`: of every session) without ending
+    /// them: their agents reconnect and get a fresh snapshot. For when events may have been
+    /// lost on the way from another broker.
+    pub fn resync(&self, session_id: Option<&str>) {
+        let mut channels = self.channels();
+        for (id, channel) in channels.iter_mut() {
+            if session_id.is_none_or(|s| s == id) {
+                // Dropping the old sender closes its receivers; the stream count stays, since
+                // each closing stream's guard still counts itself down.
+                channel.tx = broadcast::channel(CHANNEL_CAPACITY).0;
+            }
         }
     }
 
@@ -136,5 +177,27 @@ mod tests {
         let sub = hub.subscribe("s");
         hub.shutdown();
         assert!(*sub.shutdown.borrow());
+    }
+
+    #[tokio::test]
+    async fn relay_gets_published_events_but_not_local_ones() {
+        let hub = Hub::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        hub.set_relay(tx);
+        let mut sub = hub.subscribe("s");
+        hub.publish("s", AgentEvent::Deactivated { name: "A".into() });
+        hub.publish_local("s", AgentEvent::Deactivated { name: "B".into() });
+        assert_eq!(rx.recv().await.unwrap().1, AgentEvent::Deactivated { name: "A".into() });
+        assert!(rx.try_recv().is_err(), "events from other brokers are not relayed back");
+        assert_eq!(sub.events.recv().await.unwrap(), AgentEvent::Deactivated { name: "A".into() });
+        assert_eq!(sub.events.recv().await.unwrap(), AgentEvent::Deactivated { name: "B".into() });
+        let mut other = hub.subscribe("t");
+        hub.resync(Some("s"));
+        assert!(matches!(sub.events.recv().await, Err(broadcast::error::RecvError::Closed)));
+        hub.publish_local("t", AgentEvent::Deactivated { name: "C".into() });
+        assert!(other.events.recv().await.is_ok(), "other sessions' streams stay open");
+        assert!(hub.connected("s"), "a resync closes streams; their guards count them down");
+        drop(sub);
+        assert!(!hub.connected("s"));
     }
 }

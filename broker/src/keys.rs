@@ -57,7 +57,7 @@ pub enum KeyError {
 
 fn wrong(dir: &DataDir) -> KeyError {
     KeyError::Wrong {
-        db: dir.database().display().to_string(),
+        db: dir.database_label(),
         file: dir.master_key().display().to_string(),
     }
 }
@@ -128,7 +128,7 @@ pub async fn open_master_key(dir: &DataDir, store: &dyn Store) -> Result<MasterK
             }
             if current.is_none() {
                 Err(KeyError::Missing {
-                    db: dir.database().display().to_string(),
+                    db: dir.database_label(),
                     file: dir.master_key().display().to_string(),
                 })
             } else {

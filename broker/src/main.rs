@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use maestro_broker::app::Settings;
 use maestro_broker::datadir::DataDir;
 use maestro_broker::server::{self, ServeOptions};
+use maestro_broker::store::engine::DatabaseUrl;
 use maestro_wire::limits::MAX_CERT_TTL_SECS;
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +18,16 @@ struct Cli {
     /// Data directory: database, keys, CA, admin token.
     #[arg(long, global = true, env = "MAESTRO_DATA_DIR", default_value = "maestro-data")]
     data_dir: std::path::PathBuf,
+    /// PostgreSQL database shared by several brokers, postgres://USER@HOST:PORT/DATABASE
+    /// (default: SQLite in the data dir). Prefer the environment variable: argv is public.
+    #[arg(
+        long,
+        global = true,
+        env = "MAESTRO_DATABASE_URL",
+        hide_env_values = true,
+        value_parser = DatabaseUrl::parse
+    )]
+    database: Option<DatabaseUrl>,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,7 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    let dir = DataDir::new(cli.data_dir);
+    let dir = DataDir::new(cli.data_dir).with_database_url(cli.database);
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { listen, hostnames, cert_ttl, heartbeat } => {

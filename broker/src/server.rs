@@ -17,7 +17,7 @@ use crate::datadir::{self, DataDir, DataDirError, DirLock};
 use crate::events::Hub;
 use crate::keys::{self, KeyError};
 use crate::seal::MasterKey;
-use crate::store::sqlite::SqliteStore;
+use crate::store::engine::Engine;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 use crate::tokens;
@@ -63,9 +63,10 @@ pub struct ServeOptions {
     pub settings: Settings,
 }
 
-/// An opened data directory: the store, checked master key and CA.
+/// An opened data directory: the store (and its engine), checked master key and CA.
 pub struct Opened {
-    pub store: Arc<SqliteStore>,
+    pub engine: Engine,
+    pub store: Arc<dyn Store>,
     pub master: MasterKey,
     pub ca: Ca,
 }
@@ -76,15 +77,23 @@ pub struct Opened {
 pub async fn open(dir: &DataDir) -> Result<Opened, ServeError> {
     dir.ensure()?;
     let _keys = dir.key_lock()?;
-    open_locked(dir).await
+    let engine = open_engine(dir).await?;
+    let _shared_keys = engine.key_lock().await?;
+    open_locked(dir, engine).await
 }
 
-/// [`open`], for a caller that holds the key lock.
-async fn open_locked(dir: &DataDir) -> Result<Opened, ServeError> {
+/// The data directory's database (SQLite inside it, or PostgreSQL), schema up to date.
+async fn open_engine(dir: &DataDir) -> Result<Engine, ServeError> {
     dir.prepare_database()?;
-    let store = Arc::new(SqliteStore::open(&dir.database()).await?);
+    Ok(Engine::open(dir).await?)
+}
+
+/// [`open`], for a caller that holds the key locks (the directory's and the engine's).
+async fn open_locked(dir: &DataDir, engine: Engine) -> Result<Opened, ServeError> {
+    let store = engine.store();
     let master = keys::open_master_key(dir, store.as_ref()).await?;
     let ca = Ca::load_or_create(dir)?;
+    engine.check_ca(dir, ca.cert_pem()).await?;
     if store.user_count().await? == 0 {
         let token = tokens::generate(tokens::USER_TOKEN_PREFIX)?;
         // The file first: a crash before the insert just means a new token next start.
@@ -95,7 +104,7 @@ async fn open_locked(dir: &DataDir) -> Result<Opened, ServeError> {
         info!(path = %dir.admin_token().display(), "made the first user, admin");
     }
     dir.prepare_database()?;
-    Ok(Opened { store, master, ca })
+    Ok(Opened { engine, store, master, ca })
 }
 
 /// Whether `name` is a valid user name.
@@ -114,7 +123,7 @@ pub async fn add_user(dir: &DataDir, name: &str) -> Result<SecretValue, ServeErr
     let opened = open(dir).await?;
     let token = tokens::generate(tokens::USER_TOKEN_PREFIX)?;
     opened.store.create_user(name, &tokens::hash(token.expose()), clock::now()).await?;
-    opened.store.close().await;
+    opened.engine.close().await;
     Ok(token)
 }
 
@@ -123,9 +132,13 @@ pub async fn rotate_master_key(dir: &DataDir) -> Result<usize, ServeError> {
     dir.ensure()?;
     let _lock = dir.lock()?;
     let _keys = dir.key_lock()?;
-    let opened = open_locked(dir).await?;
+    let engine = open_engine(dir).await?;
+    let _shared_keys = engine.key_lock().await?;
+    // A shared database: no broker may be serving with the old key.
+    let _no_brokers = engine.rotation_lock().await?;
+    let opened = open_locked(dir, engine).await?;
     let count = keys::rotate(dir, opened.store.as_ref()).await?;
-    opened.store.close().await;
+    opened.engine.close().await;
     Ok(count)
 }
 
@@ -171,8 +184,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .local_addr()
         .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?;
 
-    let store = opened.store.clone();
+    let engine = opened.engine.clone();
     let hub = Hub::new();
+    // With brokers sharing a PostgreSQL store: their events, and the lock rotation checks.
+    let serving = engine.start_serving(&hub).await?;
     let app = Arc::new(App {
         store: opened.store,
         master: opened.master,
@@ -218,7 +233,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let result =
         server.serve(crate::api::router(app).merge(crate::ui::router()).into_make_service()).await;
     expiry.abort();
-    store.close().await;
+    drop(serving);
+    engine.close().await;
     info!("stopped");
     result.map_err(ServeError::Serve)
 }

@@ -231,7 +231,7 @@ impl Filesystem for SecretsFs {
         match self.open_file(req, ino.0, flags) {
             // Direct I/O keeps file data out of the page cache, so every read comes here and
             // meets the current snapshot. No flush: there is nothing to write back.
-            Ok(fh) => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH),
+            Ok(fh) => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH),
             Err(e) => reply.error(e),
         }
     }

@@ -93,6 +93,7 @@ async fn boto3_takes_the_variables_and_the_credential_process_helper() {
     assert_ne!(out.status, 0);
     assert!(out.stderr.contains("no aws secret is active in this session"), "{out:?}");
     assert!(!out.stdout.contains("planted") && !out.stderr.contains("planted"), "{out:?}");
+    world.assert_no_leak(&["planted/boto3+secret", "planted-boto3-token"]);
 }
 
 /// `openssl ARGS` in `dir`; panics unless it succeeds.
@@ -171,4 +172,7 @@ async fn google_auth_loads_the_key_from_the_mount_and_signs() {
     assert_ne!(out.status, 0);
     assert!(out.stderr.contains("DefaultCredentialsError"), "{out:?}");
     assert!(!world.agent.file("gcp/service-account.json").exists());
+    // The key's base64 body, one line of it, is what would show in a leak.
+    let key_line = private_key.lines().nth(1).unwrap();
+    world.assert_no_leak(&[key_line]);
 }

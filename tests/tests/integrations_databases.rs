@@ -98,6 +98,7 @@ async fn psql_connects_with_the_variables_the_url_and_the_pgpass_file() {
     assert_failed_without(&out, PG_PASSWORD, "psql with the pgpass file");
     assert!(out.stderr.contains("no password supplied"), "{out:?}");
     assert_failed_without(&without_password(), PG_PASSWORD, "psql after deactivation");
+    world.assert_no_leak(&[PG_PASSWORD]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,5 +169,6 @@ async fn mariadb_client_connects_with_the_variables_the_option_file_and_the_url(
     assert_failed_without(&with_variables(), MY_PASSWORD, "mariadb with the variables");
     assert_failed_without(&with_option_file(), MY_PASSWORD, "mariadb with the option file");
     assert_failed_without(&with_url_only(), MY_PASSWORD, "mariadb with DATABASE_URL");
+    world.assert_no_leak(&[MY_PASSWORD]);
     drop(db);
 }

@@ -112,6 +112,7 @@ async fn git_credential_fill_gets_the_github_token_and_nothing_for_other_hosts()
     let out = fill(&world, "https", "github.com");
     assert_ne!(out.status, 0);
     assert!(!out.stdout.contains("ghp_planted"), "{out:?}");
+    world.assert_no_leak(&["ghp_plantedfill"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,4 +147,6 @@ async fn git_ls_remote_over_https_uses_the_helper_until_deactivated() {
     assert_ne!(out.status, 0, "{out:?}");
     assert!(!out.stdout.contains(&server.head), "{out:?}");
     assert!(!out.stderr.contains(token) && !out.stdout.contains(token), "{out:?}");
+    assert!(!server.log().contains(token));
+    world.assert_no_leak(&[token]);
 }

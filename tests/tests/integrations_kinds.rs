@@ -317,7 +317,9 @@ async fn registration_refuses_each_missing_or_malformed_field_and_changes_nothin
                 )
             );
         }
-        for (field, bad) in case.malformed {
+        // Every required field, given but empty; then the kind's own malformed values.
+        let empty: Vec<(&str, &str)> = case.required.iter().map(|f| (*f, "")).collect();
+        for (field, bad) in empty.iter().chain(case.malformed) {
             let mut fields: Vec<(&str, &str)> =
                 case.fields.iter().filter(|(k, _)| k != field).copied().collect();
             fields.push((field, bad));
@@ -420,6 +422,13 @@ async fn each_kind_provides_exactly_its_variables_and_files_until_deactivated() 
         assert_eq!(injected(&world, None), BTreeMap::new(), "{} left variables", case.kind);
         assert_eq!(mounted_files(&world), BTreeMap::new(), "{} left files", case.kind);
     }
+    let secrets: Vec<&str> = CASES
+        .iter()
+        .flat_map(|c| c.fields.iter().map(|(_, v)| *v))
+        .filter(|v| v.contains("planted"))
+        .collect();
+    assert!(secrets.len() >= 10);
+    world.assert_no_leak(&secrets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,7 +491,8 @@ async fn aws_prod_and_dev_are_never_active_together_and_only_picks_one() {
     assert_eq!(
         out.stderr,
         "maestro-exec aws-credential-process: secret AWS_DEV is not active in this session; \
-         activate it or drop it from --only\n"
+         activate it (maestro secrets activate --session ID AWS_DEV) or name an active aws \
+         secret\n"
     );
     let out = helper(&["GH"]);
     assert_eq!((out.status, out.stdout.as_str()), (1, ""));
@@ -507,4 +517,5 @@ async fn aws_prod_and_dev_are_never_active_together_and_only_picks_one() {
     let out = helper(&[]);
     assert_eq!(out.status, 1);
     assert!(out.stderr.contains("no aws secret is active in this session"), "{out:?}");
+    world.assert_no_leak(&["planted-prod-secret", "planted-dev-secret", "ghp_plantedenv"]);
 }

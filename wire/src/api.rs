@@ -19,6 +19,14 @@
 //! | POST | `/v1/sessions/{id}/activate` | [`Activation`] | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/deactivate` | [`Activation`] | [`SessionInfo`] |
 //! | GET | `/v1/audit` | | `Vec<AuditEvent>` (the caller's whole audit trail) |
+//! | POST | `/v1/oauth/providers` | [`crate::oauth::AddProvider`] | [`crate::oauth::ProviderInfo`] (201) |
+//! | GET | `/v1/oauth/providers` | | `Vec<ProviderInfo>` |
+//! | POST | `/v1/oauth/connect` | [`crate::oauth::Connect`] | [`crate::oauth::AuthorizationStarted`] (201) |
+//! | POST | `/v1/oauth/reconnect` | [`crate::oauth::Reconnect`] | [`crate::oauth::AuthorizationStarted`] (201) |
+//! | GET | `/v1/oauth/authorizations/{id}` | | [`crate::oauth::AuthorizationStatus`] |
+//! | POST | `/v1/oauth/authorizations/{id}/cancel` | | [`crate::oauth::AuthorizationStatus`] |
+//! | POST | `/v1/oauth/refresh` | [`crate::oauth::RefreshNow`] | [`SecretMeta`] |
+//! | GET | `/v1/oauth/callback?code&state` | (no token: the `state` is the capability) | a short HTML page |
 //!
 //! No route of this API ever returns a secret value: values travel one way, in.
 //! Every error is an HTTP 4xx/5xx with an [`ApiError`] body.

@@ -5,6 +5,7 @@
 //! * [`api`]: the broker's user API (bearer token over HTTPS), used by the `maestro` CLI.
 //! * [`agent_api`]: the broker's agent API (mutual TLS), used by `maestro-agent`.
 //! * [`sock`]: the agent's unix-socket protocol, used by `maestro-exec`.
+//! * [`oauth`]: OAuth provider presets and the `/v1/oauth` API types.
 //! * [`catalog`]: integration kinds as data: fields, defaults, validation, variables, files.
 //! * [`secret`]: [`SecretValue`], the only type that carries a secret value.
 //!
@@ -18,6 +19,7 @@ pub mod api;
 pub mod catalog;
 pub mod limits;
 pub mod names;
+pub mod oauth;
 pub mod secret;
 pub mod sock;
 

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 
 use maestro_wire::names::is_valid_secret_name;
-use maestro_wire::sock::{Action, MaterialEntry, Response};
+use maestro_wire::sock::{Action, MaterialEntry, Response, SockErrorCode};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -83,9 +83,12 @@ fn run(name: Option<&str>) -> Result<(), HelperError> {
         only: name.map(|n| vec![n.to_owned()]).unwrap_or_default(),
         command: Some(SUBCOMMAND.to_owned()),
     };
-    let secrets = match exec::ask(&exec::socket_path(), action)? {
-        Response::Material { secrets } => secrets,
-        Response::Error { message, .. } => return Err(HelperError::AskAgent(message)),
+    let secrets = match (exec::ask(&exec::socket_path(), action)?, name) {
+        (Response::Material { secrets }, _) => secrets,
+        (Response::Error { code: SockErrorCode::NotActive, .. }, Some(name)) => {
+            return Err(HelperError::NotActive(name.to_owned()));
+        }
+        (Response::Error { message, .. }, _) => return Err(HelperError::AskAgent(message)),
         _ => return Err(HelperError::UnexpectedAnswer),
     };
     let line = render(&secrets[choose(name, &secrets)?])?;

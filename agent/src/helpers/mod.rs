@@ -18,8 +18,6 @@ use thiserror::Error;
 /// Why a helper could not answer. Never holds a value.
 #[derive(Debug, Error)]
 pub enum HelperError {
-    #[error("{0}")]
-    Usage(String),
     /// The agent could not be asked, or refused; the message says what to do.
     #[error("{0}")]
     AskAgent(String),
@@ -41,6 +39,10 @@ pub enum HelperError {
     SeveralAwsSecrets(String),
     #[error("secret {0} is active but is not of kind aws")]
     NotAws(String),
+    #[error(
+        "secret {0} is not active in this session; activate it (maestro secrets activate --session ID {0}) or name an active aws secret"
+    )]
+    NotActive(String),
     #[error("secret {name} lacks the field {field}; edit it with `maestro secrets edit {name}`")]
     MissingField { name: String, field: &'static str },
     #[error("cannot encode the answer")]

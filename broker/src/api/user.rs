@@ -129,6 +129,7 @@ pub async fn edit_secret(
     ApiJson(body): ApiJson<EditSecret>,
 ) -> ApiResult<Json<SecretMeta>> {
     let _serialized = app.activation_lock.lock().await;
+    let _across_brokers = app.store.lock_owner(user.id).await?;
     let secret = owned_secret(&app, &user, &name).await?;
     if body.kind.is_none()
         && body.fields.is_empty()
@@ -238,6 +239,7 @@ pub async fn delete_secret(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Deleted>> {
     let _serialized = app.activation_lock.lock().await;
+    let _across_brokers = app.store.lock_owner(user.id).await?;
     let secret = owned_secret(&app, &user, &name).await?;
     let sessions = app.store.delete_secret(&secret, clock::now()).await?;
     for session in &sessions {
@@ -403,6 +405,7 @@ pub async fn activate(
 ) -> ApiResult<Json<SessionInfo>> {
     let names = activation_names(&body, "activate")?;
     let _serialized = app.activation_lock.lock().await;
+    let _across_brokers = app.store.lock_owner(user.id).await?;
     let session = live_owned_session(&app, &user, &id, "activate").await?;
     let mut wanted = Vec::with_capacity(names.len());
     for name in &names {
@@ -458,6 +461,7 @@ pub async fn deactivate(
 ) -> ApiResult<Json<SessionInfo>> {
     let names = activation_names(&body, "deactivate")?;
     let _serialized = app.activation_lock.lock().await;
+    let _across_brokers = app.store.lock_owner(user.id).await?;
     let session = live_owned_session(&app, &user, &id, "deactivate").await?;
     let active: HashMap<String, SecretRecord> = app
         .store

@@ -1,8 +1,9 @@
 //! Persistence behind one trait, so that the broker does not care which database holds it.
 //!
 //! [`sqlite::SqliteStore`] is the embedded default. The trait is object-safe (every method
-//! returns a boxed future) so that the engine can be chosen at start-up; a PostgreSQL engine
-//! implements the same trait with the same transactions.
+//! returns a boxed future) so that the engine can be chosen at start-up ([`engine`]);
+//! [`postgres::PgStore`] implements the same trait with the same transactions, for several
+//! brokers sharing one store.
 //!
 //! What the store holds: users (token hashes), secrets (metadata and the id of their data key),
 //! field ciphertexts, wrapped data keys, sessions, activations, enrollment tokens (hashes), issued
@@ -12,6 +13,10 @@
 //! Every method that changes more than one row does so in one transaction, and every mutation
 //! that the user can see records its audit row in that same transaction.
 
+pub mod engine;
+pub mod pg_events;
+pub mod pg_schema;
+pub mod postgres;
 pub mod schema;
 pub mod sqlite;
 
@@ -55,6 +60,36 @@ pub enum StoreError {
     /// The enrollment token is unknown, already used, or expired.
     #[error("the enrollment token is unknown, already used, or expired")]
     TokenUnusable,
+    /// `rotate-master-key` on a shared database while brokers serve on it.
+    #[error(
+        "brokers are serving on {database}; stop every broker that shares it, then rotate the master key"
+    )]
+    BrokersServing { database: String },
+    /// A broker starting on a shared database while the master key is being rotated.
+    #[error(
+        "a master key rotation is running on {database}; start the broker again when it has finished"
+    )]
+    RotationRunning { database: String },
+    /// A broker whose CA is not the one the other brokers on a shared database use.
+    #[error(
+        "{file} is not the CA of the brokers on {database}: copy ca.key and ca.pem (with master.key) from the data directory of a broker that uses this database"
+    )]
+    ForeignCa { file: String, database: String },
+}
+
+/// Held while a change to what is active where is checked and written (see
+/// [`Store::lock_owner`]); released when dropped.
+#[must_use = "the lock is released when this value is dropped"]
+#[derive(Default)]
+pub struct OwnerLock {
+    _held: Option<Box<dyn Send>>,
+}
+
+impl OwnerLock {
+    /// A lock that lasts as long as `held` (a transaction holding an advisory lock, ...).
+    pub fn holding(held: impl Send + 'static) -> Self {
+        Self { _held: Some(Box::new(held)) }
+    }
 }
 
 /// Shorthand for mapping a `sqlx::Error` to [`StoreError::Query`].
@@ -198,6 +233,16 @@ pub struct UsageSummary {
 
 /// The broker's persistence. See the module docs for its guarantees.
 pub trait Store: Send + Sync {
+    // Serialization across brokers.
+
+    /// Serializes changes to what is active where (activate, deactivate, edit, delete) of one
+    /// owner across every broker that shares the store, so that a conflict check and the write
+    /// it guards see the same state. Hold it from before the check until after the write. The
+    /// default does nothing: a store that one broker owns is serialized by that broker's mutex.
+    fn lock_owner(&self, _owner_id: i64) -> StoreFuture<'_, OwnerLock> {
+        Box::pin(async { Ok(OwnerLock::default()) })
+    }
+
     // Meta and keys.
 
     /// A small value of the store's own (the master key check, ...).

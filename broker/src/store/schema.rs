@@ -6,9 +6,10 @@
 //! that forgets.
 
 /// `(version, statements)`, applied in order; `PRAGMA user_version` records the last one.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -107,7 +108,10 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 "#,
-)];
+    ),
+    // OAuth providers, authorizations and token state (see `crate::oauth::store`).
+    (2, super::sqlite::oauth::SCHEMA),
+];
 
 /// The schema version this broker writes.
 pub fn latest() -> i64 {

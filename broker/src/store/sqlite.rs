@@ -22,6 +22,9 @@ use super::{
 };
 use crate::audit;
 
+/// The OAuth tables ([`crate::oauth::store::OAuthStore`]), a child so that it shares the helpers.
+pub(super) mod oauth;
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use maestro_tests::agent::{Agent, AgentOptions, SANDBOX_UID, Sandbox, as_uid, wait_until};
 use maestro_tests::broker::CmdOutput;
-use maestro_tests::util::bin_dir;
+use maestro_tests::util::{bin_dir, files_containing};
 use serde_json::{Value, json};
 
 /// How long an activation or deactivation may take to reach the agent.
@@ -95,11 +95,12 @@ pub fn postgres_bin() -> Option<PathBuf> {
 }
 
 /// A broker, a user, a session, an agent on a temporary mount, and the sandbox user's home.
+/// Fields drop in this order: the agent (and its mount) before the directory that holds it.
 pub struct World {
-    pub sb: Sandbox,
-    pub session: String,
     pub agent: Agent,
     pub home: PathBuf,
+    pub session: String,
+    pub sb: Sandbox,
 }
 
 impl World {
@@ -111,7 +112,7 @@ impl World {
         std::fs::create_dir(&home).unwrap();
         std::os::unix::fs::chown(&home, Some(SANDBOX_UID), Some(SANDBOX_UID)).unwrap();
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Self { sb, session, agent, home }
+        Self { agent, home, session, sb }
     }
 
     /// Registers a secret through the user API; panics unless it is created.
@@ -174,6 +175,19 @@ impl World {
     /// The absolute path of a file under the mount, as a string.
     pub fn mounted(&self, relative: &str) -> String {
         self.agent.file(relative).to_string_lossy().into_owned()
+    }
+
+    /// Asserts that no value reached the agent's or the broker's log, or a file of the broker.
+    pub fn assert_no_leak(&self, values: &[&str]) {
+        let logs =
+            [("the agent's log", self.agent.log()), ("the broker's log", self.sb.broker.log())];
+        for value in values {
+            for (what, log) in &logs {
+                assert!(!log.contains(value), "{what} holds a secret value:\n{log}");
+            }
+            let files = files_containing(self.sb.broker.data_dir(), value.as_bytes());
+            assert!(files.is_empty(), "the broker's files hold a secret value: {files:?}");
+        }
     }
 
     /// Writes a file into the sandbox user's home (mode 0600, owned by that user).

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use maestro_tests::agent::{run_cmd, wait_until};
+use maestro_tests::agent::run_cmd;
 use maestro_tests::broker::CmdOutput;
 use maestro_tests::util::{ChildGuard, temp_dir};
 use nix::unistd::User;
@@ -176,14 +176,23 @@ impl Mariadb {
             .args(["--skip-log-bin", "--innodb-flush-log-at-trx-commit=0"]);
         let server = ChildGuard::spawn("mariadbd", cmd);
         let me = Self { port, dir, server: Some(server) };
+        // Ready when the socket exists and the server answers on it; polled gently, since
+        // each ping is a process.
         let ping = || {
             let mut ping = Command::new("mariadb-admin");
             ping.arg("--no-defaults").arg(format!("--socket={}", socket.display()));
             ping.args(["--user=root", "ping"]);
             run_cmd(ping).status == 0
         };
-        let up = wait_until(Duration::from_secs(30), ping);
-        assert!(up.is_some(), "mariadbd did not come up:\n{}", me.log());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !(socket.exists() && ping()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mariadbd did not come up within 30 s:\n{}",
+                me.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let sql = format!(
             "CREATE DATABASE `{database}`; CREATE USER {}@'%' IDENTIFIED BY {}; \
              GRANT ALL ON `{database}`.* TO {}@'%';",

@@ -1,0 +1,1103 @@
+//! The PostgreSQL engine of [`Store`], for several brokers sharing one store.
+//!
+//! It keeps the SQLite engine's semantics: the same tables, the same transactions (a change and
+//! its audit records commit together), the same associated data (sealing happens before the
+//! store), the same error mapping. Where SQLite serializes writers with `BEGIN IMMEDIATE`,
+//! PostgreSQL's row locks do it here, and the statements are written so that two brokers racing
+//! on the same row decide the race in the database:
+//!
+//! * ending a session is `UPDATE ... WHERE ended_at IS NULL`: one broker wins, the others see
+//!   no row and do nothing (session expiry runs on every broker);
+//! * a change that needs a live session reads it `FOR SHARE`, so it waits for an end in
+//!   progress and then sees it;
+//! * an edit locks the secret's row at the version it read (`FOR UPDATE`), so a concurrent edit
+//!   finds the version changed;
+//! * a conflict check across brokers holds a transaction-level advisory lock per owner
+//!   ([`Store::lock_owner`]).
+//!
+//! Cross-process locks of their own ([`PgLock`]) stand in for the data directory's file locks,
+//! which only reach one machine: the key lock (first start, rotation), and the serving lock
+//! that `rotate-master-key` needs free.
+//!
+//! PostgreSQL keeps deleted rows until `VACUUM` reclaims them: an old version's ciphertexts and
+//! wrapped data key linger in dead tuples until autovacuum runs. They stay sealed under the
+//! master key; see the README on vacuuming after an edit meant to purge.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnection, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, PgPool, Row, Transaction};
+
+use super::engine::DatabaseUrl;
+use super::{
+    AuditRecord, AuditRow, CertificateRecord, DataKeyRecord, EnrollmentRecord, OwnerLock,
+    SealedField, SecretRecord, SessionRecord, Store, StoreError, StoreFuture, UsageSummary,
+    UserRecord, pg_schema, query_failed,
+};
+use crate::audit;
+
+/// The first key of every advisory lock the broker takes (two-int key space), so that its
+/// locks never collide with another application's on the same database.
+const LOCK_CLASS: i32 = 0x6d61_6501;
+/// The first key of the per-owner activation locks.
+const OWNER_LOCK_CLASS: i32 = 0x6d61_6502;
+/// Second keys under [`LOCK_CLASS`].
+const KEYS_LOCK: i32 = 1;
+const SERVING_LOCK: i32 = 2;
+const MIGRATE_LOCK: i32 = 3;
+
+/// Connections per broker: requests, the expiry task, one per held owner lock.
+const MAX_CONNECTIONS: u32 = 16;
+/// How long a request waits for a free connection before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    url: DatabaseUrl,
+}
+
+type Tx = Transaction<'static, sqlx::Postgres>;
+
+macro_rules! secret_select {
+    ($($rest:literal)*) => {
+        concat!(
+            "SELECT s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
+             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at \
+             FROM secrets s JOIN data_keys d ON d.id = s.data_key_id ",
+            $($rest),*
+        )
+    };
+}
+
+macro_rules! session_select {
+    ($($rest:literal)*) => {
+        concat!(
+            "SELECT id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
+             enrolled FROM sessions ",
+            $($rest),*
+        )
+    };
+}
+
+macro_rules! audit_select {
+    ($($rest:literal)*) => {
+        concat!(
+            "SELECT seq, owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
+             command, detail FROM audit ",
+            $($rest),*
+        )
+    };
+}
+
+/// A cross-broker lock held on a connection of its own (a session-level advisory lock),
+/// released when the connection closes: when this value is dropped, or when the process dies.
+#[derive(Debug)]
+pub struct PgLock {
+    _conn: PgConnection,
+}
+
+impl PgStore {
+    /// Connects to the database and brings its schema up to date.
+    pub async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(url.options().clone())
+            .await
+            .map_err(|source| StoreError::Open { path: url.label().to_owned(), source })?;
+        let store = Self { pool, url: url.clone() };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The database's URL without its password.
+    pub fn label(&self) -> &str {
+        self.url.label()
+    }
+
+    /// The connection pool (the event feed sends its notifications through it).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        for (version, sql) in pg_schema::MIGRATIONS {
+            let failed = |source| StoreError::Migrate { version: *version, source };
+            let mut tx = self.pool.begin().await.map_err(failed)?;
+            // Brokers starting together: one migrates, the others wait and then skip.
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(LOCK_CLASS)
+                .bind(MIGRATE_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS maestro_schema (version BIGINT NOT NULL); \
+                 INSERT INTO maestro_schema (version) \
+                 SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM maestro_schema)",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+            let current: i64 = sqlx::query_scalar("SELECT MAX(version) FROM maestro_schema")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_failed("reading the schema version"))?;
+            if current > pg_schema::latest() {
+                return Err(StoreError::TooNew { found: current, supported: pg_schema::latest() });
+            }
+            if *version <= current {
+                tx.commit().await.map_err(failed)?;
+                continue;
+            }
+            sqlx::raw_sql(AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(failed)?;
+            sqlx::query("UPDATE maestro_schema SET version = $1")
+                .bind(*version)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    async fn lock_connection(&self) -> Result<PgConnection, StoreError> {
+        PgConnection::connect_with(self.url.options())
+            .await
+            .map_err(|source| StoreError::Open { path: self.label().to_owned(), source })
+    }
+
+    /// Waits for the key lock (first start's key check, rotation).
+    pub async fn key_lock(&self) -> Result<PgLock, StoreError> {
+        let mut conn = self.lock_connection().await?;
+        sqlx::query("SELECT pg_advisory_lock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(KEYS_LOCK)
+            .execute(&mut conn)
+            .await
+            .map_err(query_failed("taking the master key lock"))?;
+        Ok(PgLock { _conn: conn })
+    }
+
+    /// The serving lock, shared by every serving broker; fails while a rotation holds it.
+    pub async fn serving_lock(&self) -> Result<PgLock, StoreError> {
+        self.try_lock(
+            "SELECT pg_try_advisory_lock_shared($1, $2)",
+            StoreError::RotationRunning { database: self.label().to_owned() },
+        )
+        .await
+    }
+
+    /// The serving lock, exclusively; fails while any broker serves.
+    pub async fn rotation_lock(&self) -> Result<PgLock, StoreError> {
+        self.try_lock(
+            "SELECT pg_try_advisory_lock($1, $2)",
+            StoreError::BrokersServing { database: self.label().to_owned() },
+        )
+        .await
+    }
+
+    async fn try_lock(&self, sql: &'static str, busy: StoreError) -> Result<PgLock, StoreError> {
+        let mut conn = self.lock_connection().await?;
+        let taken: bool = sqlx::query_scalar(sql)
+            .bind(LOCK_CLASS)
+            .bind(SERVING_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(query_failed("taking the serving lock"))?;
+        if taken { Ok(PgLock { _conn: conn }) } else { Err(busy) }
+    }
+
+    async fn write_tx(&self) -> Result<Tx, StoreError> {
+        self.pool.begin().await.map_err(query_failed("starting a transaction"))
+    }
+}
+
+async fn commit(tx: Tx) -> Result<(), StoreError> {
+    tx.commit().await.map_err(query_failed("committing a transaction"))
+}
+
+fn get<'r, T>(row: &'r PgRow, column: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(column).map_err(query_failed("reading a row"))
+}
+
+fn json_list(text: &str, what: &'static str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt { what })
+}
+
+fn to_json(list: &[String]) -> String {
+    serde_json::Value::from(list.to_vec()).to_string()
+}
+
+fn version_i64(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+fn version_u64(version: i64) -> Result<u64, StoreError> {
+    u64::try_from(version).map_err(|_| StoreError::Corrupt { what: "version" })
+}
+
+/// A pid or uid column (PostgreSQL has no unsigned integers).
+fn id_u32(value: Option<i64>, what: &'static str) -> Result<Option<u32>, StoreError> {
+    value.map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt { what })).transpose()
+}
+
+fn secret_from_row(row: &PgRow) -> Result<SecretRecord, StoreError> {
+    Ok(SecretRecord {
+        id: get(row, "id")?,
+        owner_id: get(row, "owner_id")?,
+        name: get(row, "name")?,
+        kind: get(row, "kind")?,
+        description: get(row, "description")?,
+        tags: json_list(&get::<String>(row, "tags")?, "tag list")?,
+        version: version_u64(get(row, "version")?)?,
+        field_names: json_list(&get::<String>(row, "field_names")?, "field name list")?,
+        data_key_id: get(row, "data_key_id")?,
+        wrapped_key: get(row, "wrapped")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: get(row, "id")?,
+        owner_id: get(row, "owner_id")?,
+        label: get(row, "label")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        ended_at: get(row, "ended_at")?,
+        ended_reason: get(row, "ended_reason")?,
+        enrolled: get(row, "enrolled")?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditRow, StoreError> {
+    let action: String = get(row, "action")?;
+    Ok(AuditRow {
+        seq: get(row, "seq")?,
+        record: AuditRecord {
+            owner_id: get(row, "owner_id")?,
+            at: get(row, "at")?,
+            action: audit::parse_action(&action)
+                .ok_or(StoreError::Corrupt { what: "audit action" })?,
+            secret_id: get(row, "secret_id")?,
+            secret_name: get(row, "secret_name")?,
+            session_id: get(row, "session_id")?,
+            pid: id_u32(get(row, "pid")?, "pid")?,
+            uid: id_u32(get(row, "uid")?, "uid")?,
+            command: get(row, "command")?,
+            detail: get(row, "detail")?,
+        },
+    })
+}
+
+async fn insert_audit(conn: &mut PgConnection, r: &AuditRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
+         command, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(r.owner_id)
+    .bind(r.at)
+    .bind(audit::action_name(r.action))
+    .bind(r.secret_id.as_deref())
+    .bind(r.secret_name.as_deref())
+    .bind(r.session_id.as_deref())
+    .bind(r.pid.map(i64::from))
+    .bind(r.uid.map(i64::from))
+    .bind(r.command.as_deref())
+    .bind(r.detail.as_deref())
+    .execute(conn)
+    .await
+    .map_err(query_failed("appending to the audit trail"))?;
+    Ok(())
+}
+
+async fn insert_data_key(
+    conn: &mut PgConnection,
+    secret: &SecretRecord,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO data_keys (id, wrapped, created_at) VALUES ($1, $2, $3)")
+        .bind(secret.data_key_id.as_str())
+        .bind(secret.wrapped_key.as_slice())
+        .bind(secret.updated_at)
+        .execute(conn)
+        .await
+        .map_err(query_failed("storing a data key"))?;
+    Ok(())
+}
+
+async fn insert_fields(
+    conn: &mut PgConnection,
+    secret: &SecretRecord,
+    fields: &[SealedField],
+) -> Result<(), StoreError> {
+    for field in fields {
+        sqlx::query("INSERT INTO secret_fields (secret_id, name, ciphertext) VALUES ($1, $2, $3)")
+            .bind(secret.id.as_str())
+            .bind(field.name.as_str())
+            .bind(field.blob.as_slice())
+            .execute(&mut *conn)
+            .await
+            .map_err(query_failed("storing a sealed field"))?;
+    }
+    Ok(())
+}
+
+async fn insert_certificate(
+    conn: &mut PgConnection,
+    cert: &CertificateRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO certificates (serial, session_id, not_before, not_after, issued_at, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(cert.serial.as_str())
+    .bind(cert.session_id.as_str())
+    .bind(cert.not_before)
+    .bind(cert.not_after)
+    .bind(cert.issued_at)
+    .bind(cert.reason)
+    .execute(conn)
+    .await
+    .map_err(query_failed("recording a certificate"))?;
+    Ok(())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Checks that a session is live, holding its row (`FOR SHARE`) until the transaction ends: an
+/// end in progress on another broker is waited for, and then seen.
+async fn session_live(conn: &mut PgConnection, id: &str, now: i64) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT ended_at, expires_at FROM sessions WHERE id = $1 FOR SHARE")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(query_failed("reading a session"))?;
+    match row {
+        Some(row) => {
+            let ended: Option<i64> = get(&row, "ended_at")?;
+            let expires: i64 = get(&row, "expires_at")?;
+            if ended.is_none() && expires > now { Ok(()) } else { Err(StoreError::SessionEnded) }
+        }
+        None => Err(StoreError::Changed { what: "session" }),
+    }
+}
+
+async fn upsert_meta(conn: &mut PgConnection, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(conn)
+    .await
+    .map_err(query_failed("writing store metadata"))?;
+    Ok(())
+}
+
+/// The two keys of an owner's advisory lock. Owners whose ids agree in their low 31 bits
+/// share a lock, which only serializes them a little more.
+fn owner_lock_key(owner_id: i64) -> i32 {
+    i32::try_from(owner_id.rem_euclid(1 << 31)).unwrap_or(0)
+}
+
+impl Store for PgStore {
+    fn lock_owner(&self, owner_id: i64) -> StoreFuture<'_, OwnerLock> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(OWNER_LOCK_CLASS)
+                .bind(owner_lock_key(owner_id))
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("taking the owner's activation lock"))?;
+            // Dropping the transaction rolls it back, which releases the lock.
+            Ok(OwnerLock::holding(tx))
+        })
+    }
+
+    fn meta_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_failed("reading store metadata"))
+        })
+    }
+
+    fn meta_put<'a>(&'a self, key: &'a str, value: &'a [u8]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn =
+                self.pool.acquire().await.map_err(query_failed("writing store metadata"))?;
+            upsert_meta(&mut conn, key, value).await
+        })
+    }
+
+    fn data_keys(&self) -> StoreFuture<'_, Vec<DataKeyRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT d.id, d.wrapped, s.owner_id, s.id AS secret_id, s.version \
+                 FROM data_keys d JOIN secrets s ON s.data_key_id = d.id ORDER BY d.id",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading data keys"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DataKeyRecord {
+                        id: get(row, "id")?,
+                        owner_id: get(row, "owner_id")?,
+                        secret_id: get(row, "secret_id")?,
+                        version: version_u64(get(row, "version")?)?,
+                        wrapped: get(row, "wrapped")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn rewrap_data_keys<'a>(
+        &'a self,
+        rewrapped: &'a [(String, Vec<u8>)],
+        check_key: &'a str,
+        check_value: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            // Nothing may add, edit or delete a secret while its key is being re-wrapped.
+            sqlx::query("LOCK TABLE data_keys, secrets IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("locking the data keys"))?;
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM data_keys")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_failed("counting data keys"))?;
+            if usize::try_from(count).ok() != Some(rewrapped.len()) {
+                return Err(StoreError::Changed { what: "set of data keys" });
+            }
+            for (id, wrapped) in rewrapped {
+                let done = sqlx::query("UPDATE data_keys SET wrapped = $1 WHERE id = $2")
+                    .bind(wrapped.as_slice())
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_failed("re-wrapping a data key"))?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Changed { what: "set of data keys" });
+                }
+            }
+            upsert_meta(&mut tx, check_key, check_value).await?;
+            commit(tx).await
+        })
+    }
+
+    fn create_user<'a>(
+        &'a self,
+        name: &'a str,
+        token_hash: &'a [u8],
+        now: i64,
+    ) -> StoreFuture<'a, UserRecord> {
+        Box::pin(async move {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO users (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+            )
+            .bind(name)
+            .bind(token_hash)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists { what: "user", name: name.to_owned() }
+                } else {
+                    StoreError::Query { step: "adding a user", source: e }
+                }
+            })?;
+            Ok(UserRecord { id, name: name.to_owned() })
+        })
+    }
+
+    fn user_by_token<'a>(&'a self, token_hash: &'a [u8]) -> StoreFuture<'a, Option<UserRecord>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT id, name FROM users WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_failed("looking up a token"))?;
+            row.map(|row| Ok(UserRecord { id: get(&row, "id")?, name: get(&row, "name")? }))
+                .transpose()
+        })
+    }
+
+    fn user_count(&self) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query_failed("counting users"))
+        })
+    }
+
+    fn insert_secret<'a>(
+        &'a self,
+        secret: &'a SecretRecord,
+        fields: &'a [SealedField],
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            insert_data_key(&mut tx, secret).await?;
+            sqlx::query(
+                "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
+                 version, data_key_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(secret.id.as_str())
+            .bind(secret.owner_id)
+            .bind(secret.name.as_str())
+            .bind(secret.kind.as_str())
+            .bind(secret.description.as_deref())
+            .bind(to_json(&secret.tags))
+            .bind(to_json(&secret.field_names))
+            .bind(version_i64(secret.version))
+            .bind(secret.data_key_id.as_str())
+            .bind(secret.created_at)
+            .bind(secret.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists { what: "secret", name: secret.name.clone() }
+                } else {
+                    StoreError::Query { step: "adding a secret", source: e }
+                }
+            })?;
+            insert_fields(&mut tx, secret, fields).await?;
+            insert_audit(&mut tx, audit).await?;
+            commit(tx).await
+        })
+    }
+
+    fn secret_by_name<'a>(
+        &'a self,
+        owner_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, Option<SecretRecord>> {
+        Box::pin(async move {
+            let row = sqlx::query(secret_select!("WHERE s.owner_id = $1 AND s.name = $2"))
+                .bind(owner_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_failed("reading a secret"))?;
+            row.as_ref().map(secret_from_row).transpose()
+        })
+    }
+
+    fn list_secrets(&self, owner_id: i64) -> StoreFuture<'_, Vec<SecretRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(secret_select!("WHERE s.owner_id = $1 ORDER BY s.name"))
+                .bind(owner_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_failed("listing secrets"))?;
+            rows.iter().map(secret_from_row).collect()
+        })
+    }
+
+    fn secret_fields<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, Vec<SealedField>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT name, ciphertext FROM secret_fields WHERE secret_id = $1 ORDER BY name",
+            )
+            .bind(secret_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading sealed fields"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(SealedField { name: get(row, "name")?, blob: get(row, "ciphertext")? })
+                })
+                .collect()
+        })
+    }
+
+    fn replace_secret<'a>(
+        &'a self,
+        old_version: u64,
+        secret: &'a SecretRecord,
+        fields: &'a [SealedField],
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            // FOR UPDATE: a concurrent edit waits here, then finds the version changed.
+            let old_key: Option<String> = sqlx::query_scalar(
+                "SELECT data_key_id FROM secrets \
+                 WHERE id = $1 AND owner_id = $2 AND version = $3 FOR UPDATE",
+            )
+            .bind(secret.id.as_str())
+            .bind(secret.owner_id)
+            .bind(version_i64(old_version))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_failed("reading a secret"))?;
+            let Some(old_key) = old_key else {
+                return Err(StoreError::Changed { what: "secret" });
+            };
+            sqlx::query("DELETE FROM secret_fields WHERE secret_id = $1")
+                .bind(secret.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("deleting old sealed fields"))?;
+            insert_data_key(&mut tx, secret).await?;
+            sqlx::query(
+                "UPDATE secrets SET kind = $1, description = $2, tags = $3, field_names = $4, \
+                 version = $5, data_key_id = $6, updated_at = $7 WHERE id = $8",
+            )
+            .bind(secret.kind.as_str())
+            .bind(secret.description.as_deref())
+            .bind(to_json(&secret.tags))
+            .bind(to_json(&secret.field_names))
+            .bind(version_i64(secret.version))
+            .bind(secret.data_key_id.as_str())
+            .bind(secret.updated_at)
+            .bind(secret.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("updating a secret"))?;
+            insert_fields(&mut tx, secret, fields).await?;
+            sqlx::query("DELETE FROM data_keys WHERE id = $1")
+                .bind(old_key.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("deleting an old data key"))?;
+            insert_audit(&mut tx, audit).await?;
+            commit(tx).await
+        })
+    }
+
+    fn delete_secret<'a>(
+        &'a self,
+        secret: &'a SecretRecord,
+        now: i64,
+    ) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            // Lock the row first: a concurrent edit or delete is waited for.
+            let found: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM secrets WHERE id = $1 AND owner_id = $2 FOR UPDATE",
+            )
+            .bind(secret.id.as_str())
+            .bind(secret.owner_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_failed("reading a secret"))?;
+            if found.is_none() {
+                return Err(StoreError::Changed { what: "secret" });
+            }
+            let sessions: Vec<String> = sqlx::query_scalar(
+                "SELECT a.session_id FROM activations a JOIN sessions s ON s.id = a.session_id \
+                 WHERE a.secret_id = $1 AND s.ended_at IS NULL ORDER BY a.session_id",
+            )
+            .bind(secret.id.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_failed("reading activations"))?;
+            sqlx::query("DELETE FROM activations WHERE secret_id = $1")
+                .bind(secret.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("deleting activations"))?;
+            sqlx::query("DELETE FROM secret_fields WHERE secret_id = $1")
+                .bind(secret.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("deleting sealed fields"))?;
+            let done = sqlx::query("DELETE FROM secrets WHERE id = $1 AND owner_id = $2")
+                .bind(secret.id.as_str())
+                .bind(secret.owner_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("deleting a secret"))?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Changed { what: "secret" });
+            }
+            sqlx::query("DELETE FROM data_keys WHERE id = $1")
+                .bind(secret.data_key_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("deleting a data key"))?;
+            let about = |action| AuditRecord {
+                secret_id: Some(secret.id.clone()),
+                secret_name: Some(secret.name.clone()),
+                ..AuditRecord::new(secret.owner_id, now, action)
+            };
+            for session in &sessions {
+                let record = AuditRecord {
+                    session_id: Some(session.clone()),
+                    detail: Some("secret deleted".to_owned()),
+                    ..about(maestro_wire::api::AuditAction::Deactivated)
+                };
+                insert_audit(&mut tx, &record).await?;
+            }
+            insert_audit(&mut tx, &about(maestro_wire::api::AuditAction::Deleted)).await?;
+            commit(tx).await?;
+            Ok(sessions)
+        })
+    }
+
+    fn secret_usage<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, UsageSummary> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT session_id, MAX(seq) AS last_seq, MAX(at) AS last_at FROM audit \
+                 WHERE secret_id = $1 AND action IN ('fetched', 'injected', 'file_read') \
+                 GROUP BY session_id ORDER BY last_seq DESC",
+            )
+            .bind(secret_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading a secret's usage"))?;
+            let mut summary = UsageSummary::default();
+            for row in &rows {
+                let at: i64 = get(row, "last_at")?;
+                summary.last_used_at = Some(summary.last_used_at.map_or(at, |l| l.max(at)));
+                if let Some(session) = get::<Option<String>>(row, "session_id")? {
+                    summary.sessions.push(session);
+                }
+            }
+            Ok(summary)
+        })
+    }
+
+    fn secret_active_in<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "SELECT a.session_id FROM activations a JOIN sessions s ON s.id = a.session_id \
+                 WHERE a.secret_id = $1 AND s.ended_at IS NULL ORDER BY a.session_id",
+            )
+            .bind(secret_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading activations"))
+        })
+    }
+
+    fn secret_history<'a>(
+        &'a self,
+        owner_id: i64,
+        secret_id: &'a str,
+    ) -> StoreFuture<'a, Vec<AuditRow>> {
+        Box::pin(async move {
+            let rows = sqlx::query(audit_select!(
+                "WHERE owner_id = $1 AND secret_id = $2 ORDER BY seq DESC LIMIT 10000"
+            ))
+            .bind(owner_id)
+            .bind(secret_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading a secret's history"))?;
+            let mut out = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
+            out.reverse();
+            Ok(out)
+        })
+    }
+
+    fn insert_session<'a>(
+        &'a self,
+        session: &'a SessionRecord,
+        token: &'a EnrollmentRecord,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            sqlx::query(
+                "INSERT INTO sessions (id, owner_id, label, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(session.id.as_str())
+            .bind(session.owner_id)
+            .bind(session.label.as_deref())
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("adding a session"))?;
+            sqlx::query(
+                "INSERT INTO enrollment_tokens (token_hash, session_id, expires_at) \
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(token.token_hash.as_slice())
+            .bind(token.session_id.as_str())
+            .bind(token.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("storing an enrollment token"))?;
+            insert_audit(&mut tx, audit).await?;
+            commit(tx).await
+        })
+    }
+
+    fn session<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SessionRecord>> {
+        Box::pin(async move {
+            let row = sqlx::query(session_select!("WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_failed("reading a session"))?;
+            row.as_ref().map(session_from_row).transpose()
+        })
+    }
+
+    fn list_sessions(&self, owner_id: i64) -> StoreFuture<'_, Vec<SessionRecord>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query(session_select!("WHERE owner_id = $1 ORDER BY created_at DESC, id"))
+                    .bind(owner_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("listing sessions"))?;
+            rows.iter().map(session_from_row).collect()
+        })
+    }
+
+    fn end_session<'a>(
+        &'a self,
+        id: &'a str,
+        reason: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            // The race between brokers (expiry runs on each) is decided here: a second UPDATE
+            // waits for the first to commit, then finds the row ended and changes nothing.
+            let row = sqlx::query(
+                "UPDATE sessions SET ended_at = $1, ended_reason = $2 \
+                 WHERE id = $3 AND ended_at IS NULL \
+                 RETURNING id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
+                 enrolled",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_failed("ending a session"))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let session = session_from_row(&row)?;
+            let active = sqlx::query(
+                "SELECT s.id, s.name FROM activations a JOIN secrets s ON s.id = a.secret_id \
+                 WHERE a.session_id = $1 ORDER BY s.name",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_failed("reading activations"))?;
+            sqlx::query("DELETE FROM activations WHERE session_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("clearing activations"))?;
+            let base = |action| AuditRecord {
+                session_id: Some(id.to_owned()),
+                ..AuditRecord::new(session.owner_id, now, action)
+            };
+            for row in &active {
+                let record = AuditRecord {
+                    secret_id: Some(get(row, "id")?),
+                    secret_name: Some(get(row, "name")?),
+                    detail: Some("session ended".to_owned()),
+                    ..base(maestro_wire::api::AuditAction::Deactivated)
+                };
+                insert_audit(&mut tx, &record).await?;
+            }
+            let ended = AuditRecord {
+                detail: Some(reason.to_owned()),
+                ..base(maestro_wire::api::AuditAction::SessionEnded)
+            };
+            insert_audit(&mut tx, &ended).await?;
+            commit(tx).await?;
+            Ok(Some(session))
+        })
+    }
+
+    fn expired_sessions(&self, now: i64) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "SELECT id FROM sessions WHERE ended_at IS NULL AND expires_at <= $1 \
+                 ORDER BY expires_at",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("finding expired sessions"))
+        })
+    }
+
+    fn active_secrets<'a>(&'a self, session_id: &'a str) -> StoreFuture<'a, Vec<SecretRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(secret_select!(
+                "JOIN activations a ON a.secret_id = s.id WHERE a.session_id = $1 ORDER BY s.name"
+            ))
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading active secrets"))?;
+            rows.iter().map(secret_from_row).collect()
+        })
+    }
+
+    fn change_activations<'a>(
+        &'a self,
+        session_id: &'a str,
+        add: &'a [String],
+        remove: &'a [String],
+        now: i64,
+        audit: &'a [AuditRecord],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            session_live(&mut tx, session_id, now).await?;
+            for secret_id in add {
+                sqlx::query(
+                    "INSERT INTO activations (session_id, secret_id, activated_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(session_id)
+                .bind(secret_id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("activating a secret"))?;
+            }
+            for secret_id in remove {
+                sqlx::query("DELETE FROM activations WHERE session_id = $1 AND secret_id = $2")
+                    .bind(session_id)
+                    .bind(secret_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_failed("deactivating a secret"))?;
+            }
+            for record in audit {
+                insert_audit(&mut tx, record).await?;
+            }
+            commit(tx).await
+        })
+    }
+
+    fn enrollment<'a>(&'a self, token_hash: &'a [u8]) -> StoreFuture<'a, Option<EnrollmentRecord>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT token_hash, session_id, expires_at, used_at FROM enrollment_tokens \
+                 WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_failed("looking up an enrollment token"))?;
+            row.map(|row| {
+                Ok(EnrollmentRecord {
+                    token_hash: get(&row, "token_hash")?,
+                    session_id: get(&row, "session_id")?,
+                    expires_at: get(&row, "expires_at")?,
+                    used_at: get(&row, "used_at")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn complete_enrollment<'a>(
+        &'a self,
+        token_hash: &'a [u8],
+        now: i64,
+        cert: &'a CertificateRecord,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            // Two brokers racing on one token: the second UPDATE waits, then finds it used.
+            let done = sqlx::query(
+                "UPDATE enrollment_tokens SET used_at = $1 \
+                 WHERE token_hash = $2 AND session_id = $3 AND used_at IS NULL \
+                 AND expires_at > $4",
+            )
+            .bind(now)
+            .bind(token_hash)
+            .bind(cert.session_id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("using an enrollment token"))?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::TokenUnusable);
+            }
+            session_live(&mut tx, &cert.session_id, now).await?;
+            insert_certificate(&mut tx, cert).await?;
+            sqlx::query("UPDATE sessions SET enrolled = TRUE WHERE id = $1")
+                .bind(cert.session_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("marking a session enrolled"))?;
+            insert_audit(&mut tx, audit).await?;
+            commit(tx).await
+        })
+    }
+
+    fn record_certificate<'a>(
+        &'a self,
+        cert: &'a CertificateRecord,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            session_live(&mut tx, &cert.session_id, cert.issued_at).await?;
+            insert_certificate(&mut tx, cert).await?;
+            insert_audit(&mut tx, audit).await?;
+            commit(tx).await
+        })
+    }
+
+    fn append_audit<'a>(&'a self, records: &'a [AuditRecord]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            for record in records {
+                insert_audit(&mut tx, record).await?;
+            }
+            commit(tx).await
+        })
+    }
+
+    fn audit_for_owner(&self, owner_id: i64, limit: i64) -> StoreFuture<'_, Vec<AuditRow>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query(audit_select!("WHERE owner_id = $1 ORDER BY seq DESC LIMIT $2"))
+                    .bind(owner_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("reading the audit trail"))?;
+            let mut out = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
+            out.reverse();
+            Ok(out)
+        })
+    }
+}
