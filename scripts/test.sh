@@ -9,14 +9,22 @@ need_cargo
 need_fuse
 # util-linux: setpriv (tests run commands as an unprivileged uid); procps: ps.
 need_debs util-linux procps ca-certificates
+# postgresql: the tests of the broker's PostgreSQL store run a temporary cluster (tests/src/pg.rs).
+need_debs postgresql
 # The client programs of the integration tests (tests/tests/integrations_*.rs): git, PostgreSQL,
 # MariaDB, OpenSSL, and boto3 and google-auth in a Python venv under target/.
 bash tests/support/install-clients.sh
+# The OAuth 2.0 server of the OAuth tests (tests/tests/oauth_*.rs): oauth2-mock-server from npm.
+bash tests/support/oauth/install.sh
 
 # End-to-end tests must not skip here: missing root or FUSE is a failure, not a skip.
 export MAESTRO_REQUIRE_FUSE=1
+# Nor may a PostgreSQL store test skip for a missing server.
+export MAESTRO_REQUIRE_POSTGRES=1
 # Nor may an integration test skip for a missing client program.
 export MAESTRO_REQUIRE_CLIENTS=1
+# Nor may an OAuth test skip for a missing Node.js or OAuth server.
+export MAESTRO_REQUIRE_OAUTH=1
 export CARGO_TERM_COLOR=never
 
 echo "==> cargo fmt --check"

@@ -22,8 +22,10 @@ use crate::identity::rfc3339_now;
 
 /// Reports waiting at most; beyond this the oldest are dropped.
 pub const QUEUE_CAPACITY: usize = 10_000;
-/// A batch is sent as soon as this many reports wait.
-pub const BATCH_TRIGGER: usize = 100;
+/// A batch is sent as soon as this many reports wait: a whole batch (the broker takes at most
+/// `MAX_USAGE_BATCH`), because every batch costs the broker a request and a transaction, and a
+/// hot reader of a secret file makes tens of thousands of reports a second.
+pub const BATCH_TRIGGER: usize = MAX_USAGE_BATCH;
 /// Otherwise, reports wait at most this long.
 pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -5,8 +5,8 @@
 //! * memory: an agent of a session with no active secret;
 //! * ready: one enrollment made by this process over a fresh TLS connection (key, CSR, signed
 //!   certificate), the part of start-up no agent can skip;
-//! * teardown: the broker's `ended` event reaching a bare mTLS event stream, the part of
-//!   teardown that is the broker's and the network's.
+//! * teardown: the broker's `ended` event reaching a bare mTLS event stream (both timed from the
+//!   end call being sent), the part of teardown that is the broker's and the network's.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -51,8 +51,9 @@ async fn one_agent(
     }
     tokio::time::sleep(SETTLE).await;
     let rss = agent.proc.rss_bytes()?;
-    sandbox.api.end_session(&created.session.id).await?;
+    // From the call being sent: the `ended` event may reach the agent before the call returns.
     let ended = Instant::now();
+    sandbox.api.end_session(&created.session.id).await?;
     let exited = agent.proc.wait_exit(Duration::from_secs(10), Duration::from_micros(500))?;
     if is_mounted(&agent.mount) {
         bail!("the agent exited but {} is still mounted", agent.mount.display());
@@ -75,8 +76,8 @@ async fn reference(
     let identity =
         Identity { session_id: issued.session_id, cert_pem: issued.cert_pem, key_pem: key };
     let mut stream = HeldStream::open(addr, client_config(ca_pem, &identity)?).await?;
-    api.end_session(&identity.session_id).await?;
     let ended = Instant::now();
+    api.end_session(&identity.session_id).await?;
     let arrived = stream.wait_ended(Duration::from_secs(10)).await?;
     Ok((enrolled, arrived.saturating_duration_since(ended)))
 }
@@ -139,13 +140,13 @@ pub async fn run(settings: &Settings, sandbox: &Sandbox) -> anyhow::Result<Vec<R
             "agent.teardown",
             SECTION,
             Figure::new(
-                "session end (API call returned) → agent exited, mount gone",
+                "session end (API call sent) → agent exited, mount gone",
                 Unit::Seconds,
                 teardown,
             ),
             Spread::MinMax,
             Some(Figure::new(
-                "`ended` event reaching a bare mTLS stream",
+                "the `ended` event reaching a bare mTLS stream",
                 Unit::Seconds,
                 secs(&ended)?,
             )),

@@ -40,12 +40,12 @@ fn hyperfine(
     command: &[String],
     runs: usize,
     envs: &[(&str, &Path)],
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<Vec<f64>> {
     let export = dir.join(format!("hyperfine-{label}.json"));
     let line = command.join(" ");
     let mut cmd = Command::new(&settings.hyperfine);
     cmd.args(["--shell=none", "--style", "none", "--warmup"])
-        .arg((runs / 10).clamp(3, 50).to_string())
+        .arg((runs / 10).clamp(2, 20).to_string())
         .arg("--runs")
         .arg(runs.to_string())
         .arg("--export-json")
@@ -77,7 +77,38 @@ fn hyperfine(
         .iter()
         .filter_map(serde_json::Value::as_f64)
         .collect();
-    Summary::of(&times).with_context(|| format!("hyperfine measured no run of `{label}`"))
+    if times.is_empty() {
+        bail!("hyperfine measured no run of `{label}`");
+    }
+    Ok(times)
+}
+
+/// One command to time, and its runs so far.
+struct Timed<'a> {
+    label: String,
+    command: Vec<String>,
+    runs_per_round: usize,
+    envs: &'a [(&'a str, &'a Path)],
+    times: Vec<f64>,
+}
+
+impl Timed<'_> {
+    fn summary(&self) -> anyhow::Result<Summary> {
+        Summary::of(&self.times).with_context(|| format!("no run of `{}`", self.label))
+    }
+}
+
+/// Times the commands in turns, a share of each one's runs per round, so that a busy moment
+/// of the machine (other work on its 2 cores) falls on all of them alike.
+fn in_rounds(settings: &Settings, dir: &Path, rounds: usize, timed: &mut [Timed<'_>]) -> anyhow::Result<()> {
+    for round in 0..rounds {
+        for t in timed.iter_mut() {
+            let label = format!("{}-{round}", t.label);
+            let times = hyperfine(settings, dir, &label, &t.command, t.runs_per_round, t.envs)?;
+            t.times.extend(times);
+        }
+    }
+    Ok(())
 }
 
 /// Writes a `.env` file with the first `count` variables (0600).
@@ -105,7 +136,8 @@ pub async fn run(
     let dir = sandbox.subdir("exec")?;
     let maestro_exec = sandbox.bins.path("maestro-exec")?;
     let socket = sandbox.agent.socket.clone();
-    let (fast_runs, slow_runs) = if settings.quick { (300, 12) } else { (2000, 60) };
+    let (fast_runs, slow_runs, rounds) =
+        if settings.quick { (300, 12, 3) } else { (2000, 60, 5) };
     let mut rows = Vec::new();
     for count in [1, 10, 100] {
         sandbox.activate_first(count).await?;
@@ -136,13 +168,22 @@ pub async fn run(
             "true".into(),
         ];
         let sock: &[(&str, &Path)] = &[("MAESTRO_AGENT_SOCK", &socket)];
-
-        let env = hyperfine(settings, &dir, &format!("env-{count}"), &env_cmd, fast_runs, &[])?;
-        let exec = hyperfine(settings, &dir, &format!("exec-{count}"), &exec_cmd, fast_runs, sock)?;
-        let dotenv =
-            hyperfine(settings, &dir, &format!("dotenv-{count}"), &dotenv_cmd, slow_runs, &[])?;
-        let dotenvx =
-            hyperfine(settings, &dir, &format!("dotenvx-{count}"), &dotenvx_cmd, slow_runs, &[])?;
+        let timed = |label: &str, command: Vec<String>, runs: usize, envs| Timed {
+            label: format!("{label}-{count}"),
+            command,
+            runs_per_round: runs / rounds,
+            envs,
+            times: Vec::new(),
+        };
+        let mut all = [
+            timed("env", env_cmd, fast_runs, &[]),
+            timed("exec", exec_cmd, fast_runs, sock),
+            timed("dotenv", dotenv_cmd, slow_runs, &[]),
+            timed("dotenvx", dotenvx_cmd, slow_runs, &[]),
+        ];
+        in_rounds(settings, &dir, rounds, &mut all)?;
+        let [env, exec, dotenv, dotenvx] =
+            [all[0].summary()?, all[1].summary()?, all[2].summary()?, all[3].summary()?];
 
         let plural = if count == 1 { "" } else { "s" };
         let reference = || {

@@ -133,7 +133,8 @@ fn preflight() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(command: Command) -> anyhow::Result<(Common, Vec<Row>)> {
+/// Runs a subcommand; `None` when it measured nothing (`sandbox`).
+async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
     let bins = Bins::locate()?;
     match command {
         Command::All(args) => {
@@ -160,7 +161,7 @@ async fn run(command: Command) -> anyhow::Result<(Common, Vec<Row>)> {
             let agent_at =
                 rows.iter().position(|r| r.id.starts_with("agent.")).unwrap_or(rows.len());
             rows.splice(agent_at..agent_at, broker_rows);
-            Ok((args.common, rows))
+            Ok(Some((args.common, rows)))
         }
         Command::Exec(args) => {
             let settings =
@@ -168,22 +169,22 @@ async fn run(command: Command) -> anyhow::Result<(Common, Vec<Row>)> {
             let wrappers =
                 Wrappers { dotenv: args.wrappers.dotenv, dotenvx: args.wrappers.dotenvx };
             let mut sandbox = Sandbox::new(&bins).await?;
-            Ok((args.common, exec::run(&settings, &mut sandbox, &wrappers).await?))
+            Ok(Some((args.common, exec::run(&settings, &mut sandbox, &wrappers).await?)))
         }
         Command::Files(common) => {
             let mut sandbox = Sandbox::new(&bins).await?;
             sandbox.activate_first(1).await?;
             let rows = files::run(&settings_of(&common), &sandbox).await?;
-            Ok((common, rows))
+            Ok(Some((common, rows)))
         }
         Command::Latency(common) => {
             let mut sandbox = Sandbox::new(&bins).await?;
             let rows = latency::run(&settings_of(&common), &mut sandbox).await?;
-            Ok((common, rows))
+            Ok(Some((common, rows)))
         }
         Command::Broker(common) => {
             let rows = broker_load::run(&settings_of(&common), &bins).await?;
-            Ok((common, rows))
+            Ok(Some((common, rows)))
         }
         Command::Sandbox { active } => {
             let mut sandbox = Sandbox::new(&bins).await?;
@@ -200,12 +201,13 @@ async fn run(command: Command) -> anyhow::Result<(Common, Vec<Row>)> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            bail!("stopped; the sandbox is torn down")
+            eprintln!("maestro-bench: stopping; the sandbox is torn down");
+            Ok(None)
         }
         Command::Agent(common) => {
             let sandbox = Sandbox::new(&bins).await?;
             let rows = agent_life::run(&settings_of(&common), &sandbox).await?;
-            Ok((common, rows))
+            Ok(Some((common, rows)))
         }
     }
 }
@@ -222,7 +224,9 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let (common, rows) = runtime.block_on(run(cli.command))?;
+        let Some((common, rows)) = runtime.block_on(run(cli.command))? else {
+            return Ok(());
+        };
         let report = Report {
             date: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)

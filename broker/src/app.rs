@@ -32,6 +32,8 @@ pub struct App {
     pub ca: Ca,
     pub hub: Hub,
     pub settings: Settings,
+    /// OAuth providers, authorizations and token refresh.
+    pub oauth: crate::oauth::OAuth,
     /// Serializes changes to what is active where (activate, deactivate, edit, delete), so
     /// that a conflict check and the write it guards see the same state. A store shared by
     /// several brokers adds a lock per owner across them ([`Store::lock_owner`]).

@@ -17,6 +17,7 @@ use std::path::Path;
 use tracing::{info, warn};
 
 use crate::datadir::{self, DataDir, DataDirError};
+use crate::oauth::store::OAuthStore;
 use crate::seal::{KeyBinding, MasterKey, SealError};
 use crate::store::{Store, StoreError};
 
@@ -138,9 +139,14 @@ pub async fn open_master_key(dir: &DataDir, store: &dyn Store) -> Result<MasterK
     }
 }
 
-/// Re-wraps every data key under a new master key in one transaction; returns how many.
-/// The caller holds the data directory's lock (no broker is running on it).
-pub async fn rotate(dir: &DataDir, store: &dyn Store) -> Result<usize, KeyError> {
+/// Re-wraps every data key (secrets', and OAuth providers' and tokens' from `oauth`) under a
+/// new master key in one transaction; returns how many. The caller holds the data directory's
+/// lock (no broker is running on it).
+pub async fn rotate(
+    dir: &DataDir,
+    store: &dyn Store,
+    oauth: &dyn OAuthStore,
+) -> Result<usize, KeyError> {
     let current = open_master_key(dir, store).await?;
     let from_env = std::env::var(ENV_MASTER_KEY).is_ok();
     let next = if from_env {
@@ -151,7 +157,7 @@ pub async fn rotate(dir: &DataDir, store: &dyn Store) -> Result<usize, KeyError>
         datadir::write_private(&dir.master_key_new(), next.to_base64().as_bytes())?;
         next
     };
-    let result = rewrap(&current, &next, store).await;
+    let result = rewrap(&current, &next, store, oauth).await;
     match result {
         Ok(count) => {
             if !from_env {
@@ -173,8 +179,10 @@ async fn rewrap(
     current: &MasterKey,
     next: &MasterKey,
     store: &dyn Store,
+    oauth: &dyn OAuthStore,
 ) -> Result<usize, KeyError> {
-    let rows = store.data_keys().await?;
+    let mut rows = store.data_keys().await?;
+    rows.extend(oauth.oauth_data_keys().await?);
     let mut rewrapped = Vec::with_capacity(rows.len());
     for row in &rows {
         let binding = KeyBinding {

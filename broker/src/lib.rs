@@ -57,6 +57,7 @@ pub mod clock;
 pub mod datadir;
 pub mod events;
 pub mod keys;
+pub mod oauth;
 pub mod seal;
 pub mod secrets;
 pub mod server;

@@ -48,6 +48,10 @@ enum Command {
         /// Interval between heartbeats on agent event streams.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
+        /// The https:// URL at which browsers reach this broker; OAuth providers redirect to
+        /// URL/v1/oauth/callback [default: https://ADDRESS:PORT of --listen].
+        #[arg(long, env = "MAESTRO_PUBLIC_URL", value_name = "URL")]
+        public_url: Option<String>,
     },
     /// Manage users.
     User {
@@ -95,7 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = DataDir::new(cli.data_dir).with_database_url(cli.database);
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve { listen, hostnames, cert_ttl, heartbeat } => {
+            Command::Serve { listen, hostnames, cert_ttl, heartbeat, public_url } => {
                 if cert_ttl.as_secs() == 0 || cert_ttl.as_secs() > MAX_CERT_TTL_SECS {
                     anyhow::bail!("--cert-ttl must be between 1s and 24h");
                 }
@@ -103,7 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     anyhow::bail!("--heartbeat must be between 100ms and 1h");
                 }
                 let settings = Settings { cert_ttl, heartbeat };
-                server::serve(ServeOptions { data_dir: dir, listen, hostnames, settings }).await?;
+                server::serve(ServeOptions { data_dir: dir, listen, hostnames, settings, public_url }).await?;
             }
             Command::User { command: UserCommand::Add { name } } => {
                 let token = server::add_user(&dir, &name).await?;

@@ -281,13 +281,14 @@ pub async fn material(
     secret: &SecretRecord,
     session: &str,
 ) -> ApiResult<SecretMaterial> {
+    let oauth = crate::oauth::material_extras(app, secret).await?;
     Ok(SecretMaterial {
         name: secret.name.clone(),
         kind: secret.kind.clone(),
         version: secret.version,
         fields: open_fields(app, secret, Some(session)).await?,
-        expires_at: None,
-        needs_reauth: None,
+        expires_at: oauth.expires_at,
+        needs_reauth: oauth.needs_reauth,
     })
 }
 
@@ -310,7 +311,7 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> ApiResult<SecretMeta> {
         last_used_at: usage.last_used_at.map(clock::rfc3339),
         used_by_sessions: usage.sessions,
         active_in_sessions: active,
-        oauth: None,
+        oauth: crate::oauth::meta(app, secret).await?,
     })
 }
 

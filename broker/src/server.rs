@@ -52,6 +52,8 @@ pub enum ServeError {
         "invalid user name '{0}': use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter"
     )]
     UserName(String),
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::SetupError),
 }
 
 /// Options of `maestro-broker serve`.
@@ -61,6 +63,8 @@ pub struct ServeOptions {
     pub listen: String,
     pub hostnames: Vec<String>,
     pub settings: Settings,
+    /// `--public-url`: where browsers reach the broker (OAuth callbacks).
+    pub public_url: Option<String>,
 }
 
 /// An opened data directory: the store (and its engine), checked master key and CA.
@@ -137,7 +141,9 @@ pub async fn rotate_master_key(dir: &DataDir) -> Result<usize, ServeError> {
     // A shared database: no broker may be serving with the old key.
     let _no_brokers = engine.rotation_lock().await?;
     let opened = open_locked(dir, engine).await?;
-    let count = keys::rotate(dir, opened.store.as_ref()).await?;
+    let oauth = crate::oauth::store_of(&opened.engine);
+    let oauth = oauth.unwrap_or_else(|| Arc::new(crate::oauth::store::Unsupported));
+    let count = keys::rotate(dir, opened.store.as_ref(), oauth.as_ref()).await?;
     opened.engine.close().await;
     Ok(count)
 }
@@ -188,16 +194,20 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let hub = Hub::new();
     // With brokers sharing a PostgreSQL store: their events, and the lock rotation checks.
     let serving = engine.start_serving(&hub).await?;
+    let redirect_uri = crate::oauth::OAuth::redirect_uri(options.public_url.as_deref(), addr)?;
+    let oauth = crate::oauth::OAuth::new(crate::oauth::store_of(&engine), redirect_uri)?;
     let app = Arc::new(App {
         store: opened.store,
         master: opened.master,
         ca: opened.ca,
         hub: hub.clone(),
         settings: options.settings,
+        oauth,
         activation_lock: tokio::sync::Mutex::new(()),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let expiry = tokio::spawn(crate::sessions::expire_task(app.clone(), stop_rx));
+    let expiry = tokio::spawn(crate::sessions::expire_task(app.clone(), stop_rx.clone()));
+    let refresher = tokio::spawn(crate::oauth::refresh::task(app.clone(), stop_rx));
 
     let handle: Handle<SocketAddr> = Handle::new();
     let server =
@@ -233,6 +243,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let result =
         server.serve(crate::api::router(app).merge(crate::ui::router()).into_make_service()).await;
     expiry.abort();
+    refresher.abort();
     drop(serving);
     engine.close().await;
     info!("stopped");

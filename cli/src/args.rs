@@ -52,6 +52,9 @@ pub enum Command {
     Audit(AuditArgs),
     /// Show the integrations catalog: kinds, their fields, variables and files.
     Kinds(KindsArgs),
+    /// Connect OAuth providers (GitHub, GitLab, Microsoft, custom); the broker refreshes tokens.
+    #[command(subcommand)]
+    Oauth(crate::commands::oauth::OauthCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -72,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
             Command::Sessions(command) => commands::sessions::run(&client, &config, command).await,
             Command::Audit(args) => commands::audit::run(&client, args).await,
             Command::Kinds(args) => commands::kinds::run(args),
+            Command::Oauth(command) => commands::oauth::run(&client, command).await,
         }
     })
 }

@@ -2,6 +2,8 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::sync::{Mutex, PoisonError};
 
 /// One open of a file, allowed or denied, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,16 +59,62 @@ impl CallerPolicy {
     }
 }
 
-/// The command name of `pid`, best effort: a process may be gone already, and `comm` is at
-/// most 15 bytes, so this reads into a small stack buffer.
-pub(crate) fn command_of(pid: u32) -> Option<String> {
-    if pid == 0 {
-        return None;
+/// Command names read through `/proc/<pid>/comm`, with the descriptor kept open per caller.
+///
+/// Opening `/proc/<pid>/comm` costs about as much as a whole open+read+close on tmpfs (a
+/// path walk through procfs on every call), and every open of a secret file needs the caller's
+/// name while the caller still exists. A descriptor held open keeps naming the same task: a
+/// read through it gives that task's name *now* (after an `exec` or `prctl(PR_SET_NAME)` too),
+/// and fails with ESRCH once the task is gone, so a pid that is reused by a new process is
+/// never given the old one's name. A hot reader then costs one `pread` instead of three calls.
+pub(crate) struct CommNames {
+    held: Mutex<Vec<(u32, File)>>,
+    /// The next slot to replace when the table is full (round robin: cheap, and a slot goes to
+    /// whoever reads now).
+    next: Mutex<usize>,
+}
+
+/// Callers whose descriptors are kept. Each is one file descriptor of the agent.
+const HELD_NAMES: usize = 64;
+
+impl CommNames {
+    pub(crate) fn new() -> CommNames {
+        CommNames { held: Mutex::new(Vec::with_capacity(HELD_NAMES)), next: Mutex::new(0) }
     }
-    let mut file = File::open(format!("/proc/{pid}/comm")).ok()?;
-    let mut buf = [0u8; 64];
-    let n = file.read(&mut buf).ok()?;
-    let name = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+
+    /// The command name of `pid`, best effort: the process may be gone already. `comm` is at
+    /// most 15 bytes, so this reads into a small stack buffer.
+    pub(crate) fn of(&self, pid: u32) -> Option<String> {
+        if pid == 0 {
+            return None;
+        }
+        let mut buf = [0u8; 64];
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = held.iter().position(|(p, _)| *p == pid) {
+            match held[i].1.read_at(&mut buf, 0) {
+                Ok(n) if n > 0 => return name(&buf[..n]),
+                // The task is gone (ESRCH), and `pid` may now be someone else's: ask afresh.
+                _ => {
+                    held.swap_remove(i);
+                }
+            }
+        }
+        let mut file = File::open(format!("/proc/{pid}/comm")).ok()?;
+        let n = file.read(&mut buf).ok()?;
+        if held.len() < HELD_NAMES {
+            held.push((pid, file));
+        } else {
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            held[*next % HELD_NAMES] = (pid, file);
+            *next = (*next + 1) % HELD_NAMES;
+        }
+        name(&buf[..n])
+    }
+}
+
+/// A `comm` read as a name: without its newline, `None` when empty.
+fn name(read: &[u8]) -> Option<String> {
+    let name = read.strip_suffix(b"\n").unwrap_or(read);
     if name.is_empty() {
         return None;
     }
@@ -89,10 +137,58 @@ mod tests {
 
     #[test]
     fn reads_own_command_name() {
+        let names = CommNames::new();
         let me = std::process::id();
-        let comm = command_of(me).unwrap();
+        let comm = names.of(me).unwrap();
         assert!(!comm.is_empty() && !comm.ends_with('\n'));
-        assert_eq!(command_of(0), None);
-        assert_eq!(command_of(u32::MAX), None);
+        // Again, through the held descriptor.
+        assert_eq!(names.of(me).unwrap(), comm);
+        assert_eq!(names.of(0), None);
+        assert_eq!(names.of(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_held_name_follows_its_task_and_a_gone_task_is_forgotten() {
+        let names = CommNames::new();
+        // A child that renames itself (as exec would) between two opens.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read _; exec sleep 30"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let wait_for = |wanted: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while names.of(pid).as_deref() != Some(wanted) {
+                assert!(std::time::Instant::now() < deadline, "the name never became {wanted}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        // First the forked test thread, then sh once it has exec'd, through one descriptor.
+        wait_for("sh");
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        }
+        wait_for("sleep");
+        assert_eq!(names.held.lock().unwrap().iter().filter(|(p, _)| *p == pid).count(), 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Reaped: the held descriptor fails, and nothing answers for that pid any more.
+        assert_eq!(names.of(pid), None);
+        assert!(names.held.lock().unwrap().iter().all(|(p, _)| *p != pid));
+    }
+
+    #[test]
+    fn the_table_stays_bounded() {
+        let names = CommNames::new();
+        let me = std::process::id();
+        // Threads of this process are tasks with their own comm files.
+        for _ in 0..(HELD_NAMES + 10) {
+            names.of(me);
+            let tid = std::thread::spawn(|| nix::unistd::gettid().as_raw() as u32).join().unwrap();
+            names.of(tid);
+        }
+        assert!(names.held.lock().unwrap().len() <= HELD_NAMES);
     }
 }

@@ -19,7 +19,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::access::{Access, AccessObserver, CallerPolicy, REASON_UID, command_of};
+use crate::access::{Access, AccessObserver, CallerPolicy, CommNames, REASON_UID};
 use crate::tree::{Node, NodeKind, Tree};
 
 /// How long the kernel may keep names and attributes without asking again. Publishing a
@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     file_perm: u16,
     dir_perm: u16,
     observer: Arc<dyn AccessObserver>,
+    /// Callers' command names, for the audit records.
+    names: CommNames,
 }
 
 impl Shared {
@@ -56,6 +58,7 @@ impl Shared {
             file_perm,
             dir_perm,
             observer,
+            names: CommNames::new(),
         }
     }
 
@@ -121,9 +124,19 @@ impl SecretsFs {
         Ok(self.attr(ino, node))
     }
 
-    fn getattr_of(&self, ino: u64) -> Result<FileAttr, Errno> {
+    /// Attributes of `ino`. Asked through an open handle (`fh`: the kernel does so before it
+    /// reads cached pages past the size it knows), a file that is gone or whose content changed
+    /// since the open is ESTALE, as its reads are.
+    fn getattr_of(&self, ino: u64, fh: Option<FileHandle>) -> Result<FileAttr, Errno> {
         let tree = self.shared.current();
-        let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+        let Some(node) = tree.get(ino) else {
+            return Err(if fh.is_some() { Errno::ESTALE } else { Errno::ENOENT });
+        };
+        if let (Some(fh), NodeKind::File { generation, .. }) = (fh, &node.kind)
+            && fh.0 != *generation
+        {
+            return Err(Errno::ESTALE);
+        }
         Ok(self.attr(ino, node))
     }
 
@@ -145,7 +158,7 @@ impl SecretsFs {
             path: node.path.clone(),
             pid,
             uid,
-            command: command_of(pid),
+            command: self.shared.names.of(pid),
             allowed,
             reason: (!allowed).then(|| REASON_UID.to_owned()),
         });
@@ -220,8 +233,8 @@ impl Filesystem for SecretsFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.getattr_of(ino.0) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.getattr_of(ino.0, fh) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
         }
@@ -229,8 +242,13 @@ impl Filesystem for SecretsFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.open_file(req, ino.0, flags) {
-            // Direct I/O keeps file data out of the page cache, so every read comes here and
-            // meets the current snapshot. No flush: there is nothing to write back.
+            // The kernel keeps the file's pages between opens (no read round trip for a hot
+            // reader; about half the cost of an open+read+close). That is kernel memory, not a
+            // file: nothing reaches a disk or swap from it, and `publish` drops the pages of
+            // every changed or removed file (inval_inode) before it returns, so the next read,
+            // even through an older handle, comes here and meets the current snapshot (ESTALE
+            // for content that is gone). Every open still comes here, so the check and the
+            // record are per open. No flush: there is nothing to write back.
             Ok(fh) => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH),
             Err(e) => reply.error(e),
         }

@@ -10,8 +10,9 @@
 //!   sandbox user, or [`MountOptions::allowed_uids`]; others: EACCES), and reports it, allowed
 //!   or denied, to an [`AccessObserver`] with pid, uid and command name;
 //! * swaps snapshots atomically ([`Mount::publish`]) and tells the kernel to forget what
-//!   changed, so a removed file is gone at once; file data bypasses the page cache (direct
-//!   I/O), and a handle opened before a change cannot read content that is no longer there;
+//!   changed, so a removed file is gone at once; a file's pages stay in the kernel's page cache
+//!   between opens only while its content is current (every change or removal drops them), and
+//!   a handle opened before a change cannot read content that is no longer there;
 //! * refuses every change (EROFS);
 //! * cleans up a mount left behind by a killed process ([`clean_stale_mount`]).
 //!

@@ -260,8 +260,8 @@ pub(crate) fn invalidations(old: &Tree, new: &Tree) -> Vec<Invalidation> {
             }
             (NodeKind::Dir { .. }, Some(NodeKind::Dir { .. })) => {}
             (NodeKind::File { .. }, _) => {
-                // Also drop the inode's pages: a private mmap may have filled the page cache
-                // despite direct I/O.
+                // Also drop the inode's pages: files are served from the page cache between
+                // opens (FOPEN_KEEP_CACHE), and a removed file's pages must not outlive it.
                 entries.push((depth, entry()));
                 inodes.push(Invalidation::Inode { ino });
             }

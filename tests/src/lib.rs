@@ -6,10 +6,12 @@
 //! * [`broker`]: a running `maestro-broker` with its data dir, the `maestro` CLI bound to it,
 //!   and a test agent client holding a real enrolled certificate.
 //! * [`agent`]: a running `maestro-agent` on a temporary mount, and `maestro-exec` runs.
+//! * [`pg`]: a temporary PostgreSQL cluster, and brokers sharing one database.
 
 // The fixture is test code compiled as a library: panicking on a broken setup is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent;
 pub mod broker;
+pub mod pg;
 pub mod util;

@@ -41,8 +41,7 @@ pub fn find_bin_dir() -> Option<PathBuf> {
         .filter_map(|e| {
             let version: u32 = e.file_name().to_str()?.parse().ok()?;
             let bin = e.path().join("bin");
-            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
-                .then_some((version, bin))
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
         })
         .collect();
     found.sort();
@@ -53,7 +52,10 @@ pub fn find_bin_dir() -> Option<PathBuf> {
 pub fn random_word(len: usize) -> String {
     let mut bytes = vec![0u8; len];
     getrandom_fill(&mut bytes);
-    bytes.iter().map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(*b) % 36])).collect()
+    bytes
+        .iter()
+        .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(*b) % 36]))
+        .collect()
 }
 
 fn getrandom_fill(buf: &mut [u8]) {
@@ -108,7 +110,9 @@ impl Postgres {
             return skip_or_fail("the PostgreSQL tests run the server as 'postgres': run as root");
         }
         let Some(user) = User::from_name("postgres").ok().flatten() else {
-            return skip_or_fail("there is no 'postgres' user (Debian's postgresql package makes it)");
+            return skip_or_fail(
+                "there is no 'postgres' user (Debian's postgresql package makes it)",
+            );
         };
         let dir = temp_dir("maestro-pg-");
         std::os::unix::fs::chown(dir.path(), Some(user.uid.as_raw()), Some(user.gid.as_raw()))
@@ -179,9 +183,13 @@ impl Postgres {
     /// `pg_dump` of a database: schema and every row.
     pub fn dump(&self, database: &str) -> Vec<u8> {
         let mut dump = Command::new(self.bin.join("pg_dump"));
-        dump.arg("-h")
-            .arg(self.dir.path())
-            .args(["-p", &self.port.to_string(), "-U", &self.superuser, database]);
+        dump.arg("-h").arg(self.dir.path()).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            &self.superuser,
+            database,
+        ]);
         let user = &self.user;
         dump.uid(user.uid.as_raw()).gid(user.gid.as_raw()).current_dir("/");
         let out = dump.output().unwrap();
@@ -209,10 +217,18 @@ impl Drop for Postgres {
         if std::thread::panicking() {
             let log = self.log();
             // The statement log is long: its end is what explains a failure.
-            let tail: String = log.lines().rev().take(200).collect::<Vec<_>>().into_iter().rev()
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(200)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
                 .map(|l| format!("{l}\n"))
                 .collect();
-            eprintln!("----- postgres log (last 200 lines) -----\n{tail}----- end of postgres log -----");
+            eprintln!(
+                "----- postgres log (last 200 lines) -----\n{tail}----- end of postgres log -----"
+            );
         }
     }
 }
@@ -268,6 +284,8 @@ pub struct PeerBroker {
     /// `https://127.0.0.1:<port>`.
     pub url: String,
     process: Option<ChildGuard>,
+    /// What it printed before it was stopped.
+    past_log: String,
 }
 
 impl PeerBroker {
@@ -294,7 +312,14 @@ impl PeerBroker {
     ) -> Result<Self, String> {
         let (process, url) = launch(&data_dir, options)?;
         let ca_pem = std::fs::read_to_string(data_dir.join("ca.pem")).unwrap();
-        Ok(Self { _tmp: tmp, data_dir, ca_pem, url, process: Some(process) })
+        Ok(Self {
+            _tmp: tmp,
+            data_dir,
+            ca_pem,
+            url,
+            process: Some(process),
+            past_log: String::new(),
+        })
     }
 
     /// Its data directory.
@@ -309,14 +334,23 @@ impl PeerBroker {
 
     /// Everything it printed.
     pub fn log(&self) -> String {
-        self.process.as_ref().map(ChildGuard::log).unwrap_or_default()
+        let mut log = self.past_log.clone();
+        if let Some(p) = &self.process {
+            log.push_str(&p.log());
+        }
+        log
     }
 
     /// Stops it with SIGTERM; panics unless it exits cleanly within 10 s.
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
             let status = p.terminate(Duration::from_secs(10));
-            assert!(status.is_some_and(|s| s.success()), "broker did not stop cleanly:\n{}", p.log());
+            self.past_log.push_str(&p.log());
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "broker did not stop cleanly:\n{}",
+                p.log()
+            );
         }
     }
 }

@@ -210,7 +210,9 @@ pub fn is_valid_provider_name(name: &str) -> bool {
 pub fn is_valid_scope(scope: &str) -> bool {
     !scope.is_empty()
         && scope.len() <= MAX_SCOPE_BYTES
-        && scope.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// The scopes of a token response: space-separated (RFC 6749), or comma-separated (GitHub).
@@ -250,7 +252,8 @@ pub fn check_scopes(scopes: &[String]) -> Result<Vec<String>, ScopeError> {
     let mut out: Vec<String> = Vec::with_capacity(scopes.len());
     for scope in scopes {
         if !is_valid_scope(scope) {
-            let shown: String = scope.chars().take(80).map(|c| if c.is_control() { '?' } else { c }).collect();
+            let shown: String =
+                scope.chars().take(80).map(|c| if c.is_control() { '?' } else { c }).collect();
             return Err(ScopeError::Invalid(shown));
         }
         if !out.contains(scope) {
@@ -262,20 +265,24 @@ pub fn check_scopes(scopes: &[String]) -> Result<Vec<String>, ScopeError> {
 
 /// Checks a provider's allowed set against its preset's accepted scopes.
 pub fn check_preset_scopes(preset: &Preset, scopes: &[String]) -> Result<(), ScopeError> {
-    if let Some(accepted) = preset.accepted_scopes {
-        if let Some(bad) = scopes.iter().find(|s| !accepted.contains(&s.as_str())) {
-            return Err(ScopeError::NotAccepted {
-                preset: preset.name.to_owned(),
-                scope: bad.clone(),
-                accepted: accepted.join(", "),
-            });
-        }
+    if let Some(accepted) = preset.accepted_scopes
+        && let Some(bad) = scopes.iter().find(|s| !accepted.contains(&s.as_str()))
+    {
+        return Err(ScopeError::NotAccepted {
+            preset: preset.name.to_owned(),
+            scope: bad.clone(),
+            accepted: accepted.join(", "),
+        });
     }
     Ok(())
 }
 
 /// Checks that every requested scope is in the provider's allowed set.
-pub fn check_allowed(provider: &str, allowed: &[String], requested: &[String]) -> Result<(), ScopeError> {
+pub fn check_allowed(
+    provider: &str,
+    allowed: &[String],
+    requested: &[String],
+) -> Result<(), ScopeError> {
     match requested.iter().find(|s| !allowed.contains(s)) {
         Some(bad) => Err(ScopeError::NotAllowed {
             provider: provider.to_owned(),

@@ -46,6 +46,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/v1/agent/secrets", get(agent::all_material))
         .route("/v1/agent/secrets/{name}", get(agent::one_material))
         .route("/v1/agent/usage", post(agent::usage))
+        .merge(crate::oauth::api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

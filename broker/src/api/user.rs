@@ -238,15 +238,22 @@ pub async fn delete_secret(
     CurrentUser(user): CurrentUser,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Deleted>> {
-    let _serialized = app.activation_lock.lock().await;
-    let _across_brokers = app.store.lock_owner(user.id).await?;
+    let serialized = app.activation_lock.lock().await;
+    let across_brokers = app.store.lock_owner(user.id).await?;
     let secret = owned_secret(&app, &user, &name).await?;
+    // An OAuth secret's tokens are read before they are deleted, and revoked after.
+    let revocation = crate::oauth::prepare_revocation(&app, &secret).await?;
     let sessions = app.store.delete_secret(&secret, clock::now()).await?;
     for session in &sessions {
         app.hub.publish(session, AgentEvent::Deactivated { name: secret.name.clone() });
     }
+    drop((across_brokers, serialized));
     info!(user = %user.name, secret = %name, "secret deleted");
-    Ok(Json(Deleted { name: secret.name, deactivated_in: sessions, revocation: None }))
+    let revocation = match revocation {
+        Some(r) => Some(r.run(&app).await),
+        None => None,
+    };
+    Ok(Json(Deleted { name: secret.name, deactivated_in: sessions, revocation }))
 }
 
 /// `GET /v1/secrets/{name}/history`.

@@ -70,9 +70,7 @@ impl EndpointError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } | Self::BadAnswer { .. } | Self::TooLarge { .. } => true,
-            Self::Status { status, .. } => {
-                *status >= 500 || *status == 429 || *status == 408
-            }
+            Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             Self::Refused { .. } => false,
         }
     }
@@ -177,19 +175,25 @@ fn describe(err: &reqwest::Error) -> String {
 }
 
 impl Client<'_> {
-    /// POSTs a form and returns the status and the (bounded, zeroizing) answer.
-    async fn post(
-        &self,
-        url: &str,
-        form: &[(&str, &str)],
-    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), EndpointError> {
+    /// The form body with the client's credentials, in a zeroizing buffer. (A separate
+    /// function: the serializer is not `Send` and must not live across an await.)
+    fn encode(&self, form: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
         let mut body = form_urlencoded::Serializer::new(String::with_capacity(1024));
         for (k, v) in form {
             body.append_pair(k, v);
         }
         body.append_pair("client_id", self.client_id);
         body.append_pair("client_secret", self.client_secret.expose());
-        let body = Zeroizing::new(body.finish().into_bytes());
+        Zeroizing::new(body.finish().into_bytes())
+    }
+
+    /// POSTs a form and returns the status and the (bounded, zeroizing) answer.
+    async fn post(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), EndpointError> {
+        let body = self.encode(form);
         let unreachable = |e: reqwest::Error| EndpointError::Unreachable {
             url: url.to_owned(),
             detail: describe(&e),
@@ -215,9 +219,14 @@ impl Client<'_> {
     }
 
     /// Posts a token request and reads the grant.
-    async fn token_request(&self, url: &str, form: &[(&str, &str)]) -> Result<Grant, EndpointError> {
+    async fn token_request(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Grant, EndpointError> {
         let (status, body) = self.post(url, form).await?;
-        let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &body[i..]);
+        let trimmed =
+            body.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &body[i..]);
         let answer = if trimmed.first() == Some(&b'{') {
             serde_json::from_slice::<RawAnswer>(trimmed).ok()
         } else if status.is_success() {
@@ -234,7 +243,8 @@ impl Client<'_> {
         }
         let bad = |what| EndpointError::BadAnswer { url: url.to_owned(), what };
         let answer = answer.ok_or_else(|| bad("not JSON"))?;
-        let access_token = answer.access_token.filter(|t| !t.is_empty()).ok_or_else(|| bad("no access_token"))?;
+        let access_token =
+            answer.access_token.filter(|t| !t.is_empty()).ok_or_else(|| bad("no access_token"))?;
         Ok(Grant {
             access_token,
             refresh_token: answer.refresh_token.filter(|t| !t.is_empty()),

@@ -190,8 +190,8 @@ mod tests {
 
     #[test]
     fn urls_parse_and_hide_their_password() {
-        let url = DatabaseUrl::parse("postgres://maestro:hunter2-pw@db.example:6543/secrets")
-            .unwrap();
+        let url =
+            DatabaseUrl::parse("postgres://maestro:hunter2-pw@db.example:6543/secrets").unwrap();
         assert_eq!(url.label(), "postgres://maestro@db.example:6543/secrets");
         assert!(!format!("{url:?}").contains("hunter2-pw"));
         assert_eq!(url.options().get_port(), 6543);

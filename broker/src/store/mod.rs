@@ -75,6 +75,9 @@ pub enum StoreError {
         "{file} is not the CA of the brokers on {database}: copy ca.key and ca.pem (with master.key) from the data directory of a broker that uses this database"
     )]
     ForeignCa { file: String, database: String },
+    /// The operating system's random source failed.
+    #[error("cannot make {what}: the system's random source failed")]
+    Random { what: &'static str },
 }
 
 /// Held while a change to what is active where is checked and written (see

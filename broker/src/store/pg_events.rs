@@ -62,7 +62,8 @@ fn kind(event: &AgentEvent) -> &'static str {
 
 /// The payload for an event, or the resync notice when it does not fit.
 fn payload(origin: &str, session: &str, event: AgentEvent) -> Result<String, serde_json::Error> {
-    let notice = Notice { origin: origin.to_owned(), session: session.to_owned(), event: Some(event) };
+    let notice =
+        Notice { origin: origin.to_owned(), session: session.to_owned(), event: Some(event) };
     let text = serde_json::to_string(&notice)?;
     if text.len() <= MAX_PAYLOAD {
         return Ok(text);
@@ -87,9 +88,8 @@ impl Feed {
     /// Listens on the channel (before returning, so that no event published after the broker
     /// says it is listening is missed) and starts relaying `hub`'s events.
     pub async fn start(store: Arc<PgStore>, hub: Hub) -> Result<Self, StoreError> {
-        let origin = tokens::random_id::<16>().map_err(|_| StoreError::Corrupt {
-            what: "random origin id (the system's random source failed)",
-        })?;
+        let origin = tokens::random_id::<16>()
+            .map_err(|_| StoreError::Random { what: "the broker's event origin id" })?;
         let listener = listen(&store).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         hub.set_relay(tx);

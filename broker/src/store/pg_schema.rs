@@ -7,12 +7,14 @@
 //! applied; several brokers starting at once take an advisory lock before migrating.
 //!
 //! The audit table refuses UPDATE, DELETE and TRUNCATE with triggers: it is append-only even
-//! for code (or an operator) that forgets.
+//! for code (or an operator) that forgets. Migration 2, OAuth's tables, lives beside its engine
+//! code in `postgres/oauth.rs`.
 
 /// `(version, statements)`, applied in order, each in its own transaction.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value BYTEA NOT NULL
@@ -118,7 +120,10 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     FOR EACH STATEMENT EXECUTE FUNCTION maestro_audit_append_only();
 "#,
-)];
+    ),
+    // OAuth providers, authorizations and token state (see `crate::oauth::store`).
+    (2, super::postgres::oauth::SCHEMA),
+];
 
 /// The schema version this broker writes.
 pub fn latest() -> i64 {

@@ -36,6 +36,9 @@ use super::{
 };
 use crate::audit;
 
+/// The OAuth tables ([`crate::oauth::store::OAuthStore`]), a child so that it shares the helpers.
+pub(super) mod oauth;
+
 /// The first key of every advisory lock the broker takes (two-int key space), so that its
 /// locks never collide with another application's on the same database.
 const LOCK_CLASS: i32 = 0x6d61_6501;
@@ -323,10 +326,7 @@ async fn insert_audit(conn: &mut PgConnection, r: &AuditRecord) -> Result<(), St
     Ok(())
 }
 
-async fn insert_data_key(
-    conn: &mut PgConnection,
-    secret: &SecretRecord,
-) -> Result<(), StoreError> {
+async fn insert_data_key(conn: &mut PgConnection, secret: &SecretRecord) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO data_keys (id, wrapped, created_at) VALUES ($1, $2, $3)")
         .bind(secret.data_key_id.as_str())
         .bind(secret.wrapped_key.as_slice())
@@ -371,6 +371,93 @@ async fn insert_certificate(
     .execute(conn)
     .await
     .map_err(query_failed("recording a certificate"))?;
+    Ok(())
+}
+
+/// Adds a secret's rows: its data key, the secret, its sealed fields.
+async fn insert_secret_rows(
+    conn: &mut PgConnection,
+    secret: &SecretRecord,
+    fields: &[SealedField],
+) -> Result<(), StoreError> {
+    insert_data_key(conn, secret).await?;
+    sqlx::query(
+        "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
+         version, data_key_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(secret.id.as_str())
+    .bind(secret.owner_id)
+    .bind(secret.name.as_str())
+    .bind(secret.kind.as_str())
+    .bind(secret.description.as_deref())
+    .bind(to_json(&secret.tags))
+    .bind(to_json(&secret.field_names))
+    .bind(version_i64(secret.version))
+    .bind(secret.data_key_id.as_str())
+    .bind(secret.created_at)
+    .bind(secret.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::AlreadyExists { what: "secret", name: secret.name.clone() }
+        } else {
+            StoreError::Query { step: "adding a secret", source: e }
+        }
+    })?;
+    insert_fields(conn, secret, fields).await
+}
+
+/// Replaces version `old_version` of a secret by `secret` and its fields, deleting the old data
+/// key and ciphertexts; [`StoreError::Changed`] if the stored version moved.
+async fn replace_version(
+    conn: &mut PgConnection,
+    old_version: u64,
+    secret: &SecretRecord,
+    fields: &[SealedField],
+) -> Result<(), StoreError> {
+    // FOR UPDATE: a concurrent edit waits here, then finds the version changed.
+    let old_key: Option<String> = sqlx::query_scalar(
+        "SELECT data_key_id FROM secrets \
+         WHERE id = $1 AND owner_id = $2 AND version = $3 FOR UPDATE",
+    )
+    .bind(secret.id.as_str())
+    .bind(secret.owner_id)
+    .bind(version_i64(old_version))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(query_failed("reading a secret"))?;
+    let Some(old_key) = old_key else {
+        return Err(StoreError::Changed { what: "secret" });
+    };
+    sqlx::query("DELETE FROM secret_fields WHERE secret_id = $1")
+        .bind(secret.id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(query_failed("deleting old sealed fields"))?;
+    insert_data_key(conn, secret).await?;
+    sqlx::query(
+        "UPDATE secrets SET kind = $1, description = $2, tags = $3, field_names = $4, \
+         version = $5, data_key_id = $6, updated_at = $7 WHERE id = $8",
+    )
+    .bind(secret.kind.as_str())
+    .bind(secret.description.as_deref())
+    .bind(to_json(&secret.tags))
+    .bind(to_json(&secret.field_names))
+    .bind(version_i64(secret.version))
+    .bind(secret.data_key_id.as_str())
+    .bind(secret.updated_at)
+    .bind(secret.id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(query_failed("updating a secret"))?;
+    insert_fields(conn, secret, fields).await?;
+    sqlx::query("DELETE FROM data_keys WHERE id = $1")
+        .bind(old_key.as_str())
+        .execute(conn)
+        .await
+        .map_err(query_failed("deleting an old data key"))?;
     Ok(())
 }
 
@@ -562,33 +649,7 @@ impl Store for PgStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            insert_data_key(&mut tx, secret).await?;
-            sqlx::query(
-                "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
-                 version, data_key_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(secret.id.as_str())
-            .bind(secret.owner_id)
-            .bind(secret.name.as_str())
-            .bind(secret.kind.as_str())
-            .bind(secret.description.as_deref())
-            .bind(to_json(&secret.tags))
-            .bind(to_json(&secret.field_names))
-            .bind(version_i64(secret.version))
-            .bind(secret.data_key_id.as_str())
-            .bind(secret.created_at)
-            .bind(secret.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::AlreadyExists { what: "secret", name: secret.name.clone() }
-                } else {
-                    StoreError::Query { step: "adding a secret", source: e }
-                }
-            })?;
-            insert_fields(&mut tx, secret, fields).await?;
+            insert_secret_rows(&mut tx, secret, fields).await?;
             insert_audit(&mut tx, audit).await?;
             commit(tx).await
         })
@@ -647,47 +708,7 @@ impl Store for PgStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            // FOR UPDATE: a concurrent edit waits here, then finds the version changed.
-            let old_key: Option<String> = sqlx::query_scalar(
-                "SELECT data_key_id FROM secrets \
-                 WHERE id = $1 AND owner_id = $2 AND version = $3 FOR UPDATE",
-            )
-            .bind(secret.id.as_str())
-            .bind(secret.owner_id)
-            .bind(version_i64(old_version))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(query_failed("reading a secret"))?;
-            let Some(old_key) = old_key else {
-                return Err(StoreError::Changed { what: "secret" });
-            };
-            sqlx::query("DELETE FROM secret_fields WHERE secret_id = $1")
-                .bind(secret.id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(query_failed("deleting old sealed fields"))?;
-            insert_data_key(&mut tx, secret).await?;
-            sqlx::query(
-                "UPDATE secrets SET kind = $1, description = $2, tags = $3, field_names = $4, \
-                 version = $5, data_key_id = $6, updated_at = $7 WHERE id = $8",
-            )
-            .bind(secret.kind.as_str())
-            .bind(secret.description.as_deref())
-            .bind(to_json(&secret.tags))
-            .bind(to_json(&secret.field_names))
-            .bind(version_i64(secret.version))
-            .bind(secret.data_key_id.as_str())
-            .bind(secret.updated_at)
-            .bind(secret.id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(query_failed("updating a secret"))?;
-            insert_fields(&mut tx, secret, fields).await?;
-            sqlx::query("DELETE FROM data_keys WHERE id = $1")
-                .bind(old_key.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(query_failed("deleting an old data key"))?;
+            replace_version(&mut tx, old_version, secret, fields).await?;
             insert_audit(&mut tx, audit).await?;
             commit(tx).await
         })
@@ -1088,13 +1109,12 @@ impl Store for PgStore {
 
     fn audit_for_owner(&self, owner_id: i64, limit: i64) -> StoreFuture<'_, Vec<AuditRow>> {
         Box::pin(async move {
-            let rows =
-                sqlx::query(audit_select!("WHERE owner_id = $1 ORDER BY seq DESC LIMIT $2"))
-                    .bind(owner_id)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(query_failed("reading the audit trail"))?;
+            let rows = sqlx::query(audit_select!("WHERE owner_id = $1 ORDER BY seq DESC LIMIT $2"))
+                .bind(owner_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_failed("reading the audit trail"))?;
             let mut out = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
             out.reverse();
             Ok(out)

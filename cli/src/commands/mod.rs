@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod kinds;
+pub mod oauth;
 pub mod secrets;
 pub mod sessions;
 

@@ -180,11 +180,7 @@ async fn insert_key(
 }
 
 /// Marks an authorization done, if it is still being exchanged.
-async fn finish_pending(
-    conn: &mut SqliteConnection,
-    id: &str,
-    now: i64,
-) -> Result<(), StoreError> {
+async fn finish_pending(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE oauth_authorizations SET status = 'done', finished_at = ? \
          WHERE id = ? AND status = 'exchanging'",
@@ -567,12 +563,15 @@ impl OAuthStore for SqliteStore {
         Box::pin(async move {
             let done = sqlx::query(
                 "UPDATE oauth_tokens SET refresh_at_ms = ? WHERE secret_id = ? AND generation = ? \
-                 AND needs_reauth IS NULL AND refresh_at_ms <= ?",
+                 AND needs_reauth IS NULL \
+                 AND (refresh_at_ms <= ? OR (refresh_at_ms IS NULL AND ? = 1))",
             )
             .bind(lease_until_ms)
             .bind(secret_id)
             .bind(version_i64(generation))
             .bind(now_ms)
+            // `i64::MAX` asks for the token whatever its schedule (a forced refresh).
+            .bind(i64::from(now_ms == i64::MAX))
             .execute(&self.pool)
             .await
             .map_err(query_failed("claiming a token refresh"))?;

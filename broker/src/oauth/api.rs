@@ -1,0 +1,185 @@
+//! The `/v1/oauth/...` routes (see the route table in `maestro_wire::api`). Every route takes
+//! the user's bearer token except the callback, where the single-use `state` is the
+//! capability; the callback answers a short HTML page, never JSON, since a browser reads it.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_FRAME_OPTIONS};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use maestro_wire::api::SecretMeta;
+use maestro_wire::oauth::{
+    AddProvider, AuthorizationStarted, AuthorizationStatus, Connect, ProviderInfo, Reconnect,
+    RefreshNow,
+};
+use tracing::info;
+
+use super::{authorize, providers, refresh};
+use crate::api::error::{ApiResult, Failure};
+use crate::api::extract::{ApiJson, ApiPath};
+use crate::app::SharedApp;
+use crate::auth::CurrentUser;
+
+/// The OAuth routes, merged into the broker's router.
+pub fn routes() -> Router<SharedApp> {
+    Router::new()
+        .route("/v1/oauth/providers", post(add_provider).get(list_providers))
+        .route("/v1/oauth/connect", post(connect))
+        .route("/v1/oauth/reconnect", post(reconnect))
+        .route("/v1/oauth/refresh", post(refresh_now))
+        .route("/v1/oauth/authorizations/{id}", get(status))
+        .route("/v1/oauth/authorizations/{id}/cancel", post(cancel))
+        .route(super::CALLBACK_PATH, get(callback))
+}
+
+/// OAuth needs a store that keeps its state.
+fn enabled(app: &SharedApp) -> ApiResult<()> {
+    if app.oauth.enabled {
+        Ok(())
+    } else {
+        Err(Failure::with_status(
+            StatusCode::NOT_IMPLEMENTED,
+            maestro_wire::api::ErrorCode::BadRequest,
+            "OAuth is not available with the PostgreSQL store yet; run the broker on SQLite (leave --database out) to use it",
+        ))
+    }
+}
+
+/// `POST /v1/oauth/providers`.
+async fn add_provider(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<AddProvider>,
+) -> ApiResult<(StatusCode, Json<ProviderInfo>)> {
+    enabled(&app)?;
+    let record = providers::register(&app.master, &user, &body)?;
+    drop(body);
+    app.oauth.store.insert_provider(&record).await.map_err(|e| match e {
+        crate::store::StoreError::AlreadyExists { name, .. } => Failure::new(
+            maestro_wire::api::ErrorCode::AlreadyExists,
+            format!("you already have an OAuth provider named {name}; choose another name"),
+        ),
+        other => other.into(),
+    })?;
+    info!(user = %user.name, provider = %record.name, preset = %record.preset, "OAuth provider added");
+    Ok((StatusCode::CREATED, Json(providers::info(&app.oauth, &record))))
+}
+
+/// `GET /v1/oauth/providers`.
+async fn list_providers(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+) -> ApiResult<Json<Vec<ProviderInfo>>> {
+    enabled(&app)?;
+    let list = app.oauth.store.list_providers(user.id).await?;
+    Ok(Json(list.iter().map(|p| providers::info(&app.oauth, p)).collect()))
+}
+
+/// `POST /v1/oauth/connect`.
+async fn connect(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<Connect>,
+) -> ApiResult<(StatusCode, Json<AuthorizationStarted>)> {
+    enabled(&app)?;
+    Ok((StatusCode::CREATED, Json(authorize::connect(&app, &user, body).await?)))
+}
+
+/// `POST /v1/oauth/reconnect`.
+async fn reconnect(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<Reconnect>,
+) -> ApiResult<(StatusCode, Json<AuthorizationStarted>)> {
+    enabled(&app)?;
+    Ok((StatusCode::CREATED, Json(authorize::reconnect(&app, &user, body).await?)))
+}
+
+/// `POST /v1/oauth/refresh`.
+async fn refresh_now(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<RefreshNow>,
+) -> ApiResult<Json<SecretMeta>> {
+    enabled(&app)?;
+    let (secret, _) = authorize::oauth_secret(&app, &user, &body.name).await?;
+    Ok(Json(refresh::refresh_now(&app, &secret.id, &secret.name).await?))
+}
+
+/// `GET /v1/oauth/authorizations/{id}`.
+async fn status(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<AuthorizationStatus>> {
+    enabled(&app)?;
+    Ok(Json(authorize::status(&app, &user, &id).await?))
+}
+
+/// `POST /v1/oauth/authorizations/{id}/cancel`.
+async fn cancel(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<AuthorizationStatus>> {
+    enabled(&app)?;
+    Ok(Json(authorize::cancel(&app, &user, &id).await?))
+}
+
+/// `GET /v1/oauth/callback`: where the provider sends the browser back.
+async fn callback(State(app): State<SharedApp>, RawQuery(query): RawQuery) -> Response {
+    if let Err(f) = enabled(&app) {
+        return page(f.status, &f.body.message);
+    }
+    let outcome = authorize::callback(&app, query.as_deref()).await;
+    page(outcome.status, &outcome.message)
+}
+
+/// Text safe inside HTML.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A page with one message. The URL that led here holds a code: no referrer leaves it, no
+/// frame shows it, no script runs on it.
+fn page(status: StatusCode, message: &str) -> Response {
+    let title = if status.is_success() { "Authorized" } else { "Authorization failed" };
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Maestro: {title}</title></head>\n<body><h1>{title}</h1>\n<p>{}</p></body></html>\n",
+        escape(message)
+    );
+    (
+        status,
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (REFERRER_POLICY, "no-referrer"),
+            (X_FRAME_OPTIONS, "DENY"),
+            (CONTENT_SECURITY_POLICY, "default-src 'none'"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_what_they_quote() {
+        assert_eq!(escape("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
+    }
+}
