@@ -222,8 +222,11 @@ pub struct KindsArgs {
     /// Show one kind in detail
     pub kind: Option<String>,
     /// Print the catalog as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+    /// Print the catalog as the Markdown table the README shows
+    #[arg(long, conflicts_with = "kind")]
+    pub markdown: bool,
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub enum KindsError {
 
 pub fn run(args: KindsArgs) -> anyhow::Result<Output> {
     match args.kind {
+        None if args.markdown => Ok(output(catalog::markdown())),
         None if args.json => json_output(&catalog::view()),
         None => Ok(output(overview())),
         Some(name) => {
