@@ -165,13 +165,13 @@ mod tests {
 
     #[test]
     fn unknown_kind() {
-        let e = run(KindsArgs { kind: Some("nope".into()), json: false }).unwrap_err();
+        let e = run(KindsArgs { kind: Some("nope".into()), json: false, markdown: false }).unwrap_err();
         assert_eq!(e.to_string(), "unknown kind 'nope'; run `maestro kinds` for the list");
     }
 
     #[test]
     fn json_is_the_catalog_view() {
-        let out = run(KindsArgs { kind: None, json: true }).unwrap();
+        let out = run(KindsArgs { kind: None, json: true, markdown: false }).unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["kinds"][0]["name"], "generic");
     }
