@@ -8,6 +8,9 @@ use maestro_tests::broker::{Api, Broker};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// One bad request: what it is, method, path, body, expected status, error code, message part.
+type BadCase<'a> = (&'a str, Method, String, Option<Value>, u16, &'a str, &'a str);
+
 /// Everything a user can see, to prove that a refused request changed nothing.
 async fn state(api: &Api) -> Value {
     let secrets = api.get("/v1/secrets").await.ok();
@@ -134,7 +137,7 @@ async fn bad_input_gets_its_own_error_and_changes_nothing() {
     let big = "x".repeat(maestro_wire::limits::MAX_FIELD_BYTES + 1);
     let many: serde_json::Map<String, Value> =
         (0..=maestro_wire::limits::MAX_FIELDS).map(|i| (format!("F{i}"), json!("v"))).collect();
-    let cases: Vec<(&str, Method, String, Option<Value>, u16, &str, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "bad name",
             Method::POST,
