@@ -20,14 +20,9 @@ struct Cli {
     data_dir: std::path::PathBuf,
     /// PostgreSQL database shared by several brokers, postgres://USER@HOST:PORT/DATABASE
     /// (default: SQLite in the data dir). Prefer the environment variable: argv is public.
-    #[arg(
-        long,
-        global = true,
-        env = "MAESTRO_DATABASE_URL",
-        hide_env_values = true,
-        value_parser = DatabaseUrl::parse
-    )]
-    database: Option<DatabaseUrl>,
+    #[arg(long, global = true, env = "MAESTRO_DATABASE_URL", hide_env_values = true)]
+    // Checked in `run`, not by clap: clap's error would quote the URL, password and all.
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,7 +91,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    let dir = DataDir::new(cli.data_dir).with_database_url(cli.database);
+    let database = cli
+        .database
+        .as_deref()
+        .map(DatabaseUrl::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("invalid --database (or MAESTRO_DATABASE_URL): {e}"))?;
+    let dir = DataDir::new(cli.data_dir).with_database_url(database);
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { listen, hostnames, cert_ttl, heartbeat, public_url } => {
@@ -107,7 +108,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     anyhow::bail!("--heartbeat must be between 100ms and 1h");
                 }
                 let settings = Settings { cert_ttl, heartbeat };
-                server::serve(ServeOptions { data_dir: dir, listen, hostnames, settings, public_url }).await?;
+                server::serve(ServeOptions {
+                    data_dir: dir,
+                    listen,
+                    hostnames,
+                    settings,
+                    public_url,
+                })
+                .await?;
             }
             Command::User { command: UserCommand::Add { name } } => {
                 let token = server::add_user(&dir, &name).await?;

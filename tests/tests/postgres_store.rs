@@ -4,7 +4,8 @@
 //! integrity error; a wrong or missing master key and a foreign CA stop start-up; planted
 //! values reach neither the database (`pg_dump`, in plain text or hex) nor any log (the
 //! broker's at trace level, the server's with every statement and its parameters); `user add`
-//! and `rotate-master-key` work on the database, and a rotation waits for every broker to stop.
+//! and `rotate-master-key` work on the database (OAuth providers' keys included), and a
+//! rotation waits for every broker to stop.
 
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -329,6 +330,14 @@ async fn rotation_waits_for_every_broker_and_user_add_runs_beside_them() {
     let mut broker = Broker::start_with(options.clone());
     let api = broker.admin();
     api.add_generic("ROTATED", &[("ROTATED_VAR", "planted-pg-rotated")]).await.ok();
+    // An OAuth provider: its sealed client secret has a data key of its own to re-wrap.
+    api.post(
+        "/v1/oauth/providers",
+        json!({"name": "gh", "preset": "github", "client_id": "pg-client",
+            "client_secret": "planted-pg-client-secret"}),
+    )
+    .await
+    .ok();
     let (session, token) = api.new_session(json!({})).await;
     api.activate(&session, &["ROTATED"]).await.ok();
     let mut agent = TestAgent::enroll(&broker, &token).await.unwrap();
@@ -367,7 +376,7 @@ async fn rotation_waits_for_every_broker_and_user_add_runs_beside_them() {
     broker.stop();
     let (status, out, err) = run(&["rotate-master-key"]);
     assert_eq!(status, Some(0), "{err}");
-    assert!(out.contains("re-wrapped 1 data keys"), "{out}");
+    assert!(out.contains("re-wrapped 2 data keys"), "{out}");
     // The broker with the old key no longer starts; with the new key file it does.
     let log = broker.try_start_again(&options).unwrap_err();
     assert!(log.contains("master key does not open the data keys in"), "{log}");
@@ -376,4 +385,28 @@ async fn rotation_waits_for_every_broker_and_user_add_runs_beside_them() {
     agent.rebase(&broker.url);
     let got = agent.get("/v1/agent/secrets/ROTATED").await.unwrap().ok();
     assert_eq!(got["fields"]["ROTATED_VAR"], "planted-pg-rotated");
+    let providers = broker.admin().get("/v1/oauth/providers").await.ok();
+    assert_eq!(providers[0]["name"], "gh", "{providers}");
+}
+
+#[test]
+fn a_bad_database_url_is_refused_without_repeating_it() {
+    let dir = temp_dir("maestro-badurl-");
+    for (url, wanted) in [
+        ("mysql://maestro:planted-pw-31@db/maestro", "use a PostgreSQL URL"),
+        ("postgres://maestro:planted-pw-31@db", "names no database"),
+    ] {
+        let out = std::process::Command::new(maestro_tests::util::bin("maestro-broker"))
+            .args(["user", "add", "x", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env("MAESTRO_DATABASE_URL", url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.starts_with("maestro-broker: invalid --database"), "{stderr}");
+        assert!(stderr.contains(wanted) && !stderr.contains("planted-pw-31"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    assert!(!dir.path().join("data").exists(), "nothing was made");
 }

@@ -29,7 +29,7 @@ use crate::ca::CaError;
 use crate::clock;
 use crate::events::Subscription;
 use crate::secrets::{self, check_name};
-use crate::store::{AuditRecord, CertificateRecord, SessionRecord};
+use crate::store::{AuditRecord, CertificateRecord, SecretRecord, SessionRecord};
 use crate::tokens;
 
 /// Longest command name kept from a usage report.
@@ -261,22 +261,19 @@ pub async fn events(State(app): State<SharedApp>, agent: AgentSession) -> ApiRes
         .into_response())
 }
 
-async fn fetched(
-    app: &App,
-    session: &SessionRecord,
-    materials: &[SecretMaterial],
-) -> ApiResult<()> {
+/// Records that `session`'s agent fetched these secrets (the records the caller already holds,
+/// so no lookup by name is needed).
+async fn fetched(app: &App, session: &SessionRecord, secrets: &[&SecretRecord]) -> ApiResult<()> {
     let now = clock::now();
-    let mut records = Vec::with_capacity(materials.len());
-    for m in materials {
-        let secret = app.store.secret_by_name(session.owner_id, &m.name).await?;
-        records.push(AuditRecord {
-            secret_id: secret.map(|s| s.id),
-            secret_name: Some(m.name.clone()),
+    let records: Vec<AuditRecord> = secrets
+        .iter()
+        .map(|s| AuditRecord {
+            secret_id: Some(s.id.clone()),
+            secret_name: Some(s.name.clone()),
             session_id: Some(session.id.clone()),
             ..AuditRecord::new(session.owner_id, now, AuditAction::Fetched)
-        });
-    }
+        })
+        .collect();
     app.store.append_audit(&records).await?;
     Ok(())
 }
@@ -286,11 +283,12 @@ pub async fn all_material(
     State(app): State<SharedApp>,
     agent: AgentSession,
 ) -> ApiResult<Json<MaterialSet>> {
-    let mut out = Vec::new();
-    for secret in app.store.active_secrets(&agent.session.id).await? {
-        out.push(secrets::material(&app, &secret, &agent.session.id).await?);
+    let active = app.store.active_secrets(&agent.session.id).await?;
+    let mut out = Vec::with_capacity(active.len());
+    for secret in &active {
+        out.push(secrets::material(&app, secret, &agent.session.id).await?);
     }
-    fetched(&app, &agent.session, &out).await?;
+    fetched(&app, &agent.session, &active.iter().collect::<Vec<_>>()).await?;
     Ok(Json(MaterialSet { secrets: out }))
 }
 
@@ -313,7 +311,7 @@ pub async fn one_material(
         return Err(Failure::not_found(format!("secret {name} is not active in this session")));
     };
     let material = secrets::material(&app, secret, &agent.session.id).await?;
-    fetched(&app, &agent.session, std::slice::from_ref(&material)).await?;
+    fetched(&app, &agent.session, &[secret]).await?;
     Ok(Json(material))
 }
 

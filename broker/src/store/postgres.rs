@@ -104,12 +104,17 @@ pub struct PgLock {
 impl PgStore {
     /// Connects to the database and brings its schema up to date.
     pub async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let open_failed = |source| StoreError::Open { path: url.label().to_owned(), source };
+        // One connection first: a pool would retry until its timeout and then report only
+        // that, where this says "connection refused" or "password authentication failed".
+        let probe = PgConnection::connect_with(url.options()).await.map_err(open_failed)?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(url.options().clone())
             .await
-            .map_err(|source| StoreError::Open { path: url.label().to_owned(), source })?;
+            .map_err(open_failed)?;
         let store = Self { pool, url: url.clone() };
         store.migrate().await?;
         Ok(store)

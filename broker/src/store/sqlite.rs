@@ -22,6 +22,8 @@ use super::{
 };
 use crate::audit;
 
+/// Group commit of audit records appended on their own.
+mod audit_writer;
 /// The OAuth tables ([`crate::oauth::store::OAuthStore`]), a child so that it shares the helpers.
 pub(super) mod oauth;
 
@@ -29,6 +31,7 @@ pub(super) mod oauth;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    audit: audit_writer::AuditWriter,
 }
 
 type Tx = Transaction<'static, sqlx::Sqlite>;
@@ -82,7 +85,8 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(open_failed)?;
-        let store = Self { pool };
+        let audit = audit_writer::AuditWriter::start(pool.clone());
+        let store = Self { pool, audit };
         store.migrate().await?;
         Ok(store)
     }
@@ -912,13 +916,9 @@ impl Store for SqliteStore {
     }
 
     fn append_audit<'a>(&'a self, records: &'a [AuditRecord]) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut tx = self.write_tx().await?;
-            for record in records {
-                insert_audit(&mut tx, record).await?;
-            }
-            commit(tx).await
-        })
+        // Shares a transaction (one fsync) with the appends waiting at the same moment; returns
+        // once these records are committed.
+        Box::pin(self.audit.append(records))
     }
 
     fn audit_for_owner(&self, owner_id: i64, limit: i64) -> StoreFuture<'_, Vec<AuditRow>> {

@@ -123,7 +123,13 @@ impl OAuthServer {
 
 /// Registers a GitHub-preset provider whose endpoints are the test server's; `extra` are more
 /// `providers add` arguments.
-pub fn add_provider(broker: &Broker, token: &str, server: &OAuthServer, name: &str, extra: &[&str]) -> CmdOutput {
+pub fn add_provider(
+    broker: &Broker,
+    token: &str,
+    server: &OAuthServer,
+    name: &str,
+    extra: &[&str],
+) -> CmdOutput {
     let secret_file = broker.data_dir().parent().unwrap().join(format!("{name}.client-secret"));
     std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).unwrap();
     let auth = server.endpoint("/authorize");
@@ -244,7 +250,10 @@ pub fn assert_nowhere(planted: &[String], dir: &Path, logs: &[(&str, String)]) {
         let found = files_containing(dir, value.as_bytes());
         assert!(found.is_empty(), "a token or the client secret is in {found:?}");
         for (name, log) in logs {
-            assert!(!log.contains(value.as_str()), "a token or the client secret is in the {name} log");
+            assert!(
+                !log.contains(value.as_str()),
+                "a token or the client secret is in the {name} log"
+            );
         }
     }
 }

@@ -84,9 +84,10 @@ CREATE TRIGGER oauth_tokens_drop_key AFTER DELETE ON oauth_tokens
     FOR EACH ROW EXECUTE FUNCTION maestro_drop_row_data_key();
 "#;
 
-const PROVIDER_SELECT: &str = "SELECT id, owner_id, name, preset, kind, token_field, client_id, \
-     auth_url, token_url, revoke_url, scopes, p.data_key_id, d.wrapped, client_secret, \
-     p.created_at FROM oauth_providers p JOIN data_keys d ON d.id = p.data_key_id ";
+const PROVIDER_SELECT: &str = "SELECT p.id, p.owner_id, p.name, p.preset, p.kind, \
+     p.token_field, p.client_id, p.auth_url, p.token_url, p.revoke_url, p.scopes, p.data_key_id, \
+     d.wrapped, p.client_secret, p.created_at \
+     FROM oauth_providers p JOIN data_keys d ON d.id = p.data_key_id ";
 
 const PENDING_SELECT: &str = "SELECT a.id, a.state_hash, a.owner_id, a.provider_id, \
      p.name AS provider_name, a.secret_name, a.reconnect_secret_id, a.scopes, a.status, \

@@ -75,9 +75,10 @@ CREATE TRIGGER oauth_tokens_drop_key AFTER DELETE ON oauth_tokens
 BEGIN DELETE FROM data_keys WHERE id = OLD.data_key_id; END;
 "#;
 
-const PROVIDER_SELECT: &str = "SELECT id, owner_id, name, preset, kind, token_field, client_id, \
-     auth_url, token_url, revoke_url, scopes, p.data_key_id, d.wrapped, client_secret, \
-     p.created_at FROM oauth_providers p JOIN data_keys d ON d.id = p.data_key_id ";
+const PROVIDER_SELECT: &str = "SELECT p.id, p.owner_id, p.name, p.preset, p.kind, \
+     p.token_field, p.client_id, p.auth_url, p.token_url, p.revoke_url, p.scopes, \
+     p.data_key_id, d.wrapped, p.client_secret, p.created_at \
+     FROM oauth_providers p JOIN data_keys d ON d.id = p.data_key_id ";
 
 const PENDING_SELECT: &str = "SELECT a.id, a.state_hash, a.owner_id, a.provider_id, \
      p.name AS provider_name, a.secret_name, a.reconnect_secret_id, a.scopes, a.status, \
@@ -660,5 +661,186 @@ impl OAuthStore for SqliteStore {
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use maestro_wire::api::AuditAction;
+
+    use super::*;
+    use crate::store::Store;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn provider(owner: i64) -> ProviderRecord {
+        ProviderRecord {
+            id: "oauthp-1".into(),
+            owner_id: owner,
+            name: "gh".into(),
+            preset: "github".into(),
+            kind: "github".into(),
+            token_field: "token".into(),
+            client_id: "cid".into(),
+            auth_url: "https://a".into(),
+            token_url: "https://t".into(),
+            revoke_url: None,
+            scopes: vec!["repo".into()],
+            data_key_id: "pk".into(),
+            wrapped_key: vec![1; 8],
+            client_secret: vec![2; 40],
+            created_at: 5,
+        }
+    }
+
+    fn secret(owner: i64, version: u64) -> SecretRecord {
+        SecretRecord {
+            id: "s1".into(),
+            owner_id: owner,
+            name: "GH".into(),
+            kind: "github".into(),
+            description: None,
+            tags: vec![],
+            version,
+            field_names: vec!["token".into()],
+            data_key_id: format!("sk{version}"),
+            wrapped_key: vec![3; 8],
+            created_at: 10,
+            updated_at: 10,
+        }
+    }
+
+    fn token(generation: u64, refresh_at_ms: Option<i64>) -> TokenRecord {
+        TokenRecord {
+            secret_id: "s1".into(),
+            provider_id: "oauthp-1".into(),
+            data_key_id: "tk".into(),
+            wrapped_key: vec![4; 8],
+            generation,
+            refresh_token: Some(vec![5; 40]),
+            scopes: vec!["repo".into()],
+            expires_at: Some(100),
+            refresh_at_ms,
+            failures: 0,
+            needs_reauth: None,
+            last_refresh_at: Some(10),
+            updated_at: 10,
+        }
+    }
+
+    fn pending(owner: i64) -> PendingRecord {
+        PendingRecord {
+            id: "a1".into(),
+            state_hash: vec![9; 32],
+            owner_id: owner,
+            provider_id: "oauthp-1".into(),
+            provider_name: "gh".into(),
+            secret_name: "GH".into(),
+            reconnect_secret_id: None,
+            scopes: vec!["repo".into()],
+            status: PendingStatus::Pending,
+            message: None,
+            created_at: 10,
+            expires_at: 610,
+            finished_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oauth_secret_lives_with_its_token_row_and_keys() {
+        let (_d, s) = store().await;
+        let u = s.create_user("alice", b"h", 1).await.unwrap();
+        s.insert_provider(&provider(u.id)).await.unwrap();
+        assert!(matches!(
+            s.insert_provider(&ProviderRecord {
+                id: "oauthp-2".into(),
+                data_key_id: "pk2".into(),
+                ..provider(u.id)
+            })
+            .await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        assert_eq!(s.list_providers(u.id).await.unwrap().len(), 1);
+        assert_eq!(
+            s.provider_by_name(u.id, "gh").await.unwrap().unwrap().client_secret,
+            vec![2; 40]
+        );
+
+        // The state is single-use: only one move out of `pending` succeeds.
+        s.insert_pending(&pending(u.id)).await.unwrap();
+        let by_state = s.pending_by_state(&[9; 32]).await.unwrap().unwrap();
+        assert_eq!(
+            (by_state.provider_name.as_str(), by_state.status),
+            ("gh", PendingStatus::Pending)
+        );
+        assert!(
+            s.move_pending("a1", PendingStatus::Pending, PendingStatus::Exchanging, None, 11)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.move_pending("a1", PendingStatus::Pending, PendingStatus::Exchanging, None, 11)
+                .await
+                .unwrap()
+        );
+
+        let audit = AuditRecord::new(u.id, 12, AuditAction::Created);
+        s.insert_oauth_secret(&secret(u.id, 1), &[], &token(1, Some(5_000)), "a1", &audit)
+            .await
+            .unwrap();
+        assert_eq!(s.pending_by_id("a1").await.unwrap().unwrap().status, PendingStatus::Done);
+        let view = s.token("s1").await.unwrap().unwrap();
+        assert_eq!((view.secret_name.as_str(), view.provider_name.as_str()), ("GH", "gh"));
+        // Every wrapped key is a secret's or OAuth's, as rotation needs.
+        let keys = s.oauth_data_keys().await.unwrap();
+        let subjects: Vec<&str> = keys.iter().map(|k| k.secret_id.as_str()).collect();
+        assert_eq!(subjects, ["oauthp-1", "s1/oauth"]);
+        assert_eq!(keys.len() + s.data_keys().await.unwrap().len(), 3);
+
+        // Refresh: due, claimed once, replaced with a new generation and version.
+        assert_eq!(s.next_refresh_at().await.unwrap(), Some(5_000));
+        assert!(s.due_refreshes(4_999, 10).await.unwrap().is_empty());
+        assert_eq!(s.due_refreshes(5_000, 10).await.unwrap(), ["s1"]);
+        assert!(s.claim_refresh("s1", 1, 5_000, 65_000).await.unwrap());
+        assert!(!s.claim_refresh("s1", 1, 5_000, 65_000).await.unwrap(), "claimed once");
+        let refreshed = AuditRecord::new(u.id, 13, AuditAction::Refreshed);
+        s.replace_oauth_secret(
+            1,
+            &secret(u.id, 2),
+            &[],
+            1,
+            &token(2, Some(9_000)),
+            None,
+            &refreshed,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            s.replace_oauth_secret(1, &secret(u.id, 3), &[], 1, &token(3, None), None, &refreshed)
+                .await,
+            Err(StoreError::Changed { .. })
+        ));
+        assert_eq!(s.token("s1").await.unwrap().unwrap().token.generation, 2);
+        assert_eq!(s.secret_by_name(u.id, "GH").await.unwrap().unwrap().version, 2);
+
+        // A refusal stops refreshes; a forced claim ignores the schedule but not the mark.
+        let failed = AuditRecord::new(u.id, 14, AuditAction::RefreshFailed);
+        assert!(s.claim_refresh("s1", 2, i64::MAX, 70_000).await.unwrap(), "forced");
+        assert!(s.mark_needs_reauth("s1", 2, "refused", &failed).await.unwrap());
+        assert_eq!(s.next_refresh_at().await.unwrap(), None);
+        assert!(!s.claim_refresh("s1", 2, i64::MAX, 70_000).await.unwrap());
+
+        // Deleting the secret takes its token row and the row's key with it.
+        let record = s.secret_by_name(u.id, "GH").await.unwrap().unwrap();
+        s.delete_secret(&record, 20).await.unwrap();
+        assert!(s.token("s1").await.unwrap().is_none());
+        assert_eq!(s.oauth_data_keys().await.unwrap().len(), 1, "the provider's key only");
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM data_keys").fetch_one(&s.pool).await.unwrap();
+        assert_eq!(count, 1, "no orphaned key");
     }
 }
