@@ -104,7 +104,13 @@ async fn refresh_now(
     ApiJson(body): ApiJson<RefreshNow>,
 ) -> ApiResult<Json<SecretMeta>> {
     enabled(&app)?;
-    let (secret, _) = authorize::oauth_secret(&app, &user, &body.name).await?;
+    let (secret, view) = authorize::oauth_secret(&app, &user, &body.name).await?;
+    if view.token.refresh_token.is_none() && view.token.needs_reauth.is_none() {
+        return Err(Failure::bad_request(format!(
+            "{} has no refresh token: {} issued a token that is not refreshed (it does not expire, or the provider gives no refresh tokens); `maestro oauth reconnect {}` gets a new one",
+            secret.name, view.provider_name, secret.name
+        )));
+    }
     Ok(Json(refresh::refresh_now(&app, &secret.id, &secret.name).await?))
 }
 

@@ -409,7 +409,16 @@ pub async fn callback(app: &App, query: Option<&str>) -> CallbackOutcome {
     }
     match outcome {
         Ok(message) => CallbackOutcome { status: StatusCode::OK, message },
-        Err(message) => refused(format!("{}{}.", message[..1].to_uppercase(), &message[1..])),
+        Err(message) => refused(sentence(&message)),
+    }
+}
+
+/// A reason as a sentence for the page: capital first letter, full stop.
+fn sentence(reason: &str) -> String {
+    let mut chars = reason.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
     }
 }
 
