@@ -57,10 +57,7 @@ pub enum KeyError {
 }
 
 fn wrong(dir: &DataDir) -> KeyError {
-    KeyError::Wrong {
-        db: dir.database_label(),
-        file: dir.master_key().display().to_string(),
-    }
+    KeyError::Wrong { db: dir.database_label(), file: dir.master_key().display().to_string() }
 }
 
 fn read_key_file(path: &Path) -> Result<Option<MasterKey>, KeyError> {

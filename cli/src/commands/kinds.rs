@@ -165,7 +165,8 @@ mod tests {
 
     #[test]
     fn unknown_kind() {
-        let e = run(KindsArgs { kind: Some("nope".into()), json: false, markdown: false }).unwrap_err();
+        let e =
+            run(KindsArgs { kind: Some("nope".into()), json: false, markdown: false }).unwrap_err();
         assert_eq!(e.to_string(), "unknown kind 'nope'; run `maestro kinds` for the list");
     }
 
