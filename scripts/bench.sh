@@ -42,7 +42,7 @@ TOOLS="$(pwd)/target/bench-tools"
 mkdir -p "$TOOLS"
 
 DOTENV="$TOOLS/venv/bin/dotenv"
-if ! "$TOOLS/venv/bin/python" -c "import dotenv, sys; sys.exit(dotenv.__version__ != '$DOTENV_VERSION')" 2>/dev/null \
+if ! "$TOOLS/venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('python-dotenv') != '$DOTENV_VERSION')" 2>/dev/null \
     || [ ! -x "$DOTENV" ]; then
     echo "==> installing python-dotenv $DOTENV_VERSION into $TOOLS/venv"
     rm -rf "$TOOLS/venv"

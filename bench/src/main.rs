@@ -121,7 +121,8 @@ fn preflight() -> anyhow::Result<()> {
     }
     // Raise the soft limit as far as the hard one allows (raising the hard limit needs
     // CAP_SYS_RESOURCE, which containers often drop).
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("cannot read the open-files limit")?;
+    let (_, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).context("cannot read the open-files limit")?;
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
         .context("cannot raise the open-files soft limit to the hard limit")?;
     if hard < OPEN_FILES {
@@ -195,8 +196,9 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             println!("broker: {} (pid {})", sandbox.broker.url, sandbox.broker.proc.pid()?);
             println!("logs: {}", sandbox.dir().display());
             println!("waiting for Ctrl-C (SIGINT) or SIGTERM");
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("cannot watch SIGTERM")?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("cannot watch SIGTERM")?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -8,10 +8,14 @@
 //! referrers and caching (see [`SECURITY_HEADERS`]); the assets are written to work under
 //! exactly that policy (no inline script or style, no external URL).
 //!
+//! The OAuth provider presets (`maestro_wire::oauth::PRESETS`: endpoints, the scopes each
+//! accepts, the defaults) are served as data at `/ui/oauth-presets.json`, so the page's provider
+//! form follows the same table as the broker and the CLI instead of a copy of it. They hold no
+//! user data and need no token, like the other assets.
+//!
 //! The router has no state and no fallback, so it merges into the API router:
 //! `api::router(app).merge(ui::router())`.
 
-use axum::Router;
 use axum::http::HeaderValue;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName, REFERRER_POLICY,
@@ -20,6 +24,8 @@ use axum::http::header::{
 use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+use axum::{Json, Router};
+use maestro_wire::oauth::{PRESETS, Preset};
 
 /// The page.
 pub const INDEX_HTML: &str = include_str!("../ui/index.html");
@@ -48,7 +54,7 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
 ];
 
 /// The UI routes: `/` and `/ui` redirect to `/ui/`; `/ui/`, `/ui/app.js`, `/ui/app.css`,
-/// `/ui/favicon.png`.
+/// `/ui/favicon.png`, `/ui/oauth-presets.json`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(to_ui))
@@ -57,6 +63,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/app.js", get(app_js))
         .route("/ui/app.css", get(app_css))
         .route("/ui/favicon.png", get(favicon))
+        .route("/ui/oauth-presets.json", get(oauth_presets))
         .layer(middleware::map_response(secure))
 }
 
@@ -78,6 +85,11 @@ async fn app_css() -> Response {
 
 async fn favicon() -> Response {
     asset("image/png", FAVICON_PNG)
+}
+
+/// `application/json`: the presets, in the order the provider form offers them.
+async fn oauth_presets() -> Json<&'static [Preset]> {
+    Json(PRESETS)
 }
 
 fn asset(content_type: &'static str, body: impl IntoResponse) -> Response {
@@ -139,6 +151,25 @@ mod tests {
         assert_secure(&response);
         assert_eq!(&response.bytes().await.unwrap()[..], FAVICON_PNG);
         assert!(FAVICON_PNG.starts_with(b"\x89PNG\r\n\x1a\n"));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn serves_the_oauth_presets_as_data() {
+        let (base, task) = serve().await;
+        let response =
+            no_redirects().get(format!("{base}/ui/oauth-presets.json")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_secure(&response);
+        let presets: Vec<serde_json::Value> = response.json().await.unwrap();
+        let names: Vec<&str> = presets.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["github", "gitlab", "microsoft", "custom"]);
+        let github = &presets[0];
+        assert_eq!(github["default_scopes"], serde_json::json!(["repo", "read:org"]));
+        assert!(github["accepted_scopes"].as_array().unwrap().iter().any(|s| s == "workflow"));
+        assert_eq!(presets[2]["implied_scopes"], serde_json::json!(["offline_access"]));
+        assert!(presets[3]["auth_url"].is_null() && presets[3]["accepted_scopes"].is_null());
         task.abort();
     }
 

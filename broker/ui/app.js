@@ -5,6 +5,8 @@
 // The API never returns a secret value, so none can be shown; values typed or loaded from a
 // file go out in one request and the inputs are emptied right after. Every element is built
 // with textContent (never innerHTML), so nothing the broker returns is parsed as markup.
+// OAuth: the page registers providers, starts authorizations (the provider's page opens in a
+// new tab), and polls the broker until the callback stored the secret; it never sees a token.
 'use strict';
 
 (() => {
@@ -21,6 +23,23 @@
   const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
   const AUDIT_ROWS_SHOWN = 1000;
   const MULTI_LINE_CHECKS = ['text', 'gcp_service_account'];
+  // Limits of `maestro_wire::oauth`.
+  const PROVIDER_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
+  const MAX_CLIENT_ID_BYTES = 256;
+  const MAX_CLIENT_SECRET_BYTES = 4096;
+  const MAX_SCOPES = 64;
+  const MAX_SCOPE_BYTES = 256;
+  const MAX_URL_BYTES = 2048;
+  // An authorization is asked about this often while it waits; the page gives up on its own
+  // this long after the authorization expired (the broker normally says so first).
+  const POLL_MS = 1500;
+  const POLL_GRACE_MS = 30000;
+  const OPEN_STATES = ['pending', 'exchanging'];
+  // How the provider form names the presets (their data comes from oauth-presets.json).
+  const PRESET_LABELS = {
+    github: 'GitHub', gitlab: 'GitLab', microsoft: 'Microsoft (Entra ID, Microsoft Graph)',
+    custom: 'Custom OAuth 2.0 provider',
+  };
   const AUDIT_ACTIONS = [
     'created', 'edited', 'deleted', 'activated', 'deactivated', 'fetched', 'injected',
     'file_read', 'denied', 'session_created', 'session_ended', 'enrolled', 'refreshed',
@@ -41,6 +60,11 @@
     current: null, // the secret or session a detail view shows
     created: null, // the answer to the last session creation, until "Done"
     form: null, // the secret form's mode and loaded files
+    presets: null, // the OAuth provider presets, loaded once
+    providers: [], // the user's OAuth providers
+    added: null, // the provider registered last, until "Done" (its redirect URI)
+    oauthFiles: new Map(), // the provider form's client secret loaded from a file
+    flow: null, // the OAuth authorization in progress, across views
   };
   let generation = 0; // a view's answers that arrive after the user moved on are dropped
   let noticeTimer = null;
@@ -290,12 +314,19 @@
   }
 
   function signOut(message) {
+    // An authorization still waiting can no longer complete: the token leaves with the user.
+    // (`api` reads the token before this function removes it.)
+    const f = state.flow;
+    if (f && !f.finished) api('POST', `v1/oauth/authorizations/${enc(f.started.id)}/cancel`).catch(() => null);
     sessionStorage.removeItem(TOKEN_KEY);
     forgetCreated();
     state.secrets = [];
     state.sessions = [];
     state.audit = [];
     state.current = null;
+    state.providers = [];
+    state.added = null;
+    stopFlow();
     generation += 1;
     signedIn(false);
     clearErrors();
@@ -307,8 +338,10 @@
     $('signin-token').focus();
   }
 
-  async function route() {
-    clearErrors();
+  // Shows the view the address names. `opts.keepErrors`: a re-render after an action whose
+  // error (or notice) must stay on screen.
+  async function route(opts) {
+    if (!(opts && opts.keepErrors)) clearErrors();
     // Values typed into a form that the user left (Cancel, another section) go now.
     wipeValues();
     const gen = ++generation;
@@ -324,6 +357,8 @@
       if (parts[0] === 'secrets' && parts[1] === 'new') await viewSecretForm(stale, null);
       else if (parts[0] === 'secrets' && parts[1] && parts[2] === 'edit') {
         await viewSecretForm(stale, secretNameFrom(parts[1]));
+      } else if (parts[0] === 'secrets' && parts[1] && parts[2] === 'reconnect') {
+        await viewSecret(stale, secretNameFrom(parts[1]), { reconnect: true });
       } else if (parts[0] === 'secrets' && parts[1]) await viewSecret(stale, secretNameFrom(parts[1]));
       else if (parts[0] === 'sessions' && parts[1]) await viewSession(stale, sessionIdFrom(parts[1]));
       else if (parts[0] === 'sessions') await viewSessions(stale);
@@ -414,7 +449,8 @@
       title: `Delete ${meta.name}?`,
       text: 'Its values are destroyed and cannot be recovered.'
         + (active ? ` It is active in ${active} session${active > 1 ? 's' : ''} and is removed from `
-          + `${active > 1 ? 'them' : 'it'} at once.` : ''),
+          + `${active > 1 ? 'them' : 'it'} at once.` : '')
+        + (meta.oauth ? ` Its OAuth tokens are revoked at ${meta.oauth.provider} where the provider allows it.` : ''),
       ok: 'Delete secret',
     });
     if (!yes) return;
@@ -422,7 +458,7 @@
       const deleted = await api('DELETE', `v1/secrets/${enc(meta.name)}`);
       const n = deleted.deactivated_in.length;
       notify(`Deleted ${deleted.name}${n ? `; removed from ${n} session${n > 1 ? 's' : ''}` : ''}.`
-        + (deleted.revocation ? ` ${deleted.revocation}` : ''));
+        + (deleted.revocation ? ` OAuth revocation: ${deleted.revocation}.` : ''));
       if (location.hash === '#/secrets') route();
       else location.hash = '#/secrets';
     } catch (err) {
@@ -430,11 +466,13 @@
     }
   }
 
-  async function viewSecret(stale, name) {
+  async function viewSecret(stale, name, opts) {
     show('secret', 'secrets');
     $('secret-title').textContent = name;
     $('secret-body').hidden = true;
     $('secret-actions').hidden = true;
+    $('secret-oauth').hidden = true;
+    $('reconnect-form').hidden = true;
     clear($('secret-meta'));
     clear(document.querySelector('#history-table tbody'));
     $('history-empty').hidden = true;
@@ -446,6 +484,15 @@
     state.current = meta;
     await loadKinds().catch(() => null);
     if (stale()) return;
+    if (meta.oauth) {
+      // The provider's allowed scopes, for Reconnect; the page works without them.
+      try {
+        state.providers = await api('GET', 'v1/oauth/providers');
+      } catch (err) {
+        if (err instanceof ApiFailure && err.status === 401) throw err;
+      }
+      if (stale()) return;
+    }
     $('secret-edit').setAttribute('href', `#/secrets/${enc(name)}/edit`);
     const kind = kindByName(meta.kind);
     const rows = [
@@ -464,18 +511,12 @@
       ['Used by sessions', sessionLinks(meta.used_by_sessions)],
       ['Active in sessions', sessionLinks(meta.active_in_sessions)],
     ];
-    if (meta.oauth) {
-      const o = meta.oauth;
-      rows.push(['OAuth', [
-        `${o.provider}; scopes: ${o.scopes.join(' ') || 'none'}`,
-        o.expires_at ? ['; token expires ', timeEl(o.expires_at)] : '',
-        o.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad'), ' ', o.reauth_hint || '') : '',
-      ]]);
-    }
     renderMeta($('secret-meta'), rows);
+    renderSecretOAuth(meta);
     renderHistory(history);
     $('secret-body').hidden = false;
     $('secret-actions').hidden = false;
+    if (meta.oauth && opts && opts.reconnect) openReconnect();
   }
 
   function renderMeta(dl, rows) {
@@ -644,13 +685,18 @@
   }
 
   // A button that loads a file's text as a field's value (a GCP key, a PEM): the text is held
-  // in memory until the form is sent, and never shown.
-  function fileButton(key, input) {
+  // in memory until the form is sent, and never shown. `opts` serves other forms than the
+  // secret form: where the text goes, the form that shows errors, a limit, a transformation.
+  function fileButton(key, input, opts) {
+    const o = opts || {};
+    const files = () => (o.files ? o.files() : state.form.files);
+    const formOf = () => (o.form ? o.form() : $('secret-form'));
+    const limit = o.limit || MAX_FIELD_BYTES;
     const picker = h('input', { type: 'file', class: 'file-picker', hidden: true, tabindex: '-1', 'aria-hidden': 'true' });
     const status = h('span', { class: 'file-status', 'aria-live': 'polite' });
-    const clearButton = h('button', { type: 'button', class: 'small ghost', hidden: true }, 'Clear file');
+    const clearButton = h('button', { type: 'button', class: 'small ghost file-clear', hidden: true }, 'Clear file');
     const forget = () => {
-      state.form.files.delete(key);
+      files().delete(key);
       picker.value = '';
       status.textContent = '';
       clearButton.hidden = true;
@@ -659,21 +705,27 @@
     picker.addEventListener('change', async () => {
       const file = picker.files && picker.files[0];
       if (!file) return;
-      if (file.size > MAX_FIELD_BYTES) {
+      // A line break or two more than the limit may still fit once a transformation drops it.
+      if (file.size > limit + 2) {
         forget();
-        showError(`${file.name} is ${sizeText(file.size)}; a value holds at most ${sizeText(MAX_FIELD_BYTES)}`, $('secret-form'));
+        showError(`${file.name} is ${sizeText(file.size)}; a value holds at most ${sizeText(limit)}`, formOf());
         return;
       }
       try {
-        const text = await file.text();
-        state.form.files.set(key, text);
+        const text = o.transform ? o.transform(await file.text()) : await file.text();
+        if (utf8Bytes(text) > limit) {
+          forget();
+          showError(`${file.name} is ${sizeText(file.size)}; a value holds at most ${sizeText(limit)}`, formOf());
+          return;
+        }
+        files().set(key, text);
         input.value = '';
         input.disabled = true;
         status.textContent = `${file.name} loaded (${sizeText(file.size)})`;
         clearButton.hidden = false;
       } catch (err) {
         forget();
-        showError(`cannot read ${file.name}: ${messageOf(err)}`, $('secret-form'));
+        showError(`cannot read ${file.name}: ${messageOf(err)}`, formOf());
       }
     });
     clearButton.addEventListener('click', forget);
@@ -712,6 +764,16 @@
       }, 'Remove row')));
     }
     return row;
+  }
+
+  function lowerCase(ev) {
+    const el = ev.target;
+    const lower = el.value.toLowerCase();
+    if (lower !== el.value) {
+      const [start, end] = [el.selectionStart, el.selectionEnd];
+      el.value = lower;
+      el.setSelectionRange(start, end);
+    }
   }
 
   function upperCase(ev) {
@@ -787,14 +849,19 @@
     return { fields, remove };
   }
 
-  // Empties every value input and drops loaded files, whatever the outcome of a submit.
+  // Empties every value input (secret values, an OAuth client secret) and drops loaded files,
+  // whatever the outcome of a submit.
   function wipeValues() {
-    for (const el of document.querySelectorAll('#secret-form input[type=password], #secret-form input[type=file]')) {
+    const forms = ['#secret-form', '#provider-form'];
+    const inputs = forms.map((f) => `${f} input[type=password], ${f} input[type=file]`).join(', ');
+    for (const el of document.querySelectorAll(inputs)) {
       el.value = '';
       el.disabled = false;
     }
-    for (const el of document.querySelectorAll('#secret-form .file-status')) el.textContent = '';
+    for (const el of document.querySelectorAll(forms.map((f) => `${f} .file-status`).join(', '))) el.textContent = '';
+    for (const el of document.querySelectorAll(forms.map((f) => `${f} .file-clear`).join(', '))) el.hidden = true;
     if (state.form) state.form.files.clear();
+    state.oauthFiles.clear();
   }
 
   async function onSecretSubmit(ev) {
@@ -1153,27 +1220,781 @@
     }
   }
 
-  // ---------------------------------------------------------------- OAuth (placeholder)
+  // ---------------------------------------------------------------- OAuth: presets and providers
 
-  // The OAuth flow is not in the broker yet; this view says so and lists what the API already
-  // reports about OAuth-made secrets (none until the flow exists).
+  // The presets (`maestro_wire::oauth::PRESETS`) are data the broker serves beside this script:
+  // endpoints, the scopes each accepts, its defaults and the scopes it always asks for.
+  async function loadPresets() {
+    if (!state.presets) {
+      let response;
+      try {
+        response = await fetch(new URL('oauth-presets.json', document.baseURI), {
+          cache: 'no-store', credentials: 'omit', redirect: 'error',
+        });
+      } catch (err) {
+        throw new ApiFailure(0, 'network',
+          `cannot reach the broker (${err.message}); check that it is running, then retry`);
+      }
+      if (!response.ok) {
+        throw new ApiFailure(response.status, 'http',
+          `the broker answered ${response.status} for the OAuth presets; reload the page (the broker may have been upgraded)`);
+      }
+      state.presets = await response.json();
+    }
+    return state.presets;
+  }
+
+  const presetByName = (name) => (state.presets || []).find((p) => p.name === name);
+  const presetLabel = (name) => PRESET_LABELS[name] || (presetByName(name) || {}).title || name;
+  const providerByName = (name) => state.providers.find((p) => p.name === name);
+  // The scopes a provider's preset always asks for (Microsoft: offline_access).
+  const impliedScopes = (provider) => ((provider && presetByName(provider.preset)) || {}).implied_scopes || [];
+
+  function hostOf(url) {
+    try {
+      return new URL(url).host;
+    } catch (_) {
+      return url;
+    }
+  }
+
+  function isLoopback(hostname) {
+    const bare = hostname.replace(/^\[|\]$/g, '');
+    return bare === 'localhost' || bare === '::1' || /^127\.\d+\.\d+\.\d+$/.test(bare);
+  }
+
+  // RFC 6749 scope tokens: printable ASCII without space, `"` and `\`.
+  function isValidScope(scope) {
+    return scope.length > 0 && scope.length <= MAX_SCOPE_BYTES && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(scope);
+  }
+
+  function checkScopes(scopes) {
+    if (scopes.length > MAX_SCOPES) throw new Invalid(`at most ${MAX_SCOPES} scopes; ${scopes.length} were given`);
+    for (const s of scopes) {
+      if (!isValidScope(s)) {
+        throw new Invalid(`"${s.slice(0, 80)}" is not a valid scope: 1 to ${MAX_SCOPE_BYTES} printable characters without spaces, quotes or backslashes`);
+      }
+    }
+    return scopes;
+  }
+
+  // Scopes typed as text: separated by spaces or commas, repeats dropped.
+  function parseScopeText(text) {
+    const out = [];
+    for (const s of text.split(/[\s,]+/)) if (s && !out.includes(s)) out.push(s);
+    return checkScopes(out);
+  }
+
+  function checkUrl(label, text) {
+    if (utf8Bytes(text) > MAX_URL_BYTES) throw new Invalid(`the ${label} is longer than ${MAX_URL_BYTES} bytes`);
+    let url;
+    try {
+      url = new URL(text);
+    } catch (_) {
+      throw new Invalid(`the ${label} "${text.slice(0, 80)}" is not a URL; copy it from the provider's documentation`);
+    }
+    const https = url.protocol === 'https:';
+    if (!https && !(url.protocol === 'http:' && isLoopback(url.hostname))) {
+      throw new Invalid(`the ${label} must be an HTTPS address (plain HTTP only on 127.0.0.1, ::1 or localhost)`);
+    }
+    return text;
+  }
+
+  // Checkboxes for scopes, all in `checked` ticked; the implied ones ticked and fixed.
+  function renderScopeBoxes(container, prefix, scopes, checked, implied) {
+    clear(container);
+    scopes.forEach((scope, i) => {
+      const id = `${prefix}-${i}`;
+      const fixed = implied.includes(scope);
+      container.appendChild(h('div', { class: 'check scope' },
+        h('input', {
+          type: 'checkbox', id, value: scope, class: 'scope-box',
+          checked: fixed || checked.includes(scope), disabled: fixed,
+        }),
+        h('label', { for: id }, h('span', { class: 'mono' }, scope),
+          fixed ? h('span', { class: 'muted' }, ' (always asked for)') : null)));
+    });
+  }
+
+  const pickedScopes = (container) => [...container.querySelectorAll('.scope-box:checked')].map((b) => b.value);
+
   async function viewOAuth(stale) {
     show('oauth', 'oauth');
-    const secrets = await api('GET', 'v1/secrets');
+    closeOAuthForms();
+    clear(document.querySelector('#providers-table tbody'));
+    clear(document.querySelector('#oauth-table tbody'));
+    const [providers, secrets] = await Promise.all([
+      api('GET', 'v1/oauth/providers'),
+      api('GET', 'v1/secrets'),
+      loadPresets(),
+    ]);
     if (stale()) return;
-    const oauth = secrets.filter((s) => s.oauth);
-    $('oauth-secrets-block').hidden = oauth.length === 0;
+    state.providers = providers;
+    state.secrets = secrets;
+    renderProviders();
+    renderOAuthSecrets();
+    renderAdded();
+  }
+
+  // Reloads the lists only: a form being filled in stays as it is.
+  async function reloadOAuthLists(keepErrors) {
+    if (keepErrors !== true) clearErrors();
+    try {
+      const [providers, secrets] = await Promise.all([api('GET', 'v1/oauth/providers'), api('GET', 'v1/secrets')]);
+      state.providers = providers;
+      state.secrets = secrets;
+      renderProviders();
+      renderOAuthSecrets();
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  function closeOAuthForms() {
+    $('provider-form').hidden = true;
+    $('connect-form').hidden = true;
+    wipeValues();
+  }
+
+  function renderProviders() {
+    const list = state.providers;
+    const body = clear(document.querySelector('#providers-table tbody'));
+    $('providers-empty').hidden = list.length > 0;
+    $('providers-wrap').hidden = list.length === 0;
+    $('providers-redirect').hidden = list.length === 0;
+    if (list.length) $('providers-redirect-uri').value = list[0].redirect_uri;
+    for (const p of list) {
+      body.appendChild(h('tr', {},
+        h('th', { scope: 'row' }, h('span', { class: 'mono strong' }, p.name),
+          h('div', { class: 'sub' }, `${presetLabel(p.preset)} · ${hostOf(p.auth_url)}`)),
+        h('td', {}, badge(p.kind, 'kind'), h('div', { class: 'sub' }, ['access token in ', h('span', { class: 'mono' }, p.token_field)])),
+        h('td', { class: 'mono wrap' }, p.client_id),
+        h('td', {}, chips(p.scopes, 'mono')),
+        h('td', { class: 'detail' }, p.revocation),
+        h('td', { class: 'row-actions' }, h('button', {
+          type: 'button', class: 'small', 'aria-label': `Connect an account with ${p.name}`,
+          onclick: () => openConnect(p.name),
+        }, 'Connect'))));
+    }
+  }
+
+  function oauthStatus(o) {
+    if (o.needs_reauth) return badge('needs re-authorization', 'bad');
+    if (o.expires_at && Date.parse(o.expires_at) < Date.now()) return badge('expired', 'warn');
+    return badge('valid', 'ok');
+  }
+
+  function renderOAuthSecrets() {
+    const oauth = state.secrets.filter((s) => s.oauth);
     const body = clear(document.querySelector('#oauth-table tbody'));
+    $('oauth-empty').hidden = oauth.length > 0;
+    $('oauth-wrap').hidden = oauth.length === 0;
     for (const s of oauth) {
       const o = s.oauth;
       body.appendChild(h('tr', {},
-        h('th', { scope: 'row' }, h('a', { class: 'mono', href: `#/secrets/${enc(s.name)}` }, s.name)),
-        h('td', {}, o.provider),
+        h('th', { scope: 'row' }, h('a', { class: 'mono strong', href: `#/secrets/${enc(s.name)}` }, s.name),
+          h('div', { class: 'sub' }, [badge(s.kind, 'kind'), ` v${s.version}`])),
+        h('td', { class: 'mono' }, o.provider),
         h('td', {}, chips(o.scopes, 'mono')),
-        h('td', {}, timeEl(o.expires_at)),
-        h('td', {}, timeEl(o.last_refresh_at)),
-        h('td', {}, o.needs_reauth ? [badge('needs re-authorization', 'bad'), ' ', o.reauth_hint || ''] : badge('ok', 'ok'))));
+        h('td', { class: 'nowrap' }, o.expires_at ? timeEl(o.expires_at, true) : muted('does not expire')),
+        h('td', { class: 'nowrap' }, o.last_refresh_at ? timeEl(o.last_refresh_at, true) : muted('never')),
+        h('td', {}, oauthStatus(o)),
+        h('td', { class: 'row-actions' },
+          h('button', {
+            type: 'button', class: 'small ghost', 'aria-label': `Refresh the token of ${s.name} now`,
+            onclick: (ev) => refreshNow(s.name, ev.currentTarget),
+          }, 'Refresh now'),
+          h('a', {
+            class: `button small ${o.needs_reauth ? 'primary' : 'ghost'}`, href: `#/secrets/${enc(s.name)}/reconnect`,
+            'aria-label': `Reconnect ${s.name}`,
+          }, 'Reconnect'))));
     }
+  }
+
+  // ---------------------------------------------------------------- OAuth: registering a provider
+
+  function openProviderForm(hint) {
+    clearErrors();
+    $('provider-form-hint').hidden = hint !== true;
+    $('connect-form').hidden = true;
+    $('provider-added').hidden = true;
+    state.added = null;
+    const form = $('provider-form');
+    form.reset();
+    wipeValues();
+    const select = clear($('provider-preset'));
+    for (const p of state.presets || []) select.appendChild(h('option', { value: p.name }, presetLabel(p.name)));
+    select.value = 'github';
+    $('provider-override').checked = false;
+    const known = state.providers[0];
+    $('provider-redirect-known').textContent = known
+      ? ` (the same for every provider of this broker: ${known.redirect_uri})` : '';
+    renderProviderPreset();
+    form.hidden = false;
+    $('provider-name').focus();
+  }
+
+  // Shapes the provider form after its preset: endpoints, kind, variable and scopes.
+  function renderProviderPreset() {
+    const preset = presetByName($('provider-preset').value);
+    if (!preset) return;
+    const custom = !preset.auth_url;
+    const override = !custom && $('provider-override').checked;
+    const kind = custom ? $('provider-kind').value : preset.kind;
+    $('provider-preset-help').textContent = custom
+      ? 'Any OAuth 2.0 server with the authorization code flow: give its endpoints below.'
+      : `Authorization at ${hostOf(preset.auth_url)}; tokens become ${preset.kind} secrets.`;
+
+    $('provider-override-row').hidden = custom;
+    $('provider-urls').hidden = !(custom || override);
+    $('provider-auth-url').placeholder = preset.auth_url || 'the authorization endpoint';
+    $('provider-token-url').placeholder = preset.token_url || 'the token endpoint';
+    $('provider-revoke-url').placeholder = 'optional';
+    let endpoints;
+    if (custom) {
+      endpoints = 'The provider\'s authorization and token endpoints.';
+    } else if (override) {
+      endpoints = 'Both endpoints of the other server. The preset\'s revocation endpoint is not '
+        + 'carried over: give that server\'s, if it has one.';
+    } else {
+      endpoints = `The preset's endpoints at ${hostOf(preset.auth_url)}. On deletion of a secret: `
+        + `${preset.revoke_url ? `its tokens are revoked at ${hostOf(preset.revoke_url)}` : preset.no_revocation}.`;
+    }
+    $('provider-endpoints-help').textContent = `${endpoints} Endpoints use HTTPS; plain HTTP is `
+      + 'accepted only on loopback addresses (127.0.0.1, ::1, localhost).';
+
+    $('provider-kind-field').hidden = !custom;
+    $('provider-variable-field').hidden = kind !== 'generic';
+    $('provider-kind-row').hidden = !custom && kind !== 'generic';
+
+    const boxes = $('provider-scope-boxes');
+    const text = $('provider-scope-text');
+    const implied = preset.implied_scopes || [];
+    if (preset.accepted_scopes) {
+      renderScopeBoxes(boxes, 'pscope', preset.accepted_scopes, preset.default_scopes, implied);
+      boxes.hidden = false;
+      $('provider-scope-text-field').hidden = true;
+      $('provider-scopes-help').textContent = `The scopes connections may ask for: ${presetLabel(preset.name)}'s `
+        + 'defaults are ticked. Each connection picks among these; ask for the least that works.';
+    } else {
+      clear(boxes);
+      boxes.hidden = true;
+      $('provider-scope-text-field').hidden = false;
+      text.value = preset.default_scopes.join(' ');
+      text.placeholder = preset.default_scopes.length ? preset.default_scopes.join(' ') : 'none; for example: read write';
+      const always = implied.length ? ` ${implied.join(' ')} is always asked for: without it the provider gives no refresh token.` : '';
+      const empty = preset.default_scopes.length ? `Empty: ${preset.default_scopes.join(' ')}.` : 'Empty: connections ask for no scope.';
+      $('provider-scopes-help').textContent = 'The scopes connections may ask for, separated by spaces, '
+        + `as the provider names them. ${empty}${always}`;
+    }
+  }
+
+  const stripLineBreak = (text) => text.replace(/\r?\n$/, '');
+
+  async function onProviderSubmit(ev) {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    clearErrors();
+    const submit = $('provider-submit');
+    submit.disabled = true;
+    try {
+      const preset = presetByName($('provider-preset').value);
+      if (!preset) throw new Invalid('pick a provider');
+      const custom = !preset.auth_url;
+      const name = $('provider-name').value.trim();
+      if (!PROVIDER_NAME.test(name)) {
+        throw new Invalid(`"${name}" is not a provider name: 1 to 32 of a-z, 0-9, - and _, starting with a letter (github-work)`);
+      }
+      const clientId = $('provider-client-id').value.trim();
+      if (!clientId || clientId.length > MAX_CLIENT_ID_BYTES || /[^\x21-\x7e]/.test(clientId)) {
+        throw new Invalid(`the client id is 1 to ${MAX_CLIENT_ID_BYTES} printable characters without spaces; copy it from the OAuth app's settings`);
+      }
+      const secret = state.oauthFiles.has('client_secret')
+        ? state.oauthFiles.get('client_secret') : $('provider-client-secret').value;
+      if (!secret) throw new Invalid('give the OAuth app\'s client secret: type it, or load it from a file');
+      if (utf8Bytes(secret) > MAX_CLIENT_SECRET_BYTES) {
+        throw new Invalid(`the client secret is longer than ${MAX_CLIENT_SECRET_BYTES} bytes`);
+      }
+      if (/[\x00-\x1f\x7f]/.test(secret)) {
+        throw new Invalid('the client secret holds control characters (a line break?); it is one line');
+      }
+      const body = { name, preset: preset.name, client_id: clientId };
+      if (custom || $('provider-override').checked) {
+        const auth = $('provider-auth-url').value.trim();
+        const token = $('provider-token-url').value.trim();
+        if (!auth || !token) {
+          throw new Invalid(custom
+            ? 'a custom provider needs its authorization and token endpoints'
+            : 'give both endpoints of the other server, or untick "Use other endpoints"');
+        }
+        body.auth_url = checkUrl('authorization endpoint', auth);
+        body.token_url = checkUrl('token endpoint', token);
+        const revoke = $('provider-revoke-url').value.trim();
+        if (revoke) body.revoke_url = checkUrl('revocation endpoint', revoke);
+      }
+      const kind = custom ? $('provider-kind').value : preset.kind;
+      if (custom) body.kind = kind;
+      const variable = $('provider-variable').value.trim();
+      if (kind === 'generic' && variable) {
+        if (!VARIABLE_NAME.test(variable)) {
+          throw new Invalid(`"${variable}" is not a variable name: use capital letters, digits and _, not starting with a digit`);
+        }
+        body.variable = variable;
+      }
+      if (preset.accepted_scopes) {
+        body.scopes = checkScopes(pickedScopes($('provider-scope-boxes')));
+        if (body.scopes.length === 0) throw new Invalid('tick at least one scope that connections may ask for');
+      } else {
+        body.scopes = parseScopeText($('provider-scope-text').value);
+      }
+      body.client_secret = secret;
+      const info = await api('POST', 'v1/oauth/providers', body);
+      delete body.client_secret;
+      form.reset();
+      form.hidden = true;
+      state.added = info;
+      renderAdded();
+      notify(`Registered the OAuth provider ${info.name}.`);
+      await reloadOAuthLists();
+      $('added-copy').focus();
+    } catch (err) {
+      fail(err, form);
+    } finally {
+      wipeValues();
+      submit.disabled = false;
+    }
+  }
+
+  function renderAdded() {
+    const p = state.added;
+    $('provider-added').hidden = !p;
+    if (!p) {
+      $('added-redirect').value = '';
+      return;
+    }
+    $('added-title').textContent = `Provider ${p.name} registered`;
+    clear($('added-text')).append(
+      `${presetLabel(p.preset)}: its connections make `, badge(p.kind, 'kind'),
+      ' secrets, with the access token in ', h('span', { class: 'mono' }, p.token_field), '. Allowed scopes: ',
+      chips(p.scopes, 'mono'), '.');
+    $('added-redirect').value = p.redirect_uri;
+    $('added-revocation').textContent = `On deletion of its secrets: ${p.revocation}.`;
+  }
+
+  async function copyText(input, what) {
+    try {
+      await navigator.clipboard.writeText(input.value);
+      notify(`${what} copied.`);
+    } catch (_) {
+      input.focus();
+      input.select();
+      notify(`Press Ctrl+C (or ⌘C) to copy the selected ${what.toLowerCase()}.`);
+    }
+  }
+
+  // ---------------------------------------------------------------- OAuth: connect, reconnect
+
+  function openConnect(providerName) {
+    clearErrors();
+    $('provider-form').hidden = true;
+    wipeValues();
+    if (state.providers.length === 0) {
+      openProviderForm(true);
+      return;
+    }
+    const form = $('connect-form');
+    form.reset();
+    const select = clear($('connect-provider'));
+    for (const p of state.providers) {
+      select.appendChild(h('option', { value: p.name }, `${p.name} (${presetLabel(p.preset)})`));
+    }
+    select.value = providerName && providerByName(providerName) ? providerName : state.providers[0].name;
+    renderConnectProvider();
+    form.hidden = false;
+    form.scrollIntoView({ block: 'nearest' });
+    $('connect-name').focus();
+  }
+
+  function renderConnectProvider() {
+    const p = providerByName($('connect-provider').value);
+    if (!p) return;
+    $('connect-provider-help').textContent = `Authorization at ${hostOf(p.auth_url)}; makes a ${p.kind} secret `
+      + `with the access token in ${p.token_field}.`;
+    $('connect-name').placeholder = p.kind === 'generic' ? p.name.toUpperCase().replace(/-/g, '_') : p.kind.toUpperCase();
+    renderScopeBoxes($('connect-scope-boxes'), 'cscope', p.scopes, p.scopes, impliedScopes(p));
+    $('connect-scopes-help').textContent = p.scopes.length
+      ? `The scopes ${p.name} allows, all ticked: untick what this secret does not need. The provider `
+        + 'shows them when you authorize, and may grant fewer.'
+      : `${p.name} allows no scope: the authorization asks for none.`;
+  }
+
+  // Opens an empty tab now, while the click still counts as the user's: a tab opened once the
+  // broker has answered would be blocked as a pop-up. It is sent to the provider later.
+  function openBlankTab() {
+    let win = null;
+    try {
+      win = window.open('', '_blank');
+    } catch (_) {
+      win = null;
+    }
+    if (!win) return null;
+    try {
+      // The provider's page must not reach back into this one.
+      win.opener = null;
+      win.document.title = 'Maestro: opening the provider…';
+      win.document.body.textContent = 'Opening the provider\'s authorization page…';
+    } catch (_) {
+      // Not fatal: the tab is still ours to send on.
+    }
+    return win;
+  }
+
+  function closeTab(win) {
+    try {
+      if (win && !win.closed) win.close();
+    } catch (_) {
+      // A tab the browser no longer lets this page close stays open.
+    }
+  }
+
+  // POSTs a connect or reconnect, then follows the authorization. Returns whether it started.
+  async function startAuthorization(kind, body, form, submit) {
+    if (state.flow && !state.flow.finished) {
+      throw new Invalid(`the authorization of ${state.flow.started.secret_name} is still waiting: finish or cancel it first`);
+    }
+    const win = openBlankTab();
+    submit.disabled = true;
+    try {
+      const started = kind === 'reconnect'
+        ? await api('POST', 'v1/oauth/reconnect', body)
+        : await api('POST', 'v1/oauth/connect', body);
+      beginFlow(kind, started, win);
+      return true;
+    } catch (err) {
+      closeTab(win);
+      fail(err, form);
+      return false;
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  async function onConnectSubmit(ev) {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    clearErrors();
+    try {
+      const p = providerByName($('connect-provider').value);
+      if (!p) throw new Invalid('pick a provider');
+      const name = $('connect-name').value.trim();
+      if (!SECRET_NAME.test(name)) {
+        throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (GITHUB)`);
+      }
+      const scopes = pickedScopes($('connect-scope-boxes'));
+      if (p.scopes.length && scopes.length === 0) throw new Invalid('tick at least one scope to ask for');
+      if (await startAuthorization('connect', { provider: p.name, name, scopes }, form, $('connect-submit'))) {
+        form.reset();
+        form.hidden = true;
+      }
+    } catch (err) {
+      fail(err, form);
+    }
+  }
+
+  // The secret page's OAuth card: provider, granted scopes, expiry, re-authorization.
+  function renderSecretOAuth(meta) {
+    const card = $('secret-oauth');
+    card.hidden = !meta.oauth;
+    if (!meta.oauth) return;
+    const o = meta.oauth;
+    const p = providerByName(o.provider);
+    card.classList.toggle('attention', o.needs_reauth);
+    $('reconnect-open').className = `small ${o.needs_reauth ? 'primary' : ''}`;
+    const rows = [
+      ['Provider', [h('span', { class: 'mono' }, o.provider), p ? muted(` ${presetLabel(p.preset)} · ${hostOf(p.auth_url)}`) : null]],
+      ['Granted scopes', chips(o.scopes, 'mono')],
+      ['Token expires', o.expires_at
+        ? [timeEl(o.expires_at), ' ', muted(`(${relativeTime(o.expires_at)})`)]
+        : muted('does not expire (the provider gave no expiry)')],
+      ['Last refresh', o.last_refresh_at ? [timeEl(o.last_refresh_at), ' ', muted(`(${relativeTime(o.last_refresh_at)})`)] : muted('never')],
+      ['Status', o.needs_reauth
+        ? [badge('needs re-authorization', 'bad'), h('div', { class: 'sub' }, o.reauth_hint || ''),
+          h('div', { class: 'sub' }, 'Reconnect authorizes it again; until then sessions keep its last token.')]
+        : [oauthStatus(o), o.expires_at ? h('div', { class: 'sub' }, 'The broker refreshes the token before it expires; sessions get each new one at once.') : null]],
+    ];
+    renderMeta($('secret-oauth-meta'), rows);
+  }
+
+  function openReconnect() {
+    const meta = state.current;
+    if (!meta || !meta.oauth) return;
+    clearErrors();
+    const o = meta.oauth;
+    const p = providerByName(o.provider);
+    const allowed = p ? p.scopes : o.scopes;
+    const granted = o.scopes.filter((s) => allowed.includes(s));
+    renderScopeBoxes($('reconnect-scope-boxes'), 'rscope', allowed, granted.length ? granted : allowed, impliedScopes(p));
+    const dropped = o.scopes.filter((s) => !allowed.includes(s));
+    $('reconnect-scopes-help').textContent = (allowed.length
+      ? `The scopes ${o.provider} allows; those granted now are ticked. Tick others to ask for more.`
+      : `${o.provider} allows no scope: the authorization asks for none.`)
+      + (dropped.length ? ` No longer allowed, so not asked for: ${dropped.join(' ')}.` : '')
+      + ' The secret keeps its name, sessions and history, and gets a new version.';
+    $('reconnect-form').hidden = false;
+    $('reconnect-submit').focus();
+  }
+
+  async function onReconnectSubmit(ev) {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    clearErrors();
+    const meta = state.current;
+    if (!meta || !meta.oauth) return;
+    try {
+      const boxes = $('reconnect-scope-boxes');
+      const scopes = pickedScopes(boxes);
+      if (boxes.querySelector('.scope-box') && scopes.length === 0) throw new Invalid('tick at least one scope to ask for');
+      if (await startAuthorization('reconnect', { name: meta.name, scopes }, form, $('reconnect-submit'))) {
+        form.hidden = true;
+      }
+    } catch (err) {
+      fail(err, form);
+    }
+  }
+
+  async function refreshNow(name, button) {
+    clearErrors();
+    if (button) button.disabled = true;
+    try {
+      const meta = await api('POST', 'v1/oauth/refresh', { name });
+      const o = meta.oauth;
+      notify(`Refreshed ${meta.name}: now version ${meta.version}`
+        + `${o && o.expires_at ? `; the new token expires ${relativeTime(o.expires_at)}` : ''}.`);
+    } catch (err) {
+      fail(err);
+      if (err instanceof ApiFailure && err.status === 401) return;
+    } finally {
+      if (button) button.disabled = false;
+    }
+    // A refused refresh marks the secret: show its state now, beside the error.
+    if (location.hash === '#/oauth') reloadOAuthLists(true);
+    else route({ keepErrors: true });
+  }
+
+  // ---------------------------------------------------------------- OAuth: an authorization
+
+  // The authorization in progress (`state.flow`): what the broker answered when it started,
+  // the tab sent to the provider, and what the last poll said.
+  function beginFlow(kind, started, win) {
+    stopFlow();
+    const f = {
+      kind, started, win, status: null, error: null, outcome: null, finished: false, timer: null,
+      blocked: !win, cancelled: false,
+    };
+    state.flow = f;
+    if (win) {
+      try {
+        win.location.replace(started.authorization_url);
+      } catch (_) {
+        f.blocked = true;
+        closeTab(win);
+        f.win = null;
+      }
+    }
+    renderFlow();
+    $('oauth-flow').scrollIntoView({ block: 'nearest' });
+    f.timer = setTimeout(() => pollFlow(f), POLL_MS);
+  }
+
+  function stopFlow() {
+    const f = state.flow;
+    if (f) clearTimeout(f.timer);
+    state.flow = null;
+    renderFlow();
+  }
+
+  async function pollFlow(f) {
+    if (state.flow !== f || f.finished) return;
+    f.timer = null;
+    try {
+      const status = await api('GET', `v1/oauth/authorizations/${enc(f.started.id)}`);
+      if (state.flow !== f || f.finished) return;
+      f.status = status;
+      f.error = null;
+      if (!OPEN_STATES.includes(status.state)) {
+        finishFlow(f);
+        return;
+      }
+    } catch (err) {
+      if (state.flow !== f || f.finished) return;
+      if (err instanceof ApiFailure && err.status === 401) {
+        stopFlow();
+        fail(err);
+        return;
+      }
+      if (err instanceof ApiFailure && err.status === 404) {
+        f.outcome = err.message;
+        finishFlow(f);
+        return;
+      }
+      f.error = messageOf(err);
+    }
+    if (Date.now() > Date.parse(f.started.expires_at) + POLL_GRACE_MS) {
+      f.outcome = `no answer came before the authorization expired at ${formatTime(f.started.expires_at)}; `
+        + 'nothing was stored: start again';
+      finishFlow(f);
+      api('POST', `v1/oauth/authorizations/${enc(f.started.id)}/cancel`).catch(() => null);
+      return;
+    }
+    renderFlow();
+    f.timer = setTimeout(() => pollFlow(f), POLL_MS);
+  }
+
+  function finishFlow(f) {
+    f.finished = true;
+    clearTimeout(f.timer);
+    const done = f.status && f.status.state === 'done';
+    // The provider's tab ends on the broker's own page; once the secret is stored it has
+    // nothing more to say (a failure page stays open for the user to read).
+    if (done || f.cancelled) closeTab(f.win);
+    renderFlow();
+    const name = f.started.secret_name;
+    if (done) notify(f.kind === 'reconnect' ? `Reconnected ${name}.` : `Connected ${name}.`);
+    // Show the new state where it is on screen; a form being filled in there stays as it is.
+    const hash = location.hash;
+    if (hash === `#/secrets/${enc(name)}/reconnect`) location.hash = `#/secrets/${enc(name)}`;
+    else if (hash === '#/oauth') reloadOAuthLists(true);
+    else if (hash === `#/secrets/${enc(name)}` || hash === '#/secrets') route({ keepErrors: true });
+  }
+
+  async function onFlowCancel() {
+    const f = state.flow;
+    if (!f || f.finished) return;
+    clearErrors();
+    clearTimeout(f.timer);
+    try {
+      const status = await api('POST', `v1/oauth/authorizations/${enc(f.started.id)}/cancel`);
+      if (state.flow !== f || f.finished) return;
+      f.status = status;
+      if (!OPEN_STATES.includes(status.state)) {
+        f.cancelled = status.state === 'cancelled';
+        finishFlow(f);
+        return;
+      }
+    } catch (err) {
+      if (state.flow !== f) return;
+      if (err instanceof ApiFailure && err.status === 401) {
+        stopFlow();
+        fail(err);
+        return;
+      }
+      showError(err);
+    }
+    // Exchanging already (the provider answered): it can no longer be cancelled; see it end.
+    f.timer = setTimeout(() => pollFlow(f), POLL_MS);
+  }
+
+  function onFlowOpen() {
+    const f = state.flow;
+    if (!f) return;
+    // The link opens its own tab (without a way back to this page); stop pointing at the old.
+    f.blocked = false;
+    f.win = null;
+    f.reopened = true;
+    renderFlow();
+  }
+
+  function renderFlow() {
+    const panel = $('oauth-flow');
+    const f = state.flow;
+    if (!f) {
+      panel.hidden = true;
+      $('flow-open').setAttribute('href', '#/oauth');
+      return;
+    }
+    const s = f.status;
+    const st = f.outcome ? 'lost' : (s ? s.state : 'pending');
+    const name = f.started.secret_name;
+    const provider = f.started.provider;
+    const again = f.kind === 'reconnect';
+    const secret = s && s.secret;
+    let title;
+    let tone;
+    let label;
+    let text;
+    if (st === 'pending') {
+      title = `${again ? 'Re-authorizing' : 'Connecting'} ${name} at ${provider}`;
+      tone = 'warn';
+      label = 'waiting for you';
+      if (f.blocked) {
+        text = 'The browser did not open a new tab: open the authorization page with the button below, '
+          + 'authorize Maestro there, and come back. This page continues on its own.';
+      } else if (f.win && f.win.closed) {
+        text = 'The authorization tab was closed before the provider sent you back. Open it again, or cancel.';
+      } else {
+        text = `Authorize Maestro in the ${f.reopened ? 'authorization' : 'new'} tab: ${provider}'s page lists the scopes `
+          + 'below and asks for your consent. This page continues on its own once the provider sends you back.';
+      }
+      if (f.error) text += ` (The last check failed: ${f.error}. Retrying.)`;
+    } else if (st === 'exchanging') {
+      title = `${again ? 'Re-authorizing' : 'Connecting'} ${name} at ${provider}`;
+      tone = 'info';
+      label = 'exchanging the code';
+      text = 'The provider sent you back; the broker is exchanging the code for tokens…';
+    } else if (st === 'done') {
+      title = again ? `Reconnected ${name}` : `Connected ${name}`;
+      tone = 'ok';
+      label = 'done';
+      text = again
+        ? `${name} has a new token${secret ? ` (version ${secret.version})` : ''}. Sessions where it is active got it at once.`
+        : `Stored ${name}${secret ? ` (a ${secret.kind} secret, version ${secret.version})` : ''}. `
+          + 'Activate it in a session to use it; the broker refreshes its token before it expires.';
+    } else if (st === 'cancelled' && f.cancelled) {
+      title = 'Authorization cancelled';
+      tone = 'muted';
+      label = 'cancelled';
+      text = 'Nothing was stored, and the authorization link no longer works.';
+    } else {
+      title = st === 'expired' ? 'Authorization expired' : 'Authorization failed';
+      tone = 'bad';
+      label = st === 'lost' ? 'failed' : st;
+      text = f.outcome || (s && s.message) || 'The authorization ended without a secret; nothing was stored.';
+      text = text.charAt(0).toUpperCase() + text.slice(1);
+    }
+    $('flow-title').textContent = title;
+    clear($('flow-badge')).appendChild(badge(label, tone));
+    $('flow-text').textContent = text;
+
+    const rows = [
+      ['Secret', st === 'done' ? h('a', { class: 'mono', href: `#/secrets/${enc(name)}` }, name) : h('span', { class: 'mono' }, name)],
+      ['Provider', h('span', { class: 'mono' }, provider)],
+      ['Scopes requested', chips(f.started.scopes, 'mono')],
+    ];
+    if (st === 'done' && secret && secret.oauth) {
+      const granted = secret.oauth.scopes;
+      const missing = f.started.scopes.filter((x) => !granted.includes(x));
+      rows.push(['Scopes granted', [chips(granted, 'mono'), missing.length
+        ? h('div', { class: 'sub' }, `The provider granted fewer than requested; not granted: ${missing.join(' ')}`) : null]]);
+      rows.push(['Token expires', secret.oauth.expires_at
+        ? [timeEl(secret.oauth.expires_at), ' ', muted(`(${relativeTime(secret.oauth.expires_at)})`)]
+        : muted('does not expire')]);
+    } else if (!f.finished) {
+      rows.push(['Link valid until', [timeEl(f.started.expires_at), ' ', muted(`(${relativeTime(f.started.expires_at)})`)]]);
+    }
+    renderMeta($('flow-meta'), rows);
+
+    const open = $('flow-open');
+    open.setAttribute('href', f.started.authorization_url);
+    open.hidden = f.finished || st === 'exchanging';
+    const nudge = f.blocked || (f.win && f.win.closed);
+    open.className = `button ${nudge ? 'primary' : 'ghost'}`;
+    open.textContent = nudge || !f.win ? 'Open the authorization page' : 'Open the authorization page again';
+    $('flow-view').hidden = st !== 'done';
+    $('flow-view').setAttribute('href', `#/secrets/${enc(name)}`);
+    $('flow-cancel').hidden = f.finished || st === 'exchanging';
+    $('flow-dismiss').hidden = !f.finished;
+    panel.className = `card flow ${tone}`;
+    panel.hidden = false;
   }
 
   // ---------------------------------------------------------------- start
@@ -1201,6 +2022,43 @@
     $('session-end').addEventListener('click', onEndCurrent);
     $('audit-filter').addEventListener('submit', (ev) => ev.preventDefault());
     $('audit-filter').addEventListener('input', renderAudit);
+    $('oauth-refresh').addEventListener('click', () => reloadOAuthLists());
+    $('provider-open').addEventListener('click', () => openProviderForm());
+    $('connect-open').addEventListener('click', () => openConnect(null));
+    $('provider-preset').addEventListener('change', renderProviderPreset);
+    $('provider-override').addEventListener('change', renderProviderPreset);
+    $('provider-kind').addEventListener('change', renderProviderPreset);
+    $('provider-form').addEventListener('submit', onProviderSubmit);
+    $('provider-cancel').addEventListener('click', () => { clearErrors(); closeOAuthForms(); });
+    $('provider-secret-row').appendChild(fileButton('client_secret', $('provider-client-secret'), {
+      files: () => state.oauthFiles, form: () => $('provider-form'), limit: MAX_CLIENT_SECRET_BYTES,
+      transform: stripLineBreak,
+    }));
+    $('provider-name').addEventListener('input', lowerCase);
+    $('added-copy').addEventListener('click', () => copyText($('added-redirect'), 'Redirect URI'));
+    $('providers-redirect-copy').addEventListener('click', () => copyText($('providers-redirect-uri'), 'Redirect URI'));
+    $('added-connect').addEventListener('click', () => {
+      const name = state.added && state.added.name;
+      state.added = null;
+      renderAdded();
+      openConnect(name);
+    });
+    $('added-done').addEventListener('click', () => { state.added = null; renderAdded(); });
+    $('connect-provider').addEventListener('change', renderConnectProvider);
+    $('connect-name').addEventListener('input', upperCase);
+    $('connect-form').addEventListener('submit', onConnectSubmit);
+    $('connect-cancel').addEventListener('click', () => { clearErrors(); closeOAuthForms(); });
+    $('reconnect-open').addEventListener('click', openReconnect);
+    $('reconnect-cancel').addEventListener('click', () => { clearErrors(); $('reconnect-form').hidden = true; });
+    $('reconnect-form').addEventListener('submit', onReconnectSubmit);
+    $('oauth-refresh-now').addEventListener('click', (ev) => {
+      if (state.current && state.current.oauth) refreshNow(state.current.name, ev.currentTarget);
+    });
+    $('flow-open').addEventListener('click', onFlowOpen);
+    $('flow-cancel').addEventListener('click', onFlowCancel);
+    $('flow-dismiss').addEventListener('click', stopFlow);
+    // Following the link to the new secret is the end of the story: the panel goes.
+    $('flow-view').addEventListener('click', stopFlow);
     const actions = $('audit-action');
     for (const a of AUDIT_ACTIONS) actions.appendChild(h('option', { value: a }, a.replace(/_/g, ' ')));
     window.addEventListener('hashchange', route);

@@ -1,7 +1,8 @@
 //! The Secret Manager web UI as the real broker serves it over HTTPS: the page and its assets
 //! with their content types and security headers, `/` sending a browser to `/ui/`, nothing
 //! loaded from another origin, no token needed for the assets while the API still wants one,
-//! and every API route the client script calls existing on the broker.
+//! the OAuth presets served as the wire crate holds them, and every API route the client
+//! script calls existing on the broker, with the method the script uses.
 
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,6 +10,7 @@
 use std::collections::BTreeSet;
 
 use maestro_tests::broker::{Broker, init_crypto};
+use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
@@ -85,7 +87,8 @@ async fn page_is_served_with_security_headers_and_root_redirects() {
     let html = String::from_utf8(body).unwrap();
     assert!(html.starts_with("<!doctype html>"), "{html}");
     assert!(html.contains("<title>Maestro · Secret Manager</title>"));
-    // The parts a user needs are on the page: sign-in, secrets, sessions, history, OAuth.
+    // The parts a user needs are on the page: sign-in, secrets, sessions, history, OAuth
+    // (providers, connecting, an authorization in progress, a secret's OAuth state).
     for id in [
         "signin-token",
         "view-secrets",
@@ -95,12 +98,21 @@ async fn page_is_served_with_security_headers_and_root_redirects() {
         "view-session",
         "view-audit",
         "view-oauth",
+        "provider-form",
+        "connect-form",
+        "oauth-flow",
+        "secret-oauth",
+        "reconnect-form",
         "confirm-dialog",
     ] {
         assert!(html.contains(&format!("id=\"{id}\"")), "the page has no #{id}");
     }
-    // The API token is pasted into a password input, never a plain text one.
+    // The placeholder of the time before OAuth existed is gone.
+    assert!(!html.contains("Not available yet"), "the OAuth placeholder is still there");
+    // The API token and an OAuth app's client secret go into password inputs, never plain
+    // text ones.
     assert!(html.contains("type=\"password\" id=\"signin-token\""));
+    assert!(html.contains("type=\"password\" id=\"provider-client-secret\""));
 
     for path in ["/", "/ui"] {
         let (status, headers, _) = fetch(&client, &broker, path).await;
@@ -175,6 +187,34 @@ async fn assets_need_no_token_and_the_api_still_does() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_presets_are_served_as_the_wire_crate_holds_them() {
+    let broker = Broker::start();
+    let client = browser(&broker);
+    let (_, _, js) = fetch(&client, &broker, "/ui/app.js").await;
+    assert!(
+        String::from_utf8(js).unwrap().contains("'oauth-presets.json'"),
+        "app.js no longer loads the presets; update this test"
+    );
+    let (status, headers, body) = fetch(&client, &broker, "/ui/oauth-presets.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_security_headers("/ui/oauth-presets.json", &headers);
+    let served: Value = serde_json::from_slice(&body).unwrap();
+    let expected = serde_json::to_value(maestro_wire::oauth::PRESETS).unwrap();
+    assert_eq!(served, expected);
+    // What the provider form reads from each preset.
+    for preset in served.as_array().unwrap() {
+        for key in ["name", "auth_url", "token_url", "revoke_url", "no_revocation", "kind"] {
+            assert!(preset.get(key).is_some(), "a preset has no {key}: {preset}");
+        }
+        for key in ["default_scopes", "implied_scopes"] {
+            assert!(preset[key].is_array(), "{key} of {preset}");
+        }
+        assert!(preset["accepted_scopes"].is_array() || preset["accepted_scopes"].is_null());
+    }
+}
+
 /// The API paths written in `app.js` (`'v1/...'` and `` `v1/...` ``), each `${...}` replaced
 /// by `NOPE` and `${verb}` by both verbs it takes.
 fn script_api_paths(js: &str) -> BTreeSet<String> {
@@ -202,6 +242,59 @@ fn script_api_paths(js: &str) -> BTreeSet<String> {
     out
 }
 
+/// `${...}` placeholders replaced by `NOPE`.
+fn nope(template: &str) -> String {
+    let mut path = template.to_owned();
+    while let Some(open) = path.find("${") {
+        let close = open + path[open..].find('}').expect("placeholder is closed");
+        path.replace_range(open..=close, "NOPE");
+    }
+    path
+}
+
+/// The calls `api('METHOD', 'v1/...'` (or a template) in `app.js`: method and path, with
+/// `${verb}` expanded to both verbs and other placeholders replaced by `NOPE`.
+fn script_api_calls(js: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    let mut rest = js;
+    while let Some(at) = rest.find("api('") {
+        rest = &rest[at + "api('".len()..];
+        let end = rest.find('\'').expect("method is closed");
+        let method = rest[..end].to_owned();
+        rest = &rest[end + 1..];
+        let Some(args) = rest.strip_prefix(", ") else { continue };
+        let Some(quote) = args.chars().next().filter(|c| *c == '\'' || *c == '`') else {
+            continue;
+        };
+        let args = &args[1..];
+        let end = args.find(quote).expect("path is closed");
+        let template = &args[..end];
+        let verbs: &[&str] =
+            if template.contains("${verb}") { &["activate", "deactivate"] } else { &[""] };
+        for verb in verbs {
+            out.insert((method.clone(), format!("/{}", nope(&template.replace("${verb}", verb)))));
+        }
+    }
+    out
+}
+
+#[test]
+fn script_calls_are_read_with_their_methods() {
+    let js = "api('GET', 'v1/a'); api('POST', `v1/b/${enc(x)}/end`, {}); api('POST', path);\n\
+              api('POST', `v1/s/${enc(id)}/${verb}`, { names });";
+    let calls = script_api_calls(js);
+    let expected: BTreeSet<(String, String)> = [
+        ("GET", "/v1/a"),
+        ("POST", "/v1/b/NOPE/end"),
+        ("POST", "/v1/s/NOPE/activate"),
+        ("POST", "/v1/s/NOPE/deactivate"),
+    ]
+    .iter()
+    .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+    .collect();
+    assert_eq!(calls, expected);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_api_path_of_the_script_is_a_broker_route() {
     let broker = Broker::start();
@@ -219,6 +312,12 @@ async fn every_api_path_of_the_script_is_a_broker_route() {
         "/v1/sessions/NOPE/activate",
         "/v1/sessions/NOPE/deactivate",
         "/v1/audit",
+        "/v1/oauth/providers",
+        "/v1/oauth/connect",
+        "/v1/oauth/reconnect",
+        "/v1/oauth/refresh",
+        "/v1/oauth/authorizations/NOPE",
+        "/v1/oauth/authorizations/NOPE/cancel",
     ] {
         assert!(paths.contains(expected), "app.js does not call {expected}: {paths:?}");
     }
@@ -232,4 +331,52 @@ async fn every_api_path_of_the_script_is_a_broker_route() {
             "app.js calls {path}, which the broker does not serve: {reply:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_api_call_of_the_script_uses_a_method_its_route_takes() {
+    let broker = Broker::start();
+    let client = browser(&broker);
+    let (_, _, js) = fetch(&client, &broker, "/ui/app.js").await;
+    let calls = script_api_calls(&String::from_utf8(js).unwrap());
+    for (method, path) in [
+        ("POST", "/v1/oauth/providers"),
+        ("GET", "/v1/oauth/providers"),
+        ("POST", "/v1/oauth/connect"),
+        ("POST", "/v1/oauth/reconnect"),
+        ("POST", "/v1/oauth/refresh"),
+        ("GET", "/v1/oauth/authorizations/NOPE"),
+        ("POST", "/v1/oauth/authorizations/NOPE/cancel"),
+        ("POST", "/v1/secrets"),
+        ("PATCH", "/v1/secrets/NOPE"),
+        ("DELETE", "/v1/secrets/NOPE"),
+        ("POST", "/v1/sessions/NOPE/activate"),
+    ] {
+        let call = (method.to_owned(), path.to_owned());
+        assert!(calls.contains(&call), "app.js does not call {method} {path}: {calls:?}");
+    }
+    let api = broker.admin();
+    for (method, path) in &calls {
+        // Bodies are a JSON string, which no route takes (serde reads a struct from an array,
+        // not from a string): whatever the route, it refuses the request and changes nothing;
+        // only a missing route or method answers as such.
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let changes = method != Method::GET;
+        let body = (method == Method::POST || method == Method::PATCH)
+            .then(|| Value::from("not a request"));
+        let reply = api.call(method.clone(), path, body).await;
+        assert!(
+            !(reply.status == 404 && reply.message().starts_with("no such route")),
+            "app.js calls {method} {path}, which the broker does not serve: {reply:?}"
+        );
+        assert_ne!(reply.status, 405, "app.js calls {method} {path}, a method it does not take");
+        assert!(
+            !changes || reply.status >= 400,
+            "{method} {path} with a wrong body or a missing name succeeded: {reply:?}"
+        );
+    }
+    // Nothing was made by those calls.
+    assert_eq!(api.get("/v1/secrets").await.ok(), Value::Array(vec![]));
+    assert_eq!(api.get("/v1/sessions").await.ok(), Value::Array(vec![]));
+    assert_eq!(api.get("/v1/oauth/providers").await.ok(), Value::Array(vec![]));
 }
