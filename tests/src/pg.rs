@@ -89,7 +89,7 @@ fn run_as(user: &User, mut cmd: Command) -> CmdOutput {
     }
 }
 
-fn skip_or_fail(why: &str) -> Option<Postgres> {
+fn skip_or_fail<T>(why: &str) -> Option<T> {
     if std::env::var_os(REQUIRE_ENV).is_some() {
         panic!("{why} ({REQUIRE_ENV} is set, so this is a failure, not a skip)");
     }
@@ -101,6 +101,16 @@ impl Postgres {
     /// initdb, start on 127.0.0.1 and a free port; `None` (skipped) without the binaries or
     /// root. The superuser can only log in over the cluster's private socket.
     pub fn start() -> Option<Self> {
+        Self::start_inner(false).map(|(server, _)| server)
+    }
+
+    /// Like [`Postgres::start`], with TLS on (`ssl=on`, a server certificate for 127.0.0.1 from
+    /// a fresh test CA); returns the CA certificate's path, for `sslrootcert`.
+    pub fn start_with_tls() -> Option<(Self, PathBuf)> {
+        Self::start_inner(true).map(|(server, ca)| (server, ca.expect("TLS was asked for")))
+    }
+
+    fn start_inner(tls: bool) -> Option<(Self, Option<PathBuf>)> {
         let Some(bin) = find_bin_dir() else {
             return skip_or_fail(
                 "PostgreSQL is not installed (apt-get install postgresql; scripts/test.sh does)",
@@ -142,9 +152,45 @@ impl Postgres {
             .arg("-l")
             .arg(server.log_path())
             .args(["-w", "-t", "60", "start"]);
+        let ca_path = tls.then(|| {
+            let (ca_path, cert, key) = server.write_tls_files();
+            start.arg("-o").arg(format!(
+                "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+            ca_path
+        });
         let out = run_as(&server.user, start);
         assert_eq!(out.status, 0, "pg_ctl start failed: {out:?}\n{}", server.log());
-        Some(server)
+        Some((server, ca_path))
+    }
+
+    /// A test CA and a server certificate for 127.0.0.1 signed by it, owned by `postgres`
+    /// (the server refuses a key readable by others). Returns (CA cert, server cert, key).
+    fn write_tls_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let dir = self.dir.path();
+        let paths = (dir.join("ca.crt"), dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&paths.0, ca.pem()).unwrap();
+        std::fs::write(&paths.1, cert.pem()).unwrap();
+        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+        for path in [&paths.0, &paths.1, &paths.2] {
+            std::os::unix::fs::chown(path, Some(self.user.uid.as_raw()), None).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        // The broker (root) reads the CA certificate; world-readable is fine for a certificate.
+        std::fs::set_permissions(&paths.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+        (paths.0, paths.1, paths.2)
     }
 
     fn log_path(&self) -> PathBuf {
