@@ -467,15 +467,20 @@
   }
 
   async function viewSecret(stale, name, opts) {
+    // The same secret drawn again (after a refresh, a reconnect): its page stays until the new
+    // answers replace it, rather than blinking.
+    const again = !$('view-secret').hidden && state.current && state.current.name === name;
     show('secret', 'secrets');
     $('secret-title').textContent = name;
-    $('secret-body').hidden = true;
-    $('secret-actions').hidden = true;
-    $('secret-oauth').hidden = true;
     $('reconnect-form').hidden = true;
-    clear($('secret-meta'));
-    clear(document.querySelector('#history-table tbody'));
-    $('history-empty').hidden = true;
+    if (!again) {
+      $('secret-body').hidden = true;
+      $('secret-actions').hidden = true;
+      $('secret-oauth').hidden = true;
+      clear($('secret-meta'));
+      clear(document.querySelector('#history-table tbody'));
+      $('history-empty').hidden = true;
+    }
     const [meta, history] = await Promise.all([
       api('GET', `v1/secrets/${enc(name)}`),
       api('GET', `v1/secrets/${enc(name)}/history`),
@@ -1802,7 +1807,9 @@
       }
     }
     renderFlow();
+    // The form that started it is gone: the panel takes the focus (and the screen reader's).
     $('oauth-flow').scrollIntoView({ block: 'nearest' });
+    $('oauth-flow').focus({ preventScroll: true });
     f.timer = setTimeout(() => pollFlow(f), POLL_MS);
   }
 
