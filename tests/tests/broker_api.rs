@@ -220,6 +220,15 @@ async fn bad_input_gets_its_own_error_and_changes_nothing() {
             "unknown field `value`",
         ),
         (
+            "a JSON array where an object belongs",
+            Method::POST,
+            "/v1/sessions".into(),
+            Some(json!([])),
+            400,
+            "malformed_json",
+            "JSON object",
+        ),
+        (
             "wrong JSON type",
             Method::POST,
             "/v1/secrets".into(),

@@ -57,6 +57,15 @@ where
         })?;
         // Own the buffer so that it can be wiped once parsed: it may hold secret values.
         let mut buf: Vec<u8> = bytes.into();
+        // Every body of this API is an object; serde would also read a struct whose fields all
+        // have defaults from an array (`[]`), which must be an error, not an empty request.
+        if !starts_an_object(&buf) {
+            buf.zeroize();
+            return Err(Failure::new(
+                ErrorCode::MalformedJson,
+                "the request body must be one JSON object ({...})",
+            ));
+        }
         let parsed = serde_json::from_slice::<T>(&buf);
         buf.zeroize();
         parsed.map(ApiJson).map_err(|e| Failure::new(ErrorCode::MalformedJson, describe(&e)))
@@ -88,6 +97,11 @@ where
         }
         ApiJson::<T>::from_request(req, state).await.map(|j| Self(j.0))
     }
+}
+
+/// Whether the first byte after white space opens a JSON object.
+fn starts_an_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// A serde_json error in words that cannot contain the input's values: the position, and for
@@ -139,6 +153,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_objects_are_bodies() {
+        assert!(starts_an_object(b" \n{}"));
+        assert!(!starts_an_object(b"[]"));
+        assert!(!starts_an_object(b"\"x\""));
+        assert!(!starts_an_object(b""));
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
