@@ -275,7 +275,7 @@ fn every_kind_of_the_catalog_has_a_case() {
 
 #[test]
 fn the_readme_table_is_the_catalog() {
-    let path = integrations_support::workspace().join("docs/readme/integrations.md");
+    let path = integrations_support::workspace().join("README.md");
     let doc = std::fs::read_to_string(&path).unwrap();
     let table = maestro_wire::catalog::markdown();
     assert!(

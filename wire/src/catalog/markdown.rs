@@ -1,5 +1,5 @@
 //! The catalog as the README's Markdown table, generated from [`KINDS`] so that the
-//! documentation cannot drift from the code (a test compares `docs/readme/integrations.md`).
+//! documentation cannot drift from the code (a test compares the table in `README.md`).
 
 use std::fmt::Write;
 
