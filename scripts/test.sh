@@ -34,4 +34,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo build (binaries the end-to-end tests start)"
 cargo build --workspace --bins
 echo "==> cargo test"
-cargo test --workspace -- --test-threads="${MAESTRO_TEST_THREADS:-2}"
+log="$(mktemp /tmp/maestro-test.XXXXXX)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --no-fail-fast -- --test-threads="${MAESTRO_TEST_THREADS:-2}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run: cargo's last line is often a doc-test binary with 0 tests.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
