@@ -15,7 +15,7 @@ use crate::api::error::{ApiResult, Failure};
 use crate::app::App;
 use crate::clock;
 use crate::seal::{DataKey, FieldBinding, KeyBinding, SealError};
-use crate::store::{AuditRecord, SealedField, SecretRecord};
+use crate::store::{ActiveMaterial, AuditRecord, SealedField, SecretRecord};
 use crate::tokens;
 
 /// Checks a secret name against `[A-Z][A-Z0-9_]{0,63}`.
@@ -223,6 +223,16 @@ pub async fn open_fields(
     session: Option<&str>,
 ) -> ApiResult<BTreeMap<String, SecretValue>> {
     let sealed = app.store.secret_fields(&secret.id).await?;
+    open_sealed(app, secret, &sealed, session).await
+}
+
+/// Opens the sealed fields of a secret's current version, already read with its record.
+async fn open_sealed(
+    app: &App,
+    secret: &SecretRecord,
+    sealed: &[SealedField],
+    session: Option<&str>,
+) -> ApiResult<BTreeMap<String, SecretValue>> {
     let key = match app.master.unwrap_key(
         &secret.wrapped_key,
         &KeyBinding {
@@ -243,7 +253,7 @@ pub async fn open_fields(
         return Err(integrity_failure(app, secret, session).await);
     }
     let mut out = BTreeMap::new();
-    for field in &sealed {
+    for field in sealed {
         let binding = FieldBinding {
             owner_id: secret.owner_id,
             secret_id: &secret.id,
@@ -275,19 +285,21 @@ pub fn active_secret(secret: &SecretRecord) -> ActiveSecret {
     }
 }
 
-/// The values of an active secret for its session's agent.
+/// The values of an active secret for its session's agent, from what
+/// [`crate::store::Store::active_material`] read.
 pub async fn material(
     app: &App,
-    secret: &SecretRecord,
+    active: &ActiveMaterial,
     session: &str,
 ) -> ApiResult<SecretMaterial> {
-    let oauth = crate::oauth::material_extras(app, secret).await?;
+    let secret = &active.secret;
+    let oauth = active.oauth.clone().unwrap_or_default();
     Ok(SecretMaterial {
         name: secret.name.clone(),
         kind: secret.kind.clone(),
         version: secret.version,
-        fields: open_fields(app, secret, Some(session)).await?,
-        expires_at: oauth.expires_at,
+        fields: open_sealed(app, secret, &active.fields, Some(session)).await?,
+        expires_at: oauth.expires_at.map(clock::rfc3339),
         needs_reauth: oauth.needs_reauth,
     })
 }

@@ -29,7 +29,7 @@ use crate::ca::CaError;
 use crate::clock;
 use crate::events::Subscription;
 use crate::secrets::{self, check_name};
-use crate::store::{AuditRecord, CertificateRecord, SecretRecord, SessionRecord};
+use crate::store::{ActiveMaterial, AuditRecord, CertificateRecord, SessionRecord};
 use crate::tokens;
 
 /// Longest command name kept from a usage report.
@@ -262,14 +262,15 @@ pub async fn events(State(app): State<SharedApp>, agent: AgentSession) -> ApiRes
 }
 
 /// Records that `session`'s agent fetched these secrets (the records the caller already holds,
-/// so no lookup by name is needed).
-async fn fetched(app: &App, session: &SessionRecord, secrets: &[&SecretRecord]) -> ApiResult<()> {
+/// so no lookup by name is needed). Returns once the records are committed: the values go out
+/// only after that.
+async fn fetched(app: &App, session: &SessionRecord, active: &[ActiveMaterial]) -> ApiResult<()> {
     let now = clock::now();
-    let records: Vec<AuditRecord> = secrets
+    let records: Vec<AuditRecord> = active
         .iter()
-        .map(|s| AuditRecord {
-            secret_id: Some(s.id.clone()),
-            secret_name: Some(s.name.clone()),
+        .map(|a| AuditRecord {
+            secret_id: Some(a.secret.id.clone()),
+            secret_name: Some(a.secret.name.clone()),
             session_id: Some(session.id.clone()),
             ..AuditRecord::new(session.owner_id, now, AuditAction::Fetched)
         })
@@ -283,12 +284,12 @@ pub async fn all_material(
     State(app): State<SharedApp>,
     agent: AgentSession,
 ) -> ApiResult<Json<MaterialSet>> {
-    let active = app.store.active_secrets(&agent.session.id).await?;
+    let active = app.store.active_material(&agent.session.id, None).await?;
     let mut out = Vec::with_capacity(active.len());
     for secret in &active {
         out.push(secrets::material(&app, secret, &agent.session.id).await?);
     }
-    fetched(&app, &agent.session, &active.iter().collect::<Vec<_>>()).await?;
+    fetched(&app, &agent.session, &active).await?;
     Ok(Json(MaterialSet { secrets: out }))
 }
 
@@ -299,8 +300,8 @@ pub async fn one_material(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<SecretMaterial>> {
     check_name(&name)?;
-    let active = app.store.active_secrets(&agent.session.id).await?;
-    let Some(secret) = active.iter().find(|s| s.name == name) else {
+    let active = app.store.active_material(&agent.session.id, Some(&name)).await?;
+    let Some(secret) = active.first() else {
         let record = AuditRecord {
             secret_name: Some(name.clone()),
             session_id: Some(agent.session.id.clone()),
@@ -311,7 +312,7 @@ pub async fn one_material(
         return Err(Failure::not_found(format!("secret {name} is not active in this session")));
     };
     let material = secrets::material(&app, secret, &agent.session.id).await?;
-    fetched(&app, &agent.session, &[secret]).await?;
+    fetched(&app, &agent.session, std::slice::from_ref(secret)).await?;
     Ok(Json(material))
 }
 

@@ -175,25 +175,6 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> ApiResult<Option<OAuthMet
     }))
 }
 
-/// What an agent learns besides the fields of an OAuth secret: when its token expires, and
-/// why it needs re-authorization.
-#[derive(Debug, Default)]
-pub struct MaterialExtras {
-    pub expires_at: Option<String>,
-    pub needs_reauth: Option<String>,
-}
-
-/// [`MaterialExtras`] of a secret (empty for secrets that are not OAuth's).
-pub async fn material_extras(app: &App, secret: &SecretRecord) -> ApiResult<MaterialExtras> {
-    Ok(match app.oauth.store.token(&secret.id).await? {
-        Some(view) => MaterialExtras {
-            expires_at: view.token.expires_at.map(clock::rfc3339),
-            needs_reauth: view.token.needs_reauth,
-        },
-        None => MaterialExtras::default(),
-    })
-}
-
 /// What revoking a deleted OAuth secret's tokens takes, read before the secret is deleted.
 pub struct Revocation {
     provider: String,

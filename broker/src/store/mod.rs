@@ -133,6 +133,26 @@ pub struct SealedField {
     pub blob: Vec<u8>,
 }
 
+/// An active secret with everything its agent's fetch needs, read in one statement (one
+/// snapshot): the record, its sealed fields (sorted by name) and, for an OAuth secret, its
+/// token state.
+#[derive(Debug, Clone)]
+pub struct ActiveMaterial {
+    pub secret: SecretRecord,
+    pub fields: Vec<SealedField>,
+    /// `None` for a secret that is not OAuth's.
+    pub oauth: Option<OAuthState>,
+}
+
+/// What an agent learns of an OAuth secret's token besides its fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OAuthState {
+    /// When the access token expires (unix seconds), if the provider said.
+    pub expires_at: Option<i64>,
+    /// Why the secret needs re-authorization, if it does.
+    pub needs_reauth: Option<String>,
+}
+
 /// A wrapped data key with what it is bound to, for master key rotation.
 #[derive(Debug, Clone)]
 pub struct DataKeyRecord {
@@ -349,6 +369,14 @@ pub trait Store: Send + Sync {
     fn expired_sessions(&self, now: i64) -> StoreFuture<'_, Vec<String>>;
     /// The secrets active in a session, by name.
     fn active_secrets<'a>(&'a self, session_id: &'a str) -> StoreFuture<'a, Vec<SecretRecord>>;
+    /// The sealed material of the secrets active in a session, by name: all of them (`name`
+    /// `None`) or the one named (empty if it is not active there). One statement, so the
+    /// record, its fields and its token state come from the same snapshot.
+    fn active_material<'a>(
+        &'a self,
+        session_id: &'a str,
+        name: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<ActiveMaterial>>;
     /// Adds and removes activations of a live session, with their audit records, in one
     /// transaction; [`StoreError::SessionEnded`] if the session is no longer live.
     fn change_activations<'a>(

@@ -30,9 +30,9 @@ use sqlx::{AssertSqlSafe, Connection, PgPool, Row, Transaction};
 
 use super::engine::DatabaseUrl;
 use super::{
-    AuditRecord, AuditRow, CertificateRecord, DataKeyRecord, EnrollmentRecord, OwnerLock,
-    SealedField, SecretRecord, SessionRecord, Store, StoreError, StoreFuture, UsageSummary,
-    UserRecord, pg_schema, query_failed,
+    ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, DataKeyRecord, EnrollmentRecord,
+    OAuthState, OwnerLock, SealedField, SecretRecord, SessionRecord, Store, StoreError,
+    StoreFuture, UsageSummary, UserRecord, pg_schema, query_failed,
 };
 use crate::audit;
 
@@ -79,6 +79,26 @@ macro_rules! session_select {
         concat!(
             "SELECT id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
              enrolled FROM sessions ",
+            $($rest),*
+        )
+    };
+}
+
+/// An active secret with its data key, token state and sealed fields: one row per field (one
+/// row with no field for a secret without fields). The same statement as SQLite's.
+macro_rules! material_select {
+    ($($rest:literal)*) => {
+        concat!(
+            "SELECT s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
+             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, \
+             t.secret_id IS NOT NULL AS oauth, t.expires_at AS oauth_expires_at, \
+             t.needs_reauth AS oauth_needs_reauth, \
+             f.name AS field_name, f.ciphertext AS field_blob \
+             FROM activations a JOIN secrets s ON s.id = a.secret_id \
+             JOIN data_keys d ON d.id = s.data_key_id \
+             LEFT JOIN oauth_tokens t ON t.secret_id = s.id \
+             LEFT JOIN secret_fields f ON f.secret_id = s.id \
+             WHERE a.session_id = $1 ",
             $($rest),*
         )
     };
@@ -288,6 +308,31 @@ fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
         ended_reason: get(row, "ended_reason")?,
         enrolled: get(row, "enrolled")?,
     })
+}
+
+/// Groups [`material_select`] rows (ordered by secret) into one value per secret.
+fn material_from_rows(rows: &[PgRow]) -> Result<Vec<ActiveMaterial>, StoreError> {
+    let mut out: Vec<ActiveMaterial> = Vec::new();
+    for row in rows {
+        let id: &str = get(row, "id")?;
+        if out.last().is_none_or(|last| last.secret.id != id) {
+            let oauth = if get::<bool>(row, "oauth")? {
+                Some(OAuthState {
+                    expires_at: get(row, "oauth_expires_at")?,
+                    needs_reauth: get(row, "oauth_needs_reauth")?,
+                })
+            } else {
+                None
+            };
+            out.push(ActiveMaterial { secret: secret_from_row(row)?, fields: Vec::new(), oauth });
+        }
+        if let (Some(name), Some(last)) =
+            (get::<Option<String>>(row, "field_name")?, out.last_mut())
+        {
+            last.fields.push(SealedField { name, blob: get(row, "field_blob")? });
+        }
+    }
+    Ok(out)
 }
 
 fn audit_from_row(row: &PgRow) -> Result<AuditRow, StoreError> {
@@ -988,6 +1033,30 @@ impl Store for PgStore {
             .await
             .map_err(query_failed("reading active secrets"))?;
             rows.iter().map(secret_from_row).collect()
+        })
+    }
+
+    fn active_material<'a>(
+        &'a self,
+        session_id: &'a str,
+        name: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<ActiveMaterial>> {
+        Box::pin(async move {
+            let query = match name {
+                Some(name) => {
+                    sqlx::query(material_select!("AND s.name = $2 ORDER BY s.name, s.id, f.name"))
+                        .bind(session_id)
+                        .bind(name)
+                }
+                None => {
+                    sqlx::query(material_select!("ORDER BY s.name, s.id, f.name")).bind(session_id)
+                }
+            };
+            let rows = query
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_failed("reading active secrets' material"))?;
+            material_from_rows(&rows)
         })
     }
 

@@ -4,6 +4,13 @@
 //!
 //! Write transactions start with `BEGIN IMMEDIATE`, so two writers queue on the busy timeout
 //! instead of failing when a read lock cannot be upgraded.
+//!
+//! sqlx runs each SQLite connection on a thread of its own and hands every statement to it and
+//! back; on this kind of machine a hand-off costs more than the statement. The hot path (an
+//! agent fetching material) therefore costs as few statements as it can: the session comes
+//! from memory ([`session_cache`]), the material comes in one statement shared with the other
+//! fetches waiting at the same moment ([`material_reader`]), and the audit records share one
+//! statement and transaction with the other callers' ([`audit_writer`]).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,22 +23,28 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, SqlitePool, Transaction};
 
 use super::{
-    AuditRecord, AuditRow, CertificateRecord, DataKeyRecord, EnrollmentRecord, SealedField,
-    SecretRecord, SessionRecord, Store, StoreError, StoreFuture, UsageSummary, UserRecord,
-    query_failed, schema,
+    ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, DataKeyRecord, EnrollmentRecord,
+    SealedField, SecretRecord, SessionRecord, Store, StoreError, StoreFuture, UsageSummary,
+    UserRecord, query_failed, schema,
 };
 use crate::audit;
 
 /// Group commit of audit records appended on their own.
 mod audit_writer;
+/// Group reads of the material agents fetch.
+mod material_reader;
 /// The OAuth tables ([`crate::oauth::store::OAuthStore`]), a child so that it shares the helpers.
 pub(super) mod oauth;
+/// Session rows in memory, for authenticating agents without a database round trip.
+mod session_cache;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     audit: audit_writer::AuditWriter,
+    material: material_reader::MaterialReader,
+    sessions: session_cache::SessionCache,
 }
 
 type Tx = Transaction<'static, sqlx::Sqlite>;
@@ -82,11 +95,16 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A ping before each use is a round trip to the connection's thread that guards
+            // against a dropped network link; a local file has none to lose.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(open_failed)?;
         let audit = audit_writer::AuditWriter::start(pool.clone());
-        let store = Self { pool, audit };
+        let material = material_reader::MaterialReader::start(pool.clone());
+        let sessions = session_cache::SessionCache::default();
+        let store = Self { pool, audit, material, sessions };
         store.migrate().await?;
         Ok(store)
     }
@@ -216,6 +234,47 @@ async fn insert_audit(conn: &mut SqliteConnection, r: &AuditRecord) -> Result<()
     .bind(r.command.as_deref())
     .bind(r.detail.as_deref())
     .execute(conn)
+    .await
+    .map_err(query_failed("appending to the audit trail"))?;
+    Ok(())
+}
+
+/// Appends `records` in one statement: the rows travel as one JSON array of arrays (text and
+/// numbers only, never a value of a secret), in order, so that their sequence numbers follow
+/// it. One statement instead of one per record, each of which costs a hand-off to the
+/// connection's thread; on its own (outside a transaction) it is a transaction of its own,
+/// all rows or none.
+async fn insert_audit_batch<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    records: &[&AuditRecord],
+) -> Result<(), StoreError> {
+    use serde_json::Value;
+    let rows: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            Value::Array(vec![
+                r.owner_id.into(),
+                r.at.into(),
+                audit::action_name(r.action).into(),
+                r.secret_id.as_deref().into(),
+                r.secret_name.as_deref().into(),
+                r.session_id.as_deref().into(),
+                r.pid.into(),
+                r.uid.into(),
+                r.command.as_deref().into(),
+                r.detail.as_deref().into(),
+            ])
+        })
+        .collect();
+    let json = Value::Array(rows).to_string();
+    sqlx::query(
+        "INSERT INTO audit (owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
+         command, detail) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+         value ->> 6, value ->> 7, value ->> 8, value ->> 9 FROM json_each(?) ORDER BY key",
+    )
+    .bind(json)
+    .execute(executor)
     .await
     .map_err(query_failed("appending to the audit trail"))?;
     Ok(())
@@ -696,12 +755,21 @@ impl Store for SqliteStore {
 
     fn session<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SessionRecord>> {
         Box::pin(async move {
+            let ticket = match self.sessions.lookup(id) {
+                session_cache::Lookup::Hit(record) => return Ok(Some(record)),
+                session_cache::Lookup::Miss(ticket) => Some(ticket),
+                session_cache::Lookup::Bypass => None,
+            };
             let row = sqlx::query(session_select!("WHERE id = ?"))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(query_failed("reading a session"))?;
-            row.as_ref().map(session_from_row).transpose()
+            let record = row.as_ref().map(session_from_row).transpose()?;
+            if let (Some(ticket), Some(record)) = (ticket, &record) {
+                self.sessions.offer(ticket, record);
+            }
+            Ok(record)
         })
     }
 
@@ -724,6 +792,9 @@ impl Store for SqliteStore {
         now: i64,
     ) -> StoreFuture<'a, Option<SessionRecord>> {
         Box::pin(async move {
+            // Until this is dropped (after the commit, or on failure), reads of the session go
+            // to the database.
+            let _change = self.sessions.change(id);
             let mut tx = self.write_tx().await?;
             let done = sqlx::query(
                 "UPDATE sessions SET ended_at = ?, ended_reason = ? \
@@ -806,6 +877,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn active_material<'a>(
+        &'a self,
+        session_id: &'a str,
+        name: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<ActiveMaterial>> {
+        // Shares one statement with the reads waiting at the same moment.
+        Box::pin(self.material.read(session_id, name))
+    }
+
     fn change_activations<'a>(
         &'a self,
         session_id: &'a str,
@@ -874,6 +954,7 @@ impl Store for SqliteStore {
         audit: &'a AuditRecord,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let _change = self.sessions.change(&cert.session_id);
             let mut tx = self.write_tx().await?;
             let done = sqlx::query(
                 "UPDATE enrollment_tokens SET used_at = ? \
@@ -1110,5 +1191,210 @@ mod tests {
             s.complete_enrollment(b"sess2", 100, &late, &audit).await,
             Err(StoreError::TokenUnusable)
         ));
+    }
+
+    /// A secret `name` of `owner` whose fields are `fields` (blob = the field name's bytes).
+    async fn add_secret(s: &SqliteStore, owner: i64, id: &str, name: &str, fields: &[&str]) {
+        let record = SecretRecord {
+            field_names: fields.iter().map(|f| (*f).to_owned()).collect(),
+            ..secret(owner, id, name, 1)
+        };
+        let sealed: Vec<SealedField> = fields
+            .iter()
+            .map(|f| SealedField { name: (*f).to_owned(), blob: format!("{id}/{f}").into_bytes() })
+            .collect();
+        let audit = AuditRecord::new(owner, 10, AuditAction::Created);
+        s.insert_secret(&record, &sealed, &audit).await.unwrap();
+    }
+
+    /// `(secret id, [field names], [field blobs as text])` of each secret read.
+    fn summary(material: &[ActiveMaterial]) -> Vec<(String, Vec<String>, Vec<String>)> {
+        material
+            .iter()
+            .map(|m| {
+                assert!(m.oauth.is_none());
+                (
+                    m.secret.id.clone(),
+                    m.fields.iter().map(|f| f.name.clone()).collect(),
+                    m.fields.iter().map(|f| String::from_utf8(f.blob.clone()).unwrap()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn expected(rows: &[(&str, &[&str])]) -> Vec<(String, Vec<String>, Vec<String>)> {
+        rows.iter()
+            .map(|(id, fields)| {
+                (
+                    (*id).to_owned(),
+                    fields.iter().map(|f| (*f).to_owned()).collect(),
+                    fields.iter().map(|f| format!("{id}/{f}")).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn material_reads_see_only_their_own_sessions_active_secrets() {
+        let (_d, s) = store().await;
+        let alice = s.create_user("alice", b"h1", 1).await.unwrap();
+        let bob = s.create_user("bob", b"h2", 1).await.unwrap();
+        add_secret(&s, alice.id, "a-zed", "ZED", &["Z2", "Z1"]).await;
+        add_secret(&s, alice.id, "a-api", "API", &["KEY"]).await;
+        add_secret(&s, alice.id, "a-empty", "EMPTY", &[]).await;
+        add_secret(&s, alice.id, "a-idle", "IDLE", &["X"]).await;
+        add_secret(&s, bob.id, "b-api", "API", &["KEY", "URL"]).await;
+        let audit = AuditRecord::new(alice.id, 10, AuditAction::Created);
+        let (s1, t1) = session(alice.id, "s1");
+        s.insert_session(&s1, &t1, &audit).await.unwrap();
+        let (s2, t2) = session(bob.id, "s2");
+        s.insert_session(&s2, &t2, &audit).await.unwrap();
+        let add = ["a-zed".to_owned(), "a-api".to_owned(), "a-empty".to_owned()];
+        s.change_activations("s1", &add, &[], 20, &[]).await.unwrap();
+        s.change_activations("s2", &["b-api".to_owned()], &[], 20, &[]).await.unwrap();
+
+        // Secrets by name, fields by name; a secret without fields has none.
+        let mine = expected(&[("a-api", &["KEY"]), ("a-empty", &[]), ("a-zed", &["Z1", "Z2"])]);
+        assert_eq!(summary(&s.active_material("s1", None).await.unwrap()), mine);
+        let theirs = expected(&[("b-api", &["KEY", "URL"])]);
+        assert_eq!(summary(&s.active_material("s2", None).await.unwrap()), theirs);
+        // By name: the session's own secret of that name, nothing for an inactive one.
+        let api = s.active_material("s1", Some("API")).await.unwrap();
+        assert_eq!(summary(&api), expected(&[("a-api", &["KEY"])]));
+        assert_eq!(api[0].secret.owner_id, alice.id);
+        assert!(s.active_material("s1", Some("IDLE")).await.unwrap().is_empty());
+        assert!(s.active_material("s1", Some("NOPE")).await.unwrap().is_empty());
+        assert!(s.active_material("unknown", None).await.unwrap().is_empty());
+
+        // Reads running at once share statements; each still gets exactly its own answer.
+        let reads = (0..60).map(|i| {
+            let s = &s;
+            async move {
+                match i % 4 {
+                    0 => (i, summary(&s.active_material("s1", None).await.unwrap())),
+                    1 => (i, summary(&s.active_material("s2", None).await.unwrap())),
+                    2 => (i, summary(&s.active_material("s1", Some("ZED")).await.unwrap())),
+                    _ => (i, summary(&s.active_material("s2", Some("ZED")).await.unwrap())),
+                }
+            }
+        });
+        for (i, got) in futures_util::future::join_all(reads).await {
+            let want = match i % 4 {
+                0 => mine.clone(),
+                1 => theirs.clone(),
+                2 => expected(&[("a-zed", &["Z1", "Z2"])]),
+                _ => Vec::new(),
+            };
+            assert_eq!(got, want, "read {i}");
+        }
+
+        // An ended session has nothing active.
+        s.end_session("s1", "user", 30).await.unwrap();
+        assert!(s.active_material("s1", None).await.unwrap().is_empty());
+        assert_eq!(summary(&s.active_material("s2", None).await.unwrap()), theirs);
+    }
+
+    #[tokio::test]
+    async fn appended_audit_records_keep_their_order_and_every_column() {
+        let (_d, s) = store().await;
+        let full = AuditRecord {
+            secret_id: Some("id-1".into()),
+            secret_name: Some("NAME".into()),
+            session_id: Some("sess".into()),
+            pid: Some(u32::MAX),
+            uid: Some(0),
+            command: Some("cat \"quoted\" \\ ünïcode".into()),
+            detail: Some("line\nbreak".into()),
+            ..AuditRecord::new(7, i64::MAX, AuditAction::FileRead)
+        };
+        let records: Vec<AuditRecord> = (0..50)
+            .map(|i| {
+                if i % 2 == 0 {
+                    AuditRecord { at: i, ..full.clone() }
+                } else {
+                    AuditRecord::new(7, i, AuditAction::Fetched)
+                }
+            })
+            .collect();
+        // Several callers at once (one shared statement), then one alone, then a batch too
+        // large for one statement (one statement per record, one transaction).
+        let appends = records.chunks(5).map(|chunk| s.append_audit(chunk));
+        for outcome in futures_util::future::join_all(appends).await {
+            outcome.unwrap();
+        }
+        s.append_audit(std::slice::from_ref(&full)).await.unwrap();
+        let large: Vec<AuditRecord> =
+            (0..300).map(|i| AuditRecord { at: 1000 + i, ..full.clone() }).collect();
+        s.append_audit(&large).await.unwrap();
+        let trail = s.audit_for_owner(7, 1000).await.unwrap();
+        let got: Vec<AuditRecord> = trail.iter().map(|r| r.record.clone()).collect();
+        let mut want = records.clone();
+        want.push(full);
+        want.extend(large);
+        assert_eq!(got, want);
+        assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+
+    #[tokio::test]
+    async fn cached_sessions_follow_every_change() {
+        let (_d, s) = store().await;
+        let u = s.create_user("alice", b"h1", 1).await.unwrap();
+        let audit = AuditRecord::new(u.id, 10, AuditAction::Enrolled);
+        let (sess, tok) = session(u.id, "sess1");
+        assert!(s.session("sess1").await.unwrap().is_none(), "an unknown session");
+        s.insert_session(&sess, &tok, &audit).await.unwrap();
+        assert_eq!(s.session("sess1").await.unwrap(), Some(sess.clone()));
+        // Cached now; enrollment and the end both show at once.
+        assert_eq!(s.session("sess1").await.unwrap(), Some(sess.clone()));
+        let cert = CertificateRecord {
+            serial: "01".into(),
+            session_id: "sess1".into(),
+            not_before: 0,
+            not_after: 500,
+            issued_at: 20,
+            reason: "enroll",
+        };
+        s.complete_enrollment(b"sess1", 20, &cert, &audit).await.unwrap();
+        assert!(s.session("sess1").await.unwrap().unwrap().enrolled);
+        assert!(s.session("sess1").await.unwrap().unwrap().is_live(30));
+        s.end_session("sess1", "user", 30).await.unwrap();
+        let ended = s.session("sess1").await.unwrap().unwrap();
+        assert_eq!((ended.ended_at, ended.ended_reason.as_deref()), (Some(30), Some("user")));
+        assert!(!ended.is_live(31));
+        // What the database holds, read past the cache.
+        let row = sqlx::query(session_select!("WHERE id = ?"))
+            .bind("sess1")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+        assert_eq!(session_from_row(&row).unwrap(), ended);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_ended_while_agents_read_it_is_never_seen_live_afterwards() {
+        let (_d, s) = store().await;
+        let u = s.create_user("alice", b"h1", 1).await.unwrap();
+        let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+        for round in 0..20 {
+            let id = format!("race{round}");
+            let (sess, tok) = session(u.id, &id);
+            s.insert_session(&sess, &tok, &audit).await.unwrap();
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (s, id) = (s.clone(), id.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..25 {
+                            s.session(&id).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            s.end_session(&id, "user", 30).await.unwrap();
+            assert!(!s.session(&id).await.unwrap().unwrap().is_live(31), "round {round}");
+            for reader in readers {
+                reader.await.unwrap();
+            }
+            assert!(!s.session(&id).await.unwrap().unwrap().is_live(31), "round {round}");
+        }
     }
 }

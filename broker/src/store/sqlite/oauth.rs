@@ -843,4 +843,52 @@ mod tests {
             sqlx::query_scalar("SELECT COUNT(*) FROM data_keys").fetch_one(&s.pool).await.unwrap();
         assert_eq!(count, 1, "no orphaned key");
     }
+
+    #[tokio::test]
+    async fn an_agents_material_carries_its_token_state() {
+        let (_d, s) = store().await;
+        let u = s.create_user("alice", b"h", 1).await.unwrap();
+        s.insert_provider(&provider(u.id)).await.unwrap();
+        s.insert_pending(&pending(u.id)).await.unwrap();
+        assert!(
+            s.move_pending("a1", PendingStatus::Pending, PendingStatus::Exchanging, None, 11)
+                .await
+                .unwrap()
+        );
+        let audit = AuditRecord::new(u.id, 12, AuditAction::Created);
+        let field = SealedField { name: "token".into(), blob: vec![7; 40] };
+        s.insert_oauth_secret(&secret(u.id, 1), &[field], &token(1, Some(5_000)), "a1", &audit)
+            .await
+            .unwrap();
+        let session = crate::store::SessionRecord {
+            id: "sess".into(),
+            owner_id: u.id,
+            label: None,
+            created_at: 10,
+            expires_at: 1000,
+            ended_at: None,
+            ended_reason: None,
+            enrolled: false,
+        };
+        let enrollment = crate::store::EnrollmentRecord {
+            token_hash: vec![1; 32],
+            session_id: "sess".into(),
+            expires_at: 100,
+            used_at: None,
+        };
+        s.insert_session(&session, &enrollment, &audit).await.unwrap();
+        s.change_activations("sess", &["s1".to_owned()], &[], 20, &[]).await.unwrap();
+        let read = s.active_material("sess", Some("GH")).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].fields.len(), 1);
+        assert_eq!(
+            read[0].oauth,
+            Some(crate::store::OAuthState { expires_at: Some(100), needs_reauth: None })
+        );
+        let failed = AuditRecord::new(u.id, 14, AuditAction::RefreshFailed);
+        assert!(s.claim_refresh("s1", 1, i64::MAX, 70_000).await.unwrap());
+        assert!(s.mark_needs_reauth("s1", 1, "refused", &failed).await.unwrap());
+        let read = s.active_material("sess", None).await.unwrap();
+        assert_eq!(read[0].oauth.as_ref().and_then(|o| o.needs_reauth.as_deref()), Some("refused"));
+    }
 }
