@@ -365,3 +365,37 @@ async fn reads_just_before_the_session_ends_reach_the_audit_trail() {
         .count();
     assert!(reads >= 3, "expected 3 file reads in the audit trail, got {reads}: {history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_signals_are_forwarded_to_cmd() {
+    if !fuse_available() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (_, bundle) = sb.new_session("signals");
+    // CMD traps each signal and says so on its stdout, which the agent's log captures.
+    let script = "for s in HUP QUIT USR1 USR2; do trap \"echo got-$s\" $s; done; echo armed; \
+                  while :; do sleep 0.05; done";
+    let options = AgentOptions {
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        ..AgentOptions::default()
+    };
+    let mut agent = sb.start_agent(&bundle, options);
+    wait_until(TEARDOWN, || agent.log().lines().any(|l| l == "armed"))
+        .unwrap_or_else(|| panic!("CMD did not start:\n{}", agent.log()));
+    for (signal, name) in [
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGQUIT, "QUIT"),
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+    ] {
+        agent.signal(signal);
+        let line = format!("got-{name}");
+        wait_until(WITHIN, || agent.log().lines().any(|l| l == line))
+            .unwrap_or_else(|| panic!("SIG{name} did not reach CMD:\n{}", agent.log()));
+        assert!(agent.is_running(), "SIG{name} must not end the agent:\n{}", agent.log());
+    }
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(TEARDOWN).is_some(), "SIGTERM ends it:\n{}", agent.log());
+    assert!(!is_mounted(&agent.mount) && !agent.socket.exists());
+}
