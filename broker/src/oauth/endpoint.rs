@@ -140,10 +140,18 @@ impl RawAnswer {
         out
     }
 
-    fn refusal(&self) -> Option<EndpointError> {
+    /// The provider's refusal, if this answer is one. `sent` are the secret values the
+    /// request carried: a provider that echoes one back in its error code or description gets
+    /// that text dropped, since the error reaches logs and `maestro secrets show`.
+    fn refusal(&self, sent: &[&str]) -> Option<EndpointError> {
+        let echoes = |text: &str| sent.iter().any(|v| !v.is_empty() && text.contains(v));
         self.error.as_deref().map(|code| EndpointError::Refused {
-            code: clean_code(code),
-            description: self.error_description.as_deref().and_then(clean_description),
+            code: if echoes(code) { "an unreadable error".to_owned() } else { clean_code(code) },
+            description: self
+                .error_description
+                .as_deref()
+                .filter(|d| !echoes(d))
+                .and_then(clean_description),
         })
     }
 }
@@ -223,6 +231,7 @@ impl Client<'_> {
         &self,
         url: &str,
         form: &[(&str, &str)],
+        sent: &[&str],
     ) -> Result<Grant, EndpointError> {
         let (status, body) = self.post(url, form).await?;
         let trimmed =
@@ -235,7 +244,7 @@ impl Client<'_> {
             None
         };
         // GitHub answers errors with HTTP 200: an `error` wins over the status.
-        if let Some(refused) = answer.as_ref().and_then(RawAnswer::refusal) {
+        if let Some(refused) = answer.as_ref().and_then(|a| a.refusal(sent)) {
             return Err(refused);
         }
         if !status.is_success() {
@@ -267,7 +276,8 @@ impl Client<'_> {
             ("redirect_uri", redirect_uri),
             ("code_verifier", verifier.expose()),
         ];
-        self.token_request(token_url, &form).await
+        let sent = [code.expose(), verifier.expose(), self.client_secret.expose()];
+        self.token_request(token_url, &form, &sent).await
     }
 
     /// Trades a refresh token for a new access token (and maybe a new refresh token).
@@ -277,7 +287,8 @@ impl Client<'_> {
         refresh_token: &SecretValue,
     ) -> Result<Grant, EndpointError> {
         let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())];
-        self.token_request(token_url, &form).await
+        let sent = [refresh_token.expose(), self.client_secret.expose()];
+        self.token_request(token_url, &form, &sent).await
     }
 
     /// RFC 7009: revokes a token; `hint` is `refresh_token` or `access_token`.
@@ -292,8 +303,9 @@ impl Client<'_> {
         if status.is_success() {
             return Ok(());
         }
+        let sent = [token.expose(), self.client_secret.expose()];
         if let Some(refused) =
-            serde_json::from_slice::<RawAnswer>(&body).ok().as_ref().and_then(RawAnswer::refusal)
+            serde_json::from_slice::<RawAnswer>(&body).ok().as_ref().and_then(|a| a.refusal(&sent))
         {
             return Err(refused);
         }
@@ -304,6 +316,20 @@ impl Client<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_never_repeats_a_value_the_request_sent() {
+        let answer: RawAnswer = serde_json::from_slice(
+            br#"{"error":"invalid_grant","error_description":"refresh token rt-planted-42 is revoked"}"#,
+        )
+        .unwrap();
+        let text = answer.refusal(&["rt-planted-42"]).unwrap().to_string();
+        assert_eq!(text, "the provider answered invalid_grant");
+        let echoed: RawAnswer = serde_json::from_slice(br#"{"error":"rt-planted-42"}"#).unwrap();
+        assert!(!echoed.refusal(&["rt-planted-42"]).unwrap().to_string().contains("planted"));
+        let kept = answer.refusal(&["something-else"]).unwrap().to_string();
+        assert!(kept.contains("is revoked"), "{kept}");
+    }
 
     #[test]
     fn answers_in_json_and_form_and_github_errors() {
@@ -320,7 +346,7 @@ mod tests {
             br#"{"error":"bad_verification_code","error_description":"The code passed is incorrect or expired."}"#,
         )
         .unwrap();
-        let e = github.refusal().unwrap();
+        let e = github.refusal(&[]).unwrap();
         assert!(!e.is_transient());
         assert_eq!(
             e.to_string(),
