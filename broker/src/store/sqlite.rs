@@ -280,6 +280,92 @@ async fn insert_audit_batch<'e>(
     Ok(())
 }
 
+/// Replaces a secret's version inside a transaction: checks the old version, swaps the sealed
+/// fields and the data key. Shared by edits and OAuth refreshes.
+async fn replace_version(
+    conn: &mut SqliteConnection,
+    old_version: u64,
+    secret: &SecretRecord,
+    fields: &[SealedField],
+) -> Result<(), StoreError> {
+    let old_key: Option<String> = sqlx::query_scalar(
+        "SELECT data_key_id FROM secrets WHERE id = ? AND owner_id = ? AND version = ?",
+    )
+    .bind(secret.id.as_str())
+    .bind(secret.owner_id)
+    .bind(version_i64(old_version))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(query_failed("reading a secret"))?;
+    let Some(old_key) = old_key else {
+        return Err(StoreError::Changed { what: "secret" });
+    };
+    sqlx::query("DELETE FROM secret_fields WHERE secret_id = ?")
+        .bind(secret.id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(query_failed("deleting old sealed fields"))?;
+    insert_data_key(conn, secret).await?;
+    sqlx::query(
+        "UPDATE secrets SET kind = ?, description = ?, tags = ?, field_names = ?, version = ?, \
+         data_key_id = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(secret.kind.as_str())
+    .bind(secret.description.as_deref())
+    .bind(to_json(&secret.tags))
+    .bind(to_json(&secret.field_names))
+    .bind(version_i64(secret.version))
+    .bind(secret.data_key_id.as_str())
+    .bind(secret.updated_at)
+    .bind(secret.id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(query_failed("updating a secret"))?;
+    insert_fields(conn, secret, fields).await?;
+    sqlx::query("DELETE FROM data_keys WHERE id = ?")
+        .bind(old_key.as_str())
+        .execute(conn)
+        .await
+        .map_err(query_failed("deleting an old data key"))?;
+    Ok(())
+}
+
+/// A new secret's rows: its data key, the secret, and its sealed fields.
+async fn insert_secret_rows(
+    conn: &mut SqliteConnection,
+    secret: &SecretRecord,
+    fields: &[SealedField],
+) -> Result<(), StoreError> {
+    insert_data_key(&mut *conn, secret).await?;
+    sqlx::query(
+        "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
+         version, data_key_id, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(secret.id.as_str())
+    .bind(secret.owner_id)
+    .bind(secret.name.as_str())
+    .bind(secret.kind.as_str())
+    .bind(secret.description.as_deref())
+    .bind(to_json(&secret.tags))
+    .bind(to_json(&secret.field_names))
+    .bind(version_i64(secret.version))
+    .bind(secret.data_key_id.as_str())
+    .bind(secret.created_at)
+    .bind(secret.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::AlreadyExists { what: "secret", name: secret.name.clone() }
+        } else {
+            StoreError::Query { step: "adding a secret", source: e }
+        }
+    })?;
+    insert_fields(&mut *conn, secret, fields).await?;
+    Ok(())
+}
+
 async fn insert_data_key(
     conn: &mut SqliteConnection,
     secret: &SecretRecord,
@@ -475,33 +561,7 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            insert_data_key(&mut tx, secret).await?;
-            sqlx::query(
-                "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
-                 version, data_key_id, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(secret.id.as_str())
-            .bind(secret.owner_id)
-            .bind(secret.name.as_str())
-            .bind(secret.kind.as_str())
-            .bind(secret.description.as_deref())
-            .bind(to_json(&secret.tags))
-            .bind(to_json(&secret.field_names))
-            .bind(version_i64(secret.version))
-            .bind(secret.data_key_id.as_str())
-            .bind(secret.created_at)
-            .bind(secret.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::AlreadyExists { what: "secret", name: secret.name.clone() }
-                } else {
-                    StoreError::Query { step: "adding a secret", source: e }
-                }
-            })?;
-            insert_fields(&mut tx, secret, fields).await?;
+            insert_secret_rows(&mut tx, secret, fields).await?;
             insert_audit(&mut tx, audit).await?;
             commit(tx).await
         })
@@ -560,45 +620,7 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            let old_key: Option<String> = sqlx::query_scalar(
-                "SELECT data_key_id FROM secrets WHERE id = ? AND owner_id = ? AND version = ?",
-            )
-            .bind(secret.id.as_str())
-            .bind(secret.owner_id)
-            .bind(version_i64(old_version))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(query_failed("reading a secret"))?;
-            let Some(old_key) = old_key else {
-                return Err(StoreError::Changed { what: "secret" });
-            };
-            sqlx::query("DELETE FROM secret_fields WHERE secret_id = ?")
-                .bind(secret.id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(query_failed("deleting old sealed fields"))?;
-            insert_data_key(&mut tx, secret).await?;
-            sqlx::query(
-                "UPDATE secrets SET kind = ?, description = ?, tags = ?, field_names = ?, \
-                 version = ?, data_key_id = ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(secret.kind.as_str())
-            .bind(secret.description.as_deref())
-            .bind(to_json(&secret.tags))
-            .bind(to_json(&secret.field_names))
-            .bind(version_i64(secret.version))
-            .bind(secret.data_key_id.as_str())
-            .bind(secret.updated_at)
-            .bind(secret.id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(query_failed("updating a secret"))?;
-            insert_fields(&mut tx, secret, fields).await?;
-            sqlx::query("DELETE FROM data_keys WHERE id = ?")
-                .bind(old_key.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(query_failed("deleting an old data key"))?;
+            replace_version(&mut tx, old_version, secret, fields).await?;
             insert_audit(&mut tx, audit).await?;
             commit(tx).await
         })

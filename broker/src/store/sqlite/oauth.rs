@@ -8,8 +8,8 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::{
-    SqliteStore, commit, get, insert_audit, insert_data_key, insert_fields, is_unique_violation,
-    json_list, to_json, version_i64,
+    SqliteStore, commit, get, insert_audit, insert_secret_rows, is_unique_violation, json_list,
+    replace_version, to_json, version_i64,
 };
 use crate::oauth::store::{
     OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord, TokenView,
@@ -197,56 +197,6 @@ async fn finish_pending(conn: &mut SqliteConnection, id: &str, now: i64) -> Resu
     Ok(())
 }
 
-/// Replaces a secret's version inside a transaction: the same steps as
-/// [`crate::store::Store::replace_secret`].
-async fn replace_version(
-    conn: &mut SqliteConnection,
-    old_version: u64,
-    secret: &SecretRecord,
-    fields: &[SealedField],
-) -> Result<(), StoreError> {
-    let old_key: Option<String> = sqlx::query_scalar(
-        "SELECT data_key_id FROM secrets WHERE id = ? AND owner_id = ? AND version = ?",
-    )
-    .bind(secret.id.as_str())
-    .bind(secret.owner_id)
-    .bind(version_i64(old_version))
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(query_failed("reading a secret"))?;
-    let Some(old_key) = old_key else {
-        return Err(StoreError::Changed { what: "secret" });
-    };
-    sqlx::query("DELETE FROM secret_fields WHERE secret_id = ?")
-        .bind(secret.id.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(query_failed("deleting old sealed fields"))?;
-    insert_data_key(conn, secret).await?;
-    sqlx::query(
-        "UPDATE secrets SET kind = ?, description = ?, tags = ?, field_names = ?, version = ?, \
-         data_key_id = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(secret.kind.as_str())
-    .bind(secret.description.as_deref())
-    .bind(to_json(&secret.tags))
-    .bind(to_json(&secret.field_names))
-    .bind(version_i64(secret.version))
-    .bind(secret.data_key_id.as_str())
-    .bind(secret.updated_at)
-    .bind(secret.id.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(query_failed("updating a secret"))?;
-    insert_fields(conn, secret, fields).await?;
-    sqlx::query("DELETE FROM data_keys WHERE id = ?")
-        .bind(old_key.as_str())
-        .execute(conn)
-        .await
-        .map_err(query_failed("deleting an old data key"))?;
-    Ok(())
-}
-
 impl OAuthStore for SqliteStore {
     fn insert_provider<'a>(&'a self, p: &'a ProviderRecord) -> StoreFuture<'a, ()> {
         Box::pin(async move {
@@ -420,33 +370,7 @@ impl OAuthStore for SqliteStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            insert_data_key(&mut tx, secret).await?;
-            sqlx::query(
-                "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
-                 version, data_key_id, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(secret.id.as_str())
-            .bind(secret.owner_id)
-            .bind(secret.name.as_str())
-            .bind(secret.kind.as_str())
-            .bind(secret.description.as_deref())
-            .bind(to_json(&secret.tags))
-            .bind(to_json(&secret.field_names))
-            .bind(version_i64(secret.version))
-            .bind(secret.data_key_id.as_str())
-            .bind(secret.created_at)
-            .bind(secret.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::AlreadyExists { what: "secret", name: secret.name.clone() }
-                } else {
-                    StoreError::Query { step: "adding a secret", source: e }
-                }
-            })?;
-            insert_fields(&mut tx, secret, fields).await?;
+            insert_secret_rows(&mut tx, secret, fields).await?;
             insert_key(&mut tx, &token.data_key_id, &token.wrapped_key, token.updated_at).await?;
             sqlx::query(
                 "INSERT INTO oauth_tokens (secret_id, provider_id, data_key_id, generation, \
