@@ -18,6 +18,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use thiserror::Error;
 
+use crate::cgroup::{KILL_TIMEOUT, SessionCgroup};
 use crate::config::User;
 
 #[derive(Debug, Error)]
@@ -58,6 +59,8 @@ struct ChildCreds {
     gid: u32,
     last_cap: i32,
     parent: i32,
+    /// The session cgroup's `cgroup.procs`, or -1.
+    cgroup_procs: i32,
 }
 
 /// The highest capability number this kernel knows.
@@ -74,6 +77,13 @@ fn check(rc: libc::c_long) -> io::Result<()> {
 
 /// Runs in the child between fork and exec: raw system calls only, no allocation.
 fn drop_in_child(d: ChildCreds) -> io::Result<()> {
+    // Into the session's cgroup first, while still root and before CMD runs anything: "0" is
+    // the writing process. A failure fails the start: CMD never runs uncontained.
+    if d.cgroup_procs >= 0 {
+        // SAFETY: writes one byte from a static buffer to a descriptor opened before the fork.
+        let rc = unsafe { libc::write(d.cgroup_procs, b"0".as_ptr().cast(), 1) };
+        check(rc as libc::c_long)?;
+    }
     // Everything the agent holds open (the FUSE device, sockets) closes at exec.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
     let rc =
@@ -127,15 +137,22 @@ pub fn become_subreaper() -> Result<(), ChildError> {
 }
 
 /// Starts `command` as `user`, with `MAESTRO_AGENT_SOCK` set when the socket is not at its
-/// default path. Must be called from the main thread: the death signal follows the thread that
-/// forked, and the main thread lives as long as the agent.
-pub fn spawn(command: &[OsString], user: User, socket: Option<&Path>) -> Result<u32, ChildError> {
+/// default path, inside the session cgroup when there is one. Must be called from the main
+/// thread: the death signal follows the thread that forked, and the main thread lives as long
+/// as the agent.
+pub fn spawn(
+    command: &[OsString],
+    user: User,
+    socket: Option<&Path>,
+    cgroup: Option<&SessionCgroup>,
+) -> Result<u32, ChildError> {
     let (program, args) = command.split_first().ok_or(ChildError::Empty)?;
     let d = ChildCreds {
         uid: user.uid,
         gid: user.gid,
         last_cap: last_cap(),
         parent: std::process::id() as i32,
+        cgroup_procs: cgroup.map_or(-1, SessionCgroup::procs_fd),
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -217,45 +234,79 @@ pub fn signal(pid: u32, sig: Signal) {
     }
 }
 
-/// Ends every descendant of the agent: SIGTERM, then SIGKILL to those still alive after
-/// `grace`. Returns CMD's exit status if it was reaped meanwhile.
-pub async fn end_all(grace: Duration, cmd: Option<u32>) -> Option<i32> {
+/// Every living process of the session: the agent's descendants and the session cgroup's.
+fn session_processes(me: u32, cgroup: Option<&SessionCgroup>) -> Vec<u32> {
+    let mut pids = descendants(me);
+    if let Some(cg) = cgroup {
+        pids.extend(cg.pids());
+        pids.sort_unstable();
+        pids.dedup();
+    }
+    pids
+}
+
+/// Ends every process of the session: SIGTERM to the agent's descendants and the session
+/// cgroup's processes; after `grace`, `cgroup.kill` (the whole cgroup at once, forks in flight
+/// included) and SIGKILL sweeps of descendants, repeated until none is left or a deadline
+/// passes. Returns CMD's exit status if it was reaped meanwhile, and how many processes are
+/// left (0 unless one survives SIGKILL, e.g. in uninterruptible sleep).
+pub async fn end_all(
+    grace: Duration,
+    cmd: Option<u32>,
+    cgroup: Option<&SessionCgroup>,
+) -> (Option<i32>, usize) {
     let me = std::process::id();
     let mut cmd_status = reap(cmd);
-    let first = descendants(me);
+    let first = session_processes(me, cgroup);
     if first.is_empty() {
-        return cmd_status;
+        return (cmd_status, 0);
     }
-    tracing::info!(processes = first.len(), "ending the processes the agent started");
+    tracing::info!(processes = first.len(), "ending the processes of the session");
     for pid in &first {
         signal(*pid, Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    let mut killed = false;
     loop {
         cmd_status = reap(cmd).or(cmd_status);
-        let left = descendants(me);
-        if left.is_empty() {
-            return cmd_status;
-        }
-        if Instant::now() >= deadline {
-            if killed {
-                tracing::warn!(
-                    processes = left.len(),
-                    "processes survive SIGKILL (uninterruptible sleep?)"
-                );
-                return cmd_status;
-            }
-            tracing::warn!(processes = left.len(), "sending SIGKILL after the grace period");
-            for pid in &left {
-                signal(*pid, Signal::SIGKILL);
-            }
-            killed = true;
+        if session_processes(me, cgroup).is_empty() || Instant::now() >= deadline {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if killed && Instant::now() >= deadline + Duration::from_secs(2) {
-            return reap(cmd).or(cmd_status);
+    }
+    let left = session_processes(me, cgroup);
+    if left.is_empty() {
+        return (cmd_status, 0);
+    }
+    tracing::warn!(
+        processes = left.len(),
+        "killing the processes of the session after the grace period"
+    );
+    let killed_as_cgroup = cgroup.is_some_and(SessionCgroup::kill);
+    let deadline = Instant::now() + KILL_TIMEOUT;
+    loop {
+        if !killed_as_cgroup && let Some(cg) = cgroup {
+            // Old kernel without cgroup.kill: sweep the cgroup too.
+            for pid in cg.pids() {
+                signal(pid, Signal::SIGKILL);
+            }
         }
+        // Processes outside the cgroup (none when it works): sweep until none is left, so
+        // that one forking meanwhile is caught on a later round.
+        for pid in descendants(me) {
+            signal(pid, Signal::SIGKILL);
+        }
+        cmd_status = reap(cmd).or(cmd_status);
+        let left = session_processes(me, cgroup).len();
+        if left == 0 || Instant::now() >= deadline {
+            if left > 0 {
+                tracing::error!(
+                    processes = left,
+                    "processes of the session survive SIGKILL (uninterruptible sleep?)"
+                );
+            }
+            return (cmd_status, left);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -280,7 +331,7 @@ mod tests {
         let script =
             format!("cat /proc/self/status > {}; id -G >> {}", out.display(), out.display());
         let cmd: Vec<OsString> = ["sh", "-c", &script].iter().map(OsString::from).collect();
-        let pid = spawn(&cmd, user, None).unwrap();
+        let pid = spawn(&cmd, user, None, None).unwrap();
         let status = waitpid(Pid::from_raw(pid as i32), None).unwrap();
         assert_eq!(exit_code(status), Some((pid, 0)));
         Some(std::fs::read_to_string(out).unwrap())
@@ -311,9 +362,9 @@ mod tests {
     #[test]
     fn missing_commands_are_reported() {
         let cmd = vec![OsString::from("/nonexistent/cmd")];
-        let err = spawn(&cmd, User { uid: 0, gid: 0 }, None).unwrap_err();
+        let err = spawn(&cmd, User { uid: 0, gid: 0 }, None, None).unwrap_err();
         assert!(err.to_string().starts_with("cannot start \"/nonexistent/cmd\""), "{err}");
-        assert!(matches!(spawn(&[], User { uid: 0, gid: 0 }, None), Err(ChildError::Empty)));
+        assert!(matches!(spawn(&[], User { uid: 0, gid: 0 }, None, None), Err(ChildError::Empty)));
     }
 
     #[test]

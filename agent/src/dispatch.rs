@@ -11,9 +11,10 @@ use maestro_wire::sock::{Action, Response, SockErrorCode};
 use serde::Deserialize;
 
 use crate::actions;
+use crate::cgroup::SessionCgroup;
 use crate::identity::rfc3339_now;
 use crate::state::Store;
-use crate::usage::UsageQueue;
+use crate::usage::{UsageQueue, Who};
 
 /// A request as it arrives. `maestro_wire::sock::Request` cannot be deserialized as it stands:
 /// serde does not support `deny_unknown_fields` together with `flatten` and refuses every
@@ -31,14 +32,43 @@ pub struct Ctx {
     pub usage: Arc<UsageQueue>,
     /// The one non-root uid the socket serves.
     pub sandbox_uid: u32,
+    /// The session's cgroup, which a caller that asks for secrets joins (see [`crate::cgroup`]).
+    pub cgroup: Option<Arc<SessionCgroup>>,
 }
 
-/// Who is asking, from SO_PEERCRED (and `/proc/<pid>/comm`).
+/// Who is asking, from the kernel: SO_PEERCRED, then `/proc/<pid>/exe` and `comm`.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub uid: u32,
     pub pid: Option<u32>,
-    pub command: Option<String>,
+    pub who: Who,
+}
+
+impl Peer {
+    /// Identifies the process behind a connection's credentials.
+    pub fn identify(uid: u32, pid: Option<u32>) -> Peer {
+        let pid = pid.filter(|p| *p > 0);
+        let exe = pid.and_then(maestro_fs::executable_of);
+        let comm = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok());
+        Peer { uid, pid, who: Who::new(exe.as_deref(), comm.as_deref()) }
+    }
+
+    /// A denial of this peer as a usage record.
+    pub fn denial(&self, detail: String) -> UsageReport {
+        UsageReport {
+            secret: None,
+            action: UsageAction::Denied,
+            at: rfc3339_now(),
+            pid: self.pid,
+            uid: Some(self.uid),
+            command: Some(self.who.command.clone()),
+            detail: Some(detail),
+            count: None,
+            last_at: None,
+            exe: self.who.exe.clone(),
+            claimed_command: self.who.comm.clone(),
+        }
+    }
 }
 
 /// An error response.
@@ -51,22 +81,22 @@ pub fn allowed(ctx: &Ctx, uid: u32) -> bool {
     uid == 0 || uid == ctx.sandbox_uid
 }
 
-/// The refusal for a foreign uid, recorded as a denial.
+/// The refusal for a foreign uid, recorded as a denial (best effort: a refusal needs no record
+/// to be safe, and denials never take the slots that allowed uses need).
 pub fn refuse(ctx: &Ctx, peer: &Peer) -> Response {
-    ctx.usage.push(UsageReport {
-        secret: None,
-        action: UsageAction::Denied,
-        at: rfc3339_now(),
-        pid: peer.pid,
-        uid: Some(peer.uid),
-        command: peer.command.clone(),
-        detail: Some(format!("agent socket: uid {} is not the sandbox user", peer.uid)),
-    });
+    ctx.usage.push_denial(
+        peer.denial(format!("agent socket: uid {} is not the sandbox user", peer.uid)),
+    );
+    refusal(ctx, peer.uid)
+}
+
+/// The answer a foreign uid gets.
+pub fn refusal(ctx: &Ctx, uid: u32) -> Response {
     error(
         SockErrorCode::Forbidden,
         format!(
-            "uid {} may not use this agent: it serves root and the sandbox user (uid {}) only",
-            peer.uid, ctx.sandbox_uid
+            "uid {uid} may not use this agent: it serves root and the sandbox user (uid {}) only",
+            ctx.sandbox_uid
         ),
     )
 }
@@ -100,6 +130,15 @@ pub fn dispatch(ctx: &Ctx, peer: &Peer, line: &[u8]) -> Response {
                 request.version
             ),
         );
+    }
+    if !matches!(request.action, Action::List)
+        && peer.uid == ctx.sandbox_uid
+        && let (Some(cgroup), Some(pid)) = (&ctx.cgroup, peer.pid)
+    {
+        // Whatever the sandbox user runs with the session's secrets ends with the session.
+        // (Root callers stay where they are: root can leave any cgroup anyway, and a root
+        // daemon that asks should not die with a session.)
+        cgroup.adopt(pid);
     }
     match request.action {
         Action::Env { only, command } => actions::env(ctx, peer, &only, command.as_deref()),
@@ -152,11 +191,15 @@ mod tests {
                 Instant::now(),
             )
             .unwrap();
-        Ctx { store, usage: UsageQueue::new(100), sandbox_uid: 1000 }
+        Ctx { store, usage: UsageQueue::new(100), sandbox_uid: 1000, cgroup: None }
     }
 
     fn peer(uid: u32) -> Peer {
-        Peer { uid, pid: Some(42), command: Some("maestro-exec".into()) }
+        Peer {
+            uid,
+            pid: Some(42),
+            who: Who::new(Some("/usr/local/bin/maestro-exec"), Some("maestro-exec")),
+        }
     }
 
     fn env_request() -> Vec<u8> {
@@ -198,7 +241,10 @@ mod tests {
         assert_eq!(reports.len(), 2);
         assert_eq!(reports[0].action, UsageAction::Injected);
         assert_eq!(reports[0].secret.as_deref(), Some("API"));
-        assert_eq!(reports[0].command.as_deref(), Some("make"));
+        // Who asked is the executable the kernel names; the name it gave is only a claim.
+        assert_eq!(reports[0].command.as_deref(), Some("maestro-exec"));
+        assert_eq!(reports[0].exe.as_deref(), Some("/usr/local/bin/maestro-exec"));
+        assert_eq!(reports[0].claimed_command.as_deref(), Some("make"));
         assert!(!format!("{reports:?}").contains("planted"));
     }
 
@@ -237,7 +283,8 @@ mod tests {
         let reports = ctx.usage.take(10);
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].detail.as_deref(), Some("credential helper"));
-        assert_eq!(reports[0].command.as_deref(), Some("git"));
+        assert_eq!(reports[0].command.as_deref(), Some("maestro-exec"));
+        assert_eq!(reports[0].claimed_command.as_deref(), Some("git"));
     }
 
     #[test]

@@ -133,6 +133,7 @@ pub fn ask(socket: &std::path::Path, action: Action) -> Result<Response, Failure
         )),
         _ => Failure(format!("cannot reach the agent at {}: {e}", socket.display())),
     })?;
+    check_server(&stream, socket)?;
     let timeouts = stream
         .set_read_timeout(Some(ANSWER_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)));
@@ -141,7 +142,14 @@ pub fn ask(socket: &std::path::Path, action: Action) -> Result<Response, Failure
     timeouts.map_err(io_failure)?;
     let line = jsonline::to_line(&Request::new(action))
         .map_err(|_| Failure("cannot encode the request".to_owned()))?;
-    stream.write_all(&line).map_err(io_failure)?;
+    match stream.write_all(&line) {
+        Ok(()) => {}
+        // The agent answers a refused uid at once and closes without reading: its answer is
+        // still there to read.
+        Err(e)
+            if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {}
+        Err(e) => return Err(io_failure(e)),
+    }
     let answer =
         jsonline::read_line_from(&stream, MAX_SOCK_RESPONSE_BYTES).map_err(|e| match e {
             LineError::Read(e)
@@ -164,6 +172,27 @@ pub fn ask(socket: &std::path::Path, action: Action) -> Result<Response, Failure
             e.column()
         ))
     })
+}
+
+/// Trusts the socket only when root serves it (SO_PEERCRED of the listening process): the
+/// agent runs as root, and whoever else listens there could hand out any environment
+/// (`LD_PRELOAD`, `PATH`) to the command about to run, or learn which secrets it asks for.
+pub fn check_server(stream: &UnixStream, socket: &std::path::Path) -> Result<(), Failure> {
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| {
+            Failure(format!(
+                "cannot check who serves the agent socket {} (SO_PEERCRED: {e}); refusing to trust it",
+                socket.display()
+            ))
+        })?;
+    if cred.uid() != 0 {
+        return Err(Failure(format!(
+            "the agent socket {} is served by uid {}, not root; refusing to trust it (check {SOCKET_ENV})",
+            socket.display(),
+            cred.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// The agent's refusal as one line.

@@ -25,6 +25,7 @@
 pub mod actions;
 pub mod backoff;
 pub mod broker;
+pub mod cgroup;
 pub mod child;
 pub mod config;
 pub mod dispatch;

@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::backoff::Backoff;
 use crate::broker::{Broker, BrokerError};
+use crate::cgroup::SessionCgroup;
 use crate::child::{self, ChildError};
 use crate::config::{Config, MAX_BUNDLE_BYTES};
 use crate::dispatch::Ctx;
@@ -208,7 +209,21 @@ async fn session(config: Config, bundle: Bundle) -> Result<i32, RunError> {
     let mount = maestro_fs::mount(&config.mount, options, Arc::new(FsObserver(usage.clone())))?;
     let slot = MountSlot::new(mount);
     let store = Arc::new(Store::new(&mount_str, config.lease, Box::new(slot.clone())));
+    let cgroup = match SessionCgroup::create() {
+        Ok(cg) => {
+            tracing::info!(cgroup = %cg.path().display(), "the session's processes run in their own cgroup");
+            Some(Arc::new(cg))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "no session cgroup ({e}); at the end the agent kills its descendants instead \
+                 (it is their subreaper), which a process that leaves the agent's tree escapes"
+            );
+            None
+        }
+    };
     let mut parts = Parts {
+        cgroup,
         store: store.clone(),
         mount: slot,
         socket: None,
@@ -289,6 +304,7 @@ async fn serve(
         store: parts.store.clone(),
         usage: parts.usage.clone(),
         sandbox_uid: config.user.uid,
+        cgroup: parts.cgroup.clone(),
     });
     parts.tasks.push(tokio::spawn(listener::serve(sock, ctx)));
 
@@ -306,7 +322,7 @@ async fn serve(
 
     if !config.command.is_empty() {
         let socket = (!config.socket_is_default()).then_some(config.socket.as_path());
-        let pid = child::spawn(&config.command, config.user, socket)?;
+        let pid = child::spawn(&config.command, config.user, socket, parts.cgroup.as_deref())?;
         tracing::info!(pid, "started the command");
         parts.command = Some(pid);
     }

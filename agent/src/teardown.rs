@@ -3,8 +3,10 @@
 //!
 //! Order: every secret dropped and the filesystem emptied (values zeroized); the socket closed
 //! and its file removed; the filesystem unmounted (lazily when files are still open); the
-//! processes the agent started ended (SIGTERM, SIGKILL after the grace period); the last usage
-//! reports sent if the broker still listens.
+//! processes of the session ended (SIGTERM, then after the grace period `cgroup.kill` of the
+//! session cgroup and SIGKILL sweeps of the agent's descendants) and checked gone (the session
+//! is not reported a success while one is left); the last usage reports sent if the broker
+//! still listens.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use maestro_fs::{Mount, Snapshot};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
+use crate::cgroup::SessionCgroup;
 use crate::child;
 use crate::listener;
 use crate::state::{Publish, Store};
@@ -68,6 +71,8 @@ pub struct Parts {
     pub broker: Option<Arc<Broker>>,
     pub grace: Duration,
     pub command: Option<u32>,
+    /// The session's cgroup, killed as a whole and removed.
+    pub cgroup: Option<Arc<SessionCgroup>>,
     /// Background tasks (link, watchdog, listener, ...) to stop.
     pub tasks: Vec<JoinHandle<()>>,
 }
@@ -91,7 +96,13 @@ pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
             Err(_) => tracing::warn!("the unmount did not finish in time; it ends with the agent"),
         }
     }
-    let command_status = child::end_all(parts.grace, parts.command).await;
+    let (command_status, left) =
+        child::end_all(parts.grace, parts.command, parts.cgroup.as_deref()).await;
+    if let Some(cg) = &parts.cgroup
+        && left == 0
+    {
+        cg.remove();
+    }
     // The broker still takes usage reports for a minute after the session ended, so the
     // last reads before teardown reach the audit trail.
     if let Some(broker) = &parts.broker
@@ -110,6 +121,11 @@ pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
         Cause::Signal(_) => command_status.unwrap_or(0),
         Cause::SessionEnded(_) => 0,
     };
-    tracing::info!(code, "session over");
+    if left > 0 {
+        // Not a success while a process of the session lives on.
+        tracing::error!(processes = left, "session over, but processes of the session are left");
+        return if code == 0 { 1 } else { code };
+    }
+    tracing::info!(code, processes_left = 0, "session over");
     code
 }

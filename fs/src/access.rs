@@ -16,7 +16,11 @@ pub struct Access {
     pub pid: u32,
     /// The calling process's uid.
     pub uid: u32,
-    /// The caller's command name (`/proc/<pid>/comm`), when it could be read.
+    /// The caller's executable as the kernel reports it (`/proc/<pid>/exe`, full path), when
+    /// it could be read. Unlike `command`, the process cannot choose it.
+    pub exe: Option<String>,
+    /// The caller's command name (`/proc/<pid>/comm`), when it could be read. The process can
+    /// set it (`prctl(PR_SET_NAME)`, `exec -a`): a detail, not who did it.
     pub command: Option<String>,
     /// Whether the open succeeded.
     pub allowed: bool,
@@ -24,18 +28,25 @@ pub struct Access {
     pub reason: Option<String>,
 }
 
+/// An observer could not record an open: the filesystem refuses that open (EIO) rather than
+/// let it go unrecorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotRecorded;
+
 /// Receives every open of a file. Called on the filesystem's own thread while the caller waits
 /// for `open(2)`, so it must return at once: queue the record and batch it elsewhere. It must
 /// not call [`crate::Mount::publish`] (which waits for the kernel, which waits for this thread).
 pub trait AccessObserver: Send + Sync + 'static {
-    /// Records one open.
-    fn record(&self, access: Access);
+    /// Records one open. `Err(NotRecorded)` fails the open with EIO: the audit fails closed.
+    fn record(&self, access: Access) -> Result<(), NotRecorded>;
 }
 
-/// Any `Fn(Access)` is an observer, which keeps tests and simple callers short.
+/// Any `Fn(Access)` is an observer that always records, which keeps tests and simple callers
+/// short.
 impl<F: Fn(Access) + Send + Sync + 'static> AccessObserver for F {
-    fn record(&self, access: Access) {
-        self(access)
+    fn record(&self, access: Access) -> Result<(), NotRecorded> {
+        self(access);
+        Ok(())
     }
 }
 
@@ -59,57 +70,138 @@ impl CallerPolicy {
     }
 }
 
-/// Command names read through `/proc/<pid>/comm`, with the descriptor kept open per caller.
+/// Who a caller is, read from `/proc/<pid>`, with descriptors kept open per caller.
 ///
 /// Opening `/proc/<pid>/comm` costs about as much as a whole open+read+close on tmpfs (a
 /// path walk through procfs on every call), and every open of a secret file needs the caller's
-/// name while the caller still exists. A descriptor held open keeps naming the same task: a
-/// read through it gives that task's name *now* (after an `exec` or `prctl(PR_SET_NAME)` too),
-/// and fails with ESRCH once the task is gone, so a pid that is reused by a new process is
-/// never given the old one's name. A hot reader then costs one `pread` instead of three calls.
+/// identity while the caller still exists. Descriptors held open keep naming the same task: the
+/// `/proc/<pid>` directory gives that task's executable *now* (`readlinkat(dir, "exe")`, after an
+/// `exec` too), the `comm` file its name now (after `prctl(PR_SET_NAME)` too), and both fail
+/// once the task is gone, so a pid that is reused by a new process is never given the old one's
+/// identity. A hot reader then costs a `readlinkat` and a `pread` instead of path walks.
 pub(crate) struct CommNames {
-    held: Mutex<Vec<(u32, File)>>,
+    held: Mutex<Vec<Held>>,
     /// The next slot to replace when the table is full (round robin: cheap, and a slot goes to
     /// whoever reads now).
     next: Mutex<usize>,
 }
 
-/// Callers whose descriptors are kept. Each is one file descriptor of the agent.
+struct Held {
+    pid: u32,
+    dir: File,
+    comm: File,
+}
+
+/// Callers whose descriptors are kept. Each is two file descriptors of the agent.
 const HELD_NAMES: usize = 64;
+
+/// Longest executable path kept (procfs paths are at most PATH_MAX).
+const MAX_EXE_CHARS: usize = 4096;
 
 impl CommNames {
     pub(crate) fn new() -> CommNames {
         CommNames { held: Mutex::new(Vec::with_capacity(HELD_NAMES)), next: Mutex::new(0) }
     }
 
-    /// The command name of `pid`, best effort: the process may be gone already. `comm` is at
-    /// most 15 bytes, so this reads into a small stack buffer.
+    /// The command name of `pid`, best effort: the process may be gone already.
+    #[cfg(test)]
     pub(crate) fn of(&self, pid: u32) -> Option<String> {
+        self.identify(pid).1
+    }
+
+    /// The executable path and the command name of `pid`, best effort: the process may be
+    /// gone already. `comm` is at most 15 bytes, so it is read into a small stack buffer.
+    pub(crate) fn identify(&self, pid: u32) -> (Option<String>, Option<String>) {
         if pid == 0 {
-            return None;
+            return (None, None);
         }
-        let mut buf = [0u8; 64];
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = held.iter().position(|(p, _)| *p == pid) {
-            match held[i].1.read_at(&mut buf, 0) {
-                Ok(n) if n > 0 => return name(&buf[..n]),
+        if let Some(i) = held.iter().position(|h| h.pid == pid) {
+            match read_held(&held[i]) {
+                Some(found) => return found,
                 // The task is gone (ESRCH), and `pid` may now be someone else's: ask afresh.
-                _ => {
+                None => {
                     held.swap_remove(i);
                 }
             }
         }
-        let mut file = File::open(format!("/proc/{pid}/comm")).ok()?;
-        let n = file.read(&mut buf).ok()?;
+        let Ok(dir) = File::open(format!("/proc/{pid}")) else { return (None, None) };
+        let Ok(comm) = File::open(format!("/proc/{pid}/comm")) else { return (None, None) };
+        let entry = Held { pid, dir, comm };
+        let found = read_held(&entry).unwrap_or((None, None));
         if held.len() < HELD_NAMES {
-            held.push((pid, file));
+            held.push(entry);
         } else {
             let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-            held[*next % HELD_NAMES] = (pid, file);
+            held[*next % HELD_NAMES] = entry;
             *next = (*next + 1) % HELD_NAMES;
         }
-        name(&buf[..n])
+        found
     }
+}
+
+/// Reads a held caller's executable and name; `None` when the task is gone.
+fn read_held(held: &Held) -> Option<(Option<String>, Option<String>)> {
+    let mut buf = [0u8; 64];
+    let n = held.comm.read_at(&mut buf, 0).ok().filter(|n| *n > 0)?;
+    // A kernel thread or a zombie has no executable: that is no reason to forget the task.
+    Some((exe_in(&held.dir), name(&buf[..n])))
+}
+
+/// The executable of `pid` as the kernel reports it (`/proc/<pid>/exe`), full path; `None` when
+/// the process is gone, or the kernel does not say (a process that made itself non-dumpable, or
+/// runs a set-uid program, hides it from everyone without CAP_SYS_PTRACE).
+pub fn executable_of(pid: u32) -> Option<String> {
+    if pid == 0 {
+        return None;
+    }
+    let dir = File::open(format!("/proc/{pid}")).ok()?;
+    exe_in(&dir)
+}
+
+/// Reads `exe` in a held `/proc/<pid>` directory.
+///
+/// The kernel shows a process's `exe` link only to callers that pass a ptrace read check: the
+/// same uid and gid as the process (real, effective and saved alike), or CAP_SYS_PTRACE, which
+/// the agent does not keep. So when the link is refused, this thread takes the process's uid
+/// and gid as its filesystem ids for the one `readlinkat` (`setfsuid`/`setfsgid` change this
+/// thread only, with CAP_SETUID/CAP_SETGID) and then takes back its own.
+fn exe_in(dir: &File) -> Option<String> {
+    let link = match nix::fcntl::readlinkat(dir, "exe") {
+        Ok(link) => link,
+        Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => {
+            let (uid, gid) = ids_of(dir)?;
+            let old_gid = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+            let old_uid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+            let link = nix::fcntl::readlinkat(dir, "exe");
+            nix::unistd::setfsuid(old_uid);
+            nix::unistd::setfsgid(old_gid);
+            link.ok()?
+        }
+        Err(_) => return None,
+    };
+    Some(link.to_string_lossy().chars().take(MAX_EXE_CHARS).collect())
+}
+
+/// The uid and gid of a process whose real, effective and saved ids agree (the ptrace read
+/// check's condition); `None` otherwise.
+fn ids_of(dir: &File) -> Option<(u32, u32)> {
+    let fd = nix::fcntl::openat(
+        dir,
+        "status",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let mut status = String::new();
+    File::from(fd).read_to_string(&mut status).ok()?;
+    let same = |key: &str| -> Option<u32> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let ids: Vec<u32> =
+            line[key.len()..].split_whitespace().take(3).filter_map(|v| v.parse().ok()).collect();
+        (ids.len() == 3 && ids.iter().all(|i| *i == ids[0])).then_some(ids[0])
+    };
+    Some((same("Uid:")?, same("Gid:")?))
 }
 
 /// A `comm` read as a name: without its newline, `None` when empty.
@@ -144,6 +236,8 @@ mod tests {
         // Again, through the held descriptor.
         assert_eq!(names.of(me).unwrap(), comm);
         assert_eq!(names.of(0), None);
+        let (exe, _) = names.identify(me);
+        assert_eq!(exe.map(std::path::PathBuf::from), std::env::current_exe().ok());
         assert_eq!(names.of(u32::MAX), None);
     }
 
@@ -171,12 +265,12 @@ mod tests {
             child.stdin.take().unwrap().write_all(b"go\n").unwrap();
         }
         wait_for("sleep");
-        assert_eq!(names.held.lock().unwrap().iter().filter(|(p, _)| *p == pid).count(), 1);
+        assert_eq!(names.held.lock().unwrap().iter().filter(|h| h.pid == pid).count(), 1);
         child.kill().unwrap();
         child.wait().unwrap();
         // Reaped: the held descriptor fails, and nothing answers for that pid any more.
         assert_eq!(names.of(pid), None);
-        assert!(names.held.lock().unwrap().iter().all(|(p, _)| *p != pid));
+        assert!(names.held.lock().unwrap().iter().all(|h| h.pid != pid));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::access::{Access, AccessObserver, CallerPolicy, CommNames, REASON_UID};
+use crate::access::{Access, AccessObserver, CallerPolicy, CommNames, NotRecorded, REASON_UID};
 use crate::tree::{Node, NodeKind, Tree};
 
 /// How long the kernel may keep names and attributes without asking again. Publishing a
@@ -153,16 +153,23 @@ impl SecretsFs {
         };
         let (uid, pid) = (req.uid(), req.pid());
         let allowed = self.shared.policy.allows(uid);
-        self.shared.observer.record(Access {
+        let (exe, command) = self.shared.names.identify(pid);
+        let recorded = self.shared.observer.record(Access {
             secret: secret.clone(),
             path: node.path.clone(),
             pid,
             uid,
-            command: self.shared.names.of(pid),
+            exe,
+            command,
             allowed,
             reason: (!allowed).then(|| REASON_UID.to_owned()),
         });
-        if allowed { Ok(FileHandle(*generation)) } else { Err(Errno::EACCES) }
+        match (allowed, recorded) {
+            (false, _) => Err(Errno::EACCES),
+            // The audit fails closed: an open that cannot be recorded does not happen.
+            (true, Err(NotRecorded)) => Err(Errno::EIO),
+            (true, Ok(())) => Ok(FileHandle(*generation)),
+        }
     }
 
     fn open_dir(&self, req: &Request, ino: u64) -> Result<(), Errno> {

@@ -8,7 +8,8 @@
 //!   `ro,nosuid,nodev,noexec,allow_other`;
 //! * checks every `open` against the current snapshot (gone: ENOENT) and the caller (root, the
 //!   sandbox user, or [`MountOptions::allowed_uids`]; others: EACCES), and reports it, allowed
-//!   or denied, to an [`AccessObserver`] with pid, uid and command name;
+//!   or denied, to an [`AccessObserver`] with pid, uid, executable (`/proc/<pid>/exe`) and
+//!   command name; an allowed open the observer cannot record fails with EIO (fail closed);
 //! * swaps snapshots atomically ([`Mount::publish`]) and tells the kernel to forget what
 //!   changed, so a removed file is gone at once; a file's pages stay in the kernel's page cache
 //!   between opens only while its content is current (every change or removal drops them), and
@@ -61,7 +62,7 @@ mod snapshot;
 mod stale;
 mod tree;
 
-pub use access::{Access, AccessObserver};
+pub use access::{Access, AccessObserver, NotRecorded, executable_of};
 pub use error::FsError;
 pub use mount::{Mount, MountOptions, mount};
 pub use snapshot::{

@@ -265,6 +265,25 @@ fn denial_by_the_filesystem_is_recorded() {
     assert!(denied.reason.as_deref().unwrap().contains("not allowed"));
     let allowed = all.iter().find(|a| a.pid == allowed_pid).expect("allowed open recorded");
     assert_eq!((allowed.uid, allowed.allowed), (2345, true));
+    // The executable comes from the kernel, for other uids' processes too.
+    for access in [denied, allowed] {
+        assert!(access.exe.as_deref().is_some_and(|e| e.ends_with("/cat")), "{access:?}");
+    }
+}
+
+#[test]
+fn an_open_that_cannot_be_recorded_fails_and_nothing_is_read() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestMount::new(vec![]);
+    t.publish(&[("A", "unrecorded-value")]);
+    t.recorder.set_refusing(true);
+    let err = fs::read(t.path("A")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    t.recorder.set_refusing(false);
+    assert_eq!(fs::read(t.path("A")).unwrap(), b"unrecorded-value");
+    assert_eq!(t.recorder.all().len(), 1);
 }
 
 #[test]

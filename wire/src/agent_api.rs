@@ -151,6 +151,23 @@ pub struct UsageReport {
     pub command: Option<String>,
     /// A file path under the mount, or why access was denied.
     pub detail: Option<String>,
+    /// How many uses this record stands for: the agent coalesces repeated uses with the same
+    /// secret, action, pid, uid, executable and path into one record. Absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// RFC 3339, when the last of the `count` uses happened (`at` is the first). Absent when
+    /// `count` is absent or 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
+    /// The full path of the executable the kernel reports for `pid` (`/proc/<pid>/exe`).
+    /// `command` is its file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// The command name the caller claimed for itself (the socket request's `command`, or the
+    /// process's own `comm` when it differs from the executable): a detail, never the record's
+    /// command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_command: Option<String>,
 }
 
 /// `POST /v1/agent/usage`: at most [`crate::limits::MAX_USAGE_BATCH`] reports.

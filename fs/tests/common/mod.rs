@@ -33,17 +33,26 @@ pub fn fuse_available() -> bool {
 
 /// Collects every access the filesystem reports.
 #[derive(Default)]
-pub struct Recorder(Mutex<Vec<Access>>);
+pub struct Recorder(Mutex<Vec<Access>>, std::sync::atomic::AtomicBool);
 
 impl Recorder {
     pub fn all(&self) -> Vec<Access> {
         self.0.lock().unwrap().clone()
     }
+
+    /// From now on, refuses (or again records) every access, as a full audit queue does.
+    pub fn set_refusing(&self, refusing: bool) {
+        self.1.store(refusing, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl maestro_fs::AccessObserver for Recorder {
-    fn record(&self, access: Access) {
+    fn record(&self, access: Access) -> Result<(), maestro_fs::NotRecorded> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(maestro_fs::NotRecorded);
+        }
         self.0.lock().unwrap().push(access);
+        Ok(())
     }
 }
 
