@@ -4,9 +4,9 @@
 //! reports the session over. A process that forks every millisecond, ignores SIGTERM or
 //! double-forks to be reparented cannot leave the cgroup: only root can move a process out.
 //!
-//! Where: a child `maestro-session-<agent pid>` of the agent's own cgroup (from
+//! Where: `maestro/session-<agent pid>` under the agent's own cgroup (from
 //! `/proc/self/cgroup`, under the cgroup2 mount found in `/proc/self/mountinfo`; on hybrid
-//! hosts that is `/sys/fs/cgroup/unified`). No controller is ever enabled, so the "no internal
+//! hosts that is `/sys/fs/cgroup/unified`), made before the agent drops its capabilities. No controller is ever enabled, so the "no internal
 //! processes" rule (a cgroup with processes cannot hand controllers to children) never
 //! applies: the agent stays in its cgroup, the session's processes in the leaf below it.
 //! When there is no cgroup2 mount, or it cannot be written (not delegated, read-only), the
@@ -84,9 +84,16 @@ impl SessionCgroup {
         if own.split('/').any(|c| c == "..") {
             return Err(CgroupError::NoOwnCgroup);
         }
-        let path = mount
-            .join(own.trim_start_matches('/'))
-            .join(format!("maestro-session-{}", std::process::id()));
+        // One shared `maestro` node, then the session's leaf: the agent makes both while it
+        // still has all its capabilities (a cgroup root is often mode 0555), and later removes
+        // the leaf as the owner of `maestro`, without them.
+        let parent = mount.join(own.trim_start_matches('/')).join("maestro");
+        match std::fs::create_dir(&parent) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(CgroupError::Create { path: parent, source }),
+        }
+        let path = parent.join(format!("session-{}", std::process::id()));
         if path.exists() {
             // Left by an earlier agent with the same pid (a restarted container): empty it.
             kill_and_wait(&path, KILL_TIMEOUT);

@@ -111,6 +111,8 @@ pub fn run(config: Config) -> Result<i32, RunError> {
     // Directories the agent creates (mount point, socket directory, their parents) must be
     // reachable by the sandbox user whatever umask the entrypoint inherited.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    // Before the capabilities go: a cgroup root is often writable with CAP_DAC_OVERRIDE only.
+    let cgroup = session_cgroup();
     privs::restrict(&privs::LinuxCaps, privs::AGENT_CAPS)?;
     child::become_subreaper()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -118,7 +120,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         .max_blocking_threads(4)
         .build()
         .map_err(RunError::Runtime)?;
-    let result = runtime.block_on(session(config, bundle));
+    let result = runtime.block_on(session(config, bundle, cgroup));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -192,7 +194,28 @@ fn ensure_mount_point(path: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-async fn session(config: Config, bundle: Bundle) -> Result<i32, RunError> {
+/// The session's cgroup, or why there is none (logged; teardown falls back).
+fn session_cgroup() -> Option<Arc<SessionCgroup>> {
+    match SessionCgroup::create() {
+        Ok(cg) => {
+            tracing::info!(cgroup = %cg.path().display(), "the session's processes run in their own cgroup");
+            Some(Arc::new(cg))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "no session cgroup ({e}); at the end the agent kills its descendants instead \
+                 (it is their subreaper), which a process that leaves the agent's tree escapes"
+            );
+            None
+        }
+    }
+}
+
+async fn session(
+    config: Config,
+    bundle: Bundle,
+    cgroup: Option<Arc<SessionCgroup>>,
+) -> Result<i32, RunError> {
     let mut signals = Signals::install()?;
     let mount_str = config.mount_str().map_err(RunError::Config)?;
     ensure_mount_point(&config.mount)?;
@@ -209,19 +232,6 @@ async fn session(config: Config, bundle: Bundle) -> Result<i32, RunError> {
     let mount = maestro_fs::mount(&config.mount, options, Arc::new(FsObserver(usage.clone())))?;
     let slot = MountSlot::new(mount);
     let store = Arc::new(Store::new(&mount_str, config.lease, Box::new(slot.clone())));
-    let cgroup = match SessionCgroup::create() {
-        Ok(cg) => {
-            tracing::info!(cgroup = %cg.path().display(), "the session's processes run in their own cgroup");
-            Some(Arc::new(cg))
-        }
-        Err(e) => {
-            tracing::warn!(
-                "no session cgroup ({e}); at the end the agent kills its descendants instead \
-                 (it is their subreaper), which a process that leaves the agent's tree escapes"
-            );
-            None
-        }
-    };
     let mut parts = Parts {
         cgroup,
         store: store.clone(),

@@ -206,8 +206,9 @@ impl UsageQueue {
     }
 
     fn push_within(&self, reports: Vec<UsageReport>, limit: usize) -> Result<(), QueueFull> {
-        let len = {
+        let (was_empty, len) = {
             let mut q = self.lock();
+            let was_empty = q.entries.is_empty();
             let keys: Vec<Key> = reports.iter().map(Key::of).collect();
             let new_keys: HashSet<&Key> =
                 keys.iter().filter(|k| !q.entries.contains_key(*k)).collect();
@@ -221,11 +222,11 @@ impl UsageQueue {
                     None => q.insert_back(key, entry),
                 }
             }
-            q.entries.len()
+            (was_empty, q.entries.len())
         };
         // notify_one keeps a permit when nobody waits yet, so a push that races with the poster
         // going to sleep is not missed.
-        if len == 1 {
+        if was_empty && len > 0 {
             self.nonempty.notify_one();
         }
         if len >= BATCH_TRIGGER {
@@ -688,6 +689,18 @@ mod tests {
         };
         tokio::task::yield_now().await;
         q.push(report(1)).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn several_uses_at_once_wake_the_poster_too() {
+        let q = UsageQueue::new(1000);
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.nonempty().await })
+        };
+        tokio::task::yield_now().await;
+        q.push_all(vec![report(1), report(2)]).unwrap();
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
     }
 
