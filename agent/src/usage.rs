@@ -501,12 +501,29 @@ pub async fn flush(queue: &UsageQueue, broker: &Broker) -> Result<(), crate::bro
     }
 }
 
+/// Sends what is queued now: whole batches while a whole batch waits, then the rest as one
+/// batch. Uses that arrive meanwhile wait for the next round, which is what makes a hot
+/// reader one record per round instead of one per round trip.
+async fn post_round(queue: &UsageQueue, broker: &Broker) -> Result<(), crate::broker::BrokerError> {
+    loop {
+        let whole = queue.len() >= BATCH_TRIGGER;
+        let reports = queue.take(MAX_USAGE_BATCH);
+        if reports.is_empty() {
+            return Ok(());
+        }
+        send_batch(queue, broker, reports).await?;
+        if !whole {
+            return Ok(());
+        }
+    }
+}
+
 /// Posts batches until the task is dropped: as soon as there is something to post, then at
 /// most once per interval unless a full batch waits.
 pub async fn run_poster(queue: Arc<UsageQueue>, broker: Arc<Broker>) {
     loop {
         queue.nonempty().await;
-        if let Err(e) = flush(&queue, &broker).await {
+        if let Err(e) = post_round(&queue, &broker).await {
             tracing::warn!("usage reports kept for later: {e}");
             // Do not hammer an absent broker: the next try is a full interval away.
             tokio::time::sleep(BATCH_INTERVAL).await;
