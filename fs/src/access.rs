@@ -90,6 +90,8 @@ struct Held {
     pid: u32,
     dir: File,
     comm: File,
+    /// The process's uid and gid as last read from its `status` (see [`exe_in`]).
+    ids: Option<(u32, u32)>,
 }
 
 /// Callers whose descriptors are kept. Each is two file descriptors of the agent.
@@ -117,7 +119,7 @@ impl CommNames {
         }
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(i) = held.iter().position(|h| h.pid == pid) {
-            match read_held(&held[i]) {
+            match read_held(&mut held[i]) {
                 Some(found) => return found,
                 // The task is gone (ESRCH), and `pid` may now be someone else's: ask afresh.
                 None => {
@@ -127,8 +129,8 @@ impl CommNames {
         }
         let Ok(dir) = File::open(format!("/proc/{pid}")) else { return (None, None) };
         let Ok(comm) = File::open(format!("/proc/{pid}/comm")) else { return (None, None) };
-        let entry = Held { pid, dir, comm };
-        let found = read_held(&entry).unwrap_or((None, None));
+        let mut entry = Held { pid, dir, comm, ids: None };
+        let found = read_held(&mut entry).unwrap_or((None, None));
         if held.len() < HELD_NAMES {
             held.push(entry);
         } else {
@@ -141,11 +143,11 @@ impl CommNames {
 }
 
 /// Reads a held caller's executable and name; `None` when the task is gone.
-fn read_held(held: &Held) -> Option<(Option<String>, Option<String>)> {
+fn read_held(held: &mut Held) -> Option<(Option<String>, Option<String>)> {
     let mut buf = [0u8; 64];
     let n = held.comm.read_at(&mut buf, 0).ok().filter(|n| *n > 0)?;
     // A kernel thread or a zombie has no executable: that is no reason to forget the task.
-    Some((exe_in(&held.dir), name(&buf[..n])))
+    Some((exe_in(&held.dir, &mut held.ids), name(&buf[..n])))
 }
 
 /// The executable of `pid` as the kernel reports it (`/proc/<pid>/exe`), full path; `None` when
@@ -156,7 +158,7 @@ pub fn executable_of(pid: u32) -> Option<String> {
         return None;
     }
     let dir = File::open(format!("/proc/{pid}")).ok()?;
-    exe_in(&dir)
+    exe_in(&dir, &mut None)
 }
 
 /// Reads `exe` in a held `/proc/<pid>` directory.
@@ -166,21 +168,36 @@ pub fn executable_of(pid: u32) -> Option<String> {
 /// the agent does not keep. So when the link is refused, this thread takes the process's uid
 /// and gid as its filesystem ids for the one `readlinkat` (`setfsuid`/`setfsgid` change this
 /// thread only, with CAP_SETUID/CAP_SETGID) and then takes back its own.
-fn exe_in(dir: &File) -> Option<String> {
-    let link = match nix::fcntl::readlinkat(dir, "exe") {
-        Ok(link) => link,
-        Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => {
-            let (uid, gid) = ids_of(dir)?;
-            let old_gid = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
-            let old_uid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
-            let link = nix::fcntl::readlinkat(dir, "exe");
-            nix::unistd::setfsuid(old_uid);
-            nix::unistd::setfsgid(old_gid);
-            link.ok()?
-        }
-        Err(_) => return None,
+///
+/// `ids` caches the process's ids between calls for a held caller: reading `status` costs more
+/// than the rest, and ids rarely change (when they did, the cached ones fail and are read anew).
+fn exe_in(dir: &File, ids: &mut Option<(u32, u32)>) -> Option<String> {
+    let shown = |link: std::ffi::OsString| -> String {
+        link.to_string_lossy().chars().take(MAX_EXE_CHARS).collect()
     };
-    Some(link.to_string_lossy().chars().take(MAX_EXE_CHARS).collect())
+    if let Some(cached) = *ids
+        && let Ok(link) = readlink_as(dir, cached)
+    {
+        return Some(shown(link));
+    }
+    match nix::fcntl::readlinkat(dir, "exe") {
+        Ok(link) => return Some(shown(link)),
+        Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => {}
+        Err(_) => return None,
+    }
+    let fresh = ids_of(dir)?;
+    *ids = Some(fresh);
+    readlink_as(dir, fresh).ok().map(shown)
+}
+
+/// `readlinkat(dir, "exe")` with this thread's filesystem ids set to `(uid, gid)`.
+fn readlink_as(dir: &File, (uid, gid): (u32, u32)) -> nix::Result<std::ffi::OsString> {
+    let old_gid = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+    let old_uid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+    let link = nix::fcntl::readlinkat(dir, "exe");
+    nix::unistd::setfsuid(old_uid);
+    nix::unistd::setfsgid(old_gid);
+    link
 }
 
 /// The uid and gid of a process whose real, effective and saved ids agree (the ptrace read

@@ -227,6 +227,37 @@ impl Agent {
         agent
     }
 
+    /// Like [`Agent::start`], with the agent inside the cgroup v2 directory `cgroup` from its
+    /// first instruction: a shell writes its own pid to `cgroup.procs`, then execs the agent.
+    pub fn start_in_cgroup(
+        bundle: &Path,
+        mount: &Path,
+        socket: &Path,
+        options: AgentOptions,
+        cgroup: &Path,
+    ) -> Agent {
+        let agent = Self::command(bundle, mount, socket, &options);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$@\"")
+            .arg(cgroup)
+            .arg(agent.get_program())
+            .args(agent.get_args());
+        for (key, value) in agent.get_envs() {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd.env("RUST_LOG", &options.rust_log);
+        let process = ChildGuard::spawn("maestro-agent", cmd);
+        let ready = process.wait_for_stdout(READY_TIMEOUT, |l| l == "maestro-agent: ready");
+        let agent =
+            Agent { mount: mount.to_owned(), socket: socket.to_owned(), process: Some(process) };
+        assert!(ready.is_some(), "maestro-agent did not say it was ready:\n{}", agent.log());
+        agent
+    }
+
     /// The command line `start` uses, for tests that run it themselves.
     pub fn command(bundle: &Path, mount: &Path, socket: &Path, options: &AgentOptions) -> Command {
         let mut cmd = Command::new(bin("maestro-agent"));

@@ -22,7 +22,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use maestro_tests::agent::{
-    AgentOptions, OTHER_UID, SANDBOX_UID, Sandbox, as_uid, fuse_available, run_cmd, wait_until,
+    Agent, AgentOptions, OTHER_UID, SANDBOX_UID, Sandbox, as_uid, fuse_available, run_cmd,
+    wait_until,
 };
 use maestro_tests::broker::CmdOutput;
 use maestro_tests::util::{ChildGuard, bin, temp_dir};
@@ -376,30 +377,35 @@ fn marked(marker: &str) -> Vec<u32> {
 }
 
 /// Forks every millisecond with the parent exiting (its pid keeps changing), ignores SIGTERM,
-/// and every 100th round double-forks a sleeper that is orphaned at once.
+/// and every 100th round double-forks a sleeper that is orphaned at once. It gives up by
+/// itself after 60 s, so that a failing test does not leave it running for ever.
 const ROAMER: &str = r#"
 import os, signal, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+start = time.monotonic()
 n = 0
-while True:
+while time.monotonic() - start < 60:
     time.sleep(0.001)
     if os.fork() != 0:
         os._exit(0)
     n += 1
     if n % 100 == 0 and os.fork() == 0:
         if os.fork() == 0:
-            time.sleep(1000)
+            time.sleep(60)
         os._exit(0)
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_of_the_session_outlives_it() {
-    if !fuse_available() {
-        return;
-    }
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs the roaming CMD under an agent started by `start`, ends the agent with SIGTERM, and
+/// checks that nothing of the session is left the moment the agent has exited.
+fn contain(label: &str, start: impl FnOnce(&Sandbox, &Path, AgentOptions) -> Agent) {
     let sb = Sandbox::new();
-    let (_session, bundle) = sb.new_session("contain");
-    let marker = format!("MAESTRO_TEST_MARKER=contain-{}", std::process::id());
+    let (_session, bundle) = sb.new_session(label);
+    let marker = format!("MAESTRO_TEST_MARKER={label}-{}", std::process::id());
     let py = python();
     let script = format!(
         "trap '' TERM; {py} -c '{ROAMER}' & {py} -c '{ROAMER}' & while :; do sleep 0.2; done"
@@ -409,10 +415,16 @@ async fn nothing_of_the_session_outlives_it() {
         command: vec!["env".into(), marker.clone(), "bash".into(), "-c".into(), script],
         ..AgentOptions::default()
     };
-    let mut agent = sb.start_agent(&bundle, options);
-    // The session's processes roam: wait until there are several, orphans among them.
+    let mut agent = start(&sb, &bundle, options);
+    // The session's processes roam: wait until there are several, and orphans that the agent
+    // (their subreaper) adopted among them.
+    let me = agent.pid();
     assert!(
-        wait_until(WITHIN, || marked(&marker).len() >= 10).is_some(),
+        wait_until(WITHIN, || {
+            let now = marked(&marker);
+            now.len() >= 10 && now.iter().any(|p| parent_of(*p) == Some(me))
+        })
+        .is_some(),
         "the command did not start its processes: {:?}\n{}",
         marked(&marker),
         agent.log()
@@ -420,12 +432,54 @@ async fn nothing_of_the_session_outlives_it() {
     let before = marked(&marker).len();
     agent.signal(nix::sys::signal::Signal::SIGTERM);
     let status = agent.wait_exit(Duration::from_secs(60)).expect("the agent exits");
-    // No wait: the agent says the session is over only once nothing of it is left.
+    // No waiting: the agent says the session is over only once nothing of it is left.
     let left = marked(&marker);
-    println!("{before} processes of the session before the end, {} after", left.len());
+    println!("{label}: {before} processes of the session before the end, {} after", left.len());
     assert!(left.is_empty(), "processes outlived the session: {left:?}\n{}", agent.log());
-    assert!(agent.log().contains("processes_left=0"), "{}", agent.log());
+    let log = agent.log();
+    assert!(log.contains("the session's processes run in their own cgroup"), "{log}");
+    assert!(log.contains("processes_left=0"), "{log}");
     assert!(status.code().is_some(), "{status:?}");
+}
+
+#[test]
+fn nothing_of_the_session_outlives_it() {
+    if !fuse_available() {
+        return;
+    }
+    contain("contain", |sb, bundle, options| sb.start_agent(bundle, options));
+}
+
+/// The cgroup2 mount point, from mountinfo.
+fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+    })
+}
+
+#[test]
+fn nothing_of_the_session_outlives_it_when_the_agent_is_in_a_nested_cgroup() {
+    if !fuse_available() {
+        return;
+    }
+    let Some(mount) = cgroup2_mount() else {
+        assert!(std::env::var_os("MAESTRO_REQUIRE_FUSE").is_none(), "no cgroup2 mount here");
+        eprintln!("skipped: no cgroup2 mount");
+        return;
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap().trim_start_matches('/');
+    let nested = mount.join(own).join(format!("maestro-test-{}", std::process::id()));
+    std::fs::create_dir(&nested).unwrap();
+    contain("nested", |sb, bundle, options| {
+        Agent::start_in_cgroup(bundle, &sb.mount(), &sb.socket(), options, &nested)
+    });
+    // The agent left its `maestro` node (empty) and nothing else; the test cleans up.
+    let _ = std::fs::remove_dir(nested.join("maestro"));
+    std::fs::remove_dir(&nested).unwrap();
 }
 
 const FAKE_AGENT: &str = r#"
@@ -438,8 +492,11 @@ s.listen(4)
 print("listening", flush=True)
 while True:
     c, _ = s.accept()
-    c.makefile().readline()
-    c.sendall(b'{"type":"env","vars":[{"name":"LD_PRELOAD","value":"/nonexistent/evil.so"},{"name":"PWNED","value":"1"}]}\n')
+    try:
+        c.makefile().readline()
+        c.sendall(b'{"type":"env","vars":[{"name":"LD_PRELOAD","value":"/nonexistent/evil.so"},{"name":"PWNED","value":"1"}]}\n')
+    except OSError:
+        pass
     c.close()
 "#;
 
