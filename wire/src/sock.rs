@@ -1,7 +1,10 @@
 //! The agent's unix-socket protocol, spoken by `maestro-exec` (client) and `maestro-agent`
 //! (server). One JSON object per line each way; one request, one response, then close.
 //!
-//! The agent checks the caller with `SO_PEERCRED`: only root and the sandbox user are served.
+//! Both ends check each other with `SO_PEERCRED`, from the kernel: the agent serves only root
+//! and the sandbox user (others are refused right after accept, before anything is read), and
+//! the client trusts only a server running as root. Who made a request is recorded from the
+//! kernel too (`/proc/<pid>/exe`); names in requests are the caller's claim only.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +39,8 @@ pub enum Action {
     Env {
         #[serde(default)]
         only: Vec<String>,
-        /// The command about to run (argv[0]), for the audit record.
+        /// The command about to run (argv[0]). Recorded only as what the caller claims: the
+        /// record's command is the executable the kernel reports for the caller.
         #[serde(default)]
         command: Option<String>,
     },
@@ -49,6 +53,7 @@ pub enum Action {
         kinds: Vec<String>,
         #[serde(default)]
         only: Vec<String>,
+        /// The helper's caller, as it claims (see `Env::command`).
         #[serde(default)]
         command: Option<String>,
     },
@@ -101,7 +106,9 @@ pub struct MaterialEntry {
 pub enum SockErrorCode {
     /// The caller's uid is neither root nor the sandbox user.
     Forbidden,
-    /// The agent is out of touch with the broker past its lease (fail closed), or shutting down.
+    /// The agent is out of touch with the broker past its lease (fail closed), shutting down,
+    /// cannot record the use now (its audit queue is full), or the caller's uid has too many
+    /// connections being answered.
     Unavailable,
     /// A name given with `--only` is not active in this session.
     NotActive,
