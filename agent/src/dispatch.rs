@@ -249,6 +249,23 @@ mod tests {
     }
 
     #[test]
+    fn an_injection_that_cannot_be_recorded_is_refused() {
+        let mut ctx = ctx();
+        ctx.usage = UsageQueue::new(1);
+        ctx.usage.push(peer(1000).denial("fills the only slot".into())).unwrap();
+        let Response::Error { code, message } = dispatch(&ctx, &peer(1000), &env_request()) else {
+            panic!("values handed out without a record");
+        };
+        assert_eq!(code, SockErrorCode::Unavailable);
+        assert!(message.starts_with("the agent cannot record this use now"), "{message}");
+        // Once the record went out, the same request is served and recorded.
+        let taken = ctx.usage.take(10);
+        ctx.usage.sent(taken.len());
+        assert!(matches!(dispatch(&ctx, &peer(1000), &env_request()), Response::Env { .. }));
+        assert_eq!(ctx.usage.take(10)[0].action, UsageAction::Injected);
+    }
+
+    #[test]
     fn bad_requests_get_clear_errors_without_echoing_input() {
         let ctx = ctx();
         let Response::Error { code, message } =

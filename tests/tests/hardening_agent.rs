@@ -429,6 +429,27 @@ fn contain(label: &str, start: impl FnOnce(&Sandbox, &Path, AgentOptions) -> Age
         marked(&marker),
         agent.log()
     );
+    // A process of the sandbox user started outside the agent's tree that asks for secrets
+    // joins the session's cgroup, and ends with it.
+    let (key, value) = marker.split_once('=').unwrap();
+    let mut outsider = as_uid(SANDBOX_UID, bin("maestro-exec"));
+    outsider
+        .args(["--", "sleep", "60"])
+        .env("MAESTRO_AGENT_SOCK", &agent.socket)
+        .env(key, value)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut outsider = outsider.spawn().unwrap();
+    let in_session = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.contains("/maestro/session-"))
+    };
+    assert!(
+        wait_until(WITHIN, || in_session(outsider.id())).is_some(),
+        "maestro-exec's caller did not join the session cgroup\n{}",
+        agent.log()
+    );
     let before = marked(&marker).len();
     agent.signal(nix::sys::signal::Signal::SIGTERM);
     let status = agent.wait_exit(Duration::from_secs(60)).expect("the agent exits");
@@ -436,6 +457,8 @@ fn contain(label: &str, start: impl FnOnce(&Sandbox, &Path, AgentOptions) -> Age
     let left = marked(&marker);
     println!("{label}: {before} processes of the session before the end, {} after", left.len());
     assert!(left.is_empty(), "processes outlived the session: {left:?}\n{}", agent.log());
+    let outsider = outsider.wait().unwrap();
+    assert!(outsider.code().is_none(), "maestro-exec's command was not killed: {outsider:?}");
     let log = agent.log();
     assert!(log.contains("the session's processes run in their own cgroup"), "{log}");
     assert!(log.contains("processes_left=0"), "{log}");
