@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use maestro_fs::{Access, AccessObserver, NotRecorded};
 use maestro_wire::agent_api::{UsageAction, UsageBatch, UsageReport};
-use maestro_wire::limits::MAX_USAGE_BATCH;
-use maestro_wire::text::escape_shown;
+use maestro_wire::limits::{MAX_DESCRIPTION_BYTES, MAX_USAGE_BATCH};
+use maestro_wire::text::{escape_shown, truncate_bytes};
 use tokio::sync::Notify;
 
 use crate::broker::Broker;
@@ -43,10 +43,11 @@ pub const BATCH_TRIGGER: usize = MAX_USAGE_BATCH;
 pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Refusals for a full queue are logged at most this often (with how many there were).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest command name or executable file name kept, in characters.
-const MAX_COMMAND_CHARS: usize = 64;
-/// Longest executable path kept, in characters.
-const MAX_EXE_CHARS: usize = 1024;
+/// Longest command name or executable file name kept, in bytes once escaped (the broker takes
+/// up to 256).
+const MAX_COMMAND_BYTES: usize = 128;
+/// Longest executable path kept, in bytes once escaped.
+const MAX_EXE_BYTES: usize = 1024;
 /// The detail of the record that counts uses whose reports were lost.
 pub const LOST_DETAIL: &str = "usage reports lost: the broker refused them";
 
@@ -370,10 +371,10 @@ impl UsageQueue {
     }
 }
 
-/// Text from a process (a command name) for the audit trail: trimmed, at most 64 characters,
-/// control and format characters escaped.
+/// Text from a process (a command name) for the audit trail: trimmed, control and format
+/// characters escaped, at most 128 bytes.
 pub fn clean_command(text: &str) -> String {
-    escape_shown(text.trim(), MAX_COMMAND_CHARS)
+    escape_shown(text.trim(), MAX_COMMAND_BYTES)
 }
 
 /// Who did something, from the kernel: the executable's path and file name, and the name the
@@ -399,7 +400,7 @@ impl Who {
         });
         let command = exe_name.as_deref().map_or_else(|| UNKNOWN_COMMAND.to_owned(), clean_command);
         let comm = comm.map(clean_command).filter(|c| !c.is_empty() && *c != command);
-        Who { command, exe: exe.map(|e| escape_shown(e, MAX_EXE_CHARS)), comm }
+        Who { command, exe: exe.map(|e| escape_shown(e, MAX_EXE_BYTES)), comm }
     }
 }
 
@@ -447,9 +448,14 @@ fn with_shown_detail(mut r: UsageReport) -> UsageReport {
     if let Some(claimed) = &r.claimed_command {
         extra.push(format!("claimed: {claimed}"));
     }
-    if !extra.is_empty() {
-        let base = r.detail.take().unwrap_or_default();
-        r.detail = Some(format!("{base} ({})", extra.join("; ")));
+    let extra = if extra.is_empty() { String::new() } else { format!(" ({})", extra.join("; ")) };
+    if let Some(base) = r.detail.take() {
+        // Within the broker's limit for a detail (a refused report would be lost): the path or
+        // reason gives way, not the count.
+        let room = MAX_DESCRIPTION_BYTES.saturating_sub(extra.len());
+        r.detail = Some(format!("{}{extra}", truncate_bytes(&base, room)));
+    } else if !extra.is_empty() {
+        r.detail = Some(extra.trim_start().to_owned());
     }
     r
 }
@@ -631,6 +637,17 @@ mod tests {
         assert_eq!(r.detail.as_deref(), Some("API_TOKEN (12 uses, the last at T; claimed: make)"));
         let r = with_shown_detail(UsageReport { detail: Some("API_TOKEN".into()), ..report(1) });
         assert_eq!(r.detail.as_deref(), Some("API_TOKEN"));
+        // A long path gives way to the count, within the broker's limit.
+        let r = with_shown_detail(UsageReport {
+            detail: Some("d/".repeat(600)),
+            count: Some(7),
+            last_at: Some("T".into()),
+            ..report(1)
+        });
+        let detail = r.detail.unwrap();
+        assert!(
+            detail.len() <= MAX_DESCRIPTION_BYTES && detail.ends_with(" (7 uses, the last at T)")
+        );
     }
 
     #[test]
