@@ -93,6 +93,7 @@ impl SessionCgroup {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(source) => return Err(CgroupError::Create { path: parent, source }),
         }
+        sweep_stale(&parent);
         let path = parent.join(format!("session-{}", std::process::id()));
         if path.exists() {
             // Left by an earlier agent with the same pid (a restarted container): empty it.
@@ -158,6 +159,36 @@ impl SessionCgroup {
     pub fn remove(&self) {
         if let Err(e) = std::fs::remove_dir(&self.path) {
             tracing::warn!(cgroup = %self.path.display(), "cannot remove the session cgroup: {e}");
+        }
+    }
+}
+
+/// Kills and removes the session cgroups of agents that are gone (killed with `kill -9`, so
+/// they never tore down): whatever of their sessions still runs ends now. A cgroup whose agent
+/// pid is alive is left alone, whoever has that pid now.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("session-")) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let found = pids(&path).len();
+        let left = kill_and_wait(&path, KILL_TIMEOUT);
+        match std::fs::remove_dir(&path) {
+            Ok(()) => tracing::warn!(
+                cgroup = %path.display(),
+                processes = found,
+                "ended what was left of the session of an agent that died without tearing down"
+            ),
+            Err(e) => tracing::warn!(
+                cgroup = %path.display(),
+                processes = left,
+                "cannot remove the session cgroup of an agent that died: {e}"
+            ),
         }
     }
 }

@@ -473,6 +473,40 @@ fn nothing_of_the_session_outlives_it() {
     contain("contain", |sb, bundle, options| sb.start_agent(bundle, options));
 }
 
+#[test]
+fn what_an_agent_killed_with_sigkill_left_behind_ends_when_the_next_one_starts() {
+    if !fuse_available() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (_session, bundle) = sb.new_session("killed");
+    let marker = format!("MAESTRO_TEST_MARKER=killed-{}", std::process::id());
+    let options = AgentOptions {
+        // Background sleepers: not CMD, so no parent-death signal ends them with the agent.
+        command: vec![
+            "env".into(),
+            marker.clone(),
+            "sh".into(),
+            "-c".into(),
+            // Not holding the agent's output pipes, which the fixture reads to their end.
+            "exec >/dev/null 2>&1; sleep 60 & sleep 60 & exec sleep 60".into(),
+        ],
+        ..AgentOptions::default()
+    };
+    let mut agent = sb.start_agent(&bundle, options);
+    assert!(wait_until(WITHIN, || marked(&marker).len() >= 3).is_some(), "{}", agent.log());
+    agent.kill9();
+    // CMD dies with the agent; the sleepers it started outlive it, for now.
+    assert!(wait_until(WITHIN, || marked(&marker).len() == 2).is_some(), "{:?}", marked(&marker));
+    drop(agent);
+    let (_session, bundle) = sb.new_session("after");
+    let next = sb.start_agent(&bundle, AgentOptions::default());
+    // Ready means the previous session's cgroup was swept.
+    let left = marked(&marker);
+    assert!(left.is_empty(), "processes of the killed agent's session survive: {left:?}");
+    assert!(next.log().contains("agent that died without tearing down"), "{}", next.log());
+}
+
 /// The cgroup2 mount point, from mountinfo.
 fn cgroup2_mount() -> Option<std::path::PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
