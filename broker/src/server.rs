@@ -65,7 +65,44 @@ pub struct ServeOptions {
     pub settings: Settings,
     /// `--public-url`: where browsers reach the broker (OAuth callbacks).
     pub public_url: Option<String>,
+    /// Connection limits and timeouts.
+    pub limits: ConnectionLimits,
 }
+
+/// Limits on connections, named in the README ("Broker limits and timeouts").
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections open at once (`--max-connections`); more are closed at accept.
+    pub max_connections: usize,
+    /// Time for the TLS handshake, and then for a whole request head (the first request of a
+    /// connection, the HTTP/2 preface included, and each later HTTP/1 request)
+    /// (`--header-timeout`).
+    pub header_timeout: Duration,
+    /// A connection with no traffic either way for this long is closed (`--idle-timeout`);
+    /// at least three heartbeats, so that event streams stay open.
+    pub idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_h2_streams: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_h2_streams: MAX_H2_STREAMS,
+        }
+    }
+}
+
+/// Defaults of [`ConnectionLimits`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MAX_H2_STREAMS: u32 = 64;
+/// Largest HTTP/2 header list, and HTTP/1 read buffer (request head).
+const MAX_HEADER_BYTES: u32 = 64 * 1024;
 
 /// An opened data directory: the store (and its engine), checked master key and CA.
 pub struct Opened {
@@ -204,19 +241,35 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         settings: options.settings,
         oauth,
         activation_lock: tokio::sync::Mutex::new(()),
+        usage_quota: crate::quota::UsageQuota::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let expiry = tokio::spawn(crate::sessions::expire_task(app.clone(), stop_rx.clone()));
     let refresher = tokio::spawn(crate::oauth::refresh::task(app.clone(), stop_rx));
 
     let handle: Handle<SocketAddr> = Handle::new();
-    let server =
+    let limits = &options.limits;
+    // Event streams write a heartbeat each interval: never idle for three of them.
+    let idle = limits.idle_timeout.max(app.settings.heartbeat * 3);
+    let acceptor = crate::conn::LimitAcceptor::new(limits.max_connections, idle);
+    let header_timeout = limits.header_timeout;
+    let mut server =
         axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))
             .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?
-            // Events are small writes on a long-lived stream: without TCP_NODELAY, one sent
-            // right after another waits ~40 ms for the peer's delayed ACK (Nagle).
-            .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
+            .map(|tls| tls.handshake_timeout(header_timeout).acceptor(acceptor))
+            // The first request's head (after an HTTP/2 preface) within the header timeout:
+            // hyper's own timeouts do not cover protocol detection or the preface.
+            .first_request_timeout(header_timeout)
             .handle(handle.clone());
+    {
+        let builder = server.http_builder();
+        builder.http1().header_read_timeout(header_timeout).max_buf_size(MAX_HEADER_BYTES as usize);
+        builder
+            .http2()
+            .max_concurrent_streams(limits.max_h2_streams)
+            .max_header_list_size(MAX_HEADER_BYTES)
+            .max_pending_accept_reset_streams(Some(limits.max_h2_streams as usize));
+    }
 
     let signals = StopSignals::install()?;
     {

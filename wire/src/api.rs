@@ -85,6 +85,10 @@ pub enum ErrorCode {
     OAuth,
     /// A fault of the broker itself; the log says more.
     Internal,
+    /// A quota was reached (a session's usage records); retry after the `Retry-After` header.
+    QuotaReached,
+    /// The request body did not arrive in time.
+    Timeout,
 }
 
 /// `POST /v1/secrets`.

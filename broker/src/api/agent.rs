@@ -140,13 +140,21 @@ pub async fn renew(
     ApiJson(body): ApiJson<RenewRequest>,
 ) -> ApiResult<Json<CertIssued>> {
     let now = clock::now();
+    if !agent.cert_is_newest {
+        // A certificate in its overlap was already replaced: renewing with it would let a
+        // copy of an old certificate live on.
+        return Err(Failure::forbidden(
+            "this certificate was already replaced by a renewal; renew with the newest certificate",
+        ));
+    }
     let (answer, record) = issue(&app, &agent.session, &body.csr_pem, now, "renew")?;
     let audit = AuditRecord {
         session_id: Some(agent.session.id.clone()),
         detail: Some(format!("certificate {} renewed until {}", record.serial, answer.not_after)),
         ..AuditRecord::new(agent.session.owner_id, now, AuditAction::Enrolled)
     };
-    app.store.record_certificate(&record, &audit).await?;
+    let overlap = i64::try_from(app.settings.renew_overlap.as_secs()).unwrap_or(i64::MAX);
+    app.store.record_certificate(&record, now.saturating_add(overlap), &audit).await?;
     info!(session = %agent.session.id, serial = %record.serial, "certificate renewed");
     Ok(Json(answer))
 }
@@ -328,7 +336,80 @@ fn clean(text: Option<String>, what: &str, max: usize) -> ApiResult<Option<Strin
     }
 }
 
-/// `POST /v1/agent/usage`: a batch of uses, recorded in one transaction (all or none).
+/// How far a usage report's time may be ahead of the broker's clock, or before its session
+/// was created: clocks of sandbox and broker differ a little (the same allowance as the
+/// backdating of certificates).
+pub const USAGE_CLOCK_SKEW_SECS: i64 = crate::ca::BACKDATE_SECS;
+
+/// Why a usage batch is refused: the message, and what the audit trail records of it.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+    detail: String,
+}
+
+/// Checks one report against its session: a secret that was activated in it (at any time:
+/// a read may be in flight when it is deactivated) and a time within the session's life.
+/// Returns the time to record and the secret's id.
+fn check_report(
+    i: usize,
+    report: &maestro_wire::agent_api::UsageReport,
+    session: &SessionRecord,
+    history: &HashMap<String, Option<String>>,
+    now: i64,
+) -> Result<(i64, Option<String>), Refusal> {
+    let n = i + 1;
+    let at = clock::parse_rfc3339(&report.at).ok_or_else(|| Refusal {
+        code: ErrorCode::BadRequest,
+        message: format!("usage report {n} has a time that is not RFC 3339"),
+        detail: "usage report with an unreadable time".to_owned(),
+    })?;
+    if at < session.created_at - USAGE_CLOCK_SKEW_SECS {
+        return Err(Refusal {
+            code: ErrorCode::BadRequest,
+            message: format!(
+                "usage report {n} is dated {}, before session {} was created ({}); reports must fall within the session's life",
+                clock::rfc3339(at),
+                session.id,
+                clock::rfc3339(session.created_at)
+            ),
+            detail: format!("usage report dated {} before the session began", clock::rfc3339(at)),
+        });
+    }
+    if at > now + USAGE_CLOCK_SKEW_SECS {
+        return Err(Refusal {
+            code: ErrorCode::BadRequest,
+            message: format!(
+                "usage report {n} is dated {}, in the future (the broker's clock says {}); check the sandbox's clock",
+                clock::rfc3339(at),
+                clock::rfc3339(now)
+            ),
+            detail: format!("usage report dated {} in the future", clock::rfc3339(at)),
+        });
+    }
+    let secret_id = match &report.secret {
+        Some(name) => match history.get(name) {
+            Some(id) => id.clone(),
+            None => {
+                return Err(Refusal {
+                    code: ErrorCode::Forbidden,
+                    message: format!(
+                        "usage report {n} names secret {name}, which was never active in session {}; an agent reports only its own session's secrets",
+                        session.id
+                    ),
+                    detail: format!("usage report for {name}, never active in this session"),
+                });
+            }
+        },
+        None => None,
+    };
+    Ok((at.min(now), secret_id))
+}
+
+/// `POST /v1/agent/usage`: a batch of uses, recorded in one transaction (all or none). Only
+/// reports about this session are accepted: secrets activated in it, times within its life;
+/// a batch with any other is refused whole and the attempt recorded as denied. Each session
+/// has a quota of records ([`crate::quota`]).
 pub async fn usage(
     State(app): State<SharedApp>,
     UsageReporter(agent): UsageReporter,
@@ -345,22 +426,27 @@ pub async fn usage(
     }
     let session = &agent.session;
     let now = clock::now();
-    let mut ids: HashMap<String, Option<String>> = HashMap::new();
+    let history: HashMap<String, Option<String>> =
+        app.store.session_activation_history(&session.id).await?.into_iter().collect();
     let mut records = Vec::with_capacity(batch.reports.len());
     for (i, report) in batch.reports.into_iter().enumerate() {
-        let at = clock::parse_rfc3339(&report.at).ok_or_else(|| {
-            Failure::bad_request(format!("usage report {} has a time that is not RFC 3339", i + 1))
-        })?;
-        let secret_id = match &report.secret {
-            Some(name) => {
-                check_name(name)?;
-                if !ids.contains_key(name) {
-                    let found = app.store.secret_by_name(session.owner_id, name).await?;
-                    ids.insert(name.clone(), found.map(|s| s.id));
+        let (at, secret_id) = match check_report(i, &report, session, &history, now) {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                // The attempt is recorded (within the session's quota, so that refusals
+                // cannot flood the trail either).
+                if app.usage_quota.take(&session.id, 1).is_ok() {
+                    let record = AuditRecord {
+                        secret_name: report.secret.clone(),
+                        session_id: Some(session.id.clone()),
+                        detail: Some(format!("refused: {}", refusal.detail)),
+                        ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
+                    };
+                    app.store.append_audit(std::slice::from_ref(&record)).await?;
                 }
-                ids.get(name).cloned().flatten()
+                warn!(session = %session.id, problem = %refusal.detail, "refused a usage batch");
+                return Err(Failure::new(refusal.code, refusal.message));
             }
-            None => None,
         };
         let action = match report.action {
             UsageAction::Injected => AuditAction::Injected,
@@ -369,7 +455,7 @@ pub async fn usage(
         };
         records.push(AuditRecord {
             owner_id: session.owner_id,
-            at: at.min(now),
+            at,
             action,
             secret_id,
             secret_name: report.secret,
@@ -379,6 +465,22 @@ pub async fn usage(
             command: clean(report.command, "command", MAX_COMMAND_BYTES)?,
             detail: clean(report.detail, "detail", MAX_DESCRIPTION_BYTES)?,
         });
+    }
+    let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
+    if let Err(reached) = app.usage_quota.take(&session.id, count) {
+        info!(session = %session.id, "a session reached its usage quota");
+        let mut failure = Failure::new(
+            ErrorCode::QuotaReached,
+            format!(
+                "session {} reached its quota of usage records ({} at once, {} a minute); retry in {} s",
+                session.id,
+                crate::quota::BURST,
+                crate::quota::PER_MINUTE,
+                reached.retry_after_secs
+            ),
+        );
+        failure.retry_after = Some(reached.retry_after_secs);
+        return Err(failure);
     }
     app.store.append_audit(&records).await?;
     Ok(Json(UsageAccepted { accepted: records.len() }))

@@ -111,6 +111,23 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     ),
     // OAuth providers, authorizations and token state (see `crate::oauth::store`).
     (2, super::sqlite::oauth::SCHEMA),
+    // Hardening (issue 9): which certificates of a session are accepted (the newest, and the
+    // one before it for a short overlap after a renewal); an index for a session's activation
+    // history (what its agent may report use of). Existing sessions keep their newest
+    // certificate.
+    (
+        3,
+        r#"
+ALTER TABLE sessions ADD COLUMN cert_serial TEXT;
+ALTER TABLE sessions ADD COLUMN previous_serial TEXT;
+ALTER TABLE sessions ADD COLUMN previous_until INTEGER;
+UPDATE sessions SET cert_serial = (
+    SELECT c.serial FROM certificates c WHERE c.session_id = sessions.id
+    ORDER BY c.issued_at DESC, c.rowid DESC LIMIT 1
+);
+CREATE INDEX audit_session ON audit (session_id, action);
+"#,
+    ),
 ];
 
 /// The schema version this broker writes.

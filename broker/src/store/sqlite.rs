@@ -24,8 +24,8 @@ use sqlx::{AssertSqlSafe, Row, SqlitePool, Transaction};
 
 use super::{
     ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, DataKeyRecord, EnrollmentRecord,
-    SealedField, SecretRecord, SessionRecord, Store, StoreError, StoreFuture, UsageSummary,
-    UserRecord, query_failed, schema,
+    SealedField, SecretRecord, SessionRecord, SessionSerials, Store, StoreError, StoreFuture,
+    UsageSummary, UserRecord, query_failed, schema,
 };
 use crate::audit;
 
@@ -64,7 +64,7 @@ macro_rules! session_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-             enrolled FROM sessions ",
+             enrolled, cert_serial, previous_serial, previous_until FROM sessions ",
             $($rest),*
         )
     };
@@ -195,6 +195,11 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         ended_at: get(row, "ended_at")?,
         ended_reason: get(row, "ended_reason")?,
         enrolled: get::<i64>(row, "enrolled")? != 0,
+        serials: SessionSerials {
+            current: get(row, "cert_serial")?,
+            previous: get(row, "previous_serial")?,
+            previous_until: get(row, "previous_until")?,
+        },
     })
 }
 
@@ -724,13 +729,17 @@ impl Store for SqliteStore {
         &'a self,
         owner_id: i64,
         secret_id: &'a str,
+        before: Option<i64>,
+        limit: i64,
     ) -> StoreFuture<'a, Vec<AuditRow>> {
         Box::pin(async move {
             let rows = sqlx::query(audit_select!(
-                "WHERE owner_id = ? AND secret_id = ? ORDER BY seq DESC LIMIT 10000"
+                "WHERE owner_id = ? AND secret_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
             ))
             .bind(owner_id)
             .bind(secret_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(query_failed("reading a secret's history"))?;
@@ -994,7 +1003,8 @@ impl Store for SqliteStore {
             }
             session_live(&mut tx, &cert.session_id, now).await?;
             insert_certificate(&mut tx, cert).await?;
-            sqlx::query("UPDATE sessions SET enrolled = 1 WHERE id = ?")
+            sqlx::query("UPDATE sessions SET enrolled = 1, cert_serial = ? WHERE id = ?")
+                .bind(cert.serial.as_str())
                 .bind(cert.session_id.as_str())
                 .execute(&mut *tx)
                 .await
@@ -1007,14 +1017,44 @@ impl Store for SqliteStore {
     fn record_certificate<'a>(
         &'a self,
         cert: &'a CertificateRecord,
+        previous_until: i64,
         audit: &'a AuditRecord,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let _change = self.sessions.change(&cert.session_id);
             let mut tx = self.write_tx().await?;
             session_live(&mut tx, &cert.session_id, cert.issued_at).await?;
             insert_certificate(&mut tx, cert).await?;
+            sqlx::query(
+                "UPDATE sessions SET previous_serial = cert_serial, previous_until = ?, \
+                 cert_serial = ? WHERE id = ?",
+            )
+            .bind(previous_until)
+            .bind(cert.serial.as_str())
+            .bind(cert.session_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("retiring a renewed certificate"))?;
             insert_audit(&mut tx, audit).await?;
             commit(tx).await
+        })
+    }
+
+    fn session_activation_history<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> StoreFuture<'a, Vec<(String, Option<String>)>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT secret_name, secret_id, MAX(seq) AS last FROM audit \
+                 WHERE session_id = ? AND action = 'activated' AND secret_name IS NOT NULL \
+                 GROUP BY secret_name, secret_id ORDER BY last",
+            )
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading a session's activations"))?;
+            rows.iter().map(|row| Ok((get(row, "secret_name")?, get(row, "secret_id")?))).collect()
         })
     }
 
@@ -1024,14 +1064,22 @@ impl Store for SqliteStore {
         Box::pin(self.audit.append(records))
     }
 
-    fn audit_for_owner(&self, owner_id: i64, limit: i64) -> StoreFuture<'_, Vec<AuditRow>> {
+    fn audit_for_owner(
+        &self,
+        owner_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreFuture<'_, Vec<AuditRow>> {
         Box::pin(async move {
-            let rows = sqlx::query(audit_select!("WHERE owner_id = ? ORDER BY seq DESC LIMIT ?"))
-                .bind(owner_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query_failed("reading the audit trail"))?;
+            let rows = sqlx::query(audit_select!(
+                "WHERE owner_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+            ))
+            .bind(owner_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading the audit trail"))?;
             let mut out = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
             out.reverse();
             Ok(out)
@@ -1099,6 +1147,7 @@ mod tests {
                 ended_at: None,
                 ended_reason: None,
                 enrolled: false,
+                serials: Default::default(),
             },
             EnrollmentRecord {
                 token_hash: id.as_bytes().to_vec(),
@@ -1170,7 +1219,7 @@ mod tests {
             s.change_activations("sess2", &["s1".into()], &[], 1000, &[]).await,
             Err(StoreError::SessionEnded)
         ));
-        let trail = s.audit_for_owner(u.id, 100).await.unwrap();
+        let trail = s.audit_for_owner(u.id, None, 100).await.unwrap();
         assert!(trail.iter().any(|r| r.record.action == AuditAction::SessionEnded));
         assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
     }
@@ -1348,7 +1397,7 @@ mod tests {
         let large: Vec<AuditRecord> =
             (0..300).map(|i| AuditRecord { at: 1000 + i, ..full.clone() }).collect();
         s.append_audit(&large).await.unwrap();
-        let trail = s.audit_for_owner(7, 1000).await.unwrap();
+        let trail = s.audit_for_owner(7, None, 1000).await.unwrap();
         let got: Vec<AuditRecord> = trail.iter().map(|r| r.record.clone()).collect();
         let mut want = records.clone();
         want.push(full);

@@ -1,0 +1,545 @@
+//! Issue 9, the broker's side, each property attacked: usage reports outside their session,
+//! a renewed session's old certificate, oversized and stalled uploads to the unauthenticated
+//! enrollment route, half request lines and missing HTTP/2 prefaces, a flood of idle
+//! connections, a core dump or ptrace of the broker, early errors over HTTP/2, and audit
+//! listings that page instead of truncating.
+
+// Test code: a failed expectation is a failed test, reported with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use maestro_tests::broker::{Broker, BrokerOptions, TestAgent, client_with_identity, new_csr};
+use maestro_tests::util::{ChildGuard, bin, now_rfc3339, temp_dir};
+use rcgen::CertificateParams;
+use serde_json::{Value, json};
+
+/// A generous bound for things that must happen "soon": never a timing assertion.
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+fn report(secret: &str, action: &str, at: &str) -> Value {
+    json!({"secret": secret, "action": action, "at": at, "pid": 4242, "uid": 1000,
+           "command": "cat", "detail": "USED_VAR"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_reports_outside_their_session_are_refused() {
+    let broker = Broker::start();
+    let api = broker.admin();
+    api.add_generic("USED", &[("USED_VAR", "v")]).await.ok();
+    api.add_generic("NEVER", &[("NEVER_VAR", "v")]).await.ok();
+    let (session, token) = api.new_session(json!({})).await;
+    api.activate(&session, &["USED"]).await.ok();
+    let agent = TestAgent::enroll(&broker, &token).await.unwrap();
+    let before_never = api.get("/v1/secrets/NEVER").await.ok();
+    let before_used = api.get("/v1/secrets/USED").await.ok();
+
+    // A secret of the owner that was never active in this session.
+    let r = agent
+        .post("/v1/agent/usage", json!({"reports": [report("NEVER", "file_read", &now_rfc3339())]}))
+        .await
+        .unwrap();
+    let m = r.expect_error(403, "forbidden");
+    assert!(m.contains("NEVER") && m.contains("never active"), "{m}");
+    // A time before the session was created.
+    let r = agent
+        .post(
+            "/v1/agent/usage",
+            json!({"reports": [report("USED", "file_read", "2020-01-01T00:00:00Z")]}),
+        )
+        .await
+        .unwrap();
+    let m = r.expect_error(400, "bad_request");
+    assert!(m.contains("before session"), "{m}");
+    // A time in the future.
+    let r = agent
+        .post(
+            "/v1/agent/usage",
+            json!({"reports": [report("USED", "injected", "2099-01-01T00:00:00Z")]}),
+        )
+        .await
+        .unwrap();
+    let m = r.expect_error(400, "bad_request");
+    assert!(m.contains("in the future"), "{m}");
+    // A good report in the same batch as a bad one: the batch is refused whole.
+    let r = agent
+        .post(
+            "/v1/agent/usage",
+            json!({"reports": [report("USED", "file_read", &now_rfc3339()),
+                               report("NEVER", "file_read", &now_rfc3339())]}),
+        )
+        .await
+        .unwrap();
+    r.expect_error(403, "forbidden");
+
+    // Nothing changed in what `secrets show` says of either secret.
+    assert_eq!(api.get("/v1/secrets/NEVER").await.ok(), before_never);
+    assert_eq!(api.get("/v1/secrets/USED").await.ok(), before_used);
+    let out = broker.maestro(&broker.admin_token, &["secrets", "show", "NEVER", "--json"]).ok();
+    let shown = out.json();
+    assert_eq!(shown["last_used_at"], Value::Null);
+    assert_eq!(shown["used_by_sessions"], json!([]));
+    // Each refusal is in the audit trail as a denial of the session.
+    let audit = api.get("/v1/audit").await.ok();
+    let refusals: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "denied" && e["session"] == session.as_str())
+        .filter(|e| e["detail"].as_str().unwrap_or("").starts_with("refused: usage report"))
+        .collect();
+    assert_eq!(refusals.len(), 4, "{audit:#}");
+
+    // A secret deactivated a moment ago may still have a read in flight: accepted.
+    api.deactivate(&session, &["USED"]).await.ok();
+    let accepted = agent
+        .post("/v1/agent/usage", json!({"reports": [report("USED", "file_read", &now_rfc3339())]}))
+        .await
+        .unwrap()
+        .ok();
+    assert_eq!(accepted["accepted"], 1);
+    let used = api.get("/v1/secrets/USED").await.ok();
+    assert_eq!(used["used_by_sessions"], json!([session]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_has_a_quota_of_usage_records() {
+    let broker = Broker::start();
+    let api = broker.admin();
+    api.add_generic("USED", &[("USED_VAR", "v")]).await.ok();
+    let (session, token) = api.new_session(json!({})).await;
+    api.activate(&session, &["USED"]).await.ok();
+    let agent = TestAgent::enroll(&broker, &token).await.unwrap();
+    let at = now_rfc3339();
+    let batch: Vec<Value> = (0..maestro_wire::limits::MAX_USAGE_BATCH)
+        .map(|_| report("USED", "file_read", &at))
+        .collect();
+    let mut accepted = 0u64;
+    let mut refusal = None;
+    // The burst is 20,000 records: a flood reaches it within 21 full batches.
+    for _ in 0..25 {
+        let r = agent.post("/v1/agent/usage", json!({ "reports": batch })).await.unwrap();
+        if r.status == 200 {
+            accepted += r.body["accepted"].as_u64().unwrap();
+        } else {
+            refusal = Some(r);
+            break;
+        }
+    }
+    let refusal = refusal.expect("the quota is reached");
+    let m = refusal.expect_error(429, "quota_reached");
+    assert!(m.contains("quota") && m.contains(&session), "{m}");
+    assert!(accepted >= 19_000, "{accepted} records accepted before the quota");
+    assert!(accepted <= 20_000, "{accepted} records accepted: more than the burst");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_retires_the_old_certificate() {
+    let broker = Broker::start_with(BrokerOptions::args(&["--renew-overlap", "2s"]));
+    let api = broker.admin();
+    api.add_generic("KEPT", &[("KEPT_VAR", "v")]).await.ok();
+    let (session, token) = api.new_session(json!({})).await;
+    api.activate(&session, &["KEPT"]).await.ok();
+    let old = TestAgent::enroll(&broker, &token).await.unwrap();
+    old.get("/v1/agent/secrets").await.unwrap().ok();
+
+    let (csr, key) = new_csr(&CertificateParams::default());
+    let renewed = old.post("/v1/agent/renew", json!({"csr_pem": csr})).await.unwrap().ok();
+    let new_client =
+        client_with_identity(&broker.ca_pem(), renewed["cert_pem"].as_str().unwrap(), &key);
+    // During the overlap the old certificate still works, but cannot renew again.
+    old.get("/v1/agent/secrets").await.unwrap().ok();
+    let (csr2, _) = new_csr(&CertificateParams::default());
+    let r = old.post("/v1/agent/renew", json!({"csr_pem": csr2})).await.unwrap();
+    r.expect_error(403, "forbidden");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // After it, the old certificate gets nothing: material, events, usage.
+    let r = old.get("/v1/agent/secrets").await.unwrap();
+    let m = r.expect_error(401, "unauthorized");
+    assert!(m.contains("replaced by a renewal"), "{m}");
+    old.get("/v1/agent/secrets/KEPT").await.unwrap().expect_error(401, "unauthorized");
+    old.events().await.err().expect("events refused").expect_error(401, "unauthorized");
+    old.post("/v1/agent/usage", json!({"reports": [report("KEPT", "file_read", &now_rfc3339())]}))
+        .await
+        .unwrap()
+        .expect_error(401, "unauthorized");
+    // A fresh connection with the old certificate: refused the same way.
+    let fresh = client_with_identity(&broker.ca_pem(), &old.issued.cert_pem, &old.key_pem);
+    let r = fresh.get(format!("{}/v1/agent/secrets", broker.url)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // The new one works, and the refusals are recorded.
+    let r = new_client.get(format!("{}/v1/agent/secrets", broker.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let audit = api.get("/v1/audit").await.ok();
+    assert!(
+        audit.as_array().unwrap().iter().any(|e| e["action"] == "denied"
+            && e["detail"].as_str().unwrap_or("").starts_with("retired certificate")),
+        "{audit:#}"
+    );
+}
+
+// Raw TLS clients, to do what no well-behaved HTTP client does.
+
+fn tls_config(ca_pem: &str, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    maestro_tests::broker::init_crypto();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config =
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS connection to the broker that negotiated `alpn`.
+fn connect(broker: &Broker, alpn: &[u8]) -> Tls {
+    let addr = broker.url.trim_start_matches("https://").to_owned();
+    let tcp = TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(GIVE_UP)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(tls_config(&broker.ca_pem(), alpn), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    assert_eq!(tls.conn.alpn_protocol(), Some(alpn));
+    tls
+}
+
+/// Reads until the broker closes the connection; returns what it sent, or `None` if it was
+/// still open when the read timed out (`GIVE_UP`).
+fn read_until_closed(tls: &mut Tls) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            // A reset or an unclean TLS close is a close too.
+            Err(_) => return Some(got),
+        }
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn oversized_and_stalled_enrollments_are_cut_short() {
+    let broker = Broker::start_with(BrokerOptions::args(&["--body-timeout", "2s"]));
+    let pid = broker.pid().unwrap();
+    let rss_before = vm_rss_kib(pid);
+
+    // Eight connections announce a 31 MiB body, send 1 MiB of it and stall.
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let mut tls = connect(&broker, b"http/1.1");
+        handles.push(std::thread::spawn(move || {
+            let head = format!(
+                "POST /v1/enroll HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                31 * 1024 * 1024
+            );
+            tls.write_all(head.as_bytes()).unwrap();
+            // The broker may refuse (and close) before all of this is sent.
+            let chunk = vec![b' '; 64 * 1024];
+            for _ in 0..16 {
+                if tls.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            read_until_closed(&mut tls)
+        }));
+    }
+    // Chunked (no length announced), more than the route takes, then a stall.
+    let mut chunked = connect(&broker, b"http/1.1");
+    let head = "POST /v1/enroll HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    chunked.write_all(head.as_bytes()).unwrap();
+    for _ in 0..8 {
+        let _ = chunked.write_all(format!("{:x}\r\n{}\r\n", 4096, " ".repeat(4096)).as_bytes());
+    }
+    let chunked_answer = read_until_closed(&mut chunked).expect("the broker closes it");
+    let text = String::from_utf8_lossy(&chunked_answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("\"too_large\""), "{text}");
+
+    for h in handles {
+        let answer = h.join().unwrap().expect("the broker closes a stalled oversized upload");
+        // Refused with a 413 JSON error (or closed without one).
+        if !answer.is_empty() {
+            let text = String::from_utf8_lossy(&answer);
+            assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+            assert!(text.contains("\"too_large\""), "{text}");
+        }
+    }
+    let rss_after = vm_rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 50 * 1024,
+        "the broker grew from {rss_before} KiB to {rss_after} KiB"
+    );
+
+    // A small body that stalls half way: 408 once the body timeout passes, or closed.
+    let mut stalled = connect(&broker, b"http/1.1");
+    let head = "POST /v1/enroll HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"token\":";
+    stalled.write_all(head.as_bytes()).unwrap();
+    let answer = read_until_closed(&mut stalled).expect("a stalled upload is dropped");
+    if !answer.is_empty() {
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"timeout\""), "{text}");
+    }
+    // The broker still serves.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { broker.admin().get("/v1/secrets").await.ok() });
+}
+
+#[test]
+fn stalled_request_heads_and_missing_h2_prefaces_are_closed() {
+    let broker = Broker::start_with(BrokerOptions::args(&[
+        "--header-timeout",
+        "2s",
+        "--idle-timeout",
+        "3s",
+        "--heartbeat",
+        "1s",
+    ]));
+    // Half a request line, then nothing.
+    let mut half = connect(&broker, b"http/1.1");
+    half.write_all(b"GET /healthz HT").unwrap();
+    // HTTP/2 negotiated, and no preface.
+    let mut no_preface = connect(&broker, b"h2");
+    // A whole first request, then half of a second one on the same connection.
+    let mut second = connect(&broker, b"http/1.1");
+    second.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /heal").unwrap();
+    // HTTP/2 preface and settings, then silence.
+    let mut idle_h2 = connect(&broker, b"h2");
+    idle_h2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+
+    for (what, tls) in [
+        ("half a request line", &mut half),
+        ("h2 without a preface", &mut no_preface),
+        ("half a second request", &mut second),
+        ("an idle h2 connection", &mut idle_h2),
+    ] {
+        let started = Instant::now();
+        let got = read_until_closed(tls);
+        assert!(got.is_some(), "{what}: still open after {:?}", started.elapsed());
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { broker.admin().get("/v1/secrets").await.ok() });
+}
+
+#[test]
+fn a_flood_of_idle_connections_is_capped_and_the_broker_keeps_serving() {
+    let broker = Broker::start_with(BrokerOptions::args(&[
+        "--max-connections",
+        "16",
+        "--header-timeout",
+        "2s",
+        "--idle-timeout",
+        "2s",
+        "--heartbeat",
+        "500ms",
+    ]));
+    let addr = broker.url.trim_start_matches("https://").to_owned();
+    // 48 TCP connections that never even start TLS.
+    let mut idle: Vec<TcpStream> = (0..48)
+        .map(|_| {
+            let s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(GIVE_UP)).unwrap();
+            s
+        })
+        .collect();
+    // Every one is closed by the broker: the extras at once, the others when idle.
+    for (i, s) in idle.iter_mut().enumerate() {
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!("connection {i} still open after {GIVE_UP:?}: {other:?}"),
+        }
+    }
+    assert!(
+        broker.log_contains("refused a connection: the broker holds its maximum", GIVE_UP),
+        "{}",
+        broker.log()
+    );
+    // And the broker serves authenticated requests.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let api = broker.admin();
+        let deadline = Instant::now() + GIVE_UP;
+        loop {
+            let r = api
+                .client
+                .get(format!("{}/v1/secrets", api.base))
+                .bearer_auth(&api.token)
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 200 => break,
+                other => assert!(Instant::now() < deadline, "not served again: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_errors_over_http2_are_json_every_time() {
+    let broker = Broker::start();
+    let ca = reqwest::Certificate::from_pem(broker.ca_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .http2_prior_knowledge()
+        .timeout(GIVE_UP)
+        .build()
+        .unwrap();
+    for i in 0..40 {
+        // Bodies of several sizes: small ones, and larger than a flow-control window.
+        let body = vec![b'x'; [2, 4096, 70_000, 300_000][i % 4]];
+        let r = client
+            .post(format!("{}/v1/secrets", broker.url))
+            .bearer_auth(&broker.admin_token)
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("try {i}: {e:?}"));
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 415, "try {i}");
+        let body: Value = r.json().await.unwrap_or_else(|e| panic!("try {i}: {e:?}"));
+        assert_eq!(body["error"], "malformed_json", "try {i}");
+    }
+}
+
+#[test]
+fn the_broker_is_not_dumpable_and_has_no_core_limit() {
+    // As root (the fixture): not dumpable, core limit 0, memory locked.
+    let broker = Broker::start();
+    let pid = broker.pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core.split_whitespace().collect::<Vec<_>>()[4..6], ["0", "0"], "{core}");
+    assert!(broker.log_contains("memory locked (mlockall)", GIVE_UP), "{}", broker.log());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let locked: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(locked > 0, "VmLck is {locked} kB");
+
+    // As an ordinary user: the kernel makes its /proc files root's (not the user's), so
+    // another process of that user can neither read its memory nor its environment.
+    let tmp = temp_dir("maestro-dumpable-");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for dir in [tmp.path(), data.as_path()] {
+        nix::unistd::chown(dir, Some(1000.into()), Some(1000.into())).unwrap();
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--"])
+        .arg(bin("maestro-broker"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("MAESTRO_MASTER_KEY")
+        .env("RUST_LOG", "info");
+    let mut child = ChildGuard::spawn("maestro-broker (uid 1000)", cmd);
+    let listening = child.wait_for_stdout(GIVE_UP, |l| l.contains("listening on"));
+    assert!(listening.is_some(), "{}", child.log());
+    let pid = child.pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Uid:\t1000")), "{status}");
+    for file in ["environ", "mem", "maps"] {
+        let meta = std::fs::metadata(format!("/proc/{pid}/{file}")).unwrap();
+        assert_eq!(meta.uid(), 0, "/proc/{pid}/{file} belongs to uid {}", meta.uid());
+    }
+    let read = Command::new("setpriv")
+        .args(["--reuid=1000", "--regid=1000", "--clear-groups", "--", "cat"])
+        .arg(format!("/proc/{pid}/environ"))
+        .output()
+        .unwrap();
+    assert!(!read.status.success(), "uid 1000 read the broker's environment");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core.split_whitespace().collect::<Vec<_>>()[4..6], ["0", "0"], "{core}");
+    child.terminate(Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_and_history_page_instead_of_truncating() {
+    let broker = Broker::start();
+    let api = broker.admin();
+    api.add_generic("PAGED", &[("PAGED_VAR", "v")]).await.ok();
+    for i in 0..6 {
+        api.patch("/v1/secrets/PAGED", json!({"description": format!("edit {i}")})).await.ok();
+    }
+    let all = api.get("/v1/audit").await.ok();
+    let all = all.as_array().unwrap().clone();
+    assert_eq!(all.len(), 7);
+    let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+
+    // The newest three, then the three before them, with the cursor the broker names.
+    let page = api.client.get(format!("{}/v1/audit?limit=3", api.base)).bearer_auth(&api.token);
+    let r = page.send().await.unwrap();
+    let next: i64 = r.headers()["maestro-next-before"].to_str().unwrap().parse().unwrap();
+    let first: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(first, all[4..]);
+    assert_eq!(next, seqs[4]);
+    let second = api.get(&format!("/v1/audit?limit=3&before={next}")).await.ok();
+    assert_eq!(second.as_array().unwrap(), &all[1..4]);
+    let history = api.get(&format!("/v1/secrets/PAGED/history?limit=2&before={}", seqs[3])).await;
+    assert_eq!(history.ok().as_array().unwrap(), &all[1..3]);
+    api.get("/v1/audit?limit=0").await.expect_error(400, "bad_request");
+    api.get("/v1/audit?limit=10001").await.expect_error(400, "bad_request");
+    api.get("/v1/audit?before=x").await.expect_error(400, "bad_request");
+    api.get("/v1/audit?offset=3").await.expect_error(400, "bad_request");
+
+    // The CLI: the same listing by default, a page with --limit/--before, everything with --all.
+    let token = broker.admin_token.clone();
+    let default = broker.maestro(&token, &["audit", "--json"]).ok().json();
+    assert_eq!(default.as_array().unwrap(), &all);
+    let page = broker.maestro(&token, &["audit", "--json", "--limit", "2"]).ok().json();
+    assert_eq!(page.as_array().unwrap(), &all[5..]);
+    let before = seqs[5].to_string();
+    let args = ["audit", "--json", "--limit", "2", "--before", before.as_str()];
+    let page = broker.maestro(&token, &args).ok().json();
+    assert_eq!(page.as_array().unwrap(), &all[3..5]);
+    let every = broker.maestro(&token, &["audit", "--json", "--all"]).ok().json();
+    assert_eq!(every.as_array().unwrap(), &all);
+    let history = broker.maestro(&token, &["secrets", "history", "PAGED", "--json", "--all"]);
+    assert_eq!(history.ok().json().as_array().unwrap(), &all);
+    let out = broker.maestro(&token, &["audit", "--all", "--limit", "3"]);
+    assert_ne!(out.status, 0);
+}
