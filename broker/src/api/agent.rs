@@ -344,6 +344,9 @@ pub const USAGE_CLOCK_SKEW_SECS: i64 = crate::ca::BACKDATE_SECS;
 /// Why a usage batch is refused: the message, and what the audit trail records of it.
 struct Refusal {
     code: ErrorCode,
+    /// Whether it is worth an audit record: not a malformed report, but one about another
+    /// secret or another time than this session's.
+    suspicious: bool,
     message: String,
     detail: String,
 }
@@ -361,12 +364,14 @@ fn check_report(
     let n = i + 1;
     let at = clock::parse_rfc3339(&report.at).ok_or_else(|| Refusal {
         code: ErrorCode::BadRequest,
+        suspicious: false,
         message: format!("usage report {n} has a time that is not RFC 3339"),
         detail: "usage report with an unreadable time".to_owned(),
     })?;
     if at < session.created_at - USAGE_CLOCK_SKEW_SECS {
         return Err(Refusal {
             code: ErrorCode::BadRequest,
+            suspicious: true,
             message: format!(
                 "usage report {n} is dated {}, before session {} was created ({}); reports must fall within the session's life",
                 clock::rfc3339(at),
@@ -379,6 +384,7 @@ fn check_report(
     if at > now + USAGE_CLOCK_SKEW_SECS {
         return Err(Refusal {
             code: ErrorCode::BadRequest,
+            suspicious: true,
             message: format!(
                 "usage report {n} is dated {}, in the future (the broker's clock says {}); check the sandbox's clock",
                 clock::rfc3339(at),
@@ -393,6 +399,7 @@ fn check_report(
             None => {
                 return Err(Refusal {
                     code: ErrorCode::Forbidden,
+                    suspicious: true,
                     message: format!(
                         "usage report {n} names secret {name}, which was never active in session {}; an agent reports only its own session's secrets",
                         session.id
@@ -435,7 +442,7 @@ pub async fn usage(
             Err(refusal) => {
                 // The attempt is recorded (within the session's quota, so that refusals
                 // cannot flood the trail either).
-                if app.usage_quota.take(&session.id, 1).is_ok() {
+                if refusal.suspicious && app.usage_quota.take(&session.id, 1).is_ok() {
                     let record = AuditRecord {
                         secret_name: report.secret.clone(),
                         session_id: Some(session.id.clone()),
