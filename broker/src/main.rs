@@ -50,9 +50,10 @@ enum Command {
         /// How long a renewed certificate's predecessor is still accepted, e.g. 60s.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         renew_overlap: Duration,
-        /// Most connections open at once; more are closed at accept.
-        #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
-        max_connections: usize,
+        /// Most connections open at once; more are closed at accept [default: the open-files
+        /// limit less 256, at most 16384].
+        #[arg(long)]
+        max_connections: Option<usize>,
         /// Time for a TLS handshake, and for a request's head (an HTTP/2 preface included).
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         header_timeout: Duration,
@@ -156,6 +157,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if renew_overlap > Duration::from_secs(3600) {
                     anyhow::bail!("--renew-overlap must be at most 1h");
                 }
+                let max_connections =
+                    max_connections.unwrap_or_else(server::default_max_connections);
                 if max_connections == 0 {
                     anyhow::bail!("--max-connections must be at least 1");
                 }

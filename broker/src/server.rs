@@ -85,10 +85,20 @@ pub struct ConnectionLimits {
     pub max_h2_streams: u32,
 }
 
+/// The default connection cap: [`DEFAULT_MAX_CONNECTIONS`], or the open-files limit less 256
+/// (the database, log and key files need descriptors too) when that is lower, and at least 64.
+/// At the cap new connections are closed at once, where past the limit `accept` would fail.
+pub fn default_max_connections() -> usize {
+    let files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+        .unwrap_or(1024);
+    files.saturating_sub(256).clamp(64, DEFAULT_MAX_CONNECTIONS)
+}
+
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: default_max_connections(),
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_h2_streams: MAX_H2_STREAMS,
@@ -96,13 +106,19 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Defaults of [`ConnectionLimits`].
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Defaults of [`ConnectionLimits`]. The connection cap is at most this, and below the
+/// open-files limit ([`default_max_connections`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_H2_STREAMS: u32 = 64;
-/// Largest HTTP/2 header list, and HTTP/1 read buffer (request head).
-const MAX_HEADER_BYTES: u32 = 64 * 1024;
+/// Largest HTTP/1 read buffer (a request head must fit).
+const MAX_H1_BUFFER: usize = 64 * 1024;
+/// Largest HTTP/2 header list.
+const MAX_H2_HEADER_LIST: u32 = 16 * 1024;
+/// HTTP/2 flow-control windows: what a client may send before the broker reads it, per stream
+/// and per connection (so an unread upload holds at most this much).
+const H2_WINDOW: u32 = 1024 * 1024;
 
 /// An opened data directory: the store (and its engine), checked master key and CA.
 pub struct Opened {
@@ -263,11 +279,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             .handle(handle.clone());
     {
         let builder = server.http_builder();
-        builder.http1().header_read_timeout(header_timeout).max_buf_size(MAX_HEADER_BYTES as usize);
+        builder.http1().header_read_timeout(header_timeout).max_buf_size(MAX_H1_BUFFER);
         builder
             .http2()
             .max_concurrent_streams(limits.max_h2_streams)
-            .max_header_list_size(MAX_HEADER_BYTES)
+            .max_header_list_size(MAX_H2_HEADER_LIST)
+            .initial_stream_window_size(H2_WINDOW)
+            .initial_connection_window_size(H2_WINDOW)
             .max_pending_accept_reset_streams(Some(limits.max_h2_streams as usize));
     }
 
