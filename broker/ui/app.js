@@ -74,12 +74,33 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // Text shown as it is could still mislead: Unicode control (Cc) and format (Cf) characters
+  // (a right-to-left override that reverses a file name, a zero-width space that hides a
+  // difference, an escape sequence) are shown escaped, as `\u{202e}`, like the CLI does.
+  const HIDDEN = /[\p{Cc}\p{Cf}\\]/gu;
+  function shown(text) {
+    return String(text).replace(HIDDEN, (c) => (c === '\\' ? '\\\\' : `\\u{${c.codePointAt(0).toString(16)}}`));
+  }
+
+  // What an audit record's detail cell says: the detail, the executable the kernel reported
+  // and the name the process claimed; and for a coalesced record, how many uses.
+  function detailText(e) {
+    const parts = [];
+    if (e.detail) parts.push(e.detail);
+    if (e.exe) parts.push(`exe ${e.exe}`);
+    if (e.claimed_command) parts.push(`claimed ${e.claimed_command}`);
+    if (e.count && e.count > 1) {
+      parts.push(`${e.count} uses${e.last_at ? ` until ${formatTime(e.last_at)}` : ''}`);
+    }
+    return parts.join('; ');
+  }
+
   function append(parent, children) {
     for (const child of children) {
       if (child === null || child === undefined || child === false) continue;
       if (Array.isArray(child)) append(parent, child);
       else if (child instanceof Node) parent.appendChild(child);
-      else parent.appendChild(document.createTextNode(String(child)));
+      else parent.appendChild(document.createTextNode(shown(child)));
     }
     return parent;
   }
@@ -90,7 +111,7 @@
     for (const [key, value] of Object.entries(props || {})) {
       if (value === null || value === undefined || value === false) continue;
       if (key === 'class') el.className = value;
-      else if (key === 'text') el.textContent = value;
+      else if (key === 'text') el.textContent = shown(value);
       else if (key.startsWith('on') && typeof value === 'function') {
         el.addEventListener(key.slice(2), value);
       } else el.setAttribute(key, value === true ? '' : String(value));
@@ -544,7 +565,7 @@
         h('td', { class: 'num' }, e.pid ?? muted('—')),
         h('td', { class: 'num' }, e.uid ?? muted('—')),
         h('td', { class: 'mono' }, e.command ?? muted('—')),
-        h('td', { class: 'detail' }, e.detail ?? '')));
+        h('td', { class: 'detail' }, detailText(e))));
     }
   }
 
@@ -1221,7 +1242,7 @@
         h('td', { class: 'num' }, e.pid ?? muted('—')),
         h('td', { class: 'num' }, e.uid ?? muted('—')),
         h('td', { class: 'mono' }, e.command ?? muted('—')),
-        h('td', { class: 'detail' }, e.detail ?? '')));
+        h('td', { class: 'detail' }, detailText(e))));
     }
   }
 

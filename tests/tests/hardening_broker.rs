@@ -543,3 +543,63 @@ async fn audit_and_history_page_instead_of_truncating() {
     let out = broker.maestro(&token, &["audit", "--all", "--limit", "3"]);
     assert_ne!(out.status, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coalesced_reports_are_stored_whole_and_shown_escaped() {
+    let broker = Broker::start();
+    let api = broker.admin();
+    api.add_generic("SHOWN", &[("SHOWN_VAR", "v")]).await.ok();
+    let (session, token) = api.new_session(json!({})).await;
+    api.activate(&session, &["SHOWN"]).await.ok();
+    let agent = TestAgent::enroll(&broker, &token).await.unwrap();
+    let first = now_rfc3339();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let last = now_rfc3339();
+    // A command name that reverses what follows it (U+202E) and recolours a terminal.
+    let command = "evil\u{202e}gpj.exe\x1b[31m";
+    let r = agent
+        .post(
+            "/v1/agent/usage",
+            json!({"reports": [{"secret": "SHOWN", "action": "file_read", "at": first,
+                "pid": 77, "uid": 1000, "command": command, "detail": "SHOWN_VAR\u{200b}",
+                "count": 5, "last_at": last, "exe": "/tmp/evil\u{202e}gpj.exe",
+                "claimed_command": "make"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.ok()["accepted"], 1);
+
+    // Stored whole: the count, the last time, the executable and the claimed name.
+    let history = api.get("/v1/secrets/SHOWN/history").await.ok();
+    let read = history.as_array().unwrap().iter().find(|e| e["action"] == "file_read").unwrap();
+    assert_eq!(read["count"], 5);
+    assert_eq!(read["last_at"], last.as_str());
+    assert_eq!(read["at"], first.as_str());
+    assert_eq!(read["exe"], "/tmp/evil\u{202e}gpj.exe");
+    assert_eq!(read["claimed_command"], "make");
+    // The last use is the last of the coalesced ones.
+    assert_eq!(api.get("/v1/secrets/SHOWN").await.ok()["last_used_at"], last.as_str());
+    // A last_at before at is refused.
+    let r = agent
+        .post(
+            "/v1/agent/usage",
+            json!({"reports": [{"secret": "SHOWN", "action": "file_read", "at": last,
+                "pid": 77, "uid": 1000, "command": "cat", "detail": null, "last_at": first}]}),
+        )
+        .await
+        .unwrap();
+    r.expect_error(400, "bad_request");
+
+    // Shown escaped: no raw override, zero-width space or escape reaches the terminal.
+    for args in [&["audit"][..], &["secrets", "history", "SHOWN"][..]] {
+        let out = broker.maestro(&broker.admin_token, args).ok();
+        let text = out.stdout;
+        for raw in ['\u{202e}', '\u{200b}', '\x1b'] {
+            assert!(!text.contains(raw), "{args:?} printed {raw:?} raw:\n{text}");
+        }
+        assert!(text.contains("evil\\u{202e}gpj.exe"), "{args:?}:\n{text}");
+        assert!(text.contains("SHOWN_VAR\\u{200b}"), "{args:?}:\n{text}");
+        assert!(text.contains("exe /tmp/evil\\u{202e}gpj.exe; claimed make"), "{args:?}:\n{text}");
+        assert!(text.contains("file_read (5x until"), "{args:?}:\n{text}");
+    }
+}

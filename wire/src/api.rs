@@ -268,4 +268,16 @@ pub struct AuditEvent {
     pub command: Option<String>,
     /// A file path, a refusal reason; never a value.
     pub detail: Option<String>,
+    /// For an agent's coalesced report: how many uses the record stands for (absent: one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// For a coalesced report: when the last of its uses happened (`at` is the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
+    /// The executable the kernel reported for `pid` (its full path); `command` is its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// The command name the process claimed for itself, when it differs: a detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_command: Option<String>,
 }

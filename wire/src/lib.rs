@@ -22,6 +22,7 @@ pub mod names;
 pub mod oauth;
 pub mod secret;
 pub mod sock;
+pub mod text;
 
 pub use secret::SecretValue;
 

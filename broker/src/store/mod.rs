@@ -242,6 +242,14 @@ pub struct AuditRecord {
     pub uid: Option<u32>,
     pub command: Option<String>,
     pub detail: Option<String>,
+    /// For a coalesced usage report: how many uses it stands for (`None`: one).
+    pub count: Option<u64>,
+    /// For a coalesced usage report: when the last of its uses happened (`at` is the first).
+    pub last_at: Option<i64>,
+    /// The executable the kernel reported for `pid` (its full path).
+    pub exe: Option<String>,
+    /// The command name the process claimed for itself, when it differs: a detail.
+    pub claimed_command: Option<String>,
 }
 
 impl AuditRecord {
@@ -258,6 +266,10 @@ impl AuditRecord {
             uid: None,
             command: None,
             detail: None,
+            count: None,
+            last_at: None,
+            exe: None,
+            claimed_command: None,
         }
     }
 }

@@ -125,8 +125,9 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     (2, super::postgres::oauth::SCHEMA),
     // Hardening (issue 9): which certificates of a session are accepted (the newest, and the
     // one before it for a short overlap after a renewal); an index for a session's activation
-    // history (what its agent may report use of). Existing sessions keep their newest
-    // certificate.
+    // history (what its agent may report use of); a coalesced usage record's count and last
+    // time, and the executable and claimed name of its process. Existing sessions keep their
+    // newest certificate; existing records stand for one use each.
     (
         3,
         r#"
@@ -138,6 +139,10 @@ UPDATE sessions SET cert_serial = (
     ORDER BY c.issued_at DESC, c.serial DESC LIMIT 1
 );
 CREATE INDEX audit_session ON audit (session_id, action);
+ALTER TABLE audit ADD COLUMN use_count BIGINT;
+ALTER TABLE audit ADD COLUMN last_at BIGINT;
+ALTER TABLE audit ADD COLUMN exe TEXT;
+ALTER TABLE audit ADD COLUMN claimed_command TEXT;
 "#,
     ),
 ];

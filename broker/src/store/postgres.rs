@@ -108,7 +108,7 @@ macro_rules! audit_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT seq, owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-             command, detail FROM audit ",
+             command, detail, use_count, last_at, exe, claimed_command FROM audit ",
             $($rest),*
         )
     };
@@ -356,6 +356,10 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRow, StoreError> {
             uid: id_u32(get(row, "uid")?, "uid")?,
             command: get(row, "command")?,
             detail: get(row, "detail")?,
+            count: super::sqlite::count_u64(get(row, "use_count")?)?,
+            last_at: get(row, "last_at")?,
+            exe: get(row, "exe")?,
+            claimed_command: get(row, "claimed_command")?,
         },
     })
 }
@@ -363,7 +367,8 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRow, StoreError> {
 async fn insert_audit(conn: &mut PgConnection, r: &AuditRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit (owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-         command, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         command, detail, use_count, last_at, exe, claimed_command) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(r.owner_id)
     .bind(r.at)
@@ -375,6 +380,10 @@ async fn insert_audit(conn: &mut PgConnection, r: &AuditRecord) -> Result<(), St
     .bind(r.uid.map(i64::from))
     .bind(r.command.as_deref())
     .bind(r.detail.as_deref())
+    .bind(super::sqlite::count_i64(r.count))
+    .bind(r.last_at)
+    .bind(r.exe.as_deref())
+    .bind(r.claimed_command.as_deref())
     .execute(conn)
     .await
     .map_err(query_failed("appending to the audit trail"))?;
@@ -842,7 +851,7 @@ impl Store for PgStore {
     fn secret_usage<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, UsageSummary> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT session_id, MAX(seq) AS last_seq, MAX(at) AS last_at FROM audit \
+                "SELECT session_id, MAX(seq) AS last_seq, MAX(COALESCE(last_at, at)) AS last_at FROM audit \
                  WHERE secret_id = $1 AND action IN ('fetched', 'injected', 'file_read') \
                  GROUP BY session_id ORDER BY last_seq DESC",
             )
@@ -971,7 +980,7 @@ impl Store for PgStore {
                 "UPDATE sessions SET ended_at = $1, ended_reason = $2 \
                  WHERE id = $3 AND ended_at IS NULL \
                  RETURNING id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-                 enrolled",
+                 enrolled, cert_serial, previous_serial, previous_until",
             )
             .bind(now)
             .bind(reason)

@@ -74,7 +74,7 @@ macro_rules! audit_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT seq, owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-             command, detail FROM audit ",
+             command, detail, use_count, last_at, exe, claimed_command FROM audit ",
             $($rest),*
         )
     };
@@ -219,14 +219,31 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditRow, StoreError> {
             uid: get(row, "uid")?,
             command: get(row, "command")?,
             detail: get(row, "detail")?,
+            count: count_u64(get(row, "use_count")?)?,
+            last_at: get(row, "last_at")?,
+            exe: get(row, "exe")?,
+            claimed_command: get(row, "claimed_command")?,
         },
     })
+}
+
+/// A stored use count (never negative).
+pub(super) fn count_u64(count: Option<i64>) -> Result<Option<u64>, StoreError> {
+    count
+        .map(|c| u64::try_from(c).map_err(|_| StoreError::Corrupt { what: "use count" }))
+        .transpose()
+}
+
+/// A use count as stored.
+pub(super) fn count_i64(count: Option<u64>) -> Option<i64> {
+    count.map(|c| i64::try_from(c).unwrap_or(i64::MAX))
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, r: &AuditRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit (owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-         command, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         command, detail, use_count, last_at, exe, claimed_command) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.owner_id)
     .bind(r.at)
@@ -238,6 +255,10 @@ async fn insert_audit(conn: &mut SqliteConnection, r: &AuditRecord) -> Result<()
     .bind(r.uid)
     .bind(r.command.as_deref())
     .bind(r.detail.as_deref())
+    .bind(count_i64(r.count))
+    .bind(r.last_at)
+    .bind(r.exe.as_deref())
+    .bind(r.claimed_command.as_deref())
     .execute(conn)
     .await
     .map_err(query_failed("appending to the audit trail"))?;
@@ -268,15 +289,20 @@ async fn insert_audit_batch<'e>(
                 r.uid.into(),
                 r.command.as_deref().into(),
                 r.detail.as_deref().into(),
+                count_i64(r.count).into(),
+                r.last_at.into(),
+                r.exe.as_deref().into(),
+                r.claimed_command.as_deref().into(),
             ])
         })
         .collect();
     let json = Value::Array(rows).to_string();
     sqlx::query(
         "INSERT INTO audit (owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-         command, detail) \
+         command, detail, use_count, last_at, exe, claimed_command) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-         value ->> 6, value ->> 7, value ->> 8, value ->> 9 FROM json_each(?) ORDER BY key",
+         value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
+         value ->> 12, value ->> 13 FROM json_each(?) ORDER BY key",
     )
     .bind(json)
     .execute(executor)
@@ -692,7 +718,7 @@ impl Store for SqliteStore {
     fn secret_usage<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, UsageSummary> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT session_id, MAX(seq) AS last_seq, MAX(at) AS last_at FROM audit \
+                "SELECT session_id, MAX(seq) AS last_seq, MAX(COALESCE(last_at, at)) AS last_at FROM audit \
                  WHERE secret_id = ? AND action IN ('fetched', 'injected', 'file_read') \
                  GROUP BY session_id ORDER BY last_seq DESC",
             )

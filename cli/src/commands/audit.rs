@@ -94,6 +94,11 @@ pub fn render(events: &[AuditEvent], with_secret: bool) -> String {
     let mut table = Table::new(&header);
     for e in events {
         let mut row = vec![e.seq.to_string(), time(&e.at), action(e)];
+        // A coalesced record: how many uses, and until when.
+        if let Some(count) = e.count.filter(|c| *c > 1) {
+            let until = e.last_at.as_deref().map(|l| format!(" until {}", time(l)));
+            row[2] = format!("{} ({count}x{})", row[2], until.unwrap_or_default());
+        }
         if with_secret {
             row.push(opt(e.secret.as_deref()));
         }
@@ -102,11 +107,23 @@ pub fn render(events: &[AuditEvent], with_secret: bool) -> String {
             e.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             e.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
             opt(e.command.as_deref()),
-            opt(e.detail.as_deref()),
+            detail(e),
         ]);
         table.row(row);
     }
     table.render()
+}
+
+/// The detail, with the executable the kernel reported and the name the process claimed.
+fn detail(e: &AuditEvent) -> String {
+    let mut parts: Vec<String> = e.detail.iter().cloned().collect();
+    if let Some(exe) = &e.exe {
+        parts.push(format!("exe {exe}"));
+    }
+    if let Some(claimed) = &e.claimed_command {
+        parts.push(format!("claimed {claimed}"));
+    }
+    if parts.is_empty() { "-".to_owned() } else { parts.join("; ") }
 }
 
 /// The action as its snake_case wire name (`file_read`), the name `--json` shows too.
@@ -135,6 +152,10 @@ mod tests {
             uid: Some(1000),
             command: Some("cat".into()),
             detail: Some("aws/credentials".into()),
+            count: None,
+            last_at: None,
+            exe: None,
+            claimed_command: None,
         };
         let out = render(&[e], true);
         let line = out.lines().nth(1).unwrap();
