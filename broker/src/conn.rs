@@ -55,7 +55,7 @@ impl<S> Accept<TcpStream, S> for LimitAcceptor {
             // Logged for the first refusal and then every 1000th, not for each: a flood of
             // connections must not become a flood of log lines.
             let refused = self.refused.fetch_add(1, Ordering::Relaxed);
-            if refused % 1000 == 0 {
+            if refused.is_multiple_of(1000) {
                 warn!(
                     refused = refused + 1,
                     "refused a connection: the broker holds its maximum of open connections (--max-connections)"

@@ -27,44 +27,52 @@ pub struct Hardened {
     pub memory_locked: bool,
 }
 
-/// Runs every step; call it first thing in `main`, before other threads start.
-pub fn harden() -> Hardened {
-    let not_dumpable = nix::sys::prctl::set_dumpable(false)
-        .inspect_err(
-            |e| warn!(error = %e, "cannot make the broker non-dumpable (prctl PR_SET_DUMPABLE)"),
-        )
-        .is_ok();
-    let no_core = setrlimit(Resource::RLIMIT_CORE, 0, 0)
-        .inspect_err(|e| warn!(error = %e, "cannot set the core file size limit to 0 (setrlimit RLIMIT_CORE)"))
-        .is_ok();
-    let memory_locked = lock_memory();
-    Hardened { not_dumpable, no_core, memory_locked }
+/// Runs every step; call it first thing in `main`, before other threads start. `report`: log
+/// what was done and what failed.
+pub fn harden(report: bool) -> Hardened {
+    let not_dumpable = nix::sys::prctl::set_dumpable(false);
+    let no_core = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    if report {
+        if let Err(e) = not_dumpable {
+            warn!(error = %e, "cannot make the broker non-dumpable (prctl PR_SET_DUMPABLE)");
+        }
+        if let Err(e) = no_core {
+            warn!(error = %e, "cannot set the core file size limit to 0 (setrlimit RLIMIT_CORE)");
+        }
+    }
+    let memory_locked = lock_memory(report);
+    Hardened { not_dumpable: not_dumpable.is_ok(), no_core: no_core.is_ok(), memory_locked }
 }
 
-fn lock_memory() -> bool {
-    let unlimited =
-        matches!(getrlimit(Resource::RLIMIT_MEMLOCK), Ok((soft, _)) if soft == libc::RLIM_INFINITY);
+fn lock_memory(report: bool) -> bool {
+    let unlimited = matches!(
+        getrlimit(Resource::RLIMIT_MEMLOCK),
+        Ok((soft, _)) if soft == libc::RLIM_INFINITY
+    );
     if !unlimited && !has_ipc_lock() {
-        warn!(
-            "memory not locked: the broker lacks CAP_IPC_LOCK and RLIMIT_MEMLOCK is limited; \
-             decrypted values could be swapped out (run it with CAP_IPC_LOCK, or ulimit -l unlimited)"
-        );
+        if report {
+            warn!(
+                "memory not locked: the broker lacks CAP_IPC_LOCK and RLIMIT_MEMLOCK is limited; \
+                 decrypted values could be swapped out (run it with CAP_IPC_LOCK, or ulimit -l unlimited)"
+            );
+        }
         return false;
     }
     let flags = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE;
     // MCL_ONFAULT (Linux 4.4): pages are locked when first touched, so the reserved but unused
     // parts of thread stacks and heap arenas do not become resident.
     let on_fault = MlockAllFlags::from_bits_retain(flags.bits() | libc::MCL_ONFAULT);
-    match mlockall(on_fault).or_else(|_| mlockall(flags)) {
-        Ok(()) => {
-            info!("memory locked (mlockall)");
-            true
-        }
-        Err(e) => {
-            warn!(error = %e, "memory not locked (mlockall refused); decrypted values could be swapped out");
-            false
+    let locked = mlockall(on_fault).or_else(|_| mlockall(flags));
+    if report {
+        match &locked {
+            Ok(()) => info!("memory locked (mlockall)"),
+            Err(e) => warn!(
+                error = %e,
+                "memory not locked (mlockall refused); decrypted values could be swapped out"
+            ),
         }
     }
+    locked.is_ok()
 }
 
 /// Whether the effective capability set holds `CAP_IPC_LOCK` (from `/proc/self/status`).

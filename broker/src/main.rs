@@ -94,8 +94,9 @@ fn main() -> ExitCode {
         )
         .init();
     // Before the runtime's threads exist, so that every thread is covered. Every command:
-    // `rotate-master-key` holds both master keys.
-    maestro_broker::harden::harden();
+    // `rotate-master-key` holds both master keys. Only `serve` says how it went: the admin
+    // commands' stderr is their one-line error.
+    maestro_broker::harden::harden(matches!(cli.command, Command::Serve { .. }));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,14 +11,14 @@
 //! | GET | `/v1/secrets/{name}` | | [`SecretMeta`] |
 //! | PATCH | `/v1/secrets/{name}` | [`EditSecret`] | [`SecretMeta`] (a new version) |
 //! | DELETE | `/v1/secrets/{name}` | | [`Deleted`] |
-//! | GET | `/v1/secrets/{name}/history` | | `Vec<AuditEvent>` |
+//! | GET | `/v1/secrets/{name}/history[?limit&before]` | | `Vec<AuditEvent>` (a page) |
 //! | POST | `/v1/sessions` | [`CreateSession`] | [`SessionCreated`] (201) |
 //! | GET | `/v1/sessions` | | `Vec<SessionInfo>` |
 //! | GET | `/v1/sessions/{id}` | | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/end` | | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/activate` | [`Activation`] | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/deactivate` | [`Activation`] | [`SessionInfo`] |
-//! | GET | `/v1/audit` | | `Vec<AuditEvent>` (the caller's whole audit trail) |
+//! | GET | `/v1/audit[?limit&before]` | | `Vec<AuditEvent>`: a page of the caller's audit trail (the newest `limit`, at most and by default 10,000, with `seq` below `before`); a full page names the next one's `before` in the `Maestro-Next-Before` header |
 //! | POST | `/v1/oauth/providers` | [`crate::oauth::AddProvider`] | [`crate::oauth::ProviderInfo`] (201) |
 //! | GET | `/v1/oauth/providers` | | `Vec<ProviderInfo>` |
 //! | POST | `/v1/oauth/connect` | [`crate::oauth::Connect`] | [`crate::oauth::AuthorizationStarted`] (201) |
