@@ -425,7 +425,7 @@ async fn early_errors_over_http2_are_json_every_time() {
         .unwrap();
     for i in 0..40 {
         // Bodies of several sizes: small ones, and larger than a flow-control window.
-        let body = vec![b'x'; [2, 4096, 70_000, 300_000][i % 4]];
+        let body = vec![b'x'; [2, 4096, 70_000, 300_000, 2_000_000][i % 5]];
         let r = client
             .post(format!("{}/v1/secrets", broker.url))
             .bearer_auth(&broker.admin_token)
@@ -437,6 +437,36 @@ async fn early_errors_over_http2_are_json_every_time() {
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         assert_eq!(r.status(), 415, "try {i}");
         let body: Value = r.json().await.unwrap_or_else(|e| panic!("try {i}: {e:?}"));
+        assert_eq!(body["error"], "malformed_json", "try {i}");
+    }
+}
+
+/// The same over curl (nghttp2), which reported the reset stream ("Stream error in the HTTP/2
+/// framing layer") for bodies of about 100 KiB when the broker answered before reading them.
+#[test]
+fn early_errors_over_http2_are_json_every_time_for_curl() {
+    let broker = Broker::start();
+    let tmp = temp_dir("maestro-h2-");
+    let body = tmp.path().join("body");
+    for i in 0..40 {
+        std::fs::write(&body, vec![b'x'; 100_000 + i * 1000]).unwrap();
+        let out = Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "60", "--cacert"])
+            .arg(broker.ca_path())
+            .arg("-H")
+            .arg(format!("authorization: Bearer {}", broker.admin_token))
+            .args(["-H", "content-type: text/plain", "--data-binary"])
+            .arg(format!("@{}", body.display()))
+            .args(["-w", "\n%{http_code} %{http_version}"])
+            .arg(format!("{}/v1/secrets", broker.url))
+            .output()
+            .expect("curl runs (scripts/test.sh installs it)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "try {i}: curl failed: {stderr}");
+        let (json, status) = stdout.rsplit_once('\n').unwrap();
+        assert_eq!(status, "415 2", "try {i}: {stdout}");
+        let body: Value = serde_json::from_str(json).unwrap();
         assert_eq!(body["error"], "malformed_json", "try {i}");
     }
 }
