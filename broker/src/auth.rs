@@ -127,6 +127,18 @@ impl FromRequestParts<SharedApp> for UsageReporter {
     }
 }
 
+/// Records a refused certificate, within the session's quota of records
+/// ([`crate::quota`]): a copy of an old certificate must not be a way to flood the trail.
+async fn record_denial(app: &SharedApp, record: &AuditRecord) {
+    let Some(session) = record.session_id.as_deref() else { return };
+    if app.usage_quota.take(session, 1).is_err() {
+        return;
+    }
+    if let Err(e) = app.store.append_audit(std::slice::from_ref(record)).await {
+        warn!(error = %e, "could not record a denied request");
+    }
+}
+
 /// Authenticates the client certificate and its session; `grace` seconds after the session
 /// ended, it is still accepted (0: only live sessions).
 async fn authenticate_agent(
@@ -163,9 +175,7 @@ async fn authenticate_agent(
             detail: Some(format!("ended session's certificate used for {}", parts.uri.path())),
             ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
         };
-        if let Err(e) = app.store.append_audit(std::slice::from_ref(&record)).await {
-            warn!(error = %e, "could not record a denied request");
-        }
+        record_denial(app, &record).await;
         info!(session = %session.id, "refused an ended session's certificate");
         return Err(Failure::forbidden(format!(
             "session {} has ended; its certificate is no longer accepted",
@@ -182,9 +192,7 @@ async fn authenticate_agent(
             )),
             ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
         };
-        if let Err(e) = app.store.append_audit(std::slice::from_ref(&record)).await {
-            warn!(error = %e, "could not record a denied request");
-        }
+        record_denial(app, &record).await;
         info!(session = %session.id, serial = %peer.serial, "refused a retired certificate");
         return Err(Failure::unauthorized(
             "this client certificate was replaced by a renewal and is no longer accepted; use the newest certificate of the session",

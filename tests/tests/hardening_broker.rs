@@ -121,6 +121,7 @@ async fn a_session_has_a_quota_of_usage_records() {
         .collect();
     let mut accepted = 0u64;
     let mut refusal = None;
+    let started = Instant::now();
     // The burst is 20,000 records: a flood reaches it within 21 full batches.
     for _ in 0..25 {
         let r = agent.post("/v1/agent/usage", json!({ "reports": batch })).await.unwrap();
@@ -134,8 +135,24 @@ async fn a_session_has_a_quota_of_usage_records() {
     let refusal = refusal.expect("the quota is reached");
     let m = refusal.expect_error(429, "quota_reached");
     assert!(m.contains("quota") && m.contains(&session), "{m}");
+    // The burst, and what the rate (6,000 a minute) refilled meanwhile, give or take a batch.
+    let refilled = (started.elapsed().as_secs_f64() * 100.0).ceil() as u64;
     assert!(accepted >= 19_000, "{accepted} records accepted before the quota");
-    assert!(accepted <= 20_000, "{accepted} records accepted: more than the burst");
+    assert!(
+        accepted <= 20_000 + refilled + 1000,
+        "{accepted} records accepted: more than the burst and {refilled} refilled"
+    );
+    // The refusal says when to retry.
+    let r = agent
+        .client
+        .post(format!("{}/v1/agent/usage", agent.base))
+        .json(&json!({ "reports": batch }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1, "Retry-After: {retry}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
