@@ -1495,3 +1495,53 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod migration_tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// A database written by a broker before migration 3 (schema 2), with a renewed session
+    /// and an audit record, opened by this one: the session keeps its newest certificate, and
+    /// the old record stands for one use.
+    #[tokio::test]
+    async fn migration_3_keeps_existing_sessions_and_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maestro.db");
+        {
+            let options = SqliteConnectOptions::from_str("sqlite://")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            for (_, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v <= 2) {
+                sqlx::raw_sql(*sql).execute(&mut conn).await.unwrap();
+            }
+            sqlx::raw_sql(
+                "PRAGMA user_version = 2;
+                 INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'01', 1);
+                 INSERT INTO sessions (id, owner_id, created_at, expires_at, enrolled)
+                     VALUES ('s1', 1, 10, 100000, 1);
+                 INSERT INTO certificates VALUES ('aa', 's1', 10, 1000, 10, 'enroll');
+                 INSERT INTO certificates VALUES ('bb', 's1', 20, 1000, 20, 'renew');
+                 INSERT INTO audit (owner_id, at, action, session_id, command)
+                     VALUES (1, 30, 'injected', 's1', 'env');",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let session = store.session("s1").await.unwrap().unwrap();
+        assert_eq!(session.serials.current.as_deref(), Some("bb"));
+        assert!(session.serials.accepts("bb", 50));
+        assert!(!session.serials.accepts("aa", 50));
+        let trail = store.audit_for_owner(1, None, 10).await.unwrap();
+        assert_eq!(trail.len(), 1);
+        assert_eq!((trail[0].record.count, trail[0].record.exe.as_deref()), (None, None));
+        assert_eq!(trail[0].record.command.as_deref(), Some("env"));
+        store.close().await;
+    }
+}
