@@ -502,6 +502,9 @@ pub async fn usage(
         app.store.session_activation_history(&session.id).await?.into_iter().collect();
     let mut records = Vec::with_capacity(batch.reports.len());
     for (i, report) in batch.reports.into_iter().enumerate() {
+        if let Some(name) = &report.secret {
+            check_name(name)?;
+        }
         let checked = match check_report(i, &report, session, &history, now) {
             Ok(checked) => checked,
             Err(refusal) => {

@@ -107,7 +107,13 @@ async fn read_body(
 ) -> Response {
     use axum::body::{Body, HttpBody};
     use futures_util::StreamExt;
-    use zeroize::Zeroize;
+    use zeroize::{Zeroize, Zeroizing};
+
+    /// Why a body could not be read.
+    enum Unread {
+        TooLarge,
+        Failed,
+    }
 
     if req.body().is_end_stream() {
         return next.run(req).await;
@@ -136,17 +142,14 @@ async fn read_body(
         return too_large();
     }
     let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit));
+    // Wiped when dropped: on an error, and when the timeout drops this future half way.
+    let mut buf = Zeroizing::new(Vec::with_capacity(capacity));
     let read = async {
-        let mut buf: Vec<u8> = Vec::with_capacity(capacity);
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else {
-                buf.zeroize();
-                return Err(false);
-            };
+            let Ok(chunk) = chunk else { return Err(Unread::Failed) };
             if buf.len() + chunk.len() > limit {
-                buf.zeroize();
-                return Err(true);
+                return Err(Unread::TooLarge);
             }
             if buf.len() + chunk.len() > buf.capacity() {
                 // Grow by hand so that the old buffer, which may hold a value, is wiped.
@@ -154,16 +157,19 @@ async fn read_body(
                     Vec::with_capacity((buf.len() + chunk.len()).max(buf.len() * 2).min(limit));
                 bigger.extend_from_slice(&buf);
                 buf.zeroize();
-                buf = bigger;
+                *buf = bigger;
             }
             buf.extend_from_slice(&chunk);
         }
-        Ok(buf)
+        Ok(())
     };
     match tokio::time::timeout(app.settings.body_timeout, read).await {
-        Ok(Ok(buf)) => next.run(Request::from_parts(parts, Body::from(buf))).await,
-        Ok(Err(true)) => too_large(),
-        Ok(Err(false)) => Failure::bad_request(
+        Ok(Ok(())) => {
+            let body = Body::from(std::mem::take(&mut *buf));
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Ok(Err(Unread::TooLarge)) => too_large(),
+        Ok(Err(Unread::Failed)) => Failure::bad_request(
             "the request body could not be read (the connection failed); retry",
         )
         .into_response(),
