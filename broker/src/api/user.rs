@@ -28,7 +28,8 @@ use crate::store::{AuditRecord, EnrollmentRecord, SecretRecord, SessionRecord, U
 use crate::tokens;
 
 /// Most audit records one answer holds.
-const AUDIT_PAGE: i64 = 10_000;
+/// The largest page of audit records, and the default.
+pub const AUDIT_PAGE: i64 = 10_000;
 
 /// `GET /v1/kinds`.
 pub async fn kinds() -> Json<CatalogView> {
