@@ -77,9 +77,9 @@
   // Text shown as it is could still mislead: Unicode control (Cc) and format (Cf) characters
   // (a right-to-left override that reverses a file name, a zero-width space that hides a
   // difference, an escape sequence) are shown escaped, as `\u{202e}`, like the CLI does.
-  const HIDDEN = /[\p{Cc}\p{Cf}\\]/gu;
+  const HIDDEN = /[\p{Cc}\p{Cf}]/gu;
   function shown(text) {
-    return String(text).replace(HIDDEN, (c) => (c === '\\' ? '\\\\' : `\\u{${c.codePointAt(0).toString(16)}}`));
+    return String(text).replace(HIDDEN, (c) => `\\u{${c.codePointAt(0).toString(16)}}`);
   }
 
   // What an audit record's detail cell says: the detail, the executable the kernel reported

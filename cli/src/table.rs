@@ -90,10 +90,15 @@ pub fn opt_time(rfc3339: Option<&str>) -> String {
     rfc3339.map_or_else(|| "-".to_owned(), time)
 }
 
-/// Escapes control and format characters (and `\\`, so that the escape is unambiguous).
+/// Escapes control and format characters as `\\u{…}`. A backslash stays as it is: the agent
+/// already escapes what it reports (`\\` included), and escaping it again would double it.
 pub fn clean(text: &str) -> String {
-    // Every character: a text has no more characters than bytes.
-    maestro_wire::text::escape_shown(text, text.len())
+    // `escape_shown` also doubles backslashes: escape the pieces between them. No bound: the
+    // whole text (cells are bounded where they are stored).
+    text.split('\\')
+        .map(|piece| maestro_wire::text::escape_shown(piece, usize::MAX))
+        .collect::<Vec<_>>()
+        .join("\\")
 }
 
 #[cfg(test)]
@@ -123,6 +128,8 @@ mod tests {
         let out = t.render();
         assert!(out.contains("evil\\u{202e}gpj.exe\\u{200b}"), "{out}");
         assert!(!out.contains('\u{202e}') && !out.contains('\u{200b}'));
+        // What the agent already escaped is shown once, not escaped again.
+        assert_eq!(clean("evil\\u{202e}gpj \\\\ c:\\x"), "evil\\u{202e}gpj \\\\ c:\\x");
     }
 
     #[test]

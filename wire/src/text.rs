@@ -33,20 +33,39 @@ fn is_format(c: char) -> bool {
     )
 }
 
-/// `text` with control and format characters (and `\`) escaped, cut to at most `max_chars`
-/// characters of the original.
-pub fn escape_shown(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars * 2));
-    for c in text.chars().take(max_chars) {
-        if c == '\\' {
-            out.push_str("\\\\");
+/// `text` with control and format characters (and the backslash) escaped, cut at a character
+/// boundary so that the result is at most `max_bytes` bytes long.
+pub fn escape_shown(text: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_bytes));
+    let mut utf8 = [0u8; 4];
+    for c in text.chars() {
+        let escaped;
+        let piece: &str = if c == '\\' {
+            "\\\\"
         } else if c.is_control() || is_format(c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            escaped = format!("\\u{{{:x}}}", c as u32);
+            &escaped
         } else {
-            out.push(c);
+            c.encode_utf8(&mut utf8)
+        };
+        if out.len() + piece.len() > max_bytes {
+            break;
         }
+        out.push_str(piece);
     }
     out
+}
+
+/// `text` cut at a character boundary to at most `max_bytes` bytes.
+pub fn truncate_bytes(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 #[cfg(test)]
@@ -62,5 +81,10 @@ mod tests {
         assert_eq!(escape_shown("c:\\x", 64), "c:\\\\x");
         assert_eq!(escape_shown("héllo wörld", 64), "héllo wörld");
         assert_eq!(escape_shown("abcdef", 3), "abc");
+        // Cut by bytes, never inside an escape or a character.
+        assert_eq!(escape_shown("ab\u{202e}", 8), "ab");
+        assert_eq!(escape_shown("héllo", 2), "h");
+        assert_eq!(truncate_bytes("héllo", 2), "h");
+        assert_eq!(truncate_bytes("héllo", 64), "héllo");
     }
 }

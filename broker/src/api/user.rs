@@ -27,8 +27,7 @@ use crate::sessions;
 use crate::store::{AuditRecord, EnrollmentRecord, SecretRecord, SessionRecord, UserRecord};
 use crate::tokens;
 
-/// Most audit records one answer holds.
-/// The largest page of audit records, and the default.
+/// Most audit records one answer (one page) holds, and the default page size.
 pub const AUDIT_PAGE: i64 = 10_000;
 
 /// `GET /v1/kinds`.
