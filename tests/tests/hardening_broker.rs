@@ -430,6 +430,66 @@ fn a_flood_of_idle_connections_is_capped_and_the_broker_keeps_serving() {
     });
 }
 
+/// One HTTP/2 frame: 9-byte header (length, type, flags, stream) and payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap();
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Reads one frame: (type, flags, stream, payload); `None` when the connection ends.
+fn read_h2_frame(tls: &mut Tls) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    tls.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    tls.read_exact(&mut payload).ok()?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Some((head[3], head[4], stream, payload))
+}
+
+#[test]
+fn an_http2_connection_gets_at_most_64_streams_at_once() {
+    let broker = Broker::start_with(BrokerOptions::args(&["--body-timeout", "20s"]));
+    let mut tls = connect(&broker, b"h2");
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    tls.write_all(&h2_frame(4, 0, 0, &[])).unwrap();
+    // The broker's settings: the stream cap, the header list and the window it announces.
+    let (kind, _, _, settings) = read_h2_frame(&mut tls).expect("the server's SETTINGS");
+    assert_eq!(kind, 4);
+    let announced: Vec<(u16, u32)> = settings
+        .chunks(6)
+        .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+        .collect();
+    assert!(announced.contains(&(3, 64)), "SETTINGS_MAX_CONCURRENT_STREAMS: {announced:?}");
+    assert!(announced.contains(&(4, 1024 * 1024)), "SETTINGS_INITIAL_WINDOW_SIZE: {announced:?}");
+    assert!(announced.contains(&(6, 16 * 1024)), "SETTINGS_MAX_HEADER_LIST_SIZE: {announced:?}");
+    tls.write_all(&h2_frame(4, 1, 0, &[])).unwrap();
+    // 100 uploads to the enrollment route that never send their body: each holds a stream.
+    // HPACK: POST, https, :path /v1/enroll, :authority x, content-type application/json.
+    let mut block = vec![0x83, 0x87, 0x04, 10];
+    block.extend_from_slice(b"/v1/enroll");
+    block.extend([0x01, 1, b'x', 0x0f, 0x10, 16]);
+    block.extend_from_slice(b"application/json");
+    for i in 0..100u32 {
+        tls.write_all(&h2_frame(1, 0x4, 2 * i + 1, &block)).unwrap();
+    }
+    // The extra ones are refused (RST_STREAM, REFUSED_STREAM), the connection stays up.
+    let mut refused = std::collections::BTreeSet::new();
+    while refused.len() < 36 {
+        let Some((kind, _, stream, payload)) = read_h2_frame(&mut tls) else { break };
+        if kind == 3 && payload == 7u32.to_be_bytes() {
+            refused.insert(stream);
+        }
+        assert_ne!(kind, 7, "GOAWAY: the connection was dropped, not capped");
+    }
+    assert_eq!(refused.len(), 36, "streams refused: {refused:?}");
+    assert!(refused.iter().all(|s| *s > 2 * 63 + 1), "only streams past the 64th: {refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn early_errors_over_http2_are_json_every_time() {
     let broker = Broker::start();
