@@ -710,3 +710,37 @@ async fn coalesced_reports_are_stored_whole_and_shown_escaped() {
         assert!(text.contains("file_read (5x until"), "{args:?}:\n{text}");
     }
 }
+
+/// The web UI's display of text: every text node and `textContent` that can carry data goes
+/// through `shown`, which escapes control and format characters; run with Node (which
+/// `scripts/test.sh` has for the OAuth tests) on the function as the script defines it.
+#[test]
+fn the_web_ui_shows_control_and_format_characters_escaped() {
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/ui/app.js"),
+    )
+    .unwrap();
+    let start = script.find("  const HIDDEN = ").expect("the HIDDEN pattern");
+    let end = start + script[start..].find("\n  }\n").expect("the end of shown()") + 4;
+    let code = format!("{}\nprocess.stdout.write(shown(process.argv[1]));", &script[start..end]);
+    let out = Command::new("node")
+        .args(["-e", &code, "evil\u{202e}gpj.exe\x1b[31m zero\u{200b}width é \\u{41}"])
+        .output()
+        .expect("node runs (scripts/test.sh needs it for the OAuth tests)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "evil\\u{202e}gpj.exe\\u{1b}[31m zero\\u{200b}width é \\u{41}"
+    );
+    // Text reaches the page only through it.
+    assert!(script.contains("parent.appendChild(document.createTextNode(shown(child)))"));
+    assert!(script.contains("else if (key === 'text') el.textContent = shown(value);"));
+    for line in script.lines().filter(|l| l.contains(".textContent = ")) {
+        let value = line.split(".textContent = ").nth(1).unwrap().trim();
+        // A statement over several lines builds fixed help text; a literal holds no data.
+        let fixed = !value.ends_with(';')
+            || value.starts_with('\'')
+            || (value.starts_with('`') && !value.contains("${"));
+        assert!(value.starts_with("shown(") || fixed, "text set without shown(): {line}");
+    }
+}
