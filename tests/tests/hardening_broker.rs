@@ -222,6 +222,7 @@ fn connect(broker: &Broker, alpn: &[u8]) -> Tls {
     let addr = broker.url.trim_start_matches("https://").to_owned();
     let tcp = TcpStream::connect(&addr).unwrap();
     tcp.set_read_timeout(Some(GIVE_UP)).unwrap();
+    tcp.set_write_timeout(Some(GIVE_UP)).unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let conn = rustls::ClientConnection::new(tls_config(&broker.ca_pem(), alpn), name).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
@@ -488,6 +489,67 @@ fn an_http2_connection_gets_at_most_64_streams_at_once() {
     }
     assert_eq!(refused.len(), 36, "streams refused: {refused:?}");
     assert!(refused.iter().all(|s| *s > 2 * 63 + 1), "only streams past the 64th: {refused:?}");
+}
+
+/// The HTTP/2 variant: connections that open 4 enrollment streams each and push
+/// megabytes into them. Each stream is refused past its 16 KiB (RST_STREAM), a client that
+/// ignores flow control loses its connection, and the broker holds little meanwhile.
+#[test]
+fn http2_enrollment_uploads_are_refused_and_hold_little() {
+    let broker = Broker::start();
+    let pid = broker.pid().unwrap();
+    let rss_before = vm_rss_kib(pid);
+    let mut block = vec![0x83, 0x87, 0x04, 10];
+    block.extend_from_slice(b"/v1/enroll");
+    block.extend([0x01, 1, b'x', 0x0f, 0x10, 16]);
+    block.extend_from_slice(b"application/json");
+    let mut threads = Vec::new();
+    for _ in 0..8 {
+        let mut tls = connect(&broker, b"h2");
+        let block = block.clone();
+        threads.push(std::thread::spawn(move || {
+            tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+            tls.write_all(&h2_frame(4, 0, 0, &[])).unwrap();
+            let chunk = vec![b' '; 16 * 1024];
+            let mut sent = 0usize;
+            'streams: for stream in [1u32, 3, 5, 7] {
+                if tls.write_all(&h2_frame(1, 0x4, stream, &block)).is_err() {
+                    break;
+                }
+                // 8 MiB per stream, far past its limit and past the flow-control windows.
+                for _ in 0..512 {
+                    if tls.write_all(&h2_frame(0, 0, stream, &chunk)).is_err() {
+                        break 'streams;
+                    }
+                    sent += chunk.len();
+                }
+            }
+            let mut refused = 0;
+            let mut closed = false;
+            while refused < 4 {
+                match read_h2_frame(&mut tls) {
+                    Some((3, _, _, _)) => refused += 1,
+                    Some((7, ..)) | None => {
+                        closed = true;
+                        break;
+                    }
+                    Some(_) => {}
+                }
+            }
+            (sent, refused, closed)
+        }));
+    }
+    for t in threads {
+        let (sent, refused, closed) = t.join().unwrap();
+        assert!(refused == 4 || closed, "sent {sent} bytes: {refused} streams refused");
+    }
+    let rss_after = vm_rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 50 * 1024,
+        "the broker grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { broker.admin().get("/v1/secrets").await.ok() });
 }
 
 #[tokio::test(flavor = "multi_thread")]
