@@ -313,6 +313,7 @@ fn oversized_and_stalled_enrollments_are_cut_short() {
         }
     }
     let rss_after = vm_rss_kib(pid);
+    println!("broker VmRSS: {rss_before} KiB before, {rss_after} KiB after the flood");
     assert!(
         rss_after < rss_before + 50 * 1024,
         "the broker grew from {rss_before} KiB to {rss_after} KiB"
@@ -544,6 +545,7 @@ fn http2_enrollment_uploads_are_refused_and_hold_little() {
         assert!(refused == 4 || closed, "sent {sent} bytes: {refused} streams refused");
     }
     let rss_after = vm_rss_kib(pid);
+    println!("broker VmRSS: {rss_before} KiB before, {rss_after} KiB after the flood");
     assert!(
         rss_after < rss_before + 50 * 1024,
         "the broker grew from {rss_before} KiB to {rss_after} KiB"
