@@ -808,3 +808,44 @@ fn the_web_ui_shows_control_and_format_characters_escaped() {
         assert!(value.starts_with("shown(") || fixed, "text set without shown(): {line}");
     }
 }
+
+/// Migration 3 on a PostgreSQL database written before it (schema 2, made here by taking its
+/// columns and index back out): the renewed session keeps its newest certificate only, and
+/// the old records read back as one use each.
+#[tokio::test(flavor = "multi_thread")]
+async fn migration_3_upgrades_an_existing_postgres_database() {
+    let Some(pg) = maestro_tests::pg::Postgres::start() else { return };
+    let db = pg.create_database("maestro_upgrade");
+    let options = db.broker_options();
+    let mut broker = Broker::start_with(options.clone());
+    let api = broker.admin();
+    api.add_generic("OLD", &[("OLD_VAR", "v")]).await.ok();
+    let (session, token) = api.new_session(json!({})).await;
+    api.activate(&session, &["OLD"]).await.ok();
+    let mut first = TestAgent::enroll(&broker, &token).await.unwrap();
+    // A later second, so that the newest certificate is the renewed one by its issue time.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (csr, key) = new_csr(&CertificateParams::default());
+    let renewed = first.post("/v1/agent/renew", json!({"csr_pem": csr})).await.unwrap().ok();
+    let before = api.get("/v1/audit").await.ok();
+    broker.stop();
+
+    let downgrade = "ALTER TABLE sessions DROP COLUMN cert_serial, DROP COLUMN previous_serial, \
+                     DROP COLUMN previous_until; DROP INDEX audit_session; \
+                     ALTER TABLE audit DROP COLUMN use_count, DROP COLUMN last_at, \
+                     DROP COLUMN exe, DROP COLUMN claimed_command; \
+                     UPDATE maestro_schema SET version = 2;";
+    let out = pg.psql(&db.name, downgrade);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    broker.start_again(&options);
+    assert_eq!(pg.psql(&db.name, "SELECT MAX(version) FROM maestro_schema").stdout.trim(), "3");
+
+    // The old records read back unchanged; the renewed certificate works, the first does not.
+    assert_eq!(broker.admin().get("/v1/audit").await.ok(), before);
+    let newest =
+        client_with_identity(&broker.ca_pem(), renewed["cert_pem"].as_str().unwrap(), &key);
+    let r = newest.get(format!("{}/v1/agent/secrets", broker.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    first.rebase(&broker.url);
+    first.get("/v1/agent/secrets").await.unwrap().expect_error(401, "unauthorized");
+}
