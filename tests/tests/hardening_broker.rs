@@ -157,7 +157,8 @@ async fn a_session_has_a_quota_of_usage_records() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn renewal_retires_the_old_certificate() {
-    let broker = Broker::start_with(BrokerOptions::args(&["--renew-overlap", "2s"]));
+    // An overlap long enough that "during the overlap" holds on a busy machine.
+    let broker = Broker::start_with(BrokerOptions::args(&["--renew-overlap", "10s"]));
     let api = broker.admin();
     api.add_generic("KEPT", &[("KEPT_VAR", "v")]).await.ok();
     let (session, token) = api.new_session(json!({})).await;
@@ -175,7 +176,7 @@ async fn renewal_retires_the_old_certificate() {
     let r = old.post("/v1/agent/renew", json!({"csr_pem": csr2})).await.unwrap();
     r.expect_error(403, "forbidden");
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     // After it, the old certificate gets nothing: material, events, usage.
     let r = old.get("/v1/agent/secrets").await.unwrap();
     let m = r.expect_error(401, "unauthorized");
