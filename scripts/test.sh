@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 need_cargo
 need_fuse
 # util-linux: setpriv (tests run commands as an unprivileged uid); procps: ps.
-need_debs util-linux procps ca-certificates
+need_debs util-linux procps ca-certificates curl
 # postgresql: the tests of the broker's PostgreSQL store run a temporary cluster (tests/src/pg.rs).
 need_debs postgresql
 # The client programs of the integration tests (tests/tests/integrations_*.rs): git, PostgreSQL,

@@ -15,6 +15,10 @@ pub struct Settings {
     pub cert_ttl: Duration,
     /// Interval of event stream heartbeats (`--heartbeat`).
     pub heartbeat: Duration,
+    /// How long a renewed certificate's predecessor stays accepted (`--renew-overlap`).
+    pub renew_overlap: Duration,
+    /// Time for a request's whole body to arrive (`--body-timeout`).
+    pub body_timeout: Duration,
 }
 
 impl Settings {
@@ -38,6 +42,8 @@ pub struct App {
     /// that a conflict check and the write it guards see the same state. A store shared by
     /// several brokers adds a lock per owner across them ([`Store::lock_owner`]).
     pub activation_lock: tokio::sync::Mutex<()>,
+    /// Each session's quota of usage records.
+    pub usage_quota: crate::quota::UsageQuota,
 }
 
 /// What handlers get as state.

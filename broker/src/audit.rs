@@ -53,6 +53,10 @@ pub fn to_event(row: &AuditRow) -> AuditEvent {
         uid: r.uid,
         command: r.command.clone(),
         detail: r.detail.clone(),
+        count: r.count,
+        last_at: r.last_at.map(clock::rfc3339),
+        exe: r.exe.clone(),
+        claimed_command: r.claimed_command.clone(),
     }
 }
 

@@ -5,7 +5,10 @@
 //!   (already verified against our CA, its validity and EKU by [`crate::tls`]). The session is
 //!   read from its URI SAN `spiffe://maestro/session/<id>` and nowhere else. The session must
 //!   exist and be live; a certificate of an ended session is refused (and audited as denied).
-//!   Its expiry is checked again here because an HTTP/2 connection may outlive it.
+//!   Its expiry is checked again here because an HTTP/2 connection may outlive it. Of a
+//!   session's certificates only the newest is accepted, and for a short overlap after a
+//!   renewal the one it replaced ([`crate::store::SessionSerials`]): a renewal retires the old
+//!   certificate although it is still within its validity.
 
 use std::sync::Arc;
 
@@ -60,6 +63,9 @@ pub struct AgentSession {
     pub session: SessionRecord,
     /// When the presented certificate expires (unix seconds).
     pub cert_not_after: i64,
+    /// Whether the presented certificate is the session's newest (not one in its overlap
+    /// after a renewal).
+    pub cert_is_newest: bool,
 }
 
 /// What a client certificate says, before the session is looked up.
@@ -67,6 +73,8 @@ pub struct AgentSession {
 pub struct PeerIdentity {
     pub session_id: String,
     pub not_after: i64,
+    /// The serial, lower-case hex (as the CA records it).
+    pub serial: String,
 }
 
 /// Reads the session id and expiry from a DER certificate.
@@ -88,7 +96,11 @@ pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, Failure> {
             ));
         }
     };
-    Ok(PeerIdentity { session_id, not_after: cert.validity().not_after.timestamp() })
+    Ok(PeerIdentity {
+        session_id,
+        not_after: cert.validity().not_after.timestamp(),
+        serial: hex::encode(cert.raw_serial()),
+    })
 }
 
 impl FromRequestParts<SharedApp> for AgentSession {
@@ -112,6 +124,18 @@ impl FromRequestParts<SharedApp> for UsageReporter {
 
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, Failure> {
         authenticate_agent(parts, app, USAGE_GRACE_SECS).await.map(Self)
+    }
+}
+
+/// Records a refused certificate, within the session's quota of records
+/// ([`crate::quota`]): a copy of an old certificate must not be a way to flood the trail.
+async fn record_denial(app: &SharedApp, record: &AuditRecord) {
+    let Some(session) = record.session_id.as_deref() else { return };
+    if app.usage_quota.take(session, 1).is_err() {
+        return;
+    }
+    if let Err(e) = app.store.append_audit(std::slice::from_ref(record)).await {
+        warn!(error = %e, "could not record a denied request");
     }
 }
 
@@ -151,14 +175,29 @@ async fn authenticate_agent(
             detail: Some(format!("ended session's certificate used for {}", parts.uri.path())),
             ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
         };
-        if let Err(e) = app.store.append_audit(std::slice::from_ref(&record)).await {
-            warn!(error = %e, "could not record a denied request");
-        }
+        record_denial(app, &record).await;
         info!(session = %session.id, "refused an ended session's certificate");
         return Err(Failure::forbidden(format!(
             "session {} has ended; its certificate is no longer accepted",
             session.id
         )));
     }
-    Ok(AgentSession { session, cert_not_after: peer.not_after })
+    if !session.serials.accepts(&peer.serial, now) {
+        let record = AuditRecord {
+            session_id: Some(session.id.clone()),
+            detail: Some(format!(
+                "retired certificate {} used for {}",
+                peer.serial,
+                parts.uri.path()
+            )),
+            ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
+        };
+        record_denial(app, &record).await;
+        info!(session = %session.id, serial = %peer.serial, "refused a retired certificate");
+        return Err(Failure::unauthorized(
+            "this client certificate was replaced by a renewal and is no longer accepted; use the newest certificate of the session",
+        ));
+    }
+    let cert_is_newest = session.serials.current.as_deref() == Some(peer.serial.as_str());
+    Ok(AgentSession { session, cert_not_after: peer.not_after, cert_is_newest })
 }

@@ -23,6 +23,11 @@
 //!   updated and ended, with heartbeats, as NDJSON on one long-lived response.
 //! * **Ends sessions** ([`sessions`]) by request or at their TTL, for good.
 //!
+//! * **Bounds what clients can hold** ([`conn`], [`api`]): a cap on open connections, header,
+//!   body and idle timeouts, per-route body limits, a per-session quota of usage records
+//!   ([`quota`]); and the process is not dumpable, has no core limit and locks its memory where
+//!   the host allows ([`harden`]).
+//!
 //! ## What it never does
 //!
 //! * It never writes a secret value to a file, a log line (at any level, `trace` included), an
@@ -43,6 +48,8 @@
 //!   from nowhere else. The session must be live: an ended session's certificate gets 403 and a
 //!   `denied` audit record; expiry is checked again per request because HTTP/2 connections
 //!   outlive certificates.
+//! * Of a session's certificates only the newest is accepted, and the one it replaced for a
+//!   short overlap after a renewal (`--renew-overlap`); only the newest may renew.
 //! * Of a CSR only the public key is used (after its signature is checked). The certificate's
 //!   subject, SAN, `CA:FALSE`, client-auth EKU, random 128-bit serial and validity are the
 //!   broker's: at most the session's remaining life, 24 hours, and `--cert-ttl`.
@@ -54,10 +61,13 @@ pub mod audit;
 pub mod auth;
 pub mod ca;
 pub mod clock;
+pub mod conn;
 pub mod datadir;
 pub mod events;
+pub mod harden;
 pub mod keys;
 pub mod oauth;
+pub mod quota;
 pub mod seal;
 pub mod secrets;
 pub mod server;

@@ -47,6 +47,22 @@ enum Command {
         /// URL/v1/oauth/callback [default: https://ADDRESS:PORT of --listen].
         #[arg(long, env = "MAESTRO_PUBLIC_URL", value_name = "URL")]
         public_url: Option<String>,
+        /// How long a renewed certificate's predecessor is still accepted, e.g. 60s.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        renew_overlap: Duration,
+        /// Most connections open at once; more are closed at accept [default: the open-files
+        /// limit less 256, at most 16384].
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// Time for a TLS handshake, and for a request's head (an HTTP/2 preface included).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        header_timeout: Duration,
+        /// A connection without traffic for this long is closed (at least 3 heartbeats).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        idle_timeout: Duration,
+        /// Time for a request's whole body to arrive.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        body_timeout: Duration,
     },
     /// Manage users.
     User {
@@ -77,6 +93,10 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    // Before the runtime's threads exist, so that every thread is covered. Every command:
+    // `rotate-master-key` holds both master keys. Only `serve` says how it went: the admin
+    // commands' stderr is their one-line error.
+    maestro_broker::harden::harden(matches!(cli.command, Command::Serve { .. }));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -117,20 +137,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = DataDir::new(cli.data_dir).with_database_url(database);
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve { listen, hostnames, cert_ttl, heartbeat, public_url } => {
+            Command::Serve {
+                listen,
+                hostnames,
+                cert_ttl,
+                heartbeat,
+                public_url,
+                renew_overlap,
+                max_connections,
+                header_timeout,
+                idle_timeout,
+                body_timeout,
+            } => {
                 if cert_ttl.as_secs() == 0 || cert_ttl.as_secs() > MAX_CERT_TTL_SECS {
                     anyhow::bail!("--cert-ttl must be between 1s and 24h");
                 }
                 if heartbeat < Duration::from_millis(100) || heartbeat > Duration::from_secs(3600) {
                     anyhow::bail!("--heartbeat must be between 100ms and 1h");
                 }
-                let settings = Settings { cert_ttl, heartbeat };
+                if renew_overlap > Duration::from_secs(3600) {
+                    anyhow::bail!("--renew-overlap must be at most 1h");
+                }
+                let max_connections =
+                    max_connections.unwrap_or_else(server::default_max_connections);
+                if max_connections == 0 {
+                    anyhow::bail!("--max-connections must be at least 1");
+                }
+                for (name, value) in [
+                    ("--header-timeout", header_timeout),
+                    ("--idle-timeout", idle_timeout),
+                    ("--body-timeout", body_timeout),
+                ] {
+                    if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
+                        anyhow::bail!("{name} must be between 100ms and 1h");
+                    }
+                }
+                let settings = Settings { cert_ttl, heartbeat, renew_overlap, body_timeout };
+                let limits = server::ConnectionLimits {
+                    max_connections,
+                    header_timeout,
+                    idle_timeout,
+                    ..Default::default()
+                };
                 server::serve(ServeOptions {
                     data_dir: dir,
                     listen,
                     hostnames,
                     settings,
                     public_url,
+                    limits,
                 })
                 .await?;
             }

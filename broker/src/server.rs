@@ -65,7 +65,60 @@ pub struct ServeOptions {
     pub settings: Settings,
     /// `--public-url`: where browsers reach the broker (OAuth callbacks).
     pub public_url: Option<String>,
+    /// Connection limits and timeouts.
+    pub limits: ConnectionLimits,
 }
+
+/// Limits on connections, named in the README ("Broker limits and timeouts").
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections open at once (`--max-connections`); more are closed at accept.
+    pub max_connections: usize,
+    /// Time for the TLS handshake, and then for a whole request head (the first request of a
+    /// connection, the HTTP/2 preface included, and each later HTTP/1 request)
+    /// (`--header-timeout`).
+    pub header_timeout: Duration,
+    /// A connection with no traffic either way for this long is closed (`--idle-timeout`);
+    /// at least three heartbeats, so that event streams stay open.
+    pub idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_h2_streams: u32,
+}
+
+/// The default connection cap: [`DEFAULT_MAX_CONNECTIONS`], or the open-files limit less 256
+/// (the database, log and key files need descriptors too) when that is lower, and at least 64.
+/// At the cap new connections are closed at once, where past the limit `accept` would fail.
+pub fn default_max_connections() -> usize {
+    let files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+        .unwrap_or(1024);
+    files.saturating_sub(256).clamp(64, DEFAULT_MAX_CONNECTIONS)
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_h2_streams: MAX_H2_STREAMS,
+        }
+    }
+}
+
+/// Defaults of [`ConnectionLimits`]. The connection cap is at most this, and below the
+/// open-files limit ([`default_max_connections`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MAX_H2_STREAMS: u32 = 64;
+/// Largest HTTP/1 read buffer (a request head must fit).
+const MAX_H1_BUFFER: usize = 64 * 1024;
+/// Largest HTTP/2 header list.
+const MAX_H2_HEADER_LIST: u32 = 16 * 1024;
+/// HTTP/2 flow-control windows: what a client may send before the broker reads it, per stream
+/// and per connection (so an unread upload holds at most this much).
+const H2_WINDOW: u32 = 1024 * 1024;
 
 /// An opened data directory: the store (and its engine), checked master key and CA.
 pub struct Opened {
@@ -204,19 +257,37 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         settings: options.settings,
         oauth,
         activation_lock: tokio::sync::Mutex::new(()),
+        usage_quota: crate::quota::UsageQuota::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let expiry = tokio::spawn(crate::sessions::expire_task(app.clone(), stop_rx.clone()));
     let refresher = tokio::spawn(crate::oauth::refresh::task(app.clone(), stop_rx));
 
     let handle: Handle<SocketAddr> = Handle::new();
-    let server =
+    let limits = &options.limits;
+    // Event streams write a heartbeat each interval: never idle for three of them.
+    let idle = limits.idle_timeout.max(app.settings.heartbeat * 3);
+    let acceptor = crate::conn::LimitAcceptor::new(limits.max_connections, idle);
+    let header_timeout = limits.header_timeout;
+    let mut server =
         axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))
             .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?
-            // Events are small writes on a long-lived stream: without TCP_NODELAY, one sent
-            // right after another waits ~40 ms for the peer's delayed ACK (Nagle).
-            .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
+            .map(|tls| tls.handshake_timeout(header_timeout).acceptor(acceptor))
+            // The first request's head (after an HTTP/2 preface) within the header timeout:
+            // hyper's own timeouts do not cover protocol detection or the preface.
+            .first_request_timeout(header_timeout)
             .handle(handle.clone());
+    {
+        let builder = server.http_builder();
+        builder.http1().header_read_timeout(header_timeout).max_buf_size(MAX_H1_BUFFER);
+        builder
+            .http2()
+            .max_concurrent_streams(limits.max_h2_streams)
+            .max_header_list_size(MAX_H2_HEADER_LIST)
+            .initial_stream_window_size(H2_WINDOW)
+            .initial_connection_window_size(H2_WINDOW)
+            .max_pending_accept_reset_streams(Some(limits.max_h2_streams as usize));
+    }
 
     let signals = StopSignals::install()?;
     {

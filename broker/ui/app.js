@@ -74,12 +74,33 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // Text shown as it is could still mislead: Unicode control (Cc) and format (Cf) characters
+  // (a right-to-left override that reverses a file name, a zero-width space that hides a
+  // difference, an escape sequence) are shown escaped, as `\u{202e}`, like the CLI does.
+  const HIDDEN = /[\p{Cc}\p{Cf}]/gu;
+  function shown(text) {
+    return String(text).replace(HIDDEN, (c) => `\\u{${c.codePointAt(0).toString(16)}}`);
+  }
+
+  // What an audit record's detail cell says: the detail, the executable the kernel reported
+  // and the name the process claimed; and for a coalesced record, how many uses.
+  function detailText(e) {
+    const parts = [];
+    if (e.detail) parts.push(e.detail);
+    if (e.exe) parts.push(`exe ${e.exe}`);
+    if (e.claimed_command) parts.push(`claimed ${e.claimed_command}`);
+    if (e.count && e.count > 1) {
+      parts.push(`${e.count} uses${e.last_at ? ` until ${formatTime(e.last_at)}` : ''}`);
+    }
+    return parts.join('; ');
+  }
+
   function append(parent, children) {
     for (const child of children) {
       if (child === null || child === undefined || child === false) continue;
       if (Array.isArray(child)) append(parent, child);
       else if (child instanceof Node) parent.appendChild(child);
-      else parent.appendChild(document.createTextNode(String(child)));
+      else parent.appendChild(document.createTextNode(shown(child)));
     }
     return parent;
   }
@@ -90,7 +111,7 @@
     for (const [key, value] of Object.entries(props || {})) {
       if (value === null || value === undefined || value === false) continue;
       if (key === 'class') el.className = value;
-      else if (key === 'text') el.textContent = value;
+      else if (key === 'text') el.textContent = shown(value);
       else if (key.startsWith('on') && typeof value === 'function') {
         el.addEventListener(key.slice(2), value);
       } else el.setAttribute(key, value === true ? '' : String(value));
@@ -235,10 +256,10 @@
     const message = messageOf(err);
     const slot = form && form.querySelector('.form-error');
     if (slot) {
-      slot.textContent = message;
+      slot.textContent = shown(message);
       slot.hidden = false;
     } else {
-      $('error-text').textContent = message;
+      $('error-text').textContent = shown(message);
       $('error-banner').hidden = false;
     }
   }
@@ -262,7 +283,7 @@
 
   function notify(text) {
     const notice = $('notice');
-    notice.textContent = text;
+    notice.textContent = shown(text);
     notice.hidden = false;
     clearTimeout(noticeTimer);
     noticeTimer = setTimeout(() => { notice.hidden = true; }, 6000);
@@ -270,9 +291,9 @@
 
   function confirmAction({ title, text, ok }) {
     const dialog = $('confirm-dialog');
-    $('confirm-title').textContent = title;
-    $('confirm-text').textContent = text;
-    $('confirm-ok').textContent = ok;
+    $('confirm-title').textContent = shown(title);
+    $('confirm-text').textContent = shown(text);
+    $('confirm-ok').textContent = shown(ok);
     return new Promise((resolve) => {
       const done = (answer) => {
         $('confirm-ok').removeEventListener('click', onOk);
@@ -471,7 +492,7 @@
     // answers replace it, rather than blinking.
     const again = !$('view-secret').hidden && state.current && state.current.name === name;
     show('secret', 'secrets');
-    $('secret-title').textContent = name;
+    $('secret-title').textContent = shown(name);
     $('reconnect-form').hidden = true;
     if (!again) {
       $('secret-body').hidden = true;
@@ -544,7 +565,7 @@
         h('td', { class: 'num' }, e.pid ?? muted('—')),
         h('td', { class: 'num' }, e.uid ?? muted('—')),
         h('td', { class: 'mono' }, e.command ?? muted('—')),
-        h('td', { class: 'detail' }, e.detail ?? '')));
+        h('td', { class: 'detail' }, detailText(e))));
     }
   }
 
@@ -567,7 +588,7 @@
       select.appendChild(h('option', { value: k.name }, `${k.name} — ${k.title}`));
     }
     if (meta) {
-      $('secret-form-title').textContent = `Edit ${meta.name}`;
+      $('secret-form-title').textContent = shown(`Edit ${meta.name}`);
       $('secret-form-lead').textContent = `Saving makes version ${meta.version + 1}. Only what you `
         + 'type is changed: a value left empty keeps its current value.';
       $('secret-name-row').hidden = true;
@@ -608,7 +629,7 @@
       ? 'each variable you add here, and a file of the same name under the mount'
       : [kind.variables.map((v) => v.name).join(', '),
         kind.files.length ? `; files ${kind.files.map((x) => x.path).join(', ')}` : ''].join('');
-    $('secret-kind-help').textContent = `Provides ${outputs}.${kind.setup ? ` Setup: ${kind.setup}` : ''}`;
+    $('secret-kind-help').textContent = shown(`Provides ${outputs}.${kind.setup ? ` Setup: ${kind.setup}` : ''}`);
     let help;
     if (editing && !sameKind) {
       help = `Changing the kind replaces every field: give all the values of ${kind.name}; fields marked * are required.`;
@@ -621,7 +642,7 @@
         ? 'Each row is one variable: its name (capital letters, digits, _) and its value.'
         : 'Fields marked * are required.';
     }
-    $('secret-values-help').textContent = help;
+    $('secret-values-help').textContent = shown(help);
     $('generic-tools').hidden = !kind.free_fields;
     if (kind.free_fields) {
       for (const name of existing) container.appendChild(genericRow(name));
@@ -726,7 +747,7 @@
         files().set(key, text);
         input.value = '';
         input.disabled = true;
-        status.textContent = `${file.name} loaded (${sizeText(file.size)})`;
+        status.textContent = shown(`${file.name} loaded (${sizeText(file.size)})`);
         clearButton.hidden = false;
       } catch (err) {
         forget();
@@ -1092,7 +1113,7 @@
 
   async function viewSession(stale, id) {
     show('session', 'sessions');
-    $('session-title').textContent = `Session ${shortId(id)}`;
+    $('session-title').textContent = shown(`Session ${shortId(id)}`);
     $('session-body').hidden = true;
     $('session-actions').hidden = true;
     clear($('session-meta'));
@@ -1112,7 +1133,7 @@
   function renderSession(info) {
     state.current = info;
     const live = info.state === 'live';
-    $('session-title').textContent = info.label ? `Session ${info.label}` : `Session ${shortId(info.id)}`;
+    $('session-title').textContent = shown(info.label ? `Session ${info.label}` : `Session ${shortId(info.id)}`);
     renderMeta($('session-meta'), [
       ['ID', h('span', { class: 'mono' }, info.id)],
       ['State', stateBadge(info)],
@@ -1221,7 +1242,7 @@
         h('td', { class: 'num' }, e.pid ?? muted('—')),
         h('td', { class: 'num' }, e.uid ?? muted('—')),
         h('td', { class: 'mono' }, e.command ?? muted('—')),
-        h('td', { class: 'detail' }, e.detail ?? '')));
+        h('td', { class: 'detail' }, detailText(e))));
     }
   }
 
@@ -1577,13 +1598,13 @@
       $('added-redirect').value = '';
       return;
     }
-    $('added-title').textContent = `Provider ${p.name} registered`;
+    $('added-title').textContent = shown(`Provider ${p.name} registered`);
     clear($('added-text')).append(
       `${presetLabel(p.preset)}: its connections make `, badge(p.kind, 'kind'),
       ' secrets, with the access token in ', h('span', { class: 'mono' }, p.token_field), '. Allowed scopes: ',
       chips(p.scopes, 'mono'), '.');
     $('added-redirect').value = p.redirect_uri;
-    $('added-revocation').textContent = `On deletion of its secrets: ${p.revocation}.`;
+    $('added-revocation').textContent = shown(`On deletion of its secrets: ${p.revocation}.`);
   }
 
   async function copyText(input, what) {
@@ -1647,7 +1668,7 @@
       // The provider's page must not reach back into this one.
       win.opener = null;
       win.document.title = 'Maestro: opening the provider…';
-      win.document.body.textContent = 'Opening the provider\'s authorization page…';
+      win.document.body.textContent = shown('Opening the provider\'s authorization page…');
     } catch (_) {
       // Not fatal: the tab is still ours to send on.
     }
@@ -1968,9 +1989,9 @@
       text = f.outcome || (s && s.message) || 'The authorization ended without a secret; nothing was stored.';
       text = text.charAt(0).toUpperCase() + text.slice(1);
     }
-    $('flow-title').textContent = title;
+    $('flow-title').textContent = shown(title);
     clear($('flow-badge')).appendChild(badge(label, tone));
-    $('flow-text').textContent = text;
+    $('flow-text').textContent = shown(text);
 
     const rows = [
       ['Secret', st === 'done' ? h('a', { class: 'mono', href: `#/secrets/${enc(name)}` }, name) : h('span', { class: 'mono' }, name)],
@@ -1995,7 +2016,7 @@
     open.hidden = f.finished || st === 'exchanging';
     const nudge = f.blocked || (f.win && f.win.closed);
     open.className = `button ${nudge ? 'primary' : 'ghost'}`;
-    open.textContent = nudge || !f.win ? 'Open the authorization page' : 'Open the authorization page again';
+    open.textContent = shown(nudge || !f.win ? 'Open the authorization page' : 'Open the authorization page again');
     $('flow-view').hidden = st !== 'done';
     $('flow-view').setAttribute('href', `#/secrets/${enc(name)}`);
     $('flow-cancel').hidden = f.finished || st === 'exchanging';

@@ -70,7 +70,7 @@ pub enum SecretsCommand {
     /// Show a secret's metadata (never a value).
     Show(NameArgs),
     /// Show a secret's usage history.
-    History(NameArgs),
+    History(HistoryArgs),
     /// Activate secrets in a live session.
     Activate(ActivationArgs),
     /// Deactivate secrets in a session.
@@ -160,6 +160,17 @@ pub struct NameArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Secret name
+    pub name: String,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct JsonArgs {
     /// Print the broker's answer as JSON
     #[arg(long)]
@@ -215,6 +226,23 @@ pub struct AuditArgs {
     /// Print the records as JSON
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+/// Which audit records to fetch: by default the newest 10,000; pages with `--limit` and
+/// `--before`; everything with `--all`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PageArgs {
+    /// Only the newest N records (1 to 10000) [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub limit: Option<i64>,
+    /// Only records older than this SEQ (the SEQ of the oldest record of the page before)
+    #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(i64).range(1..))]
+    pub before: Option<i64>,
+    /// Every record, fetched page by page
+    #[arg(long, conflicts_with_all = ["limit", "before"])]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

@@ -140,6 +140,19 @@ impl Client {
         self.call(Method::GET, path, None).await
     }
 
+    /// GET with query parameters (`?limit=...&before=...`).
+    pub async fn get_query(
+        &self,
+        path: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Answer, ClientError> {
+        let mut url = self.endpoint(path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.call_url(Method::GET, url, None).await
+    }
+
     pub async fn delete(&self, path: &[&str]) -> Result<Answer, ClientError> {
         self.call(Method::DELETE, path, None).await
     }
@@ -178,8 +191,16 @@ impl Client {
         path: &[&str],
         body: Option<Body>,
     ) -> Result<Answer, ClientError> {
-        let mut request =
-            self.http.request(method, self.endpoint(path)).header(AUTHORIZATION, self.auth.clone());
+        self.call_url(method, self.endpoint(path), body).await
+    }
+
+    async fn call_url(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Body>,
+    ) -> Result<Answer, ClientError> {
+        let mut request = self.http.request(method, url).header(AUTHORIZATION, self.auth.clone());
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }

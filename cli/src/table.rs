@@ -1,8 +1,10 @@
 //! Aligned text tables and `key: value` blocks for the human-readable output.
 //!
 //! Every cell goes through [`clean`]: text from the broker (descriptions, labels, command names
-//! reported by sandboxes) must not be able to break the layout or send escape sequences to the
-//! user's terminal.
+//! and paths reported by sandboxes) must not be able to break the layout, send escape sequences
+//! to the user's terminal, or reorder or hide what the user reads (bidirectional overrides,
+//! zero-width characters): Unicode control (Cc) and format (Cf) characters are shown escaped,
+//! as `\u{202e}`.
 
 /// A table with a header row; columns are padded to their widest cell, the last one is not.
 pub struct Table {
@@ -88,9 +90,15 @@ pub fn opt_time(rfc3339: Option<&str>) -> String {
     rfc3339.map_or_else(|| "-".to_owned(), time)
 }
 
-/// Replaces control characters with a visible `?`.
+/// Escapes control and format characters as `\\u{…}`. A backslash stays as it is: the agent
+/// already escapes what it reports (`\\` included), and escaping it again would double it.
 pub fn clean(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    // `escape_shown` also doubles backslashes: escape the pieces between them. No bound: the
+    // whole text (cells are bounded where they are stored).
+    text.split('\\')
+        .map(|piece| maestro_wire::text::escape_shown(piece, usize::MAX))
+        .collect::<Vec<_>>()
+        .join("\\")
 }
 
 #[cfg(test)]
@@ -112,7 +120,16 @@ mod tests {
         let out = t.render();
         assert_eq!(out.lines().count(), 2);
         assert!(!out.contains('\x1b'));
+        assert!(out.contains("\\u{1b}[2J"), "{out}");
         assert!(!key_values(&[("k", "a\nb".into())]).trim_end().contains('\n'));
+        // Format characters that reorder or hide text are shown escaped too.
+        let mut t = Table::new(&["COMMAND"]);
+        t.row(vec!["evil\u{202e}gpj.exe\u{200b}".into()]);
+        let out = t.render();
+        assert!(out.contains("evil\\u{202e}gpj.exe\\u{200b}"), "{out}");
+        assert!(!out.contains('\u{202e}') && !out.contains('\u{200b}'));
+        // What the agent already escaped is shown once, not escaped again.
+        assert_eq!(clean("evil\\u{202e}gpj \\\\ c:\\x"), "evil\\u{202e}gpj \\\\ c:\\x");
     }
 
     #[test]

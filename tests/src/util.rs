@@ -250,3 +250,17 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// The current time in RFC 3339 (UTC, whole seconds), as agents date their usage reports.
+pub fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}

@@ -240,8 +240,11 @@ async fn usage_reports_reach_the_audit_trail() {
     let (session, token) = api.new_session(json!({})).await;
     api.activate(&session, &["USED"]).await.ok();
     let agent = TestAgent::enroll(&broker, &token).await.unwrap();
+    // Reports must fall within the session's life: its creation time is one such time.
+    let created = api.get(&format!("/v1/sessions/{session}")).await.ok()["created_at"].clone();
+    let when = created.as_str().unwrap().to_owned();
     let report = |action: &str, detail: Option<&str>| {
-        json!({"secret": "USED", "action": action, "at": "2026-03-01T12:00:00Z",
+        json!({"secret": "USED", "action": action, "at": when,
                "pid": 4242, "uid": 1000, "command": "terraform", "detail": detail})
     };
     let before = api.get("/v1/audit").await.ok();
@@ -278,11 +281,11 @@ async fn usage_reports_reach_the_audit_trail() {
     assert_eq!(injected["uid"], 1000);
     assert_eq!(injected["command"], "terraform");
     assert_eq!(injected["session"], session);
-    assert_eq!(injected["at"], "2026-03-01T12:00:00Z");
+    assert_eq!(injected["at"], created);
     let actions: Vec<&str> =
         history.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["created", "activated", "injected", "file_read", "denied"]);
     let meta = api.get("/v1/secrets/USED").await.ok();
     assert_eq!(meta["used_by_sessions"], json!([session]));
-    assert_eq!(meta["last_used_at"], "2026-03-01T12:00:00Z");
+    assert_eq!(meta["last_used_at"], created);
 }

@@ -58,7 +58,7 @@ async fn plant(broker: &Broker) -> (String, TestAgent) {
         .post(
             "/v1/agent/usage",
             json!({"reports": [{"secret": "PLANT_GENERIC", "action": "injected",
-                "at": "2026-01-01T00:00:00Z", "pid": 42, "uid": 1000, "command": "env", "detail": null}]}),
+                "at": maestro_tests::util::now_rfc3339(), "pid": 42, "uid": 1000, "command": "env", "detail": null}]}),
         )
         .await
         .unwrap()

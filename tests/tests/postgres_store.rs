@@ -98,7 +98,7 @@ async fn user_api_flow_on_postgres() {
         .post(
             "/v1/agent/usage",
             json!({"reports": [{"secret": "GEN", "action": "injected",
-                "at": "2026-01-01T00:00:00Z", "pid": 4242, "uid": 1000, "command": "env",
+                "at": maestro_tests::util::now_rfc3339(), "pid": 4242, "uid": 1000, "command": "env",
                 "detail": null}]}),
         )
         .await

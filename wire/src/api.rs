@@ -11,14 +11,14 @@
 //! | GET | `/v1/secrets/{name}` | | [`SecretMeta`] |
 //! | PATCH | `/v1/secrets/{name}` | [`EditSecret`] | [`SecretMeta`] (a new version) |
 //! | DELETE | `/v1/secrets/{name}` | | [`Deleted`] |
-//! | GET | `/v1/secrets/{name}/history` | | `Vec<AuditEvent>` |
+//! | GET | `/v1/secrets/{name}/history[?limit&before]` | | `Vec<AuditEvent>` (a page) |
 //! | POST | `/v1/sessions` | [`CreateSession`] | [`SessionCreated`] (201) |
 //! | GET | `/v1/sessions` | | `Vec<SessionInfo>` |
 //! | GET | `/v1/sessions/{id}` | | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/end` | | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/activate` | [`Activation`] | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/deactivate` | [`Activation`] | [`SessionInfo`] |
-//! | GET | `/v1/audit` | | `Vec<AuditEvent>` (the caller's whole audit trail) |
+//! | GET | `/v1/audit[?limit&before]` | | `Vec<AuditEvent>`: a page of the caller's audit trail (the newest `limit`, at most and by default 10,000, with `seq` below `before`); a full page names the next one's `before` in the `Maestro-Next-Before` header |
 //! | POST | `/v1/oauth/providers` | [`crate::oauth::AddProvider`] | [`crate::oauth::ProviderInfo`] (201) |
 //! | GET | `/v1/oauth/providers` | | `Vec<ProviderInfo>` |
 //! | POST | `/v1/oauth/connect` | [`crate::oauth::Connect`] | [`crate::oauth::AuthorizationStarted`] (201) |
@@ -85,6 +85,10 @@ pub enum ErrorCode {
     OAuth,
     /// A fault of the broker itself; the log says more.
     Internal,
+    /// A quota was reached (a session's usage records); retry after the `Retry-After` header.
+    QuotaReached,
+    /// The request body did not arrive in time.
+    Timeout,
 }
 
 /// `POST /v1/secrets`.
@@ -264,4 +268,16 @@ pub struct AuditEvent {
     pub command: Option<String>,
     /// A file path, a refusal reason; never a value.
     pub detail: Option<String>,
+    /// For an agent's coalesced report: how many uses the record stands for (absent: one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// For a coalesced report: when the last of its uses happened (`at` is the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
+    /// The executable the kernel reported for `pid` (its full path); `command` is its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// The command name the process claimed for itself, when it differs: a detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_command: Option<String>,
 }

@@ -9,8 +9,17 @@ pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 /// Most tags on one secret, and the longest tag.
 pub const MAX_TAGS: usize = 32;
 pub const MAX_TAG_BYTES: usize = 64;
-/// Largest JSON body the broker accepts (a secret at its limits fits, with room for escaping).
+/// Largest JSON body the broker accepts, on the routes that take a secret's values (`POST
+/// /v1/secrets`, `PATCH /v1/secrets/{name}`): a secret at its limits fits, with room for
+/// escaping. These routes need a user's token, checked before the body is read.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Largest body of `POST /v1/enroll` (unauthenticated) and `POST /v1/agent/renew`: a token and
+/// a CSR.
+pub const MAX_ENROLL_BODY_BYTES: usize = 16 * 1024;
+/// Largest body of `POST /v1/agent/usage` (a full batch of reports at their limits).
+pub const MAX_USAGE_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Largest body of every other route.
+pub const MAX_OTHER_BODY_BYTES: usize = 1024 * 1024;
 /// Most secrets named in one activation call.
 pub const MAX_NAMES_PER_CALL: usize = 256;
 /// Most usage reports in one batch.

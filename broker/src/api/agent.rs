@@ -13,7 +13,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use maestro_wire::agent_api::{
     AgentEvent, CertIssued, EnrollRequest, MaterialSet, RenewRequest, SecretMaterial,
-    UsageAccepted, UsageAction, UsageBatch,
+    UsageAccepted, UsageAction,
 };
 use maestro_wire::api::{AuditAction, ErrorCode};
 use maestro_wire::limits::{MAX_CERT_TTL_SECS, MAX_DESCRIPTION_BYTES, MAX_USAGE_BATCH};
@@ -140,13 +140,21 @@ pub async fn renew(
     ApiJson(body): ApiJson<RenewRequest>,
 ) -> ApiResult<Json<CertIssued>> {
     let now = clock::now();
+    if !agent.cert_is_newest {
+        // A certificate in its overlap was already replaced: renewing with it would let a
+        // copy of an old certificate live on.
+        return Err(Failure::forbidden(
+            "this certificate was already replaced by a renewal; renew with the newest certificate",
+        ));
+    }
     let (answer, record) = issue(&app, &agent.session, &body.csr_pem, now, "renew")?;
     let audit = AuditRecord {
         session_id: Some(agent.session.id.clone()),
         detail: Some(format!("certificate {} renewed until {}", record.serial, answer.not_after)),
         ..AuditRecord::new(agent.session.owner_id, now, AuditAction::Enrolled)
     };
-    app.store.record_certificate(&record, &audit).await?;
+    let overlap = i64::try_from(app.settings.renew_overlap.as_secs()).unwrap_or(i64::MAX);
+    app.store.record_certificate(&record, now.saturating_add(overlap), &audit).await?;
     info!(session = %agent.session.id, serial = %record.serial, "certificate renewed");
     Ok(Json(answer))
 }
@@ -328,11 +336,156 @@ fn clean(text: Option<String>, what: &str, max: usize) -> ApiResult<Option<Strin
     }
 }
 
-/// `POST /v1/agent/usage`: a batch of uses, recorded in one transaction (all or none).
+/// How far a usage report's time may be ahead of the broker's clock, or before its session
+/// was created: clocks of sandbox and broker differ a little (the same allowance as the
+/// backdating of certificates).
+pub const USAGE_CLOCK_SKEW_SECS: i64 = crate::ca::BACKDATE_SECS;
+
+/// Longest executable path kept from a usage report.
+const MAX_EXE_BYTES: usize = 4096;
+/// Most uses one coalesced report may stand for.
+const MAX_USE_COUNT: u64 = 1 << 40;
+
+/// One usage report as the broker reads it: [`maestro_wire::agent_api::UsageReport`] and the
+/// optional fields of a coalesced report (`count`, `last_at`) and of its process (`exe`,
+/// `claimed_command`), named and spelled as the agent sends them. A report without them is
+/// one use of `command`, as before.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingReport {
+    pub secret: Option<String>,
+    pub action: UsageAction,
+    pub at: String,
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub command: Option<String>,
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default)]
+    pub last_at: Option<String>,
+    #[serde(default)]
+    pub exe: Option<String>,
+    #[serde(default)]
+    pub claimed_command: Option<String>,
+}
+
+/// `POST /v1/agent/usage`'s body, as the broker reads it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingBatch {
+    pub reports: Vec<IncomingReport>,
+}
+
+/// Why a usage batch is refused: the message, and what the audit trail records of it.
+struct Refusal {
+    code: ErrorCode,
+    /// Whether it is worth an audit record: not a malformed report, but one about another
+    /// secret or another time than this session's.
+    suspicious: bool,
+    message: String,
+    detail: String,
+}
+
+/// Checks one report against its session: a secret that was activated in it (at any time:
+/// a read may be in flight when it is deactivated) and a time within the session's life.
+/// Returns the time to record and the secret's id.
+fn check_report(
+    i: usize,
+    report: &IncomingReport,
+    session: &SessionRecord,
+    history: &HashMap<String, Option<String>>,
+    now: i64,
+) -> Result<Checked, Refusal> {
+    let n = i + 1;
+    let malformed = |what: &str| Refusal {
+        code: ErrorCode::BadRequest,
+        suspicious: false,
+        message: format!("usage report {n} {what}"),
+        detail: format!("usage report that {what}"),
+    };
+    let at = clock::parse_rfc3339(&report.at)
+        .ok_or_else(|| malformed("has a time that is not RFC 3339"))?;
+    let last_at = match &report.last_at {
+        Some(text) => Some(
+            clock::parse_rfc3339(text)
+                .filter(|last| *last >= at)
+                .ok_or_else(|| malformed("has a last_at that is not an RFC 3339 time after at"))?,
+        ),
+        None => None,
+    };
+    if report.count.is_some_and(|c| c == 0 || c > MAX_USE_COUNT) {
+        return Err(malformed("has a count that is not between 1 and 2^40"));
+    }
+    check_time(n, at, session, now)?;
+    if let Some(last) = last_at {
+        check_time(n, last, session, now)?;
+    }
+    let secret_id = match &report.secret {
+        Some(name) => match history.get(name) {
+            Some(id) => id.clone(),
+            None => {
+                return Err(Refusal {
+                    code: ErrorCode::Forbidden,
+                    suspicious: true,
+                    message: format!(
+                        "usage report {n} names secret {name}, which was never active in session {}; an agent reports only its own session's secrets",
+                        session.id
+                    ),
+                    detail: format!("usage report for {name}, never active in this session"),
+                });
+            }
+        },
+        None => None,
+    };
+    Ok(Checked { at: at.min(now), last_at: last_at.map(|l| l.min(now)), secret_id })
+}
+
+/// What [`check_report`] found good.
+struct Checked {
+    at: i64,
+    last_at: Option<i64>,
+    secret_id: Option<String>,
+}
+
+/// A report's time must fall within its session's life (with [`USAGE_CLOCK_SKEW_SECS`]).
+fn check_time(n: usize, at: i64, session: &SessionRecord, now: i64) -> Result<(), Refusal> {
+    if at < session.created_at - USAGE_CLOCK_SKEW_SECS {
+        return Err(Refusal {
+            code: ErrorCode::BadRequest,
+            suspicious: true,
+            message: format!(
+                "usage report {n} is dated {}, before session {} was created ({}); reports must fall within the session's life",
+                clock::rfc3339(at),
+                session.id,
+                clock::rfc3339(session.created_at)
+            ),
+            detail: format!("usage report dated {} before the session began", clock::rfc3339(at)),
+        });
+    }
+    if at > now + USAGE_CLOCK_SKEW_SECS {
+        return Err(Refusal {
+            code: ErrorCode::BadRequest,
+            suspicious: true,
+            message: format!(
+                "usage report {n} is dated {}, in the future (the broker's clock says {}); check the sandbox's clock",
+                clock::rfc3339(at),
+                clock::rfc3339(now)
+            ),
+            detail: format!("usage report dated {} in the future", clock::rfc3339(at)),
+        });
+    }
+    Ok(())
+}
+
+/// `POST /v1/agent/usage`: a batch of uses, recorded in one transaction (all or none). Only
+/// reports about this session are accepted: secrets activated in it, times within its life;
+/// a batch with any other is refused whole and the attempt recorded as denied. Each session
+/// has a quota of records ([`crate::quota`]).
 pub async fn usage(
     State(app): State<SharedApp>,
     UsageReporter(agent): UsageReporter,
-    ApiJson(batch): ApiJson<UsageBatch>,
+    ApiJson(batch): ApiJson<IncomingBatch>,
 ) -> ApiResult<Json<UsageAccepted>> {
     if batch.reports.len() > MAX_USAGE_BATCH {
         return Err(Failure::new(
@@ -345,22 +498,30 @@ pub async fn usage(
     }
     let session = &agent.session;
     let now = clock::now();
-    let mut ids: HashMap<String, Option<String>> = HashMap::new();
+    let history: HashMap<String, Option<String>> =
+        app.store.session_activation_history(&session.id).await?.into_iter().collect();
     let mut records = Vec::with_capacity(batch.reports.len());
     for (i, report) in batch.reports.into_iter().enumerate() {
-        let at = clock::parse_rfc3339(&report.at).ok_or_else(|| {
-            Failure::bad_request(format!("usage report {} has a time that is not RFC 3339", i + 1))
-        })?;
-        let secret_id = match &report.secret {
-            Some(name) => {
-                check_name(name)?;
-                if !ids.contains_key(name) {
-                    let found = app.store.secret_by_name(session.owner_id, name).await?;
-                    ids.insert(name.clone(), found.map(|s| s.id));
+        if let Some(name) = &report.secret {
+            check_name(name)?;
+        }
+        let checked = match check_report(i, &report, session, &history, now) {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                // The attempt is recorded (within the session's quota, so that refusals
+                // cannot flood the trail either).
+                if refusal.suspicious && app.usage_quota.take(&session.id, 1).is_ok() {
+                    let record = AuditRecord {
+                        secret_name: report.secret.clone(),
+                        session_id: Some(session.id.clone()),
+                        detail: Some(format!("refused: {}", refusal.detail)),
+                        ..AuditRecord::new(session.owner_id, now, AuditAction::Denied)
+                    };
+                    app.store.append_audit(std::slice::from_ref(&record)).await?;
                 }
-                ids.get(name).cloned().flatten()
+                warn!(session = %session.id, problem = %refusal.detail, "refused a usage batch");
+                return Err(Failure::new(refusal.code, refusal.message));
             }
-            None => None,
         };
         let action = match report.action {
             UsageAction::Injected => AuditAction::Injected,
@@ -369,17 +530,73 @@ pub async fn usage(
         };
         records.push(AuditRecord {
             owner_id: session.owner_id,
-            at: at.min(now),
+            at: checked.at,
             action,
-            secret_id,
+            secret_id: checked.secret_id,
             secret_name: report.secret,
             session_id: Some(session.id.clone()),
             pid: report.pid,
             uid: report.uid,
             command: clean(report.command, "command", MAX_COMMAND_BYTES)?,
             detail: clean(report.detail, "detail", MAX_DESCRIPTION_BYTES)?,
+            count: report.count.filter(|c| *c > 1),
+            last_at: checked.last_at.filter(|l| *l != checked.at),
+            exe: clean(report.exe, "exe", MAX_EXE_BYTES)?,
+            claimed_command: clean(report.claimed_command, "claimed_command", MAX_COMMAND_BYTES)?,
         });
+    }
+    let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
+    if let Err(reached) = app.usage_quota.take(&session.id, count) {
+        info!(session = %session.id, "a session reached its usage quota");
+        let mut failure = Failure::new(
+            ErrorCode::QuotaReached,
+            format!(
+                "session {} reached its quota of usage records ({} at once, {} a minute); retry in {} s",
+                session.id,
+                crate::quota::BURST,
+                crate::quota::PER_MINUTE,
+                reached.retry_after_secs
+            ),
+        );
+        failure.retry_after = Some(reached.retry_after_secs);
+        return Err(failure);
     }
     app.store.append_audit(&records).await?;
     Ok(Json(UsageAccepted { accepted: records.len() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use maestro_wire::agent_api::{UsageBatch, UsageReport};
+
+    use super::*;
+
+    #[test]
+    fn every_report_the_wire_type_makes_is_read() {
+        let report = UsageReport {
+            secret: Some("S".into()),
+            action: UsageAction::FileRead,
+            at: "2026-12-01T00:00:00Z".into(),
+            pid: Some(1),
+            uid: Some(1000),
+            command: Some("cat".into()),
+            detail: Some("S_VAR".into()),
+        };
+        let text = serde_json::to_string(&UsageBatch { reports: vec![report] }).unwrap();
+        let batch: IncomingBatch = serde_json::from_str(&text).unwrap();
+        assert_eq!(batch.reports[0].count, None);
+        // A coalesced report, as the agent sends it.
+        let coalesced = serde_json::json!({"reports": [{"secret": "S", "action": "injected",
+            "at": "2026-12-01T00:00:00Z", "pid": 1, "uid": 1000, "command": "make",
+            "detail": null, "count": 7, "last_at": "2026-12-01T00:00:05Z",
+            "exe": "/usr/bin/make", "claimed_command": "terraform"}]});
+        let batch: IncomingBatch = serde_json::from_value(coalesced).unwrap();
+        let r = &batch.reports[0];
+        assert_eq!((r.count, r.exe.as_deref()), (Some(7), Some("/usr/bin/make")));
+        assert_eq!(r.claimed_command.as_deref(), Some("terraform"));
+        let unknown = serde_json::json!({"reports": [{"secret": null, "action": "denied",
+            "at": "2026-12-01T00:00:00Z", "pid": null, "uid": null, "command": null,
+            "detail": null, "colour": "red"}]});
+        assert!(serde_json::from_value::<IncomingBatch>(unknown).is_err());
+    }
 }

@@ -15,6 +15,8 @@ use crate::store::StoreError;
 pub struct Failure {
     pub status: StatusCode,
     pub body: ApiError,
+    /// Seconds for a `Retry-After` header (a quota reached).
+    pub retry_after: Option<u64>,
 }
 
 /// The HTTP status that goes with an error code.
@@ -36,6 +38,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::CONFLICT
         }
         ErrorCode::Integrity | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::QuotaReached => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
     }
 }
 
@@ -47,7 +51,7 @@ impl Failure {
 
     /// A failure with an explicit status.
     pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, body: ApiError { error: code, message: message.into() } }
+        Self { status, body: ApiError { error: code, message: message.into() }, retry_after: None }
     }
 
     /// A fault of the broker: logged with its cause, answered without it.
@@ -80,7 +84,11 @@ impl Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

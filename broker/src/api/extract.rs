@@ -46,10 +46,7 @@ where
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Failure::new(
                     ErrorCode::TooLarge,
-                    format!(
-                        "the request body is larger than {} bytes; send less at once",
-                        maestro_wire::limits::MAX_BODY_BYTES
-                    ),
+                    "the request body is larger than this route takes; send less at once",
                 )
             } else {
                 Failure::new(ErrorCode::MalformedJson, "the request body could not be read; retry")

@@ -27,8 +27,8 @@ use crate::sessions;
 use crate::store::{AuditRecord, EnrollmentRecord, SecretRecord, SessionRecord, UserRecord};
 use crate::tokens;
 
-/// Most audit records one answer holds.
-const AUDIT_PAGE: i64 = 10_000;
+/// Most audit records one answer (one page) holds, and the default page size.
+pub const AUDIT_PAGE: i64 = 10_000;
 
 /// `GET /v1/kinds`.
 pub async fn kinds() -> Json<CatalogView> {
@@ -256,15 +256,75 @@ pub async fn delete_secret(
     Ok(Json(Deleted { name: secret.name, deactivated_in: sessions, revocation }))
 }
 
-/// `GET /v1/secrets/{name}/history`.
+/// A page of audit records asked for with `?limit=N&before=SEQ`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Only records with a sequence number below this (the `seq` of the oldest record of the
+    /// page before); `None`: from the newest.
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// Reads `limit` (1 to [`AUDIT_PAGE`], default [`AUDIT_PAGE`]) and `before` (a record's `seq`).
+pub fn page_of(query: Option<&str>) -> ApiResult<Page> {
+    let mut page = Page { before: None, limit: AUDIT_PAGE };
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "limit" => {
+                page.limit =
+                    value.parse::<i64>().ok().filter(|n| (1..=AUDIT_PAGE).contains(n)).ok_or_else(
+                        || {
+                            Failure::bad_request(format!(
+                                "limit must be a number from 1 to {AUDIT_PAGE}"
+                            ))
+                        },
+                    )?;
+            }
+            "before" => {
+                page.before =
+                    Some(value.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Failure::bad_request(
+                            "before must be the seq of an audit record (a positive number)",
+                        )
+                    })?);
+            }
+            _ => {
+                return Err(Failure::bad_request(
+                    "unknown query parameter; this route takes limit and before",
+                ));
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// The answer for a page: the records, oldest first, and when the page is full, the cursor of
+/// the next (older) one in the `Maestro-Next-Before` header.
+fn page_answer(rows: &[crate::store::AuditRow], page: Page) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let events: Vec<AuditEvent> = rows.iter().map(crate::audit::to_event).collect();
+    let next = (rows.len() as i64 >= page.limit).then(|| rows.first().map(|r| r.seq)).flatten();
+    let mut response = Json(events).into_response();
+    if let Some(seq) = next {
+        response.headers_mut().insert(NEXT_BEFORE_HEADER, seq.into());
+    }
+    response
+}
+
+/// The header that carries the cursor of the next page of an audit listing.
+pub const NEXT_BEFORE_HEADER: &str = "maestro-next-before";
+
+/// `GET /v1/secrets/{name}/history[?limit=N&before=SEQ]`: a page of its records.
 pub async fn secret_history(
     State(app): State<SharedApp>,
     CurrentUser(user): CurrentUser,
     ApiPath(name): ApiPath<String>,
-) -> ApiResult<Json<Vec<AuditEvent>>> {
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult<axum::response::Response> {
+    let page = page_of(query.as_deref())?;
     let secret = owned_secret(&app, &user, &name).await?;
-    let rows = app.store.secret_history(user.id, &secret.id).await?;
-    Ok(Json(rows.iter().map(crate::audit::to_event).collect()))
+    let rows = app.store.secret_history(user.id, &secret.id, page.before, page.limit).await?;
+    Ok(page_answer(&rows, page))
 }
 
 /// `POST /v1/sessions`: the session and its one-time enrollment token.
@@ -297,6 +357,7 @@ pub async fn create_session(
         ended_at: None,
         ended_reason: None,
         enrolled: false,
+        serials: Default::default(),
     };
     let enrollment = EnrollmentRecord {
         token_hash: tokens::hash(token.expose()),
@@ -502,11 +563,13 @@ pub async fn deactivate(
     Ok(Json(sessions::info(&app, &session).await?))
 }
 
-/// `GET /v1/audit`: the caller's audit trail, oldest first.
+/// `GET /v1/audit[?limit=N&before=SEQ]`: a page of the caller's audit trail, oldest first.
 pub async fn audit(
     State(app): State<SharedApp>,
     CurrentUser(user): CurrentUser,
-) -> ApiResult<Json<Vec<AuditEvent>>> {
-    let rows = app.store.audit_for_owner(user.id, AUDIT_PAGE).await?;
-    Ok(Json(rows.iter().map(crate::audit::to_event).collect()))
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult<axum::response::Response> {
+    let page = page_of(query.as_deref())?;
+    let rows = app.store.audit_for_owner(user.id, page.before, page.limit).await?;
+    Ok(page_answer(&rows, page))
 }

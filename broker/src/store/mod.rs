@@ -174,6 +174,29 @@ pub struct SessionRecord {
     pub ended_at: Option<i64>,
     pub ended_reason: Option<String>,
     pub enrolled: bool,
+    /// Which client certificates of the session are still accepted.
+    pub serials: SessionSerials,
+}
+
+/// The serials of a session's accepted certificates: the newest, and for a short overlap
+/// after a renewal the one before it (an agent may have requests in flight with it). Every
+/// other certificate of the session, though within its validity, is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionSerials {
+    /// The newest certificate's serial (hex); `None` before enrollment.
+    pub current: Option<String>,
+    /// The certificate the newest replaced, accepted until `previous_until`.
+    pub previous: Option<String>,
+    pub previous_until: Option<i64>,
+}
+
+impl SessionSerials {
+    /// Whether a certificate with `serial` (lower-case hex) is accepted at `now`.
+    pub fn accepts(&self, serial: &str, now: i64) -> bool {
+        self.current.as_deref() == Some(serial)
+            || (self.previous.as_deref() == Some(serial)
+                && self.previous_until.is_some_and(|until| now < until))
+    }
 }
 
 impl SessionRecord {
@@ -219,6 +242,14 @@ pub struct AuditRecord {
     pub uid: Option<u32>,
     pub command: Option<String>,
     pub detail: Option<String>,
+    /// For a coalesced usage report: how many uses it stands for (`None`: one).
+    pub count: Option<u64>,
+    /// For a coalesced usage report: when the last of its uses happened (`at` is the first).
+    pub last_at: Option<i64>,
+    /// The executable the kernel reported for `pid` (its full path).
+    pub exe: Option<String>,
+    /// The command name the process claimed for itself, when it differs: a detail.
+    pub claimed_command: Option<String>,
 }
 
 impl AuditRecord {
@@ -235,6 +266,10 @@ impl AuditRecord {
             uid: None,
             command: None,
             detail: None,
+            count: None,
+            last_at: None,
+            exe: None,
+            claimed_command: None,
         }
     }
 }
@@ -337,11 +372,14 @@ pub trait Store: Send + Sync {
     fn secret_usage<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, UsageSummary>;
     /// Live sessions in which a secret is active.
     fn secret_active_in<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, Vec<String>>;
-    /// A secret's audit trail, oldest first.
+    /// A page of a secret's audit trail: its newest `limit` records with a sequence number
+    /// below `before` (all when `None`), oldest first.
     fn secret_history<'a>(
         &'a self,
         owner_id: i64,
         secret_id: &'a str,
+        before: Option<i64>,
+        limit: i64,
     ) -> StoreFuture<'a, Vec<AuditRow>>;
 
     // Sessions.
@@ -402,17 +440,32 @@ pub trait Store: Send + Sync {
         cert: &'a CertificateRecord,
         audit: &'a AuditRecord,
     ) -> StoreFuture<'a, ()>;
-    /// Records a renewed certificate.
+    /// Records a renewed certificate: it becomes the session's current one, and the one it
+    /// replaces stays accepted until `previous_until` (then only the new one is).
     fn record_certificate<'a>(
         &'a self,
         cert: &'a CertificateRecord,
+        previous_until: i64,
         audit: &'a AuditRecord,
     ) -> StoreFuture<'a, ()>;
 
     // Audit.
 
+    /// The secrets that were ever activated in a session (active now or not), as
+    /// `(name, secret id)` from its `activated` audit records: what its agent may report use of.
+    fn session_activation_history<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> StoreFuture<'a, Vec<(String, Option<String>)>>;
+
     /// Appends records in one transaction (an agent's usage batch).
     fn append_audit<'a>(&'a self, records: &'a [AuditRecord]) -> StoreFuture<'a, ()>;
-    /// A user's audit trail, oldest first, at most `limit` most recent records.
-    fn audit_for_owner(&self, owner_id: i64, limit: i64) -> StoreFuture<'_, Vec<AuditRow>>;
+    /// A page of a user's audit trail: the newest `limit` records with a sequence number below
+    /// `before` (all when `None`), oldest first.
+    fn audit_for_owner(
+        &self,
+        owner_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreFuture<'_, Vec<AuditRow>>;
 }

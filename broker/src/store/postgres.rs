@@ -31,8 +31,8 @@ use sqlx::{AssertSqlSafe, Connection, PgPool, Row, Transaction};
 use super::engine::DatabaseUrl;
 use super::{
     ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, DataKeyRecord, EnrollmentRecord,
-    OAuthState, OwnerLock, SealedField, SecretRecord, SessionRecord, Store, StoreError,
-    StoreFuture, UsageSummary, UserRecord, pg_schema, query_failed,
+    OAuthState, OwnerLock, SealedField, SecretRecord, SessionRecord, SessionSerials, Store,
+    StoreError, StoreFuture, UsageSummary, UserRecord, pg_schema, query_failed,
 };
 use crate::audit;
 
@@ -78,7 +78,7 @@ macro_rules! session_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-             enrolled FROM sessions ",
+             enrolled, cert_serial, previous_serial, previous_until FROM sessions ",
             $($rest),*
         )
     };
@@ -108,7 +108,7 @@ macro_rules! audit_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT seq, owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-             command, detail FROM audit ",
+             command, detail, use_count, last_at, exe, claimed_command FROM audit ",
             $($rest),*
         )
     };
@@ -307,6 +307,11 @@ fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
         ended_at: get(row, "ended_at")?,
         ended_reason: get(row, "ended_reason")?,
         enrolled: get(row, "enrolled")?,
+        serials: SessionSerials {
+            current: get(row, "cert_serial")?,
+            previous: get(row, "previous_serial")?,
+            previous_until: get(row, "previous_until")?,
+        },
     })
 }
 
@@ -351,6 +356,10 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRow, StoreError> {
             uid: id_u32(get(row, "uid")?, "uid")?,
             command: get(row, "command")?,
             detail: get(row, "detail")?,
+            count: super::sqlite::count_u64(get(row, "use_count")?)?,
+            last_at: get(row, "last_at")?,
+            exe: get(row, "exe")?,
+            claimed_command: get(row, "claimed_command")?,
         },
     })
 }
@@ -358,7 +367,8 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRow, StoreError> {
 async fn insert_audit(conn: &mut PgConnection, r: &AuditRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit (owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-         command, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         command, detail, use_count, last_at, exe, claimed_command) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(r.owner_id)
     .bind(r.at)
@@ -370,6 +380,10 @@ async fn insert_audit(conn: &mut PgConnection, r: &AuditRecord) -> Result<(), St
     .bind(r.uid.map(i64::from))
     .bind(r.command.as_deref())
     .bind(r.detail.as_deref())
+    .bind(super::sqlite::count_i64(r.count))
+    .bind(r.last_at)
+    .bind(r.exe.as_deref())
+    .bind(r.claimed_command.as_deref())
     .execute(conn)
     .await
     .map_err(query_failed("appending to the audit trail"))?;
@@ -837,7 +851,7 @@ impl Store for PgStore {
     fn secret_usage<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, UsageSummary> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT session_id, MAX(seq) AS last_seq, MAX(at) AS last_at FROM audit \
+                "SELECT session_id, MAX(seq) AS last_seq, MAX(COALESCE(last_at, at)) AS last_at FROM audit \
                  WHERE secret_id = $1 AND action IN ('fetched', 'injected', 'file_read') \
                  GROUP BY session_id ORDER BY last_seq DESC",
             )
@@ -874,13 +888,17 @@ impl Store for PgStore {
         &'a self,
         owner_id: i64,
         secret_id: &'a str,
+        before: Option<i64>,
+        limit: i64,
     ) -> StoreFuture<'a, Vec<AuditRow>> {
         Box::pin(async move {
             let rows = sqlx::query(audit_select!(
-                "WHERE owner_id = $1 AND secret_id = $2 ORDER BY seq DESC LIMIT 10000"
+                "WHERE owner_id = $1 AND secret_id = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
             ))
             .bind(owner_id)
             .bind(secret_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(query_failed("reading a secret's history"))?;
@@ -962,7 +980,7 @@ impl Store for PgStore {
                 "UPDATE sessions SET ended_at = $1, ended_reason = $2 \
                  WHERE id = $3 AND ended_at IS NULL \
                  RETURNING id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-                 enrolled",
+                 enrolled, cert_serial, previous_serial, previous_until",
             )
             .bind(now)
             .bind(reason)
@@ -1147,7 +1165,8 @@ impl Store for PgStore {
             }
             session_live(&mut tx, &cert.session_id, now).await?;
             insert_certificate(&mut tx, cert).await?;
-            sqlx::query("UPDATE sessions SET enrolled = TRUE WHERE id = $1")
+            sqlx::query("UPDATE sessions SET enrolled = TRUE, cert_serial = $1 WHERE id = $2")
+                .bind(cert.serial.as_str())
                 .bind(cert.session_id.as_str())
                 .execute(&mut *tx)
                 .await
@@ -1160,14 +1179,43 @@ impl Store for PgStore {
     fn record_certificate<'a>(
         &'a self,
         cert: &'a CertificateRecord,
+        previous_until: i64,
         audit: &'a AuditRecord,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
             session_live(&mut tx, &cert.session_id, cert.issued_at).await?;
             insert_certificate(&mut tx, cert).await?;
+            sqlx::query(
+                "UPDATE sessions SET previous_serial = cert_serial, previous_until = $1, \
+                 cert_serial = $2 WHERE id = $3",
+            )
+            .bind(previous_until)
+            .bind(cert.serial.as_str())
+            .bind(cert.session_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("retiring a renewed certificate"))?;
             insert_audit(&mut tx, audit).await?;
             commit(tx).await
+        })
+    }
+
+    fn session_activation_history<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> StoreFuture<'a, Vec<(String, Option<String>)>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT secret_name, secret_id, MAX(seq) AS last FROM audit \
+                 WHERE session_id = $1 AND action = 'activated' AND secret_name IS NOT NULL \
+                 GROUP BY secret_name, secret_id ORDER BY last",
+            )
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading a session's activations"))?;
+            rows.iter().map(|row| Ok((get(row, "secret_name")?, get(row, "secret_id")?))).collect()
         })
     }
 
@@ -1181,14 +1229,22 @@ impl Store for PgStore {
         })
     }
 
-    fn audit_for_owner(&self, owner_id: i64, limit: i64) -> StoreFuture<'_, Vec<AuditRow>> {
+    fn audit_for_owner(
+        &self,
+        owner_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreFuture<'_, Vec<AuditRow>> {
         Box::pin(async move {
-            let rows = sqlx::query(audit_select!("WHERE owner_id = $1 ORDER BY seq DESC LIMIT $2"))
-                .bind(owner_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query_failed("reading the audit trail"))?;
+            let rows = sqlx::query(audit_select!(
+                "WHERE owner_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+            ))
+            .bind(owner_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading the audit trail"))?;
             let mut out = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
             out.reverse();
             Ok(out)

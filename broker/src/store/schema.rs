@@ -111,6 +111,28 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     ),
     // OAuth providers, authorizations and token state (see `crate::oauth::store`).
     (2, super::sqlite::oauth::SCHEMA),
+    // Hardening (issue 9): which certificates of a session are accepted (the newest, and the
+    // one before it for a short overlap after a renewal); an index for a session's activation
+    // history (what its agent may report use of); a coalesced usage record's count and last
+    // time, and the executable and claimed name of its process. Existing sessions keep their
+    // newest certificate; existing records stand for one use each.
+    (
+        3,
+        r#"
+ALTER TABLE sessions ADD COLUMN cert_serial TEXT;
+ALTER TABLE sessions ADD COLUMN previous_serial TEXT;
+ALTER TABLE sessions ADD COLUMN previous_until INTEGER;
+UPDATE sessions SET cert_serial = (
+    SELECT c.serial FROM certificates c WHERE c.session_id = sessions.id
+    ORDER BY c.issued_at DESC, c.rowid DESC LIMIT 1
+);
+CREATE INDEX audit_session ON audit (session_id, action);
+ALTER TABLE audit ADD COLUMN use_count BIGINT;
+ALTER TABLE audit ADD COLUMN last_at BIGINT;
+ALTER TABLE audit ADD COLUMN exe TEXT;
+ALTER TABLE audit ADD COLUMN claimed_command TEXT;
+"#,
+    ),
 ];
 
 /// The schema version this broker writes.

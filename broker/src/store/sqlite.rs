@@ -24,8 +24,8 @@ use sqlx::{AssertSqlSafe, Row, SqlitePool, Transaction};
 
 use super::{
     ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, DataKeyRecord, EnrollmentRecord,
-    SealedField, SecretRecord, SessionRecord, Store, StoreError, StoreFuture, UsageSummary,
-    UserRecord, query_failed, schema,
+    SealedField, SecretRecord, SessionRecord, SessionSerials, Store, StoreError, StoreFuture,
+    UsageSummary, UserRecord, query_failed, schema,
 };
 use crate::audit;
 
@@ -64,7 +64,7 @@ macro_rules! session_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-             enrolled FROM sessions ",
+             enrolled, cert_serial, previous_serial, previous_until FROM sessions ",
             $($rest),*
         )
     };
@@ -74,7 +74,7 @@ macro_rules! audit_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT seq, owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-             command, detail FROM audit ",
+             command, detail, use_count, last_at, exe, claimed_command FROM audit ",
             $($rest),*
         )
     };
@@ -195,6 +195,11 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         ended_at: get(row, "ended_at")?,
         ended_reason: get(row, "ended_reason")?,
         enrolled: get::<i64>(row, "enrolled")? != 0,
+        serials: SessionSerials {
+            current: get(row, "cert_serial")?,
+            previous: get(row, "previous_serial")?,
+            previous_until: get(row, "previous_until")?,
+        },
     })
 }
 
@@ -214,14 +219,31 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditRow, StoreError> {
             uid: get(row, "uid")?,
             command: get(row, "command")?,
             detail: get(row, "detail")?,
+            count: count_u64(get(row, "use_count")?)?,
+            last_at: get(row, "last_at")?,
+            exe: get(row, "exe")?,
+            claimed_command: get(row, "claimed_command")?,
         },
     })
+}
+
+/// A stored use count (never negative).
+pub(super) fn count_u64(count: Option<i64>) -> Result<Option<u64>, StoreError> {
+    count
+        .map(|c| u64::try_from(c).map_err(|_| StoreError::Corrupt { what: "use count" }))
+        .transpose()
+}
+
+/// A use count as stored.
+pub(super) fn count_i64(count: Option<u64>) -> Option<i64> {
+    count.map(|c| i64::try_from(c).unwrap_or(i64::MAX))
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, r: &AuditRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit (owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-         command, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         command, detail, use_count, last_at, exe, claimed_command) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.owner_id)
     .bind(r.at)
@@ -233,6 +255,10 @@ async fn insert_audit(conn: &mut SqliteConnection, r: &AuditRecord) -> Result<()
     .bind(r.uid)
     .bind(r.command.as_deref())
     .bind(r.detail.as_deref())
+    .bind(count_i64(r.count))
+    .bind(r.last_at)
+    .bind(r.exe.as_deref())
+    .bind(r.claimed_command.as_deref())
     .execute(conn)
     .await
     .map_err(query_failed("appending to the audit trail"))?;
@@ -263,15 +289,20 @@ async fn insert_audit_batch<'e>(
                 r.uid.into(),
                 r.command.as_deref().into(),
                 r.detail.as_deref().into(),
+                count_i64(r.count).into(),
+                r.last_at.into(),
+                r.exe.as_deref().into(),
+                r.claimed_command.as_deref().into(),
             ])
         })
         .collect();
     let json = Value::Array(rows).to_string();
     sqlx::query(
         "INSERT INTO audit (owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
-         command, detail) \
+         command, detail, use_count, last_at, exe, claimed_command) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-         value ->> 6, value ->> 7, value ->> 8, value ->> 9 FROM json_each(?) ORDER BY key",
+         value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
+         value ->> 12, value ->> 13 FROM json_each(?) ORDER BY key",
     )
     .bind(json)
     .execute(executor)
@@ -687,7 +718,7 @@ impl Store for SqliteStore {
     fn secret_usage<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, UsageSummary> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT session_id, MAX(seq) AS last_seq, MAX(at) AS last_at FROM audit \
+                "SELECT session_id, MAX(seq) AS last_seq, MAX(COALESCE(last_at, at)) AS last_at FROM audit \
                  WHERE secret_id = ? AND action IN ('fetched', 'injected', 'file_read') \
                  GROUP BY session_id ORDER BY last_seq DESC",
             )
@@ -724,13 +755,17 @@ impl Store for SqliteStore {
         &'a self,
         owner_id: i64,
         secret_id: &'a str,
+        before: Option<i64>,
+        limit: i64,
     ) -> StoreFuture<'a, Vec<AuditRow>> {
         Box::pin(async move {
             let rows = sqlx::query(audit_select!(
-                "WHERE owner_id = ? AND secret_id = ? ORDER BY seq DESC LIMIT 10000"
+                "WHERE owner_id = ? AND secret_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
             ))
             .bind(owner_id)
             .bind(secret_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(query_failed("reading a secret's history"))?;
@@ -994,7 +1029,8 @@ impl Store for SqliteStore {
             }
             session_live(&mut tx, &cert.session_id, now).await?;
             insert_certificate(&mut tx, cert).await?;
-            sqlx::query("UPDATE sessions SET enrolled = 1 WHERE id = ?")
+            sqlx::query("UPDATE sessions SET enrolled = 1, cert_serial = ? WHERE id = ?")
+                .bind(cert.serial.as_str())
                 .bind(cert.session_id.as_str())
                 .execute(&mut *tx)
                 .await
@@ -1007,14 +1043,44 @@ impl Store for SqliteStore {
     fn record_certificate<'a>(
         &'a self,
         cert: &'a CertificateRecord,
+        previous_until: i64,
         audit: &'a AuditRecord,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let _change = self.sessions.change(&cert.session_id);
             let mut tx = self.write_tx().await?;
             session_live(&mut tx, &cert.session_id, cert.issued_at).await?;
             insert_certificate(&mut tx, cert).await?;
+            sqlx::query(
+                "UPDATE sessions SET previous_serial = cert_serial, previous_until = ?, \
+                 cert_serial = ? WHERE id = ?",
+            )
+            .bind(previous_until)
+            .bind(cert.serial.as_str())
+            .bind(cert.session_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("retiring a renewed certificate"))?;
             insert_audit(&mut tx, audit).await?;
             commit(tx).await
+        })
+    }
+
+    fn session_activation_history<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> StoreFuture<'a, Vec<(String, Option<String>)>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT secret_name, secret_id, MAX(seq) AS last FROM audit \
+                 WHERE session_id = ? AND action = 'activated' AND secret_name IS NOT NULL \
+                 GROUP BY secret_name, secret_id ORDER BY last",
+            )
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading a session's activations"))?;
+            rows.iter().map(|row| Ok((get(row, "secret_name")?, get(row, "secret_id")?))).collect()
         })
     }
 
@@ -1024,14 +1090,22 @@ impl Store for SqliteStore {
         Box::pin(self.audit.append(records))
     }
 
-    fn audit_for_owner(&self, owner_id: i64, limit: i64) -> StoreFuture<'_, Vec<AuditRow>> {
+    fn audit_for_owner(
+        &self,
+        owner_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreFuture<'_, Vec<AuditRow>> {
         Box::pin(async move {
-            let rows = sqlx::query(audit_select!("WHERE owner_id = ? ORDER BY seq DESC LIMIT ?"))
-                .bind(owner_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query_failed("reading the audit trail"))?;
+            let rows = sqlx::query(audit_select!(
+                "WHERE owner_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+            ))
+            .bind(owner_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("reading the audit trail"))?;
             let mut out = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
             out.reverse();
             Ok(out)
@@ -1099,6 +1173,7 @@ mod tests {
                 ended_at: None,
                 ended_reason: None,
                 enrolled: false,
+                serials: Default::default(),
             },
             EnrollmentRecord {
                 token_hash: id.as_bytes().to_vec(),
@@ -1170,7 +1245,7 @@ mod tests {
             s.change_activations("sess2", &["s1".into()], &[], 1000, &[]).await,
             Err(StoreError::SessionEnded)
         ));
-        let trail = s.audit_for_owner(u.id, 100).await.unwrap();
+        let trail = s.audit_for_owner(u.id, None, 100).await.unwrap();
         assert!(trail.iter().any(|r| r.record.action == AuditAction::SessionEnded));
         assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
     }
@@ -1348,7 +1423,7 @@ mod tests {
         let large: Vec<AuditRecord> =
             (0..300).map(|i| AuditRecord { at: 1000 + i, ..full.clone() }).collect();
         s.append_audit(&large).await.unwrap();
-        let trail = s.audit_for_owner(7, 1000).await.unwrap();
+        let trail = s.audit_for_owner(7, None, 1000).await.unwrap();
         let got: Vec<AuditRecord> = trail.iter().map(|r| r.record.clone()).collect();
         let mut want = records.clone();
         want.push(full);
@@ -1418,5 +1493,55 @@ mod tests {
             }
             assert!(!s.session(&id).await.unwrap().unwrap().is_live(31), "round {round}");
         }
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// A database written by a broker before migration 3 (schema 2), with a renewed session
+    /// and an audit record, opened by this one: the session keeps its newest certificate, and
+    /// the old record stands for one use.
+    #[tokio::test]
+    async fn migration_3_keeps_existing_sessions_and_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maestro.db");
+        {
+            let options = SqliteConnectOptions::from_str("sqlite://")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            for (_, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v <= 2) {
+                sqlx::raw_sql(*sql).execute(&mut conn).await.unwrap();
+            }
+            sqlx::raw_sql(
+                "PRAGMA user_version = 2;
+                 INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'01', 1);
+                 INSERT INTO sessions (id, owner_id, created_at, expires_at, enrolled)
+                     VALUES ('s1', 1, 10, 100000, 1);
+                 INSERT INTO certificates VALUES ('aa', 's1', 10, 1000, 10, 'enroll');
+                 INSERT INTO certificates VALUES ('bb', 's1', 20, 1000, 20, 'renew');
+                 INSERT INTO audit (owner_id, at, action, session_id, command)
+                     VALUES (1, 30, 'injected', 's1', 'env');",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let session = store.session("s1").await.unwrap().unwrap();
+        assert_eq!(session.serials.current.as_deref(), Some("bb"));
+        assert!(session.serials.accepts("bb", 50));
+        assert!(!session.serials.accepts("aa", 50));
+        let trail = store.audit_for_owner(1, None, 10).await.unwrap();
+        assert_eq!(trail.len(), 1);
+        assert_eq!((trail[0].record.count, trail[0].record.exe.as_deref()), (None, None));
+        assert_eq!(trail[0].record.command.as_deref(), Some("env"));
+        store.close().await;
     }
 }

@@ -4,7 +4,7 @@
 use maestro_wire::api::AuditEvent;
 
 use super::{Output, json_output, output};
-use crate::args::AuditArgs;
+use crate::args::{AuditArgs, PageArgs};
 use crate::client::Client;
 use crate::input;
 use crate::table::{Table, opt, time};
@@ -16,24 +16,72 @@ pub async fn run(client: &Client, args: AuditArgs) -> anyhow::Result<Output> {
     if let Some(id) = &args.session {
         input::session_id(id)?;
     }
-    let answer = client.get(&["v1", "audit"]).await?;
-    let events: Vec<AuditEvent> = answer.parse()?;
-    let filtered = args.secret.is_some() || args.session.is_some();
+    let paged = !args.page.is_default();
+    let (answer, events) = if paged {
+        (None, fetch_pages(client, &["v1", "audit"], &args.page).await?)
+    } else {
+        let answer = client.get(&["v1", "audit"]).await?;
+        let events: Vec<AuditEvent> = answer.parse()?;
+        (Some(answer), events)
+    };
+    let filtered = args.secret.is_some() || args.session.is_some() || paged;
     let events: Vec<AuditEvent> = events
         .into_iter()
         .filter(|e| args.secret.as_ref().is_none_or(|s| e.secret.as_ref() == Some(s)))
         .filter(|e| args.session.as_ref().is_none_or(|s| e.session.as_ref() == Some(s)))
         .collect();
     if args.json {
-        if filtered {
-            return json_output(&events);
-        }
-        return Ok(answer.pretty::<Vec<AuditEvent>>()?);
+        return match answer {
+            Some(answer) if !filtered => Ok(answer.pretty::<Vec<AuditEvent>>()?),
+            _ => json_output(&events),
+        };
     }
     if events.is_empty() {
         return Ok(output("no audit records\n".to_owned()));
     }
     Ok(output(render(&events, true)))
+}
+
+/// Records of the broker's largest page.
+const PAGE: i64 = 10_000;
+
+impl PageArgs {
+    /// Whether no paging option was given (then one request, the newest page, as before).
+    pub fn is_default(&self) -> bool {
+        self.limit.is_none() && self.before.is_none() && !self.all
+    }
+}
+
+/// The records `page` asks for at `path` (`/v1/audit` or a secret's history), oldest first:
+/// one page (`--limit`, `--before`), or every page (`--all`), each asked for with the `seq` of
+/// the oldest record of the one before as its `before`.
+pub async fn fetch_pages(
+    client: &Client,
+    path: &[&str],
+    page: &PageArgs,
+) -> anyhow::Result<Vec<AuditEvent>> {
+    let get = |limit: i64, before: Option<i64>| async move {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(before) = before {
+            query.push(("before", before.to_string()));
+        }
+        client.get_query(path, &query).await?.parse::<Vec<AuditEvent>>()
+    };
+    if !page.all {
+        return Ok(get(page.limit.unwrap_or(PAGE), page.before).await?);
+    }
+    let mut pages: Vec<Vec<AuditEvent>> = Vec::new();
+    let mut before = None;
+    loop {
+        let events = get(PAGE, before).await?;
+        let full = events.len() as i64 >= PAGE;
+        before = events.first().map(|e| e.seq);
+        pages.push(events);
+        if !full || before.is_none() {
+            break;
+        }
+    }
+    Ok(pages.into_iter().rev().flatten().collect())
 }
 
 /// The audit table; `with_secret` adds the SECRET column (a secret's history leaves it out).
@@ -46,6 +94,11 @@ pub fn render(events: &[AuditEvent], with_secret: bool) -> String {
     let mut table = Table::new(&header);
     for e in events {
         let mut row = vec![e.seq.to_string(), time(&e.at), action(e)];
+        // A coalesced record: how many uses, and until when.
+        if let Some(count) = e.count.filter(|c| *c > 1) {
+            let until = e.last_at.as_deref().map(|l| format!(" until {}", time(l)));
+            row[2] = format!("{} ({count}x{})", row[2], until.unwrap_or_default());
+        }
         if with_secret {
             row.push(opt(e.secret.as_deref()));
         }
@@ -54,11 +107,23 @@ pub fn render(events: &[AuditEvent], with_secret: bool) -> String {
             e.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             e.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
             opt(e.command.as_deref()),
-            opt(e.detail.as_deref()),
+            detail(e),
         ]);
         table.row(row);
     }
     table.render()
+}
+
+/// The detail, with the executable the kernel reported and the name the process claimed.
+fn detail(e: &AuditEvent) -> String {
+    let mut parts: Vec<String> = e.detail.iter().cloned().collect();
+    if let Some(exe) = &e.exe {
+        parts.push(format!("exe {exe}"));
+    }
+    if let Some(claimed) = &e.claimed_command {
+        parts.push(format!("claimed {claimed}"));
+    }
+    if parts.is_empty() { "-".to_owned() } else { parts.join("; ") }
 }
 
 /// The action as its snake_case wire name (`file_read`), the name `--json` shows too.
@@ -87,6 +152,10 @@ mod tests {
             uid: Some(1000),
             command: Some("cat".into()),
             detail: Some("aws/credentials".into()),
+            count: None,
+            last_at: None,
+            exe: None,
+            claimed_command: None,
         };
         let out = render(&[e], true);
         let line = out.lines().nth(1).unwrap();

@@ -8,8 +8,10 @@ use maestro_wire::api::{
 };
 use reqwest::Method;
 
-use super::{Output, audit, output};
-use crate::args::{ActivationArgs, AddArgs, EditArgs, JsonArgs, NameArgs, SecretsCommand};
+use super::{Output, audit, json_output, output};
+use crate::args::{
+    ActivationArgs, AddArgs, EditArgs, HistoryArgs, JsonArgs, NameArgs, SecretsCommand,
+};
 use crate::client::Client;
 use crate::table::{Table, key_values, list, opt, opt_time, time};
 use crate::{fields, input};
@@ -195,13 +197,22 @@ fn render_meta(m: &SecretMeta) -> String {
     key_values(&pairs)
 }
 
-async fn history(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
+async fn history(client: &Client, args: HistoryArgs) -> anyhow::Result<Output> {
     input::secret_name(&args.name)?;
-    let answer = client.get(&["v1", "secrets", &args.name, "history"]).await?;
-    if args.json {
-        return Ok(answer.pretty::<Vec<AuditEvent>>()?);
-    }
-    let events: Vec<AuditEvent> = answer.parse()?;
+    let path = ["v1", "secrets", args.name.as_str(), "history"];
+    let events = if args.page.is_default() {
+        let answer = client.get(&path).await?;
+        if args.json {
+            return Ok(answer.pretty::<Vec<AuditEvent>>()?);
+        }
+        answer.parse::<Vec<AuditEvent>>()?
+    } else {
+        let events = audit::fetch_pages(client, &path, &args.page).await?;
+        if args.json {
+            return json_output(&events);
+        }
+        events
+    };
     if events.is_empty() {
         return Ok(output(format!("no history for {}\n", args.name)));
     }

@@ -793,6 +793,7 @@ mod tests {
             ended_at: None,
             ended_reason: None,
             enrolled: false,
+            serials: Default::default(),
         };
         let enrollment = crate::store::EnrollmentRecord {
             token_hash: vec![1; 32],
