@@ -2,9 +2,16 @@
 //! enrollment with the bundle's one-time token, certificate renewal with a fresh key, the event
 //! stream, secret material and usage batches.
 //!
+//! Failover: a bundle may name several brokers that share one store. Every request goes to the
+//! broker in use; when it does not answer (no connection, a timeout, a 5xx), the others are tried
+//! in the bundle's order, starting after it, and the first that answers becomes the broker in
+//! use for everything that follows (events, material, renewal, usage). Secrets are not touched
+//! here: the lease (see `link`) alone decides when they go.
+//!
 //! Bodies that may hold values are read into zeroizing buffers with a size limit, and decoding
 //! errors are reported by position only: serde's messages can quote the input.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +40,10 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub enum BrokerError {
     #[error("the bundle's broker URL {0:?} is not an https:// URL; recreate the bundle")]
     InvalidUrl(String),
+    #[error(
+        "the bundle names no broker URL; recreate it with `maestro sessions create --bundle-out`"
+    )]
+    NoUrl,
     #[error("the broker CA certificate in the bundle is not a PEM certificate: {0}")]
     BadCa(#[source] reqwest::Error),
     #[error("cannot build the TLS client: {0}")]
@@ -74,12 +85,25 @@ impl BrokerError {
             _ => false,
         }
     }
+
+    /// Whether another broker of the bundle may answer where this one did not: it is away, too
+    /// slow, or failing inside (a 5xx). A refusal (4xx) would be the same on every broker.
+    pub fn fails_over(&self) -> bool {
+        match self {
+            BrokerError::Transport { .. } | BrokerError::Timeout { .. } => true,
+            BrokerError::Refused { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
 }
 
 /// A connection to the broker with the session's certificate. The client is swapped on renewal;
 /// requests in flight (the event stream) keep the connection they started on.
 pub struct Broker {
-    base: String,
+    /// Base URLs in the bundle's order, without a trailing `/`.
+    urls: Vec<String>,
+    /// Index in `urls` of the broker in use.
+    current: AtomicUsize,
     ca: reqwest::Certificate,
     client: RwLock<reqwest::Client>,
     session_id: String,
@@ -91,7 +115,8 @@ pub struct Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("base", &self.base)
+            .field("urls", &self.urls)
+            .field("current", &self.current.load(Ordering::Relaxed))
             .field("session", &self.session_id)
             .finish()
     }
@@ -119,10 +144,14 @@ fn mtls_client(
 
 impl Broker {
     /// Enrolls: a fresh key, a CSR and the bundle's one-time token for a session certificate.
+    /// The bundle's brokers are tried in order, starting with the first.
     pub async fn enroll(bundle: &Bundle) -> Result<Broker, BrokerError> {
-        let base = bundle.broker_url.trim_end_matches('/').to_owned();
-        if !base.starts_with("https://") {
-            return Err(BrokerError::InvalidUrl(bundle.broker_url.clone()));
+        let urls = bundle.urls();
+        if urls.is_empty() {
+            return Err(BrokerError::NoUrl);
+        }
+        if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://")) {
+            return Err(BrokerError::InvalidUrl(bad.clone()));
         }
         let ca =
             reqwest::Certificate::from_pem(bundle.ca_pem.as_bytes()).map_err(BrokerError::BadCa)?;
@@ -135,10 +164,9 @@ impl Broker {
         let step = "enroll";
         // The token is single use: once this request is answered it is worth nothing, so the
         // copy reqwest makes of the body need not be wiped.
-        let resp = send(
-            step,
-            plain.post(format!("{base}/v1/enroll")).json(&request).timeout(REQUEST_TIMEOUT),
-        )
+        let (current, resp) = first_answer(&urls, 0, step, None, |base| {
+            plain.post(format!("{base}/v1/enroll")).json(&request).timeout(REQUEST_TIMEOUT)
+        })
         .await?;
         let issued: CertIssued = read_json(step, resp, MAX_ERROR_BODY * 4).await?;
         if issued.session_id != bundle.session_id {
@@ -150,7 +178,8 @@ impl Broker {
         let client = mtls_client(&ca, &identity, &issued.cert_pem)?;
         let not_after = identity::parse_not_after(&issued.not_after)?;
         Ok(Broker {
-            base,
+            urls,
+            current: AtomicUsize::new(current),
             ca,
             client: RwLock::new(client),
             session_id: issued.session_id,
@@ -177,18 +206,53 @@ impl Broker {
         self.client.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The base URL of the broker in use.
+    pub fn current_url(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed);
+        self.urls.get(i).or(self.urls.first()).map_or("", String::as_str)
+    }
+
+    /// Sends a request built by `make` for a base URL to the broker in use, failing over to
+    /// the next that answers (which then stays in use). `open_timeout` bounds the wait for the
+    /// response headers of a request without a whole-request timeout (the event stream).
+    async fn request(
+        &self,
+        step: &'static str,
+        open_timeout: Option<Duration>,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, BrokerError> {
+        let client = self.client();
+        let start = self.current.load(Ordering::Relaxed);
+        let (used, resp) =
+            first_answer(&self.urls, start, step, open_timeout, |base| make(&client, base)).await?;
+        if used != start
+            && self
+                .current
+                .compare_exchange(start, used, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                from = %self.urls.get(start).map_or("", String::as_str),
+                to = %self.urls.get(used).map_or("", String::as_str),
+                "the broker in use stopped answering; moved to the next broker of the bundle"
+            );
+        }
+        Ok(resp)
+    }
+
     /// A new certificate for a new key, with the current certificate as credential.
     pub async fn renew(&self) -> Result<(), BrokerError> {
         let identity = PendingIdentity::generate()?;
         let step = "renew the certificate";
-        let resp = send(
-            step,
-            self.client()
-                .post(format!("{}/v1/agent/renew", self.base))
-                .json(&RenewRequest { csr_pem: identity.csr_pem.clone() })
-                .timeout(REQUEST_TIMEOUT),
-        )
-        .await?;
+        let request = RenewRequest { csr_pem: identity.csr_pem.clone() };
+        let resp = self
+            .request(step, None, |client, base| {
+                client
+                    .post(format!("{base}/v1/agent/renew"))
+                    .json(&request)
+                    .timeout(REQUEST_TIMEOUT)
+            })
+            .await?;
         let issued: CertIssued = read_json(step, resp, MAX_ERROR_BODY * 4).await?;
         if issued.session_id != self.session_id {
             return Err(BrokerError::SessionMismatch {
@@ -208,22 +272,20 @@ impl Broker {
     /// Opens the event stream; the caller reads its body chunk by chunk.
     pub async fn open_events(&self) -> Result<reqwest::Response, BrokerError> {
         let step = "open the event stream";
-        let request = self.client().get(format!("{}/v1/agent/events", self.base)).send();
-        match tokio::time::timeout(STREAM_OPEN_TIMEOUT, request).await {
-            Err(_) => Err(BrokerError::Timeout { step }),
-            Ok(Err(source)) => Err(BrokerError::Transport { step, source }),
-            Ok(Ok(resp)) => check_status(step, resp).await,
-        }
+        self.request(step, Some(STREAM_OPEN_TIMEOUT), |client, base| {
+            client.get(format!("{base}/v1/agent/events"))
+        })
+        .await
     }
 
     /// Every active secret's material.
     pub async fn material_all(&self) -> Result<Vec<SecretMaterial>, BrokerError> {
         let step = "fetch the active secrets";
-        let resp = send(
-            step,
-            self.client().get(format!("{}/v1/agent/secrets", self.base)).timeout(REQUEST_TIMEOUT),
-        )
-        .await?;
+        let resp = self
+            .request(step, None, |client, base| {
+                client.get(format!("{base}/v1/agent/secrets")).timeout(REQUEST_TIMEOUT)
+            })
+            .await?;
         let set: MaterialSet = read_json(step, resp, MAX_BODY_BYTES).await?;
         Ok(set.secrets)
     }
@@ -232,13 +294,11 @@ impl Broker {
     pub async fn material(&self, name: &str) -> Result<Option<SecretMaterial>, BrokerError> {
         let step = "fetch a secret";
         // Names are checked against [A-Z][A-Z0-9_]* before they reach a URL.
-        let resp = send(
-            step,
-            self.client()
-                .get(format!("{}/v1/agent/secrets/{name}", self.base))
-                .timeout(REQUEST_TIMEOUT),
-        )
-        .await;
+        let resp = self
+            .request(step, None, |client, base| {
+                client.get(format!("{base}/v1/agent/secrets/{name}")).timeout(REQUEST_TIMEOUT)
+            })
+            .await;
         match resp {
             Err(BrokerError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -249,25 +309,59 @@ impl Broker {
     /// Sends a batch of usage reports.
     pub async fn post_usage(&self, batch: &UsageBatch) -> Result<(), BrokerError> {
         let step = "report usage";
-        let resp = send(
-            step,
-            self.client()
-                .post(format!("{}/v1/agent/usage", self.base))
-                .json(batch)
-                .timeout(REQUEST_TIMEOUT),
-        )
-        .await?;
+        let resp = self
+            .request(step, None, |client, base| {
+                client.post(format!("{base}/v1/agent/usage")).json(batch).timeout(REQUEST_TIMEOUT)
+            })
+            .await?;
         // The answer only counts what was accepted; drain it so the connection can be reused.
         let _: serde_json::Value = read_json(step, resp, MAX_ERROR_BODY).await?;
         Ok(())
     }
 }
 
+/// Tries `urls` from index `start` round to the one before it, and returns the first answer
+/// that is not a reason to fail over (a success or a refusal), with the index that gave it.
+/// When none answers, the error of the first tried is returned: the broker in use is the one
+/// whose trouble matters to the caller.
+async fn first_answer(
+    urls: &[String],
+    start: usize,
+    step: &'static str,
+    open_timeout: Option<Duration>,
+    make: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<(usize, reqwest::Response), BrokerError> {
+    let mut first_error = None;
+    for k in 0..urls.len() {
+        let i = (start + k) % urls.len();
+        let Some(base) = urls.get(i) else { continue };
+        match send(step, make(base), open_timeout).await {
+            Ok(resp) => return Ok((i, resp)),
+            Err(e) if e.fails_over() => {
+                if urls.len() > 1 {
+                    tracing::debug!(broker = %base, "{e}");
+                }
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_error.unwrap_or(BrokerError::NoUrl))
+}
+
 async fn send(
     step: &'static str,
     request: reqwest::RequestBuilder,
+    open_timeout: Option<Duration>,
 ) -> Result<reqwest::Response, BrokerError> {
-    match request.send().await {
+    let sent = match open_timeout {
+        Some(limit) => match tokio::time::timeout(limit, request.send()).await {
+            Ok(sent) => sent,
+            Err(_) => return Err(BrokerError::Timeout { step }),
+        },
+        None => request.send().await,
+    };
+    match sent {
         Ok(resp) => check_status(step, resp).await,
         Err(e) if e.is_timeout() => Err(BrokerError::Timeout { step }),
         Err(source) => Err(BrokerError::Transport { step, source }),
