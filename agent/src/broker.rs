@@ -12,7 +12,7 @@
 //! errors are reported by position only: serde's messages can quote the input.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use maestro_wire::agent_api::{
@@ -60,6 +60,8 @@ pub enum BrokerError {
     Timeout { step: &'static str },
     #[error("the broker refused to {step} (HTTP {status}): {message}")]
     Refused { step: &'static str, status: u16, code: Option<ErrorCode>, message: String },
+    #[error("the request to {step} was interrupted: the agent is stopping")]
+    Interrupted { step: &'static str },
     #[error("the session has ended; the broker refuses its certificate from now on")]
     SessionEnded,
     #[error("the broker's answer to {step} is larger than {max} bytes")]
@@ -100,10 +102,7 @@ impl BrokerError {
 /// A connection to the broker with the session's certificate. The client is swapped on renewal;
 /// requests in flight (the event stream) keep the connection they started on.
 pub struct Broker {
-    /// Base URLs in the bundle's order, without a trailing `/`.
-    urls: Vec<String>,
-    /// Index in `urls` of the broker in use.
-    current: AtomicUsize,
+    route: Arc<Route>,
     ca: reqwest::Certificate,
     client: RwLock<reqwest::Client>,
     session_id: String,
@@ -112,11 +111,48 @@ pub struct Broker {
     lease_hint: Mutex<Duration>,
 }
 
+/// The bundle's brokers and the one in use; shared with requests that outlive their caller.
+#[derive(Debug)]
+struct Route {
+    /// Base URLs in the bundle's order, without a trailing `/`.
+    urls: Vec<String>,
+    /// Index in `urls` of the broker in use.
+    current: AtomicUsize,
+}
+
+impl Route {
+    /// Sends a request built by `make` for a base URL to the broker in use, failing over to
+    /// the next that answers (which then stays in use).
+    async fn request(
+        &self,
+        client: &reqwest::Client,
+        step: &'static str,
+        open_timeout: Option<Duration>,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, BrokerError> {
+        let start = self.current.load(Ordering::Relaxed);
+        let (used, resp) =
+            first_answer(&self.urls, start, step, open_timeout, |base| make(client, base)).await?;
+        if used != start
+            && self
+                .current
+                .compare_exchange(start, used, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                from = %self.urls.get(start).map_or("", String::as_str),
+                to = %self.urls.get(used).map_or("", String::as_str),
+                "the broker in use stopped answering; moved to the next broker of the bundle"
+            );
+        }
+        Ok(resp)
+    }
+}
+
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("urls", &self.urls)
-            .field("current", &self.current.load(Ordering::Relaxed))
+            .field("route", &self.route)
             .field("session", &self.session_id)
             .finish()
     }
@@ -178,8 +214,7 @@ impl Broker {
         let client = mtls_client(&ca, &identity, &issued.cert_pem)?;
         let not_after = identity::parse_not_after(&issued.not_after)?;
         Ok(Broker {
-            urls,
-            current: AtomicUsize::new(current),
+            route: Arc::new(Route { urls, current: AtomicUsize::new(current) }),
             ca,
             client: RwLock::new(client),
             session_id: issued.session_id,
@@ -208,8 +243,9 @@ impl Broker {
 
     /// The base URL of the broker in use.
     pub fn current_url(&self) -> &str {
-        let i = self.current.load(Ordering::Relaxed);
-        self.urls.get(i).or(self.urls.first()).map_or("", String::as_str)
+        let route = &self.route;
+        let i = route.current.load(Ordering::Relaxed);
+        route.urls.get(i).or(route.urls.first()).map_or("", String::as_str)
     }
 
     /// Sends a request built by `make` for a base URL to the broker in use, failing over to
@@ -221,23 +257,7 @@ impl Broker {
         open_timeout: Option<Duration>,
         make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, BrokerError> {
-        let client = self.client();
-        let start = self.current.load(Ordering::Relaxed);
-        let (used, resp) =
-            first_answer(&self.urls, start, step, open_timeout, |base| make(&client, base)).await?;
-        if used != start
-            && self
-                .current
-                .compare_exchange(start, used, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                from = %self.urls.get(start).map_or("", String::as_str),
-                to = %self.urls.get(used).map_or("", String::as_str),
-                "the broker in use stopped answering; moved to the next broker of the bundle"
-            );
-        }
-        Ok(resp)
+        self.route.request(&self.client(), step, open_timeout, make).await
     }
 
     /// A new certificate for a new key, with the current certificate as credential.
@@ -307,16 +327,42 @@ impl Broker {
     }
 
     /// Sends a batch of usage reports.
+    ///
+    /// The request runs in a task of its own: a batch already on its way is not lost when the
+    /// caller is cancelled (teardown stops the posting task while a batch may be in flight);
+    /// it finishes on its own within [`REQUEST_TIMEOUT`] per broker tried.
     pub async fn post_usage(&self, batch: &UsageBatch) -> Result<(), BrokerError> {
         let step = "report usage";
-        let resp = self
-            .request(step, None, |client, base| {
-                client.post(format!("{base}/v1/agent/usage")).json(batch).timeout(REQUEST_TIMEOUT)
-            })
-            .await?;
-        // The answer only counts what was accepted; drain it so the connection can be reused.
-        let _: serde_json::Value = read_json(step, resp, MAX_ERROR_BODY).await?;
-        Ok(())
+        let route = self.route.clone();
+        let client = self.client();
+        let batch = batch.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let resp = route
+                .request(&client, step, None, |client, base| {
+                    client
+                        .post(format!("{base}/v1/agent/usage"))
+                        .json(&batch)
+                        .timeout(REQUEST_TIMEOUT)
+                })
+                .await;
+            let result = match resp {
+                // The answer only counts what was accepted; drain it so the connection can
+                // be reused.
+                Ok(resp) => {
+                    read_json::<serde_json::Value>(step, resp, MAX_ERROR_BODY).await.map(drop)
+                }
+                Err(e) => Err(e),
+            };
+            // Nobody waits any more: a failure cannot be retried, so it is said.
+            if let Err(Err(e)) = tx.send(result) {
+                tracing::warn!(
+                    reports = batch.reports.len(),
+                    "usage reports lost while the agent stopped: {e}"
+                );
+            }
+        });
+        rx.await.unwrap_or(Err(BrokerError::Interrupted { step }))
     }
 }
 
