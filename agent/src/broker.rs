@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use maestro_wire::agent_api::{
     Bundle, CertIssued, EnrollRequest, MaterialSet, RenewRequest, SecretMaterial, UsageBatch,
+    UsageReport,
 };
 use maestro_wire::api::{ApiError, ErrorCode};
 use maestro_wire::limits::MAX_BODY_BYTES;
@@ -103,12 +104,46 @@ impl BrokerError {
 /// requests in flight (the event stream) keep the connection they started on.
 pub struct Broker {
     route: Arc<Route>,
+    usage: Arc<UsageInFlight>,
     ca: reqwest::Certificate,
     client: RwLock<reqwest::Client>,
     session_id: String,
     not_after: Mutex<SystemTime>,
     /// The broker's lease hint from the latest certificate.
     lease_hint: Mutex<Duration>,
+}
+
+/// Usage posts running in their own tasks, and the reports of those that failed after their
+/// caller stopped waiting (teardown takes them back with [`Broker::settle_usage`]).
+#[derive(Debug, Default)]
+struct UsageInFlight {
+    running: AtomicUsize,
+    orphans: Mutex<Vec<UsageReport>>,
+}
+
+/// Counts a usage post as running until it finishes, and says so if it never does.
+struct Unfinished {
+    reports: usize,
+    flight: Arc<UsageInFlight>,
+    done: bool,
+}
+
+impl Unfinished {
+    fn finish(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        self.flight.running.fetch_sub(1, Ordering::SeqCst);
+        if !self.done {
+            tracing::warn!(
+                reports = self.reports,
+                "usage reports lost: the agent stopped before the broker answered"
+            );
+        }
+    }
 }
 
 /// The bundle's brokers and the one in use; shared with requests that outlive their caller.
@@ -215,6 +250,7 @@ impl Broker {
         let not_after = identity::parse_not_after(&issued.not_after)?;
         Ok(Broker {
             route: Arc::new(Route { urls, current: AtomicUsize::new(current) }),
+            usage: Arc::default(),
             ca,
             client: RwLock::new(client),
             session_id: issued.session_id,
@@ -326,6 +362,18 @@ impl Broker {
         }
     }
 
+    /// Waits (at most `within`) for usage posts whose caller was cancelled, and returns the
+    /// reports of those that failed, for a last try.
+    pub async fn settle_usage(&self, within: Duration) -> Vec<UsageReport> {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.usage.running.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        std::mem::take(&mut *self.usage.orphans.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Sends a batch of usage reports.
     ///
     /// The request runs in a task of its own: a batch already on its way is not lost when the
@@ -337,7 +385,12 @@ impl Broker {
         let client = self.client();
         let batch = batch.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let flight = self.usage.clone();
+        flight.running.fetch_add(1, Ordering::SeqCst);
+        let reports = batch.reports.len();
         tokio::spawn(async move {
+            // Dropped unfinished only when the runtime shuts down first: say so.
+            let unfinished = Unfinished { reports, flight: flight.clone(), done: false };
             let resp = route
                 .request(&client, step, None, |client, base| {
                     client
@@ -354,13 +407,15 @@ impl Broker {
                 }
                 Err(e) => Err(e),
             };
-            // Nobody waits any more: a failure cannot be retried, so it is said.
+            // Nobody waits any more: the reports are kept for teardown's last flush.
             if let Err(Err(e)) = tx.send(result) {
-                tracing::warn!(
+                tracing::debug!(
                     reports = batch.reports.len(),
-                    "usage reports lost while the agent stopped: {e}"
+                    "usage post failed while stopping: {e}"
                 );
+                flight.orphans.lock().unwrap_or_else(|e| e.into_inner()).extend(batch.reports);
             }
+            unfinished.finish();
         });
         rx.await.unwrap_or(Err(BrokerError::Interrupted { step }))
     }

@@ -92,6 +92,10 @@ pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
         }
     }
     let command_status = child::end_all(parts.grace, parts.command).await;
+    // Batches the stopped poster had on their way finish (or come back for the flush below).
+    if let Some(broker) = &parts.broker {
+        parts.usage.put_back(broker.settle_usage(FLUSH_TIMEOUT).await);
+    }
     // The broker still takes usage reports for a minute after the session ended, so the
     // last reads before teardown reach the audit trail.
     if let Some(broker) = &parts.broker

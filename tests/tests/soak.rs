@@ -111,6 +111,8 @@ struct Ledger {
     transport_errors: usize,
     /// Lines of agents' logs about usage reports lost or dropped.
     agent_notes: Vec<String>,
+    /// Sessions whose agent said it lost usage reports.
+    announced: HashSet<String>,
 }
 
 fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
@@ -395,7 +397,11 @@ fn session_inner(ctx: &Ctx, i: usize) -> Result<(), String> {
     // What the agent said about its usage reports (explains a lost report).
     let log = agent.log();
     for l in log.lines().filter(|l| l.contains("usage reports") && !l.contains("kept for later")) {
-        lock(ledger).agent_notes.push(format!("session #{i} {id}: {l}"));
+        let mut ledger = lock(ledger);
+        ledger.agent_notes.push(format!("session #{i} {id}: {l}"));
+        if l.contains("lost") || l.contains("dropped") {
+            ledger.announced.insert(id.clone());
+        }
     }
     if is_mounted(&mount) {
         survived.push("the mount");
@@ -619,19 +625,15 @@ fn run(settings: Settings) {
 
     // Everything acknowledged is in the database.
     let verify_started = Instant::now();
-    let lost = verify(&ctx, &pg, &db);
+    let Unrecorded { lost, silent, announced } = verify(&ctx, &pg, &db);
     let verify_took = verify_started.elapsed();
 
     let l = lock(&ctx.ledger);
     let usage_acked: u64 = l.reads.values().sum::<u64>() + l.injections.values().sum::<u64>();
     let fault_acked: usize = faults.iter().map(|f| f.acked).sum();
     let fault_lost: usize = faults.iter().map(|f| f.lost).sum();
-    let acked = l.sessions.len()
-        + l.activations.len()
-        + l.secrets_added.len()
-        + l.ends.len()
-        + usize::try_from(usage_acked).unwrap()
-        + fault_acked;
+    let acked =
+        l.sessions.len() + l.activations.len() + l.secrets_added.len() + l.ends.len() + fault_acked;
     let mut report = String::new();
     let mut line = |s: String| {
         report.push_str(&s);
@@ -644,19 +646,30 @@ fn run(settings: Settings) {
     ));
     line(format!(
         "acknowledged writes: {acked} (sessions {}, activations {}, secrets added {}, session \
-         ends {}, usage reports {} = file reads {} + injections {}; disk-full broker {})",
+         ends {}; disk-full broker {})",
         l.sessions.len(),
         l.activations.len(),
         l.secrets_added.len(),
         l.ends.len(),
-        usage_acked,
-        l.reads.values().sum::<u64>(),
-        l.injections.values().sum::<u64>(),
         fault_acked
     ));
     line(format!("lost acknowledged writes: {} (must be 0)", lost.len() + fault_lost));
     for m in lost.iter().take(10) {
         line(format!("  lost: {m}"));
+    }
+    line(format!(
+        "uses made in sandboxes: {usage_acked} (file reads {}, injections {}); missing from the \
+         audit trail silently: {} (must be 0); missing with the agent saying it lost them: {}",
+        l.reads.values().sum::<u64>(),
+        l.injections.values().sum::<u64>(),
+        silent.len(),
+        announced.len()
+    ));
+    for m in silent.iter().take(10) {
+        line(format!("  silently missing: {m}"));
+    }
+    for m in announced.iter().take(10) {
+        line(format!("  announced missing: {m}"));
     }
     line(format!("sessions whose secrets survived their end: {} (must be 0)", l.survived.len()));
     for m in l.survived.iter().take(10) {
@@ -710,6 +723,8 @@ fn run(settings: Settings) {
     }
     assert!(
         lost.is_empty()
+            && fault_lost == 0
+            && silent.is_empty()
             && l.survived.is_empty()
             && l.leftovers == 0
             && l.failures.is_empty()
@@ -871,10 +886,13 @@ fn restart_postgres(ctx: &Ctx, pg: &Postgres, witness: &Witness) -> Fault {
     fault
 }
 
-/// Counts what was acknowledged but is not in the database.
-fn verify(ctx: &Ctx, pg: &Postgres, db: &Database) -> Vec<String> {
+/// What was acknowledged but is not in the database, and the uses (file reads and injections
+/// that gave the sandbox a value) that no audit record shows.
+fn verify(ctx: &Ctx, pg: &Postgres, db: &Database) -> Unrecorded {
     let l = lock(&ctx.ledger);
     let mut lost = Vec::new();
+    let mut silent = Vec::new();
+    let mut announced = Vec::new();
     let sessions: HashMap<String, bool> =
         sql_rows(pg, db, "SELECT id, (ended_at IS NOT NULL)::text FROM sessions")
             .into_iter()
@@ -948,7 +966,8 @@ fn verify(ctx: &Ctx, pg: &Postgres, db: &Database) -> Vec<String> {
                     ),
                 );
                 let rows: Vec<String> = rows.iter().map(|r| r.join(" ")).collect();
-                lost.push(format!(
+                let list = if l.announced.contains(session) { &mut announced } else { &mut silent };
+                list.push(format!(
                     "{} {action} of {secret} in {session} (its audit: {})",
                     n - found,
                     rows.join(", ")
@@ -956,7 +975,17 @@ fn verify(ctx: &Ctx, pg: &Postgres, db: &Database) -> Vec<String> {
             }
         }
     }
-    lost
+    Unrecorded { lost, silent, announced }
+}
+
+/// The outcome of [`verify`].
+struct Unrecorded {
+    /// Acknowledged writes not found.
+    lost: Vec<String>,
+    /// Uses no audit record shows, their agent silent about it.
+    silent: Vec<String>,
+    /// Uses no audit record shows, whose agent logged that it lost usage reports.
+    announced: Vec<String>,
 }
 
 /// Two network namespaces joined by a veth pair; deleted on drop (which removes the pair).
@@ -1300,12 +1329,18 @@ fn disk_full_inner(fault: &mut Fault) -> Result<(), String> {
 
     // Space returns: writes work again.
     std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
+    let mut last = (0, Value::Null);
     let after = wait_for(Duration::from_secs(30), || {
-        let (status, _) = call(&url, Method::POST, "/v1/secrets", Some(secret("DISK_AFTER", 64)));
-        status == 201 || status == 200
+        last = call(&url, Method::POST, "/v1/secrets", Some(secret("DISK_AFTER", 64)));
+        last.0 == 201 || last.0 == 200 || (last.0 == 409 && last.1["error"] == "already_exists")
     });
     fault.check(after.is_some(), "writes work again once the space is back".into(), || {
-        "writes still fail after the space came back".into()
+        format!(
+            "writes still fail after the space came back: {} {}; broker: {}",
+            last.0,
+            last.1,
+            tail(&broker.log(), 6)
+        )
     });
     if after.is_some() {
         acked.push("DISK_AFTER".into());
