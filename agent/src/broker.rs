@@ -409,9 +409,9 @@ impl Broker {
             };
             // Nobody waits any more: the reports are kept for teardown's last flush.
             if let Err(Err(e)) = tx.send(result) {
-                tracing::debug!(
+                tracing::warn!(
                     reports = batch.reports.len(),
-                    "usage post failed while stopping: {e}"
+                    "usage reports kept for teardown's last flush, lost if none follows: {e}"
                 );
                 flight.orphans.lock().unwrap_or_else(|e| e.into_inner()).extend(batch.reports);
             }
