@@ -42,5 +42,10 @@ else
     tail -n 60 "$report.log"
 fi
 rm -f "$report.log"
-[ "$status" -eq 124 ] && echo "soak: stopped after SOAK_TIMEOUT=${SOAK_TIMEOUT:-1800} s" >&2
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    # Killed, the suite could not clean up after itself: remove its namespaces and mounts.
+    echo "soak: stopped after SOAK_TIMEOUT=${SOAK_TIMEOUT:-1800} s" >&2
+    ip netns list 2>/dev/null | awk '$1 ~ /^msoak-/ { print $1 }' | xargs -r -n1 ip netns del
+    awk '$2 ~ /maestro-soak-/ { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l
+fi
 exit "$status"
