@@ -537,3 +537,47 @@ async fn read_json<T: DeserializeOwned>(
         column: e.column(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16) -> BrokerError {
+        BrokerError::Refused { step: "s", status, code: None, message: String::new() }
+    }
+
+    #[test]
+    fn only_an_absent_slow_or_failing_broker_is_left_for_the_next() {
+        assert!(BrokerError::Timeout { step: "s" }.fails_over());
+        assert!(refused(500).fails_over());
+        assert!(refused(503).fails_over());
+        // A refusal would be the same on every broker of the store.
+        for status in [400, 401, 403, 404, 409, 413, 429] {
+            assert!(!refused(status).fails_over(), "{status}");
+        }
+        assert!(!BrokerError::SessionEnded.fails_over());
+        assert!(!BrokerError::Interrupted { step: "s" }.fails_over());
+    }
+
+    #[tokio::test]
+    async fn with_no_broker_answering_the_first_tried_error_is_returned() {
+        // Two closed loopback ports: connection refused on both.
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            drop(l);
+            format!("https://127.0.0.1:{port}")
+        };
+        let urls = [closed(), closed()];
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let tried = Mutex::new(Vec::new());
+        let result = first_answer(&urls, 1, "test", None, |base| {
+            tried.lock().unwrap().push(base.to_owned());
+            client.get(format!("{base}/x"))
+        })
+        .await;
+        assert!(matches!(result, Err(BrokerError::Transport { .. })));
+        // Starting at the broker in use, then round the others in order.
+        assert_eq!(*tried.lock().unwrap(), [urls[1].clone(), urls[0].clone()]);
+    }
+}
