@@ -11,6 +11,9 @@ need_fuse
 need_debs util-linux procps ca-certificates curl
 # postgresql: the tests of the broker's PostgreSQL store run a temporary cluster (tests/src/pg.rs).
 need_debs postgresql
+# iproute2 and sqlite3: the short soak (tests/tests/soak.rs) cuts an agent's network in namespaces
+# and checks a broker's SQLite file after its disk was full.
+need_debs iproute2 sqlite3
 # The client programs of the integration tests (tests/tests/integrations_*.rs): git, PostgreSQL,
 # MariaDB, OpenSSL, and boto3 and google-auth in a Python venv under target/.
 bash tests/support/install-clients.sh

@@ -26,6 +26,9 @@ use crate::usage::{self, UsageQueue};
 const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time allowed for the last usage reports.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time allowed for usage batches already on their way when teardown starts (waited for only
+/// while one is).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The mount, shared between the store (which publishes to it) and teardown (which takes it).
 #[derive(Default)]
@@ -98,6 +101,10 @@ pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
     }
     let (command_status, left) =
         child::end_all(parts.grace, parts.command, parts.cgroup.as_deref()).await;
+    // Batches the stopped poster had on their way finish (or come back for the flush below).
+    if let Some(broker) = &parts.broker {
+        parts.usage.put_back(broker.settle_usage(SETTLE_TIMEOUT).await);
+    }
     if let Some(cg) = &parts.cgroup
         && left == 0
     {

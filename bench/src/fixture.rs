@@ -386,6 +386,7 @@ pub fn new_csr() -> anyhow::Result<(String, String)> {
 pub fn write_bundle(path: &Path, url: &str, created: &SessionCreated) -> anyhow::Result<()> {
     let bundle = Bundle {
         broker_url: url.to_owned(),
+        broker_urls: Vec::new(),
         ca_pem: created.ca_pem.clone(),
         session_id: created.session.id.clone(),
         enrollment_token: created.enrollment_token.clone(),

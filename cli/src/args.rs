@@ -201,6 +201,10 @@ pub struct CreateSessionArgs {
     /// Write the sandbox's enrollment bundle to PATH (mode 0600) instead of printing the token
     #[arg(long, value_name = "PATH")]
     pub bundle_out: Option<PathBuf>,
+    /// A broker URL for the bundle, repeatable: the agent tries them in order and moves to the
+    /// next that answers when one stops [default: the --url this command uses]
+    #[arg(long = "broker-url", value_name = "URL", requires = "bundle_out")]
+    pub broker_url: Vec<String>,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,

@@ -22,10 +22,51 @@ pub enum BundleError {
     IsDirectory { path: String },
     #[error("cannot create the bundle in {dir} ({source}); choose a writable --bundle-out path")]
     Create { dir: String, source: io::Error },
+    #[error("--broker-url {url:?} is not usable ({reason}); give an https:// URL of a broker")]
+    BadUrl { url: String, reason: String },
     #[error("cannot encode the bundle ({0})")]
     Encode(serde_json::Error),
     #[error("cannot write the bundle {path} ({source})")]
     Write { path: String, source: io::Error },
+}
+
+/// The broker URLs a bundle records: the `--broker-url` flags in order, or else the URL this
+/// command talks to. Each must be an `https://` URL with a host; duplicates are dropped.
+pub fn broker_urls(flags: &[String], default: &str) -> Result<Vec<String>, BundleError> {
+    if flags.is_empty() {
+        return Ok(vec![default.to_owned()]);
+    }
+    let mut urls: Vec<String> = Vec::with_capacity(flags.len());
+    for flag in flags {
+        let text = flag.trim().trim_end_matches('/');
+        let bad =
+            |reason: &str| BundleError::BadUrl { url: flag.clone(), reason: reason.to_owned() };
+        let url = reqwest::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+        if url.scheme() != "https" {
+            return Err(bad("not an https:// URL"));
+        }
+        if url.cannot_be_a_base() || url.host().is_none() {
+            return Err(bad("no host"));
+        }
+        if !urls.iter().any(|u| u == text) {
+            urls.push(text.to_owned());
+        }
+    }
+    Ok(urls)
+}
+
+/// The bundle for a new session, with its broker URLs (`broker_urls` written only when there
+/// is more than one, so a one-broker bundle stays readable by agents older than failover).
+pub fn bundle_for(urls: Vec<String>, created: &maestro_wire::api::SessionCreated) -> Bundle {
+    let first = urls.first().cloned().unwrap_or_default();
+    Bundle {
+        broker_url: first,
+        broker_urls: if urls.len() > 1 { urls } else { Vec::new() },
+        ca_pem: created.ca_pem.clone(),
+        session_id: created.session.id.clone(),
+        enrollment_token: created.enrollment_token.clone(),
+        enrollment_expires_at: created.enrollment_expires_at.clone(),
+    }
 }
 
 /// A bundle file being prepared: the 0600 temporary file exists, the target is untouched.
@@ -77,6 +118,7 @@ mod tests {
     fn bundle() -> Bundle {
         Bundle {
             broker_url: "https://127.0.0.1:8443".into(),
+            broker_urls: Vec::new(),
             ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
             session_id: "s1".into(),
             enrollment_token: SecretValue::from("enroll-planted"),
@@ -109,5 +151,17 @@ mod tests {
         // A prepared bundle that is dropped leaves nothing.
         drop(prepare(&dir.path().join("b.json")).unwrap());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn broker_urls_come_from_the_flags_in_order_or_the_default() {
+        assert_eq!(broker_urls(&[], "https://d:1").unwrap(), ["https://d:1"]);
+        let flags = ["https://a:1/".to_owned(), "https://b:2".to_owned(), "https://a:1".to_owned()];
+        assert_eq!(broker_urls(&flags, "https://d:1").unwrap(), ["https://a:1", "https://b:2"]);
+        for bad in ["http://a:1", "a:1", "https://", "nonsense"] {
+            let e = broker_urls(&[bad.to_owned()], "https://d:1").unwrap_err();
+            assert!(matches!(e, BundleError::BadUrl { .. }), "{bad}");
+            assert!(!e.to_string().contains('\n'));
+        }
     }
 }

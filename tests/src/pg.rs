@@ -226,6 +226,22 @@ impl Postgres {
         Database { name: name.to_owned(), password, port: self.port }
     }
 
+    /// `pg_ctl restart -m fast`: every connection is cut, the server comes back on the same
+    /// port with the same options (the soak's fault). Returns how long `pg_ctl` took.
+    pub fn restart(&self) -> Duration {
+        let started = std::time::Instant::now();
+        let mut restart = Command::new(self.bin.join("pg_ctl"));
+        restart
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-m", "fast", "-w", "-t", "60", "restart"]);
+        let out = run_as(&self.user, restart);
+        assert_eq!(out.status, 0, "pg_ctl restart failed: {out:?}\n{}", self.log());
+        started.elapsed()
+    }
+
     /// `pg_dump` of a database: schema and every row.
     pub fn dump(&self, database: &str) -> Vec<u8> {
         let mut dump = Command::new(self.bin.join("pg_dump"));

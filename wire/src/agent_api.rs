@@ -25,13 +25,33 @@ use crate::SecretValue;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
-    /// Base URL of the broker, e.g. `https://127.0.0.1:8443`.
+    /// Base URL of the broker, e.g. `https://127.0.0.1:8443`: the first one tried.
     pub broker_url: String,
+    /// Every broker URL in the order the agent tries them (brokers sharing one store), the
+    /// first normally equal to `broker_url`. Absent in bundles written before failover existed:
+    /// then `broker_url` alone is used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broker_urls: Vec<String>,
     /// The broker's CA certificate, PEM.
     pub ca_pem: String,
     pub session_id: String,
     pub enrollment_token: SecretValue,
     pub enrollment_expires_at: String,
+}
+
+impl Bundle {
+    /// The broker URLs in the order to try them: `broker_url` first, then the others of
+    /// `broker_urls`, each once (a trailing `/` does not make a URL different).
+    pub fn urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = Vec::with_capacity(1 + self.broker_urls.len());
+        for url in std::iter::once(&self.broker_url).chain(&self.broker_urls) {
+            let url = url.trim().trim_end_matches('/');
+            if !url.is_empty() && !urls.iter().any(|u| u == url) {
+                urls.push(url.to_owned());
+            }
+        }
+        urls
+    }
 }
 
 /// `POST /v1/enroll`: trade a one-time token and a CSR for a session certificate.
@@ -180,4 +200,36 @@ pub struct UsageBatch {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UsageAccepted {
     pub accepted: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(urls: &[&str]) -> String {
+        format!(
+            r#"{{"broker_url":"https://a:1/","ca_pem":"x","session_id":"s","enrollment_token":"t",
+              "enrollment_expires_at":"2026-01-01T00:00:00Z"{}}}"#,
+            if urls.is_empty() {
+                String::new()
+            } else {
+                format!(r#","broker_urls":{}"#, serde_json::to_string(urls).unwrap())
+            }
+        )
+    }
+
+    #[test]
+    fn an_old_bundle_has_its_one_url() {
+        let b: Bundle = serde_json::from_str(&bundle(&[])).unwrap();
+        assert_eq!(b.urls(), ["https://a:1"]);
+        // Written back, it stays what an older agent reads.
+        assert!(!serde_json::to_string(&b).unwrap().contains("broker_urls"));
+    }
+
+    #[test]
+    fn several_urls_keep_their_order_first_url_first_each_once() {
+        let b: Bundle =
+            serde_json::from_str(&bundle(&["https://c:3", "https://a:1", "https://b:2/"])).unwrap();
+        assert_eq!(b.urls(), ["https://a:1", "https://c:3", "https://b:2"]);
+    }
 }

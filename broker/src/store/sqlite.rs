@@ -98,6 +98,16 @@ impl SqliteStore {
             // A ping before each use is a round trip to the connection's thread that guards
             // against a dropped network link; a local file has none to lose.
             .test_before_acquire(false)
+            // A COMMIT that fails on a full disk can leave a connection that believes it is
+            // still in a transaction (SQLite rolled back by itself, so the ROLLBACK that
+            // follows fails) and would refuse every later BEGIN: close it instead of reusing
+            // it. The ping lets that queued ROLLBACK run first.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Connection::ping(conn).await?;
+                    Ok(!sqlx::Connection::is_in_transaction(conn))
+                })
+            })
             .connect_with(options)
             .await
             .map_err(open_failed)?;

@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::io::Write;
 
-use maestro_wire::agent_api::Bundle;
 use maestro_wire::api::{CreateSession, SessionCreated, SessionInfo, SessionState};
 use reqwest::Method;
 use zeroize::Zeroizing;
@@ -42,6 +41,7 @@ async fn create(
     // The bundle's temporary file is made first: an unwritable path must fail before the
     // session exists.
     let pending = args.bundle_out.as_deref().map(bundle::prepare).transpose()?;
+    let urls = bundle::broker_urls(&args.broker_url, &config.url_text)?;
 
     let body = CreateSession { ttl_seconds, label: args.label };
     let answer = client.send(Method::POST, &["v1", "sessions"], &body).await?;
@@ -49,13 +49,7 @@ async fn create(
     let id = created.session.id.clone();
 
     if let (Some(pending), Some(path)) = (pending, &args.bundle_out) {
-        let bundle = Bundle {
-            broker_url: config.url_text.clone(),
-            ca_pem: created.ca_pem.clone(),
-            session_id: id.clone(),
-            enrollment_token: created.enrollment_token.clone(),
-            enrollment_expires_at: created.enrollment_expires_at.clone(),
-        };
+        let bundle = bundle::bundle_for(urls, &created);
         if let Err(e) = pending.finish(&bundle) {
             // Without its bundle the session is of no use: end it rather than leave it live.
             let undo = match client.post_empty(&["v1", "sessions", &id, "end"]).await {
