@@ -25,7 +25,7 @@ use crate::usage::{self, UsageQueue};
 /// Time allowed for the unmount (the filesystem waits for open files, then aborts them).
 const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time allowed for the last usage reports.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for usage batches already on their way when teardown starts (waited for only
 /// while one is).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);

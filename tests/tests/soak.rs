@@ -934,10 +934,11 @@ fn verify(ctx: &Ctx, pg: &Postgres, db: &Database) -> Unrecorded {
         pg,
         db,
         "SELECT 1 FROM information_schema.columns WHERE table_name = 'audit' AND column_name \
-         = 'count'",
+         = 'use_count'",
     )
     .is_empty();
-    let sum = if counted { "SUM(count)" } else { "COUNT(*)" };
+    // A row of one use leaves `use_count` empty.
+    let sum = if counted { "SUM(COALESCE(use_count, 1))" } else { "COUNT(*)" };
     let used: HashMap<(String, String, String), u64> = sql_rows(
         pg,
         db,

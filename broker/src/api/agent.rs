@@ -581,6 +581,10 @@ mod tests {
             uid: Some(1000),
             command: Some("cat".into()),
             detail: Some("S_VAR".into()),
+            count: None,
+            last_at: None,
+            exe: None,
+            claimed_command: None,
         };
         let text = serde_json::to_string(&UsageBatch { reports: vec![report] }).unwrap();
         let batch: IncomingBatch = serde_json::from_str(&text).unwrap();
