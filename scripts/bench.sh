@@ -58,7 +58,7 @@ if [ "$("$DOTENVX" --version 2>/dev/null)" != "$DOTENVX_VERSION" ]; then
 fi
 
 echo "==> cargo build --release (the first build takes a few minutes)"
-cargo build --release --bins -p maestro-broker -p maestro-agent -p maestro-bench
+cargo build --release --bins -p maestro-broker -p maestro-agent -p maestro-exec -p maestro-bench
 
 mkdir -p bench
 exec target/release/maestro-bench all "${MODE[@]}" \

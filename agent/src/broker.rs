@@ -20,13 +20,13 @@ use maestro_wire::agent_api::{
     UsageReport,
 };
 use maestro_wire::api::{ApiError, ErrorCode};
+use maestro_wire::jsonline::extend_zeroizing;
 use maestro_wire::limits::MAX_BODY_BYTES;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::identity::{self, IdentityError, PendingIdentity};
-use crate::jsonline::extend_zeroizing;
 
 /// Time allowed to connect (TCP and TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

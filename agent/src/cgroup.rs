@@ -241,6 +241,8 @@ fn kill_and_wait(path: &Path, timeout: Duration) -> usize {
 }
 
 #[cfg(test)]
+// One pre_exec closure that writes a pid into a cgroup, to build a process that will not die.
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
 

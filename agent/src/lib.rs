@@ -1,5 +1,6 @@
-//! The sandbox side of Maestro secrets: `maestro-agent` (the image entrypoint) and
-//! `maestro-exec` (what the sandbox user runs in terminals).
+//! `maestro-agent`, the sandbox image's entrypoint. (`maestro-exec`, what the sandbox user runs in
+//! terminals, and its credential helpers are their own crate, `maestro-exec`: they share nothing
+//! with the agent but the wire crate.)
 //!
 //! The agent enrolls with the broker (its key is made in memory and never written), follows
 //! the session's event stream, holds the active secrets in locked memory, shows them as files
@@ -10,35 +11,41 @@
 //! Modules, by job:
 //!
 //! * start-up: [`config`] (validated settings), [`harden`] (non-dumpable, no core, no inherited
-//!   fds, locked memory), [`privs`] (capabilities behind a trait), [`logging`].
+//!   fds, locked memory), [`privs`] (capabilities behind a trait), [`logging`], [`cgroup`] (the
+//!   session's processes).
 //! * broker: [`identity`] (key pair, CSR), [`broker`] (the mTLS client), [`framing`] (event lines),
 //!   [`link`] (stream, reconnects, lease watchdog, renewal), [`backoff`].
 //! * secrets: [`state`] (the active set, rendering, fail-closed lease), [`usage`] (audit reports).
-//! * socket: [`listener`], [`dispatch`], [`actions`], [`jsonline`].
+//! * socket: [`listener`], [`dispatch`], [`actions`].
 //! * processes: [`child`] (CMD as the sandbox user, reaping), [`teardown`], [`run`] (wiring).
-//! * [`exec`]: `maestro-exec`, which uses none of the above but [`jsonline`]: it stays small.
-//! * [`helpers`]: `maestro-exec`'s credential helpers for git and the AWS SDKs.
+//!
+//! `unsafe` is denied here except in the modules that make raw system calls, each allowed at its
+//! declaration below with the reason.
 //!
 //! No secret value reaches a log line, an error message, argv, the environment of the agent or a
 //! file: values live in [`maestro_wire::SecretValue`] and zeroizing buffers only.
+#![deny(unsafe_code)]
 
 pub mod actions;
 pub mod backoff;
 pub mod broker;
 pub mod cgroup;
+// prctl, setres[ug]id, setgroups, close_range and a cgroup write between fork and exec.
+#[allow(unsafe_code)]
 pub mod child;
 pub mod config;
 pub mod dispatch;
-pub mod exec;
 pub mod framing;
+// close_range, close, mlockall, and the environment change before any thread exists.
+#[allow(unsafe_code)]
 pub mod harden;
-pub mod helpers;
 pub mod identity;
-pub mod jsonline;
 pub mod link;
 pub mod listener;
 pub mod logging;
 pub mod privs;
+// One call: harden::scrub_environment, sound only before the runtime's threads start.
+#[allow(unsafe_code)]
 pub mod run;
 pub mod state;
 pub mod teardown;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use maestro_wire::jsonline;
 use maestro_wire::limits::MAX_SOCK_REQUEST_BYTES;
 use maestro_wire::sock::SockErrorCode;
 use thiserror::Error;
@@ -20,7 +21,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 
 use crate::dispatch::{self, Ctx, Peer};
-use crate::jsonline;
 
 /// Time a client has to send its request (and to take its answer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,28 +1,17 @@
-//! Logs: tracing to stderr, filtered by `RUST_LOG` (default `info`).
-//!
-//! The agent's own code never logs a value. The HTTP and TLS libraries under it log at debug and
-//! trace what they send and receive, which could include response bodies, so their targets are
-//! capped at `info` whatever `RUST_LOG` says.
+//! Logs: tracing to stderr, filtered by `RUST_LOG` (default `info`), with the HTTP and TLS
+//! libraries capped at `info` whatever `RUST_LOG` says (see [`maestro_wire::logging`]): the
+//! agent's own code never logs a value, but those libraries log bodies at debug and trace.
 
 use std::io::IsTerminal;
 
+use maestro_wire::logging::filter_directives;
 use tracing_subscriber::EnvFilter;
 
-/// Library targets that might log bytes of a body or a handshake at debug or trace.
-pub const CAPPED_TARGETS: &[&str] =
-    &["h2", "hyper", "hyper_util", "reqwest", "rustls", "tokio_rustls", "hyper_rustls"];
-
-/// The filter: `RUST_LOG` (or `default`), with [`CAPPED_TARGETS`] at `info` at most.
+/// The filter: `RUST_LOG` (or `default`), with the capped targets at `info` at most.
 pub fn filter(rust_log: Option<&str>, default: &str) -> EnvFilter {
-    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or(default);
     // An invalid RUST_LOG falls back to the default rather than silencing the agent.
-    let mut filter = EnvFilter::try_new(base).unwrap_or_else(|_| EnvFilter::new(default));
-    for target in CAPPED_TARGETS {
-        if let Ok(directive) = format!("{target}=info").parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    filter
+    EnvFilter::try_new(filter_directives(rust_log, default))
+        .unwrap_or_else(|_| EnvFilter::new(filter_directives(None, default)))
 }
 
 /// Installs the subscriber (and the bridge for crates that use `log`).

@@ -1,5 +1,6 @@
 //! `maestro-agent`: the sandbox image's entrypoint. Parses the command line, hardens the
 //! process, and runs the session (see `maestro_agent::run`). Errors are printed once, as one line.
+#![deny(unsafe_code)]
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use maestro_agent::config::{self, Config, User};
 use maestro_agent::{harden, logging, run};
+use maestro_wire::errors;
 
 #[derive(Parser)]
 #[command(name = "maestro-agent", version, about = "Maestro secrets agent: the sandbox entrypoint")]
@@ -73,17 +75,7 @@ fn main() -> ExitCode {
     match run::run(config) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            let mut line = format!("maestro-agent: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                let text = s.to_string();
-                if !line.contains(&text) {
-                    line.push_str(": ");
-                    line.push_str(&text);
-                }
-                source = s.source();
-            }
-            eprintln!("{line}");
+            eprintln!("maestro-agent: {}", errors::one_line(errors::causes(&e)));
             ExitCode::from(1)
         }
     }

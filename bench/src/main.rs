@@ -248,7 +248,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("maestro-bench: {e:#}");
+            eprintln!("maestro-bench: {}", maestro_wire::errors::one_line(e.chain()));
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,7 @@ use maestro_broker::datadir::DataDir;
 use maestro_broker::server::{self, ServeOptions};
 use maestro_broker::store::engine::DatabaseUrl;
 use maestro_wire::limits::MAX_CERT_TTL_SECS;
+use maestro_wire::{errors, logging};
 use tracing_subscriber::EnvFilter;
 
 /// The Maestro broker: encrypted secret store, session CA, user and agent APIs.
@@ -89,9 +90,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .init();
     // Before the runtime's threads exist, so that every thread is covered. Every command:
     // `rotate-master-key` holds both master keys. Only `serve` says how it went: the admin
@@ -100,27 +99,17 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("maestro-broker: {}", one_line(&e));
+            eprintln!("maestro-broker: {}", errors::one_line(e.chain()));
             ExitCode::FAILURE
         }
     }
 }
 
-/// The error and its causes on one line, each cause once: our errors often already quote
-/// their source (`cannot open the database X: <sqlx error>`), and sqlx's repeat theirs.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+/// `RUST_LOG` (default `info`; an invalid one means the default), with the HTTP and TLS
+/// libraries capped at `info`: at debug and trace they log request and response bodies.
+fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    EnvFilter::try_new(logging::filter_directives(rust_log, "info"))
+        .unwrap_or_else(|_| EnvFilter::new(logging::filter_directives(None, "info")))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -201,4 +190,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_log_cannot_open_the_http_stack() {
+        let f = log_filter(Some("trace,hyper=trace,rustls=debug")).to_string();
+        assert!(f.contains("hyper=info") && !f.contains("hyper=trace"), "{f}");
+        assert!(f.contains("rustls=info") && !f.contains("rustls=debug"), "{f}");
+        assert!(f.contains("trace"), "{f}");
+        let f = log_filter(Some("=bad=[[")).to_string();
+        assert!(f.ends_with(",info") && f.contains("h2=info") && !f.contains("bad"), "{f}");
+    }
 }

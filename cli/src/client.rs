@@ -11,6 +11,7 @@ use std::error::Error as StdError;
 use std::time::Duration;
 
 use maestro_wire::api::{ApiError, ErrorCode};
+use maestro_wire::errors;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Body, Method, StatusCode, Url};
 use serde::Serialize;
@@ -313,19 +314,13 @@ fn classify(err: &reqwest::Error) -> Cause {
     Cause::Other
 }
 
-/// The causes of an error, outermost first, without repeats; reqwest's own outer message
-/// ("error sending request for url ...") only when there is nothing below it.
+/// The causes of an error, outermost first, without repeats (`maestro_wire::errors`); reqwest's
+/// own outer message ("error sending request for url ...") only when there is nothing below it.
 fn describe(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = err.source();
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
+    match err.source() {
+        Some(source) => errors::one_line(errors::causes(source)),
+        None => err.to_string(),
     }
-    if parts.is_empty() { err.to_string() } else { parts.join(": ") }
 }
 
 /// `value` as pretty JSON and a newline, built in one zeroizing buffer.

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             }
             _ => ExitCode::SUCCESS,
         },
-        Err(e) => fail(&format!("{e:#}")),
+        Err(e) => fail(&maestro_wire::errors::one_line(e.chain())),
     }
 }
 

@@ -8,6 +8,8 @@
 //! * [`oauth`]: OAuth provider presets and the `/v1/oauth` API types.
 //! * [`catalog`]: integration kinds as data: fields, defaults, validation, variables, files.
 //! * [`secret`]: [`SecretValue`], the only type that carries a secret value.
+//! * [`jsonline`]: one JSON message per line in zeroizing buffers (the agent socket's framing).
+//! * [`errors`] and [`logging`]: how every binary prints an error and caps library logs.
 //!
 //! It does no I/O. Secret values only ever travel inside [`SecretValue`], which redacts itself
 //! in `Debug`/`Display` and zeroizes its memory on drop, so a value cannot reach a log line by
@@ -17,7 +19,10 @@
 pub mod agent_api;
 pub mod api;
 pub mod catalog;
+pub mod errors;
+pub mod jsonline;
 pub mod limits;
+pub mod logging;
 pub mod names;
 pub mod oauth;
 pub mod secret;

@@ -10,14 +10,15 @@
 use std::ffi::OsString;
 use std::io::{self, Write};
 
+use maestro_wire::jsonline;
 use maestro_wire::names::is_valid_secret_name;
 use maestro_wire::sock::{Action, MaterialEntry, Response, SockErrorCode};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::HelperError;
-use crate::exec;
-use crate::jsonline;
+use crate::client;
+use crate::rfc3339;
 
 pub const SUBCOMMAND: &str = "aws-credential-process";
 /// What the SDKs take as failure.
@@ -64,9 +65,7 @@ pub fn render(entry: &MaterialEntry) -> Result<Zeroizing<Vec<u8>>, HelperError> 
             .ok_or_else(|| HelperError::MissingField { name: entry.name.clone(), field: f })
     };
     // Only an RFC 3339 time is passed on: the SDKs parse it as ISO 8601.
-    let expiration = entry.expires_at.as_deref().filter(|t| {
-        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
-    });
+    let expiration = entry.expires_at.as_deref().filter(|t| rfc3339::unix_seconds(t).is_some());
     let creds = Credentials {
         version: 1,
         access_key_id: field("access_key_id")?,
@@ -83,7 +82,7 @@ fn run(name: Option<&str>) -> Result<(), HelperError> {
         only: name.map(|n| vec![n.to_owned()]).unwrap_or_default(),
         command: Some(SUBCOMMAND.to_owned()),
     };
-    let secrets = match (exec::ask(&exec::socket_path(), action)?, name) {
+    let secrets = match (client::ask(&client::socket_path(), action)?, name) {
         (Response::Material { secrets }, _) => secrets,
         (Response::Error { code: SockErrorCode::NotActive, .. }, Some(name)) => {
             return Err(HelperError::NotActive(name.to_owned()));

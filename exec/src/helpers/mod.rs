@@ -6,7 +6,7 @@
 //!
 //! Both ask the agent with [`Action::Material`](maestro_wire::sock::Action::Material), which the
 //! agent records as an injection, and write the values only to their standard output, from
-//! zeroizing buffers. They share `maestro-exec`'s socket client ([`crate::exec::ask`]).
+//! zeroizing buffers. They share `maestro-exec`'s socket client ([`crate::client::ask`]).
 
 pub mod aws;
 pub mod git;
@@ -51,8 +51,8 @@ pub enum HelperError {
     WriteAnswer(#[source] std::io::Error),
 }
 
-impl From<crate::exec::Failure> for HelperError {
-    fn from(f: crate::exec::Failure) -> Self {
+impl From<crate::client::Failure> for HelperError {
+    fn from(f: crate::client::Failure) -> Self {
         HelperError::AskAgent(f.0)
     }
 }

@@ -1,10 +1,10 @@
-//! One JSON object per line, in buffers that are zeroized when dropped: socket messages can
-//! carry secret values, and a `Vec` that grows leaves unzeroized copies behind, so the size is
-//! measured first and the buffer allocated once.
+//! Reading the agent's answer: one line, bounded, into buffers that are zeroized when dropped
+//! (the answer carries secret values, and a `Vec` that grows leaves unzeroized copies behind).
+//! Writing lines is [`maestro_wire::jsonline`], shared with the agent.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read};
 
-use serde::Serialize;
+use maestro_wire::jsonline::extend_zeroizing;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -16,29 +16,6 @@ pub enum LineError {
     Truncated,
     #[error("reading the message failed: {0}")]
     Read(#[source] io::Error),
-}
-
-/// Counts what would be written.
-struct Counter(usize);
-
-impl Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// `value` as one JSON line (with its `\n`) in a zeroizing buffer that never reallocated.
-pub fn to_line<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
-    let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, value)?;
-    let mut buf = Zeroizing::new(Vec::with_capacity(counter.0 + 1));
-    serde_json::to_writer(&mut *buf, value)?;
-    buf.push(b'\n');
-    Ok(buf)
 }
 
 /// The first capacity of a line buffer: most answers (the variables of a few dozen secrets)
@@ -76,19 +53,6 @@ pub fn read_line<R: BufRead>(reader: &mut R, max: usize) -> Result<Zeroizing<Vec
     }
 }
 
-/// Appends `data` to `buf`. When `buf` must grow, its content moves to a new allocation twice
-/// the size and the old one is zeroized as it is dropped, instead of `Vec`'s realloc leaving an
-/// unwiped copy behind.
-pub fn extend_zeroizing(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
-    let needed = buf.len() + data.len();
-    if needed > buf.capacity() {
-        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(buf.capacity() * 2)));
-        bigger.extend_from_slice(buf);
-        *buf = bigger;
-    }
-    buf.extend_from_slice(data);
-}
-
 /// A reader's bytes through [`read_line`] with a plain `Read`, for callers without a `BufRead`.
 pub fn read_line_from<R: Read>(reader: R, max: usize) -> Result<Zeroizing<Vec<u8>>, LineError> {
     let mut buffered = io::BufReader::with_capacity(64 * 1024, reader);
@@ -98,13 +62,6 @@ pub fn read_line_from<R: Read>(reader: R, max: usize) -> Result<Zeroizing<Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn writes_exactly_one_line_without_reallocating() {
-        let line = to_line(&serde_json::json!({"a": "b\nc"})).unwrap();
-        assert_eq!(&line[..], b"{\"a\":\"b\\nc\"}\n");
-        assert_eq!(line.capacity(), line.len());
-    }
 
     #[test]
     fn reads_a_line_and_enforces_the_limit() {

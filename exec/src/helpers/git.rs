@@ -20,7 +20,9 @@ use maestro_wire::sock::{Action, ListedSecret, MaterialEntry, Response};
 use zeroize::Zeroizing;
 
 use super::HelperError;
-use crate::exec::{self, EXIT_OWN, Failure};
+use crate::EXIT_OWN;
+use crate::client::{self, Failure};
+use crate::rfc3339;
 
 pub const SUBCOMMAND: &str = "git-credential";
 /// Git's requests are a few short lines; anything longer is not git.
@@ -106,19 +108,13 @@ pub fn answer(host: &str, secrets: &[MaterialEntry]) -> Option<Zeroizing<String>
         out.push_str("\npassword=");
         out.push_str(token);
         out.push('\n');
-        if let Some(expiry) = entry.expires_at.as_deref().and_then(unix_seconds) {
+        // Anything but an RFC 3339 time gives no expiry.
+        if let Some(expiry) = entry.expires_at.as_deref().and_then(rfc3339::unix_seconds) {
             out.push_str(&format!("password_expiry_utc={expiry}\n"));
         }
         return Some(out);
     }
     None
-}
-
-/// RFC 3339 to unix seconds; `None` for anything else (then no expiry is given).
-fn unix_seconds(rfc3339: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
 }
 
 /// Reads standard input up to the limit, into a buffer that is zeroized (git sends the
@@ -153,10 +149,10 @@ fn get(request: &CredentialRequest) -> Result<Option<Zeroizing<String>>, HelperE
     let (Some("https"), Some(host)) = (request.protocol.as_deref(), request.host.as_deref()) else {
         return Ok(None);
     };
-    let socket = exec::socket_path();
+    let socket = client::socket_path();
     // List first (no values, no audit record): most hosts git asks about have no secret, and
     // only the candidates' values are then fetched.
-    let listed = match exec::ask(&socket, Action::List) {
+    let listed = match client::ask(&socket, Action::List) {
         Ok(Response::List { secrets }) => secrets,
         Ok(Response::Error { message, .. }) => return Err(HelperError::AskAgent(message)),
         Ok(_) => return Err(HelperError::UnexpectedAnswer),
@@ -170,7 +166,7 @@ fn get(request: &CredentialRequest) -> Result<Option<Zeroizing<String>>, HelperE
         return Ok(None);
     }
     let action = Action::Material { kinds: Vec::new(), only, command: Some("git".to_owned()) };
-    match exec::ask(&socket, action)? {
+    match client::ask(&socket, action)? {
         Response::Material { secrets } => Ok(answer(&host, &secrets)),
         Response::Error { message, .. } => Err(HelperError::AskAgent(message)),
         _ => Err(HelperError::UnexpectedAnswer),
@@ -297,7 +293,7 @@ mod tests {
     #[test]
     fn a_missing_agent_is_recognized() {
         let dir = tempfile::tempdir().unwrap();
-        let Err(f) = exec::ask(&dir.path().join("agent.sock"), Action::List) else { panic!() };
+        let Err(f) = client::ask(&dir.path().join("agent.sock"), Action::List) else { panic!() };
         assert!(no_agent(&f));
         assert!(!no_agent(&Failure("secrets are unavailable".into())));
     }

@@ -1,0 +1,64 @@
+//! `maestro-exec`: asks the agent for the active secrets' variables and execs a command with
+//! them added to the caller's environment, like `env VAR=... CMD`; and, as subcommands, the
+//! credential helpers that git and the AWS SDKs run themselves.
+//!
+//! It runs before every command, so it is small and quick: a blocking unix socket (opened
+//! close-on-exec, so nothing of it reaches the command), arguments parsed by hand, no runtime,
+//! no logging set-up, and no dependency but the wire crate and libc. Exit status: the command's
+//! own (it replaces this process), 125 for maestro-exec's own errors, 126 when the command cannot
+//! run, 127 when it is not found.
+//!
+//! Modules: [`args`] (the command line), [`client`] (the agent's socket), [`line`] (reading one
+//! answer line), [`command`] (`--list` and running CMD), [`helpers`] (git and AWS), [`rfc3339`]
+//! (expiry times), and [`sys`], the only module with `unsafe` (two libc calls).
+#![deny(unsafe_code)]
+
+pub mod args;
+pub mod client;
+pub mod command;
+pub mod helpers;
+pub mod line;
+pub mod rfc3339;
+// SO_PEERCRED and access(2) through libc: std wraps neither.
+#[allow(unsafe_code)]
+pub mod sys;
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+
+use crate::args::{Invocation, USAGE};
+use crate::client::Failure;
+
+/// maestro-exec's own errors.
+pub const EXIT_OWN: i32 = 125;
+/// The command exists but cannot be run.
+pub const EXIT_CANNOT_RUN: i32 = 126;
+/// The command is not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// The whole program; returns the exit status (when it did not exec).
+pub fn main_with(args: &[OsString]) -> i32 {
+    if let Some(code) = helpers::dispatch(args) {
+        return code;
+    }
+    let outcome = match args::parse(args) {
+        Err(message) => Err(Failure(message)),
+        Ok(Invocation::Help) => {
+            let _ = io::stdout().write_all(USAGE.as_bytes());
+            Ok(0)
+        }
+        Ok(Invocation::Version) => {
+            let _ = writeln!(io::stdout(), "maestro-exec {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Ok(Invocation::List { json }) => command::list(json),
+        Ok(Invocation::Run { only, command }) => command::run(only, command),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(Failure(message)) => {
+            eprintln!("maestro-exec: {message}");
+            EXIT_OWN
+        }
+    }
+}
