@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use maestro_fs::{Access, AccessObserver, NotRecorded};
 use maestro_wire::agent_api::{UsageAction, UsageBatch, UsageReport};
-use maestro_wire::limits::{MAX_DESCRIPTION_BYTES, MAX_USAGE_BATCH};
-use maestro_wire::text::{escape_shown, truncate_bytes};
+use maestro_wire::limits::MAX_USAGE_BATCH;
+use maestro_wire::text::escape_shown;
 use tokio::sync::Notify;
 
 use crate::broker::Broker;
@@ -437,29 +437,6 @@ impl AccessObserver for FsObserver {
     }
 }
 
-/// What today's broker stores of a record: it keeps `detail` but not yet the coalescing and
-/// identity fields, so those are also written into the detail, where `maestro secrets history`
-/// and `maestro audit` show them (`API_TOKEN (1234 uses, the last at ...; claimed: make)`).
-fn with_shown_detail(mut r: UsageReport) -> UsageReport {
-    let mut extra = Vec::new();
-    if let (Some(count), Some(last)) = (r.count, r.last_at.as_deref()) {
-        extra.push(format!("{count} uses, the last at {last}"));
-    }
-    if let Some(claimed) = &r.claimed_command {
-        extra.push(format!("claimed: {claimed}"));
-    }
-    let extra = if extra.is_empty() { String::new() } else { format!(" ({})", extra.join("; ")) };
-    if let Some(base) = r.detail.take() {
-        // Within the broker's limit for a detail (a refused report would be lost): the path or
-        // reason gives way, not the count.
-        let room = MAX_DESCRIPTION_BYTES.saturating_sub(extra.len());
-        r.detail = Some(format!("{}{extra}", truncate_bytes(&base, room)));
-    } else if !extra.is_empty() {
-        r.detail = Some(extra.trim_start().to_owned());
-    }
-    r
-}
-
 /// Sends one batch; when the broker refuses it for good, splits it to find the refused records
 /// (the others are sent) and counts the refused ones as lost. Returns a transient error (the
 /// broker is away) with the unsent records put back.
@@ -470,7 +447,7 @@ async fn send_batch(
 ) -> Result<(), crate::broker::BrokerError> {
     let mut pending = vec![reports];
     while let Some(part) = pending.pop() {
-        let batch = UsageBatch { reports: part.iter().cloned().map(with_shown_detail).collect() };
+        let batch = UsageBatch { reports: part.to_vec() };
         match broker.post_usage(&batch).await {
             Ok(()) => {
                 queue.sent(part.len());
@@ -623,31 +600,6 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].detail.as_deref(), Some(LOST_DETAIL));
         assert_eq!(r[0].count, Some(5));
-    }
-
-    #[test]
-    fn the_detail_shows_what_todays_broker_does_not_store() {
-        let r = with_shown_detail(UsageReport {
-            detail: Some("API_TOKEN".into()),
-            count: Some(12),
-            last_at: Some("T".into()),
-            claimed_command: Some("make".into()),
-            ..report(1)
-        });
-        assert_eq!(r.detail.as_deref(), Some("API_TOKEN (12 uses, the last at T; claimed: make)"));
-        let r = with_shown_detail(UsageReport { detail: Some("API_TOKEN".into()), ..report(1) });
-        assert_eq!(r.detail.as_deref(), Some("API_TOKEN"));
-        // A long path gives way to the count, within the broker's limit.
-        let r = with_shown_detail(UsageReport {
-            detail: Some("d/".repeat(600)),
-            count: Some(7),
-            last_at: Some("T".into()),
-            ..report(1)
-        });
-        let detail = r.detail.unwrap();
-        assert!(
-            detail.len() <= MAX_DESCRIPTION_BYTES && detail.ends_with(" (7 uses, the last at T)")
-        );
     }
 
     #[test]

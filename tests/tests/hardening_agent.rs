@@ -39,15 +39,10 @@ fn action(e: &AuditEvent) -> String {
     serde_json::to_value(e.action).unwrap().as_str().unwrap().to_owned()
 }
 
-/// How many uses a record stands for: the agent coalesces repeated uses and, until the broker
-/// stores the count, writes it into the detail ("FLOOD_TOKEN (1234 uses, the last at ...)").
+/// How many uses a record stands for: the agent coalesces repeated uses into one record with
+/// a count (absent: one).
 fn uses(e: &AuditEvent) -> u64 {
-    e.detail
-        .as_deref()
-        .and_then(|d| d.split_once(" ("))
-        .and_then(|(_, rest)| rest.split_once(" uses"))
-        .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or(1)
+    e.count.unwrap_or(1)
 }
 
 /// Polls the audit trail until `done` holds (or a generous deadline passes).
@@ -344,14 +339,15 @@ async fn the_recorded_command_is_the_executable_the_kernel_names_not_the_callers
     let injected = record(asked_pid);
     assert_eq!(action(injected), "injected");
     assert_eq!(injected.command.as_deref(), Some(python.as_str()), "{injected:?}");
-    assert!(injected.detail.as_deref().unwrap().contains("claimed: make"), "{injected:?}");
+    assert_eq!(injected.claimed_command.as_deref(), Some("make"), "{injected:?}");
     let renamed = record(renamed_pid);
     assert_eq!(action(renamed), "file_read");
     assert_eq!(renamed.command.as_deref(), Some(python.as_str()), "{renamed:?}");
-    assert_eq!(renamed.detail.as_deref(), Some("API_TOKEN (claimed: make)"));
+    assert_eq!(renamed.detail.as_deref(), Some("API_TOKEN"));
+    assert_eq!(renamed.claimed_command.as_deref(), Some("make"), "{renamed:?}");
     let bidi = record(bidi_pid);
     assert_eq!(bidi.command.as_deref(), Some(python.as_str()));
-    let detail = bidi.detail.as_deref().unwrap();
+    let detail = bidi.claimed_command.as_deref().unwrap();
     assert!(detail.contains("ev\\u{202e}lif") && !detail.contains('\u{202e}'), "{bidi:?}");
     let argv0 = record(argv0_pid);
     assert_eq!(
