@@ -24,8 +24,12 @@ use crate::usage::{self, UsageQueue};
 
 /// Time allowed for the unmount (the filesystem waits for open files, then aborts them).
 const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(4);
-/// Time allowed for the last usage reports.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for the last usage reports, tried again while the broker is away or busy: the
+/// uses already happened, so their records are worth waiting for (the broker takes them for a
+/// minute after the session ended); past this the loss is logged with its count.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause between two tries of the last flush.
+const FLUSH_RETRY: Duration = Duration::from_millis(250);
 /// Time allowed for usage batches already on their way when teardown starts (waited for only
 /// while one is).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,11 +119,7 @@ pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
     if let Some(broker) = &parts.broker
         && !parts.usage.is_empty()
     {
-        match tokio::time::timeout(FLUSH_TIMEOUT, usage::flush(&parts.usage, broker)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("last usage reports lost: {e}"),
-            Err(_) => tracing::warn!("last usage reports lost: the broker did not answer in time"),
-        }
+        last_flush(&parts.usage, broker).await;
     }
     let code = match cause {
         Cause::CommandExited(code) => code,
@@ -135,4 +135,33 @@ pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
     }
     tracing::info!(code, processes_left = 0, "session over");
     code
+}
+
+/// Sends the last usage reports, trying again until [`FLUSH_TIMEOUT`] while the broker does
+/// not take them (away, failing over, or slow under load).
+async fn last_flush(queue: &UsageQueue, broker: &Broker) {
+    let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, usage::flush(queue, broker)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) if tokio::time::Instant::now() + FLUSH_RETRY < deadline => {
+                tracing::info!("the last usage reports were not taken yet ({e}); trying again");
+                tokio::time::sleep(FLUSH_RETRY).await;
+                // Batches that failed after their sender stopped waiting come back for the try.
+                queue.put_back(broker.settle_usage(Duration::ZERO).await);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(reports = queue.len(), "last usage reports lost: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    reports = queue.len(),
+                    "last usage reports lost: the broker did not take them within {FLUSH_TIMEOUT:?}"
+                );
+                return;
+            }
+        }
+    }
 }
