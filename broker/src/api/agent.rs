@@ -27,8 +27,9 @@ use crate::app::{App, SharedApp};
 use crate::auth::{AgentSession, UsageReporter};
 use crate::ca::CaError;
 use crate::clock;
+use crate::domain::material;
+use crate::domain::secrets::{self, check_name};
 use crate::events::Subscription;
-use crate::secrets::{self, check_name};
 use crate::store::{ActiveMaterial, AuditRecord, CertificateRecord, SessionRecord};
 use crate::tokens;
 
@@ -295,7 +296,7 @@ pub async fn all_material(
     let active = app.store.active_material(&agent.session.id, None).await?;
     let mut out = Vec::with_capacity(active.len());
     for secret in &active {
-        out.push(secrets::material(&app, secret, &agent.session.id).await?);
+        out.push(material::material(&app, secret, &agent.session.id).await?);
     }
     fetched(&app, &agent.session, &active).await?;
     Ok(Json(MaterialSet { secrets: out }))
@@ -319,7 +320,7 @@ pub async fn one_material(
         app.store.append_audit(std::slice::from_ref(&record)).await?;
         return Err(Failure::not_found(format!("secret {name} is not active in this session")));
     };
-    let material = secrets::material(&app, secret, &agent.session.id).await?;
+    let material = material::material(&app, secret, &agent.session.id).await?;
     fetched(&app, &agent.session, std::slice::from_ref(secret)).await?;
     Ok(Json(material))
 }

@@ -1,14 +1,13 @@
-//! Errors as the API answers them: an HTTP status and an [`ApiError`] body with a one-line
+//! Errors as the API answers them (domain errors are mapped here, once): an HTTP status and an [`ApiError`] body with a one-line
 //! message that says what went wrong and what to do. Internal faults are logged here with
 //! their cause and answered with a generic message; no message ever holds a secret value.
 
+use crate::domain::error::{DomainError, Origin};
+use crate::store::StoreError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maestro_wire::api::{ApiError, ErrorCode};
-use tracing::error;
-
-use crate::store::StoreError;
 
 /// A failed request.
 #[derive(Debug)]
@@ -56,13 +55,7 @@ impl Failure {
 
     /// A fault of the broker: logged with its cause, answered without it.
     pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
-        error!(%cause, "{context}");
-        Self::new(
-            ErrorCode::Internal,
-            format!(
-                "the broker failed while {context}; retry, and see the broker log if it persists"
-            ),
-        )
+        DomainError::internal(context, cause).into()
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -92,29 +85,23 @@ impl IntoResponse for Failure {
     }
 }
 
+/// The one place where a domain error becomes an HTTP answer: the code's usual status, or 502
+/// when a third party failed.
+impl From<DomainError> for Failure {
+    fn from(e: DomainError) -> Self {
+        let status = match e.origin {
+            Origin::Here => status_of(e.code),
+            Origin::Upstream => StatusCode::BAD_GATEWAY,
+        };
+        let mut failure = Self::with_status(status, e.code, e.message);
+        failure.retry_after = e.retry_after;
+        failure
+    }
+}
+
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::AlreadyExists { what, name } => Failure::new(
-                ErrorCode::AlreadyExists,
-                format!(
-                    "{what} {name} already exists; choose another name, or change it with `maestro secrets edit {name}`"
-                ),
-            ),
-            StoreError::Changed { what } => Failure::new(
-                ErrorCode::Conflict,
-                format!("the {what} changed while this request was working on it; retry"),
-            ),
-            StoreError::SessionEnded => Failure::new(
-                ErrorCode::SessionEnded,
-                "the session has ended; create a new session with `maestro sessions create`",
-            ),
-            StoreError::TokenUnusable => Failure::new(
-                ErrorCode::InvalidToken,
-                "the enrollment token is unknown, already used, or expired; create a new session for a new token",
-            ),
-            other => Failure::internal("using the database", &other),
-        }
+        DomainError::from(e).into()
     }
 }
 

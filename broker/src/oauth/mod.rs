@@ -8,7 +8,7 @@
 //! * [`refresh`]: the task that refreshes tokens at about 2/3 of their life, with jitter,
 //!   backoff on transient failures, and re-authorization when the provider refuses.
 //! * [`endpoint`]: the HTTP calls to a provider's token and revocation endpoints.
-//! * [`api`]: the `/v1/oauth/...` routes.
+//! * the `/v1/oauth/...` routes are `crate::api::oauth`'s.
 //! * [`store`]: [`store::OAuthStore`], what each store engine implements for OAuth.
 //! * [`sealing`], [`pkce`], [`fields`]: sealing of OAuth values, PKCE, secret fields.
 //!
@@ -18,7 +18,6 @@
 //! verifier, state or client secret is ever logged: log lines name secrets, providers, URLs and
 //! the provider's error codes.
 
-pub mod api;
 pub mod authorize;
 pub mod endpoint;
 pub mod fields;
@@ -39,11 +38,10 @@ use reqwest::Url;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use crate::api::error::ApiResult;
 use crate::app::App;
 use crate::clock;
+use crate::domain::DomainResult;
 use crate::store::SecretRecord;
-use crate::store::engine::Engine;
 use endpoint::Client;
 use store::OAuthStore;
 
@@ -76,25 +74,11 @@ pub struct OAuth {
     verifiers: Mutex<HashMap<Vec<u8>, (i64, SecretValue)>>,
     /// Wakes the refresh task when a token's schedule changed.
     pub wake: Notify,
-    /// Whether the store keeps OAuth state (see [`store_of`]).
-    pub enabled: bool,
-}
-
-/// The OAuth store of an engine: both engines implement [`OAuthStore`] (`None` would turn
-/// OAuth off, [`OAuth::enabled`]).
-pub fn store_of(engine: &Engine) -> Option<Arc<dyn OAuthStore>> {
-    match engine {
-        Engine::Sqlite(s) => Some(s.clone()),
-        Engine::Postgres(s) => Some(s.clone()),
-    }
 }
 
 impl OAuth {
-    /// OAuth over `store` (`None`: off), with callbacks at `redirect_uri`.
-    pub fn new(
-        store: Option<Arc<dyn OAuthStore>>,
-        redirect_uri: String,
-    ) -> Result<Self, SetupError> {
+    /// OAuth over `store`, with callbacks at `redirect_uri`.
+    pub fn new(store: Arc<dyn OAuthStore>, redirect_uri: String) -> Result<Self, SetupError> {
         crate::tls::provider();
         let http = reqwest::Client::builder()
             .timeout(PROVIDER_TIMEOUT)
@@ -103,15 +87,12 @@ impl OAuth {
             .user_agent(concat!("maestro-broker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SetupError::Client(e.to_string()))?;
-        let enabled = store.is_some();
-        let store = store.unwrap_or_else(|| Arc::new(store::Unsupported));
         Ok(Self {
             store,
             http,
             redirect_uri,
             verifiers: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            enabled,
         })
     }
 
@@ -162,7 +143,7 @@ impl OAuth {
 }
 
 /// The OAuth metadata of a secret, for `GET /v1/secrets/...`; `None` for other secrets.
-pub async fn meta(app: &App, secret: &SecretRecord) -> ApiResult<Option<OAuthMeta>> {
+pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<Option<OAuthMeta>> {
     let Some(view) = app.oauth.store.token(&secret.id).await? else { return Ok(None) };
     let t = &view.token;
     Ok(Some(OAuthMeta {
@@ -195,7 +176,10 @@ enum Plan {
 }
 
 /// Reads what revocation needs; `None` when the secret is not an OAuth secret.
-pub async fn prepare_revocation(app: &App, secret: &SecretRecord) -> ApiResult<Option<Revocation>> {
+pub async fn prepare_revocation(
+    app: &App,
+    secret: &SecretRecord,
+) -> DomainResult<Option<Revocation>> {
     let Some(view) = app.oauth.store.token(&secret.id).await? else { return Ok(None) };
     let Some(provider) = app.oauth.store.provider_by_id(&view.token.provider_id).await? else {
         return Ok(None);
@@ -204,7 +188,7 @@ pub async fn prepare_revocation(app: &App, secret: &SecretRecord) -> ApiResult<O
         None => Plan::NoEndpoint(providers::revocation_text(&provider)),
         Some(url) => {
             let refresh = refresh::open_refresh_token(app, &view.token, view.owner_id);
-            let secret_fields = crate::secrets::open_fields(app, secret, None).await;
+            let secret_fields = crate::domain::material::open_fields(app, secret, None).await;
             let client_secret = providers::client_secret(&app.master, &provider);
             match (refresh, secret_fields, client_secret) {
                 (Ok(refresh), Ok(mut fields), Ok(client_secret)) => {
