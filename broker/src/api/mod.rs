@@ -8,6 +8,9 @@ pub mod extract;
 pub mod oauth;
 pub mod user;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Instant;
 
 use axum::Router;
