@@ -9,8 +9,10 @@
 //! * [`activation`]: activate and deactivate, serialized, all or nothing.
 //! * [`material`]: sealing and opening values (used by secrets and OAuth alike).
 //! * [`audit`]: pages of the audit trail.
+//! * [`agents`]: enrollment, renewal, material and usage reports of a session's agent.
 
 pub mod activation;
+pub mod agents;
 pub mod audit;
 pub mod error;
 pub mod material;
