@@ -25,7 +25,7 @@ use crate::app::SharedApp;
 use crate::auth::{AgentSession, UsageReporter};
 use crate::clock;
 use crate::domain::agents::{self, IncomingBatch};
-use crate::domain::secrets;
+use crate::domain::material;
 use crate::events::Subscription;
 
 /// `POST /v1/enroll`: one-time token + CSR → the session's first certificate.
@@ -145,7 +145,7 @@ pub async fn events(State(app): State<SharedApp>, agent: AgentSession) -> ApiRes
             let active = app.store.active_secrets(&session_id).await?;
             pending.push_back(AgentEvent::Snapshot {
                 session_id: session_id.clone(),
-                active: active.iter().map(secrets::active_secret).collect(),
+                active: active.iter().map(material::active_secret).collect(),
                 heartbeat_seconds: app.settings.heartbeat.as_secs().max(1),
             });
         }

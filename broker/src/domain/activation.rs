@@ -13,8 +13,10 @@ use maestro_wire::limits::MAX_NAMES_PER_CALL;
 use tracing::info;
 
 use super::error::{DomainError, DomainResult};
-use super::secrets::{self, check_name};
+use super::material::{active_secret, outputs};
+use super::secrets;
 use super::sessions;
+use super::validate::check_name;
 use crate::app::App;
 use crate::clock;
 use crate::store::{AuditRecord, SecretRecord, UserRecord};
@@ -62,13 +64,13 @@ pub async fn activate(
     }
     let active = app.store.active_secrets(&session.id).await?;
     let mut provided: Vec<(String, Outputs)> =
-        active.iter().map(|s| (s.name.clone(), secrets::outputs(s))).collect();
+        active.iter().map(|s| (s.name.clone(), outputs(s))).collect();
     let mut added = Vec::new();
     for secret in wanted {
         if active.iter().any(|a| a.id == secret.id) {
             continue;
         }
-        let outputs = secrets::outputs(&secret);
+        let outputs = outputs(&secret);
         if let Some(clash) = secrets::conflict(&secret.name, &outputs, &provided) {
             return Err(DomainError::new(
                 ErrorCode::Conflict,
@@ -83,8 +85,7 @@ pub async fn activate(
     let audit = records(&added, user, &session.id, now, AuditAction::Activated);
     app.store.change_activations(&session.id, &ids, &[], now, &audit).await?;
     for secret in &added {
-        app.hub
-            .publish(&session.id, AgentEvent::Activated { secret: secrets::active_secret(secret) });
+        app.hub.publish(&session.id, AgentEvent::Activated { secret: active_secret(secret) });
     }
     if !added.is_empty() {
         let names: Vec<&str> = added.iter().map(|s| s.name.as_str()).collect();

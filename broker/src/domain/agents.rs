@@ -17,7 +17,7 @@ use x509_parser::extensions::GeneralName;
 
 use super::error::{DomainError, DomainResult};
 use super::material;
-use super::secrets::check_name;
+use super::validate::check_name;
 use crate::app::App;
 use crate::ca::CaError;
 use crate::clock;

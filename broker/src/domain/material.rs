@@ -1,4 +1,5 @@
-//! Secret material: sealing a new version of a secret's values under a fresh data key, and
+//! Secret material: what a secret provides when active and what its agent sees of it (no
+//! values), sealing a new version of a secret's values under a fresh data key, and
 //! opening them again (an integrity failure is recorded as a denial). Both the secrets rules
 //! and OAuth (which writes a new version at each refresh) use it, and neither depends on the
 //! other for it.
@@ -6,8 +7,9 @@
 use std::collections::BTreeMap;
 
 use maestro_wire::SecretValue;
-use maestro_wire::agent_api::SecretMaterial;
+use maestro_wire::agent_api::{ActiveSecret, SecretMaterial};
 use maestro_wire::api::{AuditAction, ErrorCode};
+use maestro_wire::catalog::{self, Outputs};
 use tracing::error;
 
 use super::error::{DomainError, DomainResult};
@@ -16,6 +18,34 @@ use crate::clock;
 use crate::seal::{DataKey, FieldBinding, KeyBinding, SealError};
 use crate::store::{ActiveMaterial, AuditRecord, SealedField, SecretRecord};
 use crate::tokens;
+
+/// What a secret provides when active.
+pub fn outputs(secret: &SecretRecord) -> Outputs {
+    match catalog::kind(&secret.kind) {
+        Some(kind) => catalog::outputs(kind, secret.field_names.iter().map(String::as_str)),
+        None => Outputs::default(),
+    }
+}
+
+/// Outputs of a kind with these field names.
+pub fn outputs_of(kind: &str, field_names: &[String]) -> Outputs {
+    match catalog::kind(kind) {
+        Some(k) => catalog::outputs(k, field_names.iter().map(String::as_str)),
+        None => Outputs::default(),
+    }
+}
+
+/// A secret as its agent sees it in events (no values).
+pub fn active_secret(secret: &SecretRecord) -> ActiveSecret {
+    let o = outputs(secret);
+    ActiveSecret {
+        name: secret.name.clone(),
+        kind: secret.kind.clone(),
+        version: secret.version,
+        variables: o.variables,
+        files: o.files,
+    }
+}
 
 /// A sealed new version: the record and its sealed fields.
 pub struct Sealed {

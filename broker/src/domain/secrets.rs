@@ -2,122 +2,20 @@
 //! metadata users see, and the rules of creating, editing, deleting and listing secrets.
 //! Sealing and opening values is [`super::material`]'s.
 
-use std::collections::BTreeMap;
-
-use maestro_wire::SecretValue;
-use maestro_wire::agent_api::{ActiveSecret, AgentEvent};
+use maestro_wire::agent_api::AgentEvent;
 use maestro_wire::api::{AuditAction, CreateSecret, Deleted, EditSecret, ErrorCode, SecretMeta};
-use maestro_wire::catalog::{self, Outputs, ValidationError};
-use maestro_wire::limits::{MAX_DESCRIPTION_BYTES, MAX_TAG_BYTES, MAX_TAGS};
-use maestro_wire::names;
+use maestro_wire::catalog::Outputs;
 use tracing::info;
 
 use super::audit::Page;
 use super::error::{DomainError, DomainResult};
-use super::material;
+use super::material::{self, active_secret, outputs, outputs_of};
+use super::meta::meta;
+use super::validate::{check_fields, check_name, check_tags, check_text};
 use crate::app::App;
 use crate::clock;
 use crate::store::{AuditRecord, AuditRow, SecretRecord, UserRecord};
 use crate::tokens;
-
-/// Checks a secret name against `[A-Z][A-Z0-9_]{0,63}`.
-pub fn check_name(name: &str) -> DomainResult<()> {
-    if names::is_valid_secret_name(name) {
-        Ok(())
-    } else {
-        let shown: String = name.chars().take(80).collect();
-        Err(DomainError::new(
-            ErrorCode::InvalidName,
-            format!(
-                "invalid secret name '{}': use 1 to 64 of A-Z, 0-9 and _, starting with a letter (like AWS_PROD)",
-                shown.escape_default()
-            ),
-        ))
-    }
-}
-
-/// Checks a description or label: size, and no control characters but newline and tab.
-pub fn check_text(what: &str, text: &str) -> DomainResult<()> {
-    if text.len() > MAX_DESCRIPTION_BYTES {
-        return Err(DomainError::new(
-            ErrorCode::TooLarge,
-            format!("the {what} is {} bytes; the limit is {MAX_DESCRIPTION_BYTES}", text.len()),
-        ));
-    }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(DomainError::bad_request(format!(
-            "the {what} contains control characters; use plain text"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks tags: how many, how long, printable, no repeats.
-pub fn check_tags(tags: &[String]) -> DomainResult<()> {
-    if tags.len() > MAX_TAGS {
-        return Err(DomainError::new(
-            ErrorCode::TooMany,
-            format!("a secret has at most {MAX_TAGS} tags; this one has {}", tags.len()),
-        ));
-    }
-    for (i, tag) in tags.iter().enumerate() {
-        if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
-            return Err(DomainError::bad_request(format!(
-                "tag {} is {} bytes; a tag has 1 to {MAX_TAG_BYTES} bytes",
-                i + 1,
-                tag.len()
-            )));
-        }
-        if tag.chars().any(|c| c.is_control()) {
-            return Err(DomainError::bad_request(format!(
-                "tag {} contains control characters",
-                i + 1
-            )));
-        }
-        if tags[..i].contains(tag) {
-            return Err(DomainError::bad_request(format!("tag '{tag}' is given twice")));
-        }
-    }
-    Ok(())
-}
-
-/// Validates fields against their kind, with defaults filled in.
-pub fn check_fields(
-    kind: &str,
-    fields: &BTreeMap<String, SecretValue>,
-) -> DomainResult<BTreeMap<String, SecretValue>> {
-    catalog::validate(kind, fields).map_err(|e| {
-        let code = match &e {
-            ValidationError::UnknownKind(_) => ErrorCode::UnknownKind,
-            ValidationError::MissingField { .. } | ValidationError::NoFields => {
-                ErrorCode::MissingField
-            }
-            ValidationError::UnknownField { .. } | ValidationError::InvalidField { .. } => {
-                ErrorCode::InvalidField
-            }
-            ValidationError::TooLarge { .. } => ErrorCode::TooLarge,
-            ValidationError::TooManyFields(_) => ErrorCode::TooMany,
-        };
-        // The catalog's messages name fields and limits, never values.
-        DomainError::new(code, e.to_string())
-    })
-}
-
-/// What a secret provides when active.
-pub fn outputs(secret: &SecretRecord) -> Outputs {
-    match catalog::kind(&secret.kind) {
-        Some(kind) => catalog::outputs(kind, secret.field_names.iter().map(String::as_str)),
-        None => Outputs::default(),
-    }
-}
-
-/// Outputs of a kind with these field names.
-pub fn outputs_of(kind: &str, field_names: &[String]) -> Outputs {
-    match catalog::kind(kind) {
-        Some(k) => catalog::outputs(k, field_names.iter().map(String::as_str)),
-        None => Outputs::default(),
-    }
-}
 
 /// The first clash between a candidate and already active secrets, as an error naming both
 /// secrets and what they share.
@@ -150,41 +48,6 @@ pub fn conflict(
         }
     }
     None
-}
-
-/// A secret as its agent sees it in events (no values).
-pub fn active_secret(secret: &SecretRecord) -> ActiveSecret {
-    let o = outputs(secret);
-    ActiveSecret {
-        name: secret.name.clone(),
-        kind: secret.kind.clone(),
-        version: secret.version,
-        variables: o.variables,
-        files: o.files,
-    }
-}
-
-/// A secret's metadata as its owner sees it.
-pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> {
-    let usage = app.store.secret_usage(&secret.id).await?;
-    let active = app.store.secret_active_in(&secret.id).await?;
-    let o = outputs(secret);
-    Ok(SecretMeta {
-        name: secret.name.clone(),
-        kind: secret.kind.clone(),
-        description: secret.description.clone(),
-        tags: secret.tags.clone(),
-        version: secret.version,
-        field_names: secret.field_names.clone(),
-        variables: o.variables,
-        files: o.files,
-        created_at: clock::rfc3339(secret.created_at),
-        updated_at: clock::rfc3339(secret.updated_at),
-        last_used_at: usage.last_used_at.map(clock::rfc3339),
-        used_by_sessions: usage.sessions,
-        active_in_sessions: active,
-        oauth: crate::oauth::meta(app, secret).await?,
-    })
 }
 
 /// A secret of `user`'s, by name; another user's secret is answered like a missing one.
@@ -410,17 +273,5 @@ mod tests {
         assert!(f.message.contains("file aws/credentials"));
         assert!(conflict("AWS_PROD", &outs(&["AWS_REGION"], &[]), &active).is_none());
         assert!(conflict("Y", &outs(&["OTHER"], &["OTHER"]), &active).is_none());
-    }
-
-    #[test]
-    fn names_tags_and_texts() {
-        assert!(check_name("AWS_PROD").is_ok());
-        let f = check_name("bad-name").unwrap_err();
-        assert_eq!(f.code, ErrorCode::InvalidName);
-        assert!(check_tags(&["a".into(), "a".into()]).is_err());
-        assert!(check_tags(&vec!["t".to_owned(); MAX_TAGS + 1]).is_err());
-        assert!(check_text("description", &"x".repeat(MAX_DESCRIPTION_BYTES + 1)).is_err());
-        assert!(check_text("description", "two\nlines").is_ok());
-        assert!(check_text("description", "bell\u{7}").is_err());
     }
 }

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::error::{DomainError, DomainResult};
-use super::secrets::{check_text, optional_text};
+use super::secrets::optional_text;
+use super::validate::check_text;
 use crate::app::App;
 use crate::clock;
 use crate::store::{AuditRecord, EnrollmentRecord, SessionRecord, UserRecord};

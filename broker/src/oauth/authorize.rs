@@ -27,7 +27,8 @@ use super::{pkce, sealing};
 use crate::app::App;
 use crate::clock;
 use crate::domain::material;
-use crate::domain::secrets::{self, check_name};
+use crate::domain::meta::meta;
+use crate::domain::validate::check_name;
 use crate::domain::{DomainError, DomainResult};
 use crate::store::{AuditRecord, SecretRecord, StoreError, UserRecord};
 use crate::tokens;
@@ -242,7 +243,7 @@ async fn settle_expiry(app: &App, mut p: PendingRecord) -> DomainResult<PendingR
 async fn status_of(app: &App, p: PendingRecord) -> DomainResult<AuthorizationStatus> {
     let secret = if p.status == PendingStatus::Done {
         match app.store.secret_by_name(p.owner_id, &p.secret_name).await? {
-            Some(s) => Some(secrets::meta(app, &s).await?),
+            Some(s) => Some(meta(app, &s).await?),
             None => None,
         }
     } else {
@@ -696,7 +697,7 @@ async fn store_reconnected(
     for session in app.store.secret_active_in(secret_id).await? {
         app.hub.publish(
             &session,
-            AgentEvent::Updated { secret: secrets::active_secret(&sealed.record) },
+            AgentEvent::Updated { secret: material::active_secret(&sealed.record) },
         );
     }
     Ok(sealed.record.version)

@@ -9,7 +9,7 @@ use reqwest::Url;
 
 use super::store::ProviderRecord;
 use crate::domain::DomainResult;
-use crate::domain::secrets::check_fields;
+use crate::domain::validate::check_fields;
 
 /// `host[:port]` of a URL, as the gitlab kind's `host` field writes it.
 fn host_port(url: &str) -> Option<String> {

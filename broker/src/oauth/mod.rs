@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use maestro_wire::SecretValue;
-use maestro_wire::api::OAuthMeta;
 use reqwest::Url;
 use tokio::sync::Notify;
 use tracing::warn;
@@ -140,20 +139,6 @@ impl OAuth {
     pub fn forget_verifier(&self, state_hash: &[u8]) {
         self.verifiers().remove(state_hash);
     }
-}
-
-/// The OAuth metadata of a secret, for `GET /v1/secrets/...`; `None` for other secrets.
-pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<Option<OAuthMeta>> {
-    let Some(view) = app.oauth.store.token(&secret.id).await? else { return Ok(None) };
-    let t = &view.token;
-    Ok(Some(OAuthMeta {
-        provider: view.provider_name.clone(),
-        scopes: t.scopes.clone(),
-        expires_at: t.expires_at.map(clock::rfc3339),
-        needs_reauth: t.needs_reauth.is_some(),
-        reauth_hint: t.needs_reauth.clone(),
-        last_refresh_at: t.last_refresh_at.map(clock::rfc3339),
-    }))
 }
 
 /// What revoking a deleted OAuth secret's tokens takes, read before the secret is deleted.

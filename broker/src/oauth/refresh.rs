@@ -29,8 +29,9 @@ use super::sealing::{self, REFRESH_TOKEN};
 use super::store::{ProviderRecord, TokenRecord, TokenView};
 use crate::app::App;
 use crate::clock;
+use crate::domain::material;
+use crate::domain::meta::meta;
 use crate::domain::{DomainError, DomainResult};
-use crate::domain::{material, secrets};
 use crate::seal::DataKey;
 use crate::store::{AuditRecord, SecretRecord, StoreError, UserRecord};
 
@@ -250,7 +251,7 @@ pub async fn refresh_due(app: &App, secret_id: &str, forced: bool) -> DomainResu
                     for session in app.store.secret_active_in(secret_id).await? {
                         app.hub.publish(
                             &session,
-                            AgentEvent::Updated { secret: secrets::active_secret(&secret) },
+                            AgentEvent::Updated { secret: material::active_secret(&secret) },
                         );
                     }
                 }
@@ -410,7 +411,7 @@ async fn store_refresh(
                 for session in app.store.secret_active_in(&secret.id).await? {
                     app.hub.publish(
                         &session,
-                        AgentEvent::Updated { secret: secrets::active_secret(&sealed.record) },
+                        AgentEvent::Updated { secret: material::active_secret(&sealed.record) },
                     );
                 }
                 return Ok(Outcome::Refreshed(Box::new(sealed.record)));
@@ -442,7 +443,7 @@ pub async fn refresh_named(app: &App, user: &UserRecord, name: &str) -> DomainRe
 /// Refreshes one secret's token now.
 pub async fn refresh_now(app: &App, secret_id: &str, name: &str) -> DomainResult<SecretMeta> {
     match refresh_due(app, secret_id, true).await? {
-        Outcome::Refreshed(record) => secrets::meta(app, &record).await,
+        Outcome::Refreshed(record) => meta(app, &record).await,
         Outcome::NeedsReauth(hint) => Err(DomainError::new(
             ErrorCode::OAuth,
             format!("{name} needs re-authorization: {hint}"),
