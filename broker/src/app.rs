@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::ca::Ca;
 use crate::events::Hub;
+use crate::oauth::state::{OAuth, SetupError};
 use crate::oauth::store::OAuthStore;
-use crate::oauth::{OAuth, SetupError};
 use crate::seal::MasterKey;
 use crate::server::Opened;
 use crate::store::Store;
