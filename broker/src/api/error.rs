@@ -1,6 +1,7 @@
-//! Errors as the API answers them (domain errors are mapped here, once): an HTTP status and an [`ApiError`] body with a one-line
-//! message that says what went wrong and what to do. Internal faults are logged here with
-//! their cause and answered with a generic message; no message ever holds a secret value.
+//! Errors as the API answers them: an HTTP status and an [`ApiError`] body with a one-line
+//! message that says what went wrong and what to do. A [`DomainError`] becomes one here, in
+//! one place (`From<DomainError> for Failure`); the few refusals that are HTTP's own (a wrong
+//! method or content type, a body too large or too slow) are made here directly.
 
 use crate::domain::error::{DomainError, Origin};
 use crate::store::StoreError;
@@ -53,11 +54,6 @@ impl Failure {
         Self { status, body: ApiError { error: code, message: message.into() }, retry_after: None }
     }
 
-    /// A fault of the broker: logged with its cause, answered without it.
-    pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
-        DomainError::internal(context, cause).into()
-    }
-
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
@@ -68,10 +64,6 @@ impl Failure {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unauthorized, message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Forbidden, message)
     }
 }
 
@@ -107,3 +99,24 @@ impl From<StoreError> for Failure {
 
 /// Handlers' result type.
 pub type ApiResult<T> = Result<T, Failure>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_errors_keep_their_code_message_and_retry_after() {
+        let mut quota = DomainError::new(ErrorCode::QuotaReached, "wait");
+        quota.retry_after = Some(7);
+        let f = Failure::from(quota);
+        assert_eq!(
+            (f.status, f.body.error, f.retry_after),
+            (StatusCode::TOO_MANY_REQUESTS, ErrorCode::QuotaReached, Some(7))
+        );
+        assert_eq!(f.body.message, "wait");
+        let f = Failure::from(DomainError::upstream(ErrorCode::OAuth, "provider down"));
+        assert_eq!((f.status, f.body.error), (StatusCode::BAD_GATEWAY, ErrorCode::OAuth));
+        let f = Failure::from(StoreError::SessionEnded);
+        assert_eq!((f.status, f.body.error), (StatusCode::CONFLICT, ErrorCode::SessionEnded));
+    }
+}
