@@ -1,12 +1,16 @@
-//! The state every request handler shares.
+//! The state every request handler and domain rule shares (no HTTP type in it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ca::Ca;
 use crate::events::Hub;
+use crate::oauth::state::{OAuth, SetupError};
+use crate::oauth::store::OAuthStore;
 use crate::seal::MasterKey;
+use crate::server::Opened;
 use crate::store::Store;
+use crate::store::engine::Engine;
 
 /// Settings from the command line that handlers need.
 #[derive(Debug, Clone)]
@@ -37,13 +41,44 @@ pub struct App {
     pub hub: Hub,
     pub settings: Settings,
     /// OAuth providers, authorizations and token refresh.
-    pub oauth: crate::oauth::OAuth,
+    pub oauth: OAuth,
     /// Serializes changes to what is active where (activate, deactivate, edit, delete), so
     /// that a conflict check and the write it guards see the same state. A store shared by
     /// several brokers adds a lock per owner across them ([`Store::lock_owner`]).
     pub activation_lock: tokio::sync::Mutex<()>,
     /// Each session's quota of usage records.
     pub usage_quota: crate::quota::UsageQuota,
+}
+
+impl App {
+    /// The broker's state over an opened data directory, as `serve` builds it (and the
+    /// in-process router tests): OAuth over the engine's store, callbacks at `redirect_uri`.
+    pub fn new(
+        opened: Opened,
+        hub: Hub,
+        settings: Settings,
+        redirect_uri: String,
+    ) -> Result<Self, SetupError> {
+        let oauth = OAuth::new(oauth_store(&opened.engine), redirect_uri)?;
+        Ok(Self {
+            store: opened.store,
+            master: opened.master,
+            ca: opened.ca,
+            hub,
+            settings,
+            oauth,
+            activation_lock: tokio::sync::Mutex::new(()),
+            usage_quota: crate::quota::UsageQuota::default(),
+        })
+    }
+}
+
+/// The OAuth store of an engine: both engines keep OAuth state.
+pub fn oauth_store(engine: &Engine) -> Arc<dyn OAuthStore> {
+    match engine {
+        Engine::Sqlite(s) => s.clone(),
+        Engine::Postgres(s) => s.clone(),
+    }
 }
 
 /// What handlers get as state.

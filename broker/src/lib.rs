@@ -21,7 +21,10 @@
 //!   (`maestro_wire::agent_api`), every error as a JSON `ApiError`.
 //! * **Pushes events** ([`events`]): a snapshot on connect, then activated, deactivated,
 //!   updated and ended, with heartbeats, as NDJSON on one long-lived response.
-//! * **Ends sessions** ([`sessions`]) by request or at their TTL, for good.
+//! * **Keeps its rules** ([`domain`]) apart from HTTP: secrets, sessions and activation,
+//!   material (sealing and opening), audit pages, each returning a domain error with a stable
+//!   code that the HTTP layer maps once.
+//! * **Ends sessions** ([`domain::sessions`]) by request or at their TTL, for good.
 //!
 //! * **Bounds what clients can hold** ([`conn`], [`api`]): a cap on open connections, header,
 //!   body and idle timeouts, per-route body limits, a per-session quota of usage records
@@ -63,15 +66,14 @@ pub mod ca;
 pub mod clock;
 pub mod conn;
 pub mod datadir;
+pub mod domain;
 pub mod events;
 pub mod harden;
 pub mod keys;
 pub mod oauth;
 pub mod quota;
 pub mod seal;
-pub mod secrets;
 pub mod server;
-pub mod sessions;
 pub mod store;
 pub mod tls;
 pub mod tokens;

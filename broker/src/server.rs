@@ -194,8 +194,7 @@ pub async fn rotate_master_key(dir: &DataDir) -> Result<usize, ServeError> {
     // A shared database: no broker may be serving with the old key.
     let _no_brokers = engine.rotation_lock().await?;
     let opened = open_locked(dir, engine).await?;
-    let oauth = crate::oauth::store_of(&opened.engine);
-    let oauth = oauth.unwrap_or_else(|| Arc::new(crate::oauth::store::Unsupported));
+    let oauth = crate::app::oauth_store(&opened.engine);
     let count = keys::rotate(dir, opened.store.as_ref(), oauth.as_ref()).await?;
     opened.engine.close().await;
     Ok(count)
@@ -248,19 +247,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     // With brokers sharing a PostgreSQL store: their events, and the lock rotation checks.
     let serving = engine.start_serving(&hub).await?;
     let redirect_uri = crate::oauth::OAuth::redirect_uri(options.public_url.as_deref(), addr)?;
-    let oauth = crate::oauth::OAuth::new(crate::oauth::store_of(&engine), redirect_uri)?;
-    let app = Arc::new(App {
-        store: opened.store,
-        master: opened.master,
-        ca: opened.ca,
-        hub: hub.clone(),
-        settings: options.settings,
-        oauth,
-        activation_lock: tokio::sync::Mutex::new(()),
-        usage_quota: crate::quota::UsageQuota::default(),
-    });
+    let app = Arc::new(App::new(opened, hub.clone(), options.settings, redirect_uri)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let expiry = tokio::spawn(crate::sessions::expire_task(app.clone(), stop_rx.clone()));
+    let expiry = tokio::spawn(crate::domain::sessions::expire_task(app.clone(), stop_rx.clone()));
     let refresher = tokio::spawn(crate::oauth::refresh::task(app.clone(), stop_rx));
 
     let handle: Handle<SocketAddr> = Handle::new();

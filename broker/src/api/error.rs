@@ -1,14 +1,14 @@
 //! Errors as the API answers them: an HTTP status and an [`ApiError`] body with a one-line
-//! message that says what went wrong and what to do. Internal faults are logged here with
-//! their cause and answered with a generic message; no message ever holds a secret value.
+//! message that says what went wrong and what to do. A [`DomainError`] becomes one here, in
+//! one place (`From<DomainError> for Failure`); the few refusals that are HTTP's own (a wrong
+//! method or content type, a body too large or too slow) are made here directly.
 
+use crate::domain::error::{DomainError, Origin};
+use crate::store::StoreError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maestro_wire::api::{ApiError, ErrorCode};
-use tracing::error;
-
-use crate::store::StoreError;
 
 /// A failed request.
 #[derive(Debug)]
@@ -54,17 +54,6 @@ impl Failure {
         Self { status, body: ApiError { error: code, message: message.into() }, retry_after: None }
     }
 
-    /// A fault of the broker: logged with its cause, answered without it.
-    pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
-        error!(%cause, "{context}");
-        Self::new(
-            ErrorCode::Internal,
-            format!(
-                "the broker failed while {context}; retry, and see the broker log if it persists"
-            ),
-        )
-    }
-
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
@@ -75,10 +64,6 @@ impl Failure {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unauthorized, message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Forbidden, message)
     }
 }
 
@@ -92,31 +77,46 @@ impl IntoResponse for Failure {
     }
 }
 
+/// The one place where a domain error becomes an HTTP answer: the code's usual status, or 502
+/// when a third party failed.
+impl From<DomainError> for Failure {
+    fn from(e: DomainError) -> Self {
+        let status = match e.origin {
+            Origin::Here => status_of(e.code),
+            Origin::Upstream => StatusCode::BAD_GATEWAY,
+        };
+        let mut failure = Self::with_status(status, e.code, e.message);
+        failure.retry_after = e.retry_after;
+        failure
+    }
+}
+
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::AlreadyExists { what, name } => Failure::new(
-                ErrorCode::AlreadyExists,
-                format!(
-                    "{what} {name} already exists; choose another name, or change it with `maestro secrets edit {name}`"
-                ),
-            ),
-            StoreError::Changed { what } => Failure::new(
-                ErrorCode::Conflict,
-                format!("the {what} changed while this request was working on it; retry"),
-            ),
-            StoreError::SessionEnded => Failure::new(
-                ErrorCode::SessionEnded,
-                "the session has ended; create a new session with `maestro sessions create`",
-            ),
-            StoreError::TokenUnusable => Failure::new(
-                ErrorCode::InvalidToken,
-                "the enrollment token is unknown, already used, or expired; create a new session for a new token",
-            ),
-            other => Failure::internal("using the database", &other),
-        }
+        DomainError::from(e).into()
     }
 }
 
 /// Handlers' result type.
 pub type ApiResult<T> = Result<T, Failure>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_errors_keep_their_code_message_and_retry_after() {
+        let mut quota = DomainError::new(ErrorCode::QuotaReached, "wait");
+        quota.retry_after = Some(7);
+        let f = Failure::from(quota);
+        assert_eq!(
+            (f.status, f.body.error, f.retry_after),
+            (StatusCode::TOO_MANY_REQUESTS, ErrorCode::QuotaReached, Some(7))
+        );
+        assert_eq!(f.body.message, "wait");
+        let f = Failure::from(DomainError::upstream(ErrorCode::OAuth, "provider down"));
+        assert_eq!((f.status, f.body.error), (StatusCode::BAD_GATEWAY, ErrorCode::OAuth));
+        let f = Failure::from(StoreError::SessionEnded);
+        assert_eq!((f.status, f.body.error), (StatusCode::CONFLICT, ErrorCode::SessionEnded));
+    }
+}

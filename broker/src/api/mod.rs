@@ -5,7 +5,11 @@
 pub mod agent;
 pub mod error;
 pub mod extract;
+pub mod oauth;
 pub mod user;
+
+#[cfg(test)]
+mod tests;
 
 use std::time::Instant;
 
@@ -49,7 +53,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/v1/agent/secrets", get(agent::all_material))
         .route("/v1/agent/secrets/{name}", get(agent::one_material))
         .route("/v1/agent/usage", post(agent::usage))
-        .merge(crate::oauth::api::routes())
+        .merge(oauth::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

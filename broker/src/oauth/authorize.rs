@@ -8,7 +8,6 @@
 //! memory. A wrong, reused or expired state, or an error from the provider, ends the callback
 //! with a page that says so, and stores nothing.
 
-use axum::http::StatusCode;
 use maestro_wire::SecretValue;
 use maestro_wire::agent_api::AgentEvent;
 use maestro_wire::api::{AuditAction, ErrorCode};
@@ -25,10 +24,12 @@ use super::providers::{self, scope_failure};
 use super::refresh::new_token_record;
 use super::store::{PendingRecord, PendingStatus, ProviderRecord, TokenView};
 use super::{pkce, sealing};
-use crate::api::error::{ApiResult, Failure};
 use crate::app::App;
 use crate::clock;
-use crate::secrets::{self, check_name};
+use crate::domain::material;
+use crate::domain::meta::meta;
+use crate::domain::validate::check_name;
+use crate::domain::{DomainError, DomainResult};
 use crate::store::{AuditRecord, SecretRecord, StoreError, UserRecord};
 use crate::tokens;
 
@@ -46,9 +47,9 @@ fn wire_state(s: PendingStatus) -> AuthorizationState {
     }
 }
 
-async fn owned_provider(app: &App, user: &UserRecord, name: &str) -> ApiResult<ProviderRecord> {
+async fn owned_provider(app: &App, user: &UserRecord, name: &str) -> DomainResult<ProviderRecord> {
     let unknown = || {
-        Failure::not_found(format!(
+        DomainError::not_found(format!(
             "no OAuth provider named {name}; `maestro oauth providers ls` lists yours"
         ))
     };
@@ -60,7 +61,7 @@ async fn owned_provider(app: &App, user: &UserRecord, name: &str) -> ApiResult<P
 
 /// The scopes to ask for: the requested ones (all allowed when none), checked against the
 /// provider's allowed set, plus the preset's implied ones.
-fn scopes_for(provider: &ProviderRecord, requested: &[String]) -> ApiResult<Vec<String>> {
+fn scopes_for(provider: &ProviderRecord, requested: &[String]) -> DomainResult<Vec<String>> {
     let mut scopes = wire::check_scopes(requested).map_err(scope_failure)?;
     if scopes.is_empty() {
         scopes = provider.scopes.clone();
@@ -81,11 +82,11 @@ pub async fn connect(
     app: &App,
     user: &UserRecord,
     body: Connect,
-) -> ApiResult<AuthorizationStarted> {
+) -> DomainResult<AuthorizationStarted> {
     let provider = owned_provider(app, user, &body.provider).await?;
     check_name(&body.name)?;
     if app.store.secret_by_name(user.id, &body.name).await?.is_some() {
-        return Err(Failure::new(
+        return Err(DomainError::new(
             ErrorCode::AlreadyExists,
             format!(
                 "secret {0} already exists; `maestro oauth reconnect {0}` authorizes it again, or choose another --name",
@@ -102,13 +103,13 @@ pub async fn oauth_secret(
     app: &App,
     user: &UserRecord,
     name: &str,
-) -> ApiResult<(SecretRecord, TokenView)> {
+) -> DomainResult<(SecretRecord, TokenView)> {
     check_name(name)?;
     let secret = app.store.secret_by_name(user.id, name).await?.ok_or_else(|| {
-        Failure::not_found(format!("no secret named {name}; `maestro secrets ls` lists yours"))
+        DomainError::not_found(format!("no secret named {name}; `maestro secrets ls` lists yours"))
     })?;
     let view = app.oauth.store.token(&secret.id).await?.ok_or_else(|| {
-        Failure::bad_request(format!(
+        DomainError::bad_request(format!(
             "{name} was not made by an OAuth connection; connect one with `maestro oauth connect PROVIDER --name NAME`"
         ))
     })?;
@@ -120,11 +121,11 @@ pub async fn reconnect(
     app: &App,
     user: &UserRecord,
     body: Reconnect,
-) -> ApiResult<AuthorizationStarted> {
+) -> DomainResult<AuthorizationStarted> {
     let (secret, view) = oauth_secret(app, user, &body.name).await?;
     let provider =
         app.oauth.store.provider_by_id(&view.token.provider_id).await?.ok_or_else(|| {
-            Failure::internal("reconnecting", &"a token row without its provider")
+            DomainError::internal("reconnecting", &"a token row without its provider")
         })?;
     let requested = if body.scopes.is_empty() {
         // The scopes granted last time, as far as the provider still allows them.
@@ -144,15 +145,15 @@ async fn start(
     secret_name: &str,
     scopes: Vec<String>,
     reconnect: Option<String>,
-) -> ApiResult<AuthorizationStarted> {
-    let random = |e: tokens::RandomError| Failure::internal("starting an authorization", &e);
+) -> DomainResult<AuthorizationStarted> {
+    let random = |e: tokens::RandomError| DomainError::internal("starting an authorization", &e);
     let state = pkce::new_state().map_err(random)?;
     let verifier = pkce::new_verifier().map_err(random)?;
     let id = tokens::random_id::<16>().map_err(random)?;
     let now = clock::now();
     let expires_at = now + AUTHORIZATION_TTL_SECS as i64;
     let mut url = Url::parse(&provider.auth_url)
-        .map_err(|e| Failure::internal("building the authorization URL", &e))?;
+        .map_err(|e| DomainError::internal("building the authorization URL", &e))?;
     {
         let mut query = url.query_pairs_mut();
         query
@@ -202,9 +203,11 @@ async fn start(
     })
 }
 
-async fn owned_pending(app: &App, user: &UserRecord, id: &str) -> ApiResult<PendingRecord> {
+async fn owned_pending(app: &App, user: &UserRecord, id: &str) -> DomainResult<PendingRecord> {
     let unknown = || {
-        Failure::not_found(format!("no authorization {id}; start one with `maestro oauth connect`"))
+        DomainError::not_found(format!(
+            "no authorization {id}; start one with `maestro oauth connect`"
+        ))
     };
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(unknown());
@@ -216,7 +219,7 @@ async fn owned_pending(app: &App, user: &UserRecord, id: &str) -> ApiResult<Pend
 }
 
 /// Marks an open authorization past its expiry as expired; returns it as it is now.
-async fn settle_expiry(app: &App, mut p: PendingRecord) -> ApiResult<PendingRecord> {
+async fn settle_expiry(app: &App, mut p: PendingRecord) -> DomainResult<PendingRecord> {
     let now = clock::now();
     if matches!(p.status, PendingStatus::Pending | PendingStatus::Exchanging) && p.expires_at <= now
     {
@@ -237,10 +240,10 @@ async fn settle_expiry(app: &App, mut p: PendingRecord) -> ApiResult<PendingReco
     Ok(p)
 }
 
-async fn status_of(app: &App, p: PendingRecord) -> ApiResult<AuthorizationStatus> {
+async fn status_of(app: &App, p: PendingRecord) -> DomainResult<AuthorizationStatus> {
     let secret = if p.status == PendingStatus::Done {
         match app.store.secret_by_name(p.owner_id, &p.secret_name).await? {
-            Some(s) => Some(secrets::meta(app, &s).await?),
+            Some(s) => Some(meta(app, &s).await?),
             None => None,
         }
     } else {
@@ -259,14 +262,14 @@ async fn status_of(app: &App, p: PendingRecord) -> ApiResult<AuthorizationStatus
 }
 
 /// `GET /v1/oauth/authorizations/{id}`.
-pub async fn status(app: &App, user: &UserRecord, id: &str) -> ApiResult<AuthorizationStatus> {
+pub async fn status(app: &App, user: &UserRecord, id: &str) -> DomainResult<AuthorizationStatus> {
     let p = owned_pending(app, user, id).await?;
     let p = settle_expiry(app, p).await?;
     status_of(app, p).await
 }
 
 /// `POST /v1/oauth/authorizations/{id}/cancel`: a pending authorization can no longer complete.
-pub async fn cancel(app: &App, user: &UserRecord, id: &str) -> ApiResult<AuthorizationStatus> {
+pub async fn cancel(app: &App, user: &UserRecord, id: &str) -> DomainResult<AuthorizationStatus> {
     let p = settle_expiry(app, owned_pending(app, user, id).await?).await?;
     if p.status == PendingStatus::Pending {
         let message = "cancelled: the command stopped waiting before the authorization completed; nothing was stored";
@@ -289,15 +292,26 @@ pub async fn cancel(app: &App, user: &UserRecord, id: &str) -> ApiResult<Authori
     status_of(app, p).await
 }
 
-/// What the callback answers: a status and one line for the page.
+/// How a callback ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackResult {
+    /// The secret is stored.
+    Authorized,
+    /// The callback or the provider's answer was refused.
+    Refused,
+    /// A fault of the broker.
+    Failed,
+}
+
+/// What the callback answers: how it ended and one line for the page.
 #[derive(Debug)]
 pub struct CallbackOutcome {
-    pub status: StatusCode,
+    pub result: CallbackResult,
     pub message: String,
 }
 
 fn refused(message: impl Into<String>) -> CallbackOutcome {
-    CallbackOutcome { status: StatusCode::BAD_REQUEST, message: message.into() }
+    CallbackOutcome { result: CallbackResult::Refused, message: message.into() }
 }
 
 /// The parameters of a callback. `code` is a credential (short-lived, single-use): kept in a
@@ -408,7 +422,7 @@ pub async fn callback(app: &App, query: Option<&str>) -> CallbackOutcome {
         warn!(authorization = %pending.id, secret = %pending.secret_name, reason = %message, "OAuth authorization failed");
     }
     match outcome {
-        Ok(message) => CallbackOutcome { status: StatusCode::OK, message },
+        Ok(message) => CallbackOutcome { result: CallbackResult::Authorized, message },
         Err(message) => refused(sentence(&message)),
     }
 }
@@ -425,7 +439,7 @@ fn sentence(reason: &str) -> String {
 fn internal(e: &dyn std::fmt::Display) -> CallbackOutcome {
     tracing::error!(cause = %e, "OAuth callback failed");
     CallbackOutcome {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
+        result: CallbackResult::Failed,
         message: "The broker failed while handling this callback; see its log, then run `maestro oauth connect` again.".to_owned(),
     }
 }
@@ -482,8 +496,7 @@ async fn complete(
         }
         Err(e) => return Err(store_failed("reading the provider", &e)),
     };
-    let client_secret =
-        providers::client_secret(&app.master, &provider).map_err(|f| f.body.message)?;
+    let client_secret = providers::client_secret(&app.master, &provider).map_err(|f| f.message)?;
     let client = Client {
         http: &app.oauth.http,
         client_id: &provider.client_id,
@@ -522,7 +535,7 @@ async fn complete(
             "the secret {} was deleted while the authorization ran; nothing was stored. Use `maestro oauth connect` to make it again",
             pending.secret_name
         )),
-        Err(StepError::Failed(f)) => Err(store_failed("storing the secret", &f.body.message)),
+        Err(StepError::Failed(f)) => Err(store_failed("storing the secret", &f.message)),
     }
 }
 
@@ -530,11 +543,11 @@ async fn complete(
 enum StepError {
     Taken,
     Gone,
-    Failed(Failure),
+    Failed(DomainError),
 }
 
-impl From<Failure> for StepError {
-    fn from(f: Failure) -> Self {
+impl From<DomainError> for StepError {
+    fn from(f: DomainError) -> Self {
         Self::Failed(f)
     }
 }
@@ -556,7 +569,7 @@ async fn store_new(
     grant: Grant,
 ) -> Result<u64, StepError> {
     let now = clock::now();
-    let id = tokens::random_id::<16>().map_err(|e| Failure::internal("making an id", &e))?;
+    let id = tokens::random_id::<16>().map_err(|e| DomainError::internal("making an id", &e))?;
     let scopes = grant.scopes.clone().unwrap_or_else(|| pending.scopes.clone());
     let record = SecretRecord {
         id: id.clone(),
@@ -573,10 +586,10 @@ async fn store_new(
         updated_at: now,
     };
     let fields = token_fields(provider, grant.access_token, None)?;
-    let sealed = secrets::seal_version(app, record, &fields)?;
+    let sealed = material::seal_version(app, record, &fields)?;
     let (key_id, key, wrapped) =
         sealing::new_key(&app.master, pending.owner_id, &sealing::token_subject(&id))
-            .map_err(|e| Failure::internal("sealing a refresh token", &e))?;
+            .map_err(|e| DomainError::internal("sealing a refresh token", &e))?;
     let token = new_token_record(
         &id,
         pending.owner_id,
@@ -623,7 +636,7 @@ async fn store_reconnected(
         .ok_or(StepError::Gone)?;
     let view = app.oauth.store.token(secret_id).await?.ok_or(StepError::Gone)?;
     let current = if secret.kind == provider.kind {
-        Some(secrets::open_fields(app, &secret, None).await?)
+        Some(material::open_fields(app, &secret, None).await?)
     } else {
         None
     };
@@ -635,7 +648,7 @@ async fn store_reconnected(
         updated_at: now,
         ..secret.clone()
     };
-    let sealed = secrets::seal_version(app, record, &fields)?;
+    let sealed = material::seal_version(app, record, &fields)?;
     // The row keeps its data key; the old refresh token is replaced (whatever was left of the
     // old grant, the provider revokes or lets expire).
     let key = sealing::open_key(
@@ -645,7 +658,7 @@ async fn store_reconnected(
         &sealing::token_subject(secret_id),
         &view.token.wrapped_key,
     )
-    .map_err(|e| Failure::internal("opening a token key", &e))?;
+    .map_err(|e| DomainError::internal("opening a token key", &e))?;
     let scopes = grant.scopes.clone().unwrap_or_else(|| pending.scopes.clone());
     let generation = view.token.generation + 1;
     let token = new_token_record(
@@ -684,7 +697,7 @@ async fn store_reconnected(
     for session in app.store.secret_active_in(secret_id).await? {
         app.hub.publish(
             &session,
-            AgentEvent::Updated { secret: secrets::active_secret(&sealed.record) },
+            AgentEvent::Updated { secret: material::active_secret(&sealed.record) },
         );
     }
     Ok(sealed.record.version)

@@ -8,8 +8,8 @@ use maestro_wire::SecretValue;
 use reqwest::Url;
 
 use super::store::ProviderRecord;
-use crate::api::error::ApiResult;
-use crate::secrets::check_fields;
+use crate::domain::DomainResult;
+use crate::domain::validate::check_fields;
 
 /// `host[:port]` of a URL, as the gitlab kind's `host` field writes it.
 fn host_port(url: &str) -> Option<String> {
@@ -27,7 +27,7 @@ pub fn token_fields(
     provider: &ProviderRecord,
     access_token: SecretValue,
     current: Option<BTreeMap<String, SecretValue>>,
-) -> ApiResult<BTreeMap<String, SecretValue>> {
+) -> DomainResult<BTreeMap<String, SecretValue>> {
     let mut fields = current.unwrap_or_default();
     if provider.kind == "gitlab"
         && !fields.contains_key("host")

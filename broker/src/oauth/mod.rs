@@ -8,8 +8,10 @@
 //! * [`refresh`]: the task that refreshes tokens at about 2/3 of their life, with jitter,
 //!   backoff on transient failures, and re-authorization when the provider refuses.
 //! * [`endpoint`]: the HTTP calls to a provider's token and revocation endpoints.
-//! * [`api`]: the `/v1/oauth/...` routes.
+//! * the `/v1/oauth/...` routes are `crate::api::oauth`'s.
 //! * [`store`]: [`store::OAuthStore`], what each store engine implements for OAuth.
+//! * [`state`]: [`OAuth`], the OAuth part of the broker's state (no rule in it, so that
+//!   `crate::app` needs nothing else of this module).
 //! * [`sealing`], [`pkce`], [`fields`]: sealing of OAuth values, PKCE, secret fields.
 //!
 //! The access token is the secret's catalog field (sealed like any value, delivered to agents
@@ -18,7 +20,6 @@
 //! verifier, state or client secret is ever logged: log lines name secrets, providers, URLs and
 //! the provider's error codes.
 
-pub mod api;
 pub mod authorize;
 pub mod endpoint;
 pub mod fields;
@@ -26,154 +27,17 @@ pub mod pkce;
 pub mod providers;
 pub mod refresh;
 pub mod sealing;
+pub mod state;
 pub mod store;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
 use maestro_wire::SecretValue;
-use maestro_wire::api::OAuthMeta;
-use reqwest::Url;
-use tokio::sync::Notify;
 use tracing::warn;
 
-use crate::api::error::ApiResult;
 use crate::app::App;
-use crate::clock;
+use crate::domain::DomainResult;
 use crate::store::SecretRecord;
-use crate::store::engine::Engine;
 use endpoint::Client;
-use store::OAuthStore;
-
-/// Path of the callback, under the broker's public URL.
-pub const CALLBACK_PATH: &str = "/v1/oauth/callback";
-/// Per request to a provider, including reading its answer.
-const PROVIDER_TIMEOUT: Duration = Duration::from_secs(30);
-const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why OAuth could not be set up at start.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error(
-        "--public-url {url} cannot be used ({why}); give the https:// URL at which browsers reach this broker"
-    )]
-    PublicUrl { url: String, why: String },
-    #[error("cannot set up the HTTPS client for OAuth providers ({0})")]
-    Client(String),
-}
-
-/// The OAuth part of the broker's state.
-pub struct OAuth {
-    pub store: Arc<dyn OAuthStore>,
-    /// Client for providers: no redirects, bounded time.
-    pub http: reqwest::Client,
-    /// `<public URL>/v1/oauth/callback`, registered with each provider's OAuth app.
-    pub redirect_uri: String,
-    /// PKCE verifiers of pending authorizations, by state hash, with their expiry: kept in
-    /// memory only, never stored.
-    verifiers: Mutex<HashMap<Vec<u8>, (i64, SecretValue)>>,
-    /// Wakes the refresh task when a token's schedule changed.
-    pub wake: Notify,
-    /// Whether the store keeps OAuth state (see [`store_of`]).
-    pub enabled: bool,
-}
-
-/// The OAuth store of an engine: both engines implement [`OAuthStore`] (`None` would turn
-/// OAuth off, [`OAuth::enabled`]).
-pub fn store_of(engine: &Engine) -> Option<Arc<dyn OAuthStore>> {
-    match engine {
-        Engine::Sqlite(s) => Some(s.clone()),
-        Engine::Postgres(s) => Some(s.clone()),
-    }
-}
-
-impl OAuth {
-    /// OAuth over `store` (`None`: off), with callbacks at `redirect_uri`.
-    pub fn new(
-        store: Option<Arc<dyn OAuthStore>>,
-        redirect_uri: String,
-    ) -> Result<Self, SetupError> {
-        crate::tls::provider();
-        let http = reqwest::Client::builder()
-            .timeout(PROVIDER_TIMEOUT)
-            .connect_timeout(PROVIDER_CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("maestro-broker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SetupError::Client(e.to_string()))?;
-        let enabled = store.is_some();
-        let store = store.unwrap_or_else(|| Arc::new(store::Unsupported));
-        Ok(Self {
-            store,
-            http,
-            redirect_uri,
-            verifiers: Mutex::new(HashMap::new()),
-            wake: Notify::new(),
-            enabled,
-        })
-    }
-
-    /// The redirect URI: from `--public-url`, or from the address the broker listens on
-    /// (`localhost` for an unspecified address).
-    pub fn redirect_uri(public_url: Option<&str>, addr: SocketAddr) -> Result<String, SetupError> {
-        let base = match public_url {
-            Some(text) => {
-                let bad =
-                    |why: &str| SetupError::PublicUrl { url: text.to_owned(), why: why.to_owned() };
-                let url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
-                if url.scheme() != "https" {
-                    return Err(bad("not https"));
-                }
-                if url.query().is_some() || url.fragment().is_some() || url.host().is_none() {
-                    return Err(bad("a base URL has a host and no query or fragment"));
-                }
-                url.as_str().trim_end_matches('/').to_owned()
-            }
-            None if addr.ip().is_unspecified() => format!("https://localhost:{}", addr.port()),
-            None => format!("https://{addr}"),
-        };
-        Ok(format!("{base}{CALLBACK_PATH}"))
-    }
-
-    fn verifiers(&self) -> MutexGuard<'_, HashMap<Vec<u8>, (i64, SecretValue)>> {
-        // Every change is one insert or remove: a poisoned map is still consistent.
-        self.verifiers.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Keeps a verifier until its authorization expires, and forgets expired ones.
-    pub fn keep_verifier(&self, state_hash: Vec<u8>, expires_at: i64, verifier: SecretValue) {
-        let now = clock::now();
-        let mut map = self.verifiers();
-        map.retain(|_, (expiry, _)| *expiry > now);
-        map.insert(state_hash, (expires_at, verifier));
-    }
-
-    /// Takes a verifier out (single use).
-    pub fn take_verifier(&self, state_hash: &[u8]) -> Option<SecretValue> {
-        self.verifiers().remove(state_hash).map(|(_, v)| v)
-    }
-
-    /// Drops a verifier (the authorization was cancelled).
-    pub fn forget_verifier(&self, state_hash: &[u8]) {
-        self.verifiers().remove(state_hash);
-    }
-}
-
-/// The OAuth metadata of a secret, for `GET /v1/secrets/...`; `None` for other secrets.
-pub async fn meta(app: &App, secret: &SecretRecord) -> ApiResult<Option<OAuthMeta>> {
-    let Some(view) = app.oauth.store.token(&secret.id).await? else { return Ok(None) };
-    let t = &view.token;
-    Ok(Some(OAuthMeta {
-        provider: view.provider_name.clone(),
-        scopes: t.scopes.clone(),
-        expires_at: t.expires_at.map(clock::rfc3339),
-        needs_reauth: t.needs_reauth.is_some(),
-        reauth_hint: t.needs_reauth.clone(),
-        last_refresh_at: t.last_refresh_at.map(clock::rfc3339),
-    }))
-}
+pub use state::{CALLBACK_PATH, OAuth, SetupError};
 
 /// What revoking a deleted OAuth secret's tokens takes, read before the secret is deleted.
 pub struct Revocation {
@@ -195,7 +59,10 @@ enum Plan {
 }
 
 /// Reads what revocation needs; `None` when the secret is not an OAuth secret.
-pub async fn prepare_revocation(app: &App, secret: &SecretRecord) -> ApiResult<Option<Revocation>> {
+pub async fn prepare_revocation(
+    app: &App,
+    secret: &SecretRecord,
+) -> DomainResult<Option<Revocation>> {
     let Some(view) = app.oauth.store.token(&secret.id).await? else { return Ok(None) };
     let Some(provider) = app.oauth.store.provider_by_id(&view.token.provider_id).await? else {
         return Ok(None);
@@ -204,7 +71,7 @@ pub async fn prepare_revocation(app: &App, secret: &SecretRecord) -> ApiResult<O
         None => Plan::NoEndpoint(providers::revocation_text(&provider)),
         Some(url) => {
             let refresh = refresh::open_refresh_token(app, &view.token, view.owner_id);
-            let secret_fields = crate::secrets::open_fields(app, secret, None).await;
+            let secret_fields = crate::domain::material::open_fields(app, secret, None).await;
             let client_secret = providers::client_secret(&app.master, &provider);
             match (refresh, secret_fields, client_secret) {
                 (Ok(refresh), Ok(mut fields), Ok(client_secret)) => {
@@ -266,30 +133,5 @@ impl Revocation {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirect_uri_from_flag_or_address() {
-        let addr: SocketAddr = "127.0.0.1:8443".parse().unwrap();
-        assert_eq!(
-            OAuth::redirect_uri(None, addr).unwrap(),
-            "https://127.0.0.1:8443/v1/oauth/callback"
-        );
-        let any: SocketAddr = "0.0.0.0:9".parse().unwrap();
-        assert_eq!(
-            OAuth::redirect_uri(None, any).unwrap(),
-            "https://localhost:9/v1/oauth/callback"
-        );
-        assert_eq!(
-            OAuth::redirect_uri(Some("https://maestro.example/base/"), addr).unwrap(),
-            "https://maestro.example/base/v1/oauth/callback"
-        );
-        assert!(OAuth::redirect_uri(Some("http://maestro.example"), addr).is_err());
-        assert!(OAuth::redirect_uri(Some("https://m.example/?a=b"), addr).is_err());
     }
 }

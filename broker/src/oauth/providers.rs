@@ -9,23 +9,25 @@ use maestro_wire::oauth::{
     MAX_CLIENT_SECRET_BYTES, MAX_URL_BYTES, Preset, ProviderInfo, ScopeError,
 };
 use reqwest::Url;
+use tracing::info;
 
 use super::OAuth;
 use super::sealing::{self, CLIENT_SECRET};
 use super::store::ProviderRecord;
-use crate::api::error::{ApiResult, Failure};
+use crate::app::App;
 use crate::clock;
+use crate::domain::{DomainError, DomainResult};
 use crate::seal::MasterKey;
-use crate::store::UserRecord;
+use crate::store::{StoreError, UserRecord};
 use crate::tokens;
 
 /// A scope error as the API answers it.
-pub fn scope_failure(e: ScopeError) -> Failure {
+pub fn scope_failure(e: ScopeError) -> DomainError {
     let code = match e {
         ScopeError::TooMany(_) => ErrorCode::TooMany,
         _ => ErrorCode::BadRequest,
     };
-    Failure::new(code, e.to_string())
+    DomainError::new(code, e.to_string())
 }
 
 /// Whether a host is this machine: test servers and local providers may use plain HTTP.
@@ -40,9 +42,9 @@ fn is_loopback(url: &Url) -> bool {
 
 /// Checks a provider endpoint: an absolute `https` URL (plain `http` only on a loopback
 /// address), without credentials or fragment, of bounded length.
-pub fn check_url(flag: &str, text: &str) -> ApiResult<Url> {
+pub fn check_url(flag: &str, text: &str) -> DomainResult<Url> {
     let bad = |why: &str| {
-        Failure::bad_request(format!("--{flag} {why}; give the provider's https:// endpoint"))
+        DomainError::bad_request(format!("--{flag} {why}; give the provider's https:// endpoint"))
     };
     if text.len() > MAX_URL_BYTES {
         return Err(bad(&format!("is longer than {MAX_URL_BYTES} bytes")));
@@ -67,34 +69,34 @@ pub fn check_url(flag: &str, text: &str) -> ApiResult<Url> {
 }
 
 /// Checks a client id: printable ASCII without spaces, 1 to 256 bytes.
-fn check_client_id(id: &str) -> ApiResult<()> {
+fn check_client_id(id: &str) -> DomainResult<()> {
     let ok = !id.is_empty()
         && id.len() <= MAX_CLIENT_ID_BYTES
         && id.bytes().all(|b| b.is_ascii_graphic());
     if ok {
         Ok(())
     } else {
-        Err(Failure::bad_request(format!(
+        Err(DomainError::bad_request(format!(
             "the client id must be 1 to {MAX_CLIENT_ID_BYTES} printable characters without spaces; copy it from the provider's OAuth app settings"
         )))
     }
 }
 
 /// Checks a client secret without quoting it.
-fn check_client_secret(secret: &SecretValue) -> ApiResult<()> {
+fn check_client_secret(secret: &SecretValue) -> DomainResult<()> {
     if secret.is_empty() {
-        return Err(Failure::bad_request(
+        return Err(DomainError::bad_request(
             "the client secret is empty; --client-secret-file must hold the OAuth app's client secret",
         ));
     }
     if secret.len() > MAX_CLIENT_SECRET_BYTES {
-        return Err(Failure::new(
+        return Err(DomainError::new(
             ErrorCode::TooLarge,
             format!("the client secret is longer than {MAX_CLIENT_SECRET_BYTES} bytes"),
         ));
     }
     if secret.expose().chars().any(char::is_control) {
-        return Err(Failure::bad_request(
+        return Err(DomainError::bad_request(
             "the client secret holds control characters (a line break?); the file must hold it on one line",
         ));
     }
@@ -102,17 +104,20 @@ fn check_client_secret(secret: &SecretValue) -> ApiResult<()> {
 }
 
 /// The endpoints: the preset's, or the ones given (required for `custom`).
-fn endpoints(preset: &Preset, body: &AddProvider) -> ApiResult<(String, String, Option<String>)> {
+fn endpoints(
+    preset: &Preset,
+    body: &AddProvider,
+) -> DomainResult<(String, String, Option<String>)> {
     let (auth, token) = match (&body.auth_url, &body.token_url, preset.auth_url, preset.token_url) {
         (Some(a), Some(t), _, _) => (a.clone(), t.clone()),
         (None, None, Some(a), Some(t)) => (a.to_owned(), t.to_owned()),
         (None, None, _, _) => {
-            return Err(Failure::bad_request(
+            return Err(DomainError::bad_request(
                 "--preset custom needs --auth-url and --token-url (and --revoke-url if the provider has an RFC 7009 endpoint)",
             ));
         }
         _ => {
-            return Err(Failure::bad_request(
+            return Err(DomainError::bad_request(
                 "give --auth-url and --token-url together (both endpoints of the same server)",
             ));
         }
@@ -132,11 +137,11 @@ fn endpoints(preset: &Preset, body: &AddProvider) -> ApiResult<(String, String, 
 }
 
 /// The kind tokens become and the field that holds them.
-fn kind_and_field(preset: &Preset, body: &AddProvider) -> ApiResult<(String, String)> {
+fn kind_and_field(preset: &Preset, body: &AddProvider) -> DomainResult<(String, String)> {
     let kind = match (&body.kind, preset.name) {
         (Some(k), "custom") => k.clone(),
         (Some(_), _) => {
-            return Err(Failure::bad_request(format!(
+            return Err(DomainError::bad_request(format!(
                 "--kind is only for --preset custom; {} tokens become {} secrets",
                 preset.name, preset.kind
             )));
@@ -144,19 +149,19 @@ fn kind_and_field(preset: &Preset, body: &AddProvider) -> ApiResult<(String, Str
         (None, _) => preset.kind.to_owned(),
     };
     if kind != "generic" && body.variable.is_some() {
-        return Err(Failure::bad_request(format!(
+        return Err(DomainError::bad_request(format!(
             "--variable is only for providers whose tokens become generic secrets; {kind} secrets have their own variables"
         )));
     }
     let variable = body.variable.clone().unwrap_or_else(|| DEFAULT_GENERIC_VARIABLE.to_owned());
     if !is_valid_variable_name(&variable) {
-        return Err(Failure::bad_request(
+        return Err(DomainError::bad_request(
             "--variable must be a variable name: A-Z, 0-9 and _, not starting with a digit",
         ));
     }
     let field = wire::token_field(&kind, &variable).ok_or_else(|| {
         let kinds: Vec<&str> = wire::TOKEN_KINDS.iter().map(|(k, _)| *k).collect();
-        Failure::new(
+        DomainError::new(
             ErrorCode::UnknownKind,
             format!(
                 "an OAuth token cannot become a '{kind}' secret; use --kind generic or one of: {}",
@@ -172,16 +177,16 @@ pub fn register(
     master: &MasterKey,
     user: &UserRecord,
     body: &AddProvider,
-) -> ApiResult<ProviderRecord> {
+) -> DomainResult<ProviderRecord> {
     if !wire::is_valid_provider_name(&body.name) {
-        return Err(Failure::new(
+        return Err(DomainError::new(
             ErrorCode::InvalidName,
             "invalid provider name: use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter (like github-work)",
         ));
     }
     let preset = wire::preset(&body.preset).ok_or_else(|| {
         let names: Vec<&str> = wire::PRESETS.iter().map(|p| p.name).collect();
-        Failure::bad_request(format!("unknown preset; use one of: {}", names.join(", ")))
+        DomainError::bad_request(format!("unknown preset; use one of: {}", names.join(", ")))
     })?;
     check_client_id(&body.client_id)?;
     check_client_secret(&body.client_secret)?;
@@ -200,9 +205,9 @@ pub fn register(
 
     let id = format!("oauthp-{}", tokens::random_id::<16>().map_err(internal)?);
     let (data_key_id, key, wrapped_key) = sealing::new_key(master, user.id, &id)
-        .map_err(|e| Failure::internal("sealing a client secret", &e))?;
+        .map_err(|e| DomainError::internal("sealing a client secret", &e))?;
     let client_secret = sealing::seal(&key, user.id, &id, 1, CLIENT_SECRET, &body.client_secret)
-        .map_err(|e| Failure::internal("sealing a client secret", &e))?;
+        .map_err(|e| DomainError::internal("sealing a client secret", &e))?;
     Ok(ProviderRecord {
         id,
         owner_id: user.id,
@@ -222,14 +227,14 @@ pub fn register(
     })
 }
 
-fn internal(e: tokens::RandomError) -> Failure {
-    Failure::internal("making an id", &e)
+fn internal(e: tokens::RandomError) -> DomainError {
+    DomainError::internal("making an id", &e)
 }
 
 /// Opens a provider's client secret.
-pub fn client_secret(master: &MasterKey, p: &ProviderRecord) -> ApiResult<SecretValue> {
+pub fn client_secret(master: &MasterKey, p: &ProviderRecord) -> DomainResult<SecretValue> {
     let integrity = |_| {
-        Failure::new(
+        DomainError::new(
             ErrorCode::Integrity,
             format!(
                 "the client secret of OAuth provider {} failed its integrity check; register the provider again under another name",
@@ -269,6 +274,27 @@ pub fn info(oauth: &OAuth, p: &ProviderRecord) -> ProviderInfo {
         redirect_uri: oauth.redirect_uri.clone(),
         created_at: clock::rfc3339(p.created_at),
     }
+}
+
+/// Registers a provider of `user`'s; its client secret is sealed before it is stored.
+pub async fn add(app: &App, user: &UserRecord, body: AddProvider) -> DomainResult<ProviderInfo> {
+    let record = register(&app.master, user, &body)?;
+    drop(body);
+    app.oauth.store.insert_provider(&record).await.map_err(|e| match e {
+        StoreError::AlreadyExists { name, .. } => DomainError::new(
+            ErrorCode::AlreadyExists,
+            format!("you already have an OAuth provider named {name}; choose another name"),
+        ),
+        other => other.into(),
+    })?;
+    info!(user = %user.name, provider = %record.name, preset = %record.preset, "OAuth provider added");
+    Ok(info(&app.oauth, &record))
+}
+
+/// The providers of `user`'s.
+pub async fn list(app: &App, user: &UserRecord) -> DomainResult<Vec<ProviderInfo>> {
+    let list = app.oauth.store.list_providers(user.id).await?;
+    Ok(list.iter().map(|p| info(&app.oauth, p)).collect())
 }
 
 #[cfg(test)]
@@ -314,7 +340,7 @@ mod tests {
     #[test]
     fn bad_registrations_are_refused_with_the_reason() {
         let master = MasterKey::generate().unwrap();
-        let msg = |b: AddProvider| register(&master, &user(), &b).unwrap_err().body.message;
+        let msg = |b: AddProvider| register(&master, &user(), &b).unwrap_err().message;
         assert!(msg(body("custom")).contains("needs --auth-url and --token-url"));
         let mut b = body("custom");
         b.auth_url = Some("http://example.com/authorize".into());

@@ -27,12 +27,13 @@ use super::fields::token_fields;
 use super::providers;
 use super::sealing::{self, REFRESH_TOKEN};
 use super::store::{ProviderRecord, TokenRecord, TokenView};
-use crate::api::error::{ApiResult, Failure};
 use crate::app::App;
 use crate::clock;
+use crate::domain::material;
+use crate::domain::meta::meta;
+use crate::domain::{DomainError, DomainResult};
 use crate::seal::DataKey;
-use crate::secrets;
-use crate::store::{AuditRecord, SecretRecord, StoreError};
+use crate::store::{AuditRecord, SecretRecord, StoreError, UserRecord};
 
 /// Longest sleep of the task between looks at the schedule.
 const IDLE: Duration = Duration::from_secs(30);
@@ -92,13 +93,13 @@ pub fn new_token_record(
     refresh_token: Option<&SecretValue>,
     scopes: Vec<String>,
     expires_in: Option<u64>,
-) -> ApiResult<TokenRecord> {
+) -> DomainResult<TokenRecord> {
     let (data_key_id, data_key, wrapped_key) = key;
     let subject = sealing::token_subject(secret_id);
     let refresh_blob = match refresh_token {
         Some(t) => Some(
             sealing::seal(data_key, owner_id, &subject, generation, REFRESH_TOKEN, t)
-                .map_err(|e| Failure::internal("sealing a refresh token", &e))?,
+                .map_err(|e| DomainError::internal("sealing a refresh token", &e))?,
         ),
         None => None,
     };
@@ -163,9 +164,6 @@ pub enum Outcome {
 
 /// The task: runs until `shutdown` turns true.
 pub async fn task(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    if !app.oauth.enabled {
-        return;
-    }
     loop {
         let wait = match app.oauth.store.next_refresh_at().await {
             Ok(Some(at)) => {
@@ -197,7 +195,7 @@ pub async fn task(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 return;
             }
             if let Err(f) = refresh_due(&app, &secret_id, false).await {
-                error!(error = %f.body.message, "an OAuth refresh failed inside the broker");
+                error!(error = %f.message, "an OAuth refresh failed inside the broker");
             }
         }
     }
@@ -205,7 +203,7 @@ pub async fn task(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 
 /// Claims and refreshes one token; `forced` takes it even when not due (`maestro oauth
 /// refresh`).
-pub async fn refresh_due(app: &App, secret_id: &str, forced: bool) -> ApiResult<Outcome> {
+pub async fn refresh_due(app: &App, secret_id: &str, forced: bool) -> DomainResult<Outcome> {
     let Some(view) = app.oauth.store.token(secret_id).await? else { return Ok(Outcome::Skipped) };
     if let Some(hint) = &view.token.needs_reauth {
         return Ok(Outcome::NeedsReauth(hint.clone()));
@@ -225,7 +223,7 @@ pub async fn refresh_due(app: &App, secret_id: &str, forced: bool) -> ApiResult<
         Ok(o) => o,
         Err(f) => {
             // A fault of ours (database, sealing): retry later, like a transient failure.
-            Outcome::Transient(f.body.message)
+            Outcome::Transient(f.message)
         }
     };
     match &outcome {
@@ -253,7 +251,7 @@ pub async fn refresh_due(app: &App, secret_id: &str, forced: bool) -> ApiResult<
                     for session in app.store.secret_active_in(secret_id).await? {
                         app.hub.publish(
                             &session,
-                            AgentEvent::Updated { secret: secrets::active_secret(&secret) },
+                            AgentEvent::Updated { secret: material::active_secret(&secret) },
                         );
                     }
                 }
@@ -290,7 +288,7 @@ fn reauth_hint(secret: &str, why: &str) -> String {
     format!("{why}; run `maestro oauth reconnect {secret}`")
 }
 
-async fn refresh_claimed(app: &App, view: &TokenView) -> ApiResult<Outcome> {
+async fn refresh_claimed(app: &App, view: &TokenView) -> DomainResult<Outcome> {
     let token = &view.token;
     let Some(provider) = app.oauth.store.provider_by_id(&token.provider_id).await? else {
         return Ok(Outcome::Skipped);
@@ -340,13 +338,13 @@ async fn store_refresh(
     provider: &ProviderRecord,
     grant: Grant,
     old_refresh_token: SecretValue,
-) -> ApiResult<Outcome> {
+) -> DomainResult<Outcome> {
     let token = &view.token;
     // A provider that does not rotate refresh tokens keeps the old one valid.
     let refresh_token = grant.refresh_token.unwrap_or(old_refresh_token);
     let scopes = grant.scopes.unwrap_or_else(|| token.scopes.clone());
     let key = open_key(app, token, view.owner_id)
-        .map_err(|e| Failure::internal("opening a token key", &e))?;
+        .map_err(|e| DomainError::internal("opening a token key", &e))?;
     let generation = token.generation + 1;
     let record = new_token_record(
         &token.secret_id,
@@ -368,7 +366,7 @@ async fn store_refresh(
             return Ok(Outcome::Skipped);
         }
         let current = if secret.kind == provider.kind {
-            Some(secrets::open_fields(app, &secret, None).await?)
+            Some(material::open_fields(app, &secret, None).await?)
         } else {
             None
         };
@@ -380,7 +378,7 @@ async fn store_refresh(
             updated_at: now,
             ..secret.clone()
         };
-        let sealed = secrets::seal_version(app, next, &fields)?;
+        let sealed = material::seal_version(app, next, &fields)?;
         let audit = AuditRecord {
             secret_id: Some(secret.id.clone()),
             secret_name: Some(secret.name.clone()),
@@ -413,7 +411,7 @@ async fn store_refresh(
                 for session in app.store.secret_active_in(&secret.id).await? {
                     app.hub.publish(
                         &session,
-                        AgentEvent::Updated { secret: secrets::active_secret(&sealed.record) },
+                        AgentEvent::Updated { secret: material::active_secret(&sealed.record) },
                     );
                 }
                 return Ok(Outcome::Refreshed(Box::new(sealed.record)));
@@ -430,21 +428,33 @@ async fn store_refresh(
     Ok(Outcome::Transient("the secret kept changing while it was refreshed".to_owned()))
 }
 
-/// `POST /v1/oauth/refresh`: refresh one secret's token now.
-pub async fn refresh_now(app: &App, secret_id: &str, name: &str) -> ApiResult<SecretMeta> {
+/// Refreshes the token of `user`'s OAuth secret `name` now (`maestro oauth refresh`).
+pub async fn refresh_named(app: &App, user: &UserRecord, name: &str) -> DomainResult<SecretMeta> {
+    let (secret, view) = super::authorize::oauth_secret(app, user, name).await?;
+    if view.token.refresh_token.is_none() && view.token.needs_reauth.is_none() {
+        return Err(DomainError::bad_request(format!(
+            "{} has no refresh token: {} issued a token that is not refreshed (it does not expire, or the provider gives no refresh tokens); `maestro oauth reconnect {}` gets a new one",
+            secret.name, view.provider_name, secret.name
+        )));
+    }
+    refresh_now(app, &secret.id, &secret.name).await
+}
+
+/// Refreshes one secret's token now.
+pub async fn refresh_now(app: &App, secret_id: &str, name: &str) -> DomainResult<SecretMeta> {
     match refresh_due(app, secret_id, true).await? {
-        Outcome::Refreshed(record) => secrets::meta(app, &record).await,
-        Outcome::NeedsReauth(hint) => {
-            Err(Failure::new(ErrorCode::OAuth, format!("{name} needs re-authorization: {hint}")))
-        }
-        Outcome::Transient(why) => Err(Failure::with_status(
-            axum::http::StatusCode::BAD_GATEWAY,
+        Outcome::Refreshed(record) => meta(app, &record).await,
+        Outcome::NeedsReauth(hint) => Err(DomainError::new(
+            ErrorCode::OAuth,
+            format!("{name} needs re-authorization: {hint}"),
+        )),
+        Outcome::Transient(why) => Err(DomainError::upstream(
             ErrorCode::OAuth,
             format!(
                 "the refresh of {name} failed ({why}); the broker retries on its own with backoff"
             ),
         )),
-        Outcome::Skipped => Err(Failure::new(
+        Outcome::Skipped => Err(DomainError::new(
             ErrorCode::Conflict,
             format!(
                 "{name} is being refreshed right now, or has no token that can be refreshed; retry in a moment"

@@ -1,7 +1,14 @@
-//! The `/v1/oauth/...` routes (see the route table in `maestro_wire::api`). Every route takes
+//! The `/v1/oauth/...` routes (see the route table in `maestro_wire::api`), thin over
+//! [`crate::oauth`]. Every route takes
 //! the user's bearer token except the callback, where the single-use `state` is the
 //! capability; the callback answers a short HTML page, never JSON, since a browser reads it.
 
+use super::error::ApiResult;
+use super::extract::{ApiJson, ApiPath};
+use crate::app::SharedApp;
+use crate::auth::CurrentUser;
+use crate::oauth::authorize::{self, CallbackResult};
+use crate::oauth::{providers, refresh};
 use axum::Json;
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -14,13 +21,6 @@ use maestro_wire::oauth::{
     AddProvider, AuthorizationStarted, AuthorizationStatus, Connect, ProviderInfo, Reconnect,
     RefreshNow,
 };
-use tracing::info;
-
-use super::{authorize, providers, refresh};
-use crate::api::error::{ApiResult, Failure};
-use crate::api::extract::{ApiJson, ApiPath};
-use crate::app::SharedApp;
-use crate::auth::CurrentUser;
 
 /// The OAuth routes, merged into the broker's router.
 pub fn routes() -> Router<SharedApp> {
@@ -31,20 +31,7 @@ pub fn routes() -> Router<SharedApp> {
         .route("/v1/oauth/refresh", post(refresh_now))
         .route("/v1/oauth/authorizations/{id}", get(status))
         .route("/v1/oauth/authorizations/{id}/cancel", post(cancel))
-        .route(super::CALLBACK_PATH, get(callback))
-}
-
-/// OAuth needs a store that keeps its state.
-fn enabled(app: &SharedApp) -> ApiResult<()> {
-    if app.oauth.enabled {
-        Ok(())
-    } else {
-        Err(Failure::with_status(
-            StatusCode::NOT_IMPLEMENTED,
-            maestro_wire::api::ErrorCode::BadRequest,
-            "OAuth is not available with the PostgreSQL store yet; run the broker on SQLite (leave --database out) to use it",
-        ))
-    }
+        .route(crate::oauth::CALLBACK_PATH, get(callback))
 }
 
 /// `POST /v1/oauth/providers`.
@@ -53,18 +40,7 @@ async fn add_provider(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<AddProvider>,
 ) -> ApiResult<(StatusCode, Json<ProviderInfo>)> {
-    enabled(&app)?;
-    let record = providers::register(&app.master, &user, &body)?;
-    drop(body);
-    app.oauth.store.insert_provider(&record).await.map_err(|e| match e {
-        crate::store::StoreError::AlreadyExists { name, .. } => Failure::new(
-            maestro_wire::api::ErrorCode::AlreadyExists,
-            format!("you already have an OAuth provider named {name}; choose another name"),
-        ),
-        other => other.into(),
-    })?;
-    info!(user = %user.name, provider = %record.name, preset = %record.preset, "OAuth provider added");
-    Ok((StatusCode::CREATED, Json(providers::info(&app.oauth, &record))))
+    Ok((StatusCode::CREATED, Json(providers::add(&app, &user, body).await?)))
 }
 
 /// `GET /v1/oauth/providers`.
@@ -72,9 +48,7 @@ async fn list_providers(
     State(app): State<SharedApp>,
     CurrentUser(user): CurrentUser,
 ) -> ApiResult<Json<Vec<ProviderInfo>>> {
-    enabled(&app)?;
-    let list = app.oauth.store.list_providers(user.id).await?;
-    Ok(Json(list.iter().map(|p| providers::info(&app.oauth, p)).collect()))
+    Ok(Json(providers::list(&app, &user).await?))
 }
 
 /// `POST /v1/oauth/connect`.
@@ -83,7 +57,6 @@ async fn connect(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<Connect>,
 ) -> ApiResult<(StatusCode, Json<AuthorizationStarted>)> {
-    enabled(&app)?;
     Ok((StatusCode::CREATED, Json(authorize::connect(&app, &user, body).await?)))
 }
 
@@ -93,7 +66,6 @@ async fn reconnect(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<Reconnect>,
 ) -> ApiResult<(StatusCode, Json<AuthorizationStarted>)> {
-    enabled(&app)?;
     Ok((StatusCode::CREATED, Json(authorize::reconnect(&app, &user, body).await?)))
 }
 
@@ -103,15 +75,7 @@ async fn refresh_now(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<RefreshNow>,
 ) -> ApiResult<Json<SecretMeta>> {
-    enabled(&app)?;
-    let (secret, view) = authorize::oauth_secret(&app, &user, &body.name).await?;
-    if view.token.refresh_token.is_none() && view.token.needs_reauth.is_none() {
-        return Err(Failure::bad_request(format!(
-            "{} has no refresh token: {} issued a token that is not refreshed (it does not expire, or the provider gives no refresh tokens); `maestro oauth reconnect {}` gets a new one",
-            secret.name, view.provider_name, secret.name
-        )));
-    }
-    Ok(Json(refresh::refresh_now(&app, &secret.id, &secret.name).await?))
+    Ok(Json(refresh::refresh_named(&app, &user, &body.name).await?))
 }
 
 /// `GET /v1/oauth/authorizations/{id}`.
@@ -120,7 +84,6 @@ async fn status(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AuthorizationStatus>> {
-    enabled(&app)?;
     Ok(Json(authorize::status(&app, &user, &id).await?))
 }
 
@@ -130,17 +93,18 @@ async fn cancel(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AuthorizationStatus>> {
-    enabled(&app)?;
     Ok(Json(authorize::cancel(&app, &user, &id).await?))
 }
 
 /// `GET /v1/oauth/callback`: where the provider sends the browser back.
 async fn callback(State(app): State<SharedApp>, RawQuery(query): RawQuery) -> Response {
-    if let Err(f) = enabled(&app) {
-        return page(f.status, &f.body.message);
-    }
     let outcome = authorize::callback(&app, query.as_deref()).await;
-    page(outcome.status, &outcome.message)
+    let status = match outcome.result {
+        CallbackResult::Authorized => StatusCode::OK,
+        CallbackResult::Refused => StatusCode::BAD_REQUEST,
+        CallbackResult::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    page(status, &outcome.message)
 }
 
 /// Text safe inside HTML.

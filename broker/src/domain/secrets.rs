@@ -1,0 +1,277 @@
+//! Secrets: validation of what users send, what a secret provides (for conflict checks), the
+//! metadata users see, and the rules of creating, editing, deleting and listing secrets.
+//! Sealing and opening values is [`super::material`]'s.
+
+use maestro_wire::agent_api::AgentEvent;
+use maestro_wire::api::{AuditAction, CreateSecret, Deleted, EditSecret, ErrorCode, SecretMeta};
+use maestro_wire::catalog::Outputs;
+use tracing::info;
+
+use super::audit::Page;
+use super::error::{DomainError, DomainResult};
+use super::material::{self, active_secret, outputs, outputs_of};
+use super::meta::meta;
+use super::validate::{check_fields, check_name, check_tags, check_text};
+use crate::app::App;
+use crate::clock;
+use crate::store::{AuditRecord, AuditRow, SecretRecord, UserRecord};
+use crate::tokens;
+
+/// The first clash between a candidate and already active secrets, as an error naming both
+/// secrets and what they share.
+pub fn conflict(
+    candidate: &str,
+    candidate_outputs: &Outputs,
+    active: &[(String, Outputs)],
+) -> Option<DomainError> {
+    for (other, other_outputs) in active {
+        if other == candidate {
+            continue;
+        }
+        let shared_var =
+            candidate_outputs.variables.iter().find(|v| other_outputs.variables.contains(v));
+        let shared = match shared_var {
+            Some(v) => Some(format!("variable {v}")),
+            None => candidate_outputs
+                .files
+                .iter()
+                .find(|f| other_outputs.files.contains(f))
+                .map(|f| format!("file {f}")),
+        };
+        if let Some(shared) = shared {
+            return Some(DomainError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{candidate} and {other} both provide {shared}; deactivate {other} first, or activate them in different sessions"
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// A secret of `user`'s, by name; another user's secret is answered like a missing one.
+pub async fn owned(app: &App, user: &UserRecord, name: &str) -> DomainResult<SecretRecord> {
+    check_name(name)?;
+    app.store.secret_by_name(user.id, name).await?.ok_or_else(|| {
+        DomainError::not_found(format!("no secret named {name}; `maestro secrets ls` lists yours"))
+    })
+}
+
+/// An optional text, with the empty text meaning none.
+pub fn optional_text(text: Option<String>) -> Option<String> {
+    text.filter(|t| !t.is_empty())
+}
+
+/// Creates a secret (version 1) with its audit record.
+pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainResult<SecretMeta> {
+    check_name(&body.name)?;
+    if let Some(d) = &body.description {
+        check_text("description", d)?;
+    }
+    check_tags(&body.tags)?;
+    let fields = check_fields(&body.kind, &body.fields)?;
+    let now = clock::now();
+    let id = tokens::random_id::<16>().map_err(|e| DomainError::internal("making an id", &e))?;
+    let record = SecretRecord {
+        id,
+        owner_id: user.id,
+        name: body.name.clone(),
+        kind: body.kind.clone(),
+        description: optional_text(body.description),
+        tags: body.tags,
+        version: 1,
+        field_names: Vec::new(),
+        data_key_id: String::new(),
+        wrapped_key: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    let sealed = material::seal_version(app, record, &fields)?;
+    let audit = AuditRecord {
+        secret_id: Some(sealed.record.id.clone()),
+        secret_name: Some(sealed.record.name.clone()),
+        detail: Some(format!("version 1, kind {}", sealed.record.kind)),
+        ..AuditRecord::new(user.id, now, AuditAction::Created)
+    };
+    app.store.insert_secret(&sealed.record, &sealed.fields, &audit).await?;
+    info!(user = %user.name, secret = %sealed.record.name, "secret created");
+    meta(app, &sealed.record).await
+}
+
+/// The metadata of every secret of `user`'s.
+pub async fn list(app: &App, user: &UserRecord) -> DomainResult<Vec<SecretMeta>> {
+    let mut out = Vec::new();
+    for secret in app.store.list_secrets(user.id).await? {
+        out.push(meta(app, &secret).await?);
+    }
+    Ok(out)
+}
+
+/// The metadata of one secret of `user`'s.
+pub async fn show(app: &App, user: &UserRecord, name: &str) -> DomainResult<SecretMeta> {
+    let secret = owned(app, user, name).await?;
+    meta(app, &secret).await
+}
+
+/// A new version of a secret (the old one is gone), refused when its new outputs would clash
+/// in a session where it is active; the sessions where it is active get an `updated` event.
+pub async fn edit(
+    app: &App,
+    user: &UserRecord,
+    name: &str,
+    body: EditSecret,
+) -> DomainResult<SecretMeta> {
+    let _serialized = app.activation_lock.lock().await;
+    let _across_brokers = app.store.lock_owner(user.id).await?;
+    let secret = owned(app, user, name).await?;
+    if body.kind.is_none()
+        && body.fields.is_empty()
+        && body.remove_fields.is_empty()
+        && body.description.is_none()
+        && body.tags.is_none()
+    {
+        return Err(DomainError::bad_request(
+            "nothing to change: give fields, fields to remove, a description, tags or a kind",
+        ));
+    }
+    if let Some(d) = &body.description {
+        check_text("description", d)?;
+    }
+    if let Some(tags) = &body.tags {
+        check_tags(tags)?;
+    }
+    let kind = body.kind.clone().unwrap_or_else(|| secret.kind.clone());
+    let merged = if kind != secret.kind {
+        if !body.remove_fields.is_empty() {
+            return Err(DomainError::bad_request(
+                "changing the kind replaces every field: give the whole new set of fields and no fields to remove",
+            ));
+        }
+        body.fields.clone()
+    } else {
+        let mut current = material::open_fields(app, &secret, None).await?;
+        for field in &body.remove_fields {
+            if current.remove(field).is_none() {
+                return Err(DomainError::new(
+                    ErrorCode::InvalidField,
+                    format!("secret {name} has no field '{field}' to remove"),
+                ));
+            }
+        }
+        for (field, value) in &body.fields {
+            current.insert(field.clone(), value.clone());
+        }
+        current
+    };
+    let fields = check_fields(&kind, &merged)?;
+    let field_names: Vec<String> = fields.keys().cloned().collect();
+    let new_outputs = outputs_of(&kind, &field_names);
+    let active_in = app.store.secret_active_in(&secret.id).await?;
+    for session in &active_in {
+        let others = outputs_in(app, session, Some(&secret.id)).await?;
+        if let Some(clash) = conflict(&secret.name, &new_outputs, &others) {
+            return Err(DomainError::new(
+                ErrorCode::Conflict,
+                format!("{} (it is active in session {session}); nothing changed", clash.message),
+            ));
+        }
+    }
+    let now = clock::now();
+    let record = SecretRecord {
+        kind,
+        description: match body.description {
+            Some(d) => optional_text(Some(d)),
+            None => secret.description.clone(),
+        },
+        tags: body.tags.unwrap_or_else(|| secret.tags.clone()),
+        version: secret.version + 1,
+        updated_at: now,
+        ..secret.clone()
+    };
+    let sealed = material::seal_version(app, record, &fields)?;
+    let audit = AuditRecord {
+        secret_id: Some(secret.id.clone()),
+        secret_name: Some(secret.name.clone()),
+        detail: Some(format!("version {}", sealed.record.version)),
+        ..AuditRecord::new(user.id, now, AuditAction::Edited)
+    };
+    app.store.replace_secret(secret.version, &sealed.record, &sealed.fields, &audit).await?;
+    for session in &active_in {
+        app.hub.publish(session, AgentEvent::Updated { secret: active_secret(&sealed.record) });
+    }
+    info!(user = %user.name, secret = %name, version = sealed.record.version, "secret edited");
+    meta(app, &sealed.record).await
+}
+
+/// What the secrets active in a session provide, except `skip`.
+pub async fn outputs_in(
+    app: &App,
+    session: &str,
+    skip: Option<&str>,
+) -> DomainResult<Vec<(String, Outputs)>> {
+    Ok(app
+        .store
+        .active_secrets(session)
+        .await?
+        .iter()
+        .filter(|s| Some(s.id.as_str()) != skip)
+        .map(|s| (s.name.clone(), outputs(s)))
+        .collect())
+}
+
+/// Deletes a secret, which also deactivates it everywhere (each session gets a `deactivated`
+/// event); an OAuth secret's tokens are revoked at the provider after the delete.
+pub async fn delete(app: &App, user: &UserRecord, name: &str) -> DomainResult<Deleted> {
+    let serialized = app.activation_lock.lock().await;
+    let across_brokers = app.store.lock_owner(user.id).await?;
+    let secret = owned(app, user, name).await?;
+    // An OAuth secret's tokens are read before they are deleted, and revoked after.
+    let revocation = crate::oauth::prepare_revocation(app, &secret).await?;
+    let sessions = app.store.delete_secret(&secret, clock::now()).await?;
+    for session in &sessions {
+        app.hub.publish(session, AgentEvent::Deactivated { name: secret.name.clone() });
+    }
+    drop((across_brokers, serialized));
+    info!(user = %user.name, secret = %name, "secret deleted");
+    let revocation = match revocation {
+        Some(r) => Some(r.run(app).await),
+        None => None,
+    };
+    Ok(Deleted { name: secret.name, deactivated_in: sessions, revocation })
+}
+
+/// A page of a secret's audit records, newest last.
+pub async fn history(
+    app: &App,
+    user: &UserRecord,
+    name: &str,
+    page: Page,
+) -> DomainResult<Vec<AuditRow>> {
+    let secret = owned(app, user, name).await?;
+    Ok(app.store.secret_history(user.id, &secret.id, page.before, page.limit).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outs(vars: &[&str], files: &[&str]) -> Outputs {
+        Outputs {
+            variables: vars.iter().map(|s| (*s).to_owned()).collect(),
+            files: files.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn conflicts_name_both_secrets_and_the_shared_output() {
+        let active = vec![("AWS_PROD".to_owned(), outs(&["AWS_REGION"], &["aws/credentials"]))];
+        let f = conflict("AWS_DEV", &outs(&["AWS_REGION"], &[]), &active).unwrap();
+        assert_eq!(f.code, ErrorCode::Conflict);
+        assert!(f.message.contains("AWS_DEV and AWS_PROD both provide variable AWS_REGION"));
+        let f = conflict("X", &outs(&[], &["aws/credentials"]), &active).unwrap();
+        assert!(f.message.contains("file aws/credentials"));
+        assert!(conflict("AWS_PROD", &outs(&["AWS_REGION"], &[]), &active).is_none());
+        assert!(conflict("Y", &outs(&["OTHER"], &["OTHER"]), &active).is_none());
+    }
+}
