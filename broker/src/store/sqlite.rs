@@ -283,6 +283,48 @@ mod tests {
         assert_eq!(user.id, id + 1, "create_user reads its id back with RETURNING");
     }
 
+    /// The group commit keeps the order of the callers that share a statement.
+    #[tokio::test]
+    async fn appended_audit_records_keep_their_order_and_every_column() {
+        let (_d, s) = store().await;
+        let full = AuditRecord {
+            secret_id: Some("id-1".into()),
+            secret_name: Some("NAME".into()),
+            session_id: Some("sess".into()),
+            pid: Some(u32::MAX),
+            uid: Some(0),
+            command: Some("cat \"quoted\" \\ ünïcode".into()),
+            detail: Some("line\nbreak".into()),
+            ..AuditRecord::new(7, i64::MAX, AuditAction::FileRead)
+        };
+        let records: Vec<AuditRecord> = (0..50)
+            .map(|i| {
+                if i % 2 == 0 {
+                    AuditRecord { at: i, ..full.clone() }
+                } else {
+                    AuditRecord::new(7, i, AuditAction::Fetched)
+                }
+            })
+            .collect();
+        // Several callers at once (one shared statement), then one alone, then a batch too
+        // large for one statement (one statement per record, one transaction).
+        let appends = records.chunks(5).map(|chunk| s.append_audit(chunk));
+        for outcome in futures_util::future::join_all(appends).await {
+            outcome.unwrap();
+        }
+        s.append_audit(std::slice::from_ref(&full)).await.unwrap();
+        let large: Vec<AuditRecord> =
+            (0..300).map(|i| AuditRecord { at: 1000 + i, ..full.clone() }).collect();
+        s.append_audit(&large).await.unwrap();
+        let trail = s.audit_for_owner(7, None, 1000).await.unwrap();
+        let got: Vec<AuditRecord> = trail.iter().map(|r| r.record.clone()).collect();
+        let mut want = records.clone();
+        want.push(full);
+        want.extend(large);
+        assert_eq!(got, want);
+        assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+
     #[tokio::test]
     async fn cached_sessions_follow_every_change() {
         let (_d, s) = store().await;
