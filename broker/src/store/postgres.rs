@@ -30,23 +30,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgPool, Pool, Transaction};
 
-use super::sql::{SqlEngine, SqlStore};
+use super::sql::{SqlEngine, SqlStore, compile_statements};
 use super::{ActiveMaterial, AuditRecord, OwnerLock, StoreError, pg_schema, query_failed};
 
-/// The driver the shared statements are compiled for here.
-type Db = sqlx::Postgres;
-/// The engine the shared statements are compiled for here.
-type Eng = PgEngine;
-/// The statements of [`super::oauth::OAuthStore`], shared with SQLite.
-// Compiled once per driver on purpose (see `super::sql`).
-#[allow(clippy::duplicate_mod)]
-#[path = "sql/oauth.rs"]
-mod oauth;
-/// The statements of [`super::Store`], shared with SQLite.
-// Compiled once per driver on purpose (see `super::sql`).
-#[allow(clippy::duplicate_mod)]
-#[path = "sql/store.rs"]
-mod statements;
+// The statements of both store traits, shared with SQLite.
+compile_statements!(sqlx::Postgres, PgEngine);
 
 use statements::{add_material_row, commit, insert_audit};
 

@@ -19,6 +19,26 @@ use sqlx::{Pool, Transaction};
 use super::StoreError;
 use super::sqlite::session_cache::SessionCache;
 
+/// Compiles the shared statements for one driver in the module that invokes it: `Db` names
+/// the driver, `Eng` the engine, `statements` holds [`crate::store::Store`]'s statements and
+/// the row helpers, `oauth` [`crate::store::oauth::OAuthStore`]'s.
+macro_rules! compile_statements {
+    ($db:ty, $eng:ty) => {
+        /// The driver the shared statements are compiled for here.
+        type Db = $db;
+        /// The engine the shared statements are compiled for here.
+        type Eng = $eng;
+        // Compiled once per driver on purpose (see `super::sql`).
+        #[allow(clippy::duplicate_mod)]
+        #[path = "sql/oauth.rs"]
+        mod oauth;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "sql/store.rs"]
+        pub(super) mod statements;
+    };
+}
+pub(crate) use compile_statements;
+
 /// What an engine adds to the shared statements.
 pub trait SqlEngine: Send + Sync + 'static {
     /// The typed sqlx driver.

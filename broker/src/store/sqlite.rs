@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Pool, Transaction};
 
-use super::sql::{SqlEngine, SqlStore, count_i64};
+use super::sql::{SqlEngine, SqlStore, compile_statements, count_i64};
 use super::{ActiveMaterial, AuditRecord, OwnerLock, StoreError, query_failed, schema};
 
 /// Group commit of audit records appended on their own.
@@ -29,20 +29,8 @@ mod material_reader;
 /// Session rows in memory, for authenticating agents without a database round trip.
 pub mod session_cache;
 
-/// The driver the shared statements are compiled for here.
-type Db = sqlx::Sqlite;
-/// The engine the shared statements are compiled for here.
-type Eng = SqliteEngine;
-/// The statements of [`super::oauth::OAuthStore`], shared with PostgreSQL.
-// Compiled once per driver on purpose (see `super::sql`).
-#[allow(clippy::duplicate_mod)]
-#[path = "sql/oauth.rs"]
-mod oauth;
-/// The statements of [`super::Store`], shared with PostgreSQL.
-// Compiled once per driver on purpose (see `super::sql`).
-#[allow(clippy::duplicate_mod)]
-#[path = "sql/store.rs"]
-pub(super) mod statements;
+// The statements of both store traits, shared with PostgreSQL.
+compile_statements!(sqlx::Sqlite, SqliteEngine);
 
 /// The SQLite store.
 pub type SqliteStore = SqlStore<SqliteEngine>;
@@ -211,35 +199,13 @@ mod tests {
     use maestro_wire::api::AuditAction;
 
     use super::*;
-    use crate::store::testing::{self, ContractStore};
-    use crate::store::{CertificateRecord, EnrollmentRecord, SessionRecord, Store};
+    use crate::store::testing::{self, ContractStore, session};
+    use crate::store::{CertificateRecord, Store};
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
         (dir, store)
-    }
-
-    fn session(owner: i64, id: &str) -> (SessionRecord, EnrollmentRecord) {
-        (
-            SessionRecord {
-                id: id.into(),
-                owner_id: owner,
-                label: None,
-                created_at: 10,
-                expires_at: 1000,
-                ended_at: None,
-                ended_reason: None,
-                enrolled: false,
-                serials: Default::default(),
-            },
-            EnrollmentRecord {
-                token_hash: id.as_bytes().to_vec(),
-                session_id: id.into(),
-                expires_at: 100,
-                used_at: None,
-            },
-        )
     }
 
     /// The store contract suite ([`crate::store::testing`]) on SQLite.
@@ -287,42 +253,11 @@ mod tests {
     #[tokio::test]
     async fn appended_audit_records_keep_their_order_and_every_column() {
         let (_d, s) = store().await;
-        let full = AuditRecord {
-            secret_id: Some("id-1".into()),
-            secret_name: Some("NAME".into()),
-            session_id: Some("sess".into()),
-            pid: Some(u32::MAX),
-            uid: Some(0),
-            command: Some("cat \"quoted\" \\ ünïcode".into()),
-            detail: Some("line\nbreak".into()),
-            ..AuditRecord::new(7, i64::MAX, AuditAction::FileRead)
-        };
-        let records: Vec<AuditRecord> = (0..50)
-            .map(|i| {
-                if i % 2 == 0 {
-                    AuditRecord { at: i, ..full.clone() }
-                } else {
-                    AuditRecord::new(7, i, AuditAction::Fetched)
-                }
-            })
-            .collect();
-        // Several callers at once (one shared statement), then one alone, then a batch too
-        // large for one statement (one statement per record, one transaction).
-        let appends = records.chunks(5).map(|chunk| s.append_audit(chunk));
-        for outcome in futures_util::future::join_all(appends).await {
-            outcome.unwrap();
-        }
-        s.append_audit(std::slice::from_ref(&full)).await.unwrap();
-        let large: Vec<AuditRecord> =
-            (0..300).map(|i| AuditRecord { at: 1000 + i, ..full.clone() }).collect();
-        s.append_audit(&large).await.unwrap();
-        let trail = s.audit_for_owner(7, None, 1000).await.unwrap();
-        let got: Vec<AuditRecord> = trail.iter().map(|r| r.record.clone()).collect();
-        let mut want = records.clone();
-        want.push(full);
-        want.extend(large);
+        let (at_once, after, trail) = testing::append_at_once_then_alone(&s).await;
+        let got: Vec<_> = trail.into_iter().map(|r| r.record).collect();
+        let mut want = at_once;
+        want.extend(after);
         assert_eq!(got, want);
-        assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
     }
 
     #[tokio::test]

@@ -20,8 +20,8 @@ use maestro_wire::api::AuditAction;
 
 use super::oauth::{OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord};
 use super::{
-    ActiveMaterial, AuditRecord, CertificateRecord, EnrollmentRecord, SealedField, SecretRecord,
-    SessionRecord, Store, StoreError, StoreFuture,
+    ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, EnrollmentRecord, SealedField,
+    SecretRecord, SessionRecord, Store, StoreError, StoreFuture,
 };
 
 /// A store under test: both traits, and two raw statements the suite needs to look past them.
@@ -91,7 +91,8 @@ fn secret(owner: i64, id: &str, name: &str, version: u64) -> SecretRecord {
     }
 }
 
-fn session(owner: i64, id: &str) -> (SessionRecord, EnrollmentRecord) {
+/// A session `id` of `owner` (expires at 1000) and its enrollment token (hash = the id).
+pub fn session(owner: i64, id: &str) -> (SessionRecord, EnrollmentRecord) {
     (
         SessionRecord {
             id: id.into(),
@@ -310,7 +311,12 @@ pub async fn material_reads_see_only_their_own_sessions_active_secrets(s: Arc<dy
     assert_eq!(summary(&s.active_material("s2", None).await.unwrap()), theirs);
 }
 
-pub async fn appended_audit_records_keep_their_order_and_every_column(s: Arc<dyn ContractStore>) {
+/// Appends 50 records from several callers at once (5 each), then one record alone, then a
+/// batch too large for one statement (SQLite: one statement per record, one transaction).
+/// Returns the records appended at once, those appended after (in order), and the trail.
+pub async fn append_at_once_then_alone(
+    s: &dyn ContractStore,
+) -> (Vec<AuditRecord>, Vec<AuditRecord>, Vec<AuditRow>) {
     let full = AuditRecord {
         secret_id: Some("id-1".into()),
         secret_name: Some("NAME".into()),
@@ -330,8 +336,6 @@ pub async fn appended_audit_records_keep_their_order_and_every_column(s: Arc<dyn
             }
         })
         .collect();
-    // Several callers at once (one shared statement), then one alone, then a batch too
-    // large for one statement (one statement per record, one transaction).
     let appends = records.chunks(5).map(|chunk| s.append_audit(chunk));
     for outcome in futures_util::future::join_all(appends).await {
         outcome.unwrap();
@@ -342,20 +346,25 @@ pub async fn appended_audit_records_keep_their_order_and_every_column(s: Arc<dyn
     s.append_audit(&large).await.unwrap();
     let trail = s.audit_for_owner(7, None, 1000).await.unwrap();
     assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut after = vec![full];
+    after.extend(large);
+    (records, after, trail)
+}
+
+pub async fn appended_audit_records_keep_their_order_and_every_column(s: Arc<dyn ContractStore>) {
+    let (at_once, after, trail) = append_at_once_then_alone(s.as_ref()).await;
     let got: Vec<AuditRecord> = trail.iter().map(|r| r.record.clone()).collect();
     // The callers that ran at once may commit in any order (SQLite's group commit keeps
     // theirs: see its own test); each caller's records keep their order.
-    let (at_once, after) = got.split_at(records.len());
-    for chunk in records.chunks(5) {
+    let (got_at_once, got_after) = got.split_at(at_once.len());
+    for chunk in at_once.chunks(5) {
         let positions: Vec<usize> = chunk
             .iter()
-            .map(|r| at_once.iter().position(|g| g == r).expect("every record was appended"))
+            .map(|r| got_at_once.iter().position(|g| g == r).expect("every record was appended"))
             .collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "a caller's order: {positions:?}");
     }
-    let mut want = vec![full];
-    want.extend(large);
-    assert_eq!(after, want.as_slice());
+    assert_eq!(got_after, after.as_slice());
 }
 
 pub async fn a_session_ended_while_agents_read_it_is_never_seen_live_afterwards(
@@ -408,18 +417,13 @@ fn provider(owner: i64) -> ProviderRecord {
 
 fn oauth_secret(owner: i64, version: u64) -> SecretRecord {
     SecretRecord {
-        id: "s1".into(),
-        owner_id: owner,
-        name: "GH".into(),
         kind: "github".into(),
-        description: None,
         tags: vec![],
-        version,
         field_names: vec!["token".into()],
         data_key_id: format!("sk{version}"),
         wrapped_key: vec![3; 8],
-        created_at: 10,
         updated_at: 10,
+        ..secret(owner, "s1", "GH", version)
     }
 }
 
