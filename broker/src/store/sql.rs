@@ -2,9 +2,10 @@
 //!
 //! The statements of [`crate::store::Store`] and [`crate::store::oauth::OAuthStore`] are
 //! written once, in `sql/store.rs` and `sql/oauth.rs`, and compiled once per typed sqlx
-//! driver: `store/sqlite.rs` and `store/postgres.rs` each include them with `#[path]`, naming
-//! their driver (`Db`) and engine (`Eng`). That keeps sqlx's typed drivers (SQLite's pragmas,
-//! no row copies on the fetch path; no `sqlx::Any`) without a generic bound per column type.
+//! driver: `store/sqlite.rs` and `store/postgres.rs` each compile them with
+//! `compile_statements!`, naming their driver (`Db`) and engine (`Eng`). That keeps sqlx's
+//! typed drivers (SQLite's pragmas, no row copies on the fetch path; no `sqlx::Any`) without a
+//! generic bound per column type.
 //! Both drivers accept `$N` placeholders and `RETURNING` (see the SQLite engine's tests).
 //!
 //! What really differs lives in the engine: how a write transaction begins, the few statements

@@ -1,8 +1,8 @@
 //! Every statement of [`crate::store::Store`], written once and compiled once per driver.
 //!
 //! This file is not a module of its own: `store/sqlite.rs` and `store/postgres.rs` each
-//! include it (`#[path]`) with their own `Db` (the typed sqlx driver) and `Eng` (the
-//! [`SqlEngine`]), so the same statement texts run on both engines with typed drivers (no
+//! compile it (`compile_statements!` in `store/sql.rs`) with their own `Db` (the typed sqlx
+//! driver) and `Eng` (the [`SqlEngine`]), so the same statement texts run on both engines with typed drivers (no
 //! `sqlx::Any`) and without generic bounds on every column type. The statements use `$N`
 //! placeholders and `RETURNING`, which both drivers accept. What differs between the engines
 //! (how a write transaction begins, the statements that lock rows, the fast paths) comes
