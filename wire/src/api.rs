@@ -253,6 +253,55 @@ pub enum AuditAction {
     RefreshFailed,
 }
 
+impl AuditAction {
+    /// Every action, in the order of the enum.
+    pub const ALL: [AuditAction; 14] = [
+        Self::Created,
+        Self::Edited,
+        Self::Deleted,
+        Self::Activated,
+        Self::Deactivated,
+        Self::Fetched,
+        Self::Injected,
+        Self::FileRead,
+        Self::Denied,
+        Self::SessionCreated,
+        Self::SessionEnded,
+        Self::Enrolled,
+        Self::Refreshed,
+        Self::RefreshFailed,
+    ];
+
+    /// The actions that count as a use of a secret (last use, sessions that used it).
+    pub const USES: [AuditAction; 3] = [Self::Fetched, Self::Injected, Self::FileRead];
+
+    /// The name the broker stores in its audit table: the same as the JSON name, and a stored
+    /// name never changes (old records must read back).
+    pub fn stored_name(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Edited => "edited",
+            Self::Deleted => "deleted",
+            Self::Activated => "activated",
+            Self::Deactivated => "deactivated",
+            Self::Fetched => "fetched",
+            Self::Injected => "injected",
+            Self::FileRead => "file_read",
+            Self::Denied => "denied",
+            Self::SessionCreated => "session_created",
+            Self::SessionEnded => "session_ended",
+            Self::Enrolled => "enrolled",
+            Self::Refreshed => "refreshed",
+            Self::RefreshFailed => "refresh_failed",
+        }
+    }
+
+    /// The action of a stored name.
+    pub fn from_stored_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.stored_name() == name)
+    }
+}
+
 /// One append-only audit record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -280,4 +329,19 @@ pub struct AuditEvent {
     /// The command name the process claimed for itself, when it differs: a detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_command: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_audit_names_are_the_json_names_and_read_back() {
+        for action in AuditAction::ALL {
+            let json = serde_json::to_value(action).unwrap();
+            assert_eq!(json, serde_json::json!(action.stored_name()));
+            assert_eq!(AuditAction::from_stored_name(action.stored_name()), Some(action));
+        }
+        assert_eq!(AuditAction::from_stored_name("unknown"), None);
+    }
 }

@@ -8,13 +8,11 @@
 //! uses the same CA, and the feed that carries events between brokers
 //! ([`super::pg_events`]). With SQLite each of these is a no-op: one broker owns the file.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgConnectOptions;
 
+pub use super::postgres::DatabaseUrl;
 use super::postgres::{PgLock, PgStore};
 use super::sqlite::SqliteStore;
 use super::{Store, StoreError};
@@ -26,61 +24,6 @@ pub const ENV_DATABASE_URL: &str = "MAESTRO_DATABASE_URL";
 
 /// The meta key of the CA certificate's SHA-256, on a shared database.
 const CA_META_KEY: &str = "ca_cert_sha256";
-
-/// A PostgreSQL URL. Its password (if any) never reaches `Debug`, a log line or an error:
-/// those show [`DatabaseUrl::label`], the URL without it.
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    options: PgConnectOptions,
-    label: String,
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("DatabaseUrl").field(&self.label).finish()
-    }
-}
-
-impl DatabaseUrl {
-    /// Parses `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?...]`. The password may also
-    /// come from `PGPASSWORD` or `~/.pgpass`. The error never repeats the text (it may hold a
-    /// password).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
-            return Err("use a PostgreSQL URL, postgres://USER@HOST:PORT/DATABASE (leave \
-                        --database and MAESTRO_DATABASE_URL out for SQLite in the data directory)"
-                .to_owned());
-        }
-        let options = PgConnectOptions::from_str(text)
-            .map_err(|e| format!("the PostgreSQL URL does not parse ({e}); check its syntax"))?;
-        let Some(database) = options.get_database().map(str::to_owned) else {
-            return Err(
-                "the PostgreSQL URL names no database: add /DATABASE after the host".to_owned()
-            );
-        };
-        let host = match options.get_socket() {
-            Some(socket) => socket.display().to_string(),
-            None => options.get_host().to_owned(),
-        };
-        let label = format!(
-            "postgres://{}@{host}:{}/{database}",
-            options.get_username(),
-            options.get_port()
-        );
-        let options = options.application_name("maestro-broker");
-        Ok(Self { options, label })
-    }
-
-    /// The URL without its password, for messages.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// The connection options.
-    pub fn options(&self) -> &PgConnectOptions {
-        &self.options
-    }
-}
 
 /// An opened store and its engine.
 #[derive(Clone)]
@@ -181,25 +124,5 @@ impl Engine {
                 Ok(Serving { _lock: EngineLock { _held: Some(lock) }, _events: Some(feed) })
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse_and_hide_their_password() {
-        let url =
-            DatabaseUrl::parse("postgres://maestro:hunter2-pw@db.example:6543/secrets").unwrap();
-        assert_eq!(url.label(), "postgres://maestro@db.example:6543/secrets");
-        assert!(!format!("{url:?}").contains("hunter2-pw"));
-        assert_eq!(url.options().get_port(), 6543);
-        let e = DatabaseUrl::parse("mysql://u:hunter2-pw@h/d").unwrap_err();
-        assert!(e.contains("PostgreSQL URL") && !e.contains("hunter2-pw"), "{e}");
-        let e = DatabaseUrl::parse("postgres://u:hunter2-pw@h:notaport/d").unwrap_err();
-        assert!(!e.contains("hunter2-pw"), "{e}");
-        let e = DatabaseUrl::parse("postgres://u:hunter2-pw@h").unwrap_err();
-        assert!(e.contains("names no database"), "{e}");
     }
 }

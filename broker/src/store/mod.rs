@@ -1,9 +1,10 @@
 //! Persistence behind one trait, so that the broker does not care which database holds it.
 //!
-//! [`sqlite::SqliteStore`] is the embedded default. The trait is object-safe (every method
-//! returns a boxed future) so that the engine can be chosen at start-up ([`engine`]);
-//! [`postgres::PgStore`] implements the same trait with the same transactions, for several
-//! brokers sharing one store.
+//! One implementation, [`sql::SqlStore`], serves both engines with the same statements:
+//! [`sqlite::SqliteStore`] is the embedded default, [`postgres::PgStore`] is for several
+//! brokers sharing one store. The trait is object-safe (every method returns a boxed future)
+//! so that the engine can be chosen at start-up ([`engine`]). Every behaviour of the trait is
+//! tested once, on both engines, by the contract suite in `testing.rs`.
 //!
 //! What the store holds: users (token hashes), secrets (metadata and the id of their data key),
 //! field ciphertexts, wrapped data keys, sessions, activations, enrollment tokens (hashes), issued
@@ -14,11 +15,15 @@
 //! that the user can see records its audit row in that same transaction.
 
 pub mod engine;
+pub mod oauth;
 pub mod pg_events;
 pub mod pg_schema;
 pub mod postgres;
 pub mod schema;
+pub mod sql;
 pub mod sqlite;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -7,8 +7,7 @@
 //! applied; several brokers starting at once take an advisory lock before migrating.
 //!
 //! The audit table refuses UPDATE, DELETE and TRUNCATE with triggers: it is append-only even
-//! for code (or an operator) that forgets. Migration 2, OAuth's tables, lives beside its engine
-//! code in `postgres/oauth.rs`.
+//! for code (or an operator) that forgets.
 
 /// `(version, statements)`, applied in order, each in its own transaction.
 pub const MIGRATIONS: &[(i64, &str)] = &[
@@ -121,8 +120,8 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     FOR EACH STATEMENT EXECUTE FUNCTION maestro_audit_append_only();
 "#,
     ),
-    // OAuth providers, authorizations and token state (see `crate::oauth::store`).
-    (2, super::postgres::oauth::SCHEMA),
+    // OAuth providers, authorizations and token state (see `super::oauth`).
+    (2, OAUTH),
     // Hardening (issue 9): which certificates of a session are accepted (the newest, and the
     // one before it for a short overlap after a renewal); an index for a session's activation
     // history (what its agent may report use of); a coalesced usage record's count and last
@@ -146,6 +145,71 @@ ALTER TABLE audit ADD COLUMN claimed_command TEXT;
 "#,
     ),
 ];
+
+/// Migration 2: OAuth providers, authorizations and token state.
+const OAUTH: &str = r#"
+CREATE TABLE oauth_providers (
+    id TEXT PRIMARY KEY,
+    owner_id BIGINT NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    preset TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    token_field TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    auth_url TEXT NOT NULL,
+    token_url TEXT NOT NULL,
+    revoke_url TEXT,
+    scopes TEXT NOT NULL,
+    data_key_id TEXT NOT NULL UNIQUE REFERENCES data_keys(id),
+    client_secret BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (owner_id, name)
+);
+
+CREATE TABLE oauth_authorizations (
+    id TEXT PRIMARY KEY,
+    state_hash BYTEA NOT NULL UNIQUE,
+    owner_id BIGINT NOT NULL REFERENCES users(id),
+    provider_id TEXT NOT NULL REFERENCES oauth_providers(id) ON DELETE CASCADE,
+    secret_name TEXT NOT NULL,
+    reconnect_secret_id TEXT REFERENCES secrets(id) ON DELETE CASCADE,
+    scopes TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    finished_at BIGINT
+);
+CREATE INDEX oauth_authorizations_expiry ON oauth_authorizations (expires_at);
+
+CREATE TABLE oauth_tokens (
+    secret_id TEXT PRIMARY KEY REFERENCES secrets(id) ON DELETE CASCADE,
+    provider_id TEXT NOT NULL REFERENCES oauth_providers(id),
+    data_key_id TEXT NOT NULL UNIQUE REFERENCES data_keys(id),
+    generation BIGINT NOT NULL,
+    refresh_token BYTEA,
+    scopes TEXT NOT NULL,
+    expires_at BIGINT,
+    refresh_at_ms BIGINT,
+    failures BIGINT NOT NULL DEFAULT 0,
+    needs_reauth TEXT,
+    last_refresh_at BIGINT,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX oauth_tokens_due ON oauth_tokens (refresh_at_ms) WHERE needs_reauth IS NULL;
+
+-- A provider's or a token row's data key goes with the row.
+CREATE FUNCTION maestro_drop_row_data_key() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM data_keys WHERE id = OLD.data_key_id;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER oauth_providers_drop_key AFTER DELETE ON oauth_providers
+    FOR EACH ROW EXECUTE FUNCTION maestro_drop_row_data_key();
+CREATE TRIGGER oauth_tokens_drop_key AFTER DELETE ON oauth_tokens
+    FOR EACH ROW EXECUTE FUNCTION maestro_drop_row_data_key();
+"#;
 
 /// The schema version this broker writes.
 pub fn latest() -> i64 {

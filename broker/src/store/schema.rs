@@ -109,8 +109,8 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 "#,
     ),
-    // OAuth providers, authorizations and token state (see `crate::oauth::store`).
-    (2, super::sqlite::oauth::SCHEMA),
+    // OAuth providers, authorizations and token state (see `super::oauth`).
+    (2, OAUTH),
     // Hardening (issue 9): which certificates of a session are accepted (the newest, and the
     // one before it for a short overlap after a renewal); an index for a session's activation
     // history (what its agent may report use of); a coalesced usage record's count and last
@@ -134,6 +134,63 @@ ALTER TABLE audit ADD COLUMN claimed_command TEXT;
 "#,
     ),
 ];
+
+/// Migration 2: OAuth providers, authorizations and token state.
+const OAUTH: &str = r#"
+CREATE TABLE oauth_providers (
+    id TEXT PRIMARY KEY,
+    owner_id INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    preset TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    token_field TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    auth_url TEXT NOT NULL,
+    token_url TEXT NOT NULL,
+    revoke_url TEXT,
+    scopes TEXT NOT NULL,
+    data_key_id TEXT NOT NULL UNIQUE REFERENCES data_keys(id),
+    client_secret BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (owner_id, name)
+);
+CREATE TRIGGER oauth_providers_drop_key AFTER DELETE ON oauth_providers
+BEGIN DELETE FROM data_keys WHERE id = OLD.data_key_id; END;
+
+CREATE TABLE oauth_authorizations (
+    id TEXT PRIMARY KEY,
+    state_hash BLOB NOT NULL UNIQUE,
+    owner_id INTEGER NOT NULL REFERENCES users(id),
+    provider_id TEXT NOT NULL REFERENCES oauth_providers(id) ON DELETE CASCADE,
+    secret_name TEXT NOT NULL,
+    reconnect_secret_id TEXT REFERENCES secrets(id) ON DELETE CASCADE,
+    scopes TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX oauth_authorizations_expiry ON oauth_authorizations (expires_at);
+
+CREATE TABLE oauth_tokens (
+    secret_id TEXT PRIMARY KEY REFERENCES secrets(id) ON DELETE CASCADE,
+    provider_id TEXT NOT NULL REFERENCES oauth_providers(id),
+    data_key_id TEXT NOT NULL UNIQUE REFERENCES data_keys(id),
+    generation INTEGER NOT NULL,
+    refresh_token BLOB,
+    scopes TEXT NOT NULL,
+    expires_at INTEGER,
+    refresh_at_ms INTEGER,
+    failures INTEGER NOT NULL DEFAULT 0,
+    needs_reauth TEXT,
+    last_refresh_at INTEGER,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX oauth_tokens_due ON oauth_tokens (refresh_at_ms) WHERE needs_reauth IS NULL;
+CREATE TRIGGER oauth_tokens_drop_key AFTER DELETE ON oauth_tokens
+BEGIN DELETE FROM data_keys WHERE id = OLD.data_key_id; END;
+"#;
 
 /// The schema version this broker writes.
 pub fn latest() -> i64 {

@@ -13,7 +13,8 @@
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{commit, insert_audit, insert_audit_batch};
+use super::insert_audit_batch;
+use super::statements::{commit, insert_audit};
 use crate::store::{AuditRecord, StoreError, query_failed};
 
 /// Records written in one shared transaction at most (a usage batch holds up to 1,000).

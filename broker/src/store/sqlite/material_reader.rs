@@ -9,11 +9,10 @@
 //! never another's.
 
 use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteRow;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{get, secret_from_row};
-use crate::store::{ActiveMaterial, OAuthState, SealedField, StoreError, query_failed};
+use super::statements::{add_material_row, get};
+use crate::store::{ActiveMaterial, StoreError, query_failed};
 
 /// Reads answered by one statement at most.
 const MAX_READS_PER_STATEMENT: usize = 256;
@@ -24,7 +23,7 @@ const MAX_READS_PER_STATEMENT: usize = 256;
 /// is a pair's index in it.
 const MATERIAL_SELECT: &str = "\
     WITH jobs (job, session_id, name) AS \
-    (SELECT key, value ->> 0, value ->> 1 FROM json_each(?)) \
+    (SELECT key, value ->> 0, value ->> 1 FROM json_each($1)) \
     SELECT j.job, s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
     s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, \
     t.secret_id IS NOT NULL AS oauth, t.expires_at AS oauth_expires_at, \
@@ -123,29 +122,7 @@ async fn read(pool: &SqlitePool, jobs: &[Job]) -> Result<Vec<Vec<ActiveMaterial>
             .ok()
             .and_then(|j| answers.get_mut(j))
             .ok_or(StoreError::Corrupt { what: "material read batch" })?;
-        add_row(job, row)?;
+        add_material_row(job, row)?;
     }
     Ok(answers)
-}
-
-/// Adds one row to a job's answer: a new secret, or one more field of the last one (rows come
-/// ordered by secret).
-fn add_row(answer: &mut Vec<ActiveMaterial>, row: &SqliteRow) -> Result<(), StoreError> {
-    let id: &str = get(row, "id")?;
-    if answer.last().is_none_or(|last| last.secret.id != id) {
-        let oauth = if get::<i64>(row, "oauth")? != 0 {
-            Some(OAuthState {
-                expires_at: get(row, "oauth_expires_at")?,
-                needs_reauth: get(row, "oauth_needs_reauth")?,
-            })
-        } else {
-            None
-        };
-        answer.push(ActiveMaterial { secret: secret_from_row(row)?, fields: Vec::new(), oauth });
-    }
-    if let (Some(name), Some(last)) = (get::<Option<String>>(row, "field_name")?, answer.last_mut())
-    {
-        last.fields.push(SealedField { name, blob: get(row, "field_blob")? });
-    }
-    Ok(())
 }

@@ -30,7 +30,7 @@ const MAX_ENTRIES: usize = 32_768;
 
 /// The cache. Cheap to clone; clones share their entries.
 #[derive(Debug, Clone, Default)]
-pub(super) struct SessionCache {
+pub struct SessionCache {
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -50,7 +50,7 @@ enum Entry {
 
 /// What a lookup found.
 #[derive(Debug)]
-pub(super) enum Lookup {
+pub enum Lookup {
     Hit(SessionRecord),
     /// Not cached: read the database, then offer the row with [`SessionCache::offer`].
     Miss(Ticket),
@@ -60,13 +60,13 @@ pub(super) enum Lookup {
 
 /// The generation a read started at.
 #[derive(Debug)]
-pub(super) struct Ticket {
+pub struct Ticket {
     generation: u64,
 }
 
 /// A change of one session in progress; dropping it ends it.
 #[must_use = "the change is over when this value is dropped"]
-pub(super) struct Change {
+pub struct Change {
     cache: SessionCache,
     id: String,
 }
@@ -92,7 +92,7 @@ impl SessionCache {
     }
 
     /// The cached row of session `id`, or how to read it.
-    pub(super) fn lookup(&self, id: &str) -> Lookup {
+    pub fn lookup(&self, id: &str) -> Lookup {
         let inner = self.lock();
         match inner.entries.get(id) {
             Some(Entry::Cached(record)) => Lookup::Hit(record.clone()),
@@ -103,7 +103,7 @@ impl SessionCache {
 
     /// Keeps `record`, read from the database after `ticket` was issued, unless a change began
     /// since.
-    pub(super) fn offer(&self, ticket: Ticket, record: &SessionRecord) {
+    pub fn offer(&self, ticket: Ticket, record: &SessionRecord) {
         let mut inner = self.lock();
         if inner.generation != ticket.generation || inner.entries.contains_key(&record.id) {
             return;
@@ -116,7 +116,7 @@ impl SessionCache {
 
     /// Announces a change of session `id`, from before its first write until the returned
     /// value is dropped (after the commit, or when it failed).
-    pub(super) fn change(&self, id: &str) -> Change {
+    pub fn change(&self, id: &str) -> Change {
         let mut inner = self.lock();
         inner.generation = inner.generation.wrapping_add(1);
         match inner.entries.get_mut(id) {

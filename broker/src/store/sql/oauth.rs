@@ -1,83 +1,29 @@
-//! The SQLite engine of [`OAuthStore`], and its schema (migration 2).
+//! Every statement of [`OAuthStore`], written once and compiled once per driver, like
+//! `sql/store.rs` beside it (which explains how). Times are unix seconds, except
+//! `refresh_at_ms` (milliseconds: tokens that live a few seconds are refreshed on time).
 //!
-//! A child of the SQLite store so that it shares its pool, its transaction discipline
-//! (`BEGIN IMMEDIATE`) and its row helpers. Times are unix seconds, except `refresh_at_ms`
-//! (milliseconds: tokens that live a few seconds are refreshed on time).
+//! Every broker sharing a database runs the refresh task; `claim_refresh` is a guarded
+//! `UPDATE`, so one broker takes each refresh (on PostgreSQL a second one waits for the
+//! first's commit, then finds the token no longer due).
 
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
-
-use super::{
-    SqliteStore, commit, get, insert_audit, insert_secret_rows, is_unique_violation, json_list,
-    replace_version, to_json, version_i64,
+use super::Eng;
+use super::statements::{
+    Conn, DbRow, commit, get, insert_audit, insert_secret_rows, replace_version,
 };
-use crate::oauth::store::{
+use crate::store::oauth::{
     OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord, TokenView,
 };
+use crate::store::sql::{SqlStore, is_unique_violation, json_list, to_json, version_i64};
 use crate::store::{
     AuditRecord, DataKeyRecord, SealedField, SecretRecord, StoreError, StoreFuture, query_failed,
 };
 
-/// Migration 2: OAuth providers, authorizations and token state.
-pub const SCHEMA: &str = r#"
-CREATE TABLE oauth_providers (
-    id TEXT PRIMARY KEY,
-    owner_id INTEGER NOT NULL REFERENCES users(id),
-    name TEXT NOT NULL,
-    preset TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    token_field TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    auth_url TEXT NOT NULL,
-    token_url TEXT NOT NULL,
-    revoke_url TEXT,
-    scopes TEXT NOT NULL,
-    data_key_id TEXT NOT NULL UNIQUE REFERENCES data_keys(id),
-    client_secret BLOB NOT NULL,
-    created_at INTEGER NOT NULL,
-    UNIQUE (owner_id, name)
-);
-CREATE TRIGGER oauth_providers_drop_key AFTER DELETE ON oauth_providers
-BEGIN DELETE FROM data_keys WHERE id = OLD.data_key_id; END;
-
-CREATE TABLE oauth_authorizations (
-    id TEXT PRIMARY KEY,
-    state_hash BLOB NOT NULL UNIQUE,
-    owner_id INTEGER NOT NULL REFERENCES users(id),
-    provider_id TEXT NOT NULL REFERENCES oauth_providers(id) ON DELETE CASCADE,
-    secret_name TEXT NOT NULL,
-    reconnect_secret_id TEXT REFERENCES secrets(id) ON DELETE CASCADE,
-    scopes TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    finished_at INTEGER
-);
-CREATE INDEX oauth_authorizations_expiry ON oauth_authorizations (expires_at);
-
-CREATE TABLE oauth_tokens (
-    secret_id TEXT PRIMARY KEY REFERENCES secrets(id) ON DELETE CASCADE,
-    provider_id TEXT NOT NULL REFERENCES oauth_providers(id),
-    data_key_id TEXT NOT NULL UNIQUE REFERENCES data_keys(id),
-    generation INTEGER NOT NULL,
-    refresh_token BLOB,
-    scopes TEXT NOT NULL,
-    expires_at INTEGER,
-    refresh_at_ms INTEGER,
-    failures INTEGER NOT NULL DEFAULT 0,
-    needs_reauth TEXT,
-    last_refresh_at INTEGER,
-    updated_at INTEGER NOT NULL
-);
-CREATE INDEX oauth_tokens_due ON oauth_tokens (refresh_at_ms) WHERE needs_reauth IS NULL;
-CREATE TRIGGER oauth_tokens_drop_key AFTER DELETE ON oauth_tokens
-BEGIN DELETE FROM data_keys WHERE id = OLD.data_key_id; END;
-"#;
+/// The store this file implements.
+type This = SqlStore<Eng>;
 
 const PROVIDER_SELECT: &str = "SELECT p.id, p.owner_id, p.name, p.preset, p.kind, \
-     p.token_field, p.client_id, p.auth_url, p.token_url, p.revoke_url, p.scopes, \
-     p.data_key_id, d.wrapped, p.client_secret, p.created_at \
+     p.token_field, p.client_id, p.auth_url, p.token_url, p.revoke_url, p.scopes, p.data_key_id, \
+     d.wrapped, p.client_secret, p.created_at \
      FROM oauth_providers p JOIN data_keys d ON d.id = p.data_key_id ";
 
 const PENDING_SELECT: &str = "SELECT a.id, a.state_hash, a.owner_id, a.provider_id, \
@@ -95,12 +41,12 @@ const TOKEN_SELECT: &str = "SELECT t.secret_id, t.provider_id, t.data_key_id, d.
 /// How long a finished authorization is kept (for `connect` to read its outcome).
 const PENDING_KEEP_SECS: i64 = 24 * 3600;
 
-fn generation_of(row: &SqliteRow) -> Result<u64, StoreError> {
+fn generation_of(row: &DbRow) -> Result<u64, StoreError> {
     u64::try_from(get::<i64>(row, "generation")?)
         .map_err(|_| StoreError::Corrupt { what: "token generation" })
 }
 
-fn provider_from_row(row: &SqliteRow) -> Result<ProviderRecord, StoreError> {
+fn provider_from_row(row: &DbRow) -> Result<ProviderRecord, StoreError> {
     Ok(ProviderRecord {
         id: get(row, "id")?,
         owner_id: get(row, "owner_id")?,
@@ -120,7 +66,7 @@ fn provider_from_row(row: &SqliteRow) -> Result<ProviderRecord, StoreError> {
     })
 }
 
-fn pending_from_row(row: &SqliteRow) -> Result<PendingRecord, StoreError> {
+fn pending_from_row(row: &DbRow) -> Result<PendingRecord, StoreError> {
     let status: String = get(row, "status")?;
     Ok(PendingRecord {
         id: get(row, "id")?,
@@ -140,7 +86,7 @@ fn pending_from_row(row: &SqliteRow) -> Result<PendingRecord, StoreError> {
     })
 }
 
-fn token_from_row(row: &SqliteRow) -> Result<TokenView, StoreError> {
+fn token_from_row(row: &DbRow) -> Result<TokenView, StoreError> {
     let failures: i64 = get(row, "failures")?;
     Ok(TokenView {
         token: TokenRecord {
@@ -164,13 +110,8 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenView, StoreError> {
     })
 }
 
-async fn insert_key(
-    conn: &mut SqliteConnection,
-    id: &str,
-    wrapped: &[u8],
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO data_keys (id, wrapped, created_at) VALUES (?, ?, ?)")
+async fn insert_key(conn: &mut Conn, id: &str, wrapped: &[u8], now: i64) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO data_keys (id, wrapped, created_at) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(wrapped)
         .bind(now)
@@ -181,10 +122,10 @@ async fn insert_key(
 }
 
 /// Marks an authorization done, if it is still being exchanged.
-async fn finish_pending(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<(), StoreError> {
+async fn finish_pending(conn: &mut Conn, id: &str, now: i64) -> Result<(), StoreError> {
     let done = sqlx::query(
-        "UPDATE oauth_authorizations SET status = 'done', finished_at = ? \
-         WHERE id = ? AND status = 'exchanging'",
+        "UPDATE oauth_authorizations SET status = 'done', finished_at = $1 \
+         WHERE id = $2 AND status = 'exchanging'",
     )
     .bind(now)
     .bind(id)
@@ -197,7 +138,7 @@ async fn finish_pending(conn: &mut SqliteConnection, id: &str, now: i64) -> Resu
     Ok(())
 }
 
-impl OAuthStore for SqliteStore {
+impl OAuthStore for This {
     fn insert_provider<'a>(&'a self, p: &'a ProviderRecord) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
@@ -205,7 +146,7 @@ impl OAuthStore for SqliteStore {
             sqlx::query(
                 "INSERT INTO oauth_providers (id, owner_id, name, preset, kind, token_field, \
                  client_id, auth_url, token_url, revoke_url, scopes, data_key_id, client_secret, \
-                 created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(p.id.as_str())
             .bind(p.owner_id)
@@ -240,7 +181,7 @@ impl OAuthStore for SqliteStore {
         name: &'a str,
     ) -> StoreFuture<'a, Option<ProviderRecord>> {
         Box::pin(async move {
-            let sql = format!("{PROVIDER_SELECT} WHERE p.owner_id = ? AND p.name = ?");
+            let sql = format!("{PROVIDER_SELECT} WHERE p.owner_id = $1 AND p.name = $2");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(owner_id)
                 .bind(name)
@@ -253,7 +194,7 @@ impl OAuthStore for SqliteStore {
 
     fn provider_by_id<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<ProviderRecord>> {
         Box::pin(async move {
-            let sql = format!("{PROVIDER_SELECT} WHERE p.id = ?");
+            let sql = format!("{PROVIDER_SELECT} WHERE p.id = $1");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -265,7 +206,7 @@ impl OAuthStore for SqliteStore {
 
     fn list_providers(&self, owner_id: i64) -> StoreFuture<'_, Vec<ProviderRecord>> {
         Box::pin(async move {
-            let sql = format!("{PROVIDER_SELECT} WHERE p.owner_id = ? ORDER BY p.name");
+            let sql = format!("{PROVIDER_SELECT} WHERE p.owner_id = $1 ORDER BY p.name");
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(owner_id)
                 .fetch_all(&self.pool)
@@ -278,7 +219,7 @@ impl OAuthStore for SqliteStore {
     fn insert_pending<'a>(&'a self, a: &'a PendingRecord) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            sqlx::query("DELETE FROM oauth_authorizations WHERE expires_at < ?")
+            sqlx::query("DELETE FROM oauth_authorizations WHERE expires_at < $1")
                 .bind(a.created_at - PENDING_KEEP_SECS)
                 .execute(&mut *tx)
                 .await
@@ -286,7 +227,7 @@ impl OAuthStore for SqliteStore {
             sqlx::query(
                 "INSERT INTO oauth_authorizations (id, state_hash, owner_id, provider_id, \
                  secret_name, reconnect_secret_id, scopes, status, message, created_at, \
-                 expires_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 expires_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(a.id.as_str())
             .bind(a.state_hash.as_slice())
@@ -309,7 +250,7 @@ impl OAuthStore for SqliteStore {
 
     fn pending_by_id<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<PendingRecord>> {
         Box::pin(async move {
-            let sql = format!("{PENDING_SELECT} WHERE a.id = ?");
+            let sql = format!("{PENDING_SELECT} WHERE a.id = $1");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -324,7 +265,7 @@ impl OAuthStore for SqliteStore {
         state_hash: &'a [u8],
     ) -> StoreFuture<'a, Option<PendingRecord>> {
         Box::pin(async move {
-            let sql = format!("{PENDING_SELECT} WHERE a.state_hash = ?");
+            let sql = format!("{PENDING_SELECT} WHERE a.state_hash = $1");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(state_hash)
                 .fetch_optional(&self.pool)
@@ -345,8 +286,8 @@ impl OAuthStore for SqliteStore {
         Box::pin(async move {
             let open = matches!(to, PendingStatus::Pending | PendingStatus::Exchanging);
             let done = sqlx::query(
-                "UPDATE oauth_authorizations SET status = ?, message = ?, finished_at = ? \
-                 WHERE id = ? AND status = ?",
+                "UPDATE oauth_authorizations SET status = $1, message = $2, finished_at = $3 \
+                 WHERE id = $4 AND status = $5",
             )
             .bind(to.as_str())
             .bind(message)
@@ -375,7 +316,7 @@ impl OAuthStore for SqliteStore {
             sqlx::query(
                 "INSERT INTO oauth_tokens (secret_id, provider_id, data_key_id, generation, \
                  refresh_token, scopes, expires_at, refresh_at_ms, failures, needs_reauth, \
-                 last_refresh_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 last_refresh_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(token.secret_id.as_str())
             .bind(token.provider_id.as_str())
@@ -412,9 +353,9 @@ impl OAuthStore for SqliteStore {
             let mut tx = self.write_tx().await?;
             replace_version(&mut tx, old_version, secret, fields).await?;
             let done = sqlx::query(
-                "UPDATE oauth_tokens SET generation = ?, refresh_token = ?, scopes = ?, \
-                 expires_at = ?, refresh_at_ms = ?, failures = ?, needs_reauth = ?, \
-                 last_refresh_at = ?, updated_at = ? WHERE secret_id = ? AND generation = ?",
+                "UPDATE oauth_tokens SET generation = $1, refresh_token = $2, scopes = $3, \
+                 expires_at = $4, refresh_at_ms = $5, failures = $6, needs_reauth = $7, \
+                 last_refresh_at = $8, updated_at = $9 WHERE secret_id = $10 AND generation = $11",
             )
             .bind(version_i64(token.generation))
             .bind(token.refresh_token.as_deref())
@@ -443,7 +384,7 @@ impl OAuthStore for SqliteStore {
 
     fn token<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, Option<TokenView>> {
         Box::pin(async move {
-            let sql = format!("{TOKEN_SELECT} WHERE t.secret_id = ?");
+            let sql = format!("{TOKEN_SELECT} WHERE t.secret_id = $1");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(secret_id)
                 .fetch_optional(&self.pool)
@@ -468,7 +409,7 @@ impl OAuthStore for SqliteStore {
         Box::pin(async move {
             sqlx::query_scalar(
                 "SELECT secret_id FROM oauth_tokens WHERE needs_reauth IS NULL \
-                 AND refresh_at_ms <= ? ORDER BY refresh_at_ms LIMIT ?",
+                 AND refresh_at_ms <= $1 ORDER BY refresh_at_ms LIMIT $2",
             )
             .bind(now_ms)
             .bind(limit)
@@ -487,9 +428,9 @@ impl OAuthStore for SqliteStore {
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(
-                "UPDATE oauth_tokens SET refresh_at_ms = ? WHERE secret_id = ? AND generation = ? \
+                "UPDATE oauth_tokens SET refresh_at_ms = $1 WHERE secret_id = $2 AND generation = $3 \
                  AND needs_reauth IS NULL \
-                 AND (refresh_at_ms <= ? OR (refresh_at_ms IS NULL AND ? = 1))",
+                 AND (refresh_at_ms <= $4 OR (refresh_at_ms IS NULL AND $5 = 1))",
             )
             .bind(lease_until_ms)
             .bind(secret_id)
@@ -515,8 +456,8 @@ impl OAuthStore for SqliteStore {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
             sqlx::query(
-                "UPDATE oauth_tokens SET refresh_at_ms = ?, failures = ? \
-                 WHERE secret_id = ? AND generation = ?",
+                "UPDATE oauth_tokens SET refresh_at_ms = $1, failures = $2 \
+                 WHERE secret_id = $3 AND generation = $4",
             )
             .bind(refresh_at_ms)
             .bind(i64::from(failures))
@@ -542,8 +483,8 @@ impl OAuthStore for SqliteStore {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
             let done = sqlx::query(
-                "UPDATE oauth_tokens SET needs_reauth = ?, refresh_at_ms = NULL \
-                 WHERE secret_id = ? AND generation = ?",
+                "UPDATE oauth_tokens SET needs_reauth = $1, refresh_at_ms = NULL \
+                 WHERE secret_id = $2 AND generation = $3",
             )
             .bind(reason)
             .bind(secret_id)
@@ -576,7 +517,7 @@ impl OAuthStore for SqliteStore {
             rows.iter()
                 .map(|row| {
                     Ok(DataKeyRecord {
-                        id: row.try_get("id").map_err(query_failed("reading a row"))?,
+                        id: get(row, "id")?,
                         owner_id: get(row, "owner_id")?,
                         secret_id: get(row, "subject")?,
                         version: 1,
@@ -585,235 +526,5 @@ impl OAuthStore for SqliteStore {
                 })
                 .collect()
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use maestro_wire::api::AuditAction;
-
-    use super::*;
-    use crate::store::Store;
-
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
-        (dir, store)
-    }
-
-    fn provider(owner: i64) -> ProviderRecord {
-        ProviderRecord {
-            id: "oauthp-1".into(),
-            owner_id: owner,
-            name: "gh".into(),
-            preset: "github".into(),
-            kind: "github".into(),
-            token_field: "token".into(),
-            client_id: "cid".into(),
-            auth_url: "https://a".into(),
-            token_url: "https://t".into(),
-            revoke_url: None,
-            scopes: vec!["repo".into()],
-            data_key_id: "pk".into(),
-            wrapped_key: vec![1; 8],
-            client_secret: vec![2; 40],
-            created_at: 5,
-        }
-    }
-
-    fn secret(owner: i64, version: u64) -> SecretRecord {
-        SecretRecord {
-            id: "s1".into(),
-            owner_id: owner,
-            name: "GH".into(),
-            kind: "github".into(),
-            description: None,
-            tags: vec![],
-            version,
-            field_names: vec!["token".into()],
-            data_key_id: format!("sk{version}"),
-            wrapped_key: vec![3; 8],
-            created_at: 10,
-            updated_at: 10,
-        }
-    }
-
-    fn token(generation: u64, refresh_at_ms: Option<i64>) -> TokenRecord {
-        TokenRecord {
-            secret_id: "s1".into(),
-            provider_id: "oauthp-1".into(),
-            data_key_id: "tk".into(),
-            wrapped_key: vec![4; 8],
-            generation,
-            refresh_token: Some(vec![5; 40]),
-            scopes: vec!["repo".into()],
-            expires_at: Some(100),
-            refresh_at_ms,
-            failures: 0,
-            needs_reauth: None,
-            last_refresh_at: Some(10),
-            updated_at: 10,
-        }
-    }
-
-    fn pending(owner: i64) -> PendingRecord {
-        PendingRecord {
-            id: "a1".into(),
-            state_hash: vec![9; 32],
-            owner_id: owner,
-            provider_id: "oauthp-1".into(),
-            provider_name: "gh".into(),
-            secret_name: "GH".into(),
-            reconnect_secret_id: None,
-            scopes: vec!["repo".into()],
-            status: PendingStatus::Pending,
-            message: None,
-            created_at: 10,
-            expires_at: 610,
-            finished_at: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn an_oauth_secret_lives_with_its_token_row_and_keys() {
-        let (_d, s) = store().await;
-        let u = s.create_user("alice", b"h", 1).await.unwrap();
-        s.insert_provider(&provider(u.id)).await.unwrap();
-        assert!(matches!(
-            s.insert_provider(&ProviderRecord {
-                id: "oauthp-2".into(),
-                data_key_id: "pk2".into(),
-                ..provider(u.id)
-            })
-            .await,
-            Err(StoreError::AlreadyExists { .. })
-        ));
-        assert_eq!(s.list_providers(u.id).await.unwrap().len(), 1);
-        assert_eq!(
-            s.provider_by_name(u.id, "gh").await.unwrap().unwrap().client_secret,
-            vec![2; 40]
-        );
-
-        // The state is single-use: only one move out of `pending` succeeds.
-        s.insert_pending(&pending(u.id)).await.unwrap();
-        let by_state = s.pending_by_state(&[9; 32]).await.unwrap().unwrap();
-        assert_eq!(
-            (by_state.provider_name.as_str(), by_state.status),
-            ("gh", PendingStatus::Pending)
-        );
-        assert!(
-            s.move_pending("a1", PendingStatus::Pending, PendingStatus::Exchanging, None, 11)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.move_pending("a1", PendingStatus::Pending, PendingStatus::Exchanging, None, 11)
-                .await
-                .unwrap()
-        );
-
-        let audit = AuditRecord::new(u.id, 12, AuditAction::Created);
-        s.insert_oauth_secret(&secret(u.id, 1), &[], &token(1, Some(5_000)), "a1", &audit)
-            .await
-            .unwrap();
-        assert_eq!(s.pending_by_id("a1").await.unwrap().unwrap().status, PendingStatus::Done);
-        let view = s.token("s1").await.unwrap().unwrap();
-        assert_eq!((view.secret_name.as_str(), view.provider_name.as_str()), ("GH", "gh"));
-        // Every wrapped key is a secret's or OAuth's, as rotation needs.
-        let keys = s.oauth_data_keys().await.unwrap();
-        let subjects: Vec<&str> = keys.iter().map(|k| k.secret_id.as_str()).collect();
-        assert_eq!(subjects, ["oauthp-1", "s1/oauth"]);
-        assert_eq!(keys.len() + s.data_keys().await.unwrap().len(), 3);
-
-        // Refresh: due, claimed once, replaced with a new generation and version.
-        assert_eq!(s.next_refresh_at().await.unwrap(), Some(5_000));
-        assert!(s.due_refreshes(4_999, 10).await.unwrap().is_empty());
-        assert_eq!(s.due_refreshes(5_000, 10).await.unwrap(), ["s1"]);
-        assert!(s.claim_refresh("s1", 1, 5_000, 65_000).await.unwrap());
-        assert!(!s.claim_refresh("s1", 1, 5_000, 65_000).await.unwrap(), "claimed once");
-        let refreshed = AuditRecord::new(u.id, 13, AuditAction::Refreshed);
-        s.replace_oauth_secret(
-            1,
-            &secret(u.id, 2),
-            &[],
-            1,
-            &token(2, Some(9_000)),
-            None,
-            &refreshed,
-        )
-        .await
-        .unwrap();
-        assert!(matches!(
-            s.replace_oauth_secret(1, &secret(u.id, 3), &[], 1, &token(3, None), None, &refreshed)
-                .await,
-            Err(StoreError::Changed { .. })
-        ));
-        assert_eq!(s.token("s1").await.unwrap().unwrap().token.generation, 2);
-        assert_eq!(s.secret_by_name(u.id, "GH").await.unwrap().unwrap().version, 2);
-
-        // A refusal stops refreshes; a forced claim ignores the schedule but not the mark.
-        let failed = AuditRecord::new(u.id, 14, AuditAction::RefreshFailed);
-        assert!(s.claim_refresh("s1", 2, i64::MAX, 70_000).await.unwrap(), "forced");
-        assert!(s.mark_needs_reauth("s1", 2, "refused", &failed).await.unwrap());
-        assert_eq!(s.next_refresh_at().await.unwrap(), None);
-        assert!(!s.claim_refresh("s1", 2, i64::MAX, 70_000).await.unwrap());
-
-        // Deleting the secret takes its token row and the row's key with it.
-        let record = s.secret_by_name(u.id, "GH").await.unwrap().unwrap();
-        s.delete_secret(&record, 20).await.unwrap();
-        assert!(s.token("s1").await.unwrap().is_none());
-        assert_eq!(s.oauth_data_keys().await.unwrap().len(), 1, "the provider's key only");
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM data_keys").fetch_one(&s.pool).await.unwrap();
-        assert_eq!(count, 1, "no orphaned key");
-    }
-
-    #[tokio::test]
-    async fn an_agents_material_carries_its_token_state() {
-        let (_d, s) = store().await;
-        let u = s.create_user("alice", b"h", 1).await.unwrap();
-        s.insert_provider(&provider(u.id)).await.unwrap();
-        s.insert_pending(&pending(u.id)).await.unwrap();
-        assert!(
-            s.move_pending("a1", PendingStatus::Pending, PendingStatus::Exchanging, None, 11)
-                .await
-                .unwrap()
-        );
-        let audit = AuditRecord::new(u.id, 12, AuditAction::Created);
-        let field = SealedField { name: "token".into(), blob: vec![7; 40] };
-        s.insert_oauth_secret(&secret(u.id, 1), &[field], &token(1, Some(5_000)), "a1", &audit)
-            .await
-            .unwrap();
-        let session = crate::store::SessionRecord {
-            id: "sess".into(),
-            owner_id: u.id,
-            label: None,
-            created_at: 10,
-            expires_at: 1000,
-            ended_at: None,
-            ended_reason: None,
-            enrolled: false,
-            serials: Default::default(),
-        };
-        let enrollment = crate::store::EnrollmentRecord {
-            token_hash: vec![1; 32],
-            session_id: "sess".into(),
-            expires_at: 100,
-            used_at: None,
-        };
-        s.insert_session(&session, &enrollment, &audit).await.unwrap();
-        s.change_activations("sess", &["s1".to_owned()], &[], 20, &[]).await.unwrap();
-        let read = s.active_material("sess", Some("GH")).await.unwrap();
-        assert_eq!(read.len(), 1);
-        assert_eq!(read[0].fields.len(), 1);
-        assert_eq!(
-            read[0].oauth,
-            Some(crate::store::OAuthState { expires_at: Some(100), needs_reauth: None })
-        );
-        let failed = AuditRecord::new(u.id, 14, AuditAction::RefreshFailed);
-        assert!(s.claim_refresh("s1", 1, i64::MAX, 70_000).await.unwrap());
-        assert!(s.mark_needs_reauth("s1", 1, "refused", &failed).await.unwrap());
-        let read = s.active_material("sess", None).await.unwrap();
-        assert_eq!(read[0].oauth.as_ref().and_then(|o| o.needs_reauth.as_deref()), Some("refused"));
     }
 }

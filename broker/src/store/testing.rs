@@ -1,0 +1,810 @@
+//! The store contract suite: every behaviour of [`Store`] and [`OAuthStore`] tested once,
+//! against the traits, and run on each engine (in the style of Vault's
+//! `sdk/physical/testing.go`): on SQLite by the broker's unit tests (`sqlite.rs`), on a real
+//! PostgreSQL cluster by `tests/tests/postgres_store.rs`. Each test gets a fresh, empty store.
+//!
+//! Besides single-caller behaviour it holds the concurrency rules a broker relies on, which
+//! each engine keeps its own way (SQLite: one writer at a time; PostgreSQL: row locks and
+//! guarded updates): two activations of one secret racing, two edits from one version, two
+//! ends of one session, two uses of one enrollment token, a session's end racing its
+//! enrollment and its activations.
+
+// Test code: a failed expectation is a failed test, reported with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use maestro_wire::api::AuditAction;
+
+use super::oauth::{OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord};
+use super::{
+    ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, EnrollmentRecord, SealedField,
+    SecretRecord, SessionRecord, Store, StoreError, StoreFuture,
+};
+
+/// A store under test: both traits, and two raw statements the suite needs to look past them.
+pub trait ContractStore: Store + OAuthStore {
+    /// Runs a statement of the suite's own (`UPDATE audit ...`), as written.
+    fn execute_raw(&self, sql: &'static str) -> StoreFuture<'_, u64>;
+    /// How many rows `table` holds.
+    fn count_rows(&self, table: &'static str) -> StoreFuture<'_, i64>;
+}
+
+/// One contract test.
+pub type Contract = fn(Arc<dyn ContractStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+macro_rules! contracts {
+    ($($name:ident),* $(,)?) => {
+        /// Every contract test, by name.
+        pub const ALL: &[(&str, Contract)] = &[$((stringify!($name), |s| Box::pin($name(s)))),*];
+    };
+}
+
+contracts!(
+    secrets_versions_and_names,
+    activations_sessions_and_audit,
+    audit_is_append_only,
+    enrollment_token_is_single_use,
+    material_reads_see_only_their_own_sessions_active_secrets,
+    appended_audit_records_keep_their_order_and_every_column,
+    a_session_ended_while_agents_read_it_is_never_seen_live_afterwards,
+    an_oauth_secret_lives_with_its_token_row_and_keys,
+    an_agents_material_carries_its_token_state,
+    racing_activations_of_one_secret_leave_one_activation,
+    racing_edits_from_one_version_let_one_win,
+    racing_ends_of_a_session_end_it_once,
+    racing_enrollments_with_one_token_let_one_win,
+    a_session_end_racing_its_enrollment_and_activations_leaves_nothing_live,
+    audit_pages_go_back_from_the_newest,
+);
+
+/// Runs every contract test, each on a store `fresh` makes (with whatever must outlive it).
+pub async fn run_all<G, F, Fut>(mut fresh: F)
+where
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = (G, Arc<dyn ContractStore>)>,
+{
+    for (name, test) in ALL {
+        eprintln!("store contract: {name}");
+        let (guard, store) = fresh(name).await;
+        test(store).await;
+        drop(guard);
+    }
+}
+
+fn secret(owner: i64, id: &str, name: &str, version: u64) -> SecretRecord {
+    SecretRecord {
+        id: id.into(),
+        owner_id: owner,
+        name: name.into(),
+        kind: "generic".into(),
+        description: None,
+        tags: vec!["t".into()],
+        version,
+        field_names: vec!["A".into()],
+        data_key_id: format!("{id}-k{version}"),
+        wrapped_key: vec![1, 2, 3],
+        created_at: 10,
+        updated_at: 10 + i64::try_from(version).unwrap(),
+    }
+}
+
+/// A session `id` of `owner` (expires at 1000) and its enrollment token (hash = the id).
+pub fn session(owner: i64, id: &str) -> (SessionRecord, EnrollmentRecord) {
+    (
+        SessionRecord {
+            id: id.into(),
+            owner_id: owner,
+            label: None,
+            created_at: 10,
+            expires_at: 1000,
+            ended_at: None,
+            ended_reason: None,
+            enrolled: false,
+            serials: Default::default(),
+        },
+        EnrollmentRecord {
+            token_hash: id.as_bytes().to_vec(),
+            session_id: id.into(),
+            expires_at: 100,
+            used_at: None,
+        },
+    )
+}
+
+pub async fn secrets_versions_and_names(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    assert!(matches!(
+        s.create_user("alice", b"h2", 1).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.user_by_token(b"h1").await.unwrap(), Some(u.clone()));
+    let a = secret(u.id, "s1", "A", 1);
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    let fields = [SealedField { name: "A".into(), blob: vec![9; 40] }];
+    s.insert_secret(&a, &fields, &audit).await.unwrap();
+    assert!(matches!(
+        s.insert_secret(&secret(u.id, "s2", "A", 1), &fields, &audit).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    let v2 = secret(u.id, "s1", "A", 2);
+    let new_fields = [SealedField { name: "A".into(), blob: vec![8; 40] }];
+    s.replace_secret(1, &v2, &new_fields, &audit).await.unwrap();
+    assert!(matches!(
+        s.replace_secret(1, &v2, &new_fields, &audit).await,
+        Err(StoreError::Changed { .. })
+    ));
+    let got = s.secret_by_name(u.id, "A").await.unwrap().unwrap();
+    assert_eq!(got.version, 2);
+    assert_eq!(got.data_key_id, "s1-k2");
+    assert_eq!(s.secret_fields("s1").await.unwrap()[0].blob, vec![8; 40]);
+    assert_eq!(s.data_keys().await.unwrap().len(), 1, "old data key is deleted");
+    assert!(s.secret_by_name(u.id + 1, "A").await.unwrap().is_none());
+}
+
+pub async fn activations_sessions_and_audit(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let a = secret(u.id, "s1", "A", 1);
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    s.insert_secret(&a, &[], &audit).await.unwrap();
+    let (sess, tok) = session(u.id, "sess1");
+    s.insert_session(&sess, &tok, &audit).await.unwrap();
+    s.change_activations("sess1", &["s1".into()], &[], 20, &[]).await.unwrap();
+    assert_eq!(s.active_secrets("sess1").await.unwrap().len(), 1);
+    assert_eq!(s.secret_active_in("s1").await.unwrap(), vec!["sess1".to_owned()]);
+    let ended = s.end_session("sess1", "user", 30).await.unwrap().unwrap();
+    assert_eq!(ended.ended_at, Some(30));
+    assert!(s.end_session("sess1", "user", 31).await.unwrap().is_none());
+    assert!(s.active_secrets("sess1").await.unwrap().is_empty());
+    assert!(matches!(
+        s.change_activations("sess1", &["s1".into()], &[], 40, &[]).await,
+        Err(StoreError::SessionEnded)
+    ));
+    // Expiry is a property of time, not only of ended_at.
+    let (sess2, tok2) = session(u.id, "sess2");
+    s.insert_session(&sess2, &tok2, &audit).await.unwrap();
+    assert_eq!(s.expired_sessions(999).await.unwrap(), Vec::<String>::new());
+    assert_eq!(s.expired_sessions(1000).await.unwrap(), vec!["sess2".to_owned()]);
+    assert!(matches!(
+        s.change_activations("sess2", &["s1".into()], &[], 1000, &[]).await,
+        Err(StoreError::SessionEnded)
+    ));
+    let trail = s.audit_for_owner(u.id, None, 100).await.unwrap();
+    assert!(trail.iter().any(|r| r.record.action == AuditAction::SessionEnded));
+    assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+pub async fn audit_is_append_only(s: Arc<dyn ContractStore>) {
+    s.append_audit(&[AuditRecord::new(1, 1, AuditAction::Denied)]).await.unwrap();
+    let e = s.execute_raw("UPDATE audit SET detail = 'x'").await.unwrap_err();
+    assert!(e.to_string().contains("append-only"));
+    let e = s.execute_raw("DELETE FROM audit").await.unwrap_err();
+    assert!(e.to_string().contains("append-only"));
+}
+
+pub async fn enrollment_token_is_single_use(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Enrolled);
+    let (sess, tok) = session(u.id, "sess1");
+    s.insert_session(&sess, &tok, &audit).await.unwrap();
+    let cert = |serial: &str| CertificateRecord {
+        serial: serial.into(),
+        session_id: "sess1".into(),
+        not_before: 0,
+        not_after: 500,
+        issued_at: 20,
+        reason: "enroll",
+    };
+    s.complete_enrollment(b"sess1", 20, &cert("01"), &audit).await.unwrap();
+    assert!(matches!(
+        s.complete_enrollment(b"sess1", 21, &cert("02"), &audit).await,
+        Err(StoreError::TokenUnusable)
+    ));
+    assert!(s.session("sess1").await.unwrap().unwrap().enrolled);
+    let (sess2, tok2) = session(u.id, "sess2");
+    s.insert_session(&sess2, &tok2, &audit).await.unwrap();
+    let late = CertificateRecord { session_id: "sess2".into(), ..cert("03") };
+    assert!(matches!(
+        s.complete_enrollment(b"sess2", 100, &late, &audit).await,
+        Err(StoreError::TokenUnusable)
+    ));
+}
+
+/// A secret `name` of `owner` whose fields are `fields` (blob = the field name's bytes).
+async fn add_secret(s: &dyn ContractStore, owner: i64, id: &str, name: &str, fields: &[&str]) {
+    let record = SecretRecord {
+        field_names: fields.iter().map(|f| (*f).to_owned()).collect(),
+        ..secret(owner, id, name, 1)
+    };
+    let sealed: Vec<SealedField> = fields
+        .iter()
+        .map(|f| SealedField { name: (*f).to_owned(), blob: format!("{id}/{f}").into_bytes() })
+        .collect();
+    let audit = AuditRecord::new(owner, 10, AuditAction::Created);
+    s.insert_secret(&record, &sealed, &audit).await.unwrap();
+}
+
+/// `(secret id, [field names], [field blobs as text])` of each secret read.
+fn summary(material: &[ActiveMaterial]) -> Vec<(String, Vec<String>, Vec<String>)> {
+    material
+        .iter()
+        .map(|m| {
+            assert!(m.oauth.is_none());
+            (
+                m.secret.id.clone(),
+                m.fields.iter().map(|f| f.name.clone()).collect(),
+                m.fields.iter().map(|f| String::from_utf8(f.blob.clone()).unwrap()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn expected(rows: &[(&str, &[&str])]) -> Vec<(String, Vec<String>, Vec<String>)> {
+    rows.iter()
+        .map(|(id, fields)| {
+            (
+                (*id).to_owned(),
+                fields.iter().map(|f| (*f).to_owned()).collect(),
+                fields.iter().map(|f| format!("{id}/{f}")).collect(),
+            )
+        })
+        .collect()
+}
+
+pub async fn material_reads_see_only_their_own_sessions_active_secrets(s: Arc<dyn ContractStore>) {
+    let alice = s.create_user("alice", b"h1", 1).await.unwrap();
+    let bob = s.create_user("bob", b"h2", 1).await.unwrap();
+    add_secret(s.as_ref(), alice.id, "a-zed", "ZED", &["Z2", "Z1"]).await;
+    add_secret(s.as_ref(), alice.id, "a-api", "API", &["KEY"]).await;
+    add_secret(s.as_ref(), alice.id, "a-empty", "EMPTY", &[]).await;
+    add_secret(s.as_ref(), alice.id, "a-idle", "IDLE", &["X"]).await;
+    add_secret(s.as_ref(), bob.id, "b-api", "API", &["KEY", "URL"]).await;
+    let audit = AuditRecord::new(alice.id, 10, AuditAction::Created);
+    let (s1, t1) = session(alice.id, "s1");
+    s.insert_session(&s1, &t1, &audit).await.unwrap();
+    let (s2, t2) = session(bob.id, "s2");
+    s.insert_session(&s2, &t2, &audit).await.unwrap();
+    let add = ["a-zed".to_owned(), "a-api".to_owned(), "a-empty".to_owned()];
+    s.change_activations("s1", &add, &[], 20, &[]).await.unwrap();
+    s.change_activations("s2", &["b-api".to_owned()], &[], 20, &[]).await.unwrap();
+
+    // Secrets by name, fields by name; a secret without fields has none.
+    let mine = expected(&[("a-api", &["KEY"]), ("a-empty", &[]), ("a-zed", &["Z1", "Z2"])]);
+    assert_eq!(summary(&s.active_material("s1", None).await.unwrap()), mine);
+    let theirs = expected(&[("b-api", &["KEY", "URL"])]);
+    assert_eq!(summary(&s.active_material("s2", None).await.unwrap()), theirs);
+    // By name: the session's own secret of that name, nothing for an inactive one.
+    let api = s.active_material("s1", Some("API")).await.unwrap();
+    assert_eq!(summary(&api), expected(&[("a-api", &["KEY"])]));
+    assert_eq!(api[0].secret.owner_id, alice.id);
+    assert!(s.active_material("s1", Some("IDLE")).await.unwrap().is_empty());
+    assert!(s.active_material("s1", Some("NOPE")).await.unwrap().is_empty());
+    assert!(s.active_material("unknown", None).await.unwrap().is_empty());
+
+    // Reads running at once share statements; each still gets exactly its own answer.
+    let reads = (0..60).map(|i| {
+        let s = &s;
+        async move {
+            match i % 4 {
+                0 => (i, summary(&s.active_material("s1", None).await.unwrap())),
+                1 => (i, summary(&s.active_material("s2", None).await.unwrap())),
+                2 => (i, summary(&s.active_material("s1", Some("ZED")).await.unwrap())),
+                _ => (i, summary(&s.active_material("s2", Some("ZED")).await.unwrap())),
+            }
+        }
+    });
+    for (i, got) in futures_util::future::join_all(reads).await {
+        let want = match i % 4 {
+            0 => mine.clone(),
+            1 => theirs.clone(),
+            2 => expected(&[("a-zed", &["Z1", "Z2"])]),
+            _ => Vec::new(),
+        };
+        assert_eq!(got, want, "read {i}");
+    }
+
+    // An ended session has nothing active.
+    s.end_session("s1", "user", 30).await.unwrap();
+    assert!(s.active_material("s1", None).await.unwrap().is_empty());
+    assert_eq!(summary(&s.active_material("s2", None).await.unwrap()), theirs);
+}
+
+/// Appends 50 records from several callers at once (5 each), then one record alone, then a
+/// batch too large for one statement (SQLite: one statement per record, one transaction).
+/// Returns the records appended at once, those appended after (in order), and the trail.
+pub async fn append_at_once_then_alone(
+    s: &dyn ContractStore,
+) -> (Vec<AuditRecord>, Vec<AuditRecord>, Vec<AuditRow>) {
+    let full = AuditRecord {
+        secret_id: Some("id-1".into()),
+        secret_name: Some("NAME".into()),
+        session_id: Some("sess".into()),
+        pid: Some(u32::MAX),
+        uid: Some(0),
+        command: Some("cat \"quoted\" \\ ünïcode".into()),
+        detail: Some("line\nbreak".into()),
+        ..AuditRecord::new(7, i64::MAX, AuditAction::FileRead)
+    };
+    let records: Vec<AuditRecord> = (0..50)
+        .map(|i| {
+            if i % 2 == 0 {
+                AuditRecord { at: i, ..full.clone() }
+            } else {
+                AuditRecord::new(7, i, AuditAction::Fetched)
+            }
+        })
+        .collect();
+    let appends = records.chunks(5).map(|chunk| s.append_audit(chunk));
+    for outcome in futures_util::future::join_all(appends).await {
+        outcome.unwrap();
+    }
+    s.append_audit(std::slice::from_ref(&full)).await.unwrap();
+    let large: Vec<AuditRecord> =
+        (0..300).map(|i| AuditRecord { at: 1000 + i, ..full.clone() }).collect();
+    s.append_audit(&large).await.unwrap();
+    let trail = s.audit_for_owner(7, None, 1000).await.unwrap();
+    assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut after = vec![full];
+    after.extend(large);
+    (records, after, trail)
+}
+
+pub async fn appended_audit_records_keep_their_order_and_every_column(s: Arc<dyn ContractStore>) {
+    let (at_once, after, trail) = append_at_once_then_alone(s.as_ref()).await;
+    let got: Vec<AuditRecord> = trail.iter().map(|r| r.record.clone()).collect();
+    // The callers that ran at once may commit in any order (SQLite's group commit keeps
+    // theirs: see its own test); each caller's records keep their order.
+    let (got_at_once, got_after) = got.split_at(at_once.len());
+    for chunk in at_once.chunks(5) {
+        let positions: Vec<usize> = chunk
+            .iter()
+            .map(|r| got_at_once.iter().position(|g| g == r).expect("every record was appended"))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "a caller's order: {positions:?}");
+    }
+    assert_eq!(got_after, after.as_slice());
+}
+
+pub async fn a_session_ended_while_agents_read_it_is_never_seen_live_afterwards(
+    s: Arc<dyn ContractStore>,
+) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    for round in 0..20 {
+        let id = format!("race{round}");
+        let (sess, tok) = session(u.id, &id);
+        s.insert_session(&sess, &tok, &audit).await.unwrap();
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let (s, id) = (s.clone(), id.clone());
+                tokio::spawn(async move {
+                    for _ in 0..25 {
+                        s.session(&id).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        s.end_session(&id, "user", 30).await.unwrap();
+        assert!(!s.session(&id).await.unwrap().unwrap().is_live(31), "round {round}");
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        assert!(!s.session(&id).await.unwrap().unwrap().is_live(31), "round {round}");
+    }
+}
+
+fn provider(owner: i64) -> ProviderRecord {
+    ProviderRecord {
+        id: "oauthp-1".into(),
+        owner_id: owner,
+        name: "gh".into(),
+        preset: "github".into(),
+        kind: "github".into(),
+        token_field: "token".into(),
+        client_id: "cid".into(),
+        auth_url: "https://a".into(),
+        token_url: "https://t".into(),
+        revoke_url: None,
+        scopes: vec!["repo".into()],
+        data_key_id: "pk".into(),
+        wrapped_key: vec![1; 8],
+        client_secret: vec![2; 40],
+        created_at: 5,
+    }
+}
+
+fn oauth_secret(owner: i64, version: u64) -> SecretRecord {
+    SecretRecord {
+        kind: "github".into(),
+        tags: vec![],
+        field_names: vec!["token".into()],
+        data_key_id: format!("sk{version}"),
+        wrapped_key: vec![3; 8],
+        updated_at: 10,
+        ..secret(owner, "s1", "GH", version)
+    }
+}
+
+fn token(generation: u64, refresh_at_ms: Option<i64>) -> TokenRecord {
+    TokenRecord {
+        secret_id: "s1".into(),
+        provider_id: "oauthp-1".into(),
+        data_key_id: "tk".into(),
+        wrapped_key: vec![4; 8],
+        generation,
+        refresh_token: Some(vec![5; 40]),
+        scopes: vec!["repo".into()],
+        expires_at: Some(100),
+        refresh_at_ms,
+        failures: 0,
+        needs_reauth: None,
+        last_refresh_at: Some(10),
+        updated_at: 10,
+    }
+}
+
+fn pending(owner: i64) -> PendingRecord {
+    PendingRecord {
+        id: "a1".into(),
+        state_hash: vec![9; 32],
+        owner_id: owner,
+        provider_id: "oauthp-1".into(),
+        provider_name: "gh".into(),
+        secret_name: "GH".into(),
+        reconnect_secret_id: None,
+        scopes: vec!["repo".into()],
+        status: PendingStatus::Pending,
+        message: None,
+        created_at: 10,
+        expires_at: 610,
+        finished_at: None,
+    }
+}
+
+pub async fn an_oauth_secret_lives_with_its_token_row_and_keys(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h", 1).await.unwrap();
+    s.insert_provider(&provider(u.id)).await.unwrap();
+    assert!(matches!(
+        s.insert_provider(&ProviderRecord {
+            id: "oauthp-2".into(),
+            data_key_id: "pk2".into(),
+            ..provider(u.id)
+        })
+        .await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.list_providers(u.id).await.unwrap().len(), 1);
+    assert_eq!(s.provider_by_name(u.id, "gh").await.unwrap().unwrap().client_secret, vec![2; 40]);
+
+    // The state is single-use: only one move out of `pending` succeeds.
+    s.insert_pending(&pending(u.id)).await.unwrap();
+    let by_state = s.pending_by_state(&[9; 32]).await.unwrap().unwrap();
+    assert_eq!((by_state.provider_name.as_str(), by_state.status), ("gh", PendingStatus::Pending));
+    assert!(
+        s.move_pending("a1", PendingStatus::Pending, PendingStatus::Exchanging, None, 11)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.move_pending("a1", PendingStatus::Pending, PendingStatus::Exchanging, None, 11)
+            .await
+            .unwrap()
+    );
+
+    let audit = AuditRecord::new(u.id, 12, AuditAction::Created);
+    s.insert_oauth_secret(&oauth_secret(u.id, 1), &[], &token(1, Some(5_000)), "a1", &audit)
+        .await
+        .unwrap();
+    assert_eq!(s.pending_by_id("a1").await.unwrap().unwrap().status, PendingStatus::Done);
+    let view = s.token("s1").await.unwrap().unwrap();
+    assert_eq!((view.secret_name.as_str(), view.provider_name.as_str()), ("GH", "gh"));
+    // Every wrapped key is a secret's or OAuth's, as rotation needs.
+    let keys = s.oauth_data_keys().await.unwrap();
+    let subjects: Vec<&str> = keys.iter().map(|k| k.secret_id.as_str()).collect();
+    assert_eq!(subjects, ["oauthp-1", "s1/oauth"]);
+    assert_eq!(keys.len() + s.data_keys().await.unwrap().len(), 3);
+
+    // Refresh: due, claimed once, replaced with a new generation and version.
+    assert_eq!(s.next_refresh_at().await.unwrap(), Some(5_000));
+    assert!(s.due_refreshes(4_999, 10).await.unwrap().is_empty());
+    assert_eq!(s.due_refreshes(5_000, 10).await.unwrap(), ["s1"]);
+    assert!(s.claim_refresh("s1", 1, 5_000, 65_000).await.unwrap());
+    assert!(!s.claim_refresh("s1", 1, 5_000, 65_000).await.unwrap(), "claimed once");
+    let refreshed = AuditRecord::new(u.id, 13, AuditAction::Refreshed);
+    s.replace_oauth_secret(
+        1,
+        &oauth_secret(u.id, 2),
+        &[],
+        1,
+        &token(2, Some(9_000)),
+        None,
+        &refreshed,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.replace_oauth_secret(
+            1,
+            &oauth_secret(u.id, 3),
+            &[],
+            1,
+            &token(3, None),
+            None,
+            &refreshed
+        )
+        .await,
+        Err(StoreError::Changed { .. })
+    ));
+    assert_eq!(s.token("s1").await.unwrap().unwrap().token.generation, 2);
+    assert_eq!(s.secret_by_name(u.id, "GH").await.unwrap().unwrap().version, 2);
+
+    // A refusal stops refreshes; a forced claim ignores the schedule but not the mark.
+    let failed = AuditRecord::new(u.id, 14, AuditAction::RefreshFailed);
+    assert!(s.claim_refresh("s1", 2, i64::MAX, 70_000).await.unwrap(), "forced");
+    assert!(s.mark_needs_reauth("s1", 2, "refused", &failed).await.unwrap());
+    assert_eq!(s.next_refresh_at().await.unwrap(), None);
+    assert!(!s.claim_refresh("s1", 2, i64::MAX, 70_000).await.unwrap());
+
+    // Deleting the secret takes its token row and the row's key with it.
+    let record = s.secret_by_name(u.id, "GH").await.unwrap().unwrap();
+    s.delete_secret(&record, 20).await.unwrap();
+    assert!(s.token("s1").await.unwrap().is_none());
+    assert_eq!(s.oauth_data_keys().await.unwrap().len(), 1, "the provider's key only");
+    let count = s.count_rows("data_keys").await.unwrap();
+    assert_eq!(count, 1, "no orphaned key");
+}
+
+pub async fn an_agents_material_carries_its_token_state(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h", 1).await.unwrap();
+    s.insert_provider(&provider(u.id)).await.unwrap();
+    s.insert_pending(&pending(u.id)).await.unwrap();
+    assert!(
+        s.move_pending("a1", PendingStatus::Pending, PendingStatus::Exchanging, None, 11)
+            .await
+            .unwrap()
+    );
+    let audit = AuditRecord::new(u.id, 12, AuditAction::Created);
+    let field = SealedField { name: "token".into(), blob: vec![7; 40] };
+    s.insert_oauth_secret(&oauth_secret(u.id, 1), &[field], &token(1, Some(5_000)), "a1", &audit)
+        .await
+        .unwrap();
+    let session = crate::store::SessionRecord {
+        id: "sess".into(),
+        owner_id: u.id,
+        label: None,
+        created_at: 10,
+        expires_at: 1000,
+        ended_at: None,
+        ended_reason: None,
+        enrolled: false,
+        serials: Default::default(),
+    };
+    let enrollment = crate::store::EnrollmentRecord {
+        token_hash: vec![1; 32],
+        session_id: "sess".into(),
+        expires_at: 100,
+        used_at: None,
+    };
+    s.insert_session(&session, &enrollment, &audit).await.unwrap();
+    s.change_activations("sess", &["s1".to_owned()], &[], 20, &[]).await.unwrap();
+    let read = s.active_material("sess", Some("GH")).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].fields.len(), 1);
+    assert_eq!(
+        read[0].oauth,
+        Some(crate::store::OAuthState { expires_at: Some(100), needs_reauth: None })
+    );
+    let failed = AuditRecord::new(u.id, 14, AuditAction::RefreshFailed);
+    assert!(s.claim_refresh("s1", 1, i64::MAX, 70_000).await.unwrap());
+    assert!(s.mark_needs_reauth("s1", 1, "refused", &failed).await.unwrap());
+    let read = s.active_material("sess", None).await.unwrap();
+    assert_eq!(read[0].oauth.as_ref().and_then(|o| o.needs_reauth.as_deref()), Some("refused"));
+}
+
+/// Runs `n` copies of `f` at once, each on its own task; their outcomes in order.
+async fn race<T, Fut>(
+    s: &Arc<dyn ContractStore>,
+    n: usize,
+    f: impl Fn(Arc<dyn ContractStore>, usize) -> Fut,
+) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(f(s.clone(), i))).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+pub async fn racing_activations_of_one_secret_leave_one_activation(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    s.insert_secret(&secret(u.id, "s1", "A", 1), &[], &audit).await.unwrap();
+    s.insert_secret(&secret(u.id, "s2", "B", 1), &[], &audit).await.unwrap();
+    let (sess, tok) = session(u.id, "sess1");
+    s.insert_session(&sess, &tok, &audit).await.unwrap();
+    let owner = u.id;
+    for round in 0..5 {
+        let outcomes = race(&s, 8, move |s, i| async move {
+            let id = if i % 2 == 0 { "s1" } else { "s2" };
+            let record = AuditRecord {
+                secret_id: Some(id.to_owned()),
+                session_id: Some("sess1".to_owned()),
+                ..AuditRecord::new(owner, 20, AuditAction::Activated)
+            };
+            let _lock = s.lock_owner(owner).await.unwrap();
+            s.change_activations("sess1", &[id.to_owned()], &[], 20, &[record]).await
+        })
+        .await;
+        for outcome in outcomes {
+            outcome.unwrap();
+        }
+        let active: Vec<String> =
+            s.active_secrets("sess1").await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(active, ["s1", "s2"], "round {round}: each secret active once");
+        s.change_activations("sess1", &[], &["s1".to_owned(), "s2".to_owned()], 21, &[])
+            .await
+            .unwrap();
+    }
+    let trail = s.audit_for_owner(u.id, None, 1000).await.unwrap();
+    let activated = trail.iter().filter(|r| r.record.action == AuditAction::Activated).count();
+    assert_eq!(activated, 5 * 8, "every change recorded its audit record");
+}
+
+pub async fn racing_edits_from_one_version_let_one_win(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Edited);
+    s.insert_secret(&secret(u.id, "s1", "A", 1), &[], &audit).await.unwrap();
+    let owner = u.id;
+    for from in 1..4u64 {
+        let outcomes = race(&s, 6, move |s, i| async move {
+            let next = SecretRecord {
+                data_key_id: format!("s1-k{}-{i}", from + 1),
+                ..secret(owner, "s1", "A", from + 1)
+            };
+            let fields =
+                [SealedField { name: "A".into(), blob: vec![u8::try_from(i).unwrap(); 8] }];
+            let audit = AuditRecord::new(owner, 10, AuditAction::Edited);
+            s.replace_secret(from, &next, &fields, &audit).await
+        })
+        .await;
+        let won = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(won, 1, "from version {from}: {outcomes:?}");
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Ok(()) | Err(StoreError::Changed { .. }))),
+            "{outcomes:?}"
+        );
+        let stored = s.secret_by_name(u.id, "A").await.unwrap().unwrap();
+        assert_eq!(stored.version, from + 1);
+        assert_eq!(s.secret_fields("s1").await.unwrap().len(), 1, "the winner's fields only");
+        assert_eq!(s.data_keys().await.unwrap().len(), 1, "the losers left no data key");
+    }
+}
+
+pub async fn racing_ends_of_a_session_end_it_once(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    s.insert_secret(&secret(u.id, "s1", "A", 1), &[], &audit).await.unwrap();
+    let (sess, tok) = session(u.id, "sess1");
+    s.insert_session(&sess, &tok, &audit).await.unwrap();
+    s.change_activations("sess1", &["s1".to_owned()], &[], 20, &[]).await.unwrap();
+    let outcomes =
+        race(&s, 6, |s, _| async move { s.end_session("sess1", "user", 30).await.unwrap() }).await;
+    assert_eq!(outcomes.iter().filter(|o| o.is_some()).count(), 1, "{outcomes:?}");
+    let trail = s.audit_for_owner(u.id, None, 100).await.unwrap();
+    let count = |action| trail.iter().filter(|r| r.record.action == action).count();
+    assert_eq!(count(AuditAction::SessionEnded), 1);
+    assert_eq!(count(AuditAction::Deactivated), 1);
+    assert!(s.active_secrets("sess1").await.unwrap().is_empty());
+}
+
+pub async fn racing_enrollments_with_one_token_let_one_win(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Enrolled);
+    let (sess, tok) = session(u.id, "sess1");
+    s.insert_session(&sess, &tok, &audit).await.unwrap();
+    let outcomes = race(&s, 6, |s, i| async move {
+        let audit = AuditRecord::new(1, 20, AuditAction::Enrolled);
+        s.complete_enrollment(b"sess1", 20, &certificate("sess1", &format!("0{i}")), &audit).await
+    })
+    .await;
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Ok(()) | Err(StoreError::TokenUnusable))),
+        "{outcomes:?}"
+    );
+    let stored = s.session("sess1").await.unwrap().unwrap();
+    assert!(stored.enrolled);
+    let winner = outcomes.iter().position(Result::is_ok).unwrap();
+    assert_eq!(stored.serials.current, Some(format!("0{winner}")), "the winner's certificate");
+}
+
+pub async fn a_session_end_racing_its_enrollment_and_activations_leaves_nothing_live(
+    s: Arc<dyn ContractStore>,
+) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    s.insert_secret(&secret(u.id, "s1", "A", 1), &[], &audit).await.unwrap();
+    for round in 0..10 {
+        let id = format!("race{round}");
+        let (sess, tok) = session(u.id, &id);
+        s.insert_session(&sess, &tok, &audit).await.unwrap();
+        let outcomes = race(&s, 3, {
+            let id = id.clone();
+            move |s, i| {
+                let id = id.clone();
+                async move {
+                    let audit = AuditRecord::new(1, 20, AuditAction::Enrolled);
+                    match i {
+                        0 => s.end_session(&id, "user", 20).await.map(|_| "ended"),
+                        1 => s
+                            .complete_enrollment(id.as_bytes(), 20, &certificate(&id, &id), &audit)
+                            .await
+                            .map(|()| "enrolled"),
+                        _ => s
+                            .change_activations(&id, &["s1".to_owned()], &[], 20, &[])
+                            .await
+                            .map(|()| "activated"),
+                    }
+                }
+            }
+        })
+        .await;
+        // The end always wins in the end; the others either came first or were refused.
+        assert_eq!(outcomes[0].as_ref().ok(), Some(&"ended"), "round {round}: {outcomes:?}");
+        for outcome in &outcomes[1..] {
+            assert!(
+                matches!(outcome, Ok(_) | Err(StoreError::SessionEnded)),
+                "round {round}: {outcomes:?}"
+            );
+        }
+        let stored = s.session(&id).await.unwrap().unwrap();
+        assert!(!stored.is_live(21), "round {round}");
+        assert_eq!(stored.enrolled, outcomes[1].is_ok(), "round {round}: {outcomes:?}");
+        assert!(s.active_secrets(&id).await.unwrap().is_empty(), "round {round}: {outcomes:?}");
+        assert!(s.active_material(&id, None).await.unwrap().is_empty(), "round {round}");
+        assert!(!s.secret_active_in("s1").await.unwrap().contains(&id), "round {round}");
+    }
+}
+
+pub async fn audit_pages_go_back_from_the_newest(s: Arc<dyn ContractStore>) {
+    let records: Vec<AuditRecord> = (0..25)
+        .map(|i| AuditRecord {
+            secret_id: Some(if i % 5 == 0 { "s1" } else { "s2" }.to_owned()),
+            ..AuditRecord::new(7, i, AuditAction::Fetched)
+        })
+        .collect();
+    s.append_audit(&records).await.unwrap();
+    s.append_audit(&[AuditRecord::new(8, 100, AuditAction::Denied)]).await.unwrap();
+    let newest = s.audit_for_owner(7, None, 10).await.unwrap();
+    let at: Vec<i64> = newest.iter().map(|r| r.record.at).collect();
+    assert_eq!(at, (15..25).collect::<Vec<_>>(), "the newest page, oldest first");
+    let before = s.audit_for_owner(7, Some(newest[0].seq), 10).await.unwrap();
+    let at: Vec<i64> = before.iter().map(|r| r.record.at).collect();
+    assert_eq!(at, (5..15).collect::<Vec<_>>());
+    let history = s.secret_history(7, "s1", None, 3).await.unwrap();
+    let at: Vec<i64> = history.iter().map(|r| r.record.at).collect();
+    assert_eq!(at, [10, 15, 20]);
+    let older = s.secret_history(7, "s1", Some(history[0].seq), 10).await.unwrap();
+    let at: Vec<i64> = older.iter().map(|r| r.record.at).collect();
+    assert_eq!(at, [0, 5]);
+    assert!(s.secret_history(8, "s1", None, 10).await.unwrap().is_empty(), "owner's only");
+    let usage = s.secret_usage("s1").await.unwrap();
+    assert_eq!(usage.last_used_at, Some(20));
+}
+
+fn certificate(session_id: &str, serial: &str) -> CertificateRecord {
+    CertificateRecord {
+        serial: serial.into(),
+        session_id: session_id.into(),
+        not_before: 0,
+        not_after: 500,
+        issued_at: 20,
+        reason: "enroll",
+    }
+}
