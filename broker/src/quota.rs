@@ -10,9 +10,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Records a session may write at once.
-pub const BURST: u64 = 20_000;
+pub const BURST: u64 = 100_000;
 /// Records a session may write per minute, sustained.
-pub const PER_MINUTE: u64 = 6_000;
+pub const PER_MINUTE: u64 = 30_000;
 /// Buckets kept at most; past this, full buckets are forgotten (a forgotten bucket is full).
 const MAX_BUCKETS: usize = 65_536;
 

@@ -122,8 +122,9 @@ async fn a_session_has_a_quota_of_usage_records() {
     let mut accepted = 0u64;
     let mut refusal = None;
     let started = Instant::now();
-    // The burst is 20,000 records: a flood reaches it within 21 full batches.
-    for _ in 0..25 {
+    // The burst is 100,000 records: a flood reaches it within 101 full batches (and what the
+    // rate refills meanwhile).
+    for _ in 0..130 {
         let r = agent.post("/v1/agent/usage", json!({ "reports": batch })).await.unwrap();
         if r.status == 200 {
             accepted += r.body["accepted"].as_u64().unwrap();
@@ -135,11 +136,11 @@ async fn a_session_has_a_quota_of_usage_records() {
     let refusal = refusal.expect("the quota is reached");
     let m = refusal.expect_error(429, "quota_reached");
     assert!(m.contains("quota") && m.contains(&session), "{m}");
-    // The burst, and what the rate (6,000 a minute) refilled meanwhile, give or take a batch.
-    let refilled = (started.elapsed().as_secs_f64() * 100.0).ceil() as u64;
-    assert!(accepted >= 19_000, "{accepted} records accepted before the quota");
+    // The burst, and what the rate (30,000 a minute) refilled meanwhile, give or take a batch.
+    let refilled = (started.elapsed().as_secs_f64() * 500.0).ceil() as u64;
+    assert!(accepted >= 99_000, "{accepted} records accepted before the quota");
     assert!(
-        accepted <= 20_000 + refilled + 1000,
+        accepted <= 100_000 + refilled + 1000,
         "{accepted} records accepted: more than the burst and {refilled} refilled"
     );
     // The refusal says when to retry.

@@ -214,6 +214,8 @@ async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
+    // The path only: a query string can carry an OAuth code or state.
+    tracing::trace!(%method, %path, "request received");
     let mut response = next.run(req).await;
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let status = response.status().as_u16();
