@@ -344,36 +344,13 @@ const MAX_EXE_BYTES: usize = 4096;
 /// Most uses one coalesced report may stand for.
 const MAX_USE_COUNT: u64 = 1 << 40;
 
-/// One usage report as the broker reads it: [`maestro_wire::agent_api::UsageReport`] and the
-/// optional fields of a coalesced report (`count`, `last_at`) and of its process (`exe`,
-/// `claimed_command`), named and spelled as the agent sends them. A report without them is
-/// one use of `command`, as before.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IncomingReport {
-    pub secret: Option<String>,
-    pub action: UsageAction,
-    pub at: String,
-    pub pid: Option<u32>,
-    pub uid: Option<u32>,
-    pub command: Option<String>,
-    pub detail: Option<String>,
-    #[serde(default)]
-    pub count: Option<u64>,
-    #[serde(default)]
-    pub last_at: Option<String>,
-    #[serde(default)]
-    pub exe: Option<String>,
-    #[serde(default)]
-    pub claimed_command: Option<String>,
-}
+/// One usage report as the broker reads it: the wire type itself, whose optional fields of a
+/// coalesced report (`count`, `last_at`) and of its process (`exe`, `claimed_command`) may be
+/// absent (a report without them is one use of `command`).
+pub type IncomingReport = maestro_wire::agent_api::UsageReport;
 
 /// `POST /v1/agent/usage`'s body, as the broker reads it.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IncomingBatch {
-    pub reports: Vec<IncomingReport>,
-}
+pub type IncomingBatch = maestro_wire::agent_api::UsageBatch;
 
 /// Why a usage batch is refused: the message, and what the audit trail records of it.
 struct Refusal {
