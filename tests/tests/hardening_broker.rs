@@ -593,17 +593,22 @@ fn early_errors_over_http2_are_json_every_time_for_curl() {
     let body = tmp.path().join("body");
     for i in 0..40 {
         std::fs::write(&body, vec![b'x'; 100_000 + i * 1000]).unwrap();
-        let out = Command::new("curl")
+        // The token goes to curl on its standard input (`-H @-`), never in its argv.
+        let mut curl = Command::new("curl")
             .args(["-sS", "--http2", "--max-time", "60", "--cacert"])
             .arg(broker.ca_path())
-            .arg("-H")
-            .arg(format!("authorization: Bearer {}", broker.admin_token))
-            .args(["-H", "content-type: text/plain", "--data-binary"])
+            .args(["-H", "@-", "-H", "content-type: text/plain", "--data-binary"])
             .arg(format!("@{}", body.display()))
             .args(["-w", "\n%{http_code} %{http_version}"])
             .arg(format!("{}/v1/secrets", broker.url))
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("curl runs (scripts/test.sh installs it)");
+        let header = format!("authorization: Bearer {}\n", broker.admin_token);
+        std::io::Write::write_all(&mut curl.stdin.take().unwrap(), header.as_bytes()).unwrap();
+        let out = curl.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "try {i}: curl failed: {stderr}");

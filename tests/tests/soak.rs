@@ -33,7 +33,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -1101,10 +1101,24 @@ fn network_cut_inner(fault: &mut Fault) -> Result<(), String> {
         run_cmd(c)
     };
     let value = format!("soak-cut-{}", random_word(12));
-    let field = format!("SOAK_CUT_VAR={value}");
-    let out = cli(&["secrets", "add", "SOAK_CUT", "--kind", "generic", "--field", &field]);
-    if out.status != 0 {
-        return Err(format!("secrets add in the namespace: {}", out.stderr));
+    // The value goes to the CLI on its standard input, never in its argv.
+    let mut add = NetPair::command(&pair.broker_ns, bin("maestro"));
+    add.args(["secrets", "add", "SOAK_CUT", "--kind", "generic", "--field-stdin", "SOAK_CUT_VAR"])
+        .env_remove("MAESTRO_TOKEN_FILE")
+        .env("MAESTRO_URL", &url)
+        .env("MAESTRO_TOKEN", token.trim())
+        .env("MAESTRO_CA", data.join("ca.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = add.spawn().map_err(|e| format!("cannot run maestro secrets add: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(value.as_bytes()).map_err(|e| format!("secrets add stdin: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("secrets add: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("secrets add in the namespace: {stderr}"));
     }
     let bundle = tmp.path().join("bundle.json");
     let out = cli(&["sessions", "create", "--bundle-out", &bundle.to_string_lossy()]);
