@@ -73,6 +73,8 @@ fn action_code(action: UsageAction) -> u8 {
         UsageAction::Injected => 0,
         UsageAction::FileRead => 1,
         UsageAction::Denied => 2,
+        UsageAction::Substituted => 3,
+        UsageAction::LeakAttempt => 4,
     }
 }
 

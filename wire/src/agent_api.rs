@@ -154,6 +154,11 @@ pub enum UsageAction {
     Injected,
     FileRead,
     Denied,
+    /// The egress proxy substituted a sealed secret in a request (`detail`: method, host and
+    /// path, never the query or body).
+    Substituted,
+    /// A sealed secret's placeholder was headed for a host it does not belong to; refused.
+    LeakAttempt,
 }
 
 /// One use of a secret inside the sandbox.

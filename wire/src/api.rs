@@ -251,11 +251,15 @@ pub enum AuditAction {
     Enrolled,
     Refreshed,
     RefreshFailed,
+    /// The agent's egress proxy put a sealed secret's real value into an outbound request.
+    Substituted,
+    /// A sealed secret's placeholder was sent towards a host it does not belong to; refused.
+    LeakAttempt,
 }
 
 impl AuditAction {
     /// Every action, in the order of the enum.
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 16] = [
         Self::Created,
         Self::Edited,
         Self::Deleted,
@@ -270,10 +274,13 @@ impl AuditAction {
         Self::Enrolled,
         Self::Refreshed,
         Self::RefreshFailed,
+        Self::Substituted,
+        Self::LeakAttempt,
     ];
 
     /// The actions that count as a use of a secret (last use, sessions that used it).
-    pub const USES: [AuditAction; 3] = [Self::Fetched, Self::Injected, Self::FileRead];
+    pub const USES: [AuditAction; 4] =
+        [Self::Fetched, Self::Injected, Self::FileRead, Self::Substituted];
 
     /// The name the broker stores in its audit table: the same as the JSON name, and a stored
     /// name never changes (old records must read back).
@@ -293,6 +300,8 @@ impl AuditAction {
             Self::Enrolled => "enrolled",
             Self::Refreshed => "refreshed",
             Self::RefreshFailed => "refresh_failed",
+            Self::Substituted => "substituted",
+            Self::LeakAttempt => "leak_attempt",
         }
     }
 

@@ -502,6 +502,8 @@ pub async fn usage(
             UsageAction::Injected => AuditAction::Injected,
             UsageAction::FileRead => AuditAction::FileRead,
             UsageAction::Denied => AuditAction::Denied,
+            UsageAction::Substituted => AuditAction::Substituted,
+            UsageAction::LeakAttempt => AuditAction::LeakAttempt,
         };
         records.push(AuditRecord {
             owner_id: session.owner_id,
