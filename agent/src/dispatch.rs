@@ -186,6 +186,8 @@ mod tests {
                     version: 3,
                     fields,
                     expires_at: None,
+                    exposure: Default::default(),
+                    hosts: Vec::new(),
                     needs_reauth: None,
                 }],
                 Instant::now(),

@@ -408,6 +408,8 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), SecretValue::from(*v)))
                 .collect::<BTreeMap<_, _>>(),
             expires_at: None,
+            exposure: Default::default(),
+            hosts: Vec::new(),
             needs_reauth: None,
         }
     }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::SecretValue;
+use crate::catalog::Exposure;
 
 /// What `maestro sessions create --bundle-out` writes (mode 0600) and `maestro-agent run
 /// --bundle` reads: everything a sandbox needs to enroll.
@@ -139,6 +140,14 @@ pub struct SecretMaterial {
     /// For OAuth secrets whose refresh was refused: the user must re-authorize.
     #[serde(default)]
     pub needs_reauth: Option<String>,
+    /// `sealed`: the sandbox gets placeholders and the agent's proxy sends the values, only to
+    /// `hosts`. Absent (an older broker) means plain.
+    #[serde(default)]
+    pub exposure: Exposure,
+    /// For a sealed secret: the host patterns its values may be sent to, already resolved by the
+    /// broker (the user's narrowed list, or the kind's defaults; see `catalog::seal`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// `GET /v1/agent/secrets`.

@@ -18,6 +18,7 @@
 mod check;
 mod markdown;
 mod render;
+pub mod seal;
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,8 @@ use crate::names::is_valid_variable_name;
 use check::{check_value, invalid};
 pub use markdown::markdown;
 use render::source_value;
+use seal::sealed;
+pub use seal::{Exposure, Seal, SealError, Sealing};
 
 /// One kind of secret.
 #[derive(Debug, Serialize)]
@@ -45,6 +48,8 @@ pub struct Kind {
     pub helper: Option<Helper>,
     /// The one line a user adds to their tool's configuration, if any (for the README).
     pub setup: Option<&'static str>,
+    /// Whether a secret of this kind can be sealed, and how (see [`seal`]).
+    pub sealing: Sealing,
 }
 
 /// One field of a kind.
@@ -173,6 +178,12 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        sealing: Sealing::Swap(Seal {
+            fields: &[],
+            hosts: &[],
+            host_field: None,
+            substituted_in: "request line, headers and form or JSON bodies, to the hosts you name",
+        }),
     },
     Kind {
         name: "aws",
@@ -194,6 +205,16 @@ pub static KINDS: &[Kind] = &[
         files: &[File { path: "aws/credentials", content: Source::AwsCredentialsFile }],
         helper: Some(Helper::AwsCredentialProcess),
         setup: Some("~/.aws/config: credential_process = maestro-exec aws-credential-process"),
+        sealing: Sealing::SigV4(Seal {
+            fields: &[
+                sealed("access_key_id", &["AKIA", "ASIA"]),
+                sealed("secret_access_key", &[]),
+                sealed("session_token", &[]),
+            ],
+            hosts: &["*.amazonaws.com"],
+            host_field: None,
+            substituted_in: "requests signed with the placeholder keys are re-signed (SigV4)",
+        }),
     },
     Kind {
         name: "azure",
@@ -220,6 +241,12 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        sealing: Sealing::Swap(Seal {
+            fields: &[sealed("client_secret", &[])],
+            hosts: &["login.microsoftonline.com"],
+            host_field: None,
+            substituted_in: "the client_secret form field of the token request",
+        }),
     },
     Kind {
         name: "gcp",
@@ -245,6 +272,9 @@ pub static KINDS: &[Kind] = &[
         files: &[File { path: "gcp/service-account.json", content: field("service_account_json") }],
         helper: None,
         setup: None,
+        sealing: Sealing::Unsupported {
+            why: "a service-account key signs its tokens inside the sandbox, so the sandbox would hold the key; keep it plain, or seal a short-lived access token as a generic secret with --allow-host '*.googleapis.com'",
+        },
     },
     Kind {
         name: "github",
@@ -261,6 +291,12 @@ pub static KINDS: &[Kind] = &[
             token_field: "token",
         }),
         setup: Some("git config --global credential.helper '!maestro-exec git-credential'"),
+        sealing: Sealing::Swap(Seal {
+            fields: &[sealed("token", &["github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_"])],
+            hosts: &["github.com", "api.github.com", "uploads.github.com"],
+            host_field: None,
+            substituted_in: "Authorization (Bearer, token or Basic, as git sends it)",
+        }),
     },
     Kind {
         name: "gitlab",
@@ -280,6 +316,12 @@ pub static KINDS: &[Kind] = &[
             token_field: "token",
         }),
         setup: Some("git config --global credential.helper '!maestro-exec git-credential'"),
+        sealing: Sealing::Swap(Seal {
+            fields: &[sealed("token", &["glpat-", "gloas-", "gldt-", "glrt-"])],
+            hosts: &["gitlab.com"],
+            host_field: Some("host"),
+            substituted_in: "Authorization, PRIVATE-TOKEN and git's Basic credentials",
+        }),
     },
     Kind {
         name: "postgres",
@@ -317,6 +359,9 @@ pub static KINDS: &[Kind] = &[
         files: &[File { path: "postgres/pgpass", content: Source::Pgpass }],
         helper: None,
         setup: None,
+        sealing: Sealing::Unsupported {
+            why: "its password goes to a database in the database's own protocol, not over HTTPS; keep it plain",
+        },
     },
     Kind {
         name: "mysql",
@@ -342,6 +387,9 @@ pub static KINDS: &[Kind] = &[
         files: &[File { path: "mysql/my.cnf", content: Source::MysqlOptionFile }],
         helper: None,
         setup: Some("mysql --defaults-extra-file=/run/secrets/mysql/my.cnf"),
+        sealing: Sealing::Unsupported {
+            why: "its password goes to a database in the database's own protocol, not over HTTPS; keep it plain",
+        },
     },
     Kind {
         name: "mongodb",
@@ -352,6 +400,9 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        sealing: Sealing::Unsupported {
+            why: "a MongoDB URI goes to a database in its own protocol, not over HTTPS; keep it plain",
+        },
     },
     Kind {
         name: "openai",
@@ -362,6 +413,12 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        sealing: Sealing::Swap(Seal {
+            fields: &[sealed("api_key", &["sk-proj-", "sk-svcacct-", "sk-admin-", "sk-"])],
+            hosts: &["api.openai.com"],
+            host_field: None,
+            substituted_in: "Authorization: Bearer",
+        }),
     },
     Kind {
         name: "anthropic",
@@ -372,6 +429,12 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        sealing: Sealing::Swap(Seal {
+            fields: &[sealed("api_key", &["sk-ant-api03-", "sk-ant-admin01-", "sk-ant-"])],
+            hosts: &["api.anthropic.com"],
+            host_field: None,
+            substituted_in: "x-api-key",
+        }),
     },
     Kind {
         name: "stripe",
@@ -386,6 +449,12 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        sealing: Sealing::Swap(Seal {
+            fields: &[sealed("api_key", &["sk_live_", "sk_test_", "rk_live_", "rk_test_"])],
+            hosts: &["api.stripe.com", "files.stripe.com"],
+            host_field: None,
+            substituted_in: "Authorization (Bearer or Basic)",
+        }),
     },
     Kind {
         name: "sendgrid",
@@ -396,6 +465,12 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        sealing: Sealing::Swap(Seal {
+            fields: &[sealed("api_key", &["SG."])],
+            hosts: &["api.sendgrid.com"],
+            host_field: None,
+            substituted_in: "Authorization: Bearer",
+        }),
     },
     Kind {
         name: "mailgun",
@@ -412,6 +487,12 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        sealing: Sealing::Swap(Seal {
+            fields: &[sealed("api_key", &["key-"])],
+            hosts: &["api.mailgun.net", "api.eu.mailgun.net"],
+            host_field: None,
+            substituted_in: "Authorization: Basic (api:KEY)",
+        }),
     },
 ];
 

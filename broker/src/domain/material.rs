@@ -188,6 +188,8 @@ pub async fn material(
         version: secret.version,
         fields: open_sealed(app, secret, &active.fields, Some(session)).await?,
         expires_at: oauth.expires_at.map(clock::rfc3339),
+        exposure: Default::default(),
+        hosts: Vec::new(),
         needs_reauth: oauth.needs_reauth,
     })
 }
