@@ -310,6 +310,8 @@ impl UserApi {
             fields: [(variable.to_owned(), value)].into_iter().collect(),
             description: Some("maestro-bench".to_owned()),
             tags: Vec::new(),
+            exposure: None,
+            hosts: Vec::new(),
         };
         let _: serde_json::Value = self.send("/v1/secrets", &body).await?;
         Ok(())

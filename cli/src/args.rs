@@ -61,7 +61,8 @@ pub enum Command {
 pub enum SecretsCommand {
     /// Register a new secret.
     Add(AddArgs),
-    /// Make a new version of a secret: set or remove fields, change kind, description or tags.
+    /// Make a new version of a secret: set or remove fields, change kind, description, tags,
+    /// exposure or hosts.
     Edit(EditArgs),
     /// Delete a secret (it is deactivated in every session first).
     Rm(NameArgs),
@@ -119,6 +120,14 @@ pub struct AddArgs {
     /// A tag (repeat for several)
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// plain (the sandbox sees the values) or sealed (it sees placeholders; the agent sends the
+    /// values only to the secret's hosts) [default: plain]
+    #[arg(long, value_name = "plain|sealed")]
+    pub exposure: Option<String>,
+    /// For a sealed secret: a host its values may be sent to, within the kind's defaults
+    /// (repeat for several; required for generic), e.g. api.example.com or *.example.com
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -145,6 +154,15 @@ pub struct EditArgs {
     /// Remove every tag
     #[arg(long)]
     pub clear_tags: bool,
+    /// New exposure: plain or sealed (plain drops the hosts named)
+    #[arg(long, value_name = "plain|sealed")]
+    pub exposure: Option<String>,
+    /// Replace the hosts a sealed secret's values may be sent to (repeat for several)
+    #[arg(long = "allow-host", value_name = "HOST", conflicts_with = "default_hosts")]
+    pub allow_hosts: Vec<String>,
+    /// Go back to the kind's default hosts
+    #[arg(long)]
+    pub default_hosts: bool,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -315,6 +333,44 @@ mod tests {
         let Command::Secrets(SecretsCommand::Activate(a)) = cli.command else { panic!() };
         assert_eq!(a.names, ["A", "B"]);
         assert!(Cli::try_parse_from(["maestro", "secrets", "activate", "--session", "s"]).is_err());
+    }
+
+    #[test]
+    fn exposure_and_hosts_flags() {
+        let cli = Cli::try_parse_from([
+            "maestro",
+            "secrets",
+            "add",
+            "API",
+            "--kind",
+            "generic",
+            "--exposure",
+            "sealed",
+            "--allow-host",
+            "api.example.com",
+            "--allow-host",
+            "*.example.net",
+        ])
+        .unwrap();
+        let Command::Secrets(SecretsCommand::Add(add)) = cli.command else { panic!("not add") };
+        assert_eq!(add.exposure.as_deref(), Some("sealed"));
+        assert_eq!(add.allow_hosts, ["api.example.com", "*.example.net"]);
+        let cli =
+            Cli::try_parse_from(["maestro", "secrets", "edit", "X", "--default-hosts"]).unwrap();
+        let Command::Secrets(SecretsCommand::Edit(e)) = cli.command else { panic!() };
+        assert!(e.default_hosts && e.allow_hosts.is_empty());
+        assert!(
+            Cli::try_parse_from([
+                "maestro",
+                "secrets",
+                "edit",
+                "X",
+                "--default-hosts",
+                "--allow-host",
+                "a.b"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

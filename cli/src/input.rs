@@ -4,6 +4,7 @@
 //! trip and, for names that end up in a URL path, keeps `..` or `/` from changing which route is
 //! called.
 
+use maestro_wire::catalog::seal::Exposure;
 use maestro_wire::limits::{MAX_DESCRIPTION_BYTES, MAX_NAMES_PER_CALL, MAX_TAG_BYTES, MAX_TAGS};
 use maestro_wire::names::is_valid_secret_name;
 
@@ -37,9 +38,19 @@ pub enum InputError {
     TooManyNames(usize),
     #[error(
         "nothing to change; give --field, --field-file, --field-stdin, --remove-field, --kind, \
-         --description, --tag or --clear-tags"
+         --description, --tag, --clear-tags, --exposure, --allow-host or --default-hosts"
     )]
     NothingToEdit,
+    #[error("invalid --exposure '{0}': use plain or sealed")]
+    Exposure(String),
+}
+
+/// `--exposure`: plain or sealed. (The broker checks it against the kind and the hosts.)
+pub fn exposure(text: Option<&str>) -> Result<Option<Exposure>, InputError> {
+    match text {
+        None => Ok(None),
+        Some(t) => Exposure::parse(t).map(Some).ok_or_else(|| InputError::Exposure(quote(t))),
+    }
 }
 
 pub fn secret_name(name: &str) -> Result<(), InputError> {

@@ -841,14 +841,21 @@ async fn migration_3_upgrades_an_existing_postgres_database() {
                      DROP COLUMN previous_until; DROP INDEX audit_session; \
                      ALTER TABLE audit DROP COLUMN use_count, DROP COLUMN last_at, \
                      DROP COLUMN exe, DROP COLUMN claimed_command; \
+                     ALTER TABLE secrets DROP COLUMN exposure, DROP COLUMN hosts; \
                      UPDATE maestro_schema SET version = 2;";
     let out = pg.psql(&db.name, downgrade);
     assert_eq!(out.status, 0, "{}", out.stderr);
     broker.start_again(&options);
-    assert_eq!(pg.psql(&db.name, "SELECT MAX(version) FROM maestro_schema").stdout.trim(), "3");
+    assert_eq!(pg.psql(&db.name, "SELECT MAX(version) FROM maestro_schema").stdout.trim(), "4");
 
-    // The old records read back unchanged; the renewed certificate works, the first does not.
+    // The old records read back unchanged; the secret from before sealed secrets is plain
+    // (migration 4); the renewed certificate works, the first does not.
     assert_eq!(broker.admin().get("/v1/audit").await.ok(), before);
+    let old = broker.admin().get("/v1/secrets/OLD").await.ok();
+    assert_eq!(
+        (old["exposure"].as_str(), old["hosts"].as_array().map(Vec::len)),
+        (Some("plain"), Some(0))
+    );
     let newest =
         client_with_identity(&broker.ca_pem(), renewed["cert_pem"].as_str().unwrap(), &key);
     let r = newest.get(format!("{}/v1/agent/secrets", broker.url)).send().await.unwrap();

@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::SecretValue;
+use crate::catalog::seal::Exposure;
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -89,6 +90,9 @@ pub enum ErrorCode {
     QuotaReached,
     /// The request body did not arrive in time.
     Timeout,
+    /// The exposure or hosts do not fit the kind: it cannot be sealed, a host is not one of
+    /// the kind's, a sealed generic secret names none, or hosts were given for a plain secret.
+    InvalidExposure,
 }
 
 /// `POST /v1/secrets`.
@@ -103,6 +107,14 @@ pub struct CreateSecret {
     pub description: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// `sealed`: the sandbox gets placeholders and the agent sends the values only to the
+    /// secret's hosts. Absent means plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+    /// For a sealed secret: host patterns (`api.example.com`, `*.example.com`) that narrow the
+    /// kind's default hosts (required for `generic`). Empty: the kind's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// `PATCH /v1/secrets/{name}`: makes a new version. Fields named in `fields` are set (added or
@@ -122,6 +134,12 @@ pub struct EditSecret {
     /// `Some` replaces the tags.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    /// `Some` changes the exposure (`plain` drops the hosts the user named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+    /// `Some` replaces the hosts the user named; `Some(empty)` goes back to the kind's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
 }
 
 /// A secret's metadata: everything but its values.
@@ -149,6 +167,18 @@ pub struct SecretMeta {
     /// Present for secrets made by an OAuth connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<OAuthMeta>,
+    /// `plain` (the sandbox sees the values) or `sealed` (it sees placeholders). Absent (an
+    /// older broker) means plain.
+    #[serde(default)]
+    pub exposure: Exposure,
+    /// For a sealed secret: the hosts its values may be sent to (the user's list, or else the
+    /// kind's defaults). Empty for a plain secret.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The hosts the user named (a subset of the kind's defaults); empty when the secret uses
+    /// the kind's defaults.
+    #[serde(default)]
+    pub user_hosts: Vec<String>,
 }
 
 /// OAuth state of a secret, without its tokens.

@@ -29,6 +29,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidField
         | ErrorCode::TooMany
         | ErrorCode::BadRequest
+        | ErrorCode::InvalidExposure
         | ErrorCode::OAuth => StatusCode::BAD_REQUEST,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Unauthorized | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,

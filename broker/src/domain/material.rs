@@ -13,6 +13,7 @@ use maestro_wire::catalog::{self, Outputs};
 use tracing::error;
 
 use super::error::{DomainError, DomainResult};
+use super::exposure;
 use crate::app::App;
 use crate::clock;
 use crate::seal::{DataKey, FieldBinding, KeyBinding, SealError};
@@ -182,14 +183,22 @@ pub async fn material(
 ) -> DomainResult<SecretMaterial> {
     let secret = &active.secret;
     let oauth = active.oauth.clone().unwrap_or_default();
+    let fields = open_sealed(app, secret, &active.fields, Some(session)).await?;
+    let hosts = exposure::effective_hosts(
+        &secret.name,
+        &secret.kind,
+        secret.exposure,
+        Some(&fields),
+        &secret.hosts,
+    );
     Ok(SecretMaterial {
         name: secret.name.clone(),
         kind: secret.kind.clone(),
         version: secret.version,
-        fields: open_sealed(app, secret, &active.fields, Some(session)).await?,
+        fields,
         expires_at: oauth.expires_at.map(clock::rfc3339),
-        exposure: Default::default(),
-        hosts: Vec::new(),
+        exposure: secret.exposure,
+        hosts,
         needs_reauth: oauth.needs_reauth,
     })
 }

@@ -5,7 +5,8 @@
 use maestro_wire::api::{OAuthMeta, SecretMeta};
 
 use super::error::DomainResult;
-use super::material::outputs;
+use super::exposure;
+use super::material::{open_fields, outputs};
 use crate::app::App;
 use crate::clock;
 use crate::store::SecretRecord;
@@ -15,6 +16,19 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
     let usage = app.store.secret_usage(&secret.id).await?;
     let active = app.store.secret_active_in(&secret.id).await?;
     let o = outputs(secret);
+    // Only a kind whose default host is one of its fields (GitLab) needs the values opened.
+    let fields = if exposure::hosts_need_fields(&secret.kind, secret.exposure) {
+        Some(open_fields(app, secret, None).await?)
+    } else {
+        None
+    };
+    let hosts = exposure::effective_hosts(
+        &secret.name,
+        &secret.kind,
+        secret.exposure,
+        fields.as_ref(),
+        &secret.hosts,
+    );
     Ok(SecretMeta {
         name: secret.name.clone(),
         kind: secret.kind.clone(),
@@ -30,6 +44,9 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         used_by_sessions: usage.sessions,
         active_in_sessions: active,
         oauth: oauth_meta(app, secret).await?,
+        exposure: secret.exposure,
+        hosts,
+        user_hosts: secret.hosts.clone(),
     })
 }
 

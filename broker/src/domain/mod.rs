@@ -18,6 +18,7 @@ pub mod activation;
 pub mod agents;
 pub mod audit;
 pub mod error;
+pub mod exposure;
 pub mod material;
 pub mod meta;
 pub mod secrets;

@@ -5,10 +5,12 @@
 use maestro_wire::agent_api::AgentEvent;
 use maestro_wire::api::{AuditAction, CreateSecret, Deleted, EditSecret, ErrorCode, SecretMeta};
 use maestro_wire::catalog::Outputs;
+use maestro_wire::catalog::seal::Exposure;
 use tracing::info;
 
 use super::audit::Page;
 use super::error::{DomainError, DomainResult};
+use super::exposure;
 use super::material::{self, active_secret, outputs, outputs_of};
 use super::meta::meta;
 use super::validate::{check_fields, check_name, check_tags, check_text};
@@ -71,6 +73,8 @@ pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainR
     }
     check_tags(&body.tags)?;
     let fields = check_fields(&body.kind, &body.fields)?;
+    let exposed =
+        exposure::check(&body.kind, body.exposure.unwrap_or_default(), &fields, &body.hosts)?;
     let now = clock::now();
     let id = tokens::random_id::<16>().map_err(|e| DomainError::internal("making an id", &e))?;
     let record = SecretRecord {
@@ -86,12 +90,18 @@ pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainR
         wrapped_key: Vec::new(),
         created_at: now,
         updated_at: now,
+        exposure: exposed.exposure,
+        hosts: exposed.user_hosts,
     };
     let sealed = material::seal_version(app, record, &fields)?;
     let audit = AuditRecord {
         secret_id: Some(sealed.record.id.clone()),
         secret_name: Some(sealed.record.name.clone()),
-        detail: Some(format!("version 1, kind {}", sealed.record.kind)),
+        detail: Some(format!(
+            "version 1, kind {}, {}",
+            sealed.record.kind,
+            sealed.record.exposure.as_str()
+        )),
         ..AuditRecord::new(user.id, now, AuditAction::Created)
     };
     app.store.insert_secret(&sealed.record, &sealed.fields, &audit).await?;
@@ -130,9 +140,11 @@ pub async fn edit(
         && body.remove_fields.is_empty()
         && body.description.is_none()
         && body.tags.is_none()
+        && body.exposure.is_none()
+        && body.hosts.is_none()
     {
         return Err(DomainError::bad_request(
-            "nothing to change: give fields, fields to remove, a description, tags or a kind",
+            "nothing to change: give fields, fields to remove, a description, tags, a kind, an exposure or hosts",
         ));
     }
     if let Some(d) = &body.description {
@@ -165,6 +177,15 @@ pub async fn edit(
         current
     };
     let fields = check_fields(&kind, &merged)?;
+    // The exposure and hosts are checked against the new kind and fields: a kind change or a
+    // new GitLab host re-checks the stored ones. Turning plain drops the hosts named.
+    let new_exposure = body.exposure.unwrap_or(secret.exposure);
+    let hosts = match &body.hosts {
+        Some(hosts) => hosts.clone(),
+        None if new_exposure == Exposure::Plain => Vec::new(),
+        None => secret.hosts.clone(),
+    };
+    let exposed = exposure::check(&kind, new_exposure, &fields, &hosts)?;
     let field_names: Vec<String> = fields.keys().cloned().collect();
     let new_outputs = outputs_of(&kind, &field_names);
     let active_in = app.store.secret_active_in(&secret.id).await?;
@@ -187,13 +208,15 @@ pub async fn edit(
         tags: body.tags.unwrap_or_else(|| secret.tags.clone()),
         version: secret.version + 1,
         updated_at: now,
+        exposure: exposed.exposure,
+        hosts: exposed.user_hosts,
         ..secret.clone()
     };
     let sealed = material::seal_version(app, record, &fields)?;
     let audit = AuditRecord {
         secret_id: Some(secret.id.clone()),
         secret_name: Some(secret.name.clone()),
-        detail: Some(format!("version {}", sealed.record.version)),
+        detail: Some(edit_detail(&secret, &sealed.record)),
         ..AuditRecord::new(user.id, now, AuditAction::Edited)
     };
     app.store.replace_secret(secret.version, &sealed.record, &sealed.fields, &audit).await?;
@@ -202,6 +225,22 @@ pub async fn edit(
     }
     info!(user = %user.name, secret = %name, version = sealed.record.version, "secret edited");
     meta(app, &sealed.record).await
+}
+
+/// The audit detail of an edit: the new version, and a change of exposure or hosts.
+fn edit_detail(old: &SecretRecord, new: &SecretRecord) -> String {
+    let mut detail = format!("version {}", new.version);
+    if old.exposure != new.exposure {
+        detail.push_str(&format!(", exposure {}", new.exposure.as_str()));
+    }
+    if old.hosts != new.hosts {
+        if new.hosts.is_empty() {
+            detail.push_str(", hosts: the kind's defaults");
+        } else {
+            detail.push_str(&format!(", hosts {}", new.hosts.join(" ")));
+        }
+    }
+    detail
 }
 
 /// What the secrets active in a session provide, except `skip`.

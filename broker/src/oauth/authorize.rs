@@ -11,6 +11,7 @@
 use maestro_wire::SecretValue;
 use maestro_wire::agent_api::AgentEvent;
 use maestro_wire::api::{AuditAction, ErrorCode};
+use maestro_wire::catalog::seal::Exposure;
 use maestro_wire::oauth::{
     self as wire, AUTHORIZATION_TTL_SECS, AuthorizationStarted, AuthorizationState,
     AuthorizationStatus, Connect, Reconnect,
@@ -584,6 +585,9 @@ async fn store_new(
         wrapped_key: Vec::new(),
         created_at: now,
         updated_at: now,
+        // Made plain, as every new secret; `maestro secrets edit --exposure sealed` seals it.
+        exposure: Exposure::Plain,
+        hosts: Vec::new(),
     };
     let fields = token_fields(provider, grant.access_token, None)?;
     let sealed = material::seal_version(app, record, &fields)?;

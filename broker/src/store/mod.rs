@@ -29,6 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use maestro_wire::api::AuditAction;
+use maestro_wire::catalog::seal::Exposure;
 
 /// A future returned by a [`Store`] method.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -129,6 +130,10 @@ pub struct SecretRecord {
     pub wrapped_key: Vec<u8>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Plain or sealed (rows from before sealing read back as plain).
+    pub exposure: Exposure,
+    /// The hosts the owner named for a sealed secret; empty: the kind's defaults.
+    pub hosts: Vec<String>,
 }
 
 /// One sealed field value.

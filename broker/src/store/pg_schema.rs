@@ -144,6 +144,15 @@ ALTER TABLE audit ADD COLUMN exe TEXT;
 ALTER TABLE audit ADD COLUMN claimed_command TEXT;
 "#,
     ),
+    // Sealed secrets (issue 11): a secret's exposure (`plain`, as every secret so far, or
+    // `sealed`) and the hosts its owner named (a JSON list; empty: the kind's defaults).
+    (
+        4,
+        r#"
+ALTER TABLE secrets ADD COLUMN exposure TEXT NOT NULL DEFAULT 'plain';
+ALTER TABLE secrets ADD COLUMN hosts TEXT NOT NULL DEFAULT '[]';
+"#,
+    ),
 ];
 
 /// Migration 2: OAuth providers, authorizations and token state.

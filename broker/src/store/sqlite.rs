@@ -301,6 +301,7 @@ mod tests {
 
 #[cfg(test)]
 mod migration_tests {
+    use maestro_wire::catalog::seal::Exposure;
     use sqlx::Connection;
 
     use super::*;
@@ -346,6 +347,51 @@ mod migration_tests {
         assert_eq!(trail.len(), 1);
         assert_eq!((trail[0].record.count, trail[0].record.exe.as_deref()), (None, None));
         assert_eq!(trail[0].record.command.as_deref(), Some("env"));
+        store.close().await;
+    }
+
+    /// A database written by a broker before sealed secrets (schema 3), with a secret active
+    /// in a session, opened by this one: the secret reads back plain, with no hosts, from
+    /// every read (by name, listed, an agent's material).
+    #[tokio::test]
+    async fn migration_4_opens_every_existing_secret_as_plain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maestro.db");
+        {
+            let options = SqliteConnectOptions::from_str("sqlite://")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            for (_, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v <= 3) {
+                sqlx::raw_sql(*sql).execute(&mut conn).await.unwrap();
+            }
+            sqlx::raw_sql(
+                r#"PRAGMA user_version = 3;
+                 INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'01', 1);
+                 INSERT INTO data_keys VALUES ('k1', x'0203', 1);
+                 INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names,
+                     version, data_key_id, created_at, updated_at)
+                     VALUES ('s1', 1, 'OPENAI', 'openai', NULL, '[]', '["api_key"]', 3, 'k1', 1, 2);
+                 INSERT INTO secret_fields VALUES ('s1', 'api_key', x'09');
+                 INSERT INTO sessions (id, owner_id, created_at, expires_at, enrolled)
+                     VALUES ('sess', 1, 10, 100000, 1);
+                 INSERT INTO activations VALUES ('sess', 's1', 20);"#,
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let plain = |r: &crate::store::SecretRecord| {
+            (r.version, r.exposure, r.hosts.is_empty()) == (3, Exposure::Plain, true)
+        };
+        assert!(plain(&store.secret_by_name(1, "OPENAI").await.unwrap().unwrap()));
+        assert!(store.list_secrets(1).await.unwrap().iter().all(plain));
+        let material = store.active_material("sess", None).await.unwrap();
+        assert_eq!(material.len(), 1);
+        assert!(plain(&material[0].secret));
         store.close().await;
     }
 }

@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use maestro_wire::api::AuditAction;
+use maestro_wire::catalog::seal::Exposure;
 
 use super::oauth::{OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord};
 use super::{
@@ -58,6 +59,7 @@ contracts!(
     racing_enrollments_with_one_token_let_one_win,
     a_session_end_racing_its_enrollment_and_activations_leaves_nothing_live,
     audit_pages_go_back_from_the_newest,
+    a_secrets_exposure_and_hosts_read_back_everywhere,
 );
 
 /// Runs every contract test, each on a store `fresh` makes (with whatever must outlive it).
@@ -88,6 +90,8 @@ fn secret(owner: i64, id: &str, name: &str, version: u64) -> SecretRecord {
         wrapped_key: vec![1, 2, 3],
         created_at: 10,
         updated_at: 10 + i64::try_from(version).unwrap(),
+        exposure: Exposure::Plain,
+        hosts: Vec::new(),
     }
 }
 
@@ -807,4 +811,59 @@ fn certificate(session_id: &str, serial: &str) -> CertificateRecord {
         issued_at: 20,
         reason: "enroll",
     }
+}
+
+/// A secret's exposure and the hosts its owner named are stored with each version and read
+/// back by every read of a secret (by name, listed, active, an agent's material); a version
+/// that changes them replaces them; a secret written without them is plain.
+pub async fn a_secrets_exposure_and_hosts_read_back_everywhere(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    let hosts = vec!["api.example.com".to_owned(), "*.example.net".to_owned()];
+    let sealed = SecretRecord {
+        exposure: Exposure::Sealed,
+        hosts: hosts.clone(),
+        ..secret(u.id, "s1", "S", 1)
+    };
+    let fields = [SealedField { name: "A".into(), blob: vec![9; 40] }];
+    s.insert_secret(&sealed, &fields, &audit).await.unwrap();
+    s.insert_secret(&secret(u.id, "p1", "P", 1), &fields, &audit).await.unwrap();
+    let (sess, token) = session(u.id, "sess1");
+    s.insert_session(&sess, &token, &audit).await.unwrap();
+    s.change_activations("sess1", &["s1".to_owned(), "p1".to_owned()], &[], 20, &[]).await.unwrap();
+
+    let read = |r: &SecretRecord| (r.name.clone(), r.exposure, r.hosts.clone());
+    let want_sealed = ("S".to_owned(), Exposure::Sealed, hosts.clone());
+    let want_plain = ("P".to_owned(), Exposure::Plain, Vec::<String>::new());
+    assert_eq!(read(&s.secret_by_name(u.id, "S").await.unwrap().unwrap()), want_sealed);
+    assert_eq!(read(&s.secret_by_name(u.id, "P").await.unwrap().unwrap()), want_plain);
+    let listed: Vec<_> = s.list_secrets(u.id).await.unwrap().iter().map(read).collect();
+    assert_eq!(listed, [want_plain.clone(), want_sealed.clone()]);
+    let active: Vec<_> = s.active_secrets("sess1").await.unwrap().iter().map(read).collect();
+    assert!(active.contains(&want_sealed) && active.contains(&want_plain), "{active:?}");
+    let material = s.active_material("sess1", None).await.unwrap();
+    let material: Vec<_> = material.iter().map(|m| read(&m.secret)).collect();
+    assert_eq!(material, [want_plain.clone(), want_sealed.clone()]);
+    let one = s.active_material("sess1", Some("S")).await.unwrap();
+    assert_eq!(read(&one[0].secret), want_sealed);
+
+    // A new version back to plain drops the hosts; another seals it again with one host.
+    let v2 = SecretRecord { exposure: Exposure::Plain, hosts: Vec::new(), ..sealed.clone() };
+    let v2 = SecretRecord { version: 2, data_key_id: "s1-k2".into(), ..v2 };
+    s.replace_secret(1, &v2, &fields, &audit).await.unwrap();
+    let got = s.secret_by_name(u.id, "S").await.unwrap().unwrap();
+    assert_eq!((got.version, got.exposure, got.hosts), (2, Exposure::Plain, vec![]));
+    let v3 = SecretRecord {
+        version: 3,
+        data_key_id: "s1-k3".into(),
+        exposure: Exposure::Sealed,
+        hosts: vec!["api.example.com".into()],
+        ..v2
+    };
+    s.replace_secret(2, &v3, &fields, &audit).await.unwrap();
+    let got = s.active_material("sess1", Some("S")).await.unwrap();
+    assert_eq!(
+        (got[0].secret.version, got[0].secret.exposure, got[0].secret.hosts.clone()),
+        (3, Exposure::Sealed, vec!["api.example.com".to_owned()])
+    );
 }

@@ -4,7 +4,7 @@
 //! Sources, checks and helpers are described through their serde form rather than matched
 //! variant by variant, so a variant added to the catalog shows up here without a change.
 
-use maestro_wire::catalog::{self, Kind};
+use maestro_wire::catalog::{self, Kind, Sealing};
 use serde::Serialize;
 
 use super::{Output, json_output, output};
@@ -32,13 +32,66 @@ pub fn run(args: KindsArgs) -> anyhow::Result<Output> {
 }
 
 fn overview() -> String {
-    let mut table = Table::new(&["KIND", "FIELDS (* required, =default)", "DESCRIPTION"]);
+    let mut table =
+        Table::new(&["KIND", "FIELDS (* required, =default)", "SEALED TO", "DESCRIPTION"]);
     for kind in catalog::KINDS {
-        table.row(vec![kind.name.to_owned(), field_summary(kind), kind.title.to_owned()]);
+        table.row(vec![
+            kind.name.to_owned(),
+            field_summary(kind),
+            sealed_to(kind),
+            kind.title.to_owned(),
+        ]);
     }
     let mut out = table.render();
-    out.push_str("\n`maestro kinds KIND` shows a kind's variables and files.\n");
+    out.push_str(
+        "\n`maestro kinds KIND` shows a kind's variables and files, and why a kind cannot be \
+         sealed (SEALED TO -).\n",
+    );
     out
+}
+
+/// The overview's sealing column: the default hosts, or `-` for a kind that cannot be sealed.
+fn sealed_to(kind: &Kind) -> String {
+    match &kind.sealing {
+        Sealing::Unsupported { .. } => "-".to_owned(),
+        Sealing::Swap(seal) | Sealing::SigV4(seal) => {
+            let mut hosts: Vec<String> = seal.hosts.iter().map(|h| (*h).to_owned()).collect();
+            if let Some(field) = seal.host_field {
+                hosts = vec![format!("its {field} field")];
+            }
+            if hosts.is_empty() { "hosts you name".to_owned() } else { hosts.join(" ") }
+        }
+    }
+}
+
+/// The detail's lines about sealing: whether, where to, where values are put, or why not.
+fn sealing_pairs(kind: &Kind) -> Vec<(&'static str, String)> {
+    match &kind.sealing {
+        Sealing::Unsupported { why } => vec![("sealed", format!("no: {why}"))],
+        Sealing::Swap(seal) | Sealing::SigV4(seal) => {
+            let how = match kind.sealing {
+                Sealing::SigV4(_) => "yes (requests re-signed with AWS Signature Version 4)",
+                _ => "yes (--exposure sealed)",
+            };
+            let fields: Vec<&str> = seal.fields.iter().map(|f| f.name).collect();
+            let hosts = match (seal.host_field, seal.hosts.is_empty()) {
+                (Some(field), _) => {
+                    format!("the host of its {field} field (default {})", seal.hosts.join(", "))
+                }
+                (None, true) => "none: name them with --allow-host HOST (required)".to_owned(),
+                (None, false) => seal.hosts.join(", "),
+            };
+            vec![
+                ("sealed", how.to_owned()),
+                (
+                    "sealed fields",
+                    if fields.is_empty() { "all".to_owned() } else { fields.join(", ") },
+                ),
+                ("default hosts", hosts),
+                ("substituted in", seal.substituted_in.to_owned()),
+            ]
+        }
+    }
 }
 
 fn field_summary(kind: &Kind) -> String {
@@ -97,6 +150,7 @@ fn detail(kind: &Kind) -> String {
     if let Some(setup) = kind.setup {
         pairs.push(("setup", setup.to_owned()));
     }
+    pairs.extend(sealing_pairs(kind));
     if !pairs.is_empty() {
         out.push('\n');
         out.push_str(&key_values(&pairs));
@@ -161,6 +215,30 @@ mod tests {
         assert!(out.contains("AWS_ACCESS_KEY_ID (field access_key_id)"), "{out}");
         assert!(out.contains("aws/credentials (aws credentials file)"), "{out}");
         assert!(out.contains("maestro-exec aws-credential-process"), "{out}");
+    }
+
+    #[test]
+    fn sealing_is_shown_per_kind_with_hosts_or_the_reason() {
+        let out = overview();
+        let line = |name: &str| out.lines().find(|l| l.starts_with(name)).unwrap().to_owned();
+        assert!(line("openai").contains("api.openai.com"), "{out}");
+        assert!(line("aws ").contains("*.amazonaws.com"), "{out}");
+        assert!(line("generic").contains("hosts you name"), "{out}");
+        assert!(line("gitlab").contains("its host field"), "{out}");
+        let gcp = detail(catalog::kind("gcp").unwrap());
+        assert!(gcp.contains("sealed:") && gcp.contains("no: "), "{gcp}");
+        let aws = detail(catalog::kind("aws").unwrap());
+        assert!(aws.contains("Signature Version 4") && aws.contains("substituted in:"), "{aws}");
+        let json =
+            run(KindsArgs { kind: Some("mongodb".into()), json: true, markdown: false }).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["sealing"]["sealing"], "unsupported");
+        assert!(v["sealing"]["why"].as_str().is_some_and(|w| !w.is_empty()));
+        let json = run(KindsArgs { kind: None, json: true, markdown: false }).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let openai = v["kinds"].as_array().unwrap().iter().find(|k| k["name"] == "openai").unwrap();
+        assert_eq!(openai["sealing"]["hosts"][0], "api.openai.com");
+        assert!(openai["sealing"]["substituted_in"].as_str().is_some());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use maestro_wire::api::{
     Activation, AuditEvent, CreateSecret, Deleted, EditSecret, SecretMeta, SessionInfo,
 };
+use maestro_wire::catalog::seal::Exposure;
 use reqwest::Method;
 
 use super::{Output, audit, json_output, output};
@@ -35,6 +36,7 @@ async fn add(client: &Client, args: AddArgs) -> anyhow::Result<Output> {
         input::text("description", d)?;
     }
     input::tags(&args.tags)?;
+    let exposure = input::exposure(args.exposure.as_deref())?;
     let fields = fields::collect(args.fields, &[])?;
     let body = CreateSecret {
         name: args.name,
@@ -42,6 +44,8 @@ async fn add(client: &Client, args: AddArgs) -> anyhow::Result<Output> {
         fields,
         description: args.description,
         tags: args.tags,
+        exposure,
+        hosts: args.allow_hosts,
     };
     let answer = client.send(Method::POST, &["v1", "secrets"], &body).await?;
     drop(body);
@@ -50,10 +54,11 @@ async fn add(client: &Client, args: AddArgs) -> anyhow::Result<Output> {
     }
     let meta: SecretMeta = answer.parse()?;
     Ok(output(format!(
-        "created {} ({}, version {}): variables {}; files {}\n",
+        "created {} ({}, version {}, {}): variables {}; files {}\n",
         meta.name,
         meta.kind,
         meta.version,
+        exposure_line(&meta),
         list(&meta.variables),
         list(&meta.files)
     )))
@@ -66,6 +71,7 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
     }
     input::tags(&args.tags)?;
     fields::check_removed(&args.remove_fields)?;
+    let exposure = input::exposure(args.exposure.as_deref())?;
     let no_field_flags = args.fields.field.is_empty()
         && args.fields.field_file.is_empty()
         && args.fields.field_stdin.is_none();
@@ -75,6 +81,9 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
         && args.description.is_none()
         && args.tags.is_empty()
         && !args.clear_tags
+        && exposure.is_none()
+        && args.allow_hosts.is_empty()
+        && !args.default_hosts
     {
         return Err(input::InputError::NothingToEdit.into());
     }
@@ -92,6 +101,14 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
         remove_fields: args.remove_fields,
         description: args.description,
         tags,
+        exposure,
+        hosts: if args.default_hosts {
+            Some(Vec::new())
+        } else if args.allow_hosts.is_empty() {
+            None
+        } else {
+            Some(args.allow_hosts)
+        },
     };
     let answer = client.send(Method::PATCH, &["v1", "secrets", &args.name], &body).await?;
     drop(body);
@@ -100,10 +117,11 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
     }
     let meta: SecretMeta = answer.parse()?;
     Ok(output(format!(
-        "updated {} to version {} ({}): variables {}; files {}\n",
+        "updated {} to version {} ({}, {}): variables {}; files {}\n",
         meta.name,
         meta.version,
         meta.kind,
+        exposure_line(&meta),
         list(&meta.variables),
         list(&meta.files)
     )))
@@ -138,12 +156,21 @@ async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
                 .to_owned(),
         ));
     }
-    let mut table =
-        Table::new(&["NAME", "KIND", "VERSION", "TAGS", "ACTIVE IN", "LAST USED", "DESCRIPTION"]);
+    let mut table = Table::new(&[
+        "NAME",
+        "KIND",
+        "EXPOSURE",
+        "VERSION",
+        "TAGS",
+        "ACTIVE IN",
+        "LAST USED",
+        "DESCRIPTION",
+    ]);
     for s in &secrets {
         table.row(vec![
             s.name.clone(),
             s.kind.clone(),
+            s.exposure.as_str().to_owned(),
             s.version.to_string(),
             list(&s.tags),
             list(&s.active_in_sessions),
@@ -164,11 +191,35 @@ async fn show(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
     Ok(output(render_meta(&meta)))
 }
 
+/// The exposure as `add` and `edit` print it: `plain`, or `sealed to HOSTS`.
+fn exposure_line(m: &SecretMeta) -> String {
+    match m.exposure {
+        Exposure::Plain => "plain".to_owned(),
+        Exposure::Sealed => format!("sealed to {}", list(&m.hosts)),
+    }
+}
+
+/// Where a sealed secret's values may go, and whether these are the kind's defaults.
+fn hosts_line(m: &SecretMeta) -> String {
+    match m.exposure {
+        Exposure::Plain => "- (plain: the sandbox sees the values)".to_owned(),
+        Exposure::Sealed if m.hosts.is_empty() => {
+            "none (the kind refuses the stored hosts; set them with --allow-host)".to_owned()
+        }
+        Exposure::Sealed if m.user_hosts.is_empty() => {
+            format!("{} (the kind's defaults)", list(&m.hosts))
+        }
+        Exposure::Sealed => list(&m.hosts),
+    }
+}
+
 /// The `secrets show` block: everything about a secret but its values.
 fn render_meta(m: &SecretMeta) -> String {
     let mut pairs = vec![
         ("name", m.name.clone()),
         ("kind", m.kind.clone()),
+        ("exposure", m.exposure.as_str().to_owned()),
+        ("hosts", hosts_line(m)),
         ("description", opt(m.description.as_deref())),
         ("tags", list(&m.tags)),
         ("version", m.version.to_string()),
@@ -271,7 +322,28 @@ mod tests {
                 reauth_hint: None,
                 last_refresh_at: None,
             }),
+            exposure: Exposure::Sealed,
+            hosts: vec!["github.com".into(), "api.github.com".into()],
+            user_hosts: vec![],
         }
+    }
+
+    #[test]
+    fn show_and_add_name_the_exposure_and_hosts() {
+        let m = meta();
+        let out = render_meta(&m);
+        assert!(out.contains("sealed"), "{out}");
+        assert!(out.contains("github.com, api.github.com (the kind's defaults)"), "{out}");
+        assert_eq!(exposure_line(&m), "sealed to github.com, api.github.com");
+        let narrowed = SecretMeta {
+            hosts: vec!["api.github.com".into()],
+            user_hosts: vec!["api.github.com".into()],
+            ..m.clone()
+        };
+        assert!(!render_meta(&narrowed).contains("defaults"));
+        let plain = SecretMeta { exposure: Exposure::Plain, hosts: vec![], ..m };
+        assert_eq!(exposure_line(&plain), "plain");
+        assert!(render_meta(&plain).contains("plain: the sandbox sees the values"));
     }
 
     #[test]

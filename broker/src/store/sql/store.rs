@@ -9,6 +9,7 @@
 //! from `Eng` or from the including module.
 
 use maestro_wire::api::AuditAction;
+use maestro_wire::catalog::seal::Exposure;
 use sqlx::{Row, Transaction};
 
 use super::{Db, Eng};
@@ -36,7 +37,7 @@ macro_rules! secret_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
-             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at \
+             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts \
              FROM secrets s JOIN data_keys d ON d.id = s.data_key_id ",
             $($rest),*
         )
@@ -95,6 +96,9 @@ pub(super) fn secret_from_row(row: &DbRow) -> Result<SecretRecord, StoreError> {
         wrapped_key: get(row, "wrapped")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
+        exposure: Exposure::parse(get(row, "exposure")?)
+            .ok_or(StoreError::Corrupt { what: "secret exposure" })?,
+        hosts: json_list(&get::<String>(row, "hosts")?, "host list")?,
     })
 }
 
@@ -249,8 +253,8 @@ pub(super) async fn insert_secret_rows(
     insert_data_key(conn, secret).await?;
     sqlx::query(
         "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
-         version, data_key_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         version, data_key_id, created_at, updated_at, exposure, hosts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(secret.id.as_str())
     .bind(secret.owner_id)
@@ -263,6 +267,8 @@ pub(super) async fn insert_secret_rows(
     .bind(secret.data_key_id.as_str())
     .bind(secret.created_at)
     .bind(secret.updated_at)
+    .bind(secret.exposure.as_str())
+    .bind(to_json(&secret.hosts))
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -302,7 +308,8 @@ pub(super) async fn replace_version(
     insert_data_key(conn, secret).await?;
     sqlx::query(
         "UPDATE secrets SET kind = $1, description = $2, tags = $3, field_names = $4, \
-         version = $5, data_key_id = $6, updated_at = $7 WHERE id = $8",
+         version = $5, data_key_id = $6, updated_at = $7, exposure = $8, hosts = $9 \
+         WHERE id = $10",
     )
     .bind(secret.kind.as_str())
     .bind(secret.description.as_deref())
@@ -311,6 +318,8 @@ pub(super) async fn replace_version(
     .bind(version_i64(secret.version))
     .bind(secret.data_key_id.as_str())
     .bind(secret.updated_at)
+    .bind(secret.exposure.as_str())
+    .bind(to_json(&secret.hosts))
     .bind(secret.id.as_str())
     .execute(&mut *conn)
     .await
