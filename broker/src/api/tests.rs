@@ -466,3 +466,271 @@ async fn audit_pages_walk_back_with_a_cursor() {
     let a = b.send(Method::GET, "/v1/audit", Some(&b.bob), None, None).await;
     assert_eq!(a.body, json!([]));
 }
+
+/// `(status, code, message)` of creating `body`'s secret.
+async fn create(b: &Broker, body: Value) -> Answer {
+    b.user(Method::POST, "/v1/secrets", Some(body)).await
+}
+
+#[tokio::test]
+async fn sealing_what_cannot_be_sealed_or_widening_hosts_is_refused_and_stores_nothing() {
+    let b = broker().await;
+    let gcp_json = json!({
+        "type": "service_account", "project_id": "proj-1", "private_key_id": "k1",
+        "client_email": "ci@proj-1.iam.gserviceaccount.com", "client_id": "1",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n",
+        "token_uri": "https://oauth2.googleapis.com/token"
+    })
+    .to_string();
+    let unsealable = [
+        ("gcp", json!({"service_account_json": gcp_json})),
+        ("postgres", json!({"host": "db.example.com", "user": "u", "password": "p"})),
+        ("mongodb", json!({"uri": "mongodb://u:p@db.example.com/x"})),
+    ];
+    for (kind, fields) in unsealable {
+        let a = create(
+            &b,
+            json!({"name": "NOPE", "kind": kind, "fields": fields, "exposure": "sealed"}),
+        )
+        .await;
+        a.refused(400, "invalid_exposure", &format!("a {kind} secret cannot be sealed: "));
+        // The catalog's reason, on one line.
+        assert!(!a.body["message"].as_str().unwrap().contains('\n'));
+    }
+    let generic = |hosts: Value| {
+        json!({"name": "NOPE", "kind": "generic", "fields": {"API_KEY": "v-123"},
+               "exposure": "sealed", "hosts": hosts})
+    };
+    create(&b, generic(json!([]))).await.refused(400, "invalid_exposure", "--allow-host");
+    let aws = |hosts: Value| {
+        json!({"name": "NOPE", "kind": "aws", "exposure": "sealed", "hosts": hosts,
+               "fields": {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "s/k+1"}})
+    };
+    for (body, text) in [
+        (aws(json!(["evil.example.com"])), "not one a aws secret may be sent to"),
+        (aws(json!(["amazonaws.com"])), "not one a aws secret may be sent to"),
+        (aws(json!(["*.com"])), "is not a host pattern"),
+        (aws(json!(["https://s3.amazonaws.com/"])), "is not a host pattern"),
+        (aws(json!(["s3.amazonaws.com:443"])), "is not a host pattern"),
+        (generic(json!(["*.com"])), "is not a host pattern"),
+        (generic(json!(["*"])), "is not a host pattern"),
+        (generic(json!(["api.example.com/path"])), "is not a host pattern"),
+        (generic(json!([format!("{}.example.com", "a".repeat(300))])), "is not a host pattern"),
+        (generic(json!(vec!["api.example.com"; 1000])), "at most 32 hosts"),
+        (generic(json!(["api.example.com\nevil.com"])), "is not a host pattern"),
+    ] {
+        create(&b, body).await.refused(400, "invalid_exposure", text);
+    }
+    // Hosts on a plain secret are refused rather than silently ignored.
+    let a = create(
+        &b,
+        json!({"name": "NOPE", "kind": "generic", "fields": {"API_KEY": "v"},
+               "hosts": ["api.example.com"]}),
+    )
+    .await;
+    a.refused(400, "invalid_exposure", "--exposure sealed");
+    // Not a value of the enum: refused as malformed JSON.
+    let a = create(
+        &b,
+        json!({"name": "NOPE", "kind": "generic", "fields": {"API_KEY": "v"}, "exposure": "open"}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    // Nothing was stored, and no record says otherwise.
+    assert_eq!(b.user(Method::GET, "/v1/secrets", None).await.body, json!([]));
+    assert_eq!(b.user(Method::GET, "/v1/audit", None).await.body, json!([]));
+}
+
+#[tokio::test]
+async fn exposure_and_hosts_round_trip_and_reach_the_agents_material() {
+    let b = broker().await;
+    let a = create(
+        &b,
+        json!({"name": "OPENAI", "kind": "openai", "fields": {"api_key": "sk-abcdefghijklmnopqrstuvwxyz"},
+               "exposure": "sealed"}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["exposure"], "sealed");
+    assert_eq!(a.body["hosts"], json!(["api.openai.com"]));
+    assert_eq!(a.body["user_hosts"], json!([]));
+    let a = create(
+        &b,
+        json!({"name": "AWS", "kind": "aws", "exposure": "sealed",
+               "hosts": ["S3.us-east-1.amazonaws.com", "*.s3.amazonaws.com", "s3.us-east-1.amazonaws.com"],
+               "fields": {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "s/k+1"}}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    // Lowercased, repeats dropped.
+    let narrowed = json!(["s3.us-east-1.amazonaws.com", "*.s3.amazonaws.com"]);
+    assert_eq!((&a.body["hosts"], &a.body["user_hosts"]), (&narrowed, &narrowed));
+    let a = create(
+        &b,
+        json!({"name": "GL", "kind": "gitlab", "exposure": "sealed",
+               "fields": {"token": "glpat-0123456789abcdefghij", "host": "Git.Example.com:8443"}}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["hosts"], json!(["git.example.com"]));
+    b.secret("PLAIN", &["PLAIN_VAR"]).await;
+    let listed = b.user(Method::GET, "/v1/secrets", None).await.body;
+    let exposures: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().into(), s["exposure"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        exposures,
+        [("AWS", "sealed"), ("GL", "sealed"), ("OPENAI", "sealed"), ("PLAIN", "plain")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+
+    // The agent's material carries the exposure and the effective hosts.
+    let (session, token) = b.session().await;
+    let a = b.activate(&session, &["OPENAI", "AWS", "GL", "PLAIN"]).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let cert = b.enroll(&token).await;
+    let a = b.send(Method::GET, "/v1/agent/secrets", None, None, Some(&cert)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let material: std::collections::BTreeMap<String, (Value, Value)> = a.body["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (s["name"].as_str().unwrap().to_owned(), (s["exposure"].clone(), s["hosts"].clone()))
+        })
+        .collect();
+    assert_eq!(material["OPENAI"], (json!("sealed"), json!(["api.openai.com"])));
+    assert_eq!(material["AWS"], (json!("sealed"), narrowed.clone()));
+    assert_eq!(material["GL"], (json!("sealed"), json!(["git.example.com"])));
+    // A plain secret's hosts are left out of the JSON (an older agent reads it as before).
+    assert_eq!(material["PLAIN"], (json!("plain"), Value::Null));
+}
+
+#[tokio::test]
+async fn editing_exposure_or_hosts_makes_a_version_tells_the_agent_and_refusals_change_nothing() {
+    let b = broker().await;
+    let aws = json!({"name": "AWS", "kind": "aws",
+        "fields": {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "s/k+1"}});
+    assert_eq!(create(&b, aws).await.status, StatusCode::CREATED);
+    let (session, _) = b.session().await;
+    assert_eq!(b.activate(&session, &["AWS"]).await.status, StatusCode::OK);
+    let mut events = b.app.hub.subscribe(&session);
+    let edit = |body: Value| b.user(Method::PATCH, "/v1/secrets/AWS", Some(body));
+    let show = || b.user(Method::GET, "/v1/secrets/AWS", None);
+    let before = show().await.body;
+    assert_eq!((&before["exposure"], &before["version"]), (&json!("plain"), &json!(1)));
+
+    // Refused edits: widening hosts, hosts on a plain secret, a kind that cannot be sealed.
+    edit(json!({"exposure": "sealed", "hosts": ["evil.example.com"]})).await.refused(
+        400,
+        "invalid_exposure",
+        "evil.example.com",
+    );
+    edit(json!({"hosts": ["s3.amazonaws.com"]})).await.refused(
+        400,
+        "invalid_exposure",
+        "--exposure sealed",
+    );
+    edit(json!({"exposure": "sealed", "hosts": vec!["s3.amazonaws.com"; 1000]})).await.refused(
+        400,
+        "invalid_exposure",
+        "at most 32 hosts",
+    );
+    assert_eq!(show().await.body, before, "a refused edit changes nothing");
+
+    // Sealed with the kind's defaults: version 2, an `updated` event for the session.
+    let a = edit(json!({"exposure": "sealed"})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!((&a.body["version"], &a.body["hosts"]), (&json!(2), &json!(["*.amazonaws.com"])));
+    // Narrowed: version 3.
+    let a = edit(json!({"hosts": ["sts.amazonaws.com"]})).await;
+    assert_eq!((&a.body["version"], &a.body["hosts"]), (&json!(3), &json!(["sts.amazonaws.com"])));
+    // A kind change re-checks the stored hosts: sts.amazonaws.com is not one of openai's.
+    let a =
+        edit(json!({"kind": "openai", "fields": {"api_key": "sk-abcdefghijklmnopqrstuvwx"}})).await;
+    a.refused(400, "invalid_exposure", "sts.amazonaws.com");
+    let sealed = show().await.body;
+    assert_eq!(sealed["version"], 3);
+    // Back to the kind's defaults, then plain (which drops the hosts).
+    let a = edit(json!({"hosts": []})).await;
+    assert_eq!((&a.body["version"], &a.body["user_hosts"]), (&json!(4), &json!([])));
+    let a = edit(json!({"exposure": "plain"})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!((&a.body["version"], &a.body["exposure"]), (&json!(5), &json!("plain")));
+    assert_eq!(a.body["hosts"], json!([]));
+
+    let mut updated = Vec::new();
+    while let Ok(event) = events.events.try_recv() {
+        let e = serde_json::to_value(event).unwrap();
+        updated.push((e["type"].clone(), e["secret"]["version"].clone()));
+    }
+    let want: Vec<(Value, Value)> = (2..=5).map(|v| (json!("updated"), json!(v))).collect();
+    assert_eq!(updated, want, "one event per accepted edit, none for the refused ones");
+    // The history says what changed.
+    let h = b.user(Method::GET, "/v1/secrets/AWS/history", None).await.body;
+    let details: Vec<&str> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "edited")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "version 2, exposure sealed",
+            "version 3, hosts sts.amazonaws.com",
+            "version 4, hosts: the kind's defaults",
+            "version 5, exposure plain"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn substitution_and_leak_attempt_reports_are_stored_and_shown() {
+    let b = broker().await;
+    let a = create(
+        &b,
+        json!({"name": "KEY", "kind": "generic", "fields": {"API_KEY": "v-0123456789abcdef"},
+               "exposure": "sealed", "hosts": ["api.example.com"]}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let (session, token) = b.session().await;
+    assert_eq!(b.activate(&session, &["KEY"]).await.status, StatusCode::OK);
+    let cert = b.enroll(&token).await;
+    let at = crate::clock::rfc3339(crate::clock::now());
+    let body = json!({"reports": [
+        {"secret": "KEY", "action": "substituted", "at": at, "pid": 42, "uid": 1000,
+         "command": "curl", "detail": "GET api.example.com/v1/models"},
+        {"secret": "KEY", "action": "leak_attempt", "at": at, "pid": 43, "uid": 1000,
+         "command": "python3", "detail": "POST evil.example.net/collect"}
+    ]});
+    let a = b.send(Method::POST, "/v1/agent/usage", None, Some(body), Some(&cert)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let h = b.user(Method::GET, "/v1/secrets/KEY/history", None).await.body;
+    let seen: Vec<(String, String, String)> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["session"] == json!(session))
+        .filter(|e| e["action"] == "substituted" || e["action"] == "leak_attempt")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["command"].as_str().unwrap().to_owned(),
+                e["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("substituted".into(), "curl".into(), "GET api.example.com/v1/models".into()),
+            ("leak_attempt".into(), "python3".into(), "POST evil.example.net/collect".into()),
+        ]
+    );
+}
