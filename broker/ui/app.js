@@ -43,13 +43,14 @@
   const AUDIT_ACTIONS = [
     'created', 'edited', 'deleted', 'activated', 'deactivated', 'fetched', 'injected',
     'file_read', 'denied', 'session_created', 'session_ended', 'enrolled', 'refreshed',
-    'refresh_failed',
+    'refresh_failed', 'substituted', 'leak_attempt',
   ];
   const ACTION_TONE = {
     created: 'ok', activated: 'ok', enrolled: 'ok', session_created: 'ok', refreshed: 'ok',
     fetched: 'info', injected: 'info', file_read: 'info', edited: 'info',
     deleted: 'muted', deactivated: 'muted', session_ended: 'muted',
     denied: 'bad', refresh_failed: 'bad',
+    substituted: 'info', leak_attempt: 'bad',
   };
 
   const state = {
@@ -451,7 +452,7 @@
           h('a', { class: 'mono strong', href: `#/secrets/${enc(s.name)}` }, s.name),
           s.description ? h('div', { class: 'sub' }, s.description) : null,
           s.oauth && s.oauth.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad')) : null),
-        h('td', {}, badge(s.kind, 'kind')),
+        h('td', {}, badge(s.kind, 'kind'), s.exposure === 'sealed' ? [' ', sealedBadge(s)] : null),
         h('td', { class: 'num' }, `v${s.version}`),
         h('td', {}, chips(s.tags, 'tag')),
         h('td', {}, s.last_used_at ? timeEl(s.last_used_at, true) : muted('never')),
@@ -523,6 +524,10 @@
     const kind = kindByName(meta.kind);
     const rows = [
       ['Kind', [badge(meta.kind, 'kind'), kind ? ` ${kind.title}` : '']],
+      ['Exposure', meta.exposure === 'sealed'
+        ? [sealedBadge(meta), h('div', { class: 'sub' }, 'the sandbox sees placeholders; the agent puts the values into requests to the hosts below only')]
+        : [badge('plain', 'muted'), h('div', { class: 'sub' }, 'the sandbox sees the values')]],
+      ['Hosts', meta.exposure === 'sealed' ? hostsView(meta) : muted('—')],
       ['Version', `v${meta.version}`],
       ['Description', meta.description || muted('—')],
       ['Tags', chips(meta.tags, 'tag')],
@@ -543,6 +548,58 @@
     $('secret-body').hidden = false;
     $('secret-actions').hidden = false;
     if (meta.oauth && opts && opts.reconnect) openReconnect();
+  }
+
+  // The list's and the view's marker of a sealed secret, naming its hosts on hover.
+  function sealedBadge(meta) {
+    const b = badge('sealed', 'info');
+    b.title = shown(`values sent only to ${(meta.hosts || []).join(', ') || 'no host'}`);
+    return b;
+  }
+
+  function hostsView(meta) {
+    const hosts = meta.hosts || [];
+    if (hosts.length === 0) return h('span', { class: 'badge bad' }, 'none: set them with Edit');
+    const own = meta.user_hosts || [];
+    return [chips(hosts, 'mono'), own.length ? null : h('div', { class: 'sub' }, "the kind's defaults")];
+  }
+
+  // What the catalog says of sealing a kind: `null` when it cannot be sealed.
+  function sealOf(kind) {
+    const s = kind && kind.sealing;
+    if (!s || s.sealing === 'unsupported') return null;
+    return s;
+  }
+
+  // Shows or hides the hosts input and says what sealing the selected kind means.
+  function renderExposure() {
+    const kind = kindByName($('secret-kind').value);
+    const select = $('secret-exposure');
+    const seal = sealOf(kind);
+    const sealedOption = select.querySelector('option[value="sealed"]');
+    sealedOption.disabled = !seal;
+    if (!seal && select.value === 'sealed') select.value = 'plain';
+    let help;
+    if (!kind) help = '';
+    else if (!seal) help = `A ${kind.name} secret cannot be sealed: ${kind.sealing.why}`;
+    else if (select.value === 'plain') help = 'Tools read the values as they are. Sealed keeps them out of the sandbox.';
+    else help = `Substituted in: ${seal.substituted_in}.`;
+    $('secret-exposure-help').textContent = shown(help);
+    const sealed = select.value === 'sealed' && !!seal;
+    $('secret-hosts-row').hidden = !sealed;
+    if (seal) {
+      let defaults;
+      if (seal.host_field) defaults = `the host of its ${seal.host_field} field`;
+      else if (seal.hosts.length) defaults = seal.hosts.join(', ');
+      else defaults = null;
+      $('secret-hosts-help').textContent = shown(defaults
+        ? `Empty: the kind's defaults (${defaults}). To narrow them, name hosts among these, separated by commas.`
+        : 'Required: the hosts its values may be sent to, separated by commas (api.example.com, *.example.com).');
+    }
+  }
+
+  function parseHosts(text) {
+    return text.split(/[\s,]+/).map((t) => t.trim()).filter((t) => t.length > 0);
   }
 
   function renderMeta(dl, rows) {
@@ -595,6 +652,8 @@
       select.value = meta.kind;
       $('secret-description').value = meta.description || '';
       $('secret-tags').value = meta.tags.join(', ');
+      $('secret-exposure').value = meta.exposure || 'plain';
+      $('secret-hosts').value = (meta.user_hosts || []).join(', ');
       $('secret-submit').textContent = 'Save new version';
     } else {
       $('secret-form-title').textContent = 'Add a secret';
@@ -602,15 +661,19 @@
         + 'encrypted as soon as they are saved and are never shown again.';
       $('secret-name-row').hidden = false;
       select.value = 'generic';
+      $('secret-exposure').value = 'plain';
+      $('secret-hosts').value = '';
       $('secret-submit').textContent = 'Save secret';
     }
     renderKindFields();
+    renderExposure();
     show('secret-form', 'secrets');
     (meta ? select : $('secret-name')).focus();
   }
 
   function onKindChange() {
     renderKindFields();
+    renderExposure();
   }
 
   // Draws the value inputs of the selected kind. In edit mode with the kind unchanged, the
@@ -905,6 +968,9 @@
       const description = $('secret-description').value.trim();
       const tags = parseTags($('secret-tags').value);
       if (tags.length > MAX_TAGS) throw new Invalid(`a secret has at most ${MAX_TAGS} tags; this has ${tags.length}`);
+      const exposure = $('secret-exposure').value === 'sealed' ? 'sealed' : 'plain';
+      // Plain secrets name no hosts; the broker checks the rest against the kind.
+      const hosts = exposure === 'sealed' ? parseHosts($('secret-hosts').value) : [];
       let meta;
       if (f.mode === 'add') {
         const name = $('secret-name').value.trim();
@@ -914,7 +980,8 @@
         const { fields } = collectValues(kind, true);
         typed = Object.keys(fields).length > 0;
         if (kind.free_fields && !typed) throw new Invalid('add at least one variable with its value');
-        const body = { name, kind: kind.name, fields, tags };
+        const body = { name, kind: kind.name, fields, tags, exposure };
+        if (hosts.length) body.hosts = hosts;
         if (description) body.description = description;
         meta = await api('POST', 'v1/secrets', body);
         notify(`Saved ${meta.name} (version ${meta.version}). It provides ${meta.variables.join(', ') || 'no variables'}.`);
@@ -928,8 +995,10 @@
         if (remove.length) body.remove_fields = remove;
         if (description !== (f.meta.description || '')) body.description = description;
         if (!sameList(tags, f.meta.tags)) body.tags = tags;
+        if (exposure !== (f.meta.exposure || 'plain')) body.exposure = exposure;
+        if (exposure === 'sealed' && !sameList(hosts, f.meta.user_hosts || [])) body.hosts = hosts;
         if (Object.keys(body).length === 0) {
-          throw new Invalid('nothing to change: type a value, remove a field, or change the description or tags');
+          throw new Invalid('nothing to change: type a value, remove a field, or change the description, tags, exposure or hosts');
         }
         meta = await api('PATCH', `v1/secrets/${enc(f.meta.name)}`, body);
         notify(`Saved ${meta.name}: now version ${meta.version}.`);
@@ -2038,6 +2107,7 @@
     $('audit-refresh').addEventListener('click', route);
     $('secret-delete').addEventListener('click', onDeleteCurrent);
     $('secret-kind').addEventListener('change', onKindChange);
+    $('secret-exposure').addEventListener('change', renderExposure);
     $('secret-name').addEventListener('input', upperCase);
     $('secret-form').addEventListener('submit', onSecretSubmit);
     $('generic-add-row').addEventListener('click', onAddGenericRow);
