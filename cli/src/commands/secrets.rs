@@ -54,7 +54,7 @@ async fn add(client: &Client, args: AddArgs) -> anyhow::Result<Output> {
     }
     let meta: SecretMeta = answer.parse()?;
     Ok(output(format!(
-        "created {} ({}, version {}, {}): variables {}; files {}\n",
+        "created {} ({}, version {}{}): variables {}; files {}\n",
         meta.name,
         meta.kind,
         meta.version,
@@ -117,7 +117,7 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
     }
     let meta: SecretMeta = answer.parse()?;
     Ok(output(format!(
-        "updated {} to version {} ({}, {}): variables {}; files {}\n",
+        "updated {} to version {} ({}{}): variables {}; files {}\n",
         meta.name,
         meta.version,
         meta.kind,
@@ -191,11 +191,12 @@ async fn show(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
     Ok(output(render_meta(&meta)))
 }
 
-/// The exposure as `add` and `edit` print it: `plain`, or `sealed to HOSTS`.
+/// The exposure as `add` and `edit` print it after the kind: nothing for a plain secret (the
+/// line stays as it was before sealing), `, sealed to HOSTS` for a sealed one.
 fn exposure_line(m: &SecretMeta) -> String {
     match m.exposure {
-        Exposure::Plain => "plain".to_owned(),
-        Exposure::Sealed => format!("sealed to {}", list(&m.hosts)),
+        Exposure::Plain => String::new(),
+        Exposure::Sealed => format!(", sealed to {}", list(&m.hosts)),
     }
 }
 
@@ -334,7 +335,7 @@ mod tests {
         let out = render_meta(&m);
         assert!(out.contains("sealed"), "{out}");
         assert!(out.contains("github.com, api.github.com (the kind's defaults)"), "{out}");
-        assert_eq!(exposure_line(&m), "sealed to github.com, api.github.com");
+        assert_eq!(exposure_line(&m), ", sealed to github.com, api.github.com");
         let narrowed = SecretMeta {
             hosts: vec!["api.github.com".into()],
             user_hosts: vec!["api.github.com".into()],
@@ -342,7 +343,7 @@ mod tests {
         };
         assert!(!render_meta(&narrowed).contains("defaults"));
         let plain = SecretMeta { exposure: Exposure::Plain, hosts: vec![], ..m };
-        assert_eq!(exposure_line(&plain), "plain");
+        assert_eq!(exposure_line(&plain), "");
         assert!(render_meta(&plain).contains("plain: the sandbox sees the values"));
     }
 
