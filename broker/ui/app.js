@@ -598,6 +598,16 @@
     }
   }
 
+  // The refusals the broker would answer, said before anything is sent.
+  function checkExposure(kind, exposure, hosts) {
+    if (exposure !== 'sealed') return;
+    const seal = sealOf(kind);
+    if (!seal) throw new Invalid(`a ${kind.name} secret cannot be sealed: ${kind.sealing.why}`);
+    if (seal.hosts.length === 0 && !seal.host_field && hosts.length === 0) {
+      throw new Invalid('a sealed generic secret needs the hosts its values may be sent to: name them, separated by commas (api.example.com, *.example.com)');
+    }
+  }
+
   function parseHosts(text) {
     return text.split(/[\s,]+/).map((t) => t.trim()).filter((t) => t.length > 0);
   }
@@ -980,6 +990,7 @@
         const { fields } = collectValues(kind, true);
         typed = Object.keys(fields).length > 0;
         if (kind.free_fields && !typed) throw new Invalid('add at least one variable with its value');
+        checkExposure(kind, exposure, hosts);
         const body = { name, kind: kind.name, fields, tags, exposure };
         if (hosts.length) body.hosts = hosts;
         if (description) body.description = description;
@@ -989,6 +1000,7 @@
         const kindChanged = kind.name !== f.meta.kind;
         const { fields, remove } = collectValues(kind, kindChanged);
         typed = Object.keys(fields).length > 0;
+        checkExposure(kind, exposure, hosts);
         const body = {};
         if (kindChanged) body.kind = kind.name;
         if (typed || kindChanged) body.fields = fields;

@@ -16,19 +16,7 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
     let usage = app.store.secret_usage(&secret.id).await?;
     let active = app.store.secret_active_in(&secret.id).await?;
     let o = outputs(secret);
-    // Only a kind whose default host is one of its fields (GitLab) needs the values opened.
-    let fields = if exposure::hosts_need_fields(&secret.kind, secret.exposure) {
-        Some(open_fields(app, secret, None).await?)
-    } else {
-        None
-    };
-    let hosts = exposure::effective_hosts(
-        &secret.name,
-        &secret.kind,
-        secret.exposure,
-        fields.as_ref(),
-        &secret.hosts,
-    );
+    let hosts = shown_hosts(app, secret).await;
     Ok(SecretMeta {
         name: secret.name.clone(),
         kind: secret.kind.clone(),
@@ -48,6 +36,28 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         hosts,
         user_hosts: secret.hosts.clone(),
     })
+}
+
+/// The effective hosts of a secret, as its owner sees them. Only a kind whose default host is
+/// one of its fields (GitLab) needs the values opened; if they do not open (an integrity
+/// failure, recorded as a denial), the secret is shown with no host rather than failing the
+/// whole answer (a listing of every secret), and its agent gets nothing either.
+async fn shown_hosts(app: &App, secret: &SecretRecord) -> Vec<String> {
+    let fields = if exposure::hosts_need_fields(&secret.kind, secret.exposure) {
+        match open_fields(app, secret, None).await {
+            Ok(fields) => Some(fields),
+            Err(_) => return Vec::new(),
+        }
+    } else {
+        None
+    };
+    exposure::effective_hosts(
+        &secret.name,
+        &secret.kind,
+        secret.exposure,
+        fields.as_ref(),
+        &secret.hosts,
+    )
 }
 
 /// The OAuth metadata of a secret, for `GET /v1/secrets/...`; `None` for other secrets.
