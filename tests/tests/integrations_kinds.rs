@@ -277,12 +277,13 @@ fn every_kind_of_the_catalog_has_a_case() {
 fn the_readme_table_is_the_catalog() {
     let path = integrations_support::workspace().join("README.md");
     let doc = std::fs::read_to_string(&path).unwrap();
-    let table = maestro_wire::catalog::markdown();
-    assert!(
-        doc.contains(&table),
-        "{} is out of date; replace its table with:\n{table}",
-        path.display()
-    );
+    for table in [maestro_wire::catalog::markdown(), maestro_wire::catalog::sealing_markdown()] {
+        assert!(
+            doc.contains(&table),
+            "{} is out of date; replace its table with:\n{table}",
+            path.display()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,7 +29,7 @@ use crate::limits::{MAX_FIELD_BYTES, MAX_FIELDS};
 use crate::names::is_valid_variable_name;
 
 use check::{check_value, invalid};
-pub use markdown::markdown;
+pub use markdown::{markdown, sealing_markdown};
 use render::source_value;
 pub use seal::Place;
 use seal::sealed;
