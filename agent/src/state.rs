@@ -397,10 +397,15 @@ struct Inner {
     lease: Lease,
 }
 
+/// Told of every change of the active set, with the lock held, so that changes arrive in order
+/// and a deactivation has reached it when [`Store::remove`] returns (the egress proxy).
+pub type Watcher = Box<dyn Fn(&Secrets) + Send + Sync>;
+
 /// The secrets, the lease and the filesystem they are published to, behind one lock.
 pub struct Store {
     inner: Mutex<Inner>,
     fs: Box<dyn Publish>,
+    watcher: std::sync::OnceLock<Watcher>,
 }
 
 impl Store {
@@ -408,6 +413,22 @@ impl Store {
         Store {
             inner: Mutex::new(Inner { secrets: Secrets::new(mount), lease: Lease::new(lease) }),
             fs,
+            watcher: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the one watcher (the egress proxy) and tells it the current set; a second call is
+    /// ignored.
+    pub fn watch(&self, watcher: Watcher) {
+        let inner = self.lock();
+        if self.watcher.set(watcher).is_ok() {
+            self.notify(&inner.secrets);
+        }
+    }
+
+    fn notify(&self, secrets: &Secrets) {
+        if let Some(w) = self.watcher.get() {
+            w(secrets);
         }
     }
 
@@ -428,6 +449,7 @@ impl Store {
         let snapshot = next.snapshot()?;
         self.fs.publish(snapshot);
         inner.secrets = next;
+        self.notify(&inner.secrets);
         Ok(out)
     }
 
@@ -494,6 +516,7 @@ impl Store {
         let mut inner = self.lock();
         inner.secrets.drop_all();
         self.fs.publish(Snapshot::empty());
+        self.notify(&inner.secrets);
     }
 
     /// Reads the secrets (for the socket's answers).
@@ -659,6 +682,26 @@ mod tests {
         store.upsert(sealed).unwrap();
         let fresh = store.read(|s| s.get("AI").unwrap().placeholders["api_key"].clone());
         assert_ne!(fresh, key);
+    }
+
+    #[test]
+    fn the_watcher_has_seen_a_removal_when_remove_returns() {
+        let (store, _rec) = store(Duration::from_secs(60));
+        let seen = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+        let s2 = seen.clone();
+        store.watch(Box::new(move |s: &Secrets| {
+            s2.lock().unwrap().push(s.entries().map(|e| e.material.name.clone()).collect())
+        }));
+        store
+            .sync(vec![material("API", "generic", &[("API_TOKEN", "t")])], Instant::now())
+            .unwrap();
+        store.remove("API").unwrap();
+        assert_eq!(seen.lock().unwrap().last().unwrap(), &Vec::<String>::new());
+        store.upsert(material("API", "generic", &[("API_TOKEN", "t")])).unwrap();
+        store.drop_all();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 5, "initial, sync, remove, upsert, drop_all: {seen:?}");
+        assert!(seen.last().unwrap().is_empty());
     }
 
     #[test]
