@@ -1,7 +1,7 @@
 //! `maestro-bench`: the measurements behind `scripts/bench.sh`. Each subcommand sets up its own
 //! broker, sessions and agents in temporary directories (on loopback, FUSE mounts never at
 //! `/run/secrets`), measures, tears everything down, and prints one Markdown table row per
-//! measurement; `all` runs every section in order. See the README's "Benchmarks" section.
+//! measurement; `all` runs every section in order. See docs/benchmarks.md.
 //!
 //! It must run as root (FUSE and tmpfs mounts) from the release build: it starts the
 //! `maestro-broker`, `maestro-agent` and `maestro-exec` next to its own executable.

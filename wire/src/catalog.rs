@@ -13,7 +13,7 @@
 //! Variable names are the ones each ecosystem's own tools read (boto3 and the AWS CLI, the Azure
 //! SDKs and Terraform, Google's client libraries and gcloud, `gh`, `glab`, libpq, the MySQL
 //! client, ...), so that no user writes glue. Submodules: `check` (field validation), `render`
-//! (variable and file text), `markdown` (the README table).
+//! (variable and file text), `markdown` (the documentation's tables).
 
 mod check;
 mod markdown;
@@ -47,7 +47,7 @@ pub struct Kind {
     pub variables: &'static [Variable],
     pub files: &'static [File],
     pub helper: Option<Helper>,
-    /// The one line a user adds to their tool's configuration, if any (for the README).
+    /// The one line a user adds to their tool's configuration, if any (for the documentation).
     pub setup: Option<&'static str>,
     /// Whether a secret of this kind can be sealed, and how (see [`seal`]).
     pub sealing: Sealing,

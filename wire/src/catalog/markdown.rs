@@ -1,12 +1,12 @@
-//! The catalog as the README's Markdown table, generated from [`KINDS`] so that the
-//! documentation cannot drift from the code (a test compares the table in `README.md`).
+//! The catalog as the Markdown table of docs/integrations.md, generated from [`KINDS`] so that the
+//! documentation cannot drift from the code (a test compares the table in `docs/integrations.md`).
 
 use std::fmt::Write;
 
 use super::seal::{Place, Sealing};
 use super::{Check, Helper, KINDS, Kind, Source};
 
-/// The mount the README describes.
+/// The mount the documentation describes.
 const MOUNT: &str = "/run/secrets";
 
 fn fields(kind: &Kind) -> String {

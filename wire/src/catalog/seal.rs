@@ -87,7 +87,7 @@ pub struct Seal {
     pub host_field: Option<&'static str>,
     /// Where in a request the proxy puts the values.
     pub places: &'static [Place],
-    /// The same, for people (`maestro kinds`, the README).
+    /// The same, for people (`maestro kinds`, docs/sealed.md).
     pub substituted_in: &'static str,
 }
 
