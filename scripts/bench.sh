@@ -5,7 +5,7 @@
 # directories and prints one Markdown table. The table also goes to bench/results.md and the
 # raw figures to bench/results.json.
 #
-#   scripts/bench.sh            the full run (what the README quotes; about 10 minutes)
+#   scripts/bench.sh            the full run (what docs/benchmarks.md quotes; about 10 minutes)
 #   scripts/bench.sh --quick    shorter runs, under 3 minutes once built
 #
 # Needs root and /dev/fuse (the agent mounts FUSE; the file rows mount a tmpfs).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak and fault suite (README: "Soak and fault suite"): SOAK_SESSIONS sessions (default
+# The soak and fault suite (docs/hardening.md: "Soak and fault suite"): SOAK_SESSIONS sessions (default
 # 1000) created, enrolled, used and ended in waves of SOAK_WAVE (default 20) on three brokers
 # sharing one temporary PostgreSQL database, with kill -9 of a broker and a PostgreSQL restart
 # under load, an agent's network cut past its lease in network namespaces, and a broker's disk

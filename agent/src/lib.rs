@@ -43,6 +43,7 @@ pub mod identity;
 pub mod link;
 pub mod listener;
 pub mod logging;
+pub mod placeholders;
 pub mod privs;
 // One call: harden::scrub_environment, sound only before the runtime's threads start.
 #[allow(unsafe_code)]

@@ -15,10 +15,13 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use maestro_fs::{FileEntry, FsError, Snapshot};
+use maestro_wire::SecretValue;
 use maestro_wire::agent_api::SecretMaterial;
 use maestro_wire::catalog::{self, Rendered};
 use maestro_wire::names::is_valid_secret_name;
 use maestro_wire::sock::{EnvVar, ListedSecret, MaterialEntry};
+
+use crate::placeholders;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -41,17 +44,44 @@ pub enum StateError {
 /// One active secret.
 #[derive(Debug)]
 pub struct Entry {
+    /// The real values, as the broker sent them.
     pub material: SecretMaterial,
+    /// What the sandbox sees: for a sealed secret, rendered from placeholders.
     pub rendered: Rendered,
+    /// For a sealed secret: each sealed field's placeholder. Empty for a plain one.
+    pub placeholders: BTreeMap<String, String>,
+    /// The fields as the sandbox sees them (the credential helpers' answers).
+    pub shown: BTreeMap<String, SecretValue>,
 }
 
-/// `Rendered` is not `Clone`; this copies it value by value.
-fn clone_rendered(r: &Rendered) -> Rendered {
-    Rendered { variables: r.variables.clone(), files: r.files.clone() }
+impl Entry {
+    pub fn is_sealed(&self) -> bool {
+        !self.placeholders.is_empty()
+    }
 }
 
-/// Renders a secret's variables and files for the mount at `mount`.
-pub fn render(material: SecretMaterial, mount: &str) -> Result<Entry, StateError> {
+impl Clone for Entry {
+    fn clone(&self) -> Self {
+        Entry {
+            material: self.material.clone(),
+            // `Rendered` is not `Clone`; copied value by value.
+            rendered: Rendered {
+                variables: self.rendered.variables.clone(),
+                files: self.rendered.files.clone(),
+            },
+            placeholders: self.placeholders.clone(),
+            shown: self.shown.clone(),
+        }
+    }
+}
+
+/// Renders a secret's variables and files for the mount at `mount`, keeping the placeholders
+/// of `previous` (the same secret's entry before this version) where they still fit.
+pub fn render(
+    material: SecretMaterial,
+    mount: &str,
+    previous: Option<&Entry>,
+) -> Result<Entry, StateError> {
     if !is_valid_secret_name(&material.name) {
         return Err(StateError::InvalidName(material.name.chars().take(80).collect()));
     }
@@ -59,37 +89,94 @@ pub fn render(material: SecretMaterial, mount: &str) -> Result<Entry, StateError
         name: material.name.clone(),
         kind: material.kind.chars().take(80).collect(),
     })?;
-    let rendered = catalog::render(kind, &material.fields, mount);
-    Ok(Entry { material, rendered })
+    let empty = BTreeMap::new();
+    let shown = placeholders::show(kind, &material, previous.map_or(&empty, |e| &e.placeholders));
+    let rendered = catalog::render(kind, &shown.fields, mount);
+    Ok(Entry { material, rendered, placeholders: shown.placeholders, shown: shown.fields })
+}
+
+/// The egress proxy as the sandbox reaches it, for the variables and files that point the
+/// sandbox's tools at it while a sealed secret is active.
+#[derive(Debug, Clone)]
+pub struct Egress {
+    /// `http://127.0.0.1:PORT`.
+    pub proxy_url: String,
+    /// The session CA's certificate (PEM).
+    pub ca_pem: String,
+    /// The system's roots and the session CA (PEM).
+    pub bundle_pem: String,
+}
+
+/// The owner shown for the egress files in the filesystem's records: not a valid secret name,
+/// so that reads of these public files are never taken for uses of a secret.
+pub const EGRESS_FILES_OWNER: &str = "(maestro)";
+/// The session CA's certificate, relative to the mount.
+pub const CA_FILE: &str = "maestro/ca.pem";
+/// The system's roots plus the session CA, relative to the mount.
+pub const CA_BUNDLE_FILE: &str = "maestro/ca-bundle.pem";
+/// Where the sandbox's tools must not go through the proxy.
+const NO_PROXY: &str = "localhost,127.0.0.1,::1";
+
+impl Egress {
+    fn files(&self) -> [(&'static str, &str); 2] {
+        [(CA_FILE, &self.ca_pem), (CA_BUNDLE_FILE, &self.bundle_pem)]
+    }
+
+    /// The variables real clients read for a proxy and for the roots they trust.
+    fn variables(&self, mount: &str) -> Vec<EnvVar> {
+        let mount = mount.trim_end_matches('/');
+        let bundle = format!("{mount}/{CA_BUNDLE_FILE}");
+        let ca = format!("{mount}/{CA_FILE}");
+        let proxy = self.proxy_url.as_str();
+        [
+            // curl reads the lower-case names (and HTTPS_PROXY); Python, Go and git read both.
+            ("HTTPS_PROXY", proxy),
+            ("https_proxy", proxy),
+            ("HTTP_PROXY", proxy),
+            ("http_proxy", proxy),
+            ("NO_PROXY", NO_PROXY),
+            ("no_proxy", NO_PROXY),
+            // OpenSSL-based clients, Go, httpx; requests; curl; git; botocore; Node.js.
+            ("SSL_CERT_FILE", &bundle),
+            ("REQUESTS_CA_BUNDLE", &bundle),
+            ("CURL_CA_BUNDLE", &bundle),
+            ("GIT_SSL_CAINFO", &bundle),
+            ("AWS_CA_BUNDLE", &bundle),
+            ("NODE_EXTRA_CA_CERTS", &ca),
+        ]
+        .into_iter()
+        .map(|(name, value)| EnvVar { name: name.to_owned(), value: SecretValue::from(value) })
+        .collect()
+    }
 }
 
 /// The set of active secrets, and whether they may be served.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Secrets {
     mount: String,
     active: BTreeMap<String, Entry>,
     in_touch: bool,
-}
-
-impl Clone for Secrets {
-    fn clone(&self) -> Self {
-        let active = self
-            .active
-            .iter()
-            .map(|(k, e)| {
-                (
-                    k.clone(),
-                    Entry { material: e.material.clone(), rendered: clone_rendered(&e.rendered) },
-                )
-            })
-            .collect();
-        Secrets { mount: self.mount.clone(), active, in_touch: self.in_touch }
-    }
+    egress: Option<Egress>,
 }
 
 impl Secrets {
     pub fn new(mount: &str) -> Self {
-        Secrets { mount: mount.to_owned(), active: BTreeMap::new(), in_touch: false }
+        Secrets { mount: mount.to_owned(), active: BTreeMap::new(), in_touch: false, egress: None }
+    }
+
+    /// Where the egress proxy is, once it runs.
+    pub fn set_egress(&mut self, egress: Egress) {
+        self.egress = Some(egress);
+    }
+
+    /// The active secrets.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.active.values()
+    }
+
+    /// The egress proxy, when one runs and a sealed secret is among `entries`.
+    fn egress_for<'a>(&self, mut entries: impl Iterator<Item = &'a Entry>) -> Option<&Egress> {
+        self.egress.as_ref().filter(|_| entries.any(Entry::is_sealed))
     }
 
     /// Whether secrets may be served now.
@@ -119,7 +206,9 @@ impl Secrets {
         let mut skipped = Vec::new();
         let mut active = BTreeMap::new();
         for m in materials {
-            match render(m, &self.mount) {
+            // A snapshot after a reconnect is not a new activation: placeholders stay.
+            let previous = self.active.get(&m.name);
+            match render(m, &self.mount, previous) {
                 Ok(e) => {
                     active.insert(e.material.name.clone(), e);
                 }
@@ -133,7 +222,8 @@ impl Secrets {
 
     /// Adds or replaces one secret.
     pub fn upsert(&mut self, material: SecretMaterial) -> Result<(), StateError> {
-        let e = render(material, &self.mount)?;
+        let material_name = material.name.clone();
+        let e = render(material, &self.mount, self.active.get(&material_name))?;
         self.active.insert(e.material.name.clone(), e);
         Ok(())
     }
@@ -154,7 +244,7 @@ impl Secrets {
         if !self.in_touch {
             return Ok(Snapshot::empty());
         }
-        let files: Vec<FileEntry> = self
+        let mut files: Vec<FileEntry> = self
             .active
             .values()
             .flat_map(|e| {
@@ -165,6 +255,13 @@ impl Secrets {
                 })
             })
             .collect();
+        if let Some(egress) = self.egress_for(self.active.values()) {
+            files.extend(egress.files().into_iter().map(|(path, content)| FileEntry {
+                path: path.to_owned(),
+                secret: EGRESS_FILES_OWNER.to_owned(),
+                content: SecretValue::from(content),
+            }));
+        }
         Snapshot::new(files).map_err(StateError::Files)
     }
 
@@ -193,7 +290,7 @@ impl Secrets {
     /// The variables of the selected secrets, and their names (for the audit record).
     pub fn env(&self, only: &[String]) -> Result<(Vec<EnvVar>, Vec<String>), StateError> {
         let selected = self.select(only)?;
-        let vars = selected
+        let mut vars: Vec<EnvVar> = selected
             .iter()
             .flat_map(|e| {
                 e.rendered
@@ -202,6 +299,9 @@ impl Secrets {
                     .map(|(name, value)| EnvVar { name: name.clone(), value: value.clone() })
             })
             .collect();
+        if let Some(egress) = self.egress_for(selected.iter().copied()) {
+            vars.extend(egress.variables(&self.mount));
+        }
         Ok((vars, selected.iter().map(|e| e.material.name.clone()).collect()))
     }
 
@@ -222,6 +322,8 @@ impl Secrets {
                     .map(|(p, _)| format!("{}/{p}", self.mount))
                     .collect(),
                 needs_reauth: e.material.needs_reauth.clone(),
+                exposure: e.material.exposure,
+                hosts: if e.is_sealed() { e.material.hosts.clone() } else { Vec::new() },
             })
             .collect())
     }
@@ -239,7 +341,9 @@ impl Secrets {
             .map(|e| MaterialEntry {
                 name: e.material.name.clone(),
                 kind: e.material.kind.clone(),
-                fields: e.material.fields.clone(),
+                // Placeholders for a sealed secret: the helpers answer with what the sandbox
+                // may hold.
+                fields: e.shown.clone(),
                 expires_at: e.material.expires_at.clone(),
             })
             .collect())
@@ -293,10 +397,15 @@ struct Inner {
     lease: Lease,
 }
 
+/// Told of every change of the active set, with the lock held, so that changes arrive in order
+/// and a deactivation has reached it when [`Store::remove`] returns (the egress proxy).
+pub type Watcher = Box<dyn Fn(&Secrets) + Send + Sync>;
+
 /// The secrets, the lease and the filesystem they are published to, behind one lock.
 pub struct Store {
     inner: Mutex<Inner>,
     fs: Box<dyn Publish>,
+    watcher: std::sync::OnceLock<Watcher>,
 }
 
 impl Store {
@@ -304,6 +413,22 @@ impl Store {
         Store {
             inner: Mutex::new(Inner { secrets: Secrets::new(mount), lease: Lease::new(lease) }),
             fs,
+            watcher: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the one watcher (the egress proxy) and tells it the current set; a second call is
+    /// ignored.
+    pub fn watch(&self, watcher: Watcher) {
+        let inner = self.lock();
+        if self.watcher.set(watcher).is_ok() {
+            self.notify(&inner.secrets);
+        }
+    }
+
+    fn notify(&self, secrets: &Secrets) {
+        if let Some(w) = self.watcher.get() {
+            w(secrets);
         }
     }
 
@@ -324,6 +449,7 @@ impl Store {
         let snapshot = next.snapshot()?;
         self.fs.publish(snapshot);
         inner.secrets = next;
+        self.notify(&inner.secrets);
         Ok(out)
     }
 
@@ -348,6 +474,15 @@ impl Store {
     /// Removes one secret (deactivation); whether it was active.
     pub fn remove(&self, name: &str) -> Result<bool, StateError> {
         self.change(|s| Ok(s.remove(name)))
+    }
+
+    /// Where the egress proxy is: its variables and CA files appear while a sealed secret is
+    /// active.
+    pub fn set_egress(&self, egress: Egress) -> Result<(), StateError> {
+        self.change(|s| {
+            s.set_egress(egress);
+            Ok(())
+        })
     }
 
     /// The broker was heard from.
@@ -381,6 +516,7 @@ impl Store {
         let mut inner = self.lock();
         inner.secrets.drop_all();
         self.fs.publish(Snapshot::empty());
+        self.notify(&inner.secrets);
     }
 
     /// Reads the secrets (for the socket's answers).
@@ -491,6 +627,81 @@ mod tests {
         // Defaults (the AWS region) are the broker's to apply: without one, no variable.
         assert!(listed[0].variables.contains(&"AWS_ACCESS_KEY_ID".to_owned()));
         assert!(!listed[0].variables.contains(&"AWS_REGION".to_owned()));
+    }
+
+    #[test]
+    fn a_sealed_secret_shows_placeholders_and_the_proxy_variables_and_files() {
+        let (store, rec) = store(Duration::from_secs(60));
+        let mut sealed =
+            material("AI", "openai", &[("api_key", "sk-proj-REALrealREALreal0123456789")]);
+        sealed.exposure = maestro_wire::catalog::Exposure::Sealed;
+        sealed.hosts = vec!["api.openai.com".into()];
+        let plain = material("API", "generic", &[("API_TOKEN", "tok-1")]);
+        store.sync(vec![plain, sealed.clone()], Instant::now()).unwrap();
+        // No proxy yet: placeholders, but no proxy variables.
+        let (vars, _) = store.read(|s| s.env(&[])).unwrap();
+        let key =
+            vars.iter().find(|v| v.name == "OPENAI_API_KEY").unwrap().value.expose().to_owned();
+        assert!(key.starts_with("sk-proj-") && !key.contains("REAL"), "{key}");
+        assert!(!vars.iter().any(|v| v.name == "HTTPS_PROXY"));
+        store
+            .set_egress(Egress {
+                proxy_url: "http://127.0.0.1:4321".into(),
+                ca_pem: "CA".into(),
+                bundle_pem: "ROOTS+CA".into(),
+            })
+            .unwrap();
+        let (vars, _) = store.read(|s| s.env(&[])).unwrap();
+        let var = |n: &str| vars.iter().find(|v| v.name == n).map(|v| v.value.expose().to_owned());
+        assert_eq!(var("HTTPS_PROXY").as_deref(), Some("http://127.0.0.1:4321"));
+        assert_eq!(var("SSL_CERT_FILE").as_deref(), Some("/m/maestro/ca-bundle.pem"));
+        assert_eq!(var("NODE_EXTRA_CA_CERTS").as_deref(), Some("/m/maestro/ca.pem"));
+        assert_eq!(var("OPENAI_API_KEY"), Some(key.clone()));
+        // Only the plain secret selected: no proxy.
+        let (vars, _) = store.read(|s| s.env(&["API".to_owned()])).unwrap();
+        assert!(!vars.iter().any(|v| v.name == "HTTPS_PROXY"));
+        // Files: the placeholder and the CA files; never the value.
+        let last = rec.last();
+        assert!(last.contains(&("OPENAI_API_KEY".to_owned(), key.clone())));
+        assert!(last.contains(&("maestro/ca-bundle.pem".to_owned(), "ROOTS+CA".to_owned())));
+        assert!(!last.iter().any(|(_, c)| c.contains("REAL")));
+        // The helpers get placeholders too.
+        let m = store.read(|s| s.material(&[], &["AI".to_owned()])).unwrap();
+        assert_eq!(m[0].fields["api_key"].expose(), key);
+        // A new version of the same shape keeps the placeholder; a fresh activation does not.
+        let mut v2 = sealed.clone();
+        v2.fields.insert("api_key".into(), SecretValue::from("sk-proj-NEWWnewwNEWWneww0123456789"));
+        store.upsert(v2).unwrap();
+        let again = store.read(|s| s.get("AI").unwrap().placeholders["api_key"].clone());
+        assert_eq!(again, key);
+        store.remove("AI").unwrap();
+        assert!(
+            !rec.paths().contains(&"maestro/ca.pem".to_owned()),
+            "CA files go with the last sealed secret"
+        );
+        store.upsert(sealed).unwrap();
+        let fresh = store.read(|s| s.get("AI").unwrap().placeholders["api_key"].clone());
+        assert_ne!(fresh, key);
+    }
+
+    #[test]
+    fn the_watcher_has_seen_a_removal_when_remove_returns() {
+        let (store, _rec) = store(Duration::from_secs(60));
+        let seen = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+        let s2 = seen.clone();
+        store.watch(Box::new(move |s: &Secrets| {
+            s2.lock().unwrap().push(s.entries().map(|e| e.material.name.clone()).collect())
+        }));
+        store
+            .sync(vec![material("API", "generic", &[("API_TOKEN", "t")])], Instant::now())
+            .unwrap();
+        store.remove("API").unwrap();
+        assert_eq!(seen.lock().unwrap().last().unwrap(), &Vec::<String>::new());
+        store.upsert(material("API", "generic", &[("API_TOKEN", "t")])).unwrap();
+        store.drop_all();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 5, "initial, sync, remove, upsert, drop_all: {seen:?}");
+        assert!(seen.last().unwrap().is_empty());
     }
 
     #[test]

@@ -411,6 +411,10 @@ pub struct FsObserver(pub Arc<UsageQueue>);
 
 impl AccessObserver for FsObserver {
     fn record(&self, access: Access) -> Result<(), NotRecorded> {
+        // The egress proxy's CA files are public: reading them is no use of a secret.
+        if access.allowed && access.secret == crate::state::EGRESS_FILES_OWNER {
+            return Ok(());
+        }
         let who = Who::new(access.exe.as_deref(), access.command.as_deref());
         let (action, detail) = if access.allowed {
             (UsageAction::FileRead, access.path)

@@ -317,6 +317,15 @@ impl UserApi {
         Ok(())
     }
 
+    /// POSTs any JSON body (fields the typed requests do not have yet).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.send(path, body).await
+    }
+
     /// Creates a session (1 hour).
     pub async fn new_session(&self, label: &str) -> anyhow::Result<SessionCreated> {
         let body = CreateSession { ttl_seconds: Some(3600), label: Some(label.to_owned()) };
@@ -414,6 +423,16 @@ pub struct AgentProc {
 impl AgentProc {
     /// Starts an agent (not waiting for it): its mount and socket go under `dir`.
     pub fn spawn(bins: &Bins, bundle: &Path, dir: &Path) -> anyhow::Result<AgentProc> {
+        Self::spawn_with(bins, bundle, dir, &[])
+    }
+
+    /// Like [`AgentProc::spawn`], with more `run` arguments.
+    pub fn spawn_with(
+        bins: &Bins,
+        bundle: &Path,
+        dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<AgentProc> {
         let mount = dir.join("secrets");
         let socket = dir.join("run").join("agent.sock");
         let mut cmd = Command::new(bins.path("maestro-agent")?);
@@ -426,6 +445,7 @@ impl AgentProc {
             .arg(&socket)
             .arg("--user")
             .arg(format!("{SANDBOX_UID}:{SANDBOX_UID}"))
+            .args(extra)
             .env_remove("MAESTRO_BUNDLE")
             .env_remove("MAESTRO_AGENT_SOCK")
             .env("RUST_LOG", "info");
@@ -441,7 +461,17 @@ impl AgentProc {
 
     /// Starts an agent and waits until it is ready.
     pub fn start(bins: &Bins, bundle: &Path, dir: &Path) -> anyhow::Result<AgentProc> {
-        let agent = AgentProc::spawn(bins, bundle, dir)?;
+        Self::start_with(bins, bundle, dir, &[])
+    }
+
+    /// Like [`AgentProc::start`], with more `run` arguments.
+    pub fn start_with(
+        bins: &Bins,
+        bundle: &Path,
+        dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<AgentProc> {
+        let agent = AgentProc::spawn_with(bins, bundle, dir, extra)?;
         agent.wait_ready()?;
         Ok(agent)
     }

@@ -1,7 +1,7 @@
 //! `maestro-bench`: the measurements behind `scripts/bench.sh`. Each subcommand sets up its own
 //! broker, sessions and agents in temporary directories (on loopback, FUSE mounts never at
 //! `/run/secrets`), measures, tears everything down, and prints one Markdown table row per
-//! measurement; `all` runs every section in order. See the README's "Benchmarks" section.
+//! measurement; `all` runs every section in order. See docs/benchmarks.md.
 //!
 //! It must run as root (FUSE and tmpfs mounts) from the release build: it starts the
 //! `maestro-broker`, `maestro-agent` and `maestro-exec` next to its own executable.
@@ -13,6 +13,7 @@ mod files;
 mod fixture;
 mod latency;
 mod mtls;
+mod proxy;
 mod report;
 mod sandbox;
 mod stats;
@@ -54,6 +55,8 @@ enum Command {
     Broker(Common),
     /// 5. Agent: memory with 100 secrets, start → ready, teardown.
     Agent(Common),
+    /// 6. The sealed-secrets proxy: added latency and throughput against direct, revocation.
+    Proxy(Common),
     /// Sets up the sandbox the rows use (a broker, an agent, the first N of 100 secrets
     /// active), prints where its socket and mount are, and waits for Ctrl-C: for profiling.
     Sandbox {
@@ -162,6 +165,8 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             let agent_at =
                 rows.iter().position(|r| r.id.starts_with("agent.")).unwrap_or(rows.len());
             rows.splice(agent_at..agent_at, broker_rows);
+            section("6. the sealed-secrets egress proxy (a broker and agent of their own)");
+            rows.extend(proxy::run(&settings, &bins).await?);
             Ok(Some((args.common, rows)))
         }
         Command::Exec(args) => {
@@ -205,6 +210,10 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             }
             eprintln!("maestro-bench: stopping; the sandbox is torn down");
             Ok(None)
+        }
+        Command::Proxy(common) => {
+            let rows = proxy::run(&settings_of(&common), &bins).await?;
+            Ok(Some((common, rows)))
         }
         Command::Agent(common) => {
             let sandbox = Sandbox::new(&bins).await?;

@@ -69,7 +69,7 @@ pub struct ServeOptions {
     pub limits: ConnectionLimits,
 }
 
-/// Limits on connections, named in the README ("Broker limits and timeouts").
+/// Limits on connections, named in docs/hardening.md ("Broker limits and timeouts").
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// Connections open at once (`--max-connections`); more are closed at accept.

@@ -274,7 +274,7 @@ pub struct KindsArgs {
     /// Print the catalog as JSON
     #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
-    /// Print the catalog as the Markdown table the README shows
+    /// Print the catalog as the Markdown table docs/integrations.md shows
     #[arg(long, conflicts_with = "kind")]
     pub markdown: bool,
 }

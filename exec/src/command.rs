@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
+use maestro_wire::catalog::Exposure;
 use maestro_wire::sock::{Action, ListedSecret, Response};
 
 use crate::client::{self, Failure, refusal};
@@ -19,9 +20,17 @@ pub fn format_list(secrets: &[ListedSecret]) -> String {
     }
     let mut out = String::new();
     for s in secrets {
-        out.push_str(&format!("{} ({}, version {})\n", s.name, s.kind, s.version));
+        let sealed = if s.exposure == Exposure::Sealed { ", sealed" } else { "" };
+        out.push_str(&format!("{} ({}, version {}{sealed})\n", s.name, s.kind, s.version));
         out.push_str(&format!("  variables: {}\n", s.variables.join(" ")));
         out.push_str(&format!("  files:     {}\n", s.files.join(" ")));
+        if s.exposure == Exposure::Sealed {
+            // The variables and files hold placeholders; say where the values go instead.
+            out.push_str(&format!(
+                "  sealed:    placeholders only; the agent's proxy sends the values to {}\n",
+                s.hosts.join(" ")
+            ));
+        }
         if let Some(hint) = &s.needs_reauth {
             out.push_str(&format!("  needs re-authorization: {hint}\n"));
         }
@@ -134,8 +143,22 @@ mod tests {
             variables: vec!["AWS_ACCESS_KEY_ID".into()],
             files: vec!["/run/secrets/aws/credentials".into()],
             needs_reauth: None,
+            exposure: Exposure::Plain,
+            hosts: vec![],
         }]);
         assert!(text.starts_with("AWS_DEV (aws, version 2)\n  variables: AWS_ACCESS_KEY_ID\n"));
+        let text = format_list(&[ListedSecret {
+            name: "OPENAI".into(),
+            kind: "openai".into(),
+            version: 1,
+            variables: vec!["OPENAI_API_KEY".into()],
+            files: vec![],
+            needs_reauth: None,
+            exposure: Exposure::Sealed,
+            hosts: vec!["api.openai.com".into()],
+        }]);
+        assert!(text.starts_with("OPENAI (openai, version 1, sealed)\n"), "{text}");
+        assert!(text.contains("sends the values to api.openai.com\n"), "{text}");
         assert_eq!(format_list(&[]), "no active secrets in this session\n");
     }
 }

@@ -192,6 +192,8 @@ pub struct AgentOptions {
     pub user: u32,
     /// Pass the bundle in `MAESTRO_BUNDLE` rather than `--bundle`.
     pub bundle_in_env: bool,
+    /// More arguments for `maestro-agent run`, before `--`.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for AgentOptions {
@@ -203,6 +205,7 @@ impl Default for AgentOptions {
             command: Vec::new(),
             user: SANDBOX_UID,
             bundle_in_env: false,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -279,6 +282,7 @@ impl Agent {
         if let Some(grace) = &options.grace {
             cmd.args(["--grace", grace]);
         }
+        cmd.args(&options.extra_args);
         if !options.command.is_empty() {
             cmd.arg("--").args(&options.command);
         }

@@ -10,7 +10,7 @@
 //! * [`Database`]: one database with its own login role, owner of the database, as a broker
 //!   would get it from a DBA.
 //! * [`PeerBroker`]: a second `maestro-broker serve` on the same database, with a copy of a
-//!   first broker's key material (master key, CA key and certificate), as the README says.
+//!   first broker's key material (master key, CA key and certificate), as docs/postgresql.md says.
 //!
 //! Without the binaries or root, [`Postgres::start`] returns `None` and the test skips with a
 //! message, unless `MAESTRO_REQUIRE_POSTGRES` is set (`scripts/test.sh` sets it): then it fails.

@@ -22,7 +22,7 @@ use maestro_tests::broker::CmdOutput;
 use maestro_tests::util::bin_dir;
 use serde_json::json;
 
-/// The README's line, run as the sandbox user.
+/// The documented line (docs/integrations.md), run as the sandbox user.
 fn configure_helper(world: &World) {
     let mut cmd = world.command("git");
     cmd.args(["config", "--global", "credential.helper", "!maestro-exec git-credential"]);

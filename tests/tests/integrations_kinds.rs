@@ -5,10 +5,10 @@
 //! * after activation `maestro-exec -- env` holds exactly the documented variables with the
 //!   right values, and the mount exactly the documented files with the right content; after
 //!   deactivation all of them are gone (the expectations are written out by hand here, from the
-//!   README, not computed with the catalog's own code);
+//!   documentation (docs/integrations.md), not computed with the catalog's own code);
 //! * AWS_PROD and AWS_DEV: both registered, never both active, `--only` and the
 //!   `credential_process` helper pick one;
-//! * the README's table is the catalog's.
+//! * the tables in docs/integrations.md and docs/sealed.md are the catalog's.
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,7 +33,7 @@ struct Case {
     kind: &'static str,
     name: &'static str,
     fields: &'static [(&'static str, &'static str)],
-    /// The fields the README marks required.
+    /// The fields the documentation marks required.
     required: &'static [&'static str],
     /// Values each refused with a message naming the field.
     malformed: &'static [(&'static str, &'static str)],
@@ -274,15 +274,20 @@ fn every_kind_of_the_catalog_has_a_case() {
 }
 
 #[test]
-fn the_readme_table_is_the_catalog() {
-    let path = integrations_support::workspace().join("README.md");
-    let doc = std::fs::read_to_string(&path).unwrap();
-    let table = maestro_wire::catalog::markdown();
-    assert!(
-        doc.contains(&table),
-        "{} is out of date; replace its table with:\n{table}",
-        path.display()
-    );
+fn the_documented_tables_are_the_catalog() {
+    let docs = integrations_support::workspace().join("docs");
+    for (file, table) in [
+        ("integrations.md", maestro_wire::catalog::markdown()),
+        ("sealed.md", maestro_wire::catalog::sealing_markdown()),
+    ] {
+        let path = docs.join(file);
+        let doc = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            doc.contains(&table),
+            "{} is out of date; replace its table with:\n{table}",
+            path.display()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@
 //! Variable names are the ones each ecosystem's own tools read (boto3 and the AWS CLI, the Azure
 //! SDKs and Terraform, Google's client libraries and gcloud, `gh`, `glab`, libpq, the MySQL
 //! client, ...), so that no user writes glue. Submodules: `check` (field validation), `render`
-//! (variable and file text), `markdown` (the README table).
+//! (variable and file text), `markdown` (the documentation's tables).
 
 mod check;
 mod markdown;
@@ -29,8 +29,9 @@ use crate::limits::{MAX_FIELD_BYTES, MAX_FIELDS};
 use crate::names::is_valid_variable_name;
 
 use check::{check_value, invalid};
-pub use markdown::markdown;
+pub use markdown::{markdown, sealing_markdown};
 use render::source_value;
+pub use seal::Place;
 use seal::sealed;
 pub use seal::{Exposure, Seal, SealError, Sealing};
 
@@ -46,7 +47,7 @@ pub struct Kind {
     pub variables: &'static [Variable],
     pub files: &'static [File],
     pub helper: Option<Helper>,
-    /// The one line a user adds to their tool's configuration, if any (for the README).
+    /// The one line a user adds to their tool's configuration, if any (for the documentation).
     pub setup: Option<&'static str>,
     /// Whether a secret of this kind can be sealed, and how (see [`seal`]).
     pub sealing: Sealing,
@@ -182,7 +183,8 @@ pub static KINDS: &[Kind] = &[
             fields: &[],
             hosts: &[],
             host_field: None,
-            substituted_in: "request line, headers and form or JSON bodies, to the hosts you name",
+            places: &[Place::Anywhere],
+            substituted_in: "request line, headers and form bodies, to the hosts you name",
         }),
     },
     Kind {
@@ -213,6 +215,7 @@ pub static KINDS: &[Kind] = &[
             ],
             hosts: &["*.amazonaws.com"],
             host_field: None,
+            places: &[Place::Header("x-amz-security-token")],
             substituted_in: "requests signed with the placeholder keys are re-signed (SigV4)",
         }),
     },
@@ -245,6 +248,7 @@ pub static KINDS: &[Kind] = &[
             fields: &[sealed("client_secret", &[])],
             hosts: &["login.microsoftonline.com"],
             host_field: None,
+            places: &[Place::FormField("client_secret")],
             substituted_in: "the client_secret form field of the token request",
         }),
     },
@@ -295,6 +299,7 @@ pub static KINDS: &[Kind] = &[
             fields: &[sealed("token", &["github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_"])],
             hosts: &["github.com", "api.github.com", "uploads.github.com"],
             host_field: None,
+            places: &[Place::Authorization],
             substituted_in: "Authorization (Bearer, token or Basic, as git sends it)",
         }),
     },
@@ -320,6 +325,7 @@ pub static KINDS: &[Kind] = &[
             fields: &[sealed("token", &["glpat-", "gloas-", "gldt-", "glrt-"])],
             hosts: &["gitlab.com"],
             host_field: Some("host"),
+            places: &[Place::Authorization, Place::Header("private-token")],
             substituted_in: "Authorization, PRIVATE-TOKEN and git's Basic credentials",
         }),
     },
@@ -417,6 +423,7 @@ pub static KINDS: &[Kind] = &[
             fields: &[sealed("api_key", &["sk-proj-", "sk-svcacct-", "sk-admin-", "sk-"])],
             hosts: &["api.openai.com"],
             host_field: None,
+            places: &[Place::Authorization],
             substituted_in: "Authorization: Bearer",
         }),
     },
@@ -433,6 +440,7 @@ pub static KINDS: &[Kind] = &[
             fields: &[sealed("api_key", &["sk-ant-api03-", "sk-ant-admin01-", "sk-ant-"])],
             hosts: &["api.anthropic.com"],
             host_field: None,
+            places: &[Place::Header("x-api-key"), Place::Authorization],
             substituted_in: "x-api-key",
         }),
     },
@@ -453,6 +461,7 @@ pub static KINDS: &[Kind] = &[
             fields: &[sealed("api_key", &["sk_live_", "sk_test_", "rk_live_", "rk_test_"])],
             hosts: &["api.stripe.com", "files.stripe.com"],
             host_field: None,
+            places: &[Place::Authorization],
             substituted_in: "Authorization (Bearer or Basic)",
         }),
     },
@@ -469,6 +478,7 @@ pub static KINDS: &[Kind] = &[
             fields: &[sealed("api_key", &["SG."])],
             hosts: &["api.sendgrid.com"],
             host_field: None,
+            places: &[Place::Authorization],
             substituted_in: "Authorization: Bearer",
         }),
     },
@@ -491,6 +501,7 @@ pub static KINDS: &[Kind] = &[
             fields: &[sealed("api_key", &["key-"])],
             hosts: &["api.mailgun.net", "api.eu.mailgun.net"],
             host_field: None,
+            places: &[Place::Authorization],
             substituted_in: "Authorization: Basic (api:KEY)",
         }),
     },

@@ -88,6 +88,12 @@ pub struct ListedSecret {
     /// Set when the secret's OAuth token needs re-authorization: the message and the command.
     #[serde(default)]
     pub needs_reauth: Option<String>,
+    /// `sealed`: the variables and files hold placeholders; the agent's proxy sends the values
+    /// to `hosts` only.
+    #[serde(default)]
+    pub exposure: crate::catalog::Exposure,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// One secret's field values, for the credential helpers.

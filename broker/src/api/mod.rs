@@ -197,14 +197,14 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn not_found() -> Failure {
-    Failure::not_found("no such route; see the route tables in the README")
+    Failure::not_found("no such route; the API is described in docs/broker.md")
 }
 
 async fn method_not_allowed() -> Failure {
     Failure::with_status(
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::BadRequest,
-        "this route does not take that method; see the route tables in the README",
+        "this route does not take that method; the API is described in docs/broker.md",
     )
 }
 

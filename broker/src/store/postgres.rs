@@ -21,7 +21,7 @@
 //!
 //! PostgreSQL keeps deleted rows until `VACUUM` reclaims them: an old version's ciphertexts and
 //! wrapped data key linger in dead tuples until autovacuum runs. They stay sealed under the
-//! master key; see the README on vacuuming after an edit meant to purge.
+//! master key; see docs/postgresql.md on vacuuming after an edit meant to purge.
 
 use std::fmt;
 use std::str::FromStr;

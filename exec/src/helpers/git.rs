@@ -275,6 +275,8 @@ mod tests {
             variables: vec![],
             files: vec![],
             needs_reauth: None,
+            exposure: Default::default(),
+            hosts: vec![],
         };
         assert!(may_answer(&listed("github"), "github.com"));
         assert!(!may_answer(&listed("github"), "gitlab.com"));

@@ -1,11 +1,12 @@
-//! The catalog as the README's Markdown table, generated from [`KINDS`] so that the
-//! documentation cannot drift from the code (a test compares the table in `README.md`).
+//! The catalog as the Markdown table of docs/integrations.md, generated from [`KINDS`] so that the
+//! documentation cannot drift from the code (a test compares the table in `docs/integrations.md`).
 
 use std::fmt::Write;
 
+use super::seal::{Place, Sealing};
 use super::{Check, Helper, KINDS, Kind, Source};
 
-/// The mount the README describes.
+/// The mount the documentation describes.
 const MOUNT: &str = "/run/secrets";
 
 fn fields(kind: &Kind) -> String {
@@ -129,6 +130,49 @@ pub fn markdown() -> String {
     out.push_str("\nThe one line to add to a tool's configuration, per kind:\n\n");
     for kind in KINDS.iter().filter(|k| k.setup.is_some()) {
         let _ = writeln!(out, "- `{}`: `{}`", kind.name, kind.setup.unwrap_or_default());
+    }
+    out
+}
+
+fn place(p: &Place) -> String {
+    match p {
+        Place::Authorization => "`Authorization`".to_owned(),
+        Place::Header(h) => format!("header `{h}`"),
+        Place::FormField(f) => format!("form field `{f}`"),
+        Place::Anywhere => "request line, any header, form bodies".to_owned(),
+    }
+}
+
+/// Which kinds can be sealed, the fields the sandbox sees as placeholders, the hosts the values
+/// may go to and where in a request the proxy puts them; or why a kind cannot be sealed.
+pub fn sealing_markdown() -> String {
+    let mut out = String::from(
+        "| kind | sealed fields | hosts (default) | the proxy puts the value in |\n|---|---|---|---|\n",
+    );
+    for kind in KINDS {
+        let row = match &kind.sealing {
+            Sealing::Unsupported { why } => format!("cannot be sealed: {why} | |"),
+            Sealing::Swap(seal) | Sealing::SigV4(seal) => {
+                let fields = if kind.free_fields {
+                    "every field".to_owned()
+                } else {
+                    let f: Vec<String> =
+                        seal.fields.iter().map(|f| format!("`{}`", f.name)).collect();
+                    f.join(", ")
+                };
+                let hosts = match (seal.host_field, seal.hosts) {
+                    (Some(f), _) => format!("the `{f}` field"),
+                    (None, []) => "none: name them with `--allow-host`".to_owned(),
+                    (None, h) => h.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", "),
+                };
+                let mut places: Vec<String> = seal.places.iter().map(place).collect();
+                if matches!(kind.sealing, Sealing::SigV4(_)) {
+                    places.insert(0, "re-signs requests (SigV4)".to_owned());
+                }
+                format!("{fields} | {hosts} | {}", places.join(", "))
+            }
+        };
+        let _ = writeln!(out, "| `{}` | {row} |", kind.name);
     }
     out
 }

@@ -57,6 +57,24 @@ pub enum Sealing {
     SigV4(Seal),
 }
 
+/// Where in a request the proxy may put a sealed value. Narrow on purpose: a value swapped into
+/// a place the server stores and shows (a JSON body, a file path) could be read back from
+/// outside the sandbox, so each kind names only the places its clients send credentials in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "in", content = "name", rename_all = "snake_case")]
+pub enum Place {
+    /// `Authorization` (and `Proxy-Authorization` is never forwarded): a Bearer or `token`
+    /// credential, or the user or password of Basic.
+    Authorization,
+    /// A header of this (lowercase) name.
+    Header(&'static str),
+    /// A field of an `application/x-www-form-urlencoded` body.
+    FormField(&'static str),
+    /// The request line, every header and form bodies: a generic secret, whose hosts its owner
+    /// named.
+    Anywhere,
+}
+
 /// What a sealable kind hides and where its values may go.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Seal {
@@ -67,7 +85,9 @@ pub struct Seal {
     pub hosts: &'static [&'static str],
     /// A field whose value (a host, maybe with `:port`) is a host too (GitLab's `host`).
     pub host_field: Option<&'static str>,
-    /// Where the proxy puts the values, for people (`maestro kinds`, the README).
+    /// Where in a request the proxy puts the values.
+    pub places: &'static [Place],
+    /// The same, for people (`maestro kinds`, docs/sealed.md).
     pub substituted_in: &'static str,
 }
 
