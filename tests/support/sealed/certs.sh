@@ -4,6 +4,7 @@
 #   ca.pem ca.key    the test CA (P-256, 2 days); give ca.pem to whatever must trust the stand-ins
 #   server.pem       the leaf, followed by nothing else (the CA is the direct issuer)
 #   server.key       its key
+#   dir/             the CA alone under its OpenSSL hash name, for SSL_CERT_DIR-style lookups
 # The leaf's names: the real API hosts the tests seal secrets for (the proxy maps them to loopback
 # and trusts this CA upstream), S3's virtual-hosted names (wildcards, one label deep, so
 # *.s3.amazonaws.com for bucket.s3.amazonaws.com), STS's global and regional names, a host that
@@ -46,5 +47,7 @@ EXT
 openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
     -out server.pem -days 2 -extfile server.ext 2>/dev/null
 rm -f server.csr server.ext ca.srl
+mkdir -p dir
+cp ca.pem "dir/$(openssl x509 -hash -noout -in ca.pem).0"
 chmod 644 ca.pem server.pem
 chmod 600 ca.key server.key
