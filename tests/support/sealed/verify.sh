@@ -15,10 +15,10 @@ HERE=$ROOT/tests/support/sealed
 VENV="${MAESTRO_TEST_VENV:-$ROOT/target/integrations-venv}"
 PY=$VENV/bin/python
 T=$(mktemp -d /tmp/maestro-sealed-verify.XXXXXX)
-PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    wait 2>/dev/null
+    # start() runs in a command substitution (a subshell), so the pids are kept in files.
+    for f in "$T"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+    sleep 0.5
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -42,7 +42,7 @@ seen() {
 start() { # start NAME CMD...: runs CMD in the background, waits for "listening on PORT"
     local name=$1; shift
     "$@" >"$T/$name.out" 2>"$T/$name.err" &
-    PIDS+=($!)
+    echo $! >"$T/$name.pid"
     for _ in $(seq 1 100); do
         grep -q '^listening on ' "$T/$name.out" 2>/dev/null && break
         sleep 0.2
