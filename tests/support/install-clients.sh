@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the client programs the integration tests drive (tests/tests/integrations_*.rs):
 # git with git-http-backend, PostgreSQL (server and psql), MariaDB (server and client), OpenSSL,
-# and a Python virtual environment with boto3 and google-auth under target/. Idempotent: a second
+# a Python virtual environment with boto3 and google-auth under target/, and (through
+# tests/support/sealed/install.sh) the sealed-secrets clients. Idempotent: a second
 # run installs nothing and prints nothing but its summary line.
 #
 # The virtual environment is built on Debian's /usr/bin/python3, not on a pyenv interpreter under
@@ -22,5 +23,7 @@ if ! "$VENV/bin/python" -c 'import boto3, google.auth, cryptography' 2>/dev/null
 fi
 # The tests run these as the sandbox uid: every directory on the way must be searchable.
 chmod -R go+rX "$VENV"
+# The sealed-secrets tests' clients (gh, openai, anthropic, awscli, moto) in the same environment.
+MAESTRO_TEST_VENV="$VENV" tests/support/sealed/install.sh
 echo "==> integration clients ready: $(git --version), psql $(psql --version | awk '{print $3}'), \
 mariadb $(mariadb --version | awk '{print $5}' | tr -d ,), python venv $VENV"
