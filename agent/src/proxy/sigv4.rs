@@ -80,7 +80,7 @@ impl ClientAuth {
 }
 
 /// `20240102T030405Z`.
-fn parse_amz_date(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_amz_date(text: &str) -> Option<SystemTime> {
     let b = text.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;

