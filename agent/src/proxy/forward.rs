@@ -37,6 +37,9 @@ impl Target {
     }
 }
 
+/// Longest "METHOD host/path" kept in a record, in bytes once escaped.
+const MAX_DETAIL_BYTES: usize = 600;
+
 /// Headers that belong to one connection, never forwarded.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -73,11 +76,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(n);
         }
     }
+    // `te: trailers` is end to end (gRPC needs it); any other TE value is not.
+    let te_trailers =
+        headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for n in HOP_BY_HOP {
         if keep_upgrade && (*n == "upgrade" || *n == "connection") {
             continue;
         }
         headers.remove(*n);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -118,7 +127,10 @@ impl Recorder {
 
     fn leak(&self, secret: usize, place: &str) {
         let peer = self.conn.peer_now();
-        let detail = format!("{}: placeholder in {place}", self.detail);
+        let detail = maestro_wire::text::escape_shown(
+            &format!("{}: placeholder in {place}", self.detail),
+            MAX_DETAIL_BYTES + 200,
+        );
         tracing::warn!(secret = self.secret_name(secret), uid = peer.uid, pid = ?peer.pid, "{detail}: leak attempt refused");
         audit::leak(&self.shared.usage, &peer, self.secret_name(secret), detail);
     }
@@ -247,7 +259,12 @@ async fn serve(
     let mut body = body::boxed(incoming);
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let detail = format!("{} {}{}", parts.method, target.host, parts.uri.path());
+    // Method, host and path only (never the query or the body), escaped and bounded: the
+    // broker refuses details over 1 KiB.
+    let detail = maestro_wire::text::escape_shown(
+        &format!("{} {}{}", parts.method, target.host, parts.uri.path()),
+        MAX_DETAIL_BYTES,
+    );
     let rec = Arc::new(Recorder {
         shared: shared.clone(),
         conn: conn.clone(),
@@ -416,9 +433,9 @@ async fn serve(
     *up.uri_mut() = uri;
     *up.version_mut() = Version::HTTP_11;
     let upstream_upgrade = upgrade;
+    let client = if upgrade { &shared.client_h1 } else { &shared.client };
     let sent =
-        tokio::time::timeout(shared.limits.upstream_response_timeout, shared.client.request(up))
-            .await;
+        tokio::time::timeout(shared.limits.upstream_response_timeout, client.request(up)).await;
     let mut resp = match sent {
         Err(_) => {
             return Err(answer(

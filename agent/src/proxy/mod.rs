@@ -44,6 +44,8 @@ pub struct Shared {
     pub sealed: ArcSwap<sealed::Active>,
     pub ca: ca::SessionCa,
     pub client: upstream::UpstreamClient,
+    /// For requests that upgrade the connection.
+    pub client_h1: upstream::UpstreamClient,
     pub connector: upstream::Connector,
     pub usage: Arc<UsageQueue>,
     pub limits: Limits,
@@ -92,11 +94,13 @@ impl Proxy {
             .local_addr()
             .map_err(|source| ProxyError::Listen { addr: config.listen, source })?;
         let ca = ca::SessionCa::new(config.limits.leaf_cache)?;
-        let client = upstream::client(&config, &config.limits)?;
+        let client = upstream::client(&config, &config.limits, false)?;
+        let client_h1 = upstream::client(&config, &config.limits, true)?;
         let shared = Arc::new(Shared {
             sealed: ArcSwap::from_pointee(empty_active()),
             ca,
             client,
+            client_h1,
             connector: upstream::Connector::new(&config),
             usage: config.usage.clone(),
             limits: config.limits.clone(),

@@ -157,6 +157,11 @@ async fn outer(
     conn: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    if let Some(host) = req.uri().host()
+        && let Some(refusal) = placeholder_in_host(&shared, &conn, req.method(), host).await
+    {
+        return Ok(refusal);
+    }
     if req.method() == Method::CONNECT {
         let Some((host, port)) = authority(req.uri()) else {
             return Ok(answer(StatusCode::BAD_REQUEST, "maestro proxy: CONNECT needs host:port"));
@@ -182,6 +187,43 @@ async fn outer(
     Ok(answer(
         StatusCode::BAD_REQUEST,
         "maestro proxy: this is a forward proxy: send CONNECT host:port, or http:// requests in absolute form",
+    ))
+}
+
+/// A placeholder in a host name would leave through DNS: refused and recorded.
+async fn placeholder_in_host(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnCtx>,
+    method: &Method,
+    host: &str,
+) -> Option<Response<ProxyBody>> {
+    let active = shared.sealed.load_full();
+    if active.is_empty() {
+        return None;
+    }
+    // Host names are case-insensitive (clients lowercase them): so is this comparison.
+    let host = host.to_ascii_lowercase();
+    let secret = active.secrets.iter().find(|s| {
+        s.swaps
+            .iter()
+            .map(|w| w.placeholder.as_str())
+            .chain(s.sigv4.as_ref().map(|k| k.placeholder_key_id.as_str()))
+            .any(|p| host.contains(&p.to_ascii_lowercase()))
+    })?;
+    let name = secret.name.as_str();
+    let peer = conn.peer().await;
+    audit::leak(
+        &shared.usage,
+        peer,
+        name,
+        format!("{method} (host name withheld): placeholder in the host name"),
+    );
+    Some(answer(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "maestro proxy: refused: the host name carries the placeholder of sealed secret {name}; \
+             the attempt is recorded"
+        ),
     ))
 }
 

@@ -82,10 +82,23 @@ async fn upstream() -> Upstream {
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
                 let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
-                let svc = service_fn(move |req: Request<Incoming>| {
+                let svc = service_fn(move |mut req: Request<Incoming>| {
                     let seen = seen.clone();
                     let sni = sni.clone();
                     async move {
+                        if req.headers().get("upgrade").is_some_and(|u| u == "echo") {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                let Ok(up) = on.await else { return };
+                                let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
+                                let _ = tokio::io::copy(&mut r, &mut w).await;
+                            });
+                            let mut resp = Response::new(Full::new(Bytes::new()));
+                            *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                            resp.headers_mut().insert("connection", "upgrade".parse().unwrap());
+                            resp.headers_mut().insert("upgrade", "echo".parse().unwrap());
+                            return Ok::<_, std::convert::Infallible>(resp);
+                        }
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         let mut text = format!("{sni} {} {}\n", parts.method, parts.uri);
@@ -106,11 +119,11 @@ async fn upstream() -> Upstream {
                             }
                         }
                         resp.headers_mut().insert("x-body-length", body.len().into());
-                        Ok::<_, std::convert::Infallible>(resp)
+                        Ok(resp)
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                     .await;
             });
         }
@@ -263,6 +276,14 @@ fn secrets() -> SealedSet {
 }
 
 async fn fixture_with(uids: Vec<u32>, limits: Limits) -> Fixture {
+    fixture_tuned(uids, limits, |_| {}).await
+}
+
+async fn fixture_tuned(
+    uids: Vec<u32>,
+    limits: Limits,
+    tune: impl FnOnce(&mut ProxyConfig),
+) -> Fixture {
     let up = upstream().await;
     let usage = UsageQueue::new(1000);
     let mut config = ProxyConfig::new(uids, usage.clone());
@@ -274,6 +295,7 @@ async fn fixture_with(uids: Vec<u32>, limits: Limits) -> Fixture {
         ("*.amazonaws.com".into(), up.addr),
     ];
     config.test_only_upstream_ca = Some(up.ca_pem.clone());
+    tune(&mut config);
     let proxy = Proxy::start(config).unwrap();
     proxy.set(secrets()).unwrap();
     Fixture { up, proxy, usage }
@@ -627,4 +649,72 @@ async fn a_big_json_body_streams_through_the_replacer() {
     assert!(text.contains(OPENAI_P) && !text.contains(OPENAI_R));
     assert!(f.up.seen.all().contains(OPENAI_R));
     assert_eq!(records(&f, UsageAction::Substituted).len(), 1);
+}
+
+fn me() -> Vec<u32> {
+    vec![0, nix::unistd::geteuid().as_raw()]
+}
+
+#[tokio::test]
+async fn an_upgrade_is_passed_through_after_its_headers_are_substituted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture().await;
+    let c = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", f.proxy.local_addr())).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(f.proxy.ca_pem().as_bytes()).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let resp = c
+        .get("https://api.openai.com/v1/realtime")
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .bearer_auth(OPENAI_P)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    let mut up = resp.upgrade().await.unwrap();
+    up.write_all(b"ping over the upgraded connection").await.unwrap();
+    let mut buf = vec![0u8; 33];
+    tokio::time::timeout(Duration::from_secs(10), up.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"ping over the upgraded connection");
+    assert_eq!(records(&f, UsageAction::Substituted).len(), 1);
+}
+
+#[tokio::test]
+async fn pass_through_hosts_get_a_plain_tunnel_and_upstreams_are_verified() {
+    // Pass-through: the client sees the upstream's own certificate (it trusts only that CA).
+    let f =
+        fixture_tuned(me(), Limits::default(), |c| c.pass_through = vec!["api.openai.com".into()])
+            .await;
+    let c = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", f.proxy.local_addr())).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(f.up.ca_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let r = c.get("https://api.openai.com/pinned").bearer_auth(OPENAI_P).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!f.up.seen.all().contains(OPENAI_R));
+    // An upstream whose certificate the proxy does not trust never gets the request.
+    let f = fixture_tuned(me(), Limits::default(), |c| c.test_only_upstream_ca = None).await;
+    let r = client(&f).get("https://api.openai.com/v1").bearer_auth(OPENAI_P).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(f.up.seen.count(), 0);
+}
+
+#[tokio::test]
+async fn a_placeholder_in_a_host_name_is_refused() {
+    let f = fixture().await;
+    // Through CONNECT (https) and in an absolute http URL; clients lowercase host names.
+    for scheme in ["https", "http"] {
+        let r = client(&f).get(format!("{scheme}://x{OPENAI_P}.evil.example/")).send().await;
+        match r {
+            Ok(r) => assert_eq!(r.status(), 403),
+            // reqwest reports a refused CONNECT as an error.
+            Err(e) => assert!(format!("{e:?}").contains("403") || scheme == "https", "{e:?}"),
+        }
+    }
+    assert_eq!(f.up.seen.count(), 0);
+    assert_eq!(records(&f, UsageAction::LeakAttempt).len(), 2);
 }

@@ -25,7 +25,40 @@ use super::hosts;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The pooled upstream client.
-pub type UpstreamClient = Client<HttpsConnector<Connector>, ProxyBody>;
+pub type UpstreamClient = Client<Bounded<HttpsConnector<Connector>>, ProxyBody>;
+
+/// A connector whose whole connection set-up (TCP and the TLS handshake) is bounded in time.
+#[derive(Clone)]
+pub struct Bounded<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> tower_service::Service<Uri> for Bounded<S>
+where
+    S: tower_service::Service<Uri> + Send + Clone + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let fut = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => Err("the upstream connection (TCP and TLS) timed out".into()),
+            }
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -116,12 +149,21 @@ pub fn roots(test_ca: Option<&str>) -> Result<RootCertStore, UpstreamError> {
     Ok(store)
 }
 
-/// The pooled client.
-pub fn client(config: &ProxyConfig, limits: &Limits) -> Result<UpstreamClient, UpstreamError> {
+/// The pooled client; `http1_only` for requests that upgrade the connection (WebSocket),
+/// which HTTP/2 cannot carry.
+pub fn client(
+    config: &ProxyConfig,
+    limits: &Limits,
+    http1_only: bool,
+) -> Result<UpstreamClient, UpstreamError> {
     let roots = roots(config.test_only_upstream_ca.as_deref())?;
     let mut tls =
         rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls.alpn_protocols = if http1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     let https = HttpsConnector::from((Connector::new(config), tls));
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -129,5 +171,5 @@ pub fn client(config: &ProxyConfig, limits: &Limits) -> Result<UpstreamClient, U
         .pool_idle_timeout(limits.upstream_pool_idle)
         .pool_max_idle_per_host(32)
         .http2_max_header_list_size(limits.max_header_bytes as u32)
-        .build(https))
+        .build(Bounded { inner: https, timeout: limits.upstream_connect_timeout }))
 }
