@@ -304,7 +304,7 @@ async fn serve(
         }
         if let Some(q) = parts.uri.query()
             && q.contains("X-Amz-Credential=")
-            && let Ok((Some(_), _)) | Err(_) = scan_all(&rules, q.as_bytes())
+            && let Ok((Some(_), _)) = scan_all(&rules, q.as_bytes())
         {
             return Err(answer(
                 StatusCode::BAD_REQUEST,

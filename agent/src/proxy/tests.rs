@@ -718,3 +718,112 @@ async fn a_placeholder_in_a_host_name_is_refused() {
     assert_eq!(f.up.seen.count(), 0);
     assert_eq!(records(&f, UsageAction::LeakAttempt).len(), 2);
 }
+
+#[tokio::test]
+async fn callers_are_identified_by_the_kernel_and_foreign_uids_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root for setpriv");
+        return;
+    }
+    let f = fixture_with(vec![0, 1000], Limits::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, f.proxy.ca_pem()).unwrap();
+    std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let proxy_url = format!("http://{}", f.proxy.local_addr());
+    let curl = move |uid: &str, url: &str| {
+        let out = std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                uid,
+                "--regid",
+                uid,
+                "--clear-groups",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+            ])
+            .args(["-w", "%{http_code}", "--cacert"])
+            .arg(&ca)
+            .args(["-x", &proxy_url])
+            .args(["-H", &format!("authorization: Bearer {OPENAI_P}"), url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (ok, refused) = tokio::task::spawn_blocking(move || {
+        (curl("1000", "https://api.openai.com/v1/me"), curl("1001", "http://api.openai.com/v1/me"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok, "200");
+    assert_eq!(refused, "403");
+    assert!(f.up.seen.all().contains(OPENAI_R));
+    let all = f.usage.take(100);
+    let used: Vec<_> = all.iter().filter(|r| r.action == UsageAction::Substituted).collect();
+    assert_eq!(used.len(), 1, "{all:?}");
+    assert_eq!(used[0].uid, Some(1000));
+    assert!(used[0].pid.is_some(), "{all:?}");
+    assert_eq!(used[0].command.as_deref(), Some("curl"));
+    let denied: Vec<_> = all.iter().filter(|r| r.action == UsageAction::Denied).collect();
+    assert_eq!(denied.len(), 1, "{all:?}");
+    assert_eq!(denied[0].uid, Some(1001));
+    assert_eq!(denied[0].command.as_deref(), Some("curl"));
+}
+
+/// Not a test: figures for the runtime choice and the docs. Run with
+/// `cargo test --release -p maestro-agent measure_added_latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_added_latency() {
+    let f = fixture().await;
+    let n = 2000;
+    let pct = |mut v: Vec<Duration>| {
+        v.sort();
+        let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+        format!("p50 {:?} p99 {:?}", at(0.5), at(0.99))
+    };
+    let direct = reqwest::Client::builder()
+        .resolve("api.openai.com", f.up.addr)
+        .add_root_certificate(reqwest::Certificate::from_pem(f.up.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let proxied = client(&f);
+    for (name, c) in [("direct", &direct), ("proxy, kept alive", &proxied)] {
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + 100 {
+            let t = std::time::Instant::now();
+            let r =
+                c.get("https://api.openai.com/v1/x").bearer_auth(OPENAI_P).send().await.unwrap();
+            let _ = r.bytes().await.unwrap();
+            if i >= 100 {
+                times.push(t.elapsed());
+            }
+        }
+        println!("{name}: {}", pct(times));
+    }
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        let c = client(&f);
+        let t = std::time::Instant::now();
+        let r = c.get("https://api.openai.com/v1/x").bearer_auth(OPENAI_P).send().await.unwrap();
+        let _ = r.bytes().await.unwrap();
+        times.push(t.elapsed());
+    }
+    println!("proxy, new client connection: {}", pct(times));
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        let c = reqwest::Client::builder()
+            .resolve("api.openai.com", f.up.addr)
+            .add_root_certificate(reqwest::Certificate::from_pem(f.up.ca_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let _ = c.get("https://api.openai.com/v1/x").send().await.unwrap().bytes().await;
+        times.push(t.elapsed());
+    }
+    println!("direct, new client connection: {}", pct(times));
+}
