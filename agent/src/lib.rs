@@ -45,6 +45,7 @@ pub mod listener;
 pub mod logging;
 pub mod placeholders;
 pub mod privs;
+pub mod proxy;
 // One call: harden::scrub_environment, sound only before the runtime's threads start.
 #[allow(unsafe_code)]
 pub mod run;
