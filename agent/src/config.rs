@@ -68,6 +68,35 @@ pub struct Config {
     pub grace: Duration,
     /// CMD and its arguments; empty when the agent runs alone.
     pub command: Vec<OsString>,
+    /// The egress proxy for sealed secrets.
+    pub egress: EgressConfig,
+}
+
+/// The egress proxy's settings from the command line.
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    /// A loopback address; port 0 picks a free one.
+    pub listen: std::net::SocketAddr,
+    /// Host patterns that always get a plain tunnel (clients that pin certificates).
+    pub pass_through: Vec<String>,
+    /// TEST ONLY: host pattern -> address to connect to instead.
+    pub test_only_upstreams: Vec<(String, std::net::SocketAddr)>,
+    /// TEST ONLY: a PEM file of one more root trusted for upstream connections.
+    pub test_only_upstream_ca: Option<PathBuf>,
+}
+
+/// The default address of the egress proxy.
+pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:0";
+
+/// `HOST=ADDR` of `--test-only-upstream`.
+pub fn parse_upstream(text: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (host, addr) = text.split_once('=').ok_or_else(|| {
+        format!("'{text}' is not HOST=ADDRESS:PORT (e.g. api.openai.com=127.0.0.1:8443)")
+    })?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("'{addr}' is not an ADDRESS:PORT (e.g. 127.0.0.1:8443)"))?;
+    Ok((host.trim().to_ascii_lowercase(), addr))
 }
 
 impl Config {

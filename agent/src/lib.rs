@@ -46,6 +46,7 @@ pub mod logging;
 pub mod placeholders;
 pub mod privs;
 pub mod proxy;
+pub mod sealing;
 // One call: harden::scrub_environment, sound only before the runtime's threads start.
 #[allow(unsafe_code)]
 pub mod run;

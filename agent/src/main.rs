@@ -45,6 +45,22 @@ enum Command {
         /// Time between SIGTERM and SIGKILL for the processes it started, at teardown.
         #[arg(long, default_value = config::DEFAULT_GRACE, value_name = "DURATION", value_parser = config::parse_duration)]
         grace: Duration,
+        /// Where the egress proxy for sealed secrets listens (a loopback address; port 0 picks a
+        /// free one, which `maestro-exec` hands to CMD in HTTPS_PROXY).
+        #[arg(long, default_value = config::DEFAULT_PROXY_LISTEN, value_name = "ADDRESS:PORT")]
+        proxy_listen: std::net::SocketAddr,
+        /// A host (or *.domain) the egress proxy always tunnels without looking inside, for
+        /// clients that pin certificates (repeatable). Sealed secrets are never sent to it.
+        #[arg(long = "proxy-pass-through", value_name = "HOST")]
+        pass_through: Vec<String>,
+        /// TEST ONLY, never in production: the egress proxy connects to ADDRESS for HOST (a host
+        /// or *.domain) instead of resolving it (repeatable).
+        #[arg(long = "test-only-upstream", value_name = "HOST=ADDRESS:PORT", value_parser = config::parse_upstream, hide = true)]
+        test_only_upstreams: Vec<(String, std::net::SocketAddr)>,
+        /// TEST ONLY, never in production: one more root CA (PEM file) the egress proxy trusts
+        /// for its upstream connections.
+        #[arg(long = "test-only-upstream-ca", value_name = "PATH", hide = true)]
+        test_only_upstream_ca: Option<PathBuf>,
         /// The command to run as --user (after `--`); its exit status becomes the agent's.
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -53,7 +69,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Run { bundle, mount, socket, user, lease, grace, command } = cli.command;
+    let Command::Run {
+        bundle,
+        mount,
+        socket,
+        user,
+        lease,
+        grace,
+        proxy_listen,
+        pass_through,
+        test_only_upstreams,
+        test_only_upstream_ca,
+        command,
+    } = cli.command;
     logging::init();
     if let Err(e) = harden::harden_process() {
         eprintln!("maestro-agent: {e}");
@@ -71,6 +99,12 @@ fn main() -> ExitCode {
         lease,
         grace,
         command,
+        egress: config::EgressConfig {
+            listen: proxy_listen,
+            pass_through,
+            test_only_upstreams,
+            test_only_upstream_ca,
+        },
     };
     match run::run(config) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -31,7 +31,9 @@ use crate::dispatch::Ctx;
 use crate::link::{self, Link, LinkEvent};
 use crate::listener::{self, ListenerError};
 use crate::privs::{self, PrivsError};
-use crate::state::Store;
+use crate::proxy::{Proxy, ProxyConfig, ProxyHandle};
+use crate::sealing;
+use crate::state::{Egress, Store};
 use crate::teardown::{self, Cause, MountSlot, Parts};
 use crate::usage::{self, FsObserver, QUEUE_CAPACITY, UsageQueue};
 
@@ -232,6 +234,7 @@ async fn session(
     let mount = maestro_fs::mount(&config.mount, options, Arc::new(FsObserver(usage.clone())))?;
     let slot = MountSlot::new(mount);
     let store = Arc::new(Store::new(&mount_str, config.lease, Box::new(slot.clone())));
+    let proxy = start_egress(&config, usage.clone(), &store)?;
     let mut parts = Parts {
         cgroup,
         store: store.clone(),
@@ -242,6 +245,7 @@ async fn session(
         grace: config.grace,
         command: None,
         tasks: Vec::new(),
+        proxy: Some(proxy),
     };
     // From here on, teardown runs whatever happens.
     let outcome = serve(&config, bundle, &mut signals, &mut parts).await;
@@ -251,6 +255,72 @@ async fn session(
     };
     let code = teardown::teardown(parts, cause).await;
     outcome.map(|_| code)
+}
+
+/// The system's roots, for the CA bundle the sandbox's tools read (with the session CA added).
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// A roots file larger than this is not read (Debian's is about 220 KiB).
+const MAX_ROOTS_BYTES: u64 = 8 << 20;
+
+fn system_roots() -> String {
+    let read = std::fs::File::open(SYSTEM_ROOTS).and_then(|f| {
+        let mut text = String::new();
+        f.take(MAX_ROOTS_BYTES).read_to_string(&mut text).map(|_| text)
+    });
+    match read {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the system roots {SYSTEM_ROOTS} ({e}); the sandbox's CA bundle holds \
+                 only the session CA, so tools that read it trust nothing else"
+            );
+            String::new()
+        }
+    }
+}
+
+/// Starts the egress proxy, points the store's variables and files at it, and makes every
+/// change of the active set reach it.
+fn start_egress(
+    config: &Config,
+    usage: Arc<UsageQueue>,
+    store: &Arc<Store>,
+) -> Result<Arc<ProxyHandle>, RunError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut pc = ProxyConfig::new(vec![0, config.user.uid], usage);
+    pc.listen = config.egress.listen;
+    pc.pass_through = config.egress.pass_through.clone();
+    pc.test_only_upstreams = config.egress.test_only_upstreams.clone();
+    if let Some(path) = &config.egress.test_only_upstream_ca {
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            RunError::Config(format!(
+                "cannot read --test-only-upstream-ca {}: {e}; pass a PEM file",
+                path.display()
+            ))
+        })?;
+        pc.test_only_upstream_ca = Some(pem);
+    }
+    let proxy = Arc::new(Proxy::start(pc).map_err(|e| RunError::Config(e.to_string()))?);
+    let ca_pem = proxy.ca_pem().to_owned();
+    let mut bundle_pem = system_roots();
+    if !bundle_pem.is_empty() && !bundle_pem.ends_with('\n') {
+        bundle_pem.push('\n');
+    }
+    bundle_pem.push_str(&ca_pem);
+    store
+        .set_egress(Egress {
+            proxy_url: format!("http://{}", proxy.local_addr()),
+            ca_pem,
+            bundle_pem,
+        })
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let watched = proxy.clone();
+    store.watch(Box::new(move |secrets| {
+        if let Err(e) = watched.set(sealing::sealed_set(secrets)) {
+            tracing::error!("sealed secrets are not substituted: {e}");
+        }
+    }));
+    Ok(proxy)
 }
 
 /// Enrolls, retrying while the broker is unreachable (it may be starting too).

@@ -82,12 +82,17 @@ pub struct Parts {
     pub cgroup: Option<Arc<SessionCgroup>>,
     /// Background tasks (link, watchdog, listener, ...) to stop.
     pub tasks: Vec<JoinHandle<()>>,
+    /// The egress proxy for sealed secrets.
+    pub proxy: Option<Arc<crate::proxy::ProxyHandle>>,
 }
 
 /// Tears everything down; returns the agent's exit status.
 pub async fn teardown(parts: Parts, cause: Cause) -> i32 {
     tracing::info!(?cause, "tearing down");
     parts.store.drop_all();
+    if let Some(proxy) = &parts.proxy {
+        proxy.stop();
+    }
     for task in &parts.tasks {
         task.abort();
     }

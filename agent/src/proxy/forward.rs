@@ -16,7 +16,7 @@ use super::audit::{self, ConnCtx};
 use super::body::{self, ProxyBody, Read, ScanBody, ScanEvents};
 use super::hosts;
 use super::replace::{Forbidden, RequestRules, ScrubRules, scan_all};
-use super::sealed::Active;
+use super::sealed::{Active, Part};
 use super::sigv4;
 
 /// Where the requests of a client connection go.
@@ -312,7 +312,14 @@ async fn serve(
                  sign the request normally (headers) or presign outside the sandbox",
             ));
         }
-        match scan_all(&rules, path_and_query.as_bytes()) {
+        // Each part of the request with the secrets whose values may go there: a placeholder
+        // in any other part is refused as a leak, even towards one of its hosts.
+        let rules_in = |part: Part<'_>| RequestRules {
+            active: active.clone(),
+            allowed: active.allowed_in(&allowed, part),
+            substitute: true,
+        };
+        match scan_all(&rules_in(Part::Target), path_and_query.as_bytes()) {
             Err(Forbidden(s)) => return Err(leak(s, "the request target")),
             Ok((Some(new), u)) => {
                 path_and_query = String::from_utf8(new).map_err(|_| bad_value())?;
@@ -329,7 +336,7 @@ async fn serve(
             let mut changed = false;
             let mut out = Vec::with_capacity(values.len());
             for v in values {
-                match scan_header(&rules, &v) {
+                match scan_header(&rules_in(Part::Header(name.as_str())), &v) {
                     Err(Forbidden(s)) => return Err(leak(s, &format!("the {name} header"))),
                     Ok((Some(new), u)) => {
                         changed = true;
@@ -351,6 +358,8 @@ async fn serve(
         let needs_hash = sign.as_ref().is_some_and(|(_, a)| a.needs_body_hash(&parts.headers));
         let buffer = needs_hash || (scrub && content_kind(&parts.headers));
         let events: Arc<dyn ScanEvents> = rec.clone();
+        let rules = rules_in(Part::Body);
+        let body_allowed = rules.allowed.clone();
         if body_is_empty(&body) {
             body = body::empty();
         } else if buffer {
@@ -383,7 +392,7 @@ async fn serve(
                             ),
                         ));
                     }
-                    let lengths_kept = same_lengths(&active, &allowed);
+                    let lengths_kept = same_lengths(&active, &body_allowed);
                     if !lengths_kept {
                         parts.headers.remove(header::CONTENT_LENGTH);
                     }
@@ -395,7 +404,8 @@ async fn serve(
                 }
             }
         } else {
-            let keep = RequestRules { active: active.clone(), allowed, substitute: false };
+            let keep =
+                RequestRules { active: active.clone(), allowed: body_allowed, substitute: false };
             body = body::boxed(ScanBody::new(body, keep, Some(events)));
         }
         dedup(&mut used);

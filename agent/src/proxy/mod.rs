@@ -136,7 +136,7 @@ impl Proxy {
             })
             .map_err(ProxyError::Thread)?;
         tracing::info!(%addr, "egress proxy listening");
-        Ok(ProxyHandle { shared, addr, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(ProxyHandle { shared, addr, stop: Mutex::new(Some(stop_tx)), thread: Some(thread) })
     }
 }
 
@@ -152,7 +152,7 @@ fn empty_active() -> sealed::Active {
 pub struct ProxyHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -191,11 +191,18 @@ impl ProxyHandle {
         }
     }
 
-    fn stop_now(&mut self) {
+    /// Stops serving without waiting: the set is emptied (nothing is substituted any more),
+    /// no new connection is accepted, and open ones end with the proxy's runtime.
+    pub fn stop(&self) {
         self.shared.sealed.store(Arc::new(empty_active()));
-        if let Some(s) = self.stop.take() {
+        let sender = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(s) = sender {
             let _ = s.send(());
         }
+    }
+
+    fn stop_now(&mut self) {
+        self.stop();
     }
 }
 

@@ -210,6 +210,7 @@ mod tests {
 
     fn active() -> Arc<Active> {
         let secret = |name: &str, host: &str, p: &str, real: &str| SealedSecret {
+            places: Vec::new(),
             name: name.into(),
             hosts: vec![host.into()],
             swaps: vec![Swap { placeholder: p.into(), real: SecretValue::from(real) }],

@@ -5,6 +5,7 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use maestro_wire::SecretValue;
+use maestro_wire::catalog::Place;
 
 use super::hosts;
 
@@ -21,10 +22,35 @@ pub struct SealedSecret {
     /// Lowercase host patterns, no port: `api.openai.com` (exact) or `*.amazonaws.com` (any
     /// subdomain, any depth, not the apex).
     pub hosts: Vec<String>,
-    /// Placeholder -> real value. Placeholders are ASCII `[A-Za-z0-9_-]`, at least 20 bytes.
+    /// Placeholder -> real value. Placeholders are ASCII `[A-Za-z0-9_.-]`, at least 20 bytes.
     pub swaps: Vec<Swap>,
     /// AWS: requests signed with the placeholder key are re-signed with the real keys.
     pub sigv4: Option<SigV4Keys>,
+    /// Where in a request its values may be put (the catalog's `places`); a placeholder
+    /// anywhere else, even towards one of its hosts, is refused as a leak. Empty means
+    /// anywhere (the request target, every header, form and JSON bodies).
+    pub places: Vec<Place>,
+}
+
+/// A part of a request, for [`Active::allowed_in`].
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    Target,
+    /// A header, by its lowercase name.
+    Header(&'a str),
+    Body,
+}
+
+fn may_go(places: &[Place], part: Part<'_>) -> bool {
+    if places.is_empty() || places.contains(&Place::Anywhere) {
+        return true;
+    }
+    places.iter().any(|p| match (p, part) {
+        (Place::Authorization, Part::Header(h)) => h == "authorization",
+        (Place::Header(name), Part::Header(h)) => *name == h,
+        (Place::FormField(_), Part::Body) => true,
+        _ => false,
+    })
 }
 
 /// A placeholder and the real value it stands for.
@@ -89,7 +115,7 @@ pub enum SealedError {
 
 fn valid_placeholder(p: &str) -> bool {
     p.len() >= MIN_PLACEHOLDER_LEN
-        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 impl Active {
@@ -160,6 +186,12 @@ impl Active {
     /// Which secrets belong to `host` (normalized): index i is secret i.
     pub fn allowed_for(&self, host: &str) -> Vec<bool> {
         self.secrets.iter().map(|s| hosts::matches_any(&s.hosts, host)).collect()
+    }
+
+    /// `allowed` (per secret, from [`Active::allowed_for`]) narrowed to the secrets whose
+    /// values may be put in `part` of a request.
+    pub fn allowed_in(&self, allowed: &[bool], part: Part<'_>) -> Vec<bool> {
+        self.secrets.iter().zip(allowed).map(|(s, a)| *a && may_go(&s.places, part)).collect()
     }
 
     /// The secret whose placeholder AWS key id this is.

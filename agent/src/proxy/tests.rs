@@ -243,6 +243,7 @@ fn secrets() -> SealedSet {
     SealedSet {
         secrets: vec![
             SealedSecret {
+                places: Vec::new(),
                 name: "AWS".into(),
                 hosts: vec!["*.amazonaws.com".into()],
                 swaps: vec![Swap {
@@ -257,6 +258,7 @@ fn secrets() -> SealedSet {
                 }),
             },
             SealedSecret {
+                places: Vec::new(),
                 name: "OPENAI".into(),
                 hosts: vec!["api.openai.com".into()],
                 swaps: vec![Swap {
@@ -266,6 +268,7 @@ fn secrets() -> SealedSet {
                 sigv4: None,
             },
             SealedSecret {
+                places: Vec::new(),
                 name: "AZURE".into(),
                 hosts: vec!["login.microsoftonline.com".into()],
                 swaps: vec![Swap { placeholder: AZURE_P.into(), real: SecretValue::from(AZURE_R) }],
