@@ -105,9 +105,14 @@ pub struct World {
 
 impl World {
     pub fn new(label: &str) -> Self {
+        Self::with_agent(label, AgentOptions::default())
+    }
+
+    /// Like [`World::new`], the agent started with `options`.
+    pub fn with_agent(label: &str, options: AgentOptions) -> Self {
         let sb = Sandbox::new();
         let (session, bundle) = sb.new_session(label);
-        let agent = sb.start_agent(&bundle, AgentOptions::default());
+        let agent = sb.start_agent(&bundle, options);
         let home = sb.dir().join("home");
         std::fs::create_dir(&home).unwrap();
         std::os::unix::fs::chown(&home, Some(SANDBOX_UID), Some(SANDBOX_UID)).unwrap();
