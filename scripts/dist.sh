@@ -23,9 +23,10 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
 fi
 
 echo "==> cargo build --release --target $TARGET (a cold build takes several minutes)"
-# The C parts (aws-lc, SQLite) must be compiled against musl too.
+# The C parts (aws-lc, SQLite) are compiled against musl too; Rust links the result itself,
+# statically (a musl-gcc linker would make it dynamic against ld-musl).
 export CC_x86_64_unknown_linux_musl=musl-gcc
-export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=+crt-static"
 cargo build --release --locked --target "$TARGET" \
     -p maestro-broker -p maestro-cli -p maestro-agent -p maestro-exec --bins
 

@@ -81,6 +81,7 @@ async fn start_standin() -> anyhow::Result<StandIn> {
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { continue };
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let seen = seen.clone();
             tokio::spawn(async move {
