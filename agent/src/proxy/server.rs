@@ -130,6 +130,15 @@ async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer_addr: SocketA
         return;
     };
     let conn = Arc::new(ConnCtx::new(owner));
+    // While a sealed secret is active every request is recorded with its process: start looking
+    // it up now, so the /proc scan overlaps the CONNECT and the TLS handshake instead of
+    // delaying the first request.
+    if !shared.sealed.load().is_empty() {
+        let early = conn.clone();
+        tokio::spawn(async move {
+            early.peer().await;
+        });
+    }
     let activity = Activity::new();
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
     let svc = {
