@@ -14,8 +14,18 @@ pub struct Owner {
 }
 
 /// Finds the socket whose local address is `client` and remote address is `server` (the
-/// proxy's side of the connection), in this network namespace.
+/// proxy's side of the connection), in this network namespace: by one exact netlink query,
+/// or, where that is refused, by reading `/proc/net/tcp` (which walks the kernel's whole
+/// connection hash table: milliseconds on a machine with much memory, on every connection).
 pub fn owner_of(client: SocketAddr, server: SocketAddr) -> Option<Owner> {
+    if let Some(o) = diag::owner_of(client, server) {
+        return Some(o);
+    }
+    owner_from_tables(client, server)
+}
+
+/// [`owner_of`] from `/proc/net/tcp` and `/proc/net/tcp6`.
+pub fn owner_from_tables(client: SocketAddr, server: SocketAddr) -> Option<Owner> {
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
         if let Some(o) = find_in_table(&text, client, server) {
@@ -23,6 +33,101 @@ pub fn owner_of(client: SocketAddr, server: SocketAddr) -> Option<Owner> {
         }
     }
     None
+}
+
+/// The socket-diagnostics query (`NETLINK_SOCK_DIAG`, `SOCK_DIAG_BY_FAMILY`) for one TCP
+/// socket by its exact addresses: the kernel looks it up in its hash table, as it does for a
+/// packet, and answers with its owner uid and inode.
+mod diag {
+    use std::net::{IpAddr, SocketAddr};
+    use std::time::Duration;
+
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+        setsockopt, socket, sockopt,
+    };
+    use nix::sys::time::TimeVal;
+
+    use super::Owner;
+
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_HDR: usize = 16;
+    /// `struct inet_diag_sockid`: ports, two 16-byte addresses, interface, cookie.
+    const SOCKID: usize = 48;
+    /// In `struct inet_diag_msg`: family, state, timer, retrans, the sockid, expires, rqueue,
+    /// wqueue, then uid and inode.
+    const UID_AT: usize = 4 + SOCKID + 12;
+    /// Longest wait for the kernel's answer (it answers at once).
+    const TIMEOUT: Duration = Duration::from_millis(200);
+
+    fn put_addr(buf: &mut [u8], ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => buf[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => buf[..16].copy_from_slice(&v6.octets()),
+        }
+    }
+
+    /// The request for the socket whose local address is `local` and remote `remote`.
+    fn request(local: SocketAddr, remote: SocketAddr) -> Vec<u8> {
+        let family = if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 } as u8;
+        let len = NLMSG_HDR + 8 + SOCKID;
+        let mut b = vec![0u8; len];
+        b[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        b[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        b[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        let r = NLMSG_HDR;
+        b[r] = family;
+        b[r + 1] = libc::IPPROTO_TCP as u8;
+        // idiag_states: every state.
+        b[r + 4..r + 8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        let id = r + 8;
+        b[id..id + 2].copy_from_slice(&local.port().to_be_bytes());
+        b[id + 2..id + 4].copy_from_slice(&remote.port().to_be_bytes());
+        put_addr(&mut b[id + 4..id + 20], local.ip());
+        put_addr(&mut b[id + 20..id + 36], remote.ip());
+        // No cookie: INET_DIAG_NOCOOKIE.
+        b[id + 40..id + 48].copy_from_slice(&[0xff; 8]);
+        b
+    }
+
+    pub fn owner_of(client: SocketAddr, server: SocketAddr) -> Option<Owner> {
+        if client.is_ipv4() != server.is_ipv4() {
+            return None;
+        }
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkSockDiag,
+        )
+        .ok()?;
+        let wait = TimeVal::new(0, TIMEOUT.as_micros() as i64);
+        setsockopt(&fd, sockopt::ReceiveTimeout, &wait).ok()?;
+        use std::os::fd::AsRawFd;
+        sendto(
+            fd.as_raw_fd(),
+            &request(client, server),
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )
+        .ok()?;
+        let mut buf = [0u8; 1024];
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
+        let msg = buf.get(..n)?;
+        let kind = u16::from_ne_bytes(msg.get(4..6)?.try_into().ok()?);
+        if kind == NLMSG_ERROR || kind != SOCK_DIAG_BY_FAMILY {
+            // No such socket (ENOENT), or the query is refused: the caller reads the tables.
+            return None;
+        }
+        let body = msg.get(NLMSG_HDR..)?;
+        let word = |at: usize| {
+            body.get(at..at + 4).and_then(|w| w.try_into().ok()).map(u32::from_ne_bytes)
+        };
+        Some(Owner { uid: word(UID_AT)?, inode: u64::from(word(UID_AT + 4)?) })
+    }
 }
 
 /// Searches one table's text.
@@ -140,6 +245,8 @@ mod tests {
         let (_accepted, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         let owner = owner_of(peer, server).unwrap();
+        assert_eq!(diag::owner_of(peer, server), owner_from_tables(peer, server));
+        assert!(diag::owner_of(peer, server).is_some(), "the netlink query found nothing");
         assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
         assert_eq!(pid_of(owner), Some(std::process::id()));
         // The accepted side is another socket: reversed, it is found as the server's.
