@@ -183,21 +183,43 @@ fn parse_addr(text: &str) -> Option<SocketAddr> {
 /// their uid as its filesystem uid, as [`maestro_fs::executable_of`] does for `exe`).
 pub fn pid_of(owner: Owner) -> Option<u32> {
     let want = format!("socket:[{}]", owner.inode);
+    // A client usually opens many connections: look first in the process that held the last
+    // one of this uid, before scanning every process of the uid (milliseconds for root).
+    let last = LAST_HOLDER.lock().unwrap_or_else(|e| e.into_inner()).get(&owner.uid).copied();
+    if let Some(pid) = last
+        && let Ok(meta) = std::fs::metadata(format!("/proc/{pid}"))
+        && meta.uid() == owner.uid
+        && holds(pid, meta.uid(), meta.gid(), &want)
+    {
+        return Some(pid);
+    }
     let entries = std::fs::read_dir("/proc").ok()?;
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
+        if Some(pid) == last {
+            continue;
+        }
         let Ok(meta) = entry.metadata() else { continue };
         if meta.uid() != owner.uid {
             continue;
         }
         if holds(pid, meta.uid(), meta.gid(), &want) {
+            let mut held = LAST_HOLDER.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded: one entry per uid, and only root and the sandbox user are served.
+            if held.len() < 64 || held.contains_key(&owner.uid) {
+                held.insert(owner.uid, pid);
+            }
             return Some(pid);
         }
     }
     None
 }
+
+/// Per uid, the process that held that uid's last connection.
+static LAST_HOLDER: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u32, u32>>> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(std::collections::HashMap::new()));
 
 /// Whether `/proc/<pid>/fd` has a link to `want`, read with the process's ids as this thread's
 /// filesystem ids when the agent's own are refused.
