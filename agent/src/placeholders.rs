@@ -151,6 +151,19 @@ mod tests {
     }
 
     #[test]
+    fn every_placeholder_is_long_enough_for_the_proxy() {
+        // A placeholder the proxy refuses would empty its whole set: every value length must
+        // give one it takes.
+        let g = kind("generic").unwrap();
+        for len in 1..=64 {
+            let value = "v".repeat(len);
+            let m = material("generic", Exposure::Sealed, &[("A", value.as_str())]);
+            let p = &show(g, &m, &BTreeMap::new()).placeholders["A"];
+            assert!(p.len() >= crate::proxy::sealed::MIN_PLACEHOLDER_LEN, "{len}: {p}");
+        }
+    }
+
+    #[test]
     fn every_field_of_a_sealed_generic_secret_is_sealed() {
         let g = kind("generic").unwrap();
         let m = material(

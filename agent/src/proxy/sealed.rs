@@ -71,7 +71,7 @@ pub struct SigV4Keys {
 }
 
 /// The shortest placeholder the proxy accepts: shorter ones could occur by chance in traffic.
-pub const MIN_PLACEHOLDER_LEN: usize = 20;
+pub const MIN_PLACEHOLDER_LEN: usize = maestro_wire::catalog::seal::MIN_SAME_LENGTH;
 
 /// A placeholder: which secret it belongs to, and the real value that replaces it.
 pub struct Entry {

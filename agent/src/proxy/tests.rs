@@ -780,7 +780,7 @@ async fn callers_are_identified_by_the_kernel_and_foreign_uids_refused() {
 /// Not a test: figures for the runtime choice and the docs. Run with
 /// `cargo test --release -p maestro-agent measure_added_latency -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
+#[ignore = "measurement, prints figures; scripts/bench.sh has the proxy's benchmark rows"]
 async fn measure_added_latency() {
     let f = fixture().await;
     let n = 2000;

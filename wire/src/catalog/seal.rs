@@ -111,9 +111,10 @@ pub const MAX_HOST_PATTERN: usize = 255;
 /// A secret names at most this many hosts.
 pub const MAX_HOSTS: usize = 32;
 /// A value shorter than this gets a placeholder [`SHORT_PLACEHOLDER`] long, so that a
-/// placeholder cannot turn up by chance in traffic. Keys and tokens of every catalog kind are
-/// longer (an AWS key id, the shortest, has 20 characters), so theirs keep their length.
-pub const MIN_SAME_LENGTH: usize = 16;
+/// placeholder cannot turn up by chance in traffic; it is also the shortest placeholder the
+/// agent's proxy accepts. Keys and tokens of every catalog kind are at least this long (an AWS
+/// key id, the shortest, has 20 characters), so theirs keep their length.
+pub const MIN_SAME_LENGTH: usize = 20;
 /// The length of the placeholder of a short value.
 pub const SHORT_PLACEHOLDER: usize = 24;
 
