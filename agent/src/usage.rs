@@ -75,6 +75,8 @@ fn action_code(action: UsageAction) -> u8 {
         UsageAction::Denied => 2,
         UsageAction::Substituted => 3,
         UsageAction::LeakAttempt => 4,
+        UsageAction::DecoyRead => 5,
+        UsageAction::ScanFinding => 6,
     }
 }
 

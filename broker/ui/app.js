@@ -43,14 +43,15 @@
   const AUDIT_ACTIONS = [
     'created', 'edited', 'deleted', 'activated', 'deactivated', 'fetched', 'injected',
     'file_read', 'denied', 'session_created', 'session_ended', 'enrolled', 'refreshed',
-    'refresh_failed', 'substituted', 'leak_attempt',
+    'refresh_failed', 'substituted', 'leak_attempt', 'decoy_read', 'scan_finding', 'compromised',
   ];
   const ACTION_TONE = {
     created: 'ok', activated: 'ok', enrolled: 'ok', session_created: 'ok', refreshed: 'ok',
     fetched: 'info', injected: 'info', file_read: 'info', edited: 'info',
     deleted: 'muted', deactivated: 'muted', session_ended: 'muted',
     denied: 'bad', refresh_failed: 'bad',
-    substituted: 'info', leak_attempt: 'bad',
+    substituted: 'info', leak_attempt: 'bad', decoy_read: 'bad', scan_finding: 'bad',
+    compromised: 'bad',
   };
 
   const state = {

@@ -25,7 +25,7 @@ async fn every_change_reaches_the_stream() {
     let mut events = agent.events().await.unwrap();
 
     match events.next(WITHIN).await {
-        Some(AgentEvent::Snapshot { session_id, active, heartbeat_seconds }) => {
+        Some(AgentEvent::Snapshot { session_id, active, heartbeat_seconds, .. }) => {
             assert_eq!(session_id, session);
             assert_eq!(active.len(), 1);
             assert_eq!(active[0].name, "FIRST");

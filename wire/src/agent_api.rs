@@ -106,6 +106,10 @@ pub enum AgentEvent {
         active: Vec<ActiveSecret>,
         /// Seconds between heartbeats; a silence of several of these means the stream is dead.
         heartbeat_seconds: u64,
+        /// The session was created with decoys (`sessions create --decoys`): the agent serves
+        /// the credentials of [`crate::decoys::DECOYS`] and reports any read of them at once.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        decoys: bool,
     },
     Activated {
         secret: ActiveSecret,
@@ -168,6 +172,12 @@ pub enum UsageAction {
     Substituted,
     /// A sealed secret's placeholder was headed for a host it does not belong to; refused.
     LeakAttempt,
+    /// A decoy credential of the session (`sessions create --decoys`) was read or used: no
+    /// legitimate tool touches one. `secret` names the decoy, `detail` what was done with it.
+    DecoyRead,
+    /// `maestro-exec scan` found a secret's value or placeholder in a file or a git object
+    /// (`detail`: the file and line or the commit; never the value).
+    ScanFinding,
 }
 
 /// One use of a secret inside the sandbox.

@@ -285,11 +285,17 @@ pub enum AuditAction {
     Substituted,
     /// A sealed secret's placeholder was sent towards a host it does not belong to; refused.
     LeakAttempt,
+    /// A decoy credential of the session was read or used.
+    DecoyRead,
+    /// `maestro-exec scan` found a secret's value or placeholder in a file or a git object.
+    ScanFinding,
+    /// The owner declared the secret compromised (`maestro secrets compromised`).
+    Compromised,
 }
 
 impl AuditAction {
     /// Every action, in the order of the enum.
-    pub const ALL: [AuditAction; 16] = [
+    pub const ALL: [AuditAction; 19] = [
         Self::Created,
         Self::Edited,
         Self::Deleted,
@@ -306,6 +312,9 @@ impl AuditAction {
         Self::RefreshFailed,
         Self::Substituted,
         Self::LeakAttempt,
+        Self::DecoyRead,
+        Self::ScanFinding,
+        Self::Compromised,
     ];
 
     /// The actions that count as a use of a secret (last use, sessions that used it).
@@ -332,6 +341,9 @@ impl AuditAction {
             Self::RefreshFailed => "refresh_failed",
             Self::Substituted => "substituted",
             Self::LeakAttempt => "leak_attempt",
+            Self::DecoyRead => "decoy_read",
+            Self::ScanFinding => "scan_finding",
+            Self::Compromised => "compromised",
         }
     }
 

@@ -504,6 +504,8 @@ pub async fn usage(
             UsageAction::Denied => AuditAction::Denied,
             UsageAction::Substituted => AuditAction::Substituted,
             UsageAction::LeakAttempt => AuditAction::LeakAttempt,
+            UsageAction::DecoyRead => AuditAction::DecoyRead,
+            UsageAction::ScanFinding => AuditAction::ScanFinding,
         };
         records.push(AuditRecord {
             owner_id: session.owner_id,
