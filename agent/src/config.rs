@@ -61,6 +61,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bundle: PathBuf,
+    /// `--broker-url`: broker URLs that replace the bundle's (in the order to try them).
+    pub broker_urls: Vec<String>,
     pub mount: PathBuf,
     pub socket: PathBuf,
     pub user: User,

@@ -30,6 +30,15 @@ enum Command {
         /// The session bundle written by `maestro sessions create --bundle-out`.
         #[arg(long, env = "MAESTRO_BUNDLE", value_name = "PATH")]
         bundle: PathBuf,
+        /// The broker's URL as this sandbox reaches it, replacing the bundle's (repeatable, for
+        /// brokers sharing one store; tried in order), e.g. https://broker:8443.
+        #[arg(
+            long = "broker-url",
+            env = "MAESTRO_BROKER_URL",
+            value_name = "URL",
+            value_delimiter = ','
+        )]
+        broker_urls: Vec<String>,
         /// Where the secrets filesystem is mounted (created if missing).
         #[arg(long, default_value = config::DEFAULT_MOUNT, value_name = "DIR")]
         mount: PathBuf,
@@ -71,6 +80,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Run {
         bundle,
+        broker_urls,
         mount,
         socket,
         user,
@@ -93,6 +103,7 @@ fn main() -> ExitCode {
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let config = Config {
         bundle,
+        broker_urls,
         mount: absolute(mount),
         socket: absolute(socket),
         user,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use maestro_fs::MountOptions;
 use maestro_wire::agent_api::Bundle;
+use maestro_wire::errors;
 use nix::sys::signal::Signal as NixSignal;
 use thiserror::Error;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -82,6 +83,9 @@ pub enum RunError {
     Fs(#[from] maestro_fs::FsError),
     #[error("enrollment failed: {0}")]
     Enroll(#[source] BrokerError),
+    /// The broker was unreachable at a loopback URL: inside a sandbox, that is the sandbox.
+    #[error("enrollment failed: {problem}; {hint}")]
+    EnrollLoopback { problem: String, hint: String },
     #[error(transparent)]
     Listen(#[from] ListenerError),
     #[error("the session ended before the agent was ready: {0}")]
@@ -107,7 +111,12 @@ pub fn read_bundle(path: &Path) -> Result<Bundle, RunError> {
 /// Runs the agent; returns its exit status. Call after `harden::harden_process`, on the main
 /// thread, before any other thread exists.
 pub fn run(config: Config) -> Result<i32, RunError> {
-    let bundle = read_bundle(&config.bundle)?;
+    let mut bundle = read_bundle(&config.bundle)?;
+    if let Some(first) = config.broker_urls.first() {
+        // `--broker-url`: the broker as this sandbox reaches it, whatever the bundle says.
+        bundle.broker_url = first.clone();
+        bundle.broker_urls = config.broker_urls.clone();
+    }
     // SAFETY: no other thread exists yet (the runtime is built below).
     unsafe { crate::harden::scrub_environment() };
     // Directories the agent creates (mount point, socket directory, their parents) must be
@@ -327,17 +336,42 @@ fn start_egress(
 async fn enroll(bundle: &Bundle) -> Result<Broker, RunError> {
     let started = tokio::time::Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let hint = loopback_hint(&bundle.urls());
     loop {
         match Broker::enroll(bundle).await {
             Ok(b) => return Ok(b),
             Err(e) if e.is_transient() && started.elapsed() < ENROLL_RETRY_FOR => {
                 let delay = backoff.next_delay();
-                tracing::warn!("{e}; retrying in {} ms", delay.as_millis());
+                match &hint {
+                    Some(hint) => {
+                        tracing::warn!("{e}; {hint}; retrying in {} ms", delay.as_millis())
+                    }
+                    None => tracing::warn!("{e}; retrying in {} ms", delay.as_millis()),
+                }
                 tokio::time::sleep(delay).await;
             }
-            Err(e) => return Err(RunError::Enroll(e)),
+            Err(e) => {
+                return Err(match hint {
+                    Some(hint) if e.is_transient() => RunError::EnrollLoopback {
+                        problem: errors::one_line(errors::causes(&e)),
+                        hint,
+                    },
+                    _ => RunError::Enroll(e),
+                });
+            }
         }
     }
+}
+
+/// What to say when the broker cannot be reached at a loopback URL: inside a sandbox with its
+/// own network (a container), 127.0.0.1 is the sandbox itself, not the broker's host.
+fn loopback_hint(urls: &[String]) -> Option<String> {
+    let url = urls.iter().find(|u| maestro_wire::agent_api::is_loopback_url(u))?;
+    Some(format!(
+        "the broker URL {url} is a loopback address, which inside a sandbox is the sandbox \
+         itself: start the broker with --public-url https://ADDRESS:PORT that the sandbox can \
+         reach and make a new bundle, or pass maestro-agent run --broker-url"
+    ))
 }
 
 /// Everything between the mount and the end; returns why it ended.

@@ -23,6 +23,9 @@ pub struct Settings {
     pub renew_overlap: Duration,
     /// Time for a request's whole body to arrive (`--body-timeout`).
     pub body_timeout: Duration,
+    /// `--public-url`: the URL sandboxes and browsers reach this broker at, which enrollment
+    /// bundles carry (`None`: clients use the URL they talked to).
+    pub public_url: Option<String>,
 }
 
 impl Settings {

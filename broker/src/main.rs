@@ -16,9 +16,10 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "maestro-broker", version)]
 struct Cli {
-    /// Data directory: database, keys, CA, admin token.
-    #[arg(long, global = true, env = "MAESTRO_DATA_DIR", default_value = "maestro-data")]
-    data_dir: std::path::PathBuf,
+    /// Data directory: database, keys, CA, admin token [default: $XDG_DATA_HOME/maestro,
+    /// /var/lib/maestro for root, else ~/.local/share/maestro].
+    #[arg(long, global = true, env = "MAESTRO_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
     /// PostgreSQL database shared by several brokers, postgres://USER@HOST:PORT/DATABASE
     /// (default: SQLite in the data dir). Prefer the environment variable: argv is public.
     #[arg(long, global = true, env = "MAESTRO_DATABASE_URL", hide_env_values = true)]
@@ -44,8 +45,9 @@ enum Command {
         /// Interval between heartbeats on agent event streams.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
-        /// The https:// URL at which browsers reach this broker; OAuth providers redirect to
-        /// URL/v1/oauth/callback [default: https://ADDRESS:PORT of --listen].
+        /// The https:// URL at which sandboxes and browsers reach this broker: enrollment
+        /// bundles carry it, the server certificate names its host, and OAuth providers
+        /// redirect to URL/v1/oauth/callback [default: https://ADDRESS:PORT of --listen].
         #[arg(long, env = "MAESTRO_PUBLIC_URL", value_name = "URL")]
         public_url: Option<String>,
         /// How long a renewed certificate's predecessor is still accepted, e.g. 60s.
@@ -123,7 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(DatabaseUrl::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!("invalid --database (or MAESTRO_DATABASE_URL): {e}"))?;
-    let dir = DataDir::new(cli.data_dir).with_database_url(database);
+    let dir = DataDir::new(data_dir(cli.data_dir)?).with_database_url(database);
     runtime.block_on(async move {
         match cli.command {
             Command::Serve {
@@ -161,22 +163,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         anyhow::bail!("{name} must be between 100ms and 1h");
                     }
                 }
-                let settings = Settings { cert_ttl, heartbeat, renew_overlap, body_timeout };
+                let settings =
+                    Settings { cert_ttl, heartbeat, renew_overlap, body_timeout, public_url };
                 let limits = server::ConnectionLimits {
                     max_connections,
                     header_timeout,
                     idle_timeout,
                     ..Default::default()
                 };
-                server::serve(ServeOptions {
-                    data_dir: dir,
-                    listen,
-                    hostnames,
-                    settings,
-                    public_url,
-                    limits,
-                })
-                .await?;
+                server::serve(ServeOptions { data_dir: dir, listen, hostnames, settings, limits })
+                    .await?;
             }
             Command::User { command: UserCommand::Add { name } } => {
                 let token = server::add_user(&dir, &name).await?;
@@ -190,6 +186,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The data directory as an absolute path: `--data-dir` or `MAESTRO_DATA_DIR`, else the
+/// per-user default. Absolute, so that what `serve` prints and uses does not depend on where it
+/// was started.
+fn data_dir(given: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    let dir = match given {
+        Some(dir) => dir,
+        None => maestro_wire::datadir::default_data_dir(nix::unistd::geteuid().is_root(), |k| {
+            std::env::var_os(k)
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no data directory: HOME is not set; give --data-dir or MAESTRO_DATA_DIR"
+            )
+        })?,
+    };
+    std::path::absolute(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot resolve the data directory {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

@@ -62,9 +62,9 @@ pub struct ServeOptions {
     pub data_dir: DataDir,
     pub listen: String,
     pub hostnames: Vec<String>,
+    /// With `public_url`: where browsers and sandboxes reach the broker (OAuth callbacks,
+    /// enrollment bundles).
     pub settings: Settings,
-    /// `--public-url`: where browsers reach the broker (OAuth callbacks).
-    pub public_url: Option<String>,
     /// Connection limits and timeouts.
     pub limits: ConnectionLimits,
 }
@@ -224,29 +224,42 @@ impl StopSignals {
 }
 
 /// `maestro-broker serve`: runs until SIGTERM/SIGINT.
-pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
-    let dir = &options.data_dir;
-    dir.ensure()?;
-    let _lock: DirLock = dir.lock()?;
-    let opened = open(dir).await?;
-    let (server_pem, server_key) =
-        opened.ca.server_certificate(&options.hostnames, clock::now())?;
-    datadir::write_private(&dir.server_key(), server_key.as_bytes())?;
-    datadir::write_private(&dir.server_pem(), server_pem.as_bytes())?;
-    let tls_config = tls::server_config(opened.ca.cert_pem(), &server_pem, &server_key)?;
-    drop(server_key);
-
+pub async fn serve(mut options: ServeOptions) -> Result<(), ServeError> {
+    // The port and the public URL first: a port in use or a bad URL must fail before a data
+    // directory, store, CA or admin token is created.
     let listener = TcpListener::bind(&options.listen)
         .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?;
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|source| ServeError::Listen { addr: options.listen.clone(), source })?;
+    let redirect_uri =
+        crate::oauth::OAuth::redirect_uri(options.settings.public_url.as_deref(), addr)?;
+    let mut hostnames = options.hostnames.clone();
+    if let Some(url) = &options.settings.public_url {
+        // Sandboxes verify the broker by the public URL's host: the certificate must name it.
+        let host = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned));
+        if let Some(host) = host.map(|h| h.trim_matches(['[', ']']).to_owned())
+            && !hostnames.contains(&host)
+        {
+            hostnames.push(host);
+        }
+        options.settings.public_url = Some(url.trim_end_matches('/').to_owned());
+    }
+
+    let dir = &options.data_dir;
+    dir.ensure()?;
+    let _lock: DirLock = dir.lock()?;
+    let opened = open(dir).await?;
+    let (server_pem, server_key) = opened.ca.server_certificate(&hostnames, clock::now())?;
+    datadir::write_private(&dir.server_key(), server_key.as_bytes())?;
+    datadir::write_private(&dir.server_pem(), server_pem.as_bytes())?;
+    let tls_config = tls::server_config(opened.ca.cert_pem(), &server_pem, &server_key)?;
+    drop(server_key);
 
     let engine = opened.engine.clone();
     let hub = Hub::new();
     // With brokers sharing a PostgreSQL store: their events, and the lock rotation checks.
     let serving = engine.start_serving(&hub).await?;
-    let redirect_uri = crate::oauth::OAuth::redirect_uri(options.public_url.as_deref(), addr)?;
     let app = Arc::new(App::new(opened, hub.clone(), options.settings, redirect_uri)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let expiry = tokio::spawn(crate::domain::sessions::expire_task(app.clone(), stop_rx.clone()));
@@ -293,6 +306,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     let mut out = std::io::stdout().lock();
     // The tests and scripts wait for the `listening on` line, so it comes last, flushed.
+    let _ = writeln!(out, "maestro-broker: data directory: {}", dir.root().display());
     let _ = writeln!(out, "maestro-broker: CA certificate: {}", dir.ca_pem().display());
     let _ = writeln!(out, "maestro-broker: admin token: {}", dir.admin_token().display());
     let _ = writeln!(out, "maestro-broker: listening on https://{addr}");

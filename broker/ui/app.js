@@ -1156,8 +1156,10 @@
     const c = state.created;
     if (!c) return;
     // The fields of `maestro_wire::agent_api::Bundle`, which `maestro-agent run --bundle` reads.
+    // The broker's --public-url when it has one: the page's own address (often 127.0.0.1) may
+    // not be reachable from a sandbox.
     const bundle = {
-      broker_url: BASE.href.replace(/\/$/, ''),
+      broker_url: c.broker_url || BASE.href.replace(/\/$/, ''),
       ca_pem: c.ca_pem,
       session_id: c.session.id,
       enrollment_token: c.enrollment_token,
@@ -1170,6 +1172,9 @@
     link.click();
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
+    // A browser cannot set a downloaded file's mode: say what `--bundle-out` does by itself.
+    notify(`Saved maestro-bundle-${c.session.id}.json. It holds a one-time enrollment token: `
+      + 'keep it private (chmod 600 it), hand it only to the sandbox, delete it once enrolled.');
   }
 
   async function endSession(s) {

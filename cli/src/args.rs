@@ -35,7 +35,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// The broker's data directory, used only to find ca.pem and admin.token
-    /// [env: MAESTRO_DATA_DIR; default: ./maestro-data]
+    /// [env: MAESTRO_DATA_DIR; default: $XDG_DATA_HOME/maestro, /var/lib/maestro for root,
+    /// else ~/.local/share/maestro, as `maestro-broker serve`]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }

@@ -55,6 +55,12 @@ pub fn broker_urls(flags: &[String], default: &str) -> Result<Vec<String>, Bundl
     Ok(urls)
 }
 
+/// Whether `url`'s host is a loopback name or address, which inside a sandbox with its own
+/// network namespace is the sandbox itself.
+pub fn is_loopback(url: &str) -> bool {
+    maestro_wire::agent_api::is_loopback_url(url)
+}
+
 /// The bundle for a new session, with its broker URLs (`broker_urls` written only when there
 /// is more than one, so a one-broker bundle stays readable by agents older than failover).
 pub fn bundle_for(urls: Vec<String>, created: &maestro_wire::api::SessionCreated) -> Bundle {

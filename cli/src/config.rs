@@ -1,8 +1,9 @@
 //! Where the broker is, which CA to trust and which token to present.
 //!
 //! Precedence for each setting: the flag, then its environment variable, then a file in the
-//! broker's data directory (`${MAESTRO_DATA_DIR:-./maestro-data}`), so that a user running the
-//! broker locally needs no setup at all.
+//! broker's data directory (`--data-dir`, `$MAESTRO_DATA_DIR`, or the same per-user default as
+//! `maestro-broker serve`: see `maestro_wire::datadir`), so that a user running the broker
+//! locally needs no setup at all.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -16,8 +17,9 @@ use crate::args::GlobalArgs;
 
 /// The broker's default address, as `maestro-broker serve` listens by default.
 pub const DEFAULT_URL: &str = "https://127.0.0.1:8443";
-/// The broker's default data directory, relative to the working directory.
-pub const DEFAULT_DATA_DIR: &str = "maestro-data";
+/// The data directory used when no default can be formed (no `HOME`): the one before defaults
+/// were per user, relative to the working directory.
+pub const FALLBACK_DATA_DIR: &str = "maestro-data";
 /// Largest CA bundle or token file read.
 const MAX_CA_BYTES: u64 = 1024 * 1024;
 const MAX_TOKEN_BYTES: u64 = 4096;
@@ -89,7 +91,12 @@ impl Config {
             .data_dir
             .clone()
             .or_else(|| env("MAESTRO_DATA_DIR").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            .or_else(|| {
+                maestro_wire::datadir::default_data_dir(nix::unistd::geteuid().is_root(), |k| {
+                    env(k).map(Into::into)
+                })
+            })
+            .unwrap_or_else(|| PathBuf::from(FALLBACK_DATA_DIR));
 
         let url_text = global
             .url

@@ -33,9 +33,14 @@ fn settings_come_from_flags_env_or_the_data_dir() {
         run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_DATA_DIR", &data)]), &ls, None);
     assert_eq!(secret_names(&out), ["MINE"]);
 
-    // ./maestro-data in the working directory, with nothing set but the URL.
-    std::os::unix::fs::symlink(broker.data_dir(), tmp.path().join("maestro-data")).unwrap();
-    let out = run_env(tmp.path(), &env(&[("MAESTRO_URL", &url)]), &ls, None);
+    // The default data directory ($XDG_DATA_HOME/maestro, as `maestro-broker serve` uses), with
+    // nothing set but the URL, whatever the working directory.
+    let xdg = tmp.path().join("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    std::os::unix::fs::symlink(broker.data_dir(), xdg.join("maestro")).unwrap();
+    let xdg = xdg.to_str().unwrap();
+    let out =
+        run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("XDG_DATA_HOME", xdg)]), &ls, None);
     assert_eq!(secret_names(&out), ["MINE"]);
 
     // --data-dir, --url, --ca and --token-file flags, and MAESTRO_TOKEN_FILE.
@@ -65,8 +70,12 @@ fn settings_come_from_flags_env_or_the_data_dir() {
     );
     assert!(secret_names(&out).is_empty());
     // MAESTRO_TOKEN wins over the data directory's admin token.
-    let out =
-        run_env(tmp.path(), &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &bob)]), &ls, None);
+    let out = run_env(
+        tmp.path(),
+        &env(&[("MAESTRO_URL", &url), ("MAESTRO_TOKEN", &bob), ("XDG_DATA_HOME", xdg)]),
+        &ls,
+        None,
+    );
     assert!(secret_names(&out).is_empty());
     // A flag wins over its variable.
     let out = run_env(

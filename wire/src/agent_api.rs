@@ -55,6 +55,22 @@ impl Bundle {
     }
 }
 
+/// Whether `url`'s host is `localhost` or a loopback address (127.0.0.0/8, `::1`): inside a
+/// sandbox with its own network namespace, that is the sandbox itself, not the broker's host.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `POST /v1/enroll`: trade a one-time token and a CSR for a session certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +256,23 @@ mod tests {
                 format!(r#","broker_urls":{}"#, serde_json::to_string(urls).unwrap())
             }
         )
+    }
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        for url in [
+            "https://127.0.0.1:8443",
+            "https://127.1.2.3",
+            "https://localhost:1/x",
+            "https://LOCALHOST.",
+            "https://[::1]:8443/",
+            "https://a.localhost",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in ["https://10.0.0.1:8443", "https://broker:8443", "https://[fd00::1]", "x"] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 
     #[test]

@@ -224,6 +224,11 @@ pub struct SessionCreated {
     pub enrollment_expires_at: String,
     /// The broker's CA certificate (PEM), which a sandbox needs to trust the broker.
     pub ca_pem: String,
+    /// The broker's `--public-url`, when it has one: the URL an enrollment bundle should carry,
+    /// since the URL a client used (often `https://127.0.0.1:8443`) may not be reachable from a
+    /// sandbox. Absent: use the URL the client talked to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_url: Option<String>,
 }
 
 /// Whether a session can still be used.

@@ -19,6 +19,7 @@
 pub mod agent_api;
 pub mod api;
 pub mod catalog;
+pub mod datadir;
 pub mod decoys;
 pub mod errors;
 pub mod jsonline;

@@ -61,6 +61,7 @@ async fn broker() -> Broker {
         heartbeat: Duration::from_secs(5),
         renew_overlap: Duration::from_secs(60),
         body_timeout: Duration::from_secs(30),
+        public_url: None,
     };
     let app = Arc::new(
         App::new(opened, Hub::new(), settings, "https://localhost/v1/oauth/callback".into())

@@ -139,6 +139,7 @@ pub async fn create(
         enrollment_token: token,
         enrollment_expires_at: clock::rfc3339(enrollment.expires_at),
         ca_pem: app.ca.cert_pem().to_owned(),
+        broker_url: app.settings.public_url.clone(),
     })
 }
 

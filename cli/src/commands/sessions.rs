@@ -41,7 +41,7 @@ async fn create(
     // The bundle's temporary file is made first: an unwritable path must fail before the
     // session exists.
     let pending = args.bundle_out.as_deref().map(bundle::prepare).transpose()?;
-    let urls = bundle::broker_urls(&args.broker_url, &config.url_text)?;
+    let mut urls = bundle::broker_urls(&args.broker_url, &config.url_text)?;
 
     let body = CreateSession { ttl_seconds, label: args.label };
     let answer = client.send(Method::POST, &["v1", "sessions"], &body).await?;
@@ -49,6 +49,18 @@ async fn create(
     let id = created.session.id.clone();
 
     if let (Some(pending), Some(path)) = (pending, &args.bundle_out) {
+        // No --broker-url: the broker's --public-url, when it has one, is what sandboxes reach.
+        if let (true, Some(public)) = (args.broker_url.is_empty(), &created.broker_url) {
+            urls = vec![public.clone()];
+        }
+        if let Some(url) = urls.iter().find(|u| bundle::is_loopback(u)) {
+            // Always said (not only at a terminal): the agent would otherwise retry for minutes.
+            eprintln!(
+                "maestro: warning: the bundle's broker URL {url} is a loopback address: a sandbox \
+                 with its own network (a container) cannot reach it; start the broker with \
+                 --public-url, or pass --broker-url"
+            );
+        }
         let bundle = bundle::bundle_for(urls, &created);
         if let Err(e) = pending.finish(&bundle) {
             // Without its bundle the session is of no use: end it rather than leave it live.

@@ -20,11 +20,12 @@ use serde_json::Value;
 const MAESTRO_VARS: &[&str] =
     &["MAESTRO_URL", "MAESTRO_TOKEN", "MAESTRO_TOKEN_FILE", "MAESTRO_CA", "MAESTRO_DATA_DIR"];
 
-/// A `maestro` command with no MAESTRO_* variable set, run in `cwd` (so that no
-/// `./maestro-data` is found by accident).
+/// A `maestro` command with no MAESTRO_* variable set, run in `cwd`, with its default data
+/// directory (`$XDG_DATA_HOME/maestro`) pointed at a path under `cwd` that does not exist, so
+/// that no broker's data directory on this machine is found by accident.
 pub fn command(cwd: &Path, env: &[(String, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new(bin("maestro"));
-    cmd.args(args).current_dir(cwd);
+    cmd.args(args).current_dir(cwd).env("XDG_DATA_HOME", cwd.join("no-default-data"));
     for var in MAESTRO_VARS {
         cmd.env_remove(var);
     }
