@@ -278,6 +278,55 @@ impl<'m> Masker<'m> {
     }
 }
 
+/// Finds occurrences in a stream read in chunks, reporting stream offsets; matches split across
+/// chunks are found (the last `max_len - 1` bytes are kept for the next chunk).
+pub struct StreamScanner<'m> {
+    matcher: &'m Matcher,
+    pending: Zeroizing<Vec<u8>>,
+    /// Stream offset of `pending[0]`.
+    base: u64,
+}
+
+impl<'m> StreamScanner<'m> {
+    /// A scanner over `matcher`, at stream offset 0.
+    pub fn new(matcher: &'m Matcher) -> Self {
+        Self { matcher, pending: Zeroizing::new(Vec::new()), base: 0 }
+    }
+
+    /// Feeds `chunk`; returns the occurrences that are complete and cannot grow.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Found> {
+        self.pending.extend_from_slice(chunk);
+        let keep = self.matcher.max_len.saturating_sub(1);
+        let safe = self.pending.len().saturating_sub(keep);
+        self.scan_until(safe)
+    }
+
+    /// Ends the stream: the occurrences left in the held-back bytes.
+    pub fn finish(&mut self) -> Vec<Found> {
+        let all = self.pending.len();
+        self.scan_until(all)
+    }
+
+    /// Reports matches starting before `safe` and drops the bytes that can no longer start one.
+    fn scan_until(&mut self, safe: usize) -> Vec<Found> {
+        let mut found = Vec::new();
+        let mut pos = 0;
+        for f in self.matcher.find_all(&self.pending) {
+            if f.start as usize >= safe {
+                break;
+            }
+            pos = f.end as usize;
+            found.push(Found { start: f.start + self.base, end: f.end + self.base, ..f });
+        }
+        let cut = pos.max(safe).min(self.pending.len());
+        let rest = Zeroizing::new(self.pending[cut..].to_vec());
+        self.pending.clear();
+        self.pending.extend_from_slice(&rest);
+        self.base += cut as u64;
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,5 +405,23 @@ mod tests {
     fn debug_never_shows_the_value() {
         let (_v, m) = matcher(&[("TOKEN", V)]);
         assert!(!format!("{m:?}").contains("s3cr3t"));
+    }
+    #[test]
+    fn stream_scanner_reports_stream_offsets_once() {
+        let (_v, m) = matcher(&[("TOKEN", V)]);
+        let text = format!("xx\n{V}\nyy {} zz", hex::encode(V));
+        let bytes = text.as_bytes();
+        let whole: Vec<(u64, u64)> = m.find_all(bytes).iter().map(|f| (f.start, f.end)).collect();
+        assert_eq!(whole.len(), 2);
+        for size in [1, 3, 7, 64] {
+            let mut s = StreamScanner::new(&m);
+            let mut got = Vec::new();
+            for c in bytes.chunks(size) {
+                got.extend(s.push(c));
+            }
+            got.extend(s.finish());
+            let got: Vec<(u64, u64)> = got.iter().map(|f| (f.start, f.end)).collect();
+            assert_eq!(got, whole, "chunk size {size}");
+        }
     }
 }
