@@ -7,6 +7,7 @@
 //! * [`sock`]: the agent's unix-socket protocol, used by `maestro-exec`.
 //! * [`oauth`]: OAuth provider presets and the `/v1/oauth` API types.
 //! * [`catalog`]: integration kinds as data: fields, defaults, validation, variables, files.
+//! * [`matcher`]: finding secret values and their encodings in byte streams (masking, scanning).
 //! * [`secret`]: [`SecretValue`], the only type that carries a secret value.
 //! * [`jsonline`]: one JSON message per line in zeroizing buffers (the agent socket's framing).
 //! * [`errors`] and [`logging`]: how every binary prints an error and caps library logs.
@@ -25,6 +26,7 @@ pub mod errors;
 pub mod jsonline;
 pub mod limits;
 pub mod logging;
+pub mod matcher;
 pub mod names;
 pub mod oauth;
 pub mod secret;
