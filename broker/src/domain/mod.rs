@@ -16,6 +16,7 @@
 
 pub mod activation;
 pub mod agents;
+pub mod alert_rules;
 pub mod audit;
 pub mod error;
 pub mod exposure;
