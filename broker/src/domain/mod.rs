@@ -12,6 +12,7 @@
 //!   OAuth alike, so that neither needs the other for them).
 //! * [`meta`]: what an owner sees of a secret (used by secrets and OAuth alike).
 //! * [`audit`]: pages of the audit trail.
+//! * [`history`]: filtered pages of the trail and a secret's usage summary.
 //! * [`agents`]: enrollment, renewal, material and usage reports of a session's agent.
 
 pub mod activation;
@@ -19,6 +20,7 @@ pub mod agents;
 pub mod audit;
 pub mod error;
 pub mod exposure;
+pub mod history;
 pub mod material;
 pub mod meta;
 pub mod secrets;

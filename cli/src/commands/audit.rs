@@ -156,6 +156,7 @@ mod tests {
             last_at: None,
             exe: None,
             claimed_command: None,
+            session_label: None,
         };
         let out = render(&[e], true);
         let line = out.lines().nth(1).unwrap();
