@@ -27,5 +27,6 @@ pub fn to_event(row: &AuditRow) -> AuditEvent {
         last_at: r.last_at.map(clock::rfc3339),
         exe: r.exe.clone(),
         claimed_command: r.claimed_command.clone(),
+        session_label: None,
     }
 }

@@ -243,9 +243,24 @@ pub struct AuditArgs {
     /// Only records about this secret
     #[arg(long, value_name = "NAME")]
     pub secret: Option<String>,
-    /// Only records about this session
-    #[arg(long, value_name = "ID")]
+    /// Only records about this session (its id, a unique id prefix, or its label)
+    #[arg(long, value_name = "ID|LABEL")]
     pub session: Option<String>,
+    /// Only these actions (repeat, or a comma list: file_read,injected)
+    #[arg(long, value_name = "ACTION")]
+    pub action: Vec<String>,
+    /// Only records of this command name
+    #[arg(long, value_name = "NAME")]
+    pub command: Option<String>,
+    /// Only records of this uid
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Only records at or after this time (RFC 3339, or a duration before now: 30m, 1h, 7d)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only records at or before this time (RFC 3339 or a duration before now)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
     /// Print the records as JSON
     #[arg(long)]
     pub json: bool,

@@ -19,6 +19,8 @@
 //! | POST | `/v1/sessions/{id}/activate` | [`Activation`] | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/deactivate` | [`Activation`] | [`SessionInfo`] |
 //! | GET | `/v1/audit[?limit&before]` | | `Vec<AuditEvent>`: a page of the caller's audit trail (the newest `limit`, at most and by default 10,000, with `seq` below `before`); a full page names the next one's `before` in the `Maestro-Next-Before` header |
+//! | GET | `/v1/audit?secret&session&action&command&uid&since&until&after&cursor` | | `Vec<AuditEvent>`: the same, filtered (docs/broker.md, "History and export"); the next page's cursor is in the `Maestro-Next-Cursor` header |
+//! | GET | `/v1/secrets/{name}/usage` | | [`SecretUsage`]: uses per session, command and day |
 //! | POST | `/v1/oauth/providers` | [`crate::oauth::AddProvider`] | [`crate::oauth::ProviderInfo`] (201) |
 //! | GET | `/v1/oauth/providers` | | `Vec<ProviderInfo>` |
 //! | POST | `/v1/oauth/connect` | [`crate::oauth::Connect`] | [`crate::oauth::AuthorizationStarted`] (201) |
@@ -385,6 +387,59 @@ pub struct AuditEvent {
     /// The command name the process claimed for itself, when it differs: a detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_command: Option<String>,
+    /// The label of `session`, when it has one (so that lists show labels, not only ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_label: Option<String>,
+}
+
+/// The header of an audit listing that carries the cursor of the next page (`?cursor=`):
+/// older records for a listing from the newest or with `before`, newer ones with `after`.
+pub const NEXT_CURSOR_HEADER: &str = "maestro-next-cursor";
+
+/// `GET /v1/secrets/{name}/usage`: how a secret has been used, from its audit records
+/// (`fetched`, `injected`, `file_read`, `substituted`). A coalesced record counts its `count`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretUsage {
+    pub secret: String,
+    /// Uses in all.
+    pub uses: u64,
+    /// Audit records they are in (fewer than `uses` when an agent coalesced them).
+    pub records: u64,
+    pub first_used_at: Option<String>,
+    pub last_used_at: Option<String>,
+    /// Per session, most recently used first.
+    pub sessions: Vec<SessionUsage>,
+    /// Per command, most uses first.
+    pub commands: Vec<CommandUsage>,
+    /// Per UTC day that had uses, oldest first.
+    pub days: Vec<DayUsage>,
+}
+
+/// A secret's uses in one session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionUsage {
+    /// `None` for uses recorded without a session.
+    pub session: Option<String>,
+    pub label: Option<String>,
+    pub uses: u64,
+    pub first_used_at: String,
+    pub last_used_at: String,
+}
+
+/// A secret's uses by one command (`None`: not reported, e.g. a fetch by the agent).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommandUsage {
+    pub command: Option<String>,
+    pub uses: u64,
+    pub last_used_at: String,
+}
+
+/// A secret's uses on one UTC day.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DayUsage {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub uses: u64,
 }
 
 #[cfg(test)]

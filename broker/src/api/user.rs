@@ -4,11 +4,11 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maestro_wire::api::{
-    Activation, AuditEvent, CreateSecret, CreateSession, Deleted, EditSecret, SecretMeta,
-    SessionCreated, SessionInfo,
+    Activation, AuditEvent, CreateSecret, CreateSession, Deleted, EditSecret, NEXT_CURSOR_HEADER,
+    SecretMeta, SecretUsage, SessionCreated, SessionInfo,
 };
 use maestro_wire::catalog::{self, CatalogView};
 
@@ -17,8 +17,8 @@ use super::extract::{ApiJson, ApiJsonOrEmpty, ApiPath};
 use crate::app::SharedApp;
 use crate::auth::CurrentUser;
 use crate::domain::audit::{self, Page};
-use crate::domain::{activation, secrets, sessions};
-use crate::store::AuditRow;
+use crate::domain::{activation, history, secrets, sessions};
+use crate::store::{AuditPosition, AuditRow};
 
 /// The header that carries the cursor of the next page of an audit listing.
 pub const NEXT_BEFORE_HEADER: &str = "maestro-next-before";
@@ -150,12 +150,35 @@ pub async fn deactivate(
     Ok(Json(activation::deactivate(&app, &user, &id, &body).await?))
 }
 
-/// `GET /v1/audit[?limit=N&before=SEQ]`: a page of the caller's audit trail, oldest first.
+/// `GET /v1/audit[?limit=N&before=SEQ&secret=...&cursor=...]`: a filtered page of the caller's
+/// audit trail, oldest first; the next page's cursor in `Maestro-Next-Cursor` (and, paging
+/// towards older records, its `before` in `Maestro-Next-Before`, as before filters existed).
 pub async fn audit(
     State(app): State<SharedApp>,
     CurrentUser(user): CurrentUser,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let page = audit::page_of(query.as_deref())?;
-    Ok(page_answer(&audit::for_owner(&app, &user, page).await?, page))
+    let filters = history::parse_filters(query.as_deref(), crate::clock::now())?;
+    let after = matches!(filters.position, AuditPosition::After(_));
+    let listing = history::list(&app, &user, filters).await?;
+    let next_before = (!after)
+        .then(|| listing.next.as_deref().and_then(|c| history::parse_cursor(c).ok()))
+        .flatten();
+    let mut response = Json(listing.events).into_response();
+    if let Some(AuditPosition::Before(seq)) = next_before {
+        response.headers_mut().insert(NEXT_BEFORE_HEADER, seq.into());
+    }
+    if let Some(cursor) = listing.next.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(NEXT_CURSOR_HEADER, cursor);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/secrets/{name}/usage`: uses per session, command and day, first and last use.
+pub async fn secret_usage(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<SecretUsage>> {
+    Ok(Json(history::usage(&app, &user, &name).await?))
 }

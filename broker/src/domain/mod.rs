@@ -12,6 +12,7 @@
 //!   OAuth alike, so that neither needs the other for them).
 //! * [`meta`]: what an owner sees of a secret (used by secrets and OAuth alike).
 //! * [`audit`]: pages of the audit trail.
+//! * [`history`]: filtered pages of the trail and a secret's usage summary.
 //! * [`agents`]: enrollment, renewal, material and usage reports of a session's agent.
 
 pub mod activation;
@@ -20,6 +21,7 @@ pub mod alert_rules;
 pub mod audit;
 pub mod error;
 pub mod exposure;
+pub mod history;
 pub mod material;
 pub mod meta;
 pub mod secrets;

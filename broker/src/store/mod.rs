@@ -299,6 +299,51 @@ pub struct UsageSummary {
     pub sessions: Vec<String>,
 }
 
+/// Where a filtered audit listing starts ([`AuditQuery`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditPosition {
+    /// The newest records.
+    #[default]
+    Newest,
+    /// The newest records with a sequence number below this one (paging towards older).
+    Before(i64),
+    /// The oldest records with a sequence number above this one (paging towards newer, and
+    /// following the trail as it grows).
+    After(i64),
+}
+
+/// A filtered page of a user's audit trail. Every filter that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub owner_id: i64,
+    pub secret_name: Option<String>,
+    /// Any of these sessions (a label can name several).
+    pub sessions: Option<Vec<String>>,
+    /// Any of these actions; empty: every action.
+    pub actions: Vec<AuditAction>,
+    pub command: Option<String>,
+    pub uid: Option<u32>,
+    /// `at` at or after this time (unix seconds).
+    pub since: Option<i64>,
+    /// `at` at or before this time.
+    pub until: Option<i64>,
+    pub position: AuditPosition,
+    pub limit: i64,
+}
+
+/// One group of a secret's uses: one session, one command, one UTC day (day number since the
+/// epoch), summed over the records of the group. See [`Store::secret_usage_groups`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageGroup {
+    pub session_id: Option<String>,
+    pub command: Option<String>,
+    pub day: i64,
+    pub uses: i64,
+    pub records: i64,
+    pub first_at: i64,
+    pub last_at: i64,
+}
+
 /// The broker's persistence. See the module docs for its guarantees.
 pub trait Store: Send + Sync {
     // Serialization across brokers.
@@ -478,4 +523,13 @@ pub trait Store: Send + Sync {
         before: Option<i64>,
         limit: i64,
     ) -> StoreFuture<'_, Vec<AuditRow>>;
+    /// A filtered page of a user's audit trail (see [`AuditQuery`]), oldest first.
+    fn audit_query<'a>(&'a self, query: &'a AuditQuery) -> StoreFuture<'a, Vec<AuditRow>>;
+    /// A secret's uses ([`AuditAction::USES`]) grouped by session, command and UTC day, with
+    /// coalesced records counted by their use count. One index-only scan (migration 5).
+    fn secret_usage_groups<'a>(
+        &'a self,
+        owner_id: i64,
+        secret_id: &'a str,
+    ) -> StoreFuture<'a, Vec<UsageGroup>>;
 }

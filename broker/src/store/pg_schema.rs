@@ -153,6 +153,20 @@ ALTER TABLE secrets ADD COLUMN exposure TEXT NOT NULL DEFAULT 'plain';
 ALTER TABLE secrets ADD COLUMN hosts TEXT NOT NULL DEFAULT '[]';
 "#,
     ),
+    // History that scales (issue 12): filtered pages of a user's trail walk an index by filter
+    // then `seq` (secret name, session, action, command), and a secret's usage summary is one
+    // index-only scan of its uses (PostgreSQL: INCLUDE keeps the extra columns out of the key).
+    (
+        5,
+        r#"
+CREATE INDEX audit_owner_secret_name ON audit (owner_id, secret_name, seq);
+CREATE INDEX audit_owner_session ON audit (owner_id, session_id, seq);
+CREATE INDEX audit_owner_action ON audit (owner_id, action, seq);
+CREATE INDEX audit_owner_command ON audit (owner_id, command, seq);
+CREATE INDEX audit_usage ON audit (secret_id, action)
+    INCLUDE (owner_id, session_id, command, at, use_count, last_at);
+"#,
+    ),
 ];
 
 /// Migration 2: OAuth providers, authorizations and token state.

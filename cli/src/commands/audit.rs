@@ -13,28 +13,29 @@ pub async fn run(client: &Client, args: AuditArgs) -> anyhow::Result<Output> {
     if let Some(name) = &args.secret {
         input::secret_name(name)?;
     }
-    if let Some(id) = &args.session {
-        input::session_id(id)?;
-    }
-    let paged = !args.page.is_default();
-    let (answer, events) = if paged {
-        (None, fetch_pages(client, &["v1", "audit"], &args.page).await?)
-    } else {
+    // The broker filters (docs/broker.md, "History and export") and checks every value.
+    let mut filters: Vec<(&str, String)> = Vec::new();
+    let optional = [
+        ("secret", args.secret.clone()),
+        ("session", args.session.clone()),
+        ("command", args.command.clone()),
+        ("uid", args.uid.map(|u| u.to_string())),
+        ("since", args.since.clone()),
+        ("until", args.until.clone()),
+    ];
+    filters.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    filters.extend(args.action.iter().map(|a| ("action", a.clone())));
+    let events = if args.page.is_default() && filters.is_empty() {
         let answer = client.get(&["v1", "audit"]).await?;
-        let events: Vec<AuditEvent> = answer.parse()?;
-        (Some(answer), events)
+        if args.json {
+            return Ok(answer.pretty::<Vec<AuditEvent>>()?);
+        }
+        answer.parse::<Vec<AuditEvent>>()?
+    } else {
+        fetch_filtered(client, &["v1", "audit"], &args.page, &filters).await?
     };
-    let filtered = args.secret.is_some() || args.session.is_some() || paged;
-    let events: Vec<AuditEvent> = events
-        .into_iter()
-        .filter(|e| args.secret.as_ref().is_none_or(|s| e.secret.as_ref() == Some(s)))
-        .filter(|e| args.session.as_ref().is_none_or(|s| e.session.as_ref() == Some(s)))
-        .collect();
     if args.json {
-        return match answer {
-            Some(answer) if !filtered => Ok(answer.pretty::<Vec<AuditEvent>>()?),
-            _ => json_output(&events),
-        };
+        return json_output(&events);
     }
     if events.is_empty() {
         return Ok(output("no audit records\n".to_owned()));
@@ -60,8 +61,19 @@ pub async fn fetch_pages(
     path: &[&str],
     page: &PageArgs,
 ) -> anyhow::Result<Vec<AuditEvent>> {
+    fetch_filtered(client, path, page, &[]).await
+}
+
+/// [`fetch_pages`] with the broker's filters added to every request.
+pub async fn fetch_filtered(
+    client: &Client,
+    path: &[&str],
+    page: &PageArgs,
+    filters: &[(&str, String)],
+) -> anyhow::Result<Vec<AuditEvent>> {
     let get = |limit: i64, before: Option<i64>| async move {
-        let mut query = vec![("limit", limit.to_string())];
+        let mut query = filters.to_vec();
+        query.push(("limit", limit.to_string()));
         if let Some(before) = before {
             query.push(("before", before.to_string()));
         }
@@ -103,7 +115,7 @@ pub fn render(events: &[AuditEvent], with_secret: bool) -> String {
             row.push(opt(e.secret.as_deref()));
         }
         row.extend([
-            opt(e.session.as_deref()),
+            opt(e.session_label.as_deref().or(e.session.as_deref())),
             e.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             e.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
             opt(e.command.as_deref()),
@@ -156,6 +168,7 @@ mod tests {
             last_at: None,
             exe: None,
             claimed_command: None,
+            session_label: None,
         };
         let out = render(&[e], true);
         let line = out.lines().nth(1).unwrap();

@@ -23,6 +23,7 @@ use crate::store::{
     OAuthState, OwnerLock, SealedField, SecretRecord, SessionRecord, SessionSerials, Store,
     StoreError, StoreFuture, UsageSummary, UserRecord, query_failed,
 };
+use crate::store::{AuditPosition, AuditQuery, UsageGroup};
 
 /// The store this file implements.
 type This = SqlStore<Eng>;
@@ -1028,6 +1029,109 @@ impl Store for This {
             let mut out = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
             out.reverse();
             Ok(out)
+        })
+    }
+
+    fn audit_query<'a>(&'a self, q: &'a AuditQuery) -> StoreFuture<'a, Vec<AuditRow>> {
+        Box::pin(async move {
+            // Each filter is its own condition with a bound value (no `$n IS NULL OR ...`), so
+            // the planner can pick the index that fits (migration 5).
+            let mut b = sqlx::QueryBuilder::<Db>::new(audit_select!("WHERE owner_id = "));
+            b.push_bind(q.owner_id);
+            if let Some(name) = &q.secret_name {
+                b.push(" AND secret_name = ").push_bind(name.clone());
+            }
+            if let Some(sessions) = &q.sessions {
+                b.push(" AND session_id IN (");
+                let mut list = b.separated(", ");
+                for id in sessions {
+                    list.push_bind(id.clone());
+                }
+                // An empty list matches nothing (and `IN ()` is not SQL).
+                if sessions.is_empty() {
+                    list.push("NULL");
+                }
+                b.push(")");
+            }
+            if !q.actions.is_empty() {
+                b.push(" AND action IN (");
+                let mut list = b.separated(", ");
+                for action in &q.actions {
+                    list.push_bind(action.stored_name());
+                }
+                b.push(")");
+            }
+            if let Some(command) = &q.command {
+                b.push(" AND command = ").push_bind(command.clone());
+            }
+            if let Some(uid) = q.uid {
+                b.push(" AND uid = ").push_bind(i64::from(uid));
+            }
+            if let Some(since) = q.since {
+                b.push(" AND at >= ").push_bind(since);
+            }
+            if let Some(until) = q.until {
+                b.push(" AND at <= ").push_bind(until);
+            }
+            let ascending = match q.position {
+                AuditPosition::Newest => false,
+                AuditPosition::Before(seq) => {
+                    b.push(" AND seq < ").push_bind(seq);
+                    false
+                }
+                AuditPosition::After(seq) => {
+                    b.push(" AND seq > ").push_bind(seq);
+                    true
+                }
+            };
+            b.push(if ascending { " ORDER BY seq ASC LIMIT " } else { " ORDER BY seq DESC LIMIT " });
+            b.push_bind(q.limit);
+            let rows = b
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_failed("reading the audit trail"))?;
+            let mut out = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
+            if !ascending {
+                out.reverse();
+            }
+            Ok(out)
+        })
+    }
+
+    fn secret_usage_groups<'a>(
+        &'a self,
+        owner_id: i64,
+        secret_id: &'a str,
+    ) -> StoreFuture<'a, Vec<UsageGroup>> {
+        Box::pin(async move {
+            // PostgreSQL's SUM of a BIGINT is a NUMERIC: cast back. `at / 86400` is the UTC
+            // day (integer division on both engines; `at` is never negative).
+            let rows = sqlx::query(
+                "SELECT session_id, command, at / 86400 AS day, \
+                 CAST(SUM(COALESCE(use_count, 1)) AS BIGINT) AS uses, COUNT(*) AS records, \
+                 MIN(at) AS first_at, MAX(COALESCE(last_at, at)) AS last_at FROM audit \
+                 WHERE secret_id = $1 AND action IN ('fetched', 'injected', 'file_read', 'substituted') \
+                 AND owner_id = $2 GROUP BY session_id, command, at / 86400",
+            )
+            .bind(secret_id)
+            .bind(owner_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("summing a secret's usage"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(UsageGroup {
+                        session_id: get(row, "session_id")?,
+                        command: get(row, "command")?,
+                        day: get(row, "day")?,
+                        uses: get(row, "uses")?,
+                        records: get(row, "records")?,
+                        first_at: get(row, "first_at")?,
+                        last_at: get(row, "last_at")?,
+                    })
+                })
+                .collect()
         })
     }
 }
