@@ -345,6 +345,11 @@ fn kinds_needs_no_broker() {
     let out = run_env(tmp.path(), &nowhere, &["kinds", "aws"], None);
     assert!(out.stdout.contains("AWS_ACCESS_KEY_ID (field access_key_id)"), "{out:?}");
     assert!(out.stdout.contains("maestro-exec aws-credential-process"), "{out:?}");
+    assert!(out.stdout.contains("create a new access key, then deactivate"), "{out:?}");
+    assert_eq!(
+        serde_json::to_value(&maestro_wire::catalog::kind("aws").unwrap().rotation).unwrap()["link"],
+        "https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_access-keys.html#rotating_access_keys_console"
+    );
     let one: Value = serde_json::from_str(
         &run_env(tmp.path(), &nowhere, &["kinds", "aws", "--json"], None).stdout,
     )

@@ -49,8 +49,17 @@ pub struct Kind {
     pub helper: Option<Helper>,
     /// The one line a user adds to their tool's configuration, if any (for the documentation).
     pub setup: Option<&'static str>,
+    /// How to rotate a leaked value at its provider (shown when a secret is marked compromised).
+    pub rotation: Rotation,
     /// Whether a secret of this kind can be sealed, and how (see [`seal`]).
     pub sealing: Sealing,
+}
+
+/// How to rotate a kind's value at its provider: one line of steps and the provider's documentation.
+#[derive(Debug, Serialize)]
+pub struct Rotation {
+    pub steps: &'static str,
+    pub link: Option<&'static str>,
 }
 
 /// One field of a kind.
@@ -179,6 +188,10 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "Issue a new value wherever this one came from, then revoke or delete the old one there",
+            link: None,
+        },
         sealing: Sealing::Swap(Seal {
             fields: &[],
             hosts: &[],
@@ -207,6 +220,12 @@ pub static KINDS: &[Kind] = &[
         files: &[File { path: "aws/credentials", content: Source::AwsCredentialsFile }],
         helper: Some(Helper::AwsCredentialProcess),
         setup: Some("~/.aws/config: credential_process = maestro-exec aws-credential-process"),
+        rotation: Rotation {
+            steps: "IAM console > Users > Security credentials: create a new access key, then deactivate and delete the old one",
+            link: Some(
+                "https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_access-keys.html#rotating_access_keys_console",
+            ),
+        },
         sealing: Sealing::SigV4(Seal {
             fields: &[
                 sealed("access_key_id", &["AKIA", "ASIA"]),
@@ -244,6 +263,12 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "Microsoft Entra admin center > App registrations > Certificates & secrets: add a new client secret, then delete the old one",
+            link: Some(
+                "https://learn.microsoft.com/en-us/entra/identity-platform/how-to-add-credentials",
+            ),
+        },
         sealing: Sealing::Swap(Seal {
             fields: &[sealed("client_secret", &[])],
             hosts: &["login.microsoftonline.com"],
@@ -276,6 +301,10 @@ pub static KINDS: &[Kind] = &[
         files: &[File { path: "gcp/service-account.json", content: field("service_account_json") }],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "Google Cloud console > IAM & Admin > Service accounts > Keys: add a new key, then delete the old one",
+            link: Some("https://cloud.google.com/iam/docs/keys-create-delete"),
+        },
         sealing: Sealing::Unsupported {
             why: "a service-account key signs its tokens inside the sandbox, so the sandbox would hold the key; keep it plain, or seal a short-lived access token as a generic secret with --allow-host '*.googleapis.com'",
         },
@@ -295,6 +324,12 @@ pub static KINDS: &[Kind] = &[
             token_field: "token",
         }),
         setup: Some("git config --global credential.helper '!maestro-exec git-credential'"),
+        rotation: Rotation {
+            steps: "GitHub > Settings > Developer settings > Personal access tokens: regenerate the token or create a new one and delete the old one",
+            link: Some(
+                "https://docs.github.com/en/authentication/keeping-your-account-and-data-secure/managing-your-personal-access-tokens",
+            ),
+        },
         sealing: Sealing::Swap(Seal {
             fields: &[sealed("token", &["github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_"])],
             hosts: &["github.com", "api.github.com", "uploads.github.com"],
@@ -321,6 +356,10 @@ pub static KINDS: &[Kind] = &[
             token_field: "token",
         }),
         setup: Some("git config --global credential.helper '!maestro-exec git-credential'"),
+        rotation: Rotation {
+            steps: "GitLab > Preferences > Access tokens: rotate the token (or create a new one and revoke the old one)",
+            link: Some("https://docs.gitlab.com/user/profile/personal_access_tokens/"),
+        },
         sealing: Sealing::Swap(Seal {
             fields: &[sealed("token", &["glpat-", "gloas-", "gldt-", "glrt-"])],
             hosts: &["gitlab.com"],
@@ -365,6 +404,10 @@ pub static KINDS: &[Kind] = &[
         files: &[File { path: "postgres/pgpass", content: Source::Pgpass }],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "Change the role's password on the server: ALTER ROLE name WITH PASSWORD '...', then update every client",
+            link: Some("https://www.postgresql.org/docs/current/sql-alterrole.html"),
+        },
         sealing: Sealing::Unsupported {
             why: "its password goes to a database in the database's own protocol, not over HTTPS; keep it plain",
         },
@@ -393,6 +436,10 @@ pub static KINDS: &[Kind] = &[
         files: &[File { path: "mysql/my.cnf", content: Source::MysqlOptionFile }],
         helper: None,
         setup: Some("mysql --defaults-extra-file=/run/secrets/mysql/my.cnf"),
+        rotation: Rotation {
+            steps: "Change the account's password on the server: ALTER USER 'name'@'host' IDENTIFIED BY '...', then update every client",
+            link: Some("https://dev.mysql.com/doc/refman/8.0/en/alter-user.html"),
+        },
         sealing: Sealing::Unsupported {
             why: "its password goes to a database in the database's own protocol, not over HTTPS; keep it plain",
         },
@@ -406,6 +453,12 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "Change the user's password: db.changeUserPassword(name, ...) (Atlas: Database Access > Edit user), then update every client",
+            link: Some(
+                "https://www.mongodb.com/docs/manual/reference/method/db.changeUserPassword/",
+            ),
+        },
         sealing: Sealing::Unsupported {
             why: "a MongoDB URI goes to a database in its own protocol, not over HTTPS; keep it plain",
         },
@@ -419,6 +472,10 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "OpenAI platform > API keys: create a new secret key, then revoke the old one",
+            link: Some("https://platform.openai.com/api-keys"),
+        },
         sealing: Sealing::Swap(Seal {
             fields: &[sealed("api_key", &["sk-proj-", "sk-svcacct-", "sk-admin-", "sk-"])],
             hosts: &["api.openai.com"],
@@ -436,6 +493,10 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "Anthropic Console > Settings > API keys: create a new key, then disable and delete the old one",
+            link: Some("https://console.anthropic.com/settings/keys"),
+        },
         sealing: Sealing::Swap(Seal {
             fields: &[sealed("api_key", &["sk-ant-api03-", "sk-ant-admin01-", "sk-ant-"])],
             hosts: &["api.anthropic.com"],
@@ -457,6 +518,10 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "Stripe Dashboard > Developers > API keys: roll the key (expire the old one now)",
+            link: Some("https://docs.stripe.com/keys#rolling-keys"),
+        },
         sealing: Sealing::Swap(Seal {
             fields: &[sealed("api_key", &["sk_live_", "sk_test_", "rk_live_", "rk_test_"])],
             hosts: &["api.stripe.com", "files.stripe.com"],
@@ -474,6 +539,10 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "SendGrid > Settings > API Keys: create a new key, then delete the old one",
+            link: Some("https://www.twilio.com/docs/sendgrid/ui/account-and-settings/api-keys"),
+        },
         sealing: Sealing::Swap(Seal {
             fields: &[sealed("api_key", &["SG."])],
             hosts: &["api.sendgrid.com"],
@@ -497,6 +566,10 @@ pub static KINDS: &[Kind] = &[
         files: &[],
         helper: None,
         setup: None,
+        rotation: Rotation {
+            steps: "Mailgun > API Security: create a new API key, then delete the old one",
+            link: Some("https://documentation.mailgun.com/docs/mailgun/user-manual/api-key-mgmt/"),
+        },
         sealing: Sealing::Swap(Seal {
             fields: &[sealed("api_key", &["key-"])],
             hosts: &["api.mailgun.net", "api.eu.mailgun.net"],
@@ -687,6 +760,17 @@ pub fn view() -> CatalogView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_says_how_to_rotate_a_leaked_value() {
+        for kind in KINDS {
+            assert!(!kind.rotation.steps.is_empty(), "{}", kind.name);
+            assert!(!kind.rotation.steps.contains('\n'), "{}: one line", kind.name);
+            if let Some(link) = kind.rotation.link {
+                assert!(link.starts_with("https://"), "{}", kind.name);
+            }
+        }
+    }
 
     fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, SecretValue> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), SecretValue::from(*v))).collect()

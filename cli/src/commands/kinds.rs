@@ -151,6 +151,11 @@ fn detail(kind: &Kind) -> String {
         pairs.push(("setup", setup.to_owned()));
     }
     pairs.extend(sealing_pairs(kind));
+    // What to do at the provider when a value leaks (also shown by `secrets compromised`).
+    pairs.push(("rotation", kind.rotation.steps.to_owned()));
+    if let Some(link) = kind.rotation.link {
+        pairs.push(("rotation docs", link.to_owned()));
+    }
     if !pairs.is_empty() {
         out.push('\n');
         out.push_str(&key_values(&pairs));
