@@ -56,6 +56,24 @@ pub enum Command {
     /// Connect OAuth providers (GitHub, GitLab, Microsoft, custom); the broker refreshes tokens.
     #[command(subcommand)]
     Oauth(crate::commands::oauth::OauthCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page of `maestro` on stdout, or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write maestro.1 and one page per subcommand (maestro-secrets-add.1, ...) into DIR
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,8 +83,8 @@ pub enum SecretsCommand {
     /// Make a new version of a secret: set or remove fields, change kind, description, tags,
     /// exposure or hosts.
     Edit(EditArgs),
-    /// Delete a secret (it is deactivated in every session first).
-    Rm(NameArgs),
+    /// Delete a secret (it is deactivated in every session first). Asks first on a terminal.
+    Rm(RmArgs),
     /// List your secrets.
     Ls(JsonArgs),
     /// Show a secret's metadata (never a value).
@@ -173,6 +191,18 @@ pub struct EditArgs {
 pub struct NameArgs {
     /// Secret name
     pub name: String,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Secret name
+    pub name: String,
+    /// Do not ask for confirmation (asked only when stdin and stderr are terminals)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,

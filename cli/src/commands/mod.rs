@@ -3,6 +3,7 @@
 //! a table or a `key: value` block otherwise.
 
 pub mod audit;
+pub mod generated;
 pub mod kinds;
 pub mod oauth;
 pub mod secrets;

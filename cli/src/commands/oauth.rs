@@ -346,6 +346,14 @@ async fn wait(
     } else {
         started.authorization_url.clone()
     };
+    if !json {
+        // Said on stderr, so stdout stays the bare URL that scripts read.
+        let mut err = io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "maestro: open this URL in your browser; waiting for the provider (Ctrl-C to stop)"
+        );
+    }
     {
         let mut out = io::stdout().lock();
         writeln!(out, "{line}").and_then(|()| out.flush()).map_err(OauthError::Write)?;

@@ -3,6 +3,7 @@
 //! Every argument is checked and every value read (with its limits) before the first request,
 //! so a bad input changes nothing at the broker.
 
+use anyhow::Context;
 use maestro_wire::api::{
     Activation, AuditEvent, CreateSecret, Deleted, EditSecret, SecretMeta, SessionInfo,
 };
@@ -11,7 +12,7 @@ use reqwest::Method;
 
 use super::{Output, audit, json_output, output};
 use crate::args::{
-    ActivationArgs, AddArgs, EditArgs, HistoryArgs, JsonArgs, NameArgs, SecretsCommand,
+    ActivationArgs, AddArgs, EditArgs, HistoryArgs, JsonArgs, NameArgs, RmArgs, SecretsCommand,
 };
 use crate::client::Client;
 use crate::table::{Table, key_values, list, opt, opt_time, time};
@@ -127,8 +128,19 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
     )))
 }
 
-async fn rm(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
+async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<Output> {
     input::secret_name(&args.name)?;
+    if !args.yes && crate::terminal::interactive() {
+        let question = format!(
+            "delete secret {} for good (it is deactivated in every session first)?",
+            args.name
+        );
+        let yes = crate::terminal::confirm(&question)
+            .context("cannot read the answer; give --yes to delete without asking")?;
+        if !yes {
+            anyhow::bail!("not deleted: the answer was not yes; give --yes to skip the question");
+        }
+    }
     let answer = client.delete(&["v1", "secrets", &args.name]).await?;
     if args.json {
         return Ok(answer.pretty::<Deleted>()?);
