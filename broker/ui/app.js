@@ -532,7 +532,7 @@
       ['Version', `v${meta.version}`],
       ['Description', meta.description || muted('—')],
       ['Tags', chips(meta.tags, 'tag')],
-      ['Fields', chips(meta.field_names, 'mono')],
+      ['Fields', chips(meta.field_names.map((n) => (Object.hasOwn(meta.shown_fields || {}, n) ? `${n}=${meta.shown_fields[n]}` : n)), 'mono')],
       ['Variables', chips(meta.variables, 'mono')],
       ['Files', meta.files.length
         ? [chips(meta.files, 'mono'), h('div', { class: 'sub' }, 'under the mount, /run/secrets by default')]
@@ -723,7 +723,9 @@
       if (existing.length === 0) container.appendChild(genericRow(null));
     } else {
       for (const field of kind.fields) {
-        container.appendChild(kindFieldRow(field, existing.includes(field.name), editing, !sameKind));
+        // Fields that are not secret (region, host, port) come back filled in when editing.
+        const current = sameKind ? (f.meta.shown_fields || {})[field.name] : undefined;
+        container.appendChild(kindFieldRow(field, existing.includes(field.name), editing, !sameKind, current));
       }
     }
   }
@@ -731,11 +733,11 @@
   function inputKind(field) {
     const check = field.check;
     if (check && typeof check === 'object' && Array.isArray(check.one_of)) return 'select';
-    if (check === 'host' || check === 'port' || field.default) return 'plain';
+    if (field.shown || check === 'host' || check === 'port' || field.default) return 'plain';
     return 'secret';
   }
 
-  function kindFieldRow(field, present, editing, fullSet) {
+  function kindFieldRow(field, present, editing, fullSet, current) {
     const id = `f-${field.name}`;
     const how = inputKind(field);
     const multiLine = typeof field.check === 'string' && MULTI_LINE_CHECKS.includes(field.check);
@@ -763,6 +765,11 @@
         'aria-describedby': `${id}-help`,
       });
       if (how === 'plain' && field.default && !editing) input.value = field.default;
+    }
+    if (current !== undefined) {
+      input.value = current;
+      // Sent again only if changed, so an edit of other fields leaves it as it is.
+      input.dataset.original = current;
     }
     const helpParts = [field.help];
     if (field.default) helpParts.push(`${field.default} when left empty`);
@@ -930,7 +937,8 @@
         const key = row.dataset.key;
         const input = row.querySelector('.value-input');
         const value = f.files.has(key) ? f.files.get(key) : input.value;
-        if (value !== '') {
+        const unchanged = !f.files.has(key) && input.dataset.original !== undefined && value === input.dataset.original;
+        if (value !== '' && !unchanged) {
           if (remove.includes(key)) throw new Invalid(`${key} is both given a value and removed; pick one`);
           put(key, value);
         }

@@ -181,6 +181,10 @@ pub struct SecretMeta {
     /// the kind's defaults.
     #[serde(default)]
     pub user_hosts: Vec<String>,
+    /// The values of the fields that are not secret (region, host, port, user, database,
+    /// domain: `shown` in the catalog). Every other field stays write-only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shown_fields: BTreeMap<String, String>,
 }
 
 /// OAuth state of a secret, without its tokens.

@@ -226,7 +226,21 @@ fn hosts_line(m: &SecretMeta) -> String {
     }
 }
 
-/// The `secrets show` block: everything about a secret but its values.
+/// The field names, with the values of the fields that are not secret (`port=5432`); secret
+/// fields are names only.
+fn fields_line(m: &SecretMeta) -> String {
+    let shown: Vec<String> = m
+        .field_names
+        .iter()
+        .map(|name| match m.shown_fields.get(name) {
+            Some(value) => format!("{name}={}", crate::table::clean(value)),
+            None => name.clone(),
+        })
+        .collect();
+    list(&shown)
+}
+
+/// The `secrets show` block: everything about a secret but its secret values.
 fn render_meta(m: &SecretMeta) -> String {
     let mut pairs = vec![
         ("name", m.name.clone()),
@@ -236,7 +250,7 @@ fn render_meta(m: &SecretMeta) -> String {
         ("description", opt(m.description.as_deref())),
         ("tags", list(&m.tags)),
         ("version", m.version.to_string()),
-        ("fields", list(&m.field_names)),
+        ("fields", fields_line(m)),
         ("variables", list(&m.variables)),
         ("files", list(&m.files)),
         ("created", time(&m.created_at)),
@@ -338,7 +352,23 @@ mod tests {
             exposure: Exposure::Sealed,
             hosts: vec!["github.com".into(), "api.github.com".into()],
             user_hosts: vec![],
+            shown_fields: Default::default(),
         }
+    }
+
+    #[test]
+    fn show_gives_the_values_of_fields_that_are_not_secret_only() {
+        let m = SecretMeta {
+            kind: "postgres".into(),
+            field_names: vec!["host".into(), "password".into(), "port".into()],
+            shown_fields: [("host", "db.internal"), ("port", "5432")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ..meta()
+        };
+        let text = render_meta(&m);
+        assert!(text.contains("host=db.internal, password, port=5432"), "{text}");
     }
 
     #[test]
