@@ -24,8 +24,8 @@ use maestro_wire::agent_api::{UsageAction, UsageReport};
 use maestro_wire::catalog::{self, Check, Kind, seal};
 use maestro_wire::jsonline;
 use maestro_wire::limits::{
-    MAX_SCAN_CHUNK_BYTES, MAX_SCAN_CONNECTION_BYTES, MAX_SCAN_CONNECTION_SECS,
-    MAX_SCAN_ITEM_BYTES, MAX_SCANS_AT_ONCE,
+    MAX_SCAN_CHUNK_BYTES, MAX_SCAN_CONNECTION_BYTES, MAX_SCAN_CONNECTION_SECS, MAX_SCAN_ITEM_BYTES,
+    MAX_SCANS_AT_ONCE,
 };
 use maestro_wire::matcher::{Found, Matcher, StreamScanner};
 use maestro_wire::sock::{
@@ -143,7 +143,8 @@ impl Targets {
         }
         let refs: Vec<(String, &SecretValue)> =
             patterns.iter().map(|(n, v)| (n.clone(), v)).collect();
-        let matcher = Matcher::new(&refs).map_err(|e| error(SockErrorCode::Internal, e.to_string()))?;
+        let matcher =
+            Matcher::new(&refs).map_err(|e| error(SockErrorCode::Internal, e.to_string()))?;
         Ok(Targets { matcher, what })
     }
 
@@ -315,7 +316,8 @@ fn serve_blocking(
                 None
             };
             if let Some(why) = refusal {
-                let message = format!("scan refused: {why}; use the maestro-exec that came with this agent");
+                let message =
+                    format!("scan refused: {why}; use the maestro-exec that came with this agent");
                 return answer(&mut writer, &error(SockErrorCode::BadRequest, message));
             }
             chunk.resize(len as usize, 0);

@@ -67,11 +67,19 @@ pub enum Action {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
-    Env { vars: Vec<EnvVar> },
-    List { secrets: Vec<ListedSecret> },
-    Material { secrets: Vec<MaterialEntry> },
+    Env {
+        vars: Vec<EnvVar>,
+    },
+    List {
+        secrets: Vec<ListedSecret>,
+    },
+    Material {
+        secrets: Vec<MaterialEntry>,
+    },
     /// The agent takes items to scan on this connection, within these limits.
-    ScanReady { limits: ScanLimits },
+    ScanReady {
+        limits: ScanLimits,
+    },
     /// What one scanned item holds (at most [`MAX_SCAN_FINDINGS_PER_ITEM`] findings, and how
     /// many more there were).
     ScanResult {
@@ -79,7 +87,10 @@ pub enum Response {
         #[serde(default)]
         more: u64,
     },
-    Error { code: SockErrorCode, message: String },
+    Error {
+        code: SockErrorCode,
+        message: String,
+    },
 }
 
 /// One environment variable for the command.

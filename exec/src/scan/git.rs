@@ -310,7 +310,7 @@ pub fn staged(scan: &mut Scan, repo: &Path) -> Result<(), Failure> {
         .into_iter()
         .filter_map(|(id, label)| {
             let (kind, size) = sizes.get(&id)?;
-            (kind == "blob").then(|| Object {
+            (kind == "blob").then_some(Object {
                 id,
                 size: *size,
                 item: ScanItem { label, lines: true },
