@@ -404,6 +404,9 @@ fn record(
 
 #[cfg(test)]
 mod tests {
+    use maestro_wire::agent_api::SecretMaterial;
+    use maestro_wire::catalog::Exposure;
+
     use super::*;
 
     fn targets(values: &[(&str, &str)]) -> Targets {
@@ -457,6 +460,60 @@ mod tests {
         }
         assert!(is_credential(catalog::kind("generic").unwrap(), "ANYTHING"));
         assert!(is_credential(catalog::kind("gcp").unwrap(), "service_account_json"));
+    }
+
+    fn material(name: &str, kind: &str, sealed: bool, fields: &[(&str, &str)]) -> SecretMaterial {
+        SecretMaterial {
+            name: name.into(),
+            kind: kind.into(),
+            version: 1,
+            fields: fields.iter().map(|(k, v)| ((*k).into(), SecretValue::from(*v))).collect(),
+            expires_at: None,
+            needs_reauth: None,
+            exposure: if sealed { Exposure::Sealed } else { Exposure::Plain },
+            hosts: vec![],
+        }
+    }
+
+    fn scan_all(t: &Targets, text: &str) -> Vec<(String, FoundKind, String)> {
+        let mut scan = t.scanner();
+        scan.push(text.as_bytes());
+        scan.finish().0.into_iter().map(|f| (f.secret, f.found, f.encoding)).collect()
+    }
+
+    #[test]
+    fn placeholders_of_sealed_secrets_and_long_sealed_values_are_looked_for() {
+        let mut secrets = Secrets::new("/m");
+        let skipped = secrets.replace_all(vec![
+            material("OPENAI", "openai", true, &[("api_key", "sk-proj-plantedsealedvalue0123")]),
+            material("SHORT", "generic", true, &[("T", "plant3dshort")]),
+            material(
+                "PG",
+                "postgres",
+                false,
+                &[("host", "db.internal"), ("user", "appuser"), ("password", "planted-pg-pw")],
+            ),
+        ]);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let placeholder = secrets.get("OPENAI").unwrap().placeholders["api_key"].clone();
+        let short = secrets.get("SHORT").unwrap().placeholders["T"].clone();
+        let t = Targets::of(&secrets).unwrap();
+        let text = format!(
+            "{placeholder}\nsk-proj-plantedsealedvalue0123\n{short}\nplant3dshort\nplanted-pg-pw\n\
+             db.internal appuser\n"
+        );
+        assert_eq!(
+            scan_all(&t, &text),
+            [
+                ("OPENAI".to_owned(), FoundKind::Placeholder, "raw".to_owned()),
+                ("OPENAI".to_owned(), FoundKind::Value, "raw".to_owned()),
+                ("SHORT".to_owned(), FoundKind::Placeholder, "raw".to_owned()),
+                // The short sealed value is not looked for; the host and user are no credentials.
+                ("PG".to_owned(), FoundKind::Value, "raw".to_owned()),
+            ]
+        );
+        secrets.drop_all();
+        assert!(Targets::of(&secrets).is_err(), "served while out of touch");
     }
 
     #[test]
