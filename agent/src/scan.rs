@@ -48,6 +48,10 @@ pub const SEALED_VALUE_MIN_LEN: usize = 16;
 /// fields are the credentials.
 const NOT_CREDENTIALS: &[&str] = &["user", "database", "domain"];
 
+/// Longest label kept in a finding's record, in bytes: with the line and encoding the detail
+/// stays within the broker's limit, so a long label cannot get a batch of records refused.
+const MAX_RECORDED_LABEL_BYTES: usize = 512;
+
 /// Scan connections being served.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
@@ -254,6 +258,28 @@ pub async fn serve(
         .map_err(io::Error::other)?
 }
 
+/// The client's side of a scan connection: each read waits at most [`IDLE_TIMEOUT`], and never
+/// past the connection's deadline, so a client that trickles bytes cannot hold a scan slot for
+/// longer than [`MAX_SCAN_CONNECTION_SECS`].
+struct Timed {
+    stream: std::os::unix::net::UnixStream,
+    deadline: Instant,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("a scan connection lasted more than {MAX_SCAN_CONNECTION_SECS} s"),
+            ));
+        }
+        self.stream.set_read_timeout(Some(left.min(IDLE_TIMEOUT)))?;
+        self.stream.read(buf)
+    }
+}
+
 fn answer(stream: &mut impl Write, response: &Response) -> io::Result<()> {
     let bytes = jsonline::to_line(response).map_err(io::Error::other)?;
     stream.write_all(&bytes)
@@ -283,7 +309,8 @@ fn serve_blocking(
     };
     answer(&mut writer, &Response::ScanReady { limits: limits() })?;
     let started = Instant::now();
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let deadline = started + Duration::from_secs(MAX_SCAN_CONNECTION_SECS);
+    let mut reader = BufReader::with_capacity(64 * 1024, Timed { stream, deadline });
     let mut total: u64 = 0;
     loop {
         let Some(item) = read_header(&mut reader)? else { return Ok(()) };
@@ -364,6 +391,20 @@ fn read_header(reader: &mut impl BufRead) -> io::Result<Option<Result<ScanItem, 
     })))
 }
 
+/// The label as recorded: control characters dropped, cut at [`MAX_RECORDED_LABEL_BYTES`]
+/// on a character boundary.
+fn recorded_label(label: &str) -> String {
+    let mut out = String::new();
+    for c in label.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_RECORDED_LABEL_BYTES {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Records each finding as a usage report, all or none.
 fn record(
     usage: &UsageQueue,
@@ -374,7 +415,7 @@ fn record(
     if findings.is_empty() {
         return Ok(());
     }
-    let label: String = item.label.chars().filter(|c| !c.is_control()).take(512).collect();
+    let label = recorded_label(&item.label);
     let at = rfc3339_now();
     let reports = findings
         .iter()
@@ -514,6 +555,18 @@ mod tests {
         );
         secrets.drop_all();
         assert!(Targets::of(&secrets).is_err(), "served while out of touch");
+    }
+
+    #[test]
+    fn recorded_labels_fit_the_brokers_limit() {
+        assert_eq!(recorded_label("src/a\n.rs"), "src/a.rs");
+        let long = "é".repeat(2000);
+        let cut = recorded_label(&long);
+        assert!(cut.len() <= MAX_RECORDED_LABEL_BYTES + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        // With the longest line number and encoding, the detail stays within the broker's limit.
+        let detail = format!("{cut}:{} (placeholder, json-escaped)", u64::MAX);
+        assert!(detail.len() <= maestro_wire::limits::MAX_DESCRIPTION_BYTES, "{}", detail.len());
     }
 
     #[test]
