@@ -28,12 +28,14 @@ use maestro_tests::broker::CmdOutput;
 use maestro_tests::util::bin;
 use maestro_wire::api::{AuditAction, AuditEvent};
 use maestro_wire::sock::{Action, Request, Response, SockErrorCode};
+use serde_json::json;
 
 const VALUE: &str = "planted-scan-token-5d2e91";
+const SEALED: &str = "sk-proj-plantedsealedscan0123456789";
 const WITHIN: Duration = Duration::from_secs(5);
 
 /// A sandbox with the generic secret API (API_TOKEN = VALUE) active and its agent.
-async fn ready(label: &str) -> (Sandbox, Agent) {
+async fn ready(label: &str) -> (Sandbox, Agent, String) {
     let sb = Sandbox::new();
     sb.api.add_generic("API", &[("API_TOKEN", VALUE)]).await.ok();
     let (session, bundle) = sb.new_session(label);
@@ -44,7 +46,7 @@ async fn ready(label: &str) -> (Sandbox, Agent) {
         "activation did not reach the agent\n{}",
         agent.log()
     );
-    (sb, agent)
+    (sb, agent, session)
 }
 
 /// A directory the sandbox user owns, inside the sandbox's directory.
@@ -81,7 +83,9 @@ fn scan(sb: &Sandbox, args: &[&str]) -> CmdOutput {
     let mut cmd = as_user(sb, bin("maestro-exec"));
     cmd.arg("scan").args(args);
     let out = run_cmd(cmd);
-    assert!(!out.stdout.contains(VALUE) && !out.stderr.contains(VALUE), "value printed: {out:?}");
+    for value in [VALUE, SEALED] {
+        assert!(!out.stdout.contains(value) && !out.stderr.contains(value), "value printed");
+    }
     out
 }
 
@@ -132,7 +136,17 @@ async fn scan_finds_values_in_a_tree_and_in_history_packed_or_not_and_the_audit_
     if !fuse_available() {
         return;
     }
-    let (sb, agent) = ready("scan").await;
+    let (sb, agent, session) = ready("scan").await;
+    // A sealed secret: the sandbox sees a placeholder, which is worth reporting too.
+    let sealed = json!({"name": "OPENAI", "kind": "openai", "exposure": "sealed",
+        "fields": {"api_key": SEALED}});
+    sb.api.post("/v1/secrets", sealed).await.ok();
+    sb.api.activate(&session, &["OPENAI"]).await.ok();
+    assert!(wait_until(WITHIN, || agent.listed_names().len() == 2).is_some(), "{}", agent.log());
+    let shown =
+        agent.exec_as(SANDBOX_UID, &["--only", "OPENAI", "--", "printenv", "OPENAI_API_KEY"]);
+    let placeholder = shown.ok().stdout.trim().to_owned();
+    assert!(placeholder.starts_with("sk-proj-") && placeholder != SEALED, "{placeholder}");
 
     // A working tree: raw on line 3, base64 inside a larger encoded text on line 2, hex on line 1.
     let tree = sb.dir().join("tree");
@@ -142,6 +156,7 @@ async fn scan_finds_values_in_a_tree_and_in_history_packed_or_not_and_the_audit_
     let hex: String = VALUE.bytes().map(|b| format!("{b:02x}")).collect();
     write(&tree.join("enc/hex.txt"), &format!("{hex}\n"));
     write(&tree.join("clean/readme.txt"), "nothing to see\n");
+    write(&tree.join("notes/env.txt"), &format!("OPENAI_API_KEY={placeholder}\n"));
     // Outside the tree, reached by a link: not followed.
     write(&sb.dir().join("outside/leak.txt"), &format!("{VALUE}\n"));
     std::os::unix::fs::symlink(sb.dir().join("outside/leak.txt"), tree.join("link.txt")).unwrap();
@@ -160,6 +175,7 @@ async fn scan_finds_values_in_a_tree_and_in_history_packed_or_not_and_the_audit_
         [
             format!("{t}/enc/b64.txt:2: API (base64)"),
             format!("{t}/enc/hex.txt:1: API (hex)"),
+            format!("{t}/notes/env.txt:1: OPENAI (placeholder, raw)"),
             format!("{t}/src/config.txt:3: API (raw)"),
         ],
         "{out:?}"
@@ -172,6 +188,25 @@ async fn scan_finds_values_in_a_tree_and_in_history_packed_or_not_and_the_audit_
     // A clean tree exits 0 and prints nothing.
     let out = scan(&sb, &[&tree.join("clean").to_string_lossy()]);
     assert_eq!((out.status, out.stdout.as_str(), out.stderr.as_str()), (0, "", ""), "{out:?}");
+
+    // A figure, not an assertion: 4 MiB of text with the value at its very end.
+    let big = sb.dir().join("big");
+    let line =
+        "the quick brown fox jumps over the lazy dog 0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ\n";
+    let mut text = line.repeat((4 << 20) / line.len());
+    text.push_str(VALUE);
+    write(&big.join("big.txt"), &text);
+    let start = std::time::Instant::now();
+    let out = scan(&sb, &[&big.to_string_lossy()]);
+    let took = start.elapsed();
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(out.stdout.ends_with(&format!("big.txt:{}: API (raw)\n", text.lines().count())));
+    eprintln!(
+        "scan of {} MiB: {:.0} ms, {:.0} MB/s (this build's maestro-exec and agent)",
+        text.len() >> 20,
+        took.as_secs_f64() * 1000.0,
+        text.len() as f64 / took.as_secs_f64() / 1e6
+    );
 
     // A repository whose value was committed once and removed, then buried under 100 commits.
     let repo = user_dir(&sb, "repo");
@@ -208,16 +243,28 @@ async fn scan_finds_values_in_a_tree_and_in_history_packed_or_not_and_the_audit_
     assert_eq!((out.status, out.stdout.trim()), (1, expected.as_str()), "{out:?}");
 
     // Each finding is in the broker's audit, with where, never the value.
+    wait_for_finding(&sb, &format!("{t}/notes/env.txt:1 (placeholder, raw)")).await;
     let seen = wait_for_finding(&sb, &format!("{leaked}:conf/app.env:2 (raw)")).await;
     wait_for_finding(&sb, &format!("{t}/src/config.txt:3 (raw)")).await;
     wait_for_finding(&sb, &format!("{t}/enc/b64.txt:2 (base64)")).await;
-    assert!(seen.iter().all(|e| e.secret.as_deref() == Some("API")), "{seen:#?}");
+    let placeholder_records =
+        seen.iter().filter(|e| e.detail.as_deref().is_some_and(|d| d.contains("placeholder")));
+    assert!(placeholder_records.clone().count() > 0, "{seen:#?}");
+    assert!(placeholder_records.clone().all(|e| e.secret.as_deref() == Some("OPENAI")));
+    assert!(
+        seen.iter().all(|e| matches!(e.secret.as_deref(), Some("API" | "OPENAI"))),
+        "{seen:#?}"
+    );
     assert!(seen.iter().all(|e| e.uid == Some(SANDBOX_UID)), "{seen:#?}");
     let cli = sb.maestro(&["audit", "--action", "scan_finding"]).ok();
     assert!(cli.stdout.contains("conf/app.env:2"), "{cli:?}");
     assert!(!format!("{seen:?}{cli:?}").contains(VALUE));
-    assert!(!agent.log().contains(VALUE), "the agent logged the value");
-    assert!(!sb.broker.log().contains(VALUE), "the broker logged the value");
+    // The root-only file never reached the agent.
+    assert!(!format!("{seen:?}").contains("root-only"), "{seen:#?}");
+    for value in [VALUE, SEALED] {
+        assert!(!agent.log().contains(value), "the agent logged a value");
+        assert!(!sb.broker.log().contains(value), "the broker logged a value");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +272,7 @@ async fn the_hooks_refuse_a_commit_and_a_push_that_hold_a_value() {
     if !fuse_available() {
         return;
     }
-    let (sb, agent) = ready("hooks").await;
+    let (sb, agent, _) = ready("hooks").await;
     let repo = user_dir(&sb, "work");
     let remote = user_dir(&sb, "remote.git");
     assert_eq!(git(&sb, &remote, &["init", "-q", "--bare", "-b", "main"]).status, 0);
@@ -303,7 +350,7 @@ async fn forged_oversized_and_flooding_scan_requests_are_refused() {
     if !fuse_available() {
         return;
     }
-    let (sb, agent) = ready("forged").await;
+    let (sb, agent, _) = ready("forged").await;
 
     // Each connection is dropped (and its scan slot given back) at the end of its block.
     // A header line longer than the limit.
