@@ -147,7 +147,7 @@ pub fn dispatch(ctx: &Ctx, peer: &Peer, line: &[u8]) -> Response {
             actions::material(ctx, peer, &kinds, &only, command.as_deref())
         }
         // The listener hands the connection to `crate::scan` on this answer.
-        Action::Scan => Response::ScanReady { limits: crate::scan::limits() },
+        Action::Scan => Response::ScanReady { limits: crate::scan::limits(), secrets: 0 },
     }
 }
 

@@ -27,7 +27,7 @@ use maestro_wire::limits::{
     MAX_SCAN_CHUNK_BYTES, MAX_SCAN_CONNECTION_BYTES, MAX_SCAN_CONNECTION_SECS, MAX_SCAN_ITEM_BYTES,
     MAX_SCANS_AT_ONCE,
 };
-use maestro_wire::matcher::{Found, Matcher, StreamScanner};
+use maestro_wire::matcher::{Found, MIN_VALUE_LEN, Matcher, StreamScanner};
 use maestro_wire::sock::{
     FoundKind, MAX_SCAN_FINDINGS_PER_ITEM, MAX_SCAN_LABEL_BYTES, Response, ScanFinding, ScanItem,
     ScanLimits, SockErrorCode,
@@ -107,6 +107,8 @@ fn is_credential(kind: &Kind, field: &str) -> bool {
 pub struct Targets {
     matcher: Matcher,
     what: Vec<(String, FoundKind)>,
+    /// How many secrets have a value or placeholder long enough to be looked for.
+    secrets: u32,
 }
 
 impl Targets {
@@ -145,11 +147,18 @@ impl Targets {
                 }
             }
         }
+        let mut looked_for: Vec<&str> = patterns
+            .iter()
+            .filter(|(_, v)| v.expose().len() >= MIN_VALUE_LEN)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        looked_for.dedup();
+        let secrets = u32::try_from(looked_for.len()).unwrap_or(u32::MAX);
         let refs: Vec<(String, &SecretValue)> =
             patterns.iter().map(|(n, v)| (n.clone(), v)).collect();
         let matcher =
             Matcher::new(&refs).map_err(|e| error(SockErrorCode::Internal, e.to_string()))?;
-        Ok(Targets { matcher, what })
+        Ok(Targets { matcher, what, secrets })
     }
 
     /// Scans one item's chunks, counting lines; returns the findings in stream order.
@@ -307,7 +316,7 @@ fn serve_blocking(
         Ok(t) => t,
         Err(refusal) => return answer(&mut writer, &refusal),
     };
-    answer(&mut writer, &Response::ScanReady { limits: limits() })?;
+    answer(&mut writer, &Response::ScanReady { limits: limits(), secrets: targets.secrets })?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(MAX_SCAN_CONNECTION_SECS);
     let mut reader = BufReader::with_capacity(64 * 1024, Timed { stream, deadline });
@@ -457,6 +466,7 @@ mod tests {
         Targets {
             matcher: Matcher::new(&refs).unwrap(),
             what: values.iter().map(|(n, _)| ((*n).to_owned(), FoundKind::Value)).collect(),
+            secrets: u32::try_from(values.len()).unwrap(),
         }
     }
 
@@ -539,6 +549,7 @@ mod tests {
         let placeholder = secrets.get("OPENAI").unwrap().placeholders["api_key"].clone();
         let short = secrets.get("SHORT").unwrap().placeholders["T"].clone();
         let t = Targets::of(&secrets).unwrap();
+        assert_eq!(t.secrets, 3);
         let text = format!(
             "{placeholder}\nsk-proj-plantedsealedvalue0123\n{short}\nplant3dshort\nplanted-pg-pw\n\
              db.internal appuser\n"

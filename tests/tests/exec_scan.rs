@@ -8,7 +8,8 @@
 //!   `git gc` (packed, no loose objects);
 //! * the pre-commit hook refuses a commit and the pre-push hook a push to a local bare repo;
 //! * every finding reaches the broker's audit as `scan_finding` (API and `maestro audit`);
-//! * forged and oversized scan requests and a flood of scan connections are refused;
+//! * forged and oversized scan requests and a flood of scan connections are refused; a quiet
+//!   scan connection is closed;
 //! * no output, log or audit record holds the value.
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -402,6 +403,16 @@ async fn forged_oversized_and_flooding_scan_requests_are_refused() {
         wait_until(WITHIN, || matches!(raw_scan(&sb).2, Response::ScanReady { .. })).is_some(),
         "scan slots were not given back"
     );
+
+    // A client that goes quiet loses its connection and its slot (10 s for each read).
+    let (_quiet, mut r, _) = raw_scan(&sb);
+    let start = std::time::Instant::now();
+    let mut rest = String::new();
+    let closed = r.read_line(&mut rest);
+    let took = start.elapsed();
+    assert!(matches!(closed, Ok(0)), "{closed:?} {rest:?}");
+    assert!(took < Duration::from_secs(30), "a quiet scan connection was held {took:?}");
+    eprintln!("a quiet scan connection was closed after {:.1} s", took.as_secs_f64());
 
     // Another uid is refused before anything is scanned.
     let dir = user_dir(&sb, "other");

@@ -79,6 +79,9 @@ pub enum Response {
     /// The agent takes items to scan on this connection, within these limits.
     ScanReady {
         limits: ScanLimits,
+        /// How many active secrets are looked for (values under 6 bytes are not).
+        #[serde(default)]
+        secrets: u32,
     },
     /// What one scanned item holds (at most [`MAX_SCAN_FINDINGS_PER_ITEM`] findings, and how
     /// many more there were).

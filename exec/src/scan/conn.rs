@@ -85,7 +85,15 @@ impl ScanConn {
             }
             let mut reader = BufReader::new(writer.try_clone().map_err(|e| self.io_failure(&e))?);
             let limits = match answer(&mut reader, &self.socket)? {
-                Response::ScanReady { limits } => limits,
+                Response::ScanReady { limits, secrets } => {
+                    if secrets == 0 && self.limits.is_none() {
+                        eprintln!(
+                            "maestro-exec scan: warning: no active secret to look for (activate one \
+                             for this session; values under 6 bytes are never looked for)"
+                        );
+                    }
+                    limits
+                }
                 Response::Error { code, message } => return Err(client::refusal(code, message)),
                 _ => return Err(unexpected()),
             };
