@@ -130,35 +130,50 @@ impl ScanConn {
         };
         let header =
             jsonline::to_line(item).map_err(|_| Failure("cannot encode a scan item".into()))?;
-        open.writer.write_all(&header).map_err(io_agent)?;
         let mut buf = Zeroizing::new(vec![0u8; chunk_max + 4]);
-        let mut total: u64 = 0;
-        let mut truncated = false;
-        let mut read_failure = None;
-        loop {
-            let room = usize::try_from(max_item - total).unwrap_or(usize::MAX).min(chunk_max);
-            if room == 0 {
-                // At the limit: is there more?
-                let mut probe = [0u8; 1];
-                truncated = matches!(content.read(&mut probe), Ok(n) if n > 0);
-                break;
-            }
-            let n = match content.read(&mut buf[4..4 + room]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // The item is ended cleanly and the reading error told afterwards.
-                    read_failure = Some(e);
-                    break;
+        let writer = &mut open.writer;
+        let sent = (|| -> io::Result<(u64, bool, Option<io::Error>)> {
+            writer.write_all(&header)?;
+            let mut total: u64 = 0;
+            loop {
+                let room = usize::try_from(max_item - total).unwrap_or(usize::MAX).min(chunk_max);
+                if room == 0 {
+                    // At the limit: is there more?
+                    let mut probe = [0u8; 1];
+                    let truncated = matches!(content.read(&mut probe), Ok(n) if n > 0);
+                    writer.write_all(&[0u8; 4])?;
+                    return Ok((total, truncated, None));
                 }
-            };
-            let len = u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
-            buf[..4].copy_from_slice(&len);
-            open.writer.write_all(&buf[..4 + n]).map_err(io_agent)?;
-            total += n as u64;
-        }
-        open.writer.write_all(&[0u8; 4]).map_err(io_agent)?;
+                let n = match content.read(&mut buf[4..4 + room]) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // The item is ended cleanly and the reading error told afterwards.
+                        writer.write_all(&[0u8; 4])?;
+                        return Ok((total, false, Some(e)));
+                    }
+                };
+                let len = u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
+                buf[..4].copy_from_slice(&len);
+                writer.write_all(&buf[..4 + n])?;
+                total += n as u64;
+            }
+            writer.write_all(&[0u8; 4])?;
+            Ok((total, false, None))
+        })();
+        let (total, truncated, read_failure) = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                // The agent may have refused and closed: its reason is the better message.
+                let reason = answer(&mut open.reader, &socket);
+                self.open = None;
+                return Err(match reason {
+                    Ok(Response::Error { code, message }) => client::refusal(code, message),
+                    _ => io_agent(e),
+                });
+            }
+        };
         open.sent += total;
         match answer(&mut open.reader, &socket)? {
             Response::ScanResult { findings, more } => {

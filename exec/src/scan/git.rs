@@ -61,27 +61,23 @@ fn introductions(repo: &Path, revs: &[String]) -> Result<HashMap<String, String>
     let out = output(cmd, "list the history")?;
     let mut named = HashMap::new();
     let mut commit = String::new();
-    // `-z` output: records `\x01HASH\n` (the format), then for each change `:modes ids status\0path\0`.
-    let mut fields = out.split(|b| *b == 0).peekable();
+    // With `-z`: each commit is `\x01HASH` and a NUL, each change of it `\n:MODES IDS STATUS`
+    // (the newline before the first change only) and a NUL, then its path and a NUL.
+    let mut fields = out.split(|b| *b == 0);
     while let Some(field) = fields.next() {
-        let field = String::from_utf8_lossy(field);
-        let mut rest: &str = &field;
-        if let Some(at) = rest.find('\x01') {
-            let after = &rest[at + 1..];
-            let (hash, tail) = after.split_once('\n').unwrap_or((after, ""));
+        let text = String::from_utf8_lossy(field);
+        let text = text.trim_start_matches('\n');
+        if let Some(hash) = text.strip_prefix('\x01') {
             commit = hash.chars().take(12).collect();
-            rest = tail.trim_start_matches('\n');
-        }
-        let rest = rest.trim_start_matches('\n');
-        if !rest.starts_with(':') {
             continue;
         }
-        let parts: Vec<&str> = rest[1..].split(' ').collect();
+        let Some(meta) = text.strip_prefix(':') else { continue };
         let Some(path) = fields.next() else { break };
+        let parts: Vec<&str> = meta.split(' ').collect();
+        // A submodule's entry (mode 160000) is a commit of another repository.
         if parts.len() >= 4 && parts[1] != "160000" {
-            let id = parts[3].to_owned();
             named
-                .entry(id)
+                .entry(parts[3].to_owned())
                 .or_insert_with(|| format!("{commit}:{}", String::from_utf8_lossy(path)));
         }
     }
