@@ -186,6 +186,19 @@ async fn scan_finds_values_in_a_tree_and_in_history_packed_or_not_and_the_audit_
         "{out:?}"
     );
 
+    // Standard input, from a pipe.
+    let mut cmd = as_user(&sb, bin("maestro-exec"));
+    cmd.args(["scan", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("diff --git a/x b/x\n+{VALUE}\n").as_bytes()).unwrap();
+    drop(stdin);
+    let piped = child.wait_with_output().unwrap();
+    assert_eq!(piped.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "(stdin):2: API (raw)\n");
+
     // A clean tree exits 0 and prints nothing.
     let out = scan(&sb, &[&tree.join("clean").to_string_lossy()]);
     assert_eq!((out.status, out.stdout.as_str(), out.stderr.as_str()), (0, "", ""), "{out:?}");

@@ -37,8 +37,8 @@ usage: maestro-exec scan [--history | --no-history] [PATH]...
 
 Looks for the values of the session's active secrets (and the placeholders of sealed ones), as
 they are and base64, base64url, hex, URL- or JSON-escaped, in the files under each PATH (default:
-.) and, when PATH is the top of a git work tree or with --history, in every object of its
-repository. Prints FILE:LINE: NAME (ENCODING) or COMMIT:FILE:LINE: NAME (ENCODING), never a value.
+.; - is standard input) and, when PATH is the top of a git work tree or with --history, in every
+object of its repository. Prints FILE:LINE: NAME (ENCODING) or COMMIT:FILE:LINE: NAME (ENCODING), never a value.
 Exit status: 0 nothing found, 1 found, 2 error.
 ";
 
@@ -65,7 +65,7 @@ fn parse(args: &[OsString]) -> Result<Mode, String> {
             Some("--no-history") if options => history = Some(false),
             Some("--staged") if options => staged = true,
             Some("--pre-push") if options => pre_push = true,
-            Some(o) if options && o.starts_with('-') && o.len() > 1 => {
+            Some(o) if options && o.starts_with('-') && o != "-" => {
                 return Err(format!("unknown option {o}; see maestro-exec scan --help"));
             }
             _ => paths.push(PathBuf::from(arg)),
@@ -134,7 +134,8 @@ fn run(mode: Mode) -> Result<Scan, Failure> {
         Mode::Paths { paths, history } => {
             for path in &paths {
                 tree::walk(&mut scan, path)?;
-                let wanted = history.unwrap_or_else(|| path.join(".git").exists());
+                let stdin = path.as_os_str() == "-";
+                let wanted = !stdin && history.unwrap_or_else(|| path.join(".git").exists());
                 if wanted {
                     if git::is_repository(path) {
                         git::history(&mut scan, path)?;
@@ -253,8 +254,8 @@ mod tests {
             Mode::Paths { paths: vec![".".into()], history: None }
         );
         assert_eq!(
-            parse(&args(&["--no-history", "a", "--", "-b"])).unwrap(),
-            Mode::Paths { paths: vec!["a".into(), "-b".into()], history: Some(false) }
+            parse(&args(&["--no-history", "a", "-", "--", "-b"])).unwrap(),
+            Mode::Paths { paths: vec!["a".into(), "-".into(), "-b".into()], history: Some(false) }
         );
         assert_eq!(parse(&args(&["--staged"])).unwrap(), Mode::Staged(".".into()));
         assert_eq!(parse(&args(&["--pre-push", "r"])).unwrap(), Mode::PrePush("r".into()));

@@ -17,9 +17,14 @@ use crate::client::Failure;
 /// Deepest directory nesting followed.
 const MAX_DEPTH: usize = 256;
 
-/// Scans `path`: a file, or every file below a directory. A PATH named on the command line
-/// is followed if it is a link.
+/// Scans `path`: a file, or every file below a directory, or standard input for `-`. A PATH
+/// named on the command line is followed if it is a link.
 pub fn walk(scan: &mut Scan, path: &Path) -> Result<(), Failure> {
+    if path.as_os_str() == "-" {
+        // Standard input (`git diff | maestro-exec scan -`), to its end.
+        let item = ScanItem { label: "(stdin)".to_owned(), lines: true };
+        return scan.item(item, &mut io::stdin().lock(), 0);
+    }
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => dir(scan, path, 0),
         Ok(meta) if meta.is_file() => file(scan, path, true),
