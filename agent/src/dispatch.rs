@@ -131,7 +131,7 @@ pub fn dispatch(ctx: &Ctx, peer: &Peer, line: &[u8]) -> Response {
             ),
         );
     }
-    if !matches!(request.action, Action::List)
+    if !matches!(request.action, Action::List | Action::Scan)
         && peer.uid == ctx.sandbox_uid
         && let (Some(cgroup), Some(pid)) = (&ctx.cgroup, peer.pid)
     {
@@ -146,6 +146,8 @@ pub fn dispatch(ctx: &Ctx, peer: &Peer, line: &[u8]) -> Response {
         Action::Material { kinds, only, command } => {
             actions::material(ctx, peer, &kinds, &only, command.as_deref())
         }
+        // The listener hands the connection to `crate::scan` on this answer.
+        Action::Scan => Response::ScanReady { limits: crate::scan::limits(), secrets: 0 },
     }
 }
 

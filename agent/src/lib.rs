@@ -16,7 +16,7 @@
 //! * broker: [`identity`] (key pair, CSR), [`broker`] (the mTLS client), [`framing`] (event lines),
 //!   [`link`] (stream, reconnects, lease watchdog, renewal), [`backoff`].
 //! * secrets: [`state`] (the active set, rendering, fail-closed lease), [`usage`] (audit reports).
-//! * socket: [`listener`], [`dispatch`], [`actions`].
+//! * socket: [`listener`], [`dispatch`], [`actions`], [`scan`] (`maestro-exec scan`'s matching).
 //! * processes: [`child`] (CMD as the sandbox user, reaping), [`teardown`], [`run`] (wiring).
 //!
 //! `unsafe` is denied here except in the modules that make raw system calls, each allowed at its
@@ -50,6 +50,7 @@ pub mod sealing;
 // One call: harden::scrub_environment, sound only before the runtime's threads start.
 #[allow(unsafe_code)]
 pub mod run;
+pub mod scan;
 pub mod state;
 pub mod teardown;
 pub mod usage;

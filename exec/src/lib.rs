@@ -10,7 +10,7 @@
 //!
 //! Modules: [`args`] (the command line), [`client`] (the agent's socket), [`line`] (reading one
 //! answer line), [`command`] (`--list` and running CMD), [`helpers`] (git and AWS), [`rfc3339`]
-//! (expiry times), and [`sys`], the only module with `unsafe` (two libc calls).
+//! (expiry times), [`scan`] (`scan` and `git-hooks`: committed secrets), and [`sys`], the only module with `unsafe` (two libc calls).
 #![deny(unsafe_code)]
 
 pub mod args;
@@ -19,6 +19,7 @@ pub mod command;
 pub mod helpers;
 pub mod line;
 pub mod rfc3339;
+pub mod scan;
 // SO_PEERCRED and access(2) through libc: std wraps neither.
 #[allow(unsafe_code)]
 pub mod sys;
@@ -38,7 +39,7 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 
 /// The whole program; returns the exit status (when it did not exec).
 pub fn main_with(args: &[OsString]) -> i32 {
-    if let Some(code) = helpers::dispatch(args) {
+    if let Some(code) = helpers::dispatch(args).or_else(|| scan::dispatch(args)) {
         return code;
     }
     let outcome = match args::parse(args) {
