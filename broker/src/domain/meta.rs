@@ -35,6 +35,7 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         exposure: secret.exposure,
         hosts,
         user_hosts: secret.hosts.clone(),
+        compromised_at: secret.compromised_at.map(clock::rfc3339),
     })
 }
 
