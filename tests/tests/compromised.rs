@@ -125,7 +125,7 @@ async fn a_compromised_secret_leaves_every_session_and_stays_off_until_it_has_a_
     assert_eq!(deactivated, 2, "{records:?}");
 
     // Refused while compromised, whatever the route; ls and show mark it.
-    let refused = sb.maestro(&["secrets", "activate", &sessions[0], "LEAKY"]);
+    let refused = sb.maestro(&["secrets", "activate", "--session", &sessions[0], "LEAKY"]);
     assert_eq!(refused.status, 1, "{refused:?}");
     assert!(
         refused.stderr.starts_with("maestro: LEAKY was marked compromised at ")
@@ -158,7 +158,7 @@ async fn a_compromised_secret_leaves_every_session_and_stays_off_until_it_has_a_
         &format!("LEAKY_TOKEN={}", same.display()),
     ])
     .ok();
-    let refused = sb.maestro(&["secrets", "activate", &sessions[0], "LEAKY"]);
+    let refused = sb.maestro(&["secrets", "activate", "--session", &sessions[0], "LEAKY"]);
     assert_eq!(refused.status, 1, "{refused:?}");
     assert!(sb.api.get("/v1/secrets/LEAKY").await.ok()["compromised_at"].is_string());
 
@@ -177,7 +177,7 @@ async fn a_compromised_secret_leaves_every_session_and_stays_off_until_it_has_a_
     outputs.push(edited.stdout);
     assert!(sb.api.get("/v1/secrets/LEAKY").await.ok().get("compromised_at").is_none());
     assert!(!sb.maestro(&["secrets", "ls"]).ok().stdout.contains("COMPROMISED"));
-    sb.maestro(&["secrets", "activate", &sessions[0], "LEAKY"]).ok();
+    sb.maestro(&["secrets", "activate", "--session", &sessions[0], "LEAKY"]).ok();
     assert!(wait_until(WITHIN, || agents[0].file("LEAKY_TOKEN").exists()).is_some());
     let read = agents[0]
         .run_as(SANDBOX_UID, "cat", &[&agents[0].file("LEAKY_TOKEN").to_string_lossy()])
