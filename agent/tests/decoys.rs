@@ -85,7 +85,9 @@ fn decoy_files_are_served_only_with_decoys_on_and_every_read_is_reported() {
     let slot = MountSlot::new(mount);
     let store = Store::new(&dir.to_string_lossy(), Duration::from_secs(60), Box::new(slot.clone()));
     store.prepare_decoys(DecoySet::generate().unwrap());
-    store.sync(vec![generic("API", "API_TOKEN", "planted-real-token-31f")], Instant::now()).unwrap();
+    store
+        .sync(vec![generic("API", "API_TOKEN", "planted-real-token-31f")], Instant::now())
+        .unwrap();
 
     // Decoys off (the broker's snapshot says so): only the real secret.
     let names = |d: &Path| {
