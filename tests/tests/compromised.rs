@@ -76,7 +76,9 @@ async fn a_compromised_secret_leaves_every_session_and_stays_off_until_it_has_a_
         agents.push(agent);
         sessions.push(session);
     }
-    sessions.sort();
+    // sessions[i] is agents[i]'s; the answer lists them sorted.
+    let mut sorted = sessions.clone();
+    sorted.sort();
 
     // The leak response: gone from both mounts and sockets, the other secret stays.
     let started = Instant::now();
@@ -91,9 +93,10 @@ async fn a_compromised_secret_leaves_every_session_and_stays_off_until_it_has_a_
         panic!("the compromised secret is still served:\n{}\n{}", agents[0].log(), agents[1].log())
     });
     eprintln!(
-        "compromised: the CLI answered in {:.1} ms; the secret was gone from both mounts {:.1} ms after that",
+        "compromised: the CLI answered in {:.1} ms; the secret was gone from both mounts {:.1} ms after that ({:.1} ms from the start of the command)",
         answered.as_secs_f64() * 1e3,
-        gone.as_secs_f64() * 1e3
+        gone.as_secs_f64() * 1e3,
+        (answered + gone).as_secs_f64() * 1e3
     );
     for agent in &agents {
         assert_eq!(agent.listed_names(), ["OTHER"]);
@@ -101,7 +104,7 @@ async fn a_compromised_secret_leaves_every_session_and_stays_off_until_it_has_a_
     }
     assert!(out.stdout.starts_with("marked LEAKY compromised at "), "{out:?}");
     for want in [
-        format!("deactivated in sessions: {}\n", sessions.join(", ")),
+        format!("deactivated in sessions: {}\n", sorted.join(", ")),
         "revocation: not revocable by Maestro: rotate the value at the provider (steps below)\n"
             .to_owned(),
         "rotate it at the provider (generic): Issue a new value wherever this one came from, then revoke or delete the old one there\n".to_owned(),
@@ -325,4 +328,57 @@ async fn a_compromised_oauth_secret_is_revoked_at_the_provider() {
         broker.data_dir(),
         &[("broker", broker.log()), ("maestro", out.stdout)],
     );
+}
+
+/// Activations racing the leak response: whatever order they land in, once `compromised` has
+/// answered the secret is active nowhere (an activation before it is undone, one after it is
+/// refused); a name too long for a secret is refused before anything is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_racing_compromised_leave_the_secret_active_nowhere() {
+    let broker = Broker::start();
+    let token = broker.add_user("leak-racer");
+    let api = broker.api(&token);
+    api.add_generic("RACE", &[("RACE_TOKEN", "planted-race-token-8c2d")]).await.ok();
+    let mut sessions = Vec::new();
+    for n in 0..4 {
+        sessions.push(api.new_session(json!({"label": format!("race-{n}")})).await.0);
+    }
+    let mut racers = Vec::new();
+    for session in &sessions {
+        for _ in 0..5 {
+            let (api, session) = (api.clone(), session.clone());
+            racers.push(tokio::spawn(async move {
+                let r = api.activate(&session, &["RACE"]).await;
+                assert!(r.status == 200 || (r.status == 409 && r.code() == "conflict"), "{r:?}");
+                r.status
+            }));
+        }
+    }
+    let marked = api.post("/v1/secrets/RACE/compromised", json!({})).await.ok();
+    let mut refused = 0;
+    for racer in racers {
+        if racer.await.unwrap() == 409 {
+            refused += 1;
+        }
+    }
+    eprintln!(
+        "race: {refused} of 20 activations refused; deactivated in {} sessions",
+        marked["deactivated_in"].as_array().unwrap().len()
+    );
+    // Activations that answered after the mark were refused; none is left active.
+    let meta = api.get("/v1/secrets/RACE").await.ok();
+    assert_eq!(meta["active_in_sessions"], json!([]), "{meta}");
+    for session in &sessions {
+        let info = api.get(&format!("/v1/sessions/{session}")).await.ok();
+        assert_eq!(info["active"], json!([]), "{info}");
+    }
+    api.activate(&sessions[0], &["RACE"]).await.expect_error(409, "conflict");
+
+    // Forged names: too long, or not a secret name at all.
+    let long = "A".repeat(300);
+    api.post(&format!("/v1/secrets/{long}/compromised"), json!({}))
+        .await
+        .expect_error(400, "invalid_name");
+    api.post("/v1/secrets/..%2Fx/compromised", json!({})).await.expect_error(400, "invalid_name");
+    assert!(!broker.log().contains("planted-race-token-8c2d"));
 }
