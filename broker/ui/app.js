@@ -38,6 +38,7 @@
   // How the provider form names the presets (their data comes from oauth-presets.json).
   const PRESET_LABELS = {
     github: 'GitHub', gitlab: 'GitLab', microsoft: 'Microsoft (Entra ID, Microsoft Graph)',
+    google: 'Google (Google Cloud, Workspace)',
     custom: 'Custom OAuth 2.0 provider',
   };
   const AUDIT_ACTIONS = [

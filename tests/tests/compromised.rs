@@ -269,9 +269,12 @@ async fn a_compromised_oauth_secret_is_revoked_at_the_provider() {
     let revoke = server.endpoint("/revoke");
     add_provider(&broker, &token, &server, "with-revoke", &["--revoke-url", &revoke]).ok();
     add_provider(&broker, &token, &server, "no-revoke", &[]).ok();
-    for (provider, name) in
-        [("with-revoke", "GH_A"), ("with-revoke", "GH_B"), ("no-revoke", "GH_C")]
-    {
+    for (provider, name) in [
+        ("with-revoke", "GH_A"),
+        ("with-revoke", "GH_B"),
+        ("no-revoke", "GH_C"),
+        ("with-revoke", "GH_D"),
+    ] {
         let pending =
             Pending::start(&broker, &token, &["oauth", "connect", provider, "--name", name]);
         let url = pending.url();
@@ -320,6 +323,20 @@ async fn a_compromised_oauth_secret_is_revoked_at_the_provider() {
     assert!(
         out.stdout.contains("revocation: not revoked: GitHub has no RFC 7009 revocation endpoint"),
         "{out:?}"
+    );
+
+    // The grant ended with the refresh token (as at Google): the access token's `invalid_token`
+    // that follows is no failure.
+    server.configure(json!({"invalid_token_revoke": 1})).await;
+    let answer = api.post("/v1/secrets/GH_D/compromised", json!({})).await.ok();
+    assert_eq!(
+        answer["revocation"].as_str().unwrap(),
+        format!("revoked the refresh token and access token at {revoke}")
+    );
+    let last = server.log().await["revocations"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (last["known_as"].as_str(), last["status"].as_i64()),
+        (Some("access_token"), Some(400))
     );
 
     let planted = server.planted().await;

@@ -112,7 +112,16 @@ impl Revocation {
                 };
                 let mut revoked = Vec::new();
                 for (token, hint) in &tokens {
-                    if let Err(e) = client.revoke(&url, token, hint).await {
+                    let answer = client.revoke(&url, token, hint).await;
+                    // RFC 7009 answers 200 for a token that is no longer valid, but some
+                    // providers (Google) end the whole grant with the first revocation and
+                    // then answer `invalid_token` for the access token: already revoked.
+                    let already_gone = matches!(
+                        &answer,
+                        Err(endpoint::EndpointError::Refused { code, .. })
+                            if code == "invalid_token" && !revoked.is_empty()
+                    );
+                    if let (Err(e), false) = (answer, already_gone) {
                         warn!(provider = %self.provider, error = %e, "OAuth revocation failed");
                         let done = if revoked.is_empty() {
                             String::new()
