@@ -1,6 +1,6 @@
 //! OAuth integrations: providers (GitHub, GitLab, Microsoft, custom), the authorization code
 //! flow with PKCE and a single-use state, a broker-side refresh of every token before it
-//! expires, and revocation at the provider when an OAuth secret is deleted.
+//! expires, and revocation at the provider when an OAuth secret is deleted or marked compromised.
 //!
 //! * [`providers`]: registering a provider (presets, endpoints, scopes, sealed client secret).
 //! * [`authorize`]: `connect` / `reconnect` start an authorization; the callback exchanges the
@@ -39,7 +39,8 @@ use crate::store::SecretRecord;
 use endpoint::Client;
 pub use state::{CALLBACK_PATH, OAuth, SetupError};
 
-/// What revoking a deleted OAuth secret's tokens takes, read before the secret is deleted.
+/// What revoking an OAuth secret's tokens takes, read before the secret is deleted (or marked
+/// compromised).
 pub struct Revocation {
     provider: String,
     plan: Plan,
