@@ -85,3 +85,54 @@ pub fn check_activatable(secret: &SecretRecord) -> DomainResult<()> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use maestro_wire::catalog::seal::Exposure;
+
+    use super::*;
+
+    fn record(compromised_at: Option<i64>) -> SecretRecord {
+        SecretRecord {
+            id: "s1".into(),
+            owner_id: 1,
+            name: "AWS_PROD".into(),
+            kind: "aws".into(),
+            description: None,
+            tags: Vec::new(),
+            version: 1,
+            field_names: Vec::new(),
+            data_key_id: String::new(),
+            wrapped_key: Vec::new(),
+            created_at: 0,
+            updated_at: 0,
+            exposure: Exposure::Plain,
+            hosts: Vec::new(),
+            compromised_at,
+        }
+    }
+
+    #[test]
+    fn a_compromised_secret_is_refused_in_one_line_that_says_what_to_do() {
+        assert!(check_activatable(&record(None)).is_ok());
+        let e = check_activatable(&record(Some(1_764_921_600))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict);
+        assert_eq!(
+            e.message,
+            "AWS_PROD was marked compromised at 2025-12-05T08:00:00Z: edit it with a new value first (`maestro secrets edit AWS_PROD --field-file FIELD=PATH`); nothing was activated"
+        );
+        assert!(!e.message.contains('\n'));
+    }
+
+    #[test]
+    fn rotation_steps_come_from_the_catalog_with_a_fallback() {
+        let aws = rotation("aws");
+        assert!(aws.steps.starts_with("IAM console"));
+        assert!(aws.link.is_some_and(|l| l.starts_with("https://docs.aws.amazon.com/")));
+        for kind in maestro_wire::catalog::KINDS {
+            assert!(!rotation(kind.name).steps.is_empty(), "{}", kind.name);
+        }
+        let gone = rotation("no-such-kind");
+        assert!(gone.steps.starts_with("Issue a new value") && gone.link.is_none());
+    }
+}
