@@ -33,8 +33,6 @@ pub struct RandomFailed;
 pub struct DecoySet {
     /// One per decoy file: path under the mount, decoy name, content.
     files: Vec<FileEntry>,
-    /// The credential values inside the files (for spotting them elsewhere).
-    values: Vec<SecretValue>,
 }
 
 /// `len` characters of `alphabet`, uniformly (rejection sampling: no modulo bias).
@@ -78,7 +76,7 @@ impl DecoySet {
                 });
             }
         }
-        Ok(DecoySet { files, values: vec![key_id, secret_key, token] })
+        Ok(DecoySet { files })
     }
 
     /// The decoy files to serve next to real ones: a decoy named like a real secret, or with a
@@ -94,11 +92,6 @@ impl DecoySet {
             })
             .cloned()
             .collect()
-    }
-
-    /// The decoy credentials' values (key id, secret key, token).
-    pub fn values(&self) -> &[SecretValue] {
-        &self.values
     }
 }
 
@@ -132,7 +125,6 @@ mod tests {
         let token = token.trim_end();
         assert!(token.starts_with("ghp_") && token.len() == 40, "{token}");
         assert!(token[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert_eq!(a.values().len(), 3);
         let b = DecoySet::generate().unwrap();
         assert_ne!(content(&a, "deploy-token/token"), content(&b, "deploy-token/token"));
         // Never in a Debug print (a log line).

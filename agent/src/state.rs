@@ -183,11 +183,6 @@ impl Secrets {
         self.decoys = decoys;
     }
 
-    /// The decoys served, when the session has them.
-    pub fn decoys(&self) -> Option<&DecoySet> {
-        self.decoys.as_deref()
-    }
-
     /// The active secrets.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.active.values()

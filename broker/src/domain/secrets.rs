@@ -237,7 +237,8 @@ pub async fn edit(
     meta(app, &sealed.record).await
 }
 
-/// The audit detail of an edit: the new version, and a change of exposure or hosts.
+/// The audit detail of an edit: the new version, a cleared compromised mark, and a change of
+/// exposure or hosts.
 fn edit_detail(old: &SecretRecord, new: &SecretRecord) -> String {
     let mut detail = format!("version {}", new.version);
     if old.compromised_at.is_some() && new.compromised_at.is_none() {
