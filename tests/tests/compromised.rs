@@ -360,28 +360,39 @@ async fn activations_racing_compromised_leave_the_secret_active_nowhere() {
     for n in 0..4 {
         sessions.push(api.new_session(json!({"label": format!("race-{n}")})).await.0);
     }
+    // Each racer activates in its session over and over (a repeat is a no-op) until refused.
     let mut racers = Vec::new();
     for session in &sessions {
-        for _ in 0..5 {
-            let (api, session) = (api.clone(), session.clone());
-            racers.push(tokio::spawn(async move {
+        let (api, session) = (api.clone(), session.clone());
+        racers.push(tokio::spawn(async move {
+            let mut accepted = 0;
+            for _ in 0..200 {
                 let r = api.activate(&session, &["RACE"]).await;
-                assert!(r.status == 200 || (r.status == 409 && r.code() == "conflict"), "{r:?}");
-                r.status
-            }));
-        }
+                if r.status == 409 {
+                    assert_eq!(r.code(), "conflict", "{r:?}");
+                    return accepted;
+                }
+                assert_eq!(r.status, 200, "{r:?}");
+                accepted += 1;
+            }
+            panic!("activations were never refused");
+        }));
+    }
+    // The mark lands while activations are arriving: once the secret is active somewhere.
+    let deadline = Instant::now() + WITHIN;
+    while api.get("/v1/secrets/RACE").await.ok()["active_in_sessions"] == json!([]) {
+        assert!(Instant::now() < deadline, "no activation went through");
     }
     let marked = api.post("/v1/secrets/RACE/compromised", json!({})).await.ok();
-    let mut refused = 0;
+    let mut accepted = 0;
     for racer in racers {
-        if racer.await.unwrap() == 409 {
-            refused += 1;
-        }
+        accepted += racer.await.unwrap();
     }
     eprintln!(
-        "race: {refused} of 20 activations refused; deactivated in {} sessions",
+        "race: {accepted} activations accepted before the mark, every racer refused after it; deactivated in {} sessions",
         marked["deactivated_in"].as_array().unwrap().len()
     );
+    assert!(!marked["deactivated_in"].as_array().unwrap().is_empty(), "{marked}");
     // Activations that answered after the mark were refused; none is left active.
     let meta = api.get("/v1/secrets/RACE").await.ok();
     assert_eq!(meta["active_in_sessions"], json!([]), "{meta}");
