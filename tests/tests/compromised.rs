@@ -365,15 +365,13 @@ async fn activations_racing_compromised_leave_the_secret_active_nowhere() {
     for session in &sessions {
         let (api, session) = (api.clone(), session.clone());
         racers.push(tokio::spawn(async move {
-            let mut accepted = 0;
-            for _ in 0..200 {
+            for accepted in 0..200 {
                 let r = api.activate(&session, &["RACE"]).await;
                 if r.status == 409 {
                     assert_eq!(r.code(), "conflict", "{r:?}");
                     return accepted;
                 }
                 assert_eq!(r.status, 200, "{r:?}");
-                accepted += 1;
             }
             panic!("activations were never refused");
         }));
