@@ -15,7 +15,8 @@
 //!   session's processes).
 //! * broker: [`identity`] (key pair, CSR), [`broker`] (the mTLS client), [`framing`] (event lines),
 //!   [`link`] (stream, reconnects, lease watchdog, renewal), [`backoff`].
-//! * secrets: [`state`] (the active set, rendering, fail-closed lease), [`usage`] (audit reports).
+//! * secrets: [`state`] (the active set, rendering, fail-closed lease), [`usage`] (audit reports),
+//!   [`decoys`] (decoy credentials and their values).
 //! * socket: [`listener`], [`dispatch`], [`actions`], [`scan`] (`maestro-exec scan`'s matching).
 //! * processes: [`child`] (CMD as the sandbox user, reaping), [`teardown`], [`run`] (wiring).
 //!
@@ -34,6 +35,7 @@ pub mod cgroup;
 #[allow(unsafe_code)]
 pub mod child;
 pub mod config;
+pub mod decoys;
 pub mod dispatch;
 pub mod framing;
 // close_range, close, mlockall, and the environment change before any thread exists.

@@ -243,6 +243,11 @@ async fn session(
     let mount = maestro_fs::mount(&config.mount, options, Arc::new(FsObserver(usage.clone())))?;
     let slot = MountSlot::new(mount);
     let store = Arc::new(Store::new(&mount_str, config.lease, Box::new(slot.clone())));
+    // Made now, served only if the broker's snapshot says the session has decoys.
+    match crate::decoys::DecoySet::generate() {
+        Ok(set) => store.prepare_decoys(set),
+        Err(e) => tracing::error!("{e}; this agent serves no decoys"),
+    }
     let proxy = start_egress(&config, usage.clone(), &store)?;
     let mut parts = Parts {
         cgroup,

@@ -38,6 +38,7 @@
   // How the provider form names the presets (their data comes from oauth-presets.json).
   const PRESET_LABELS = {
     github: 'GitHub', gitlab: 'GitLab', microsoft: 'Microsoft (Entra ID, Microsoft Graph)',
+    google: 'Google (Google Cloud, Workspace)',
     custom: 'Custom OAuth 2.0 provider',
   };
   const AUDIT_ACTIONS = [
@@ -452,7 +453,8 @@
         h('th', { scope: 'row' },
           h('a', { class: 'mono strong', href: `#/secrets/${enc(s.name)}` }, s.name),
           s.description ? h('div', { class: 'sub' }, s.description) : null,
-          s.oauth && s.oauth.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad')) : null),
+          s.oauth && s.oauth.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad')) : null,
+          s.compromised_at ? h('div', {}, compromisedBadge(s)) : null),
         h('td', {}, badge(s.kind, 'kind'), s.exposure === 'sealed' ? [' ', sealedBadge(s)] : null),
         h('td', { class: 'num' }, `v${s.version}`),
         h('td', {}, chips(s.tags, 'tag')),
@@ -484,6 +486,40 @@
         + (deleted.revocation ? ` OAuth revocation: ${deleted.revocation}.` : ''));
       if (location.hash === '#/secrets') route();
       else location.hash = '#/secrets';
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  // The marker of a compromised secret, saying since when and what clears it.
+  function compromisedBadge(meta) {
+    const b = badge('compromised', 'bad');
+    b.title = shown(`marked compromised at ${meta.compromised_at}: edit it with a new value before activating it again`);
+    return b;
+  }
+
+  // The leak response: deactivate everywhere, mark, revoke where the kind allows, and say how to
+  // rotate the value at the provider (the catalog's steps, as the broker answers them).
+  async function markCompromised(meta) {
+    clearErrors();
+    const active = meta.active_in_sessions.length;
+    const yes = await confirmAction({
+      title: `Mark ${meta.name} compromised?`,
+      text: 'Use this when its value leaked (committed, pasted, logged).'
+        + (active ? ` It is deactivated at once in the ${active} session${active > 1 ? 's' : ''} where it is active.` : '')
+        + ' It cannot be activated again until you edit it with a new value.'
+        + (meta.oauth ? ` Its OAuth tokens are revoked at ${meta.oauth.provider} where the provider allows it.` : '')
+        + ' You then rotate it at the provider, following the steps shown.',
+      ok: 'Mark compromised',
+    });
+    if (!yes) return;
+    try {
+      const c = await api('POST', `v1/secrets/${enc(meta.name)}/compromised`);
+      const n = c.deactivated_in.length;
+      notify(`Marked ${c.name} compromised${n ? `; removed from ${n} session${n > 1 ? 's' : ''}` : ''}. `
+        + `Revocation: ${c.revocation}. Rotate it at the provider: ${c.rotation.steps}`
+        + (c.rotation.link ? ` (${c.rotation.link})` : '') + '. Then edit it with the new value.');
+      route();
     } catch (err) {
       fail(err);
     }
@@ -524,6 +560,10 @@
     $('secret-edit').setAttribute('href', `#/secrets/${enc(name)}/edit`);
     const kind = kindByName(meta.kind);
     const rows = [
+      ...(meta.compromised_at ? [['Compromised', [compromisedBadge(meta), ' ', timeEl(meta.compromised_at),
+        h('div', { class: 'sub' }, 'edit it with a new value before activating it again'),
+        kind && kind.rotation ? h('div', { class: 'sub' }, `Rotate it at the provider: ${kind.rotation.steps}`,
+          kind.rotation.link ? [' ', h('a', { href: kind.rotation.link, rel: 'noreferrer noopener', target: '_blank' }, 'documentation')] : null) : null]]] : []),
       ['Kind', [badge(meta.kind, 'kind'), kind ? ` ${kind.title}` : '']],
       ['Exposure', meta.exposure === 'sealed'
         ? [sealedBadge(meta), h('div', { class: 'sub' }, 'the sandbox sees placeholders; the agent puts the values into requests to the hosts below only')]
@@ -635,6 +675,10 @@
         h('td', { class: 'mono' }, e.command ?? muted('—')),
         h('td', { class: 'detail' }, detailText(e))));
     }
+  }
+
+  async function onCompromisedCurrent() {
+    if (state.current && state.current.name) await markCompromised(state.current);
   }
 
   async function onDeleteCurrent() {
@@ -2132,6 +2176,7 @@
     $('session-refresh').addEventListener('click', route);
     $('audit-refresh').addEventListener('click', route);
     $('secret-delete').addEventListener('click', onDeleteCurrent);
+    $('secret-compromised').addEventListener('click', onCompromisedCurrent);
     $('secret-kind').addEventListener('change', onKindChange);
     $('secret-exposure').addEventListener('change', renderExposure);
     $('secret-name').addEventListener('input', upperCase);

@@ -85,6 +85,10 @@ pub enum SecretsCommand {
     Edit(EditArgs),
     /// Delete a secret (it is deactivated in every session first). Asks first on a terminal.
     Rm(RmArgs),
+    /// A secret's value leaked: deactivate it in every session, mark it compromised until it is
+    /// edited with a new value, revoke it at the provider where possible (OAuth), and print how
+    /// to rotate it at the provider.
+    Compromised(NameArgs),
     /// List your secrets.
     Ls(JsonArgs),
     /// Show a secret's metadata (never a value).

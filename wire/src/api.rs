@@ -12,6 +12,7 @@
 //! | PATCH | `/v1/secrets/{name}` | [`EditSecret`] | [`SecretMeta`] (a new version) |
 //! | DELETE | `/v1/secrets/{name}` | | [`Deleted`] |
 //! | GET | `/v1/secrets/{name}/history[?limit&before]` | | `Vec<AuditEvent>` (a page) |
+//! | POST | `/v1/secrets/{name}/compromised` | | [`Compromised`]: deactivated everywhere, marked, revoked where it can be, rotation steps |
 //! | POST | `/v1/sessions` | [`CreateSession`] | [`SessionCreated`] (201) |
 //! | GET | `/v1/sessions` | | `Vec<SessionInfo>` |
 //! | GET | `/v1/sessions/{id}` | | [`SessionInfo`] |
@@ -185,6 +186,10 @@ pub struct SecretMeta {
     /// domain: `shown` in the catalog). Every other field stays write-only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub shown_fields: BTreeMap<String, String>,
+    /// When it was declared compromised (RFC 3339; `maestro secrets compromised`): it cannot be
+    /// activated until an edit gives it a new value. Absent: not compromised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compromised_at: Option<String>,
 }
 
 /// OAuth state of a secret, without its tokens.
@@ -208,6 +213,38 @@ pub struct Deleted {
     /// For OAuth secrets: what the revocation at the provider did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<String>,
+}
+
+/// The answer to `POST /v1/secrets/{name}/compromised`: what the leak response did, and what the
+/// owner does next at the provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Compromised {
+    pub name: String,
+    pub kind: String,
+    /// RFC 3339: when it was marked (the first mark, if it was already compromised).
+    pub compromised_at: String,
+    /// Live sessions it was deactivated in (their agents drop it at once).
+    pub deactivated_in: Vec<String>,
+    /// What revocation at the provider did, in one line: `revoked ...`, `not revoked: ...`
+    /// (not revocable by Maestro, and what to do instead) or `revocation at URL failed ...`.
+    pub revocation: String,
+    /// How to rotate the value at its provider, from the catalog.
+    pub rotation: RotationSteps,
+}
+
+/// How to rotate a kind's value at its provider (the catalog's `rotation`, owned).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotationSteps {
+    /// One line of steps.
+    pub steps: String,
+    /// The provider's documentation, when there is a page for it.
+    pub link: Option<String>,
+}
+
+impl From<&crate::catalog::Rotation> for RotationSteps {
+    fn from(r: &crate::catalog::Rotation) -> Self {
+        Self { steps: r.steps.to_owned(), link: r.link.map(str::to_owned) }
+    }
 }
 
 /// `POST /v1/sessions`.

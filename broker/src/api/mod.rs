@@ -42,6 +42,7 @@ pub fn router(app: SharedApp) -> Router {
         )
         .route("/v1/secrets/{name}/history", get(user::secret_history))
         .route("/v1/secrets/{name}/usage", get(user::secret_usage))
+        .route("/v1/secrets/{name}/compromised", post(user::compromised_secret))
         .route("/v1/sessions", post(user::create_session).get(user::list_sessions))
         .route("/v1/sessions/{id}", get(user::show_session))
         .route("/v1/sessions/{id}/end", post(user::end_session))

@@ -47,6 +47,7 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         hosts,
         user_hosts: secret.hosts.clone(),
         shown_fields: shown_fields(secret, fields.as_ref()),
+        compromised_at: secret.compromised_at.map(clock::rfc3339),
     })
 }
 

@@ -13,6 +13,7 @@
 //! * [`meta`]: what an owner sees of a secret (used by secrets and OAuth alike).
 //! * [`audit`]: pages of the audit trail.
 //! * [`history`]: filtered pages of the trail and a secret's usage summary.
+//! * [`leak`]: `compromised`: deactivate everywhere, mark, revoke, rotation steps.
 //! * [`agents`]: enrollment, renewal, material and usage reports of a session's agent.
 
 pub mod activation;
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod error;
 pub mod exposure;
 pub mod history;
+pub mod leak;
 pub mod material;
 pub mod meta;
 pub mod secrets;

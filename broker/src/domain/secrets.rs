@@ -92,6 +92,7 @@ pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainR
         updated_at: now,
         exposure: exposed.exposure,
         hosts: exposed.user_hosts,
+        compromised_at: None,
     };
     let sealed = material::seal_version(app, record, &fields)?;
     let audit = AuditRecord {
@@ -154,6 +155,14 @@ pub async fn edit(
         check_tags(tags)?;
     }
     let kind = body.kind.clone().unwrap_or_else(|| secret.kind.clone());
+    // A compromised secret stays marked until an edit gives a field a value it did not have
+    // (a metadata-only edit, or one that removes fields, leaves the leaked value in place).
+    let new_value = if secret.compromised_at.is_some() {
+        let old = material::open_fields(app, &secret, None).await.ok();
+        body.fields.iter().any(|(f, v)| old.as_ref().and_then(|o| o.get(f)) != Some(v))
+    } else {
+        false
+    };
     let merged = if kind != secret.kind {
         if !body.remove_fields.is_empty() {
             return Err(DomainError::bad_request(
@@ -210,6 +219,7 @@ pub async fn edit(
         updated_at: now,
         exposure: exposed.exposure,
         hosts: exposed.user_hosts,
+        compromised_at: if new_value { None } else { secret.compromised_at },
         ..secret.clone()
     };
     let sealed = material::seal_version(app, record, &fields)?;
@@ -227,9 +237,13 @@ pub async fn edit(
     meta(app, &sealed.record).await
 }
 
-/// The audit detail of an edit: the new version, and a change of exposure or hosts.
+/// The audit detail of an edit: the new version, a cleared compromised mark, and a change of
+/// exposure or hosts.
 fn edit_detail(old: &SecretRecord, new: &SecretRecord) -> String {
     let mut detail = format!("version {}", new.version);
+    if old.compromised_at.is_some() && new.compromised_at.is_none() {
+        detail.push_str(", new value: no longer compromised");
+    }
     if old.exposure != new.exposure {
         detail.push_str(&format!(", exposure {}", new.exposure.as_str()));
     }

@@ -156,6 +156,14 @@ CREATE INDEX audit_usage ON audit
     (secret_id, action, owner_id, session_id, command, at, use_count, last_at);
 "#,
     ),
+    // Leak response (issue 12): when the owner declared a secret compromised (`maestro secrets
+    // compromised`); it cannot be activated until an edit gives it a new value, which clears it.
+    (
+        7,
+        r#"
+ALTER TABLE secrets ADD COLUMN compromised_at INTEGER;
+"#,
+    ),
 ];
 
 /// Migration 2: OAuth providers, authorizations and token state.

@@ -60,6 +60,7 @@ contracts!(
     a_session_end_racing_its_enrollment_and_activations_leaves_nothing_live,
     audit_pages_go_back_from_the_newest,
     a_secrets_exposure_and_hosts_read_back_everywhere,
+    marking_a_secret_compromised_deactivates_it_everywhere_until_a_new_version_clears_it,
 );
 
 /// Runs every contract test, each on a store `fresh` makes (with whatever must outlive it).
@@ -92,6 +93,7 @@ fn secret(owner: i64, id: &str, name: &str, version: u64) -> SecretRecord {
         updated_at: 10 + i64::try_from(version).unwrap(),
         exposure: Exposure::Plain,
         hosts: Vec::new(),
+        compromised_at: None,
     }
 }
 
@@ -866,4 +868,73 @@ pub async fn a_secrets_exposure_and_hosts_read_back_everywhere(s: Arc<dyn Contra
         (got[0].secret.version, got[0].secret.exposure, got[0].secret.hosts.clone()),
         (3, Exposure::Sealed, vec!["api.example.com".to_owned()])
     );
+}
+
+/// Marking a secret compromised deactivates it in every live session (a `Deactivated` record
+/// each, then the `Compromised` one), keeps the first time it was marked, and is read back by
+/// every read of the secret; a version written without the mark clears it; a secret that is gone
+/// is [`StoreError::Changed`].
+pub async fn marking_a_secret_compromised_deactivates_it_everywhere_until_a_new_version_clears_it(
+    s: Arc<dyn ContractStore>,
+) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    add_secret(&*s, u.id, "s1", "LEAKED", &["A"]).await;
+    add_secret(&*s, u.id, "s2", "OTHER", &["A"]).await;
+    for id in ["sess1", "sess2", "sess3"] {
+        let (sess, token) = session(u.id, id);
+        s.insert_session(&sess, &token, &audit).await.unwrap();
+    }
+    for id in ["sess1", "sess2"] {
+        s.change_activations(id, &["s1".to_owned(), "s2".to_owned()], &[], 20, &[]).await.unwrap();
+    }
+    s.change_activations("sess3", &["s2".to_owned()], &[], 20, &[]).await.unwrap();
+    let leaked = s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap();
+    assert_eq!(leaked.compromised_at, None);
+    let mark = AuditRecord {
+        secret_id: Some("s1".into()),
+        secret_name: Some("LEAKED".into()),
+        ..AuditRecord::new(u.id, 30, AuditAction::Compromised)
+    };
+    let sessions = s.mark_compromised(&leaked, 30, &mark).await.unwrap();
+    assert_eq!(sessions, ["sess1", "sess2"]);
+    for id in ["sess1", "sess2"] {
+        let names: Vec<_> =
+            s.active_secrets(id).await.unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["OTHER"], "{id}");
+    }
+    assert_eq!(s.active_secrets("sess3").await.unwrap().len(), 1);
+    let trail = s.secret_history(u.id, "s1", None, 100).await.unwrap();
+    let actions: Vec<_> =
+        trail.iter().map(|r| (r.record.action, r.record.session_id.clone())).collect();
+    assert_eq!(
+        actions[actions.len() - 3..],
+        [
+            (AuditAction::Deactivated, Some("sess1".to_owned())),
+            (AuditAction::Deactivated, Some("sess2".to_owned())),
+            (AuditAction::Compromised, None),
+        ]
+    );
+    // Read back everywhere; marked again later, the first time stays.
+    assert_eq!(s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap().compromised_at, Some(30));
+    let listed = s.list_secrets(u.id).await.unwrap();
+    assert_eq!(listed.iter().map(|r| r.compromised_at).collect::<Vec<_>>(), [Some(30), None]);
+    let again = s.mark_compromised(&leaked, 40, &mark).await.unwrap();
+    assert!(again.is_empty());
+    assert_eq!(s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap().compromised_at, Some(30));
+    // A new version that keeps the mark keeps it; one without it clears it.
+    let fields = [SealedField { name: "A".into(), blob: vec![9; 40] }];
+    let v2 = SecretRecord {
+        version: 2,
+        data_key_id: "s1-k2".into(),
+        ..s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap()
+    };
+    s.replace_secret(1, &v2, &fields, &audit).await.unwrap();
+    assert_eq!(s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap().compromised_at, Some(30));
+    let v3 = SecretRecord { version: 3, data_key_id: "s1-k3".into(), compromised_at: None, ..v2 };
+    s.replace_secret(2, &v3, &fields, &audit).await.unwrap();
+    assert_eq!(s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap().compromised_at, None);
+    // A secret that is gone.
+    let ghost = secret(u.id, "nope", "GHOST", 1);
+    assert!(matches!(s.mark_compromised(&ghost, 50, &mark).await, Err(StoreError::Changed { .. })));
 }

@@ -1,11 +1,11 @@
-//! `maestro secrets ...`: add, edit, rm, ls, show, history, activate, deactivate.
+//! `maestro secrets ...`: add, edit, rm, compromised, ls, show, history, activate, deactivate.
 //!
 //! Every argument is checked and every value read (with its limits) before the first request,
 //! so a bad input changes nothing at the broker.
 
 use anyhow::Context;
 use maestro_wire::api::{
-    Activation, AuditEvent, CreateSecret, Deleted, EditSecret, SecretMeta, SessionInfo,
+    Activation, AuditEvent, Compromised, CreateSecret, Deleted, EditSecret, SecretMeta, SessionInfo,
 };
 use maestro_wire::catalog::seal::Exposure;
 use reqwest::Method;
@@ -23,6 +23,7 @@ pub async fn run(client: &Client, command: SecretsCommand) -> anyhow::Result<Out
         SecretsCommand::Add(args) => add(client, args).await,
         SecretsCommand::Edit(args) => edit(client, args).await,
         SecretsCommand::Rm(args) => rm(client, args).await,
+        SecretsCommand::Compromised(args) => compromised(client, args).await,
         SecretsCommand::Ls(args) => ls(client, args).await,
         SecretsCommand::Show(args) => show(client, args).await,
         SecretsCommand::History(args) => history(client, args).await,
@@ -156,6 +157,61 @@ async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<Output> {
     Ok(output(text))
 }
 
+async fn compromised(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
+    input::secret_name(&args.name)?;
+    let answer = client.post_empty(&["v1", "secrets", &args.name, "compromised"]).await?;
+    if args.json {
+        return Ok(answer.pretty::<Compromised>()?);
+    }
+    Ok(output(render_compromised(&answer.parse()?)))
+}
+
+/// What `secrets compromised` did, and the steps left to the owner.
+fn render_compromised(c: &Compromised) -> String {
+    let clean = crate::table::clean;
+    let mut text = format!(
+        "marked {} compromised at {}
+",
+        c.name,
+        time(&c.compromised_at)
+    );
+    if c.deactivated_in.is_empty() {
+        text.push_str(
+            "it was active in no session
+",
+        );
+    } else {
+        text.push_str(&format!(
+            "deactivated in sessions: {}
+",
+            list(&c.deactivated_in)
+        ));
+    }
+    text.push_str(&format!(
+        "revocation: {}
+",
+        clean(&c.revocation)
+    ));
+    text.push_str(&format!(
+        "rotate it at the provider ({}): {}
+",
+        c.kind,
+        clean(&c.rotation.steps)
+    ));
+    if let Some(link) = &c.rotation.link {
+        text.push_str(&format!(
+            "  docs: {}
+",
+            clean(link)
+        ));
+    }
+    text.push_str(&format!(
+        "then `maestro secrets edit {} --field-file FIELD=PATH` with the new value (that clears the mark), activate it again, and check `maestro alerts ls`\n",
+        c.name
+    ));
+    text
+}
+
 async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
     let answer = client.get(&["v1", "secrets"]).await?;
     if args.json {
@@ -180,7 +236,12 @@ async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
     ]);
     for s in &secrets {
         table.row(vec![
-            s.name.clone(),
+            // A compromised secret is marked where the eye starts reading.
+            if s.compromised_at.is_some() {
+                format!("{} (COMPROMISED)", s.name)
+            } else {
+                s.name.clone()
+            },
             s.kind.clone(),
             s.exposure.as_str().to_owned(),
             s.version.to_string(),
@@ -259,6 +320,15 @@ fn render_meta(m: &SecretMeta) -> String {
         ("used by sessions", list(&m.used_by_sessions)),
         ("active in sessions", list(&m.active_in_sessions)),
     ];
+    if let Some(at) = &m.compromised_at {
+        pairs.insert(
+            1,
+            (
+                "COMPROMISED",
+                format!("since {}: edit it with a new value before activating it again", time(at)),
+            ),
+        );
+    }
     if let Some(oauth) = &m.oauth {
         pairs.push(("oauth provider", oauth.provider.clone()));
         pairs.push(("oauth scopes", list(&oauth.scopes)));
@@ -353,6 +423,7 @@ mod tests {
             hosts: vec!["github.com".into(), "api.github.com".into()],
             user_hosts: vec![],
             shown_fields: Default::default(),
+            compromised_at: None,
         }
     }
 
@@ -403,6 +474,37 @@ mod tests {
             "oauth scopes:",
             "repo, read:org",
             "maestro oauth reconnect GH",
+        ] {
+            assert!(out.contains(want), "missing {want} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn show_marks_a_compromised_secret_and_compromised_prints_the_next_steps() {
+        assert!(!render_meta(&meta()).contains("COMPROMISED"));
+        let m = SecretMeta { compromised_at: Some("2026-12-05T08:00:00Z".into()), ..meta() };
+        let out = render_meta(&m);
+        assert!(out.contains("COMPROMISED") && out.contains("edit it with a new value"), "{out}");
+        let c = Compromised {
+            name: "AWS_PROD".into(),
+            kind: "aws".into(),
+            compromised_at: "2026-12-05T08:00:00Z".into(),
+            deactivated_in: vec!["s1".into(), "s2".into()],
+            revocation: "not revocable by Maestro: rotate the value at the provider (steps below)"
+                .into(),
+            rotation: maestro_wire::api::RotationSteps {
+                steps: "IAM console > Users".into(),
+                link: Some("https://docs.aws.amazon.com/x".into()),
+            },
+        };
+        let out = render_compromised(&c);
+        for want in [
+            "marked AWS_PROD compromised",
+            "deactivated in sessions: s1, s2",
+            "revocation: not revocable by Maestro",
+            "rotate it at the provider (aws): IAM console > Users",
+            "docs: https://docs.aws.amazon.com/x",
+            "maestro secrets edit AWS_PROD",
         ] {
             assert!(out.contains(want), "missing {want} in\n{out}");
         }

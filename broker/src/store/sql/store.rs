@@ -38,7 +38,7 @@ macro_rules! secret_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
-             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts \
+             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts, s.compromised_at \
              FROM secrets s JOIN data_keys d ON d.id = s.data_key_id ",
             $($rest),*
         )
@@ -100,6 +100,7 @@ pub(super) fn secret_from_row(row: &DbRow) -> Result<SecretRecord, StoreError> {
         exposure: Exposure::parse(get(row, "exposure")?)
             .ok_or(StoreError::Corrupt { what: "secret exposure" })?,
         hosts: json_list(&get::<String>(row, "hosts")?, "host list")?,
+        compromised_at: get(row, "compromised_at")?,
     })
 }
 
@@ -254,8 +255,8 @@ pub(super) async fn insert_secret_rows(
     insert_data_key(conn, secret).await?;
     sqlx::query(
         "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
-         version, data_key_id, created_at, updated_at, exposure, hosts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         version, data_key_id, created_at, updated_at, exposure, hosts, compromised_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(secret.id.as_str())
     .bind(secret.owner_id)
@@ -270,6 +271,7 @@ pub(super) async fn insert_secret_rows(
     .bind(secret.updated_at)
     .bind(secret.exposure.as_str())
     .bind(to_json(&secret.hosts))
+    .bind(secret.compromised_at)
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -309,8 +311,8 @@ pub(super) async fn replace_version(
     insert_data_key(conn, secret).await?;
     sqlx::query(
         "UPDATE secrets SET kind = $1, description = $2, tags = $3, field_names = $4, \
-         version = $5, data_key_id = $6, updated_at = $7, exposure = $8, hosts = $9 \
-         WHERE id = $10",
+         version = $5, data_key_id = $6, updated_at = $7, exposure = $8, hosts = $9, \
+         compromised_at = $10 WHERE id = $11",
     )
     .bind(secret.kind.as_str())
     .bind(secret.description.as_deref())
@@ -321,6 +323,7 @@ pub(super) async fn replace_version(
     .bind(secret.updated_at)
     .bind(secret.exposure.as_str())
     .bind(to_json(&secret.hosts))
+    .bind(secret.compromised_at)
     .bind(secret.id.as_str())
     .execute(&mut *conn)
     .await
@@ -633,6 +636,61 @@ impl Store for This {
                 insert_audit(&mut tx, &record).await?;
             }
             insert_audit(&mut tx, &about(AuditAction::Deleted)).await?;
+            commit(tx).await?;
+            Ok(sessions)
+        })
+    }
+
+    fn mark_compromised<'a>(
+        &'a self,
+        secret: &'a SecretRecord,
+        now: i64,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            // Lock the row first: a concurrent edit or delete is waited for.
+            let found: Option<String> = sqlx::query_scalar(Eng::SECRET_TO_DELETE)
+                .bind(secret.id.as_str())
+                .bind(secret.owner_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_failed("reading a secret"))?;
+            if found.is_none() {
+                return Err(StoreError::Changed { what: "secret" });
+            }
+            let sessions: Vec<String> = sqlx::query_scalar(
+                "SELECT a.session_id FROM activations a JOIN sessions s ON s.id = a.session_id \
+                 WHERE a.secret_id = $1 AND s.ended_at IS NULL ORDER BY a.session_id",
+            )
+            .bind(secret.id.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_failed("reading activations"))?;
+            sqlx::query("DELETE FROM activations WHERE secret_id = $1")
+                .bind(secret.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("deactivating a compromised secret"))?;
+            sqlx::query(
+                "UPDATE secrets SET compromised_at = COALESCE(compromised_at, $1) WHERE id = $2",
+            )
+            .bind(now)
+            .bind(secret.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("marking a secret compromised"))?;
+            for session in &sessions {
+                let record = AuditRecord {
+                    secret_id: Some(secret.id.clone()),
+                    secret_name: Some(secret.name.clone()),
+                    session_id: Some(session.clone()),
+                    detail: Some("secret compromised".to_owned()),
+                    ..AuditRecord::new(secret.owner_id, now, AuditAction::Deactivated)
+                };
+                insert_audit(&mut tx, &record).await?;
+            }
+            insert_audit(&mut tx, audit).await?;
             commit(tx).await?;
             Ok(sessions)
         })
