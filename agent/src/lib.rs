@@ -35,6 +35,7 @@ pub mod cgroup;
 pub mod child;
 pub mod config;
 pub mod dispatch;
+pub mod exec_tree;
 pub mod framing;
 // close_range, close, mlockall, and the environment change before any thread exists.
 #[allow(unsafe_code)]

@@ -73,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
             Command::Audit(args) => commands::audit::run(&client, args).await,
             Command::Kinds(args) => commands::kinds::run(args),
             Command::Oauth(command) => commands::oauth::run(&client, command).await,
+            Command::Alerts(command) => commands::alerts::run(&client, command).await,
         }
     })
 }

@@ -17,6 +17,8 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
     let active = app.store.secret_active_in(&secret.id).await?;
     let o = outputs(secret);
     let hosts = shown_hosts(app, secret).await;
+    let (alerts, alert_settings) =
+        super::alerts::secret_view(app, secret.owner_id, &secret.id, &secret.name).await?;
     Ok(SecretMeta {
         name: secret.name.clone(),
         kind: secret.kind.clone(),
@@ -35,6 +37,9 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         exposure: secret.exposure,
         hosts,
         user_hosts: secret.hosts.clone(),
+        alerts,
+        alerts_off: alert_settings.rules_off,
+        on_alert: alert_settings.on_alert,
     })
 }
 

@@ -107,6 +107,7 @@ pub fn session(owner: i64, id: &str) -> (SessionRecord, EnrollmentRecord) {
             ended_at: None,
             ended_reason: None,
             enrolled: false,
+            decoys: false,
             serials: Default::default(),
         },
         EnrollmentRecord {
@@ -583,6 +584,7 @@ pub async fn an_agents_material_carries_its_token_state(s: Arc<dyn ContractStore
         ended_at: None,
         ended_reason: None,
         enrolled: false,
+        decoys: false,
         serials: Default::default(),
     };
     let enrollment = crate::store::EnrollmentRecord {

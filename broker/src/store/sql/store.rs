@@ -49,7 +49,7 @@ macro_rules! session_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-             enrolled, cert_serial, previous_serial, previous_until FROM sessions ",
+             enrolled, cert_serial, previous_serial, previous_until, decoys FROM sessions ",
             $($rest),*
         )
     };
@@ -113,6 +113,7 @@ pub(super) fn session_from_row(row: &DbRow) -> Result<SessionRecord, StoreError>
         ended_at: get(row, "ended_at")?,
         ended_reason: get(row, "ended_reason")?,
         enrolled: get(row, "enrolled")?,
+        decoys: get(row, "decoys")?,
         serials: SessionSerials {
             current: get(row, "cert_serial")?,
             previous: get(row, "previous_serial")?,
@@ -707,14 +708,15 @@ impl Store for This {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
             sqlx::query(
-                "INSERT INTO sessions (id, owner_id, label, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO sessions (id, owner_id, label, created_at, expires_at, decoys) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(session.id.as_str())
             .bind(session.owner_id)
             .bind(session.label.as_deref())
             .bind(session.created_at)
             .bind(session.expires_at)
+            .bind(session.decoys)
             .execute(&mut *tx)
             .await
             .map_err(query_failed("adding a session"))?;
