@@ -499,11 +499,13 @@ pub async fn usage(
     let mut outside_exec = Vec::with_capacity(batch.reports.len());
     let sandbox_uid = batch.sandbox_uid;
     for (i, report) in batch.reports.into_iter().enumerate() {
-        if let Some(name) = &report.secret {
+        if report.action == UsageAction::DecoyRead {
+            // Decoy names are no secret names: checked against the decoy list instead.
+            if !decoy_read_accepted(session, &report) {
+                continue;
+            }
+        } else if let Some(name) = &report.secret {
             check_name(name)?;
-        }
-        if report.action == UsageAction::DecoyRead && !decoy_read_accepted(session, &report) {
-            continue;
         }
         let checked = match check_report(i, &report, session, &history, now) {
             Ok(checked) => checked,

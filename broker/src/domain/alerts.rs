@@ -125,18 +125,31 @@ impl Evaluation {
             }
             let uses = r.count.unwrap_or(1);
             let name = r.secret_name.as_deref().unwrap_or("");
-            let flags = match (&r.secret_id, r.action) {
-                (_, AuditAction::DecoyRead) => {
+            let own_rule = match r.action {
+                AuditAction::DecoyRead => Some("decoy"),
+                AuditAction::LeakAttempt => Some("leak_attempt"),
+                AuditAction::ScanFinding => Some("scan_finding"),
+                _ => None,
+            };
+            if let Some(id) = &r.secret_id
+                && !secrets.contains_key(id)
+            {
+                let running = gather(app, id, now).await;
+                secrets.insert(id.clone(), running);
+            }
+            let flags = match (&r.secret_id, own_rule) {
+                // What the proxy, the scanner and the decoys report is flagged by its own rule
+                // only: it is no use of the secret by a command (and a decoy is no secret).
+                (id, Some(rule)) => {
                     let u = use_of(r, name, sandbox_uid, label, observed.outside_exec);
-                    let all_but_decoy: Vec<&str> =
-                        wire_alerts::RULES.iter().copied().filter(|n| *n != "decoy").collect();
-                    alert_rules::evaluate(&u, &History::default(), &all_but_decoy)
-                }
-                (Some(id), _) => {
-                    if !secrets.contains_key(id) {
-                        let running = gather(app, id, now, r.at).await;
-                        secrets.insert(id.clone(), running);
+                    let mut off: Vec<&str> =
+                        wire_alerts::RULES.iter().copied().filter(|n| *n != rule).collect();
+                    if let Some(s) = id.as_ref().and_then(|id| secrets.get(id)) {
+                        off.extend(s.settings.rules_off.iter().map(String::as_str));
                     }
+                    alert_rules::evaluate(&u, &History::default(), &off)
+                }
+                (Some(id), None) => {
                     let Some(s) = secrets.get_mut(id) else { continue };
                     let flags = match s.profile.clone() {
                         Some(profile) => {
@@ -154,7 +167,7 @@ impl Evaluation {
                     s.note(r, uses, label, observed.outside_exec, now);
                     flags
                 }
-                (None, _) => Vec::new(),
+                (None, None) => Vec::new(),
             };
             let on_alert = match &r.secret_id {
                 Some(id) => secrets.get(id).and_then(|s| s.settings.on_alert.clone()),
@@ -229,7 +242,7 @@ fn use_of<'a>(
 }
 
 /// Reads a secret's settings and profile; a failure is logged and leaves `profile` empty.
-async fn gather(app: &App, secret_id: &str, now: i64, _at: i64) -> Running {
+async fn gather(app: &App, secret_id: &str, now: i64) -> Running {
     let settings = match app.alerts.secret_alert_settings(secret_id).await {
         Ok(s) => s,
         Err(e) => {
@@ -346,7 +359,8 @@ async fn history_of(
     Some(History {
         commands,
         labels,
-        last_minute: s.recent,
+        // The rule counts this record as one use; a coalesced record stands for `count`.
+        last_minute: s.recent.saturating_add(r.count.unwrap_or(1).saturating_sub(1)),
         usual_per_minute: total.div_ceil(span_minutes.max(1)),
         only_through_exec: profile.outside_exec_reads == 0 && s.update.outside_exec_reads == 0,
         used_before,

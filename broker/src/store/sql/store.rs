@@ -785,7 +785,7 @@ impl Store for This {
                 "UPDATE sessions SET ended_at = $1, ended_reason = $2 \
                  WHERE id = $3 AND ended_at IS NULL \
                  RETURNING id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-                 enrolled, cert_serial, previous_serial, previous_until",
+                 enrolled, cert_serial, previous_serial, previous_until, decoys",
             )
             .bind(now)
             .bind(reason)
