@@ -56,7 +56,7 @@ async fn each_rule_flags_what_it_should_and_ordinary_use_stays_quiet() {
     b.secret("KEY", &["KEY_VAR"]).await;
     let (dev, cert) = b.enrolled("dev", &["KEY"], false).await;
     // Ordinary use: the same command again and again at a normal rate, by the sandbox user.
-    for _ in 0..5 {
+    for _ in 0..10 {
         let a = b.report(&cert, vec![use_of("KEY", "injected", "python3", 1000)], Some(1000)).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     }
@@ -175,7 +175,9 @@ async fn deactivate_and_end_session_actions_are_taken() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     b.secret("OTHER", &["O"]).await;
     let (s, cert) = b.enrolled("dev", &["DEACT", "OTHER"], false).await;
-    b.report(&cert, vec![use_of("DEACT", "injected", "python3", 1000)], Some(1000)).await;
+    let baseline: Vec<Value> =
+        (0..10).map(|_| use_of("DEACT", "injected", "python3", 1000)).collect();
+    b.report(&cert, baseline, Some(1000)).await;
     b.report(&cert, vec![use_of("DEACT", "injected", "nc", 1000)], Some(1000)).await;
     assert_eq!(b.active(&s).await, ["OTHER"], "the flagged secret was deactivated, only it");
     let alert = &b.alerts("").await[0];

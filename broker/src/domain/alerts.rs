@@ -40,6 +40,9 @@ pub const BURST_WINDOW_SECS: i64 = 60;
 /// A secret's usual rate is taken over at least this long, so that its first busy minute is
 /// not its usual rate.
 pub const MIN_RATE_SPAN_SECS: i64 = 3600;
+/// Uses a secret needs before `new_command` and `outside_exec` judge it: its baseline (the
+/// first tools and ways a secret is used with are how it is used, not unusual).
+pub const BASELINE_USES: u64 = 10;
 /// What a webhook signing secret is sealed as.
 const WEBHOOK_SECRET: &str = "alerts/webhook_secret";
 
@@ -158,7 +161,19 @@ impl Evaluation {
                             let off: Vec<&str> =
                                 s.settings.rules_off.iter().map(String::as_str).collect();
                             match history {
-                                Some(h) => alert_rules::evaluate(&u, &h, &off),
+                                Some(h) => {
+                                    let mut flags = alert_rules::evaluate(&u, &h, &off);
+                                    // A burst is flagged when the minute crosses the limit, not
+                                    // again for every use while it stays above it.
+                                    let limit = alert_rules::BURST_FLOOR.max(
+                                        alert_rules::BURST_FACTOR
+                                            .saturating_mul(h.usual_per_minute),
+                                    );
+                                    if s.recent > limit {
+                                        flags.retain(|f| f.rule != "burst");
+                                    }
+                                    flags
+                                }
                                 None => Vec::new(),
                             }
                         }
@@ -329,7 +344,7 @@ async fn history_of(
     label: Option<&str>,
     now: i64,
 ) -> Option<History> {
-    let used_before = profile.uses > 0 || s.update.uses > 0;
+    let used_before = profile.uses.saturating_add(s.update.uses) >= BASELINE_USES;
     // The sample names what was seen; whether this command or label was is one more lookup.
     let lookups = async {
         let command = known(app, id, "command", r.command.as_deref(), &s.commands).await?;
