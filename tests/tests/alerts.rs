@@ -423,3 +423,53 @@ async fn forged_or_oversized_webhook_settings_are_refused_with_nothing_changed()
     assert_eq!(broker.maestro(&token, &["alerts", "config", "--json"]).ok().json(), before);
     assert_eq!(broker.maestro(&token, &["secrets", "ls", "--json"]).ok().json(), json!([]));
 }
+
+/// With a real agent: reads through `maestro-exec` (CMD reading the file itself, and a child
+/// of CMD reading it) are inside; a plain read by the sandbox user outside it is flagged, and
+/// the agent reports the sandbox uid so that other uids can be judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_agent_reports_reads_outside_maestro_exec() {
+    use maestro_tests::agent::{AgentOptions, SANDBOX_UID, Sandbox, fuse_available, wait_until};
+    if !fuse_available() {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.api.add_generic("FILEKEY", &[("FILEKEY", "planted-file-key-0042")]).await.ok();
+    let (session, bundle) = sb.new_session("exec");
+    let agent = sb.start_agent(&bundle, AgentOptions::default());
+    sb.api.activate(&session, &["FILEKEY"]).await.ok();
+    assert!(
+        wait_until(Duration::from_secs(5), || agent.listed_names().len() == 1).is_some(),
+        "{}",
+        agent.log()
+    );
+    let file = agent.file("FILEKEY").to_string_lossy().into_owned();
+    // The baseline: a dozen reads through maestro-exec, by CMD and by a child of CMD.
+    for _ in 0..6 {
+        assert_eq!(
+            agent.exec_as(SANDBOX_UID, &["--", "cat", &file]).ok().stdout,
+            "planted-file-key-0042"
+        );
+        let child = format!("cat {file}; true");
+        agent.exec_as(SANDBOX_UID, &["--", "sh", "-c", &child]).ok();
+    }
+    sb.assert_no_alerts();
+    // A read outside maestro-exec.
+    assert_eq!(agent.run_as(SANDBOX_UID, "cat", &[&file]).ok().stdout, "planted-file-key-0042");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        let got = alerts(&sb.broker, &sb.token, &[]);
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert for a read outside maestro-exec\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(rules(&got), ["outside_exec"], "{got:#?}");
+    assert_eq!(got[0]["reason"], "FILEKEY read by a process not started through maestro-exec");
+    assert_eq!(got[0]["uid"], 1000);
+}
