@@ -88,7 +88,7 @@ async fn each_rule_flags_what_it_should_and_ordinary_use_stays_quiet() {
     // new_label: another session whose label differs from every earlier one.
     let (_ci, ci_cert) = b.enrolled("ci", &["KEY"], false).await;
     b.report(&ci_cert, vec![use_of("KEY", "injected", "python3", 1000)], Some(1000)).await;
-    let got = b.alerts(&format!("?session=ci")).await;
+    let got = b.alerts("?session=ci").await;
     assert_eq!(rules(&got), ["new_label"], "{got:?}");
     assert!(got[0]["reason"].as_str().unwrap().contains("earlier sessions: dev"));
 

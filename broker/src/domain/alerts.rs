@@ -719,7 +719,7 @@ pub async fn list(app: &App, user: &UserRecord, q: ListQuery) -> DomainResult<Ve
         };
         out.extend(app.alerts.alerts(&query).await?.iter().map(|a| to_alert(a, &labels)));
     }
-    out.sort_by(|a, b| b.id.cmp(&a.id));
+    out.sort_by_key(|a| std::cmp::Reverse(a.id));
     out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     Ok(out)
 }
