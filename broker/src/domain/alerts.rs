@@ -43,6 +43,8 @@ pub const MIN_RATE_SPAN_SECS: i64 = 3600;
 /// Uses a secret needs before `new_command` and `outside_exec` judge it: its baseline (the
 /// first tools and ways a secret is used with are how it is used, not unusual).
 pub const BASELINE_USES: u64 = 10;
+/// How many earlier commands or labels a reason names.
+const REASON_SAMPLE: usize = 6;
 /// What a webhook signing secret is sealed as.
 const WEBHOOK_SECRET: &str = "alerts/webhook_secret";
 
@@ -154,9 +156,11 @@ impl Evaluation {
                 }
                 (Some(id), None) => {
                     let Some(s) = secrets.get_mut(id) else { continue };
-                    let flags = match s.profile.clone() {
+                    // Taken out for the record's evaluation (and put back), not copied.
+                    let profile = s.profile.take();
+                    let flags = match &profile {
                         Some(profile) => {
-                            let history = history_of(app, id, s, &profile, r, label, now).await;
+                            let history = history_of(app, id, s, profile, r, label, now).await;
                             let u = use_of(r, name, sandbox_uid, label, observed.outside_exec);
                             let off: Vec<&str> =
                                 s.settings.rules_off.iter().map(String::as_str).collect();
@@ -179,6 +183,7 @@ impl Evaluation {
                         }
                         None => Vec::new(),
                     };
+                    s.profile = profile;
                     s.note(r, uses, label, observed.outside_exec, now);
                     flags
                 }
@@ -347,8 +352,14 @@ async fn history_of(
     let used_before = profile.uses.saturating_add(s.update.uses) >= BASELINE_USES;
     // The sample names what was seen; whether this command or label was is one more lookup.
     let lookups = async {
-        let command = known(app, id, "command", r.command.as_deref(), &s.commands).await?;
-        let label = known(app, id, "label", label, &s.labels).await?;
+        let command = match profile.commands_complete {
+            true => None,
+            false => known(app, id, "command", r.command.as_deref(), &s.commands).await?,
+        };
+        let label = match profile.labels_complete {
+            true => None,
+            false => known(app, id, "label", label, &s.labels).await?,
+        };
         Ok::<_, crate::store::StoreError>((command, label))
     };
     let (extra_command, extra_label) = match lookups.await {
@@ -364,10 +375,19 @@ async fn history_of(
     if let Some(l) = extra_label {
         s.labels.insert(l);
     }
-    let mut commands: Vec<String> = profile.commands.clone();
-    commands.extend(s.commands.iter().filter(|c| !profile.commands.contains(c)).cloned());
-    let mut labels: Vec<String> = profile.labels.clone();
-    labels.extend(s.labels.iter().filter(|l| !profile.labels.contains(l)).cloned());
+    // What the rules need: a few for the reason, and this command / label when it was seen.
+    let shown = |all: &[String], current: Option<&str>, set: &HashSet<String>| {
+        let mut v: Vec<String> = all.iter().take(REASON_SAMPLE).cloned().collect();
+        if let Some(c) = current
+            && set.contains(c)
+            && !v.iter().any(|x| x == c)
+        {
+            v.push(c.to_owned());
+        }
+        v
+    };
+    let commands = shown(&profile.commands, r.command.as_deref(), &s.commands);
+    let labels = shown(&profile.labels, label, &s.labels);
     let first = profile.first_at.unwrap_or(now).min(s.update.first_at);
     let span_minutes = u64::try_from((now - first).max(MIN_RATE_SPAN_SECS) / 60).unwrap_or(1);
     let total = profile.uses.saturating_add(s.update.uses);

@@ -77,10 +77,13 @@ pub struct Profile {
     pub uses: u64,
     /// File reads reported as outside any `maestro-exec` process tree.
     pub outside_exec_reads: u64,
-    /// The oldest few commands seen with it (for reasons).
+    /// Commands seen with it, oldest first (at most 1000).
     pub commands: Vec<String>,
-    /// The oldest few session labels seen with it.
+    /// Whether `commands` is all of them (else [`AlertStore::seen`] answers for the others).
+    pub commands_complete: bool,
+    /// Session labels seen with it, oldest first (at most 1000).
     pub labels: Vec<String>,
+    pub labels_complete: bool,
     /// Uses in the window asked for (the audit trail's, coalesced records counted in full).
     pub recent_uses: u64,
 }

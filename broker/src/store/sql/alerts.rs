@@ -28,8 +28,9 @@ macro_rules! alert_columns {
 
 const ALERT_SELECT: &str = concat!("SELECT ", alert_columns!(), " FROM alerts ");
 
-/// How many commands and labels a profile carries for reasons.
-const SAMPLE: i64 = 6;
+/// How many commands and labels a profile loads at most: below this, a profile holds all of
+/// them and a batch needs no lookup per command.
+const LOADED: usize = 1000;
 
 /// Actions as their stored JSON list.
 fn actions_json(actions: &[AlertAction]) -> String {
@@ -73,22 +74,26 @@ fn alert_from_row(row: &DbRow) -> Result<AlertRecord, StoreError> {
     })
 }
 
-/// The oldest few values seen as `what` with a secret.
-async fn sample(
+/// The values seen as `what` with a secret, oldest first (at most [`LOADED`]), and whether
+/// that is all of them.
+async fn seen_values(
     pool: &sqlx::Pool<super::Db>,
     secret_id: &str,
     what: &str,
-) -> Result<Vec<String>, StoreError> {
-    sqlx::query_scalar(
+) -> Result<(Vec<String>, bool), StoreError> {
+    let mut values: Vec<String> = sqlx::query_scalar(
         "SELECT value FROM alert_seen WHERE secret_id = $1 AND what = $2 \
          ORDER BY first_at, value LIMIT $3",
     )
     .bind(secret_id)
     .bind(what)
-    .bind(SAMPLE)
+    .bind(i64::try_from(LOADED + 1).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
-    .map_err(query_failed("reading what a secret was used with"))
+    .map_err(query_failed("reading what a secret was used with"))?;
+    let complete = values.len() <= LOADED;
+    values.truncate(LOADED);
+    Ok((values, complete))
 }
 
 async fn insert_alert(conn: &mut Conn, a: &AlertRecord) -> Result<i64, StoreError> {
@@ -131,8 +136,10 @@ impl AlertStore for This {
                 profile.uses = u64_of(get(&row, "uses")?, "use count")?;
                 profile.outside_exec_reads =
                     u64_of(get(&row, "outside_exec_reads")?, "use count")?;
-                profile.commands = sample(&self.pool, secret_id, "command").await?;
-                profile.labels = sample(&self.pool, secret_id, "label").await?;
+                (profile.commands, profile.commands_complete) =
+                    seen_values(&self.pool, secret_id, "command").await?;
+                (profile.labels, profile.labels_complete) =
+                    seen_values(&self.pool, secret_id, "label").await?;
             }
             // The last minute, from the trail itself (migration 6's index on secret and time).
             let recent: i64 = sqlx::query_scalar(
