@@ -3,7 +3,8 @@
 //! staying quiet, the marker and flags in `secrets ls` / `show`, `maestro alerts`; a decoy
 //! read ending its session within a second; the webhook received by a local HTTP receiver,
 //! its signature verified, after a first answer of 500; bad webhook settings refused with
-//! nothing changed.
+//! nothing changed; a real agent's reads outside `maestro-exec` flagged (and those of CMD and
+//! its children not); two brokers on one PostgreSQL database delivering each alert once.
 
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -472,4 +473,52 @@ async fn a_real_agent_reports_reads_outside_maestro_exec() {
     assert_eq!(rules(&got), ["outside_exec"], "{got:#?}");
     assert_eq!(got[0]["reason"], "FILEKEY read by a process not started through maestro-exec");
     assert_eq!(got[0]["uid"], 1000);
+}
+
+/// Two brokers on one PostgreSQL database both run the webhook task: each alert is delivered
+/// once, whichever broker raised it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_brokers_on_postgres_each_alert_is_delivered_once() {
+    use maestro_tests::pg::{PeerBroker, Postgres};
+    let Some(pg) = Postgres::start() else { return };
+    let db = pg.create_database("maestro_alerts_two");
+    let options = db.broker_options();
+    let a = Broker::start_with(options.clone());
+    let b = PeerBroker::start(&a, &options);
+    let (url, seen) = receiver(vec![]);
+    let token = a.admin_token.clone();
+    a.maestro_stdin(
+        &token,
+        &["alerts", "config", "--webhook", &url, "--webhook-secret-stdin", "--on-alert", "notify"],
+        Some(b"two-brokers-signing-secret"),
+    )
+    .ok();
+    let api = a.api(&token);
+    api.add_generic("TWO", &[("TWO_VAR", "v")]).await.ok();
+    let (_id, mut agent) = session(&a, &token, "two", &["TWO"], false).await;
+    // Alerts raised through both brokers, one batch each (each a leak attempt of its own
+    // command, so each raises its own alert).
+    for i in 0..20 {
+        agent.rebase(if i % 2 == 0 { &a.url } else { &b.url });
+        post(&agent, vec![report("TWO", "leak_attempt", &format!("tool{i}"), 1000)]).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = alerts(&a, &token, &[]);
+        if all.len() == 20 && all.iter().all(|x| x["webhook"] == "delivered") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all delivered: {all:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut ids: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.header("maestro-alert-id").unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!((before, ids.len()), (20, 20), "an alert was delivered twice");
 }
