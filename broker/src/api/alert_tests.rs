@@ -275,3 +275,29 @@ async fn webhook_settings_are_checked_and_the_signing_secret_never_shown() {
     assert_eq!(a.body["webhook_secret_set"], false, "{}", a.body);
     assert!(b.app.alerts.alert_data_keys().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_flood_of_odd_uses_is_one_alert_until_acknowledged() {
+    let b = broker().await;
+    b.secret("FLOOD", &["F"]).await;
+    let (_s, cert) = b.enrolled("dev", &["FLOOD"], false).await;
+    // 50 batches of 20 uses by uid 0, and within one batch 40 uses by 40 new commands.
+    for _ in 0..50 {
+        let batch: Vec<Value> =
+            (0..20).map(|_| use_of("FLOOD", "injected", "python3", 0)).collect();
+        assert_eq!(b.report(&cert, batch, Some(1000)).await.status, StatusCode::OK);
+    }
+    let got = b.alerts("").await;
+    assert_eq!(rules(&got), ["burst", "foreign_uid"], "{got:?}");
+    let batch: Vec<Value> =
+        (0..40).map(|i| use_of("FLOOD", "injected", &format!("tool{i}"), 1000)).collect();
+    b.report(&cert, batch, Some(1000)).await;
+    let got = b.alerts("?limit=1000").await;
+    assert_eq!(got.len(), 2 + crate::domain::alerts::MAX_ALERTS_PER_BATCH, "capped per batch");
+    // Acknowledged, the same odd use is raised again.
+    let id = got.iter().find(|a| a["rule"] == "foreign_uid").unwrap()["id"].as_i64().unwrap();
+    b.user(Method::POST, "/v1/alerts/ack", Some(json!({"ids": [id]}))).await;
+    b.report(&cert, vec![use_of("FLOOD", "injected", "python3", 0)], Some(1000)).await;
+    let again = b.alerts("?unacked=1&limit=1").await;
+    assert_eq!(rules(&again), ["foreign_uid"]);
+}

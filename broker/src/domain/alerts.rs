@@ -35,6 +35,9 @@ use crate::store::{AuditRecord, SessionRecord, UserRecord};
 
 /// Most alerts one usage batch raises (a flood of odd uses must not become a flood of rows).
 pub const MAX_ALERTS_PER_BATCH: usize = 32;
+/// A session's alert of the same rule, secret and command is not raised again within this
+/// long while the first is not acknowledged.
+pub const REPEAT_WINDOW_SECS: i64 = 600;
 /// The window of the `burst` rule.
 pub const BURST_WINDOW_SECS: i64 = 60;
 /// A secret's usual rate is taken over at least this long, so that its first busy minute is
@@ -200,8 +203,7 @@ impl Evaluation {
                     continue;
                 }
                 let notify = on_alert.contains(&AlertAction::Notify) && user.webhook_url.is_some();
-                info!(session = %session.id, rule = flag.rule, "usage flagged");
-                out.alerts.push(AlertRecord {
+                let alert = AlertRecord {
                     id: 0,
                     owner_id: session.owner_id,
                     at: now,
@@ -216,7 +218,16 @@ impl Evaluation {
                     acked_at: None,
                     webhook: if notify { WebhookState::Pending } else { WebhookState::None },
                     attempts: 0,
-                });
+                };
+                // A repeat of an alert already raised (and not acknowledged) is not raised
+                // again: a process that keeps doing the odd thing is one alert, not one a batch.
+                match app.alerts.has_similar_alert(&alert, now - REPEAT_WINDOW_SECS).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "could not look for a similar alert; raising it"),
+                }
+                info!(session = %session.id, rule = flag.rule, "usage flagged");
+                out.alerts.push(alert);
             }
         }
         out.updates = secrets.into_values().map(|s| s.update).filter(|u| u.uses > 0).collect();

@@ -173,6 +173,9 @@ pub trait AlertStore: Send + Sync {
         new_key: Option<(&'a str, &'a [u8])>,
     ) -> StoreFuture<'a, ()>;
 
+    /// Whether `a`'s session already has an alert not acknowledged of the same rule, secret
+    /// and command raised at or after `since` (a repeat is not raised again).
+    fn has_similar_alert<'a>(&'a self, a: &'a AlertRecord, since: i64) -> StoreFuture<'a, bool>;
     /// A filtered page of a user's alerts, newest first.
     fn alerts<'a>(&'a self, query: &'a AlertQuery) -> StoreFuture<'a, Vec<AlertRecord>>;
     /// Alerts of a user's not acknowledged yet, per secret name.

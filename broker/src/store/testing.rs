@@ -983,9 +983,18 @@ pub async fn alert_profiles_settings_and_alerts_round_trip(s: Arc<dyn ContractSt
             .is_empty()
     );
     assert_eq!(s.unacked_alerts(u.id).await.unwrap(), [("KEY".to_owned(), 1)]);
+    // Repeats: same session, rule, secret and command, not acknowledged, within the window.
+    assert!(s.has_similar_alert(&alerts[0], 50).await.unwrap());
+    assert!(s.has_similar_alert(&alerts[1], 0).await.unwrap(), "no secret, matched as such");
+    assert!(!s.has_similar_alert(&alerts[0], 51).await.unwrap(), "older than the window");
+    let other_cmd = AlertRecord { command: Some("curl".into()), ..alerts[0].clone() };
+    assert!(!s.has_similar_alert(&other_cmd, 0).await.unwrap());
+    let other_session = AlertRecord { session_id: Some("sess9".into()), ..alerts[0].clone() };
+    assert!(!s.has_similar_alert(&other_session, 0).await.unwrap());
     assert!(s.ack_alerts(bob.id, &[ids[0]], 70).await.unwrap().is_empty(), "not bob's");
     assert_eq!(s.ack_alerts(u.id, &[ids[0], ids[0], 9999], 70).await.unwrap(), [ids[0]]);
     assert!(s.unacked_alerts(u.id).await.unwrap().is_empty());
+    assert!(!s.has_similar_alert(&alerts[0], 0).await.unwrap(), "acknowledged");
     let unacked =
         AlertQuery { owner_id: u.id, unacked_only: true, limit: 10, ..Default::default() };
     assert_eq!(s.alerts(&unacked).await.unwrap().len(), 1);

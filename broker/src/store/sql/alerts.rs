@@ -342,6 +342,26 @@ impl AlertStore for This {
         })
     }
 
+    fn has_similar_alert<'a>(&'a self, a: &'a AlertRecord, since: i64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let found: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM alerts WHERE owner_id = $1 AND session_id = $2 \
+                 AND rule = $3 AND COALESCE(secret_name, '') = $4 \
+                 AND COALESCE(command, '') = $5 AND at >= $6 AND acked_at IS NULL",
+            )
+            .bind(a.owner_id)
+            .bind(a.session_id.as_deref().unwrap_or(""))
+            .bind(a.rule.as_str())
+            .bind(a.secret_name.as_deref().unwrap_or(""))
+            .bind(a.command.as_deref().unwrap_or(""))
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_failed("looking for a similar alert"))?;
+            Ok(found > 0)
+        })
+    }
+
     fn alerts<'a>(&'a self, q: &'a AlertQuery) -> StoreFuture<'a, Vec<AlertRecord>> {
         Box::pin(async move {
             let sql = format!(
