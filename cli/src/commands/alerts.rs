@@ -6,6 +6,7 @@
 //! input changes nothing at the broker.
 
 use std::io::Read;
+use std::os::fd::AsFd;
 
 use clap::{Args, Subcommand};
 use maestro_wire::SecretValue;
@@ -255,9 +256,11 @@ async fn ack(client: &Client, args: AckArgs) -> anyhow::Result<Output> {
 
 /// Reads the signing secret from standard input (one trailing newline dropped).
 fn read_secret() -> Result<SecretValue, AlertInputError> {
-    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_WEBHOOK_SECRET_BYTES + 2));
-    std::io::stdin()
-        .lock()
+    // Read fd 0 through a duplicate, not through `io::stdin()`, whose internal buffer would
+    // keep a copy of the secret that is never zeroized (as `crate::fields` does).
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(AlertInputError::Stdin)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_WEBHOOK_SECRET_BYTES + 4));
+    std::fs::File::from(fd)
         .take(MAX_WEBHOOK_SECRET_BYTES as u64 + 3)
         .read_to_end(&mut buf)
         .map_err(AlertInputError::Stdin)?;
