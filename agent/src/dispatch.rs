@@ -67,6 +67,7 @@ impl Peer {
             last_at: None,
             exe: self.who.exe.clone(),
             claimed_command: self.who.comm.clone(),
+            outside_exec: None,
         }
     }
 }
@@ -139,6 +140,13 @@ pub fn dispatch(ctx: &Ctx, peer: &Peer, line: &[u8]) -> Response {
         // (Root callers stay where they are: root can leave any cgroup anyway, and a root
         // daemon that asks should not die with a session.)
         cgroup.adopt(pid);
+    }
+    if !matches!(request.action, Action::List)
+        && let Some(pid) = peer.pid
+    {
+        // What this process and its children read is "through maestro-exec" (rule
+        // `outside_exec`, see `crate::exec_tree`).
+        ctx.usage.exec_tree.started(pid);
     }
     match request.action {
         Action::Env { only, command } => actions::env(ctx, peer, &only, command.as_deref()),

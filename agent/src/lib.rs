@@ -37,6 +37,7 @@ pub mod child;
 pub mod config;
 pub mod decoys;
 pub mod dispatch;
+pub mod exec_tree;
 pub mod framing;
 // close_range, close, mlockall, and the environment change before any thread exists.
 #[allow(unsafe_code)]

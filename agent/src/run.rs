@@ -234,6 +234,7 @@ async fn session(
         tracing::warn!(mount = %config.mount.display(), "cleaned a stale mount left by an earlier agent");
     }
     let usage = UsageQueue::new(QUEUE_CAPACITY);
+    usage.set_sandbox_uid(config.user.uid);
     let options = MountOptions {
         uid: config.user.uid,
         gid: config.user.gid,

@@ -446,6 +446,7 @@ fn record(
                 last_at: None,
                 exe: peer.who.exe.clone(),
                 claimed_command: peer.who.comm.clone(),
+                outside_exec: None,
             }
         })
         .collect();

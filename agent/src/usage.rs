@@ -162,6 +162,10 @@ pub struct UsageQueue {
     nonempty: Notify,
     /// Told when a full batch is waiting.
     full: Notify,
+    /// The processes under `maestro-exec`, for the `outside_exec` field of file reads.
+    pub exec_tree: crate::exec_tree::ExecTree,
+    /// The sandbox user's uid, sent with every batch (the broker flags other uids).
+    sandbox_uid: std::sync::OnceLock<u32>,
 }
 
 impl UsageQueue {
@@ -173,6 +177,8 @@ impl UsageQueue {
             refusal_logged: Mutex::new(None),
             denial_logged: Mutex::new(None),
             lost: AtomicU64::new(0),
+            exec_tree: Default::default(),
+            sandbox_uid: std::sync::OnceLock::new(),
             nonempty: Notify::new(),
             full: Notify::new(),
         })
@@ -350,7 +356,13 @@ impl UsageQueue {
             last_at: None,
             exe: None,
             claimed_command: None,
+            outside_exec: None,
         });
+    }
+
+    /// Sets the sandbox user's uid that batches carry (once; later calls are ignored).
+    pub fn set_sandbox_uid(&self, uid: u32) {
+        let _ = self.sandbox_uid.set(uid);
     }
 
     /// Records queued (not counting those being posted).
@@ -448,6 +460,9 @@ impl AccessObserver for FsObserver {
             last_at: None,
             exe: who.exe,
             claimed_command: who.comm,
+            // A read outside every process tree started through maestro-exec is reported as
+            // such; the broker decides whether that is unusual for the secret.
+            outside_exec: access.allowed.then(|| !self.0.exec_tree.contains(access.pid)),
         };
         if !access.allowed {
             self.0.push_denial(report);
@@ -477,6 +492,7 @@ fn decoy_report(access: Access, who: Who) -> UsageReport {
         last_at: None,
         exe: who.exe,
         claimed_command: who.comm,
+        outside_exec: None,
     }
 }
 
@@ -490,7 +506,8 @@ async fn send_batch(
 ) -> Result<(), crate::broker::BrokerError> {
     let mut pending = vec![reports];
     while let Some(part) = pending.pop() {
-        let batch = UsageBatch { reports: part.to_vec() };
+        let batch =
+            UsageBatch { reports: part.to_vec(), sandbox_uid: queue.sandbox_uid.get().copied() };
         match broker.post_usage(&batch).await {
             Ok(()) => {
                 queue.sent(part.len());
@@ -576,6 +593,7 @@ mod tests {
             last_at: None,
             exe: None,
             claimed_command: None,
+            outside_exec: None,
         }
     }
 

@@ -312,6 +312,8 @@ impl UserApi {
             tags: Vec::new(),
             exposure: None,
             hosts: Vec::new(),
+            alerts_off: None,
+            on_alert: None,
         };
         let _: serde_json::Value = self.send("/v1/secrets", &body).await?;
         Ok(())
@@ -328,7 +330,8 @@ impl UserApi {
 
     /// Creates a session (1 hour).
     pub async fn new_session(&self, label: &str) -> anyhow::Result<SessionCreated> {
-        let body = CreateSession { ttl_seconds: Some(3600), label: Some(label.to_owned()) };
+        let body =
+            CreateSession { ttl_seconds: Some(3600), label: Some(label.to_owned()), decoys: false };
         self.send("/v1/sessions", &body).await
     }
 

@@ -17,6 +17,7 @@ mod proxy;
 mod report;
 mod sandbox;
 mod stats;
+mod usage_alerts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

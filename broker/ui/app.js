@@ -320,6 +320,7 @@
   const TITLES = {
     signin: 'Sign in', secrets: 'Secrets', 'secret-form': 'Secret', secret: 'Secret',
     sessions: 'Sessions', session: 'Session', audit: 'Usage history', oauth: 'OAuth integrations',
+    alerts: 'Alerts',
     loading: 'Loading',
   };
 
@@ -387,6 +388,7 @@
       else if (parts[0] === 'sessions' && parts[1]) await viewSession(stale, sessionIdFrom(parts[1]));
       else if (parts[0] === 'sessions') await viewSessions(stale);
       else if (parts[0] === 'audit') await viewAudit(stale);
+      else if (parts[0] === 'alerts') await viewAlerts(stale, parts[1] ? secretNameFrom(parts[1]) : '');
       else if (parts[0] === 'oauth') await viewOAuth(stale);
       else if (parts[0] === 'secrets' || parts.length === 0) await viewSecrets(stale);
       else {
@@ -454,7 +456,9 @@
           h('a', { class: 'mono strong', href: `#/secrets/${enc(s.name)}` }, s.name),
           s.description ? h('div', { class: 'sub' }, s.description) : null,
           s.oauth && s.oauth.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad')) : null,
-          s.compromised_at ? h('div', {}, compromisedBadge(s)) : null),
+          s.compromised_at ? h('div', {}, compromisedBadge(s)) : null,
+          s.alerts > 0 ? h('div', {}, h('a', { href: `#/alerts/${enc(s.name)}`, title: 'Alerts not acknowledged' },
+            badge(`${s.alerts} alert${s.alerts > 1 ? 's' : ''}`, 'bad'))) : null),
         h('td', {}, badge(s.kind, 'kind'), s.exposure === 'sealed' ? [' ', sealedBadge(s)] : null),
         h('td', { class: 'num' }, `v${s.version}`),
         h('td', {}, chips(s.tags, 'tag')),
@@ -709,6 +713,8 @@
       $('secret-tags').value = meta.tags.join(', ');
       $('secret-exposure').value = meta.exposure || 'plain';
       $('secret-hosts').value = (meta.user_hosts || []).join(', ');
+      $('secret-alerts-off').value = (meta.alerts_off || []).join(', ');
+      $('secret-on-alert').value = actionsText(meta.on_alert);
       $('secret-submit').textContent = 'Save new version';
     } else {
       $('secret-form-title').textContent = 'Add a secret';
@@ -718,6 +724,8 @@
       select.value = 'generic';
       $('secret-exposure').value = 'plain';
       $('secret-hosts').value = '';
+      $('secret-alerts-off').value = '';
+      $('secret-on-alert').value = '';
       $('secret-submit').textContent = 'Save secret';
     }
     renderKindFields();
@@ -1046,6 +1054,10 @@
         checkExposure(kind, exposure, hosts);
         const body = { name, kind: kind.name, fields, tags, exposure };
         if (hosts.length) body.hosts = hosts;
+        const alertsOff = parseTags($('secret-alerts-off').value);
+        if (alertsOff.length) body.alerts_off = alertsOff;
+        const onAlert = parseActions($('secret-on-alert').value);
+        if (onAlert) body.on_alert = onAlert;
         if (description) body.description = description;
         meta = await api('POST', 'v1/secrets', body);
         notify(`Saved ${meta.name} (version ${meta.version}). It provides ${meta.variables.join(', ') || 'no variables'}.`);
@@ -1062,6 +1074,14 @@
         if (!sameList(tags, f.meta.tags)) body.tags = tags;
         if (exposure !== (f.meta.exposure || 'plain')) body.exposure = exposure;
         if (exposure === 'sealed' && !sameList(hosts, f.meta.user_hosts || [])) body.hosts = hosts;
+        const alertsOff = parseTags($('secret-alerts-off').value);
+        if (!sameList(alertsOff, f.meta.alerts_off || [])) body.alerts_off = alertsOff;
+        const onAlertText = $('secret-on-alert').value.trim();
+        if (onAlertText !== actionsText(f.meta.on_alert)) {
+          const onAlert = parseActions(onAlertText);
+          if (onAlert) body.on_alert = onAlert;
+          else body.clear_on_alert = true;
+        }
         if (Object.keys(body).length === 0) {
           throw new Invalid('nothing to change: type a value, remove a field, or change the description, tags, exposure or hosts');
         }
@@ -1153,6 +1173,7 @@
     }
     const body = { ttl_seconds: ttl };
     if (label) body.label = label;
+    if ($('session-decoys').checked) body.decoys = true;
     try {
       state.created = await api('POST', 'v1/sessions', body);
       $('session-label').value = '';
@@ -1382,6 +1403,91 @@
         h('td', { class: 'num' }, e.uid ?? muted('—')),
         h('td', { class: 'mono' }, e.command ?? muted('—')),
         h('td', { class: 'detail' }, detailText(e))));
+    }
+  }
+
+  // ---------------------------------------------------------------- alerts
+
+  const ALERT_ACTIONS = ['notify', 'deactivate', 'end-session'];
+
+  // A secret's or the user's actions as typed: `default` (empty) is null, `none` is [].
+  function parseActions(text) {
+    const t = text.trim();
+    if (t === '' || t === 'default') return null;
+    if (t === 'none') return [];
+    const list = parseTags(t);
+    const bad = list.find((a) => !ALERT_ACTIONS.includes(a));
+    if (bad) throw new Invalid(`"${bad}" is not an action: use ${ALERT_ACTIONS.join(', ')}, none or default`);
+    return list;
+  }
+
+  function actionsText(actions) {
+    if (!actions) return '';
+    return actions.length ? actions.join(', ') : 'none';
+  }
+
+  async function viewAlerts(stale, secret) {
+    show('alerts', 'alerts');
+    if (secret) $('alerts-secret').value = secret;
+    const [alerts, config] = await Promise.all([api('GET', 'v1/alerts?limit=1000'), api('GET', 'v1/alerts/config')]);
+    if (stale()) return;
+    state.alerts = alerts;
+    renderAlerts();
+    $('alerts-webhook').value = config.webhook_url || '';
+    $('alerts-webhook-secret').value = '';
+    $('alerts-webhook-secret').placeholder = config.webhook_secret_set ? 'set' : '';
+    $('alerts-on-alert').value = actionsText(config.on_alert);
+  }
+
+  function renderAlerts() {
+    const secret = $('alerts-secret').value.trim().toUpperCase();
+    const unacked = $('alerts-unacked').checked;
+    const shown = (state.alerts || []).filter((a) => (!secret || (a.secret || '').toUpperCase().includes(secret))
+      && (!unacked || !a.acked_at));
+    const body = clear(document.querySelector('#alerts-table tbody'));
+    $('alerts-empty').hidden = shown.length > 0;
+    $('alerts-table').hidden = shown.length === 0;
+    for (const a of shown) {
+      body.appendChild(h('tr', {},
+        h('td', { class: 'nowrap' }, timeEl(a.at)),
+        h('td', {}, badge(a.rule.replace(/_/g, ' '), 'bad')),
+        h('td', {}, a.secret ? h('a', { class: 'mono', href: `#/secrets/${enc(a.secret)}` }, a.secret) : muted('—')),
+        h('td', {}, a.session_id ? sessionLinks([a.session_id]) : muted('—')),
+        h('td', { class: 'detail' }, a.reason),
+        h('td', {}, a.actions.length ? chips(a.actions) : muted('none')),
+        h('td', { class: 'row-actions' }, a.acked_at ? muted('acknowledged')
+          : h('button', { type: 'button', class: 'small ghost', 'aria-label': `Acknowledge alert ${a.id}`, onclick: () => ackAlert(a) }, 'Acknowledge'))));
+    }
+  }
+
+  async function ackAlert(alert) {
+    clearErrors();
+    try {
+      await api('POST', 'v1/alerts/ack', { ids: [alert.id] });
+      notify(`Acknowledged alert ${alert.id}.`);
+      await route();
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  async function onAlertsConfig(ev) {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    clearErrors();
+    try {
+      const body = {};
+      const url = $('alerts-webhook').value.trim();
+      const secret = $('alerts-webhook-secret').value;
+      body.webhook_url = url;
+      if (secret) body.webhook_secret = secret;
+      body.on_alert = parseActions($('alerts-on-alert').value) || [];
+      await api('PUT', 'v1/alerts/config', body);
+      $('alerts-webhook-secret').value = '';
+      notify('Saved the alert settings.');
+      await route();
+    } catch (err) {
+      fail(err, form);
     }
   }
 
@@ -2175,6 +2281,10 @@
     $('sessions-refresh').addEventListener('click', route);
     $('session-refresh').addEventListener('click', route);
     $('audit-refresh').addEventListener('click', route);
+    $('alerts-refresh').addEventListener('click', route);
+    $('alerts-filter').addEventListener('submit', (ev) => ev.preventDefault());
+    $('alerts-filter').addEventListener('input', renderAlerts);
+    $('alerts-config').addEventListener('submit', onAlertsConfig);
     $('secret-delete').addEventListener('click', onDeleteCurrent);
     $('secret-compromised').addEventListener('click', onCompromisedCurrent);
     $('secret-kind').addEventListener('change', onKindChange);

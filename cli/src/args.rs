@@ -56,6 +56,9 @@ pub enum Command {
     /// Connect OAuth providers (GitHub, GitLab, Microsoft, custom); the broker refreshes tokens.
     #[command(subcommand)]
     Oauth(crate::commands::oauth::OauthCommand),
+    /// Unusual usage the broker flagged (docs/alerts.md): list, acknowledge, configure actions.
+    #[command(subcommand)]
+    Alerts(crate::commands::alerts::AlertsCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(CompletionsArgs),
     /// Print the man page of `maestro` on stdout, or write one page per command into a directory.
@@ -151,6 +154,8 @@ pub struct AddArgs {
     /// (repeat for several; required for generic), e.g. api.example.com or *.example.com
     #[arg(long = "allow-host", value_name = "HOST")]
     pub allow_hosts: Vec<String>,
+    #[command(flatten)]
+    pub alerts: crate::commands::alerts::SecretAlertFlags,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -186,6 +191,8 @@ pub struct EditArgs {
     /// Go back to the kind's default hosts
     #[arg(long)]
     pub default_hosts: bool,
+    #[command(flatten)]
+    pub alerts: crate::commands::alerts::SecretAlertFlags,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -258,6 +265,10 @@ pub struct CreateSessionArgs {
     /// next that answers when one stops [default: the --url this command uses]
     #[arg(long = "broker-url", value_name = "URL", requires = "bundle_out")]
     pub broker_url: Vec<String>,
+    /// Serve decoy credentials in the session; any read of one is flagged at once and acted on
+    /// (docs/alerts.md)
+    #[arg(long)]
+    pub decoys: bool,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,

@@ -81,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
             Command::Kinds(args) => commands::kinds::run(args),
             Command::Completions(args) => commands::generated::completions(args),
             Command::Man(args) => commands::generated::man(args),
+            Command::Alerts(command) => commands::alerts::run(&client, command).await,
         }
     })
 }

@@ -845,6 +845,9 @@ async fn migration_3_upgrades_an_existing_postgres_database() {
                      DROP INDEX IF EXISTS audit_owner_secret_name, audit_owner_session, \
                      audit_owner_action, audit_owner_command, audit_usage; \
                      ALTER TABLE secrets DROP COLUMN compromised_at; \
+                     DROP TABLE alerts, alert_seen, alert_profiles, alert_secret_settings, \
+                     alert_user_settings; DROP FUNCTION maestro_drop_old_webhook_key; \
+                     DROP INDEX audit_secret_at; ALTER TABLE sessions DROP COLUMN decoys; \
                      UPDATE maestro_schema SET version = 2;";
     let out = pg.psql(&db.name, downgrade);
     assert_eq!(out.status, 0, "{}", out.stderr);

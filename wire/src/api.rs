@@ -118,6 +118,12 @@ pub struct CreateSecret {
     /// kind's default hosts (required for `generic`). Empty: the kind's defaults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Rules turned off for this secret (names of `crate::alerts::RULES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_off: Option<Vec<String>>,
+    /// What happens on its alerts; absent: the user's default (`PUT /v1/alerts/config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_alert: Option<Vec<crate::alerts::AlertAction>>,
 }
 
 /// `PATCH /v1/secrets/{name}`: makes a new version. Fields named in `fields` are set (added or
@@ -143,6 +149,15 @@ pub struct EditSecret {
     /// `Some` replaces the hosts the user named; `Some(empty)` goes back to the kind's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
+    /// `Some` replaces the rules turned off for this secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_off: Option<Vec<String>>,
+    /// `Some` replaces what happens on its alerts (`Some(empty)`: nothing at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_alert: Option<Vec<crate::alerts::AlertAction>>,
+    /// Go back to the user's default actions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_on_alert: bool,
 }
 
 /// A secret's metadata: everything but its values.
@@ -190,6 +205,15 @@ pub struct SecretMeta {
     /// activated until an edit gives it a new value. Absent: not compromised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compromised_at: Option<String>,
+    /// Alerts of this secret not acknowledged yet (`maestro alerts ls`).
+    #[serde(default)]
+    pub alerts: u64,
+    /// Rules turned off for this secret.
+    #[serde(default)]
+    pub alerts_off: Vec<String>,
+    /// Its own actions on an alert; absent: the user's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_alert: Option<Vec<crate::alerts::AlertAction>>,
 }
 
 /// OAuth state of a secret, without its tokens.
@@ -256,6 +280,9 @@ pub struct CreateSession {
     pub ttl_seconds: Option<u64>,
     #[serde(default)]
     pub label: Option<String>,
+    /// Serve decoy credentials in the session and flag any read of them (`--decoys`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decoys: bool,
 }
 
 /// The answer to `POST /v1/sessions`: the session and its one-time enrollment token.
@@ -298,6 +325,9 @@ pub struct SessionInfo {
     /// Whether an agent holds its event stream open now (as seen by this broker).
     pub agent_connected: bool,
     pub enrolled: bool,
+    /// Whether it was created with decoys.
+    #[serde(default)]
+    pub decoys: bool,
 }
 
 /// `POST /v1/sessions/{id}/activate` and `/deactivate`.

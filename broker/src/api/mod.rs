@@ -3,6 +3,7 @@
 //! bodies.
 
 pub mod agent;
+pub mod alerts;
 pub mod error;
 pub mod extract;
 pub mod oauth;
@@ -56,6 +57,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/v1/agent/secrets/{name}", get(agent::one_material))
         .route("/v1/agent/usage", post(agent::usage))
         .merge(oauth::routes())
+        .merge(alerts::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -28,6 +28,8 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         fields.as_ref(),
         &secret.hosts,
     );
+    let (alerts, alert_settings) =
+        super::alerts::secret_view(app, secret.owner_id, &secret.id, &secret.name).await?;
     Ok(SecretMeta {
         name: secret.name.clone(),
         kind: secret.kind.clone(),
@@ -48,6 +50,9 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         user_hosts: secret.hosts.clone(),
         shown_fields: shown_fields(secret, fields.as_ref()),
         compromised_at: secret.compromised_at.map(clock::rfc3339),
+        alerts,
+        alerts_off: alert_settings.rules_off,
+        on_alert: alert_settings.on_alert,
     })
 }
 

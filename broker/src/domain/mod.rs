@@ -15,10 +15,12 @@
 //! * [`history`]: filtered pages of the trail and a secret's usage summary.
 //! * [`leak`]: `compromised`: deactivate everywhere, mark, revoke, rotation steps.
 //! * [`agents`]: enrollment, renewal, material and usage reports of a session's agent.
+//! * [`alerts`] and [`webhook`]: unusual usage flagged (rules in [`alert_rules`]) and acted on.
 
 pub mod activation;
 pub mod agents;
 pub mod alert_rules;
+pub mod alerts;
 pub mod audit;
 pub mod error;
 pub mod exposure;
@@ -29,5 +31,6 @@ pub mod meta;
 pub mod secrets;
 pub mod sessions;
 pub mod validate;
+pub mod webhook;
 
 pub use error::{DomainError, DomainResult};

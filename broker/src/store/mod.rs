@@ -14,6 +14,7 @@
 //! Every method that changes more than one row does so in one transaction, and every mutation
 //! that the user can see records its audit row in that same transaction.
 
+pub mod alerts;
 pub mod engine;
 pub mod oauth;
 pub mod pg_events;
@@ -186,6 +187,8 @@ pub struct SessionRecord {
     pub ended_at: Option<i64>,
     pub ended_reason: Option<String>,
     pub enrolled: bool,
+    /// Created with decoys (`sessions create --decoys`, migration 6).
+    pub decoys: bool,
     /// Which client certificates of the session are still accepted.
     pub serials: SessionSerials,
 }

@@ -16,9 +16,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use maestro_wire::alerts::AlertAction;
 use maestro_wire::api::AuditAction;
 use maestro_wire::catalog::seal::Exposure;
 
+use super::alerts::{
+    AlertQuery, AlertRecord, AlertStore, ProfileUpdate, SecretAlertSettings, UserAlertSettings,
+    WebhookState,
+};
 use super::oauth::{OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord};
 use super::{
     ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, EnrollmentRecord, SealedField,
@@ -26,7 +31,7 @@ use super::{
 };
 
 /// A store under test: both traits, and two raw statements the suite needs to look past them.
-pub trait ContractStore: Store + OAuthStore {
+pub trait ContractStore: Store + OAuthStore + AlertStore {
     /// Runs a statement of the suite's own (`UPDATE audit ...`), as written.
     fn execute_raw(&self, sql: &'static str) -> StoreFuture<'_, u64>;
     /// How many rows `table` holds.
@@ -61,6 +66,8 @@ contracts!(
     audit_pages_go_back_from_the_newest,
     a_secrets_exposure_and_hosts_read_back_everywhere,
     marking_a_secret_compromised_deactivates_it_everywhere_until_a_new_version_clears_it,
+    alert_profiles_settings_and_alerts_round_trip,
+    webhook_deliveries_are_claimed_once_and_retried,
 );
 
 /// Runs every contract test, each on a store `fresh` makes (with whatever must outlive it).
@@ -109,6 +116,7 @@ pub fn session(owner: i64, id: &str) -> (SessionRecord, EnrollmentRecord) {
             ended_at: None,
             ended_reason: None,
             enrolled: false,
+            decoys: false,
             serials: Default::default(),
         },
         EnrollmentRecord {
@@ -585,6 +593,7 @@ pub async fn an_agents_material_carries_its_token_state(s: Arc<dyn ContractStore
         ended_at: None,
         ended_reason: None,
         enrolled: false,
+        decoys: false,
         serials: Default::default(),
     };
     let enrollment = crate::store::EnrollmentRecord {
@@ -937,4 +946,207 @@ pub async fn marking_a_secret_compromised_deactivates_it_everywhere_until_a_new_
     // A secret that is gone.
     let ghost = secret(u.id, "nope", "GHOST", 1);
     assert!(matches!(s.mark_compromised(&ghost, 50, &mark).await, Err(StoreError::Changed { .. })));
+}
+
+fn alert(owner: i64, secret: Option<(&str, &str)>, session: &str, rule: &str) -> AlertRecord {
+    AlertRecord {
+        id: 0,
+        owner_id: owner,
+        at: 50,
+        rule: rule.into(),
+        reason: format!("{rule} happened"),
+        secret_id: secret.map(|(id, _)| id.to_owned()),
+        secret_name: secret.map(|(_, name)| name.to_owned()),
+        session_id: Some(session.into()),
+        command: Some("nc".into()),
+        uid: Some(0),
+        actions: vec![AlertAction::Notify, AlertAction::EndSession],
+        acked_at: None,
+        webhook: WebhookState::None,
+        attempts: 0,
+    }
+}
+
+pub async fn alert_profiles_settings_and_alerts_round_trip(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let bob = s.create_user("bob", b"h2", 1).await.unwrap();
+    add_secret(s.as_ref(), u.id, "s1", "KEY", &["A"]).await;
+    // Nothing known of a secret never used.
+    let p = s.profile("s1", 0).await.unwrap();
+    assert_eq!((p.first_at, p.uses, p.recent_uses), (None, 0, 0));
+    // A batch's profile update and two alerts, in one transaction.
+    let update = ProfileUpdate {
+        secret_id: "s1".into(),
+        first_at: 40,
+        uses: 3,
+        outside_exec_reads: 1,
+        commands: vec!["python3".into(), "curl".into()],
+        labels: vec!["dev".into()],
+    };
+    let alerts = [
+        alert(u.id, Some(("s1", "KEY")), "sess1", "new_command"),
+        alert(u.id, None, "sess2", "decoy"),
+    ];
+    let ids = s.record_uses(std::slice::from_ref(&update), &alerts).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1]);
+    // Twice: counts add up, what was seen stays once, the first time stays the earliest.
+    let again = ProfileUpdate { first_at: 45, commands: vec!["curl".into()], ..update.clone() };
+    s.record_uses(std::slice::from_ref(&again), &[]).await.unwrap();
+    let p = s.profile("s1", 0).await.unwrap();
+    assert_eq!((p.first_at, p.uses, p.outside_exec_reads), (Some(40), 6, 2));
+    let mut commands = p.commands.clone();
+    commands.sort();
+    assert_eq!(commands, ["curl", "python3"]);
+    assert_eq!(p.labels, ["dev"]);
+    assert!(s.seen("s1", "command", "curl").await.unwrap());
+    assert!(!s.seen("s1", "command", "nc").await.unwrap());
+    assert!(s.seen("s1", "label", "dev").await.unwrap());
+    // Recent uses come from the trail: coalesced records count in full, old ones not at all.
+    let uses = [
+        AuditRecord {
+            secret_id: Some("s1".into()),
+            count: Some(5),
+            ..AuditRecord::new(u.id, 100, AuditAction::Injected)
+        },
+        AuditRecord {
+            secret_id: Some("s1".into()),
+            ..AuditRecord::new(u.id, 101, AuditAction::FileRead)
+        },
+        AuditRecord {
+            secret_id: Some("s1".into()),
+            ..AuditRecord::new(u.id, 101, AuditAction::Denied)
+        },
+        AuditRecord {
+            secret_id: Some("s1".into()),
+            ..AuditRecord::new(u.id, 10, AuditAction::Injected)
+        },
+    ];
+    s.append_audit(&uses).await.unwrap();
+    assert_eq!(s.profile("s1", 60).await.unwrap().recent_uses, 6);
+
+    // Listing: filters, newest first, owner only; acknowledging.
+    let all =
+        s.alerts(&AlertQuery { owner_id: u.id, limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), [ids[1], ids[0]]);
+    assert_eq!(all[1], AlertRecord { id: ids[0], ..alerts[0].clone() });
+    let of_key = AlertQuery {
+        owner_id: u.id,
+        secret_name: Some("KEY".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.alerts(&of_key).await.unwrap().len(), 1);
+    let of_sess2 = AlertQuery {
+        owner_id: u.id,
+        session_id: Some("sess2".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.alerts(&of_sess2).await.unwrap()[0].rule, "decoy");
+    let before =
+        AlertQuery { owner_id: u.id, before: Some(ids[1]), limit: 10, ..Default::default() };
+    assert_eq!(s.alerts(&before).await.unwrap().len(), 1);
+    assert!(
+        s.alerts(&AlertQuery { owner_id: bob.id, limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.unacked_alerts(u.id).await.unwrap(), [("KEY".to_owned(), 1)]);
+    // Repeats: same session, rule, secret and command, not acknowledged, within the window.
+    assert!(s.has_similar_alert(&alerts[0], 50).await.unwrap());
+    assert!(s.has_similar_alert(&alerts[1], 0).await.unwrap(), "no secret, matched as such");
+    assert!(!s.has_similar_alert(&alerts[0], 51).await.unwrap(), "older than the window");
+    let other_cmd = AlertRecord { command: Some("curl".into()), ..alerts[0].clone() };
+    assert!(!s.has_similar_alert(&other_cmd, 0).await.unwrap());
+    let other_session = AlertRecord { session_id: Some("sess9".into()), ..alerts[0].clone() };
+    assert!(!s.has_similar_alert(&other_session, 0).await.unwrap());
+    assert!(s.ack_alerts(bob.id, &[ids[0]], 70).await.unwrap().is_empty(), "not bob's");
+    assert_eq!(s.ack_alerts(u.id, &[ids[0], ids[0], 9999], 70).await.unwrap(), [ids[0]]);
+    assert!(s.unacked_alerts(u.id).await.unwrap().is_empty());
+    assert!(!s.has_similar_alert(&alerts[0], 0).await.unwrap(), "acknowledged");
+    let unacked =
+        AlertQuery { owner_id: u.id, unacked_only: true, limit: 10, ..Default::default() };
+    assert_eq!(s.alerts(&unacked).await.unwrap().len(), 1);
+
+    // Settings: per secret and per user, the user's signing secret with a key of its own.
+    assert_eq!(s.secret_alert_settings("s1").await.unwrap(), SecretAlertSettings::default());
+    let settings = SecretAlertSettings {
+        rules_off: vec!["burst".into()],
+        on_alert: Some(vec![AlertAction::Deactivate]),
+    };
+    s.put_secret_alert_settings("s1", &settings).await.unwrap();
+    assert_eq!(s.secret_alert_settings("s1").await.unwrap(), settings);
+    let none = UserAlertSettings { owner_id: u.id, ..Default::default() };
+    assert_eq!(s.user_alert_settings(u.id).await.unwrap(), none);
+    let hook = UserAlertSettings {
+        owner_id: u.id,
+        on_alert: vec![AlertAction::Notify],
+        webhook_url: Some("https://hooks.example.com/x".into()),
+        data_key_id: Some("whk1".into()),
+        wrapped_key: Some(vec![9, 9]),
+        webhook_secret: Some(vec![7; 40]),
+        generation: 1,
+    };
+    s.put_user_alert_settings(&hook, Some(("whk1", &[9, 9]))).await.unwrap();
+    assert_eq!(s.user_alert_settings(u.id).await.unwrap(), hook);
+    let keys = s.alert_data_keys().await.unwrap();
+    assert_eq!((keys.len(), keys[0].id.as_str(), keys[0].owner_id), (1, "whk1", u.id));
+    // A new signing secret replaces the key (the old one is deleted); removing drops it.
+    let next = UserAlertSettings {
+        data_key_id: Some("whk2".into()),
+        wrapped_key: Some(vec![8]),
+        generation: 2,
+        ..hook.clone()
+    };
+    s.put_user_alert_settings(&next, Some(("whk2", &[8]))).await.unwrap();
+    let keys = s.alert_data_keys().await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["whk2"]);
+    let data_keys = s.count_rows("data_keys").await.unwrap();
+    s.put_user_alert_settings(&none, None).await.unwrap();
+    assert!(s.alert_data_keys().await.unwrap().is_empty());
+    assert_eq!(s.count_rows("data_keys").await.unwrap(), data_keys - 1);
+
+    // A deleted secret takes its profile and settings with it (its alerts stay).
+    let rec = s.secret_by_name(u.id, "KEY").await.unwrap().unwrap();
+    s.delete_secret(&rec, 80).await.unwrap();
+    assert_eq!(s.count_rows("alert_profiles").await.unwrap(), 0);
+    assert_eq!(s.count_rows("alert_seen").await.unwrap(), 0);
+    assert_eq!(s.count_rows("alert_secret_settings").await.unwrap(), 0);
+    assert_eq!(s.count_rows("alerts").await.unwrap(), 2);
+    // A profile update for a secret deleted meanwhile is skipped, the alerts stored.
+    let ids = s.record_uses(&[update], &[alert(u.id, None, "sess1", "burst")]).await.unwrap();
+    assert_eq!((ids.len(), s.count_rows("alert_profiles").await.unwrap()), (1, 0));
+}
+
+pub async fn webhook_deliveries_are_claimed_once_and_retried(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let pending =
+        AlertRecord { webhook: WebhookState::Pending, ..alert(u.id, None, "sess1", "decoy") };
+    let quiet = alert(u.id, None, "sess1", "burst");
+    let ids = s.record_uses(&[], &[pending.clone(), quiet]).await.unwrap();
+    // Brokers racing for the due deliveries: each is claimed by one of them.
+    let claims =
+        race(&s, 4, |s, _| async move { s.claim_webhooks(1_000, 30_000, 10).await.unwrap() }).await;
+    let claimed: Vec<i64> = claims.iter().flatten().map(|a| a.id).collect();
+    assert_eq!(claimed, [ids[0]], "{claims:?}");
+    let one = claims.iter().flatten().next().unwrap();
+    assert_eq!((one.attempts, one.webhook), (1, WebhookState::Pending));
+    // Leased: nobody claims it again until the lease passes.
+    assert!(s.claim_webhooks(2_000, 30_000, 10).await.unwrap().is_empty());
+    // A failed attempt retries when due (not before), counting attempts.
+    s.finish_webhook(ids[0], WebhookState::Pending, Some(5_000)).await.unwrap();
+    assert!(s.claim_webhooks(4_999, 30_000, 10).await.unwrap().is_empty());
+    let again = s.claim_webhooks(5_000, 30_000, 10).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 2));
+    // A lease that ran out (its broker died) is claimed again.
+    let taken_over = s.claim_webhooks(5_000 + 30_000, 30_000, 10).await.unwrap();
+    assert_eq!((taken_over.len(), taken_over[0].attempts), (1, 3));
+    s.finish_webhook(ids[0], WebhookState::Delivered, None).await.unwrap();
+    assert!(s.claim_webhooks(i64::MAX / 2, 30_000, 10).await.unwrap().is_empty());
+    let listed =
+        s.alerts(&AlertQuery { owner_id: u.id, limit: 10, ..Default::default() }).await.unwrap();
+    let states: Vec<_> = listed.iter().map(|a| (a.rule.as_str(), a.webhook)).collect();
+    assert_eq!(states, [("burst", WebhookState::None), ("decoy", WebhookState::Delivered)]);
 }

@@ -2,6 +2,7 @@
 //! the local catalog), and returns what to print on stdout: the broker's JSON with `--json`,
 //! a table or a `key: value` block otherwise.
 
+pub mod alerts;
 pub mod audit;
 pub mod generated;
 pub mod kinds;

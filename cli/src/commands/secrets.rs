@@ -48,6 +48,8 @@ async fn add(client: &Client, args: AddArgs) -> anyhow::Result<Output> {
         tags: args.tags,
         exposure,
         hosts: args.allow_hosts,
+        alerts_off: args.alerts.rules_off()?,
+        on_alert: args.alerts.on_alert()?.flatten(),
     };
     let answer = client.send(Method::POST, &["v1", "secrets"], &body).await?;
     drop(body);
@@ -86,9 +88,12 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
         && exposure.is_none()
         && args.allow_hosts.is_empty()
         && !args.default_hosts
+        && args.alerts.is_empty()
     {
         return Err(input::InputError::NothingToEdit.into());
     }
+    let alerts_off = args.alerts.rules_off()?;
+    let on_alert = args.alerts.on_alert()?;
     let fields = fields::collect(args.fields, &args.remove_fields)?;
     let tags = if args.clear_tags {
         Some(Vec::new())
@@ -111,6 +116,9 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
         } else {
             Some(args.allow_hosts)
         },
+        alerts_off,
+        clear_on_alert: matches!(on_alert, Some(None)),
+        on_alert: on_alert.flatten(),
     };
     let answer = client.send(Method::PATCH, &["v1", "secrets", &args.name], &body).await?;
     drop(body);
@@ -232,6 +240,7 @@ async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
         "TAGS",
         "ACTIVE IN",
         "LAST USED",
+        "ALERTS",
         "DESCRIPTION",
     ]);
     for s in &secrets {
@@ -248,6 +257,8 @@ async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
             list(&s.tags),
             list(&s.active_in_sessions),
             opt_time(s.last_used_at.as_deref()),
+            // The marker: unacknowledged alerts (`maestro alerts ls --secret NAME`).
+            if s.alerts > 0 { format!("! {}", s.alerts) } else { "-".to_owned() },
             opt(s.description.as_deref()),
         ]);
     }
@@ -261,7 +272,12 @@ async fn show(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
         return Ok(answer.pretty::<SecretMeta>()?);
     }
     let meta: SecretMeta = answer.parse()?;
-    Ok(output(render_meta(&meta)))
+    let mut text = render_meta(&meta);
+    if meta.alerts > 0 {
+        let flags = super::alerts::unacked_of(client, &meta.name).await?;
+        text.push_str(&super::alerts::flags_block(&flags));
+    }
+    Ok(output(text))
 }
 
 /// The exposure as `add` and `edit` print it after the kind: nothing for a plain secret (the
@@ -319,6 +335,9 @@ fn render_meta(m: &SecretMeta) -> String {
         ("last used", m.last_used_at.as_deref().map_or_else(|| "never".to_owned(), time)),
         ("used by sessions", list(&m.used_by_sessions)),
         ("active in sessions", list(&m.active_in_sessions)),
+        ("alerts", super::alerts::count_line(m.alerts)),
+        ("alert rules off", list(&m.alerts_off)),
+        ("on alert", super::alerts::actions_line(m.on_alert.as_deref())),
     ];
     if let Some(at) = &m.compromised_at {
         pairs.insert(
@@ -424,6 +443,9 @@ mod tests {
             user_hosts: vec![],
             shown_fields: Default::default(),
             compromised_at: None,
+            alerts: 0,
+            alerts_off: vec![],
+            on_alert: None,
         }
     }
 

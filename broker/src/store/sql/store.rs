@@ -49,7 +49,7 @@ macro_rules! session_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-             enrolled, cert_serial, previous_serial, previous_until FROM sessions ",
+             enrolled, cert_serial, previous_serial, previous_until, decoys FROM sessions ",
             $($rest),*
         )
     };
@@ -114,6 +114,7 @@ pub(super) fn session_from_row(row: &DbRow) -> Result<SessionRecord, StoreError>
         ended_at: get(row, "ended_at")?,
         ended_reason: get(row, "ended_reason")?,
         enrolled: get(row, "enrolled")?,
+        decoys: get(row, "decoys")?,
         serials: SessionSerials {
             current: get(row, "cert_serial")?,
             previous: get(row, "previous_serial")?,
@@ -765,14 +766,15 @@ impl Store for This {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
             sqlx::query(
-                "INSERT INTO sessions (id, owner_id, label, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO sessions (id, owner_id, label, created_at, expires_at, decoys) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(session.id.as_str())
             .bind(session.owner_id)
             .bind(session.label.as_deref())
             .bind(session.created_at)
             .bind(session.expires_at)
+            .bind(session.decoys)
             .execute(&mut *tx)
             .await
             .map_err(query_failed("adding a session"))?;
@@ -841,7 +843,7 @@ impl Store for This {
                 "UPDATE sessions SET ended_at = $1, ended_reason = $2 \
                  WHERE id = $3 AND ended_at IS NULL \
                  RETURNING id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-                 enrolled, cert_serial, previous_serial, previous_until",
+                 enrolled, cert_serial, previous_serial, previous_until, decoys",
             )
             .bind(now)
             .bind(reason)
