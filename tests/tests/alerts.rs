@@ -522,3 +522,74 @@ async fn with_two_brokers_on_postgres_each_alert_is_delivered_once() {
     ids.dedup();
     assert_eq!((before, ids.len()), (20, 20), "an alert was delivered twice");
 }
+
+/// The whole decoy path with a real agent: `sessions create --decoys`, the agent serves the decoy
+/// files (real-looking, not in any variable), the sandbox user reads one, the agent reports it at
+/// once, the broker flags it and ends the session (the configured action), and the agent tears
+/// the sandbox down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_agent_serves_decoys_and_a_read_ends_the_session() {
+    use maestro_tests::agent::{AgentOptions, SANDBOX_UID, Sandbox, fuse_available, wait_until};
+    if !fuse_available() {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.maestro(&["alerts", "config", "--on-alert", "end-session"]).ok();
+    sb.api.add_generic("REAL", &[("REAL", "planted-real-beside-decoys")]).await.ok();
+    let bundle = sb.mount().parent().unwrap().join("decoys.bundle.json");
+    let out = sb
+        .maestro(&[
+            "sessions",
+            "create",
+            "--decoys",
+            "--label",
+            "lure",
+            "--bundle-out",
+            bundle.to_str().unwrap(),
+        ])
+        .ok();
+    let session = out.stdout.lines().next().unwrap().trim().to_owned();
+    let mut agent = sb.start_agent(&bundle, AgentOptions::default());
+    sb.api.activate(&session, &["REAL"]).await.ok();
+    let decoy = agent.file("aws-prod-admin/credentials");
+    assert!(
+        wait_until(Duration::from_secs(10), || decoy.exists() && agent.listed_names().len() == 1)
+            .is_some(),
+        "no decoy file: {}",
+        agent.log()
+    );
+    // Real-looking, and nowhere in maestro-exec's list or environment.
+    let env = agent.exec_as(SANDBOX_UID, &["--", "env"]).ok().stdout;
+    assert!(!env.contains("AKIA") && env.contains("planted-real-beside-decoys"), "{env}");
+    assert_eq!(agent.listed_names(), ["REAL"]);
+    sb.assert_no_alerts();
+
+    let started = Instant::now();
+    let read = agent.run_as(SANDBOX_UID, "cat", &[decoy.to_str().unwrap()]).ok().stdout;
+    assert!(
+        read.contains("aws_access_key_id = AKIA") || read.contains("aws_access_key_id=AKIA"),
+        "{read}"
+    );
+    let api = sb.broker.api(&sb.token);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ended_after = loop {
+        let s = api.get(&format!("/v1/sessions/{session}")).await.ok();
+        if s["state"] == "ended" {
+            assert_eq!(s["ended_reason"], "alert: decoy", "{s}");
+            break started.elapsed();
+        }
+        assert!(Instant::now() < deadline, "the session was not ended: {s}\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("decoy read by a real agent's sandbox user to session ended: {ended_after:?}");
+    assert!(ended_after < Duration::from_secs(1), "took {ended_after:?}");
+    assert!(agent.wait_exit(Duration::from_secs(15)).is_some(), "the agent did not tear down");
+    let got = alerts(&sb.broker, &sb.token, &[]);
+    assert_eq!(rules(&got), ["decoy"], "{got:?}");
+    assert!(got[0]["command"].as_str().unwrap_or_default().contains("cat"), "{got:?}");
+    // No decoy value, and no real value, in the logs.
+    assert!(
+        !agent.log().contains(read.trim())
+            && !sb.broker.log().contains("planted-real-beside-decoys")
+    );
+}
