@@ -3,10 +3,12 @@
 //! a table or a `key: value` block otherwise.
 
 pub mod audit;
+pub mod export;
 pub mod kinds;
 pub mod oauth;
 pub mod secrets;
 pub mod sessions;
+pub mod usage;
 
 use zeroize::Zeroizing;
 
