@@ -11,6 +11,7 @@ mod broker_load;
 mod exec;
 mod files;
 mod fixture;
+mod history;
 mod latency;
 mod mtls;
 mod proxy;
@@ -57,6 +58,9 @@ enum Command {
     Agent(Common),
     /// 6. The sealed-secrets proxy: added latency and throughput against direct, revocation.
     Proxy(Common),
+    /// 7. History: the usage summary and filtered pages with 1,000,000 audit records, on
+    /// SQLite and PostgreSQL.
+    History(HistoryArgs),
     /// Sets up the sandbox the rows use (a broker, an agent, the first N of 100 secrets
     /// active), prints where its socket and mount are, and waits for Ctrl-C: for profiling.
     Sandbox {
@@ -77,6 +81,15 @@ struct Common {
     /// Also write the raw figures here (JSON).
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct HistoryArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Audit records to seed in each engine.
+    #[arg(long, default_value_t = history::RECORDS, value_name = "N")]
+    records: usize,
 }
 
 #[derive(Args, Clone)]
@@ -167,6 +180,8 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             rows.splice(agent_at..agent_at, broker_rows);
             section("6. the sealed-secrets egress proxy (a broker and agent of their own)");
             rows.extend(proxy::run(&settings, &bins).await?);
+            section("7. history: the usage summary and pages at 1,000,000 records");
+            rows.extend(history::run(&settings, &bins, history::RECORDS).await?);
             Ok(Some((args.common, rows)))
         }
         Command::Exec(args) => {
@@ -214,6 +229,10 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
         Command::Proxy(common) => {
             let rows = proxy::run(&settings_of(&common), &bins).await?;
             Ok(Some((common, rows)))
+        }
+        Command::History(args) => {
+            let rows = history::run(&settings_of(&args.common), &bins, args.records).await?;
+            Ok(Some((args.common, rows)))
         }
         Command::Agent(common) => {
             let sandbox = Sandbox::new(&bins).await?;
