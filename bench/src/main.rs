@@ -58,8 +58,7 @@ enum Command {
     Agent(Common),
     /// 6. The sealed-secrets proxy: added latency and throughput against direct, revocation.
     Proxy(Common),
-    /// 7. History: the usage summary and filtered pages with 1,000,000 audit records, on
-    /// SQLite and PostgreSQL.
+    /// 7. History: the usage summary and pages at 1,000,000 audit records, SQLite and PostgreSQL.
     History(HistoryArgs),
     /// Sets up the sandbox the rows use (a broker, an agent, the first N of 100 secrets
     /// active), prints where its socket and mount are, and waits for Ctrl-C: for profiling.
@@ -87,9 +86,9 @@ struct Common {
 struct HistoryArgs {
     #[command(flatten)]
     common: Common,
-    /// Audit records to seed in each engine.
-    #[arg(long, default_value_t = history::RECORDS, value_name = "N")]
-    records: usize,
+    /// Audit records to seed in each engine [default: 1000000; 200000 with --quick]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
+    records: Option<u64>,
 }
 
 #[derive(Args, Clone)]
@@ -181,7 +180,7 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             section("6. the sealed-secrets egress proxy (a broker and agent of their own)");
             rows.extend(proxy::run(&settings, &bins).await?);
             section("7. history: the usage summary and pages at 1,000,000 records");
-            rows.extend(history::run(&settings, &bins, history::RECORDS).await?);
+            rows.extend(history::run(&settings, &bins, None).await?);
             Ok(Some((args.common, rows)))
         }
         Command::Exec(args) => {
@@ -231,7 +230,8 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             Ok(Some((common, rows)))
         }
         Command::History(args) => {
-            let rows = history::run(&settings_of(&args.common), &bins, args.records).await?;
+            let records = args.records.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            let rows = history::run(&settings_of(&args.common), &bins, records).await?;
             Ok(Some((args.common, rows)))
         }
         Command::Agent(common) => {
