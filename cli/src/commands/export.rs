@@ -8,11 +8,14 @@
 //! reports, so later uses arrive as a new record with its own `seq`, `count` and `last_at`).
 //!
 //! No gaps: on PostgreSQL a `seq` is drawn when a transaction inserts and becomes visible when
-//! it commits, so a record can appear after one with a higher `seq`. The follower therefore
-//! reads again from the highest `seq` it had written [`SETTLE`] ago, not from the last one,
-//! and skips what it already wrote (by `seq`): a record whose transaction took longer than
-//! that to commit is the only one it could miss. (SQLite has one writer: `seq` order is commit
-//! order there.)
+//! it commits, so a record can appear after one with a higher `seq`. Each poll therefore reads
+//! again from a floor, not from the last `seq` written, and skips what it already wrote (by
+//! `seq`). The floor is the highest `seq` a request had seen at least [`SETTLE`] before the
+//! start of the last complete pass over the pages: every lower `seq` was drawn before that
+//! request, so unless its transaction took longer than `SETTLE` to commit, that pass saw it.
+//! (SQLite has one writer at a time: `seq` order is commit order there.) The cost is reading
+//! the last `SETTLE` of records again on each poll, and the whole catch-up during the first
+//! `SETTLE` after it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Write};
@@ -108,29 +111,21 @@ async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<Output> {
     };
 
     let mut sink = Sink { out: io::stdout(), closed: false };
-    // Seqs written above the floor, and (when, highest seq written by then) of each request.
-    let mut written: BTreeSet<i64> = BTreeSet::new();
-    let mut marks: VecDeque<(Instant, i64)> = VecDeque::new();
-    let mut highest = 0_i64;
-    let mut floor = 0_i64;
+    let mut position = Position::default();
     let interval = Duration::from_secs(args.interval);
     loop {
-        // Every page from the floor up; a full page means more are there now.
-        let mut after = floor;
+        // A pass: every page from the floor up; a full page means more are there now.
+        let pass_started = Instant::now();
+        let mut after = position.floor;
         loop {
             let asked_at = Instant::now();
             let events = fetch(after).await?;
             let full = events.len() as i64 >= PAGE;
             after = events.last().map_or(after, |e| e.seq);
-            let new: Vec<AuditEvent> =
-                events.into_iter().filter(|e| e.seq > floor && !written.contains(&e.seq)).collect();
-            sink.write(&new)?;
+            sink.write(&position.take(events, asked_at))?;
             if sink.closed {
                 return Ok(output(String::new()));
             }
-            written.extend(new.iter().map(|e| e.seq));
-            highest = highest.max(after);
-            marks.push_back((asked_at, highest));
             if !full {
                 break;
             }
@@ -138,15 +133,117 @@ async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<Output> {
         if !args.follow {
             return Ok(output(String::new()));
         }
+        position.settle(pass_started);
         tokio::time::sleep(interval).await;
-        // The floor moves up to what was written at least SETTLE ago.
-        while let Some(&(at, seq)) = marks.front() {
-            if at.elapsed() < SETTLE {
+    }
+}
+
+/// Where a follower is: what it wrote above its floor, and what each request had seen.
+#[derive(Debug, Default)]
+struct Position {
+    /// Every record at or below it has been written (or was not visible for over SETTLE).
+    floor: i64,
+    /// Seqs written above the floor.
+    written: BTreeSet<i64>,
+    /// (when a request was sent, the highest seq seen by then).
+    marks: VecDeque<(Instant, i64)>,
+    highest: i64,
+}
+
+impl Position {
+    /// The records of a page asked for at `asked_at` that were not written yet.
+    fn take(&mut self, events: Vec<AuditEvent>, asked_at: Instant) -> Vec<AuditEvent> {
+        let new: Vec<AuditEvent> = events
+            .into_iter()
+            .filter(|e| e.seq > self.floor && !self.written.contains(&e.seq))
+            .collect();
+        self.written.extend(new.iter().map(|e| e.seq));
+        self.highest = self.highest.max(new.iter().map(|e| e.seq).max().unwrap_or(0));
+        self.marks.push_back((asked_at, self.highest));
+        new
+    }
+
+    /// After a complete pass that started at `pass_started`: every seq up to what a request
+    /// had seen SETTLE before then was drawn before that request, so it was visible when the
+    /// pass read past it. The floor moves up to there; below it nothing is asked for again.
+    fn settle(&mut self, pass_started: Instant) {
+        while let Some(&(at, seq)) = self.marks.front() {
+            if pass_started.saturating_duration_since(at) < SETTLE {
                 break;
             }
-            floor = floor.max(seq);
-            marks.pop_front();
+            self.floor = self.floor.max(seq);
+            self.marks.pop_front();
         }
-        written = written.split_off(&(floor + 1));
+        self.written = self.written.split_off(&(self.floor + 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use maestro_wire::api::AuditAction;
+
+    use super::*;
+
+    fn events(seqs: &[i64]) -> Vec<AuditEvent> {
+        seqs.iter()
+            .map(|&seq| AuditEvent {
+                seq,
+                at: "2026-12-01T00:00:00Z".into(),
+                action: AuditAction::Injected,
+                secret: None,
+                session: None,
+                pid: None,
+                uid: None,
+                command: None,
+                detail: None,
+                count: None,
+                last_at: None,
+                exe: None,
+                claimed_command: None,
+                session_label: None,
+            })
+            .collect()
+    }
+
+    fn seqs(events: &[AuditEvent]) -> Vec<i64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    /// A record that commits after one with a higher seq (PostgreSQL) is still written, once;
+    /// records already written are never written again.
+    #[test]
+    fn a_late_commit_is_written_once_and_nothing_twice() {
+        let t0 = Instant::now();
+        let mut p = Position::default();
+        // Catch-up: 1, 2 and 4 are visible; 3 is still in flight.
+        assert_eq!(seqs(&p.take(events(&[1, 2, 4]), t0)), [1, 2, 4]);
+        p.settle(t0);
+        assert_eq!(p.floor, 0, "nothing is settled before SETTLE has passed");
+        // A poll 2 s later reads from the floor: 3 has committed, 5 is new.
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(seqs(&p.take(events(&[1, 2, 3, 4, 5]), t1)), [3, 5]);
+        p.settle(t1);
+        // Polls after SETTLE: the floor moves up to what the catch-up had seen, no further.
+        let t2 = t0 + SETTLE + Duration::from_secs(1);
+        assert_eq!(seqs(&p.take(events(&[1, 2, 3, 4, 5, 6]), t2)), [6]);
+        p.settle(t2);
+        assert_eq!(p.floor, 4);
+        assert_eq!(p.written.iter().copied().collect::<Vec<_>>(), [5, 6]);
+        // The next pass asks from 4: 5 and 6 are not written again, 7 is.
+        let t3 = t2 + Duration::from_secs(2);
+        assert_eq!(seqs(&p.take(events(&[5, 6, 7]), t3)), [7]);
+    }
+
+    #[test]
+    fn the_floor_follows_the_pass_start_not_the_clock() {
+        let t0 = Instant::now();
+        let mut p = Position::default();
+        p.take(events(&[1, 2]), t0);
+        // A pass that started before t0 + SETTLE settles nothing, however late it ends.
+        p.settle(t0 + SETTLE - Duration::from_millis(1));
+        assert_eq!(p.floor, 0);
+        p.settle(t0 + SETTLE);
+        assert_eq!(p.floor, 2);
+        assert!(p.written.is_empty());
     }
 }
