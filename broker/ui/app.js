@@ -21,7 +21,7 @@
   const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
   const VARIABLE_NAME = /^[A-Z_][A-Z0-9_]{0,127}$/;
   const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
-  const AUDIT_ROWS_SHOWN = 1000;
+  const AUDIT_PAGE = 100; // records a history page shows
   const MULTI_LINE_CHECKS = ['text', 'gcp_service_account'];
   // Limits of `maestro_wire::oauth`.
   const PROVIDER_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -60,6 +60,7 @@
     secrets: [],
     sessions: [],
     audit: [],
+    auditPage: null, // whether older and newer pages exist
     current: null, // the secret or session a detail view shows
     created: null, // the answer to the last session creation, until "Done"
     form: null, // the secret form's mode and loaded files
@@ -348,6 +349,7 @@
     state.secrets = [];
     state.sessions = [];
     state.audit = [];
+    state.auditPage = null;
     state.current = null;
     state.providers = [];
     state.added = null;
@@ -543,10 +545,12 @@
       clear($('secret-meta'));
       clear(document.querySelector('#history-table tbody'));
       $('history-empty').hidden = true;
+      $('usage-card').hidden = true;
     }
-    const [meta, history] = await Promise.all([
+    const [meta, history, usage] = await Promise.all([
       api('GET', `v1/secrets/${enc(name)}`),
       api('GET', `v1/secrets/${enc(name)}/history`),
+      api('GET', `v1/secrets/${enc(name)}/usage`),
     ]);
     if (stale()) return;
     state.current = meta;
@@ -589,6 +593,7 @@
     ];
     renderMeta($('secret-meta'), rows);
     renderSecretOAuth(meta);
+    renderUsage(usage);
     renderHistory(history);
     $('secret-body').hidden = false;
     $('secret-actions').hidden = false;
@@ -673,7 +678,7 @@
       body.appendChild(h('tr', {},
         h('td', { class: 'nowrap' }, timeEl(e.at)),
         h('td', {}, actionBadge(e.action)),
-        h('td', {}, e.session ? sessionLinks([e.session]) : muted('—')),
+        h('td', {}, e.session ? sessionLink(e.session, e.session_label) : muted('—')),
         h('td', { class: 'num' }, e.pid ?? muted('—')),
         h('td', { class: 'num' }, e.uid ?? muted('—')),
         h('td', { class: 'mono' }, e.command ?? muted('—')),
@@ -1373,32 +1378,80 @@
 
   // ---------------------------------------------------------------- audit
 
+  // The broker filters and pages (`GET /v1/audit`, docs/broker.md "History and export"): a
+  // page is AUDIT_PAGE records; Older asks for those before the page's oldest `seq`, Newer for
+  // those after its newest, so paging never skips or repeats a record while the trail grows.
   async function viewAudit(stale) {
     show('audit', 'audit');
-    const events = await api('GET', 'v1/audit');
-    if (stale()) return;
+    await loadAuditPage(stale, null);
+  }
+
+  function auditQuery(position) {
+    const q = new URLSearchParams();
+    const secret = $('audit-secret').value.trim().toUpperCase();
+    const fields = [['secret', secret], ['session', $('audit-session').value.trim()],
+      ['action', $('audit-action').value], ['command', $('audit-command').value.trim()],
+      ['since', $('audit-since').value]];
+    for (const [key, value] of fields) if (value) q.set(key, value);
+    q.set('limit', String(AUDIT_PAGE));
+    if (position) q.set(position[0], String(position[1]));
+    return q.toString();
+  }
+
+  // Loads the newest page (`position` null), or `['before', seq]` / `['after', seq]`.
+  async function loadAuditPage(stale, position) {
+    clearErrors();
+    let events;
+    try {
+      events = await api('GET', `v1/audit?${auditQuery(position)}`);
+    } catch (err) {
+      if (err instanceof ApiFailure && err.status === 400) {
+        showError(err, $('audit-filter'));
+        return;
+      }
+      throw err;
+    }
+    if (stale && stale()) return;
+    const full = events.length >= AUDIT_PAGE;
+    const direction = position ? position[0] : 'newest';
+    // A page past the end keeps the page shown (its button goes grey).
+    if (events.length === 0 && direction !== 'newest') {
+      if (direction === 'before') state.auditPage.older = false;
+      else state.auditPage.newer = false;
+      renderAudit();
+      return;
+    }
+    state.auditPage = {
+      older: direction === 'after' ? true : full,
+      newer: direction === 'newest' ? false : (direction === 'before' ? true : full),
+    };
     state.audit = [...events].sort((a, b) => b.seq - a.seq);
     renderAudit();
   }
 
+  function auditPageFrom(edge) {
+    if (state.audit.length === 0) return;
+    const seqs = state.audit.map((e) => e.seq);
+    const position = edge === 'older' ? ['before', Math.min(...seqs)] : ['after', Math.max(...seqs)];
+    loadAuditPage(null, position).catch((err) => fail(err));
+  }
+
   function renderAudit() {
-    const secret = $('audit-secret').value.trim().toUpperCase();
-    const session = $('audit-session').value.trim().toLowerCase();
-    const action = $('audit-action').value;
-    const matches = state.audit.filter((e) => (!secret || (e.secret || '').includes(secret))
-      && (!session || (e.session || '').toLowerCase().includes(session))
-      && (!action || e.action === action));
-    const shown = matches.slice(0, AUDIT_ROWS_SHOWN);
+    const page = state.auditPage || { older: false, newer: false };
     const body = clear(document.querySelector('#audit-table tbody'));
-    $('audit-count').textContent = matches.length === state.audit.length
-      ? `${state.audit.length} records${shown.length < matches.length ? `, newest ${shown.length} shown` : ''}.`
-      : `${matches.length} of ${state.audit.length} records match${shown.length < matches.length ? `, newest ${shown.length} shown` : ''}.`;
-    for (const e of shown) {
+    const n = state.audit.length;
+    $('audit-count').textContent = n === 0
+      ? 'No records match.'
+      : `${n} record${n === 1 ? '' : 's'}, ${page.newer ? 'not the newest' : 'the newest'}${page.older ? '; older ones exist' : ''}.`;
+    $('audit-older').disabled = !page.older;
+    $('audit-newer').disabled = !page.newer;
+    $('audit-newest').disabled = !page.newer;
+    for (const e of state.audit) {
       body.appendChild(h('tr', {},
         h('td', { class: 'nowrap' }, timeEl(e.at)),
         h('td', {}, actionBadge(e.action)),
         h('td', {}, e.secret ? h('a', { class: 'mono', href: `#/secrets/${enc(e.secret)}` }, e.secret) : muted('—')),
-        h('td', {}, e.session ? sessionLinks([e.session]) : muted('—')),
+        h('td', {}, e.session ? sessionLink(e.session, e.session_label) : muted('—')),
         h('td', { class: 'num' }, e.pid ?? muted('—')),
         h('td', { class: 'num' }, e.uid ?? muted('—')),
         h('td', { class: 'mono' }, e.command ?? muted('—')),
@@ -1488,6 +1541,49 @@
       await route();
     } catch (err) {
       fail(err, form);
+    }
+  }
+
+  // A session by its label when it has one (the id on hover), else by its short id.
+  function sessionLink(id, label) {
+    return h('a', { class: 'chip mono', href: `#/sessions/${enc(id)}`, title: id },
+      label || shortId(id));
+  }
+
+  // A secret's usage summary (`GET /v1/secrets/{name}/usage`): totals, then uses per
+  // session, per command and per UTC day, each with a bar against the largest.
+  function renderUsage(u) {
+    $('usage-card').hidden = false;
+    $('usage-totals').textContent = u.uses === 0
+      ? 'No uses recorded yet.'
+      : `${u.uses} use${u.uses === 1 ? '' : 's'} in ${u.records} record${u.records === 1 ? '' : 's'}, `
+        + `${u.sessions.length} session${u.sessions.length === 1 ? '' : 's'}; first ${formatTime(u.first_used_at)}, `
+        + `last ${formatTime(u.last_used_at)}.`;
+    const bar = (value, max) => h('meter', { min: 0, max: Math.max(max, 1), value, 'aria-hidden': 'true' });
+    const most = (rows) => Math.max(0, ...rows.map((r) => r.uses));
+    const sessions = clear(document.querySelector('#usage-sessions tbody'));
+    const ms = most(u.sessions);
+    for (const s of u.sessions) {
+      sessions.appendChild(h('tr', {},
+        h('td', {}, s.session ? sessionLink(s.session, s.label) : muted('none')),
+        h('td', { class: 'num' }, String(s.uses), bar(s.uses, ms)),
+        h('td', { class: 'nowrap' }, timeEl(s.first_used_at)),
+        h('td', { class: 'nowrap' }, timeEl(s.last_used_at))));
+    }
+    const commands = clear(document.querySelector('#usage-commands tbody'));
+    const mc = most(u.commands);
+    for (const c of u.commands) {
+      commands.appendChild(h('tr', {},
+        h('td', { class: 'mono' }, c.command ?? muted('not reported')),
+        h('td', { class: 'num' }, String(c.uses), bar(c.uses, mc)),
+        h('td', { class: 'nowrap' }, timeEl(c.last_used_at))));
+    }
+    const days = clear(document.querySelector('#usage-days tbody'));
+    const md = most(u.days);
+    for (const d of [...u.days].reverse()) {
+      days.appendChild(h('tr', {},
+        h('td', { class: 'nowrap' }, d.day),
+        h('td', { class: 'num' }, String(d.uses), bar(d.uses, md))));
     }
   }
 
@@ -2299,8 +2395,16 @@
     $('activate-form').addEventListener('submit', onActivateSubmit);
     $('deactivate-all').addEventListener('click', onDeactivateAll);
     $('session-end').addEventListener('click', onEndCurrent);
-    $('audit-filter').addEventListener('submit', (ev) => ev.preventDefault());
-    $('audit-filter').addEventListener('input', renderAudit);
+    $('audit-filter').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      loadAuditPage(null, null).catch((err) => fail(err));
+    });
+    for (const id of ['audit-action', 'audit-since']) {
+      $(id).addEventListener('change', () => loadAuditPage(null, null).catch((err) => fail(err)));
+    }
+    $('audit-newest').addEventListener('click', () => loadAuditPage(null, null).catch((err) => fail(err)));
+    $('audit-older').addEventListener('click', () => auditPageFrom('older'));
+    $('audit-newer').addEventListener('click', () => auditPageFrom('newer'));
     $('oauth-refresh').addEventListener('click', () => reloadOAuthLists());
     $('provider-open').addEventListener('click', () => openProviderForm());
     $('connect-open').addEventListener('click', () => openConnect(null));

@@ -98,6 +98,9 @@ pub enum SecretsCommand {
     Show(NameArgs),
     /// Show a secret's usage history.
     History(HistoryArgs),
+    /// Show a secret's usage summary: uses per session, per command and per day, first and
+    /// last use.
+    Usage(NameArgs),
     /// Activate secrets in a live session.
     Activate(ActivationArgs),
     /// Deactivate secrets in a session.
@@ -284,7 +287,10 @@ pub struct SessionArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub export: Option<AuditCommand>,
     /// Only records about this secret
     #[arg(long, value_name = "NAME")]
     pub secret: Option<String>,
@@ -311,6 +317,39 @@ pub struct AuditArgs {
     pub json: bool,
     #[command(flatten)]
     pub page: PageArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write records as JSON lines, one a line, for SIEM tools (fields: docs/cli.md,
+    /// "History and export"); --follow keeps writing new ones until interrupted.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Records from this time on (RFC 3339, or a duration before now: 30m, 1h, 7d)
+    #[arg(long, value_name = "TIME")]
+    pub since: String,
+    /// Records up to this time (RFC 3339 or a duration before now)
+    #[arg(long, value_name = "TIME", conflicts_with = "follow")]
+    pub until: Option<String>,
+    /// Keep polling and write new records as they are appended, until interrupted
+    #[arg(long)]
+    pub follow: bool,
+    /// Seconds between polls with --follow
+    #[arg(long, value_name = "SECONDS", default_value_t = 2, requires = "follow",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
+    /// Only records about this secret
+    #[arg(long, value_name = "NAME")]
+    pub secret: Option<String>,
+    /// Only records about this session (its id, a unique id prefix, or its label)
+    #[arg(long, value_name = "ID|LABEL")]
+    pub session: Option<String>,
+    /// Only these actions (repeat, or a comma list: file_read,injected)
+    #[arg(long, value_name = "ACTION")]
+    pub action: Vec<String>,
 }
 
 /// Which audit records to fetch: by default the newest 10,000; pages with `--limit` and

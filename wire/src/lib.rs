@@ -25,6 +25,7 @@ pub mod catalog;
 pub mod datadir;
 pub mod decoys;
 pub mod errors;
+pub mod export;
 pub mod jsonline;
 pub mod limits;
 pub mod logging;

@@ -26,8 +26,8 @@ use super::alerts::{
 };
 use super::oauth::{OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord};
 use super::{
-    ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, EnrollmentRecord, SealedField,
-    SecretRecord, SessionRecord, Store, StoreError, StoreFuture,
+    ActiveMaterial, AuditPosition, AuditQuery, AuditRecord, AuditRow, CertificateRecord,
+    EnrollmentRecord, SealedField, SecretRecord, SessionRecord, Store, StoreError, StoreFuture,
 };
 
 /// A store under test: both traits, and two raw statements the suite needs to look past them.
@@ -68,6 +68,7 @@ contracts!(
     marking_a_secret_compromised_deactivates_it_everywhere_until_a_new_version_clears_it,
     alert_profiles_settings_and_alerts_round_trip,
     webhook_deliveries_are_claimed_once_and_retried,
+    filtered_audit_pages_and_usage_groups,
 );
 
 /// Runs every contract test, each on a store `fresh` makes (with whatever must outlive it).
@@ -1149,4 +1150,133 @@ pub async fn webhook_deliveries_are_claimed_once_and_retried(s: Arc<dyn Contract
         s.alerts(&AlertQuery { owner_id: u.id, limit: 10, ..Default::default() }).await.unwrap();
     let states: Vec<_> = listed.iter().map(|a| (a.rule.as_str(), a.webhook)).collect();
     assert_eq!(states, [("burst", WebhookState::None), ("decoy", WebhookState::Delivered)]);
+}
+
+/// Filtered pages of a user's trail (`audit_query`: every filter, both directions, an empty
+/// session list) and a secret's usage groups (`secret_usage_groups`: coalesced counts, UTC
+/// days, only uses, only the owner's records), through the indexes of migration 5.
+pub async fn filtered_audit_pages_and_usage_groups(s: Arc<dyn ContractStore>) {
+    const DAY: i64 = 86_400;
+    // Owner 7: 30 records over three days, two secrets, two sessions, three commands.
+    let mut records: Vec<AuditRecord> = (0..30)
+        .map(|i| AuditRecord {
+            secret_id: Some(if i % 3 == 0 { "s1" } else { "s2" }.to_owned()),
+            secret_name: Some(if i % 3 == 0 { "ONE" } else { "TWO" }.to_owned()),
+            session_id: Some(if i % 2 == 0 { "sa" } else { "sb" }.to_owned()),
+            uid: Some(if i == 29 { 0 } else { 1000 }),
+            command: Some(["git", "aws", "curl"][i as usize % 3].to_owned()),
+            count: (i == 3).then_some(5),
+            last_at: (i == 3).then_some(3 * (DAY / 10) + 40),
+            ..AuditRecord::new(
+                7,
+                i * (DAY / 10),
+                if i % 5 == 4 { AuditAction::Denied } else { AuditAction::Injected },
+            )
+        })
+        .collect();
+    // Another owner's use of the same secret id, and a non-use record of owner 7.
+    records.push(AuditRecord {
+        secret_id: Some("s1".into()),
+        secret_name: Some("ONE".into()),
+        ..AuditRecord::new(8, 5, AuditAction::Injected)
+    });
+    records.push(AuditRecord {
+        secret_id: Some("s1".into()),
+        secret_name: Some("ONE".into()),
+        ..AuditRecord::new(7, 50, AuditAction::Activated)
+    });
+    s.append_audit(&records).await.unwrap();
+    let q = |f: fn(&mut AuditQuery)| {
+        let mut query = AuditQuery { owner_id: 7, limit: 100, ..AuditQuery::default() };
+        f(&mut query);
+        query
+    };
+    let at = |rows: &[AuditRow]| rows.iter().map(|r| r.record.at / (DAY / 10)).collect::<Vec<_>>();
+
+    let all = s.audit_query(&q(|_| {})).await.unwrap();
+    assert_eq!(all.len(), 31, "the owner's records only");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
+    let one = s.audit_query(&q(|q| q.secret_name = Some("ONE".into()))).await.unwrap();
+    assert_eq!(one.len(), 11);
+    let sb = s.audit_query(&q(|q| q.sessions = Some(vec!["sb".into()]))).await.unwrap();
+    assert_eq!(at(&sb), (0..30).filter(|i| i % 2 == 1).collect::<Vec<_>>());
+    let none = s.audit_query(&q(|q| q.sessions = Some(Vec::new()))).await.unwrap();
+    assert!(none.is_empty(), "an empty session list matches nothing");
+    let denied = s.audit_query(&q(|q| q.actions = vec![AuditAction::Denied])).await.unwrap();
+    assert_eq!(at(&denied), [4, 9, 14, 19, 24, 29]);
+    let two = s
+        .audit_query(&q(|q| q.actions = vec![AuditAction::Denied, AuditAction::Activated]))
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 7);
+    let curl = s.audit_query(&q(|q| q.command = Some("curl".into()))).await.unwrap();
+    assert_eq!(at(&curl), [2, 5, 8, 11, 14, 17, 20, 23, 26, 29]);
+    let root = s.audit_query(&q(|q| q.uid = Some(0))).await.unwrap();
+    assert_eq!(at(&root), [29]);
+    let range = s
+        .audit_query(&q(|q| {
+            q.since = Some(10 * (DAY / 10));
+            q.until = Some(12 * (DAY / 10));
+        }))
+        .await
+        .unwrap();
+    assert_eq!(at(&range), [10, 11, 12], "since and until are inclusive");
+    let combined = s
+        .audit_query(&q(|q| {
+            q.secret_name = Some("TWO".into());
+            q.command = Some("aws".into());
+            q.sessions = Some(vec!["sa".into(), "sb".into()]);
+            q.actions = vec![AuditAction::Injected];
+        }))
+        .await
+        .unwrap();
+    assert_eq!(at(&combined), [1, 7, 10, 13, 16, 22, 25, 28]);
+
+    // Paging: the newest page, then older ones, then newer ones from the start: each record
+    // once, in order.
+    let newest = s.audit_query(&q(|q| q.limit = 12)).await.unwrap();
+    assert_eq!(newest.last().unwrap().seq, all.last().unwrap().seq);
+    let mut seen: Vec<i64> = newest.iter().map(|r| r.seq).collect();
+    let mut before = newest[0].seq;
+    loop {
+        let mut query = q(|q| q.limit = 12);
+        query.position = AuditPosition::Before(before);
+        let page = s.audit_query(&query).await.unwrap();
+        let Some(first) = page.first() else { break };
+        before = first.seq;
+        seen.splice(0..0, page.iter().map(|r| r.seq));
+    }
+    assert_eq!(seen, all.iter().map(|r| r.seq).collect::<Vec<_>>(), "older pages");
+    let mut forward = Vec::new();
+    let mut after = 0;
+    loop {
+        let mut query = q(|q| q.limit = 7);
+        query.position = AuditPosition::After(after);
+        let page = s.audit_query(&query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        forward.extend(page.iter().map(|r| r.seq));
+    }
+    assert_eq!(forward, seen, "newer pages");
+
+    // Usage groups of s1 for owner 7: uses only (no denied, no activated), owner 7 only.
+    let mut groups = s.secret_usage_groups(7, "s1").await.unwrap();
+    groups.sort_by(|a, b| {
+        (a.day, &a.session_id, &a.command).cmp(&(b.day, &b.session_id, &b.command))
+    });
+    // s1's uses: i in {0, 3, 6, 12, 15, 18, 21, 27} (9 and 24 are denied).
+    let uses: i64 = groups.iter().map(|g| g.uses).sum();
+    let records: i64 = groups.iter().map(|g| g.records).sum();
+    assert_eq!((uses, records), (8 + 4, 8), "a coalesced record counts its count");
+    // One group per (session, command, day): s1 is always `git`; even i are in sa.
+    let keys: Vec<(i64, &str, i64)> =
+        groups.iter().map(|g| (g.day, g.session_id.as_deref().unwrap(), g.records)).collect();
+    assert_eq!(keys, [(0, "sa", 2), (0, "sb", 1), (1, "sa", 2), (1, "sb", 1), (2, "sb", 2)]);
+    let coalesced = groups.iter().find(|g| g.uses == 5).unwrap();
+    assert_eq!(
+        (coalesced.first_at, coalesced.last_at, coalesced.command.as_deref()),
+        (3 * (DAY / 10), 3 * (DAY / 10) + 40, Some("git"))
+    );
+    assert!(s.secret_usage_groups(9, "s1").await.unwrap().is_empty(), "owner's only");
+    assert!(s.secret_usage_groups(7, "nope").await.unwrap().is_empty());
 }

@@ -4,11 +4,13 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod export;
 pub mod generated;
 pub mod kinds;
 pub mod oauth;
 pub mod secrets;
 pub mod sessions;
+pub mod usage;
 
 use zeroize::Zeroizing;
 

@@ -27,6 +27,7 @@ pub async fn run(client: &Client, command: SecretsCommand) -> anyhow::Result<Out
         SecretsCommand::Ls(args) => ls(client, args).await,
         SecretsCommand::Show(args) => show(client, args).await,
         SecretsCommand::History(args) => history(client, args).await,
+        SecretsCommand::Usage(args) => super::usage::run(client, args).await,
         SecretsCommand::Activate(args) => activation(client, args, true).await,
         SecretsCommand::Deactivate(args) => activation(client, args, false).await,
     }

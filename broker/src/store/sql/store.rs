@@ -1096,7 +1096,18 @@ impl Store for This {
         Box::pin(async move {
             // Each filter is its own condition with a bound value (no `$n IS NULL OR ...`), so
             // the planner can pick the index that fits (migration 5).
-            let mut b = sqlx::QueryBuilder::<Db>::new(audit_select!("WHERE owner_id = "));
+            //
+            // Several sessions (a label): the owner's `seq` index gives the order for free, and
+            // without statistics SQLite walks it back through the whole trail looking for the
+            // sessions' records (4 s at a million records). `+owner_id` (the same value, not an
+            // indexed column) steers both engines to the session index instead: read the
+            // sessions' records, then sort them (docs/benchmarks.md, row 7).
+            let several_sessions = q.sessions.as_ref().is_some_and(|s| s.len() > 1);
+            let mut b = sqlx::QueryBuilder::<Db>::new(if several_sessions {
+                audit_select!("WHERE +owner_id = ")
+            } else {
+                audit_select!("WHERE owner_id = ")
+            });
             b.push_bind(q.owner_id);
             if let Some(name) = &q.secret_name {
                 b.push(" AND secret_name = ").push_bind(name.clone());
