@@ -230,7 +230,10 @@ pub static KINDS: &[Kind] = &[
         ],
         files: &[File { path: "aws/credentials", content: Source::AwsCredentialsFile }],
         helper: Some(Helper::AwsCredentialProcess),
-        setup: Some("~/.aws/config: credential_process = maestro-exec aws-credential-process"),
+        setup: Some(
+            "~/.aws/config: credential_process = maestro-exec aws-credential-process, \
+             region = <the secret's region>",
+        ),
         rotation: Rotation {
             steps: "IAM console > Users > Security credentials: create a new access key, then deactivate and delete the old one",
             link: Some(

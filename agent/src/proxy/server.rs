@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use maestro_wire::agent_api::UsageAction;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Shared;
@@ -70,6 +70,23 @@ impl Drop for UidSlot {
 }
 
 async fn refuse_raw(mut stream: TcpStream, status: &str, line: &str) {
+    // Let the client's request head arrive first (briefly, and bounded): an answer written
+    // before the client has sent anything is an "unexpected message" to HTTP clients, which then
+    // show a transport error instead of the refusal.
+    let mut head = [0u8; 8 * 1024];
+    let mut got = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(250), async {
+        while got < head.len() {
+            match stream.read(&mut head[got..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+            if head[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
     let msg = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{line}\n",
         line.len() + 1
