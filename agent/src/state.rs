@@ -145,7 +145,11 @@ impl Egress {
             ("NODE_EXTRA_CA_CERTS", &ca),
         ]
         .into_iter()
-        .map(|(name, value)| EnvVar { name: name.to_owned(), value: SecretValue::from(value) })
+        .map(|(name, value)| EnvVar {
+            name: name.to_owned(),
+            value: SecretValue::from(value),
+            secret: None,
+        })
         .collect()
     }
 }
@@ -293,10 +297,13 @@ impl Secrets {
         let mut vars: Vec<EnvVar> = selected
             .iter()
             .flat_map(|e| {
-                e.rendered
-                    .variables
-                    .iter()
-                    .map(|(name, value)| EnvVar { name: name.clone(), value: value.clone() })
+                // A sealed secret's variables hold placeholders, not values: nothing to mask.
+                let secret = (!e.is_sealed()).then(|| e.material.name.clone());
+                e.rendered.variables.iter().map(move |(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: value.clone(),
+                    secret: secret.clone(),
+                })
             })
             .collect();
         if let Some(egress) = self.egress_for(selected.iter().copied()) {

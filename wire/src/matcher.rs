@@ -105,6 +105,8 @@ pub struct Matcher {
     min_len: usize,
     /// The pattern byte set: `in_set[b]` when byte `b` occurs in some pattern.
     in_set: [bool; 256],
+    /// The patterns themselves, for [`Masker::flush_idle`] (which bytes may begin a match).
+    patterns: Vec<Zeroizing<Vec<u8>>>,
 }
 
 /// Stretches closer than this are searched as one (fewer automaton calls on text).
@@ -211,6 +213,7 @@ impl Matcher {
             max_len,
             min_len,
             in_set,
+            patterns,
         })
     }
 
@@ -296,6 +299,19 @@ impl Matcher {
         }
     }
 
+    /// The length of the longest suffix of `tail`, at least `at_least` long, that is a proper
+    /// beginning of some pattern (0 when there is none).
+    fn held_suffix(&self, tail: &[u8], at_least: usize) -> usize {
+        let longest = tail.len().min(self.max_len.saturating_sub(1));
+        (at_least.max(1)..=longest)
+            .rev()
+            .find(|&n| {
+                let suffix = &tail[tail.len() - n..];
+                self.patterns.iter().any(|p| p.len() > n && p.starts_with(suffix))
+            })
+            .unwrap_or(0)
+    }
+
     /// Whether `haystack` holds any occurrence.
     fn any(&self, hay: &[u8]) -> bool {
         let mut found = false;
@@ -342,6 +358,10 @@ impl Matcher {
             .collect()
     }
 }
+
+/// The shortest beginning of a value that [`Masker::flush_idle`] keeps waiting for its rest:
+/// one to three bytes alike occur everywhere (a typed key's echo), so they are let through.
+pub const IDLE_HOLD: usize = 4;
 
 /// Masks a byte stream: each occurrence is replaced by `<NAME>`. Bytes that may begin a match
 /// split across chunks are held back (at most `max_len - 1`) until the next chunk or [`finish`].
@@ -392,6 +412,27 @@ impl<'m> Masker<'m> {
             pos = m.end();
         }
         let cut = pos.max(safe);
+        out.extend_from_slice(&buf[pos..cut]);
+        self.pending.extend_from_slice(&buf[cut..]);
+    }
+
+    /// The stream is idle (nothing more came for a while): masks and appends the held-back
+    /// bytes, except a tail of at least [`IDLE_HOLD`] bytes that begins some pattern, which
+    /// waits for the rest. A prompt or the echo of a key thus shows at once, while a value
+    /// written in two halves with a pause between is still masked.
+    pub fn flush_idle(&mut self, out: &mut Vec<u8>) {
+        let buf = Zeroizing::new(std::mem::take(&mut *self.pending));
+        let cut = buf.len() - self.matcher.held_suffix(&buf, IDLE_HOLD);
+        let mut pos = 0;
+        for m in self.matcher.matches(&buf) {
+            if m.start() >= cut {
+                break;
+            }
+            out.extend_from_slice(&buf[pos..m.start()]);
+            self.replacement(m.pattern().as_usize(), out);
+            pos = m.end();
+        }
+        let cut = pos.max(cut);
         out.extend_from_slice(&buf[pos..cut]);
         self.pending.extend_from_slice(&buf[cut..]);
     }
@@ -595,6 +636,31 @@ mod tests {
             assert!(m.any(&hay));
         }
         assert!(!m.any(&[0u8; 10_000]));
+    }
+
+    #[test]
+    fn an_idle_flush_keeps_only_a_beginning_of_a_value() {
+        let (_v, m) = matcher(&[("TOKEN", V)]);
+        let mut masker = Masker::new(&m);
+        let mut out = Vec::new();
+        // A prompt passes at once.
+        masker.push(b"password please: ", &mut out);
+        masker.flush_idle(&mut out);
+        assert_eq!(out, b"password please: ");
+        assert_eq!(masker.pending(), 0);
+        // Half a value waits for its rest, however long the pause; then it is masked.
+        masker.push(b"x s3cr3t/", &mut out);
+        masker.flush_idle(&mut out);
+        assert_eq!(masker.pending(), "s3cr3t/".len());
+        masker.push(b"v+lue\"x y end", &mut out);
+        masker.finish(&mut out);
+        assert_eq!(out, b"password please: x <TOKEN> end");
+        // Up to three bytes alike are let through (a key's echo).
+        let mut out = Vec::new();
+        let mut masker = Masker::new(&m);
+        masker.push(b"s3c", &mut out);
+        masker.flush_idle(&mut out);
+        assert_eq!(out, b"s3c");
     }
 
     #[test]
