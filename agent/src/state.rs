@@ -297,12 +297,14 @@ impl Secrets {
         let mut vars: Vec<EnvVar> = selected
             .iter()
             .flat_map(|e| {
-                // A sealed secret's variables hold placeholders, not values: nothing to mask.
+                // What maestro-exec masks: not a sealed secret's placeholders, nor a variable
+                // that names one of the secret's files (a path is no value).
                 let secret = (!e.is_sealed()).then(|| e.material.name.clone());
+                let files = format!("{}/", self.mount);
                 e.rendered.variables.iter().map(move |(name, value)| EnvVar {
                     name: name.clone(),
                     value: value.clone(),
-                    secret: secret.clone(),
+                    secret: secret.clone().filter(|_| !value.expose().starts_with(&files)),
                 })
             })
             .collect();

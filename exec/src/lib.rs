@@ -18,6 +18,9 @@ pub mod client;
 pub mod command;
 pub mod helpers;
 pub mod line;
+// Output masking; its pty module makes three ioctl(2) calls and a pre_exec hook (unsafe).
+#[allow(unsafe_code)]
+pub mod mask;
 pub mod rfc3339;
 // SO_PEERCRED and access(2) through libc: std wraps neither.
 #[allow(unsafe_code)]
@@ -52,7 +55,7 @@ pub fn main_with(args: &[OsString]) -> i32 {
             Ok(0)
         }
         Ok(Invocation::List { json }) => command::list(json),
-        Ok(Invocation::Run { only, command }) => command::run(only, command),
+        Ok(Invocation::Run { only, command, mask }) => command::run(only, command, mask),
     };
     match outcome {
         Ok(code) => code,

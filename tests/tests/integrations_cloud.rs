@@ -54,7 +54,7 @@ async fn boto3_takes_the_variables_and_the_credential_process_helper() {
     // boto3 with nothing but what a test gives it: no files of its own, no metadata service.
     let boto3 = |through_exec: bool, profile: Option<&str>| {
         let mut cmd = if through_exec {
-            let mut c = world.exec(&["--"]);
+            let mut c = world.exec(&["--no-mask", "--"]);
             c.arg(&python);
             c
         } else {

@@ -1,0 +1,214 @@
+//! The relay loop: CMD's output streams each go through their own [`Masker`] to maestro-exec's
+//! stdout or stderr; the real terminal's keys go to CMD's pty; signals are forwarded; and the
+//! loop ends with CMD's exit status once its output has ended.
+//!
+//! One thread and poll(2): the signals arrive on a signalfd (blocked otherwise, so none of them
+//! can kill maestro-exec and leave the terminal raw). A stream's held-back bytes (the end of a
+//! read that may begin a value) are let through after [`IDLE`] without new output, except a
+//! beginning of a value (see [`Masker::flush_idle`]).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::process::{Child, ExitStatus};
+
+use maestro_wire::matcher::Masker;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::signalfd::{SignalFd, siginfo};
+use nix::unistd::Pid;
+use zeroize::Zeroizing;
+
+use crate::client::Failure;
+use crate::mask::pty;
+
+/// How long a stream stays quiet before its held-back bytes are let through, in ms.
+pub const IDLE: u16 = 20;
+/// One read's worth of output.
+const CHUNK: usize = 256 * 1024;
+
+/// One output stream of CMD's: a pipe, or the pty's master.
+pub struct Output<'m> {
+    /// `None` once the stream ended (or its reader went away).
+    pub from: Option<File>,
+    pub to: File,
+    pub masker: Masker<'m>,
+    /// A pty master: EIO means every slave is closed, and after CMD exits it is drained
+    /// rather than read to the end (background processes may hold the slave forever).
+    pub pty: bool,
+}
+
+/// Everything the loop needs.
+pub struct Relay<'m> {
+    pub outputs: Vec<Output<'m>>,
+    /// The real terminal's keys and CMD's pty master (pty mode with a terminal on stdin).
+    pub input: Option<(File, File)>,
+    /// Pty mode: the real terminal (its size is copied) and the master (where it is copied to).
+    pub resize: Option<(File, File)>,
+    pub signals: SignalFd,
+    pub child: Child,
+}
+
+impl Relay<'_> {
+    /// Relays until CMD has exited and its output ended; returns CMD's exit status.
+    pub fn run(mut self) -> Result<ExitStatus, Failure> {
+        let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
+        let mut out = Zeroizing::new(Vec::with_capacity(CHUNK + 1024));
+        // CMD may have ended before its SIGCHLD could be caught (see `mask::run`).
+        let mut status = self.child.try_wait().ok().flatten();
+        loop {
+            if status.is_some() {
+                for o in self.outputs.iter_mut().filter(|o| o.pty && o.from.is_some()) {
+                    drain(o, &mut buf, &mut out);
+                }
+                if self.outputs.iter().all(|o| o.from.is_none()) {
+                    break;
+                }
+            }
+            let pending = self.outputs.iter().any(|o| o.from.is_some() && o.masker.pending() > 0);
+            let (ready, signalled, typed) = self.wait(pending)?;
+            if signalled {
+                while let Ok(Some(info)) = self.signals.read_signal() {
+                    self.on_signal(&info);
+                }
+                if status.is_none() {
+                    status = self.child.try_wait().ok().flatten();
+                }
+            }
+            if ready.iter().all(|r| !r) && !signalled && !typed {
+                // Quiet for IDLE: let the held-back bytes through.
+                for o in &mut self.outputs {
+                    out.clear();
+                    o.masker.flush_idle(&mut out);
+                    emit(o, &out);
+                }
+                continue;
+            }
+            for (o, _) in self.outputs.iter_mut().zip(ready).filter(|(_, r)| *r) {
+                read_once(o, &mut buf, &mut out);
+            }
+            if typed {
+                self.forward_input(&mut buf);
+            }
+        }
+        match status {
+            Some(s) => Ok(s),
+            None => {
+                self.child.wait().map_err(|e| Failure(format!("cannot wait for the command: {e}")))
+            }
+        }
+    }
+
+    /// Polls; returns which open outputs are readable, whether a signal came and whether a
+    /// key came. All false after IDLE when something is held back.
+    fn wait(&self, pending: bool) -> Result<(Vec<bool>, bool, bool), Failure> {
+        let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+        let open: Vec<BorrowedFd<'_>> =
+            self.outputs.iter().filter_map(|o| o.from.as_ref().map(|f| f.as_fd())).collect();
+        fds.extend(open.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        if let Some((keys, _)) = &self.input {
+            fds.push(PollFd::new(keys.as_fd(), PollFlags::POLLIN));
+        }
+        let timeout = if pending { PollTimeout::from(IDLE) } else { PollTimeout::NONE };
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {
+                return Ok((vec![false; self.outputs.len()], true, false));
+            }
+            Err(e) => return Err(Failure(format!("cannot wait for the command's output: {e}"))),
+        }
+        let hit = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+        let signalled = hit(&fds[0]);
+        let mut it = fds[1..1 + open.len()].iter();
+        let ready =
+            self.outputs.iter().map(|o| o.from.is_some() && it.next().is_some_and(hit)).collect();
+        let typed =
+            self.input.is_some() && fds.last().is_some_and(hit) && fds.len() > 1 + open.len();
+        Ok((ready, signalled, typed))
+    }
+
+    /// Forwards a signal to CMD, or copies the terminal's new size to CMD's pty.
+    fn on_signal(&mut self, info: &siginfo) {
+        let Ok(signal) = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) else {
+            return;
+        };
+        if signal == Signal::SIGCHLD {
+            return;
+        }
+        if let Some((terminal, master)) = &self.resize {
+            if signal == Signal::SIGWINCH {
+                if let Some(size) = pty::window_size(terminal.as_fd()) {
+                    let _ = pty::set_window_size(master.as_fd(), &size);
+                }
+                return;
+            }
+        } else if info.ssi_code == libc::SI_KERNEL {
+            // Under pipes CMD shares our terminal's process group: a signal from the terminal
+            // (^C, a resize, a hang-up) reached it as well; forwarding would deliver it twice.
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Copies what the terminal has to CMD's pty.
+    fn forward_input(&mut self, buf: &mut [u8]) {
+        let Some((keys, master)) = &mut self.input else { return };
+        let done = match keys.read(buf) {
+            Ok(0) => true,
+            Ok(n) => master.write_all(&buf[..n]).is_err(),
+            Err(e) => !matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock),
+        };
+        if done {
+            self.input = None;
+        }
+    }
+}
+
+/// Reads once from `o` and writes the masked result; ends the stream on end of file.
+fn read_once(o: &mut Output<'_>, buf: &mut [u8], out: &mut Vec<u8>) -> bool {
+    let Some(from) = &mut o.from else { return false };
+    out.clear();
+    match from.read(buf) {
+        Ok(0) => o.masker.finish(out),
+        Ok(n) => {
+            o.masker.push(&buf[..n], out);
+            emit(o, out);
+            return true;
+        }
+        Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {
+            return false;
+        }
+        // EIO from a pty master: every slave is closed. Anything else: the stream is gone.
+        Err(_) => o.masker.finish(out),
+    }
+    emit(o, out);
+    o.from = None;
+    false
+}
+
+/// After CMD exited: reads what its pty still holds, without waiting, and ends the stream.
+fn drain(o: &mut Output<'_>, buf: &mut [u8], out: &mut Vec<u8>) {
+    if let Some(from) = &o.from {
+        let flags = fcntl(from, FcntlArg::F_GETFL).map(OFlag::from_bits_truncate);
+        if let Ok(flags) = flags {
+            let _ = fcntl(from, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK));
+        }
+    }
+    while read_once(o, buf, out) {}
+    if o.from.take().is_some() {
+        out.clear();
+        o.masker.finish(out);
+        emit(o, out);
+    }
+}
+
+/// Writes masked bytes; when the reader is gone (EPIPE), stops reading the stream too, so that
+/// CMD meets the closed pipe as it would without maestro-exec.
+fn emit(o: &mut Output<'_>, bytes: &[u8]) {
+    if !bytes.is_empty() && o.to.write_all(bytes).is_err() {
+        o.from = None;
+    }
+}
