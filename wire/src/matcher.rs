@@ -200,8 +200,10 @@ impl Matcher {
             Some(
                 AhoCorasickBuilder::new()
                     .match_kind(MatchKind::LeftmostLongest)
-                    // A full DFA: the fastest search for a few hundred short patterns (about 1 GB/s on text).
-                    .kind(Some(AhoCorasickKind::DFA))
+                    // A contiguous NFA: builds several times faster than a DFA (0.15 ms for one
+                    // secret, a few ms for 100, against 0.3 and 30 ms) and, behind the skip scan,
+                    // searches about as fast; maestro-exec builds one per masked command.
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
                     .build(patterns.iter().map(|p| p.as_slice()))
                     .map_err(|e| MatcherError::Build(e.to_string()))?,
             )

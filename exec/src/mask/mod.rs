@@ -20,15 +20,14 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use maestro_wire::SecretValue;
-use maestro_wire::matcher::{MIN_VALUE_LEN, Masker, Matcher};
+use maestro_wire::matcher::MIN_VALUE_LEN;
 use maestro_wire::sock::EnvVar;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::client::Failure;
-use relay::{Output, Relay};
+use relay::{LazyMatcher, Output, Relay};
 
 /// The signals maestro-exec handles while CMD runs (all but SIGCHLD forwarded to it).
 const SIGNALS: [Signal; 6] = [
@@ -47,12 +46,6 @@ const PIPE_SIZE: i32 = 1 << 20;
 /// masking, at no cost.
 pub fn needed(vars: &[EnvVar]) -> bool {
     vars.iter().any(|v| v.secret.is_some() && v.value.expose().len() >= MIN_VALUE_LEN)
-}
-
-fn matcher(vars: &[EnvVar]) -> Result<Matcher, Failure> {
-    let named: Vec<(String, &SecretValue)> =
-        vars.iter().filter_map(|v| v.secret.as_ref().map(|s| (s.clone(), &v.value))).collect();
-    Matcher::new(&named).map_err(|e| Failure(e.to_string()))
 }
 
 fn own(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<File, Failure> {
@@ -127,8 +120,7 @@ pub fn run(
     set.thread_block().map_err(|e| fail("cannot block signals", &e))?;
     let signals = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| fail("cannot receive signals", &e))?;
-    let matcher = matcher(&vars)?;
-    drop(vars);
+    let matcher = LazyMatcher::new(vars);
 
     let mut outputs = Vec::new();
     let mut input = None;
@@ -142,25 +134,25 @@ pub fn run(
         outputs.push(Output {
             from: Some(master),
             to: own(stdout.as_fd(), "stdout")?,
-            masker: Masker::new(&matcher),
+            masker: None,
             pty: true,
         });
     }
     if let Some(pipe) = child.stdout.take() {
-        outputs.push(piped(OwnedFd::from(pipe), own(stdout.as_fd(), "stdout")?, &matcher));
+        outputs.push(piped(OwnedFd::from(pipe), own(stdout.as_fd(), "stdout")?));
     }
     if let Some(pipe) = child.stderr.take() {
-        outputs.push(piped(OwnedFd::from(pipe), own(stderr.as_fd(), "stderr")?, &matcher));
+        outputs.push(piped(OwnedFd::from(pipe), own(stderr.as_fd(), "stderr")?));
     }
     // Keys go to CMD's terminal, which interprets them; restored on every way out of here.
     let raw = if keys_to_pty { pty::RawMode::enter(stdin.as_fd()) } else { None };
-    let status = Relay { outputs, input, resize, signals, child }.run();
+    let status = Relay { outputs, input, resize, signals, child, matcher: &matcher }.run();
     drop(raw);
     let status = status?;
     Ok(Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))))
 }
 
-fn piped<'m>(pipe: OwnedFd, to: File, matcher: &'m Matcher) -> Output<'m> {
+fn piped<'m>(pipe: OwnedFd, to: File) -> Output<'m> {
     let _ = fcntl(&pipe, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-    Output { from: Some(File::from(pipe)), to, masker: Masker::new(matcher), pty: false }
+    Output { from: Some(File::from(pipe)), to, masker: None, pty: false }
 }

@@ -6,13 +6,19 @@
 //! can kill maestro-exec and leave the terminal raw). A stream's held-back bytes (the end of a
 //! read that may begin a value) are let through after [`IDLE`] without new output, except a
 //! beginning of a value (see [`Masker::flush_idle`]).
+//!
+//! The matcher is built when the first output arrives ([`LazyMatcher`]): a command that prints
+//! nothing never pays for it.
 
+use std::cell::{OnceCell, RefCell};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::process::{Child, ExitStatus};
 
-use maestro_wire::matcher::Masker;
+use maestro_wire::SecretValue;
+use maestro_wire::matcher::{Masker, Matcher};
+use maestro_wire::sock::EnvVar;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
@@ -28,12 +34,38 @@ pub const IDLE: u16 = 20;
 /// One read's worth of output.
 const CHUNK: usize = 256 * 1024;
 
+/// The matcher for the injected values, built on first use; the values are kept (in zeroizing
+/// types) until then and dropped once it is built.
+pub struct LazyMatcher {
+    vars: RefCell<Option<Vec<EnvVar>>>,
+    built: OnceCell<Matcher>,
+}
+
+impl LazyMatcher {
+    pub fn new(vars: Vec<EnvVar>) -> Self {
+        Self { vars: RefCell::new(Some(vars)), built: OnceCell::new() }
+    }
+
+    /// The matcher, built now if it was not yet.
+    pub fn get(&self) -> Result<&Matcher, Failure> {
+        if let Some(m) = self.built.get() {
+            return Ok(m);
+        }
+        let vars = self.vars.borrow_mut().take().unwrap_or_default();
+        let named: Vec<(String, &SecretValue)> =
+            vars.iter().filter_map(|v| v.secret.as_ref().map(|s| (s.clone(), &v.value))).collect();
+        let m = Matcher::new(&named).map_err(|e| Failure(e.to_string()))?;
+        Ok(self.built.get_or_init(|| m))
+    }
+}
+
 /// One output stream of CMD's: a pipe, or the pty's master.
 pub struct Output<'m> {
     /// `None` once the stream ended (or its reader went away).
     pub from: Option<File>,
     pub to: File,
-    pub masker: Masker<'m>,
+    /// Made with the stream's first bytes.
+    pub masker: Option<Masker<'m>>,
     /// A pty master: EIO means every slave is closed, and after CMD exits it is drained
     /// rather than read to the end (background processes may hold the slave forever).
     pub pty: bool,
@@ -48,9 +80,10 @@ pub struct Relay<'m> {
     pub resize: Option<(File, File)>,
     pub signals: SignalFd,
     pub child: Child,
+    pub matcher: &'m LazyMatcher,
 }
 
-impl Relay<'_> {
+impl<'m> Relay<'m> {
     /// Relays until CMD has exited and its output ended; returns CMD's exit status.
     pub fn run(mut self) -> Result<ExitStatus, Failure> {
         let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
@@ -60,13 +93,16 @@ impl Relay<'_> {
         loop {
             if status.is_some() {
                 for o in self.outputs.iter_mut().filter(|o| o.pty && o.from.is_some()) {
-                    drain(o, &mut buf, &mut out);
+                    drain(o, self.matcher, &mut buf, &mut out)?;
                 }
                 if self.outputs.iter().all(|o| o.from.is_none()) {
                     break;
                 }
             }
-            let pending = self.outputs.iter().any(|o| o.from.is_some() && o.masker.pending() > 0);
+            let pending = self
+                .outputs
+                .iter()
+                .any(|o| o.from.is_some() && o.masker.as_ref().is_some_and(|m| m.pending() > 0));
             let (ready, signalled, typed) = self.wait(pending)?;
             if signalled {
                 while let Ok(Some(info)) = self.signals.read_signal() {
@@ -80,13 +116,15 @@ impl Relay<'_> {
                 // Quiet for IDLE: let the held-back bytes through.
                 for o in &mut self.outputs {
                     out.clear();
-                    o.masker.flush_idle(&mut out);
+                    if let Some(m) = &mut o.masker {
+                        m.flush_idle(&mut out);
+                    }
                     emit(o, &out);
                 }
                 continue;
             }
             for (o, _) in self.outputs.iter_mut().zip(ready).filter(|(_, r)| *r) {
-                read_once(o, &mut buf, &mut out);
+                read_once(o, self.matcher, &mut buf, &mut out)?;
             }
             if typed {
                 self.forward_input(&mut buf);
@@ -167,42 +205,63 @@ impl Relay<'_> {
     }
 }
 
-/// Reads once from `o` and writes the masked result; ends the stream on end of file.
-fn read_once(o: &mut Output<'_>, buf: &mut [u8], out: &mut Vec<u8>) -> bool {
-    let Some(from) = &mut o.from else { return false };
+/// Reads once from `o` and writes the masked result; ends the stream on end of file. `Ok(true)`
+/// when bytes came.
+fn read_once<'m>(
+    o: &mut Output<'m>,
+    matcher: &'m LazyMatcher,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+) -> Result<bool, Failure> {
+    let Some(from) = &mut o.from else { return Ok(false) };
     out.clear();
     match from.read(buf) {
-        Ok(0) => o.masker.finish(out),
+        Ok(0) => {}
         Ok(n) => {
-            o.masker.push(&buf[..n], out);
+            let masker = match &mut o.masker {
+                Some(m) => m,
+                None => o.masker.insert(Masker::new(matcher.get()?)),
+            };
+            masker.push(&buf[..n], out);
             emit(o, out);
-            return true;
+            return Ok(true);
         }
         Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {
-            return false;
+            return Ok(false);
         }
         // EIO from a pty master: every slave is closed. Anything else: the stream is gone.
-        Err(_) => o.masker.finish(out),
+        Err(_) => {}
+    }
+    if let Some(m) = &mut o.masker {
+        m.finish(out);
     }
     emit(o, out);
     o.from = None;
-    false
+    Ok(false)
 }
 
 /// After CMD exited: reads what its pty still holds, without waiting, and ends the stream.
-fn drain(o: &mut Output<'_>, buf: &mut [u8], out: &mut Vec<u8>) {
+fn drain<'m>(
+    o: &mut Output<'m>,
+    matcher: &'m LazyMatcher,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
     if let Some(from) = &o.from {
         let flags = fcntl(from, FcntlArg::F_GETFL).map(OFlag::from_bits_truncate);
         if let Ok(flags) = flags {
             let _ = fcntl(from, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK));
         }
     }
-    while read_once(o, buf, out) {}
+    while read_once(o, matcher, buf, out)? {}
     if o.from.take().is_some() {
         out.clear();
-        o.masker.finish(out);
+        if let Some(m) = &mut o.masker {
+            m.finish(out);
+        }
         emit(o, out);
     }
+    Ok(())
 }
 
 /// Writes masked bytes; when the reader is gone (EPIPE), stops reading the stream too, so that
