@@ -31,8 +31,10 @@ use crate::mask::pty;
 
 /// How long a stream stays quiet before its held-back bytes are let through, in ms.
 pub const IDLE: u16 = 20;
-/// One read's worth of output.
+/// One read's worth of output, once output flows.
 const CHUNK: usize = 256 * 1024;
+/// The first reads' buffer: a command that prints little never touches (nor zeroizes) more.
+const FIRST_CHUNK: usize = 4096;
 
 /// The matcher for the injected values, built on first use; the values are kept (in zeroizing
 /// types) until then and dropped once it is built.
@@ -86,8 +88,8 @@ pub struct Relay<'m> {
 impl<'m> Relay<'m> {
     /// Relays until CMD has exited and its output ended; returns CMD's exit status.
     pub fn run(mut self) -> Result<ExitStatus, Failure> {
-        let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
-        let mut out = Zeroizing::new(Vec::with_capacity(CHUNK + 1024));
+        let mut buf = Zeroizing::new(vec![0u8; FIRST_CHUNK]);
+        let mut out = Zeroizing::new(Vec::new());
         // CMD may have ended before its SIGCHLD could be caught (see `mask::run`).
         let mut status = self.child.try_wait().ok().flatten();
         loop {
@@ -124,7 +126,12 @@ impl<'m> Relay<'m> {
                 continue;
             }
             for (o, _) in self.outputs.iter_mut().zip(ready).filter(|(_, r)| *r) {
-                read_once(o, self.matcher, &mut buf, &mut out)?;
+                let n = read_once(o, self.matcher, &mut buf, &mut out)?;
+                if n == buf.len() && buf.len() < CHUNK {
+                    // Output flows: read it in large chunks from now on (the small buffer is
+                    // zeroized as it goes; `out` only ever holds masked bytes).
+                    buf = Zeroizing::new(vec![0u8; CHUNK]);
+                }
             }
             if typed {
                 self.forward_input(&mut buf);
@@ -205,15 +212,15 @@ impl<'m> Relay<'m> {
     }
 }
 
-/// Reads once from `o` and writes the masked result; ends the stream on end of file. `Ok(true)`
-/// when bytes came.
+/// Reads once from `o` and writes the masked result; ends the stream on end of file. Returns
+/// how many bytes came.
 fn read_once<'m>(
     o: &mut Output<'m>,
     matcher: &'m LazyMatcher,
     buf: &mut [u8],
     out: &mut Vec<u8>,
-) -> Result<bool, Failure> {
-    let Some(from) = &mut o.from else { return Ok(false) };
+) -> Result<usize, Failure> {
+    let Some(from) = &mut o.from else { return Ok(0) };
     out.clear();
     match from.read(buf) {
         Ok(0) => {}
@@ -224,10 +231,10 @@ fn read_once<'m>(
             };
             masker.push(&buf[..n], out);
             emit(o, out);
-            return Ok(true);
+            return Ok(n);
         }
         Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {
-            return Ok(false);
+            return Ok(0);
         }
         // EIO from a pty master: every slave is closed. Anything else: the stream is gone.
         Err(_) => {}
@@ -237,7 +244,7 @@ fn read_once<'m>(
     }
     emit(o, out);
     o.from = None;
-    Ok(false)
+    Ok(0)
 }
 
 /// After CMD exited: reads what its pty still holds, without waiting, and ends the stream.
@@ -253,7 +260,7 @@ fn drain<'m>(
             let _ = fcntl(from, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK));
         }
     }
-    while read_once(o, matcher, buf, out)? {}
+    while read_once(o, matcher, buf, out)? > 0 {}
     if o.from.take().is_some() {
         out.clear();
         if let Some(m) = &mut o.masker {
