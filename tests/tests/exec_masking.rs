@@ -166,6 +166,24 @@ async fn every_encoding_is_masked_on_stdout_and_stderr_and_binary_passes_byte_fo
     expected.extend_from_slice(&random[at..]);
     assert_eq!(Sha256::digest(&out.stdout), Sha256::digest(&expected), "planted binary");
 
+    // A flood on stdout and stderr at once: both relayed whole, nothing stuck.
+    let out = exec_bytes(
+        &agent,
+        &["sh", "-c", "head -c 5000000 /dev/zero >&2 & head -c 7000000 /dev/zero; wait"],
+    );
+    assert_eq!((out.stdout.len(), out.stderr.len()), (7_000_000, 5_000_000));
+
+    // A reader that goes away early: CMD meets the closed pipe as it would without
+    // maestro-exec, and the pipeline ends.
+    let mut cmd = as_uid(SANDBOX_UID, "sh");
+    cmd.args(["-c", "\"$EXEC\" -- sh -c 'yes \"$MASKED_TOKEN\"' | head -n 3"])
+        .env("EXEC", bin("maestro-exec"))
+        .env("MAESTRO_AGENT_SOCK", &agent.socket);
+    let mut early = ChildGuard::spawn("maestro-exec | head", cmd);
+    let ended = early.wait_exit(Duration::from_secs(20));
+    assert!(ended.is_some(), "the pipeline did not end: {}", early.log());
+    assert_eq!(early.log(), format!("{MASK}\n{MASK}\n{MASK}\n"));
+
     // Exit statuses: CMD's own, and 128 + signal when a signal ended it.
     let out = exec_bytes(&agent, &["sh", "-c", "echo \"$MASKED_TOKEN\"; exit 7"]);
     assert_eq!(
@@ -197,6 +215,28 @@ async fn every_encoding_is_masked_on_stdout_and_stderr_and_binary_passes_byte_fo
     let status = child.wait_exit(Duration::from_secs(10)).expect("maestro-exec ended");
     assert_eq!(status.code(), Some(42), "{}", child.log());
     assert!(child.log().contains(&format!("got TERM {MASK}")), "{}", child.log());
+
+    // The injection is recorded as before: the pid and executable are maestro-exec's (CMD's
+    // parent now), the command CMD's name, as claimed.
+    let mut recorded = false;
+    for _ in 0..50 {
+        let events: Vec<maestro_wire::api::AuditEvent> =
+            serde_json::from_value(sb.api.get("/v1/audit").await.ok()).unwrap();
+        recorded = events.iter().any(|e| {
+            e.secret.as_deref() == Some(NAME)
+                && e.command.as_deref() == Some("maestro-exec")
+                && e.claimed_command.as_deref() == Some("cat")
+                && e.uid == Some(SANDBOX_UID)
+                && e.pid.is_some()
+        });
+        if recorded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recorded, "no injection record for the masked cat");
+    let audit = sb.api.get("/v1/audit").await.ok().to_string();
+    assert!(!audit.contains(VALUE), "the value is in the audit trail");
 
     // The value is in no log: the agent's, nor any error output above.
     assert!(!agent.log().contains(VALUE), "the value is in the agent's log");

@@ -122,12 +122,16 @@ pub fn run(
         .map_err(|e| fail("cannot receive signals", &e))?;
     let matcher = LazyMatcher::new(vars);
 
+    // Keys go to CMD's terminal, which interprets them; the real terminal is raw meanwhile
+    // and restored on every way out of here. In the background of the terminal (where reading
+    // it would stop maestro-exec), no keys are read.
+    let raw = if keys_to_pty { pty::RawMode::enter(stdin.as_fd()) } else { None };
     let mut outputs = Vec::new();
     let mut input = None;
     let mut resize = None;
     if let Some(master) = master {
         let again = |f: &File| f.try_clone().map_err(|e| fail("cannot duplicate the pty", &e));
-        if keys_to_pty {
+        if raw.is_some() {
             input = Some((own(stdin.as_fd(), "stdin")?, again(&master)?));
         }
         resize = Some((own(stdout.as_fd(), "stdout")?, again(&master)?));
@@ -144,8 +148,6 @@ pub fn run(
     if let Some(pipe) = child.stderr.take() {
         outputs.push(piped(OwnedFd::from(pipe), own(stderr.as_fd(), "stderr")?));
     }
-    // Keys go to CMD's terminal, which interprets them; restored on every way out of here.
-    let raw = if keys_to_pty { pty::RawMode::enter(stdin.as_fd()) } else { None };
     let status = Relay { outputs, input, resize, signals, child, matcher: &matcher }.run();
     drop(raw);
     let status = status?;
