@@ -286,6 +286,16 @@ async fn under_a_pseudo_terminal_output_is_masked_and_the_terminal_kept() {
     assert!(out.contains("restored\n"), "the terminal was not restored: {out}");
     assert!(!out.contains(VALUE), "{out}");
 
+    // A resize of the real terminal reaches CMD's (maestro-exec runs in the background of the
+    // shell here, so it also shows that the terminal is then left alone).
+    let line = "stty rows 24 cols 80; \
+                \"$EXEC\" -- sh -c 'trap \"stty size </dev/tty\" WINCH; echo ready; sleep 1; sleep 1' & \
+                sleep 0.5; stty rows 40 cols 120; kill -WINCH $!; wait $!; echo status=$?";
+    let (status, out) = under_pty(&agent, line);
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains("ready\n") && out.contains("40 120\n"), "no resize: {out}");
+    assert!(out.contains("status=0\n"), "{out}");
+
     // CMD's exit status under a pty.
     let (status, out) = under_pty(&agent, "\"$EXEC\" -- sh -c 'exit 5'");
     assert_eq!(status, Some(5), "{out}");
