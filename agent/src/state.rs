@@ -666,6 +666,13 @@ mod tests {
         assert_eq!(var("SSL_CERT_FILE").as_deref(), Some("/m/maestro/ca-bundle.pem"));
         assert_eq!(var("NODE_EXTRA_CA_CERTS").as_deref(), Some("/m/maestro/ca.pem"));
         assert_eq!(var("OPENAI_API_KEY"), Some(key.clone()));
+        // What maestro-exec masks: the plain secret's value, named; not the placeholder, nor
+        // the proxy's settings.
+        let secret = |n: &str| vars.iter().find(|v| v.name == n).and_then(|v| v.secret.clone());
+        assert_eq!(secret("API_TOKEN").as_deref(), Some("API"));
+        assert_eq!(secret("OPENAI_API_KEY"), None);
+        assert_eq!(secret("HTTPS_PROXY"), None);
+        assert_eq!(secret("SSL_CERT_FILE"), None);
         // Only the plain secret selected: no proxy.
         let (vars, _) = store.read(|s| s.env(&["API".to_owned()])).unwrap();
         assert!(!vars.iter().any(|v| v.name == "HTTPS_PROXY"));
@@ -691,6 +698,18 @@ mod tests {
         store.upsert(sealed).unwrap();
         let fresh = store.read(|s| s.get("AI").unwrap().placeholders["api_key"].clone());
         assert_ne!(fresh, key);
+    }
+
+    #[test]
+    fn a_variable_that_names_a_file_is_not_masked() {
+        let (store, _rec) = store(Duration::from_secs(60));
+        let key = r#"{"type":"service_account","client_email":"ci@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"}"#;
+        let gcp = material("GCP", "gcp", &[("service_account_json", key)]);
+        store.sync(vec![gcp], Instant::now()).unwrap();
+        let (vars, _) = store.read(|s| s.env(&[])).unwrap();
+        let path = vars.iter().find(|v| v.name == "GOOGLE_APPLICATION_CREDENTIALS").unwrap();
+        assert!(path.value.expose().starts_with("/m/"), "{}", path.value.expose());
+        assert_eq!(path.secret, None);
     }
 
     #[test]
