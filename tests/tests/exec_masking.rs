@@ -296,6 +296,15 @@ async fn under_a_pseudo_terminal_output_is_masked_and_the_terminal_kept() {
     assert!(out.contains("ready\n") && out.contains("40 120\n"), "no resize: {out}");
     assert!(out.contains("status=0\n"), "{out}");
 
+    // CMD stopped in its terminal (as by ^Z): maestro-exec gives the terminal back and stops
+    // itself; here its process group is orphaned (no job-control shell), so the stop is
+    // discarded and CMD is continued at once.
+    let line = "before=$(stty -g); \"$EXEC\" -- sh -c 'kill -STOP $$; echo continued'; \
+                echo status=$?; [ \"$before\" = \"$(stty -g)\" ] && echo restored";
+    let (status, out) = under_pty(&agent, line);
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains("continued\nstatus=0\nrestored\n"), "{out}");
+
     // CMD's exit status under a pty.
     let (status, out) = under_pty(&agent, "\"$EXEC\" -- sh -c 'exit 5'");
     assert_eq!(status, Some(5), "{out}");

@@ -16,7 +16,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -148,10 +148,10 @@ pub fn run(
     if let Some(pipe) = child.stderr.take() {
         outputs.push(piped(OwnedFd::from(pipe), own(stderr.as_fd(), "stderr")?));
     }
-    let status = Relay { outputs, input, resize, signals, child, matcher: &matcher }.run();
-    drop(raw);
-    let status = status?;
-    Ok(Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))))
+    // The relay owns the raw mode (it gives the terminal back while CMD is stopped); dropping
+    // the relay, however `run` ends, restores the terminal.
+    let code = Relay { outputs, input, resize, signals, child, matcher: &matcher, raw }.run()?;
+    Ok(Ok(code))
 }
 
 fn piped<'m>(pipe: OwnedFd, to: File) -> Output<'m> {

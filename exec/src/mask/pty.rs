@@ -60,6 +60,7 @@ pub fn control_terminal(cmd: &mut Command) {
 pub struct RawMode {
     fd: OwnedFd,
     saved: Termios,
+    raw: Termios,
 }
 
 impl RawMode {
@@ -75,12 +76,22 @@ impl RawMode {
         termios::cfmakeraw(&mut raw);
         let fd = fd.try_clone_to_owned().ok()?;
         termios::tcsetattr(&fd, SetArg::TCSADRAIN, &raw).ok()?;
-        Some(RawMode { fd, saved })
+        Some(RawMode { fd, saved, raw })
+    }
+
+    /// Gives the terminal its own settings back for a while (CMD stopped, see the relay).
+    pub fn restore(&self) {
+        let _ = termios::tcsetattr(self.fd.as_fd(), SetArg::TCSADRAIN, &self.saved);
+    }
+
+    /// Raw mode again, when maestro-exec is continued.
+    pub fn reapply(&self) {
+        let _ = termios::tcsetattr(self.fd.as_fd(), SetArg::TCSADRAIN, &self.raw);
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        let _ = termios::tcsetattr(self.fd.as_fd(), SetArg::TCSADRAIN, &self.saved);
+        self.restore();
     }
 }

@@ -7,6 +7,10 @@
 //! read that may begin a value) are let through after [`IDLE`] without new output, except a
 //! beginning of a value (see [`Masker::flush_idle`]).
 //!
+//! Job control under a pty: ^Z reaches CMD through its terminal and stops it there; the relay
+//! then gives the real terminal back (restored), stops itself so that the user's shell takes
+//! over, and on `fg` puts the terminal back in raw mode, copies its size, and continues CMD.
+//!
 //! The matcher is built when the first output arrives ([`LazyMatcher`]): a command that prints
 //! nothing never pays for it.
 
@@ -14,7 +18,8 @@ use std::cell::{OnceCell, RefCell};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::process::{Child, ExitStatus};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Child;
 
 use maestro_wire::SecretValue;
 use maestro_wire::matcher::{Masker, Matcher};
@@ -23,6 +28,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::signalfd::{SignalFd, siginfo};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use zeroize::Zeroizing;
 
@@ -83,15 +89,17 @@ pub struct Relay<'m> {
     pub signals: SignalFd,
     pub child: Child,
     pub matcher: &'m LazyMatcher,
+    /// Pty mode with the keys forwarded: the real terminal's raw mode.
+    pub raw: Option<pty::RawMode>,
 }
 
 impl<'m> Relay<'m> {
     /// Relays until CMD has exited and its output ended; returns CMD's exit status.
-    pub fn run(mut self) -> Result<ExitStatus, Failure> {
+    pub fn run(mut self) -> Result<i32, Failure> {
         let mut buf = Zeroizing::new(vec![0u8; FIRST_CHUNK]);
         let mut out = Zeroizing::new(Vec::new());
         // CMD may have ended before its SIGCHLD could be caught (see `mask::run`).
-        let mut status = self.child.try_wait().ok().flatten();
+        let mut status = self.reap();
         loop {
             if status.is_some() {
                 for o in self.outputs.iter_mut().filter(|o| o.pty && o.from.is_some()) {
@@ -106,14 +114,6 @@ impl<'m> Relay<'m> {
                 .iter()
                 .any(|o| o.from.is_some() && o.masker.as_ref().is_some_and(|m| m.pending() > 0));
             let (ready, signalled, typed) = self.wait(pending)?;
-            if signalled {
-                while let Ok(Some(info)) = self.signals.read_signal() {
-                    self.on_signal(&info);
-                }
-                if status.is_none() {
-                    status = self.child.try_wait().ok().flatten();
-                }
-            }
             if ready.iter().all(|r| !r) && !signalled && !typed {
                 // Quiet for IDLE: let the held-back bytes through.
                 for o in &mut self.outputs {
@@ -136,13 +136,80 @@ impl<'m> Relay<'m> {
             if typed {
                 self.forward_input(&mut buf);
             }
-        }
-        match status {
-            Some(s) => Ok(s),
-            None => {
-                self.child.wait().map_err(|e| Failure(format!("cannot wait for the command: {e}")))
+            // After the output: what CMD wrote before it stopped or ended is shown first.
+            if signalled {
+                while let Ok(Some(info)) = self.signals.read_signal() {
+                    self.on_signal(&info);
+                }
+                if status.is_none() {
+                    status = self.reap();
+                }
             }
         }
+        match status {
+            Some(code) => Ok(code),
+            None => {
+                let s = self.child.wait();
+                let s = s.map_err(|e| Failure(format!("cannot wait for the command: {e}")))?;
+                Ok(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)))
+            }
+        }
+    }
+
+    /// CMD's exit status if it ended (128 + N for signal N). When CMD stopped under its pty
+    /// (^Z), stops maestro-exec too, with the real terminal restored, and continues CMD when
+    /// maestro-exec is continued.
+    fn reap(&mut self) -> Option<i32> {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).ok()?);
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
+                Ok(WaitStatus::Exited(_, code)) => return Some(code),
+                Ok(WaitStatus::Signaled(_, signal, _)) => return Some(128 + signal as i32),
+                Ok(WaitStatus::Stopped(..)) if self.resize.is_some() => self.suspend(pid),
+                Err(nix::errno::Errno::EINTR) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    fn suspend(&mut self, cmd: Pid) {
+        // Everything CMD wrote shows before the shell's prompt: a pty hands its output over a
+        // little after the writer's stop is reported, so wait for it a moment.
+        let mut out = Zeroizing::new(Vec::new());
+        let mut buf = Zeroizing::new(vec![0u8; FIRST_CHUNK]);
+        let matcher = self.matcher;
+        for o in self.outputs.iter_mut().filter(|o| o.pty) {
+            while let Some(from) = &o.from {
+                let mut fds = [PollFd::new(from.as_fd(), PollFlags::POLLIN)];
+                if !matches!(poll(&mut fds, PollTimeout::from(IDLE)), Ok(n) if n > 0) {
+                    break;
+                }
+                if !matches!(read_once(o, matcher, &mut buf, &mut out), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
+        for o in &mut self.outputs {
+            out.clear();
+            if let Some(m) = &mut o.masker {
+                m.flush_idle(&mut out);
+            }
+            emit(o, &out);
+        }
+        if let Some(raw) = &self.raw {
+            raw.restore();
+        }
+        // SIGTSTP is not among the blocked signals: this stops maestro-exec until `fg`.
+        let _ = nix::sys::signal::raise(Signal::SIGTSTP);
+        if let Some(raw) = &self.raw {
+            raw.reapply();
+        }
+        if let Some((terminal, master)) = &self.resize
+            && let Some(size) = pty::window_size(terminal.as_fd())
+        {
+            let _ = pty::set_window_size(master.as_fd(), &size);
+        }
+        let _ = kill(cmd, Signal::SIGCONT);
     }
 
     /// Polls; returns which open outputs are readable, whether a signal came and whether a
