@@ -49,9 +49,11 @@ pub fn needed(vars: &[EnvVar]) -> bool {
 }
 
 fn own(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<File, Failure> {
-    fd.try_clone_to_owned()
-        .map(File::from)
-        .map_err(|e| Failure(format!("cannot duplicate {what}: {e}")))
+    fd.try_clone_to_owned().map(File::from).map_err(|e| {
+        Failure(format!(
+            "cannot duplicate {what} to mask the command's output ({e}); run it with --no-mask"
+        ))
+    })
 }
 
 fn cloexec(fd: &OwnedFd) -> io::Result<()> {
@@ -70,9 +72,15 @@ pub fn run(
     args: &[OsString],
     vars: Vec<EnvVar>,
 ) -> Result<Result<i32, io::Error>, Failure> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| Failure(format!("{what}: {e}"));
+    // These fail only when the system is out of descriptors or has no ptys: say so, and how to
+    // run the command anyway.
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Failure(format!("{what} to mask the command's output ({e}); run it with --no-mask"))
+    };
     let (stdin, stdout, stderr) = (io::stdin(), io::stdout(), io::stderr());
-    let terminal = is_tty(stdout.as_fd());
+    // A terminal on stdout gets CMD a pty; without one to open (no /dev/pts in a container),
+    // CMD runs under pipes as when stdout is no terminal.
+    let opened = if is_tty(stdout.as_fd()) { pty::open_like(stdout.as_fd()).ok() } else { None };
 
     let mut cmd = Command::new(path);
     cmd.arg0(program).args(args);
@@ -81,14 +89,11 @@ pub fn run(
     }
     let mut master = None;
     let mut keys_to_pty = false;
-    if terminal {
-        let opened = pty::open_like(stdout.as_fd())
-            .map_err(|e| fail("cannot open a pseudo-terminal (or use --no-mask)", &e))?;
-        cloexec(&opened.master)
-            .and_then(|()| cloexec(&opened.slave))
-            .map_err(|e| fail("cannot set up the pseudo-terminal", &e))?;
+    if let Some(opened) = opened {
+        let pty_err = |e: io::Error| fail("cannot set up a pseudo-terminal", &e);
+        cloexec(&opened.master).and_then(|()| cloexec(&opened.slave)).map_err(pty_err)?;
         let slave = |s: &OwnedFd| s.try_clone().map(Stdio::from);
-        let slave_err = |e: io::Error| fail("cannot set up the pseudo-terminal", &e);
+        let slave_err = pty_err;
         cmd.stdout(slave(&opened.slave).map_err(slave_err)?);
         if is_tty(stderr.as_fd()) {
             cmd.stderr(slave(&opened.slave).map_err(slave_err)?);
@@ -130,7 +135,8 @@ pub fn run(
     let mut input = None;
     let mut resize = None;
     if let Some(master) = master {
-        let again = |f: &File| f.try_clone().map_err(|e| fail("cannot duplicate the pty", &e));
+        let again =
+            |f: &File| f.try_clone().map_err(|e| fail("cannot duplicate the pseudo-terminal", &e));
         if raw.is_some() {
             input = Some((own(stdin.as_fd(), "stdin")?, again(&master)?));
         }
