@@ -5,8 +5,9 @@
 # directories and prints one Markdown table. The table also goes to bench/results.md and the
 # raw figures to bench/results.json.
 #
-#   scripts/bench.sh            the full run (what docs/benchmarks.md quotes; about 10 minutes)
-#   scripts/bench.sh --quick    shorter runs, under 3 minutes once built
+#   scripts/bench.sh            the full run (what docs/benchmarks.md quotes; about 15 minutes,
+#                               5 of them seeding 1,000,000 audit records twice for section 7)
+#   scripts/bench.sh --quick    shorter runs (200,000 records), under 5 minutes once built
 #
 # Needs root and /dev/fuse (the agent mounts FUSE; the file rows mount a tmpfs).
 set -euo pipefail
@@ -35,6 +36,8 @@ DOTENVX_VERSION="2.38.2"
 need_cargo
 need_fuse
 need_debs hyperfine util-linux procps ca-certificates
+# Section 7 (history) runs its PostgreSQL rows on a temporary cluster of Debian's server.
+need_debs postgresql
 command -v python3 >/dev/null || need_debs python3 python3-venv
 command -v npm >/dev/null || need_debs nodejs npm
 

@@ -45,6 +45,7 @@ fn record_injections(
             last_at: None,
             exe: peer.who.exe.clone(),
             claimed_command: claimed.clone(),
+            outside_exec: None,
         })
         .collect();
     ctx.usage.push_all(reports).map_err(|QueueFull| {

@@ -67,6 +67,7 @@ impl Peer {
             last_at: None,
             exe: self.who.exe.clone(),
             claimed_command: self.who.comm.clone(),
+            outside_exec: None,
         }
     }
 }
@@ -131,7 +132,7 @@ pub fn dispatch(ctx: &Ctx, peer: &Peer, line: &[u8]) -> Response {
             ),
         );
     }
-    if !matches!(request.action, Action::List)
+    if !matches!(request.action, Action::List | Action::Scan)
         && peer.uid == ctx.sandbox_uid
         && let (Some(cgroup), Some(pid)) = (&ctx.cgroup, peer.pid)
     {
@@ -140,12 +141,21 @@ pub fn dispatch(ctx: &Ctx, peer: &Peer, line: &[u8]) -> Response {
         // daemon that asks should not die with a session.)
         cgroup.adopt(pid);
     }
+    if !matches!(request.action, Action::List)
+        && let Some(pid) = peer.pid
+    {
+        // What this process and its children read is "through maestro-exec" (rule
+        // `outside_exec`, see `crate::exec_tree`).
+        ctx.usage.exec_tree.started(pid);
+    }
     match request.action {
         Action::Env { only, command } => actions::env(ctx, peer, &only, command.as_deref()),
         Action::List => actions::list(ctx),
         Action::Material { kinds, only, command } => {
             actions::material(ctx, peer, &kinds, &only, command.as_deref())
         }
+        // The listener hands the connection to `crate::scan` on this answer.
+        Action::Scan => Response::ScanReady { limits: crate::scan::limits(), secrets: 0 },
     }
 }
 

@@ -15,8 +15,9 @@
 //!   session's processes).
 //! * broker: [`identity`] (key pair, CSR), [`broker`] (the mTLS client), [`framing`] (event lines),
 //!   [`link`] (stream, reconnects, lease watchdog, renewal), [`backoff`].
-//! * secrets: [`state`] (the active set, rendering, fail-closed lease), [`usage`] (audit reports).
-//! * socket: [`listener`], [`dispatch`], [`actions`].
+//! * secrets: [`state`] (the active set, rendering, fail-closed lease), [`usage`] (audit reports),
+//!   [`decoys`] (decoy credentials and their values).
+//! * socket: [`listener`], [`dispatch`], [`actions`], [`scan`] (`maestro-exec scan`'s matching).
 //! * processes: [`child`] (CMD as the sandbox user, reaping), [`teardown`], [`run`] (wiring).
 //!
 //! `unsafe` is denied here except in the modules that make raw system calls, each allowed at its
@@ -34,7 +35,9 @@ pub mod cgroup;
 #[allow(unsafe_code)]
 pub mod child;
 pub mod config;
+pub mod decoys;
 pub mod dispatch;
+pub mod exec_tree;
 pub mod framing;
 // close_range, close, mlockall, and the environment change before any thread exists.
 #[allow(unsafe_code)]
@@ -50,6 +53,7 @@ pub mod sealing;
 // One call: harden::scrub_environment, sound only before the runtime's threads start.
 #[allow(unsafe_code)]
 pub mod run;
+pub mod scan;
 pub mod state;
 pub mod teardown;
 pub mod usage;

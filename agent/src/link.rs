@@ -160,7 +160,7 @@ async fn apply(
     backoff: &mut Backoff,
 ) -> Result<Option<String>, LinkError> {
     match event {
-        AgentEvent::Snapshot { active, heartbeat_seconds, .. } => {
+        AgentEvent::Snapshot { active, heartbeat_seconds, decoys, .. } => {
             let heartbeat = Duration::from_secs(heartbeat_seconds);
             *silence = silence_limit(heartbeat);
             let (lease, lengthened) =
@@ -174,6 +174,9 @@ async fn apply(
             }
             link.store.set_lease(lease);
             let materials = link.broker.material_all().await?;
+            if let Err(e) = link.store.set_decoys(decoys) {
+                log_state_error(&e);
+            }
             match link.store.sync(materials, Instant::now()) {
                 Ok(skipped) => skipped.iter().for_each(log_state_error),
                 Err(e) => log_state_error(&e),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use maestro_wire::jsonline;
 use maestro_wire::limits::MAX_SOCK_REQUEST_BYTES;
-use maestro_wire::sock::SockErrorCode;
+use maestro_wire::sock::{Response, SockErrorCode};
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -311,6 +311,9 @@ async fn handle(
         Err(RequestError::TooLong) => dispatch::refuse(ctx, &peer),
         Err(RequestError::Io(e)) => return Err(e),
     };
+    if matches!(response, Response::ScanReady { .. }) {
+        return crate::scan::serve(stream, ctx.store.clone(), ctx.usage.clone(), peer).await;
+    }
     let bytes = match jsonline::to_line(&response) {
         Ok(b) => b,
         Err(_) => jsonline::to_line(&dispatch::error(

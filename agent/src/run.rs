@@ -234,6 +234,7 @@ async fn session(
         tracing::warn!(mount = %config.mount.display(), "cleaned a stale mount left by an earlier agent");
     }
     let usage = UsageQueue::new(QUEUE_CAPACITY);
+    usage.set_sandbox_uid(config.user.uid);
     let options = MountOptions {
         uid: config.user.uid,
         gid: config.user.gid,
@@ -243,6 +244,11 @@ async fn session(
     let mount = maestro_fs::mount(&config.mount, options, Arc::new(FsObserver(usage.clone())))?;
     let slot = MountSlot::new(mount);
     let store = Arc::new(Store::new(&mount_str, config.lease, Box::new(slot.clone())));
+    // Made now, served only if the broker's snapshot says the session has decoys.
+    match crate::decoys::DecoySet::generate() {
+        Ok(set) => store.prepare_decoys(set),
+        Err(e) => tracing::error!("{e}; this agent serves no decoys"),
+    }
     let proxy = start_egress(&config, usage.clone(), &store)?;
     let mut parts = Parts {
         cgroup,

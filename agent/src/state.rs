@@ -11,7 +11,7 @@
 //! from the broker brings them back.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use maestro_fs::{FileEntry, FsError, Snapshot};
@@ -21,6 +21,7 @@ use maestro_wire::catalog::{self, Rendered};
 use maestro_wire::names::is_valid_secret_name;
 use maestro_wire::sock::{EnvVar, ListedSecret, MaterialEntry};
 
+use crate::decoys::DecoySet;
 use crate::placeholders;
 use thiserror::Error;
 
@@ -161,16 +162,29 @@ pub struct Secrets {
     active: BTreeMap<String, Entry>,
     in_touch: bool,
     egress: Option<Egress>,
+    /// The decoys served beside the real secrets, when the session has them.
+    decoys: Option<Arc<DecoySet>>,
 }
 
 impl Secrets {
     pub fn new(mount: &str) -> Self {
-        Secrets { mount: mount.to_owned(), active: BTreeMap::new(), in_touch: false, egress: None }
+        Secrets {
+            mount: mount.to_owned(),
+            active: BTreeMap::new(),
+            in_touch: false,
+            egress: None,
+            decoys: None,
+        }
     }
 
     /// Where the egress proxy is, once it runs.
     pub fn set_egress(&mut self, egress: Egress) {
         self.egress = Some(egress);
+    }
+
+    /// Serves these decoys beside the real secrets (`None`: no decoys).
+    pub fn set_decoys(&mut self, decoys: Option<Arc<DecoySet>>) {
+        self.decoys = decoys;
     }
 
     /// The active secrets.
@@ -266,6 +280,12 @@ impl Secrets {
                 content: SecretValue::from(content),
             }));
         }
+        if let Some(decoys) = &self.decoys {
+            let names = self.names();
+            let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+            let beside = decoys.files_beside(&names, &paths);
+            files.extend(beside);
+        }
         Snapshot::new(files).map_err(StateError::Files)
     }
 
@@ -298,13 +318,18 @@ impl Secrets {
             .iter()
             .flat_map(|e| {
                 // What maestro-exec masks: not a sealed secret's placeholders, nor a variable
-                // that names one of the secret's files (a path is no value).
+                // that names one of the secret's files (a path is no value), nor one that holds
+                // a field the catalog says is not secret (a host, a region).
                 let secret = (!e.is_sealed()).then(|| e.material.name.clone());
                 let files = format!("{}/", self.mount);
+                let kind = catalog::kind(&e.material.kind);
                 e.rendered.variables.iter().map(move |(name, value)| EnvVar {
                     name: name.clone(),
                     value: value.clone(),
-                    secret: secret.clone().filter(|_| !value.expose().starts_with(&files)),
+                    secret: secret.clone().filter(|_| {
+                        !value.expose().starts_with(&files)
+                            && !kind.is_some_and(|k| k.variable_is_shown(name))
+                    }),
                 })
             })
             .collect();
@@ -415,6 +440,8 @@ pub struct Store {
     inner: Mutex<Inner>,
     fs: Box<dyn Publish>,
     watcher: std::sync::OnceLock<Watcher>,
+    /// The decoys' values, made at start; served while the session has decoys.
+    decoy_set: OnceLock<Arc<DecoySet>>,
 }
 
 impl Store {
@@ -423,6 +450,7 @@ impl Store {
             inner: Mutex::new(Inner { secrets: Secrets::new(mount), lease: Lease::new(lease) }),
             fs,
             watcher: std::sync::OnceLock::new(),
+            decoy_set: OnceLock::new(),
         }
     }
 
@@ -490,6 +518,28 @@ impl Store {
     pub fn set_egress(&self, egress: Egress) -> Result<(), StateError> {
         self.change(|s| {
             s.set_egress(egress);
+            Ok(())
+        })
+    }
+
+    /// The decoys' values (made at start); a second call is ignored.
+    pub fn prepare_decoys(&self, set: DecoySet) {
+        let _ = self.decoy_set.set(Arc::new(set));
+    }
+
+    /// Serves the decoys or stops serving them, as the broker's snapshot says. Without prepared
+    /// values there is nothing to serve (logged once per snapshot).
+    pub fn set_decoys(&self, on: bool) -> Result<(), StateError> {
+        let set = if on { self.decoy_set.get().cloned() } else { None };
+        if on && set.is_none() {
+            tracing::error!("the session has decoys but this agent could not make them");
+        }
+        let changed = self.read(|s| s.decoys.is_some() != set.is_some());
+        if !changed {
+            return Ok(());
+        }
+        self.change(|s| {
+            s.set_decoys(set);
             Ok(())
         })
     }
@@ -713,6 +763,21 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_of_a_field_that_is_not_secret_is_not_masked() {
+        let (store, _rec) = store(Duration::from_secs(60));
+        let pg = material(
+            "PG",
+            "postgres",
+            &[("host", "db.internal"), ("port", "5432"), ("user", "app"), ("password", "pw-9f1c2")],
+        );
+        store.sync(vec![pg], Instant::now()).unwrap();
+        let (vars, _) = store.read(|s| s.env(&[])).unwrap();
+        let masked = |name: &str| vars.iter().find(|v| v.name == name).unwrap().secret.is_some();
+        assert!(!masked("PGHOST") && !masked("PGPORT") && !masked("PGUSER"));
+        assert!(masked("PGPASSWORD") && masked("DATABASE_URL"));
+    }
+
+    #[test]
     fn the_watcher_has_seen_a_removal_when_remove_returns() {
         let (store, _rec) = store(Duration::from_secs(60));
         let seen = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
@@ -793,5 +858,32 @@ mod tests {
         let mut s = Secrets::new("/m");
         let err = s.upsert(material("../X", "generic", &[("X", "1")])).unwrap_err();
         assert!(matches!(err, StateError::InvalidName(_)));
+    }
+
+    #[test]
+    fn decoys_are_files_only_while_the_session_has_them_and_never_variables_or_listed() {
+        let (store, rec) = store(Duration::from_secs(60));
+        store.prepare_decoys(DecoySet::generate().unwrap());
+        let t0 = Instant::now();
+        store.sync(vec![material("API", "generic", &[("API_TOKEN", "tok-1")])], t0).unwrap();
+        assert_eq!(rec.paths(), ["API_TOKEN"]);
+        store.set_decoys(true).unwrap();
+        assert_eq!(rec.paths(), ["API_TOKEN", "aws-prod-admin/credentials", "deploy-token/token"]);
+        let token = rec.last().into_iter().find(|(p, _)| p == "deploy-token/token").unwrap().1;
+        assert!(token.starts_with("ghp_"));
+        let (vars, used) = store.read(|s| s.env(&[])).unwrap();
+        assert_eq!(used, ["API"]);
+        assert!(vars.iter().all(|v| v.value.expose() != token.trim_end()));
+        let listed: Vec<String> =
+            store.read(|s| s.list()).unwrap().into_iter().map(|l| l.name).collect();
+        assert_eq!(listed, ["API"]);
+        // Out of touch: nothing at all; back in touch: the decoys again, with the same values.
+        store.drop_all();
+        assert!(rec.paths().is_empty());
+        store.sync(vec![], t0).unwrap();
+        let again = rec.last().into_iter().find(|(p, _)| p == "deploy-token/token").unwrap().1;
+        assert_eq!(again, token);
+        store.set_decoys(false).unwrap();
+        assert!(rec.paths().is_empty());
     }
 }

@@ -162,6 +162,10 @@ pub struct UsageQueue {
     nonempty: Notify,
     /// Told when a full batch is waiting.
     full: Notify,
+    /// The processes under `maestro-exec`, for the `outside_exec` field of file reads.
+    pub exec_tree: crate::exec_tree::ExecTree,
+    /// The sandbox user's uid, sent with every batch (the broker flags other uids).
+    sandbox_uid: std::sync::OnceLock<u32>,
 }
 
 impl UsageQueue {
@@ -173,6 +177,8 @@ impl UsageQueue {
             refusal_logged: Mutex::new(None),
             denial_logged: Mutex::new(None),
             lost: AtomicU64::new(0),
+            exec_tree: Default::default(),
+            sandbox_uid: std::sync::OnceLock::new(),
             nonempty: Notify::new(),
             full: Notify::new(),
         })
@@ -192,6 +198,14 @@ impl UsageQueue {
     /// Records several uses, all or none (one `maestro-exec` request injects several secrets).
     pub fn push_all(&self, reports: Vec<UsageReport>) -> Result<(), QueueFull> {
         self.push_within(reports, self.capacity).inspect_err(|_| self.note_refusal())
+    }
+
+    /// Records a report that must reach the broker at once (a decoy read) like [`Self::push`],
+    /// and wakes the poster to send it now rather than after the batch interval.
+    pub fn push_urgent(&self, report: UsageReport) -> Result<(), QueueFull> {
+        self.push(report)?;
+        self.full.notify_one();
+        Ok(())
     }
 
     /// Records a denial, best effort: new denial records may fill at most half the queue, so
@@ -342,7 +356,13 @@ impl UsageQueue {
             last_at: None,
             exe: None,
             claimed_command: None,
+            outside_exec: None,
         });
+    }
+
+    /// Sets the sandbox user's uid that batches carry (once; later calls are ignored).
+    pub fn set_sandbox_uid(&self, uid: u32) {
+        let _ = self.sandbox_uid.set(uid);
     }
 
     /// Records queued (not counting those being posted).
@@ -418,6 +438,10 @@ impl AccessObserver for FsObserver {
             return Ok(());
         }
         let who = Who::new(access.exe.as_deref(), access.command.as_deref());
+        if crate::decoys::is_decoy(&access.secret) {
+            // Refused like any open that cannot be recorded (EIO): never an unseen decoy read.
+            return self.0.push_urgent(decoy_report(access, who)).map_err(|QueueFull| NotRecorded);
+        }
         let (action, detail) = if access.allowed {
             (UsageAction::FileRead, access.path)
         } else {
@@ -436,12 +460,39 @@ impl AccessObserver for FsObserver {
             last_at: None,
             exe: who.exe,
             claimed_command: who.comm,
+            // A read outside every process tree started through maestro-exec is reported as
+            // such; the broker decides whether that is unusual for the secret.
+            outside_exec: access.allowed.then(|| !self.0.exec_tree.contains(access.pid)),
         };
         if !access.allowed {
             self.0.push_denial(report);
             return Ok(());
         }
         self.0.push(report).map_err(|QueueFull| NotRecorded)
+    }
+}
+
+/// The report of an open of a decoy's file, allowed or not: no legitimate tool opens one.
+fn decoy_report(access: Access, who: Who) -> UsageReport {
+    let detail = match (access.allowed, access.reason) {
+        (true, _) => access.path,
+        (false, why) => {
+            format!("{} (refused: {})", access.path, why.as_deref().unwrap_or("refused"))
+        }
+    };
+    UsageReport {
+        secret: Some(access.secret),
+        action: UsageAction::DecoyRead,
+        at: rfc3339_now(),
+        pid: Some(access.pid),
+        uid: Some(access.uid),
+        command: Some(who.command),
+        detail: Some(detail),
+        count: None,
+        last_at: None,
+        exe: who.exe,
+        claimed_command: who.comm,
+        outside_exec: None,
     }
 }
 
@@ -455,7 +506,8 @@ async fn send_batch(
 ) -> Result<(), crate::broker::BrokerError> {
     let mut pending = vec![reports];
     while let Some(part) = pending.pop() {
-        let batch = UsageBatch { reports: part.to_vec() };
+        let batch =
+            UsageBatch { reports: part.to_vec(), sandbox_uid: queue.sandbox_uid.get().copied() };
         match broker.post_usage(&batch).await {
             Ok(()) => {
                 queue.sent(part.len());
@@ -541,6 +593,7 @@ mod tests {
             last_at: None,
             exe: None,
             claimed_command: None,
+            outside_exec: None,
         }
     }
 
@@ -709,5 +762,82 @@ mod tests {
             q.push(report(n)).unwrap();
         }
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_decoy_open_by_anyone_is_a_decoy_read_sent_without_waiting_for_the_interval() {
+        let q = UsageQueue::new(10_000);
+        let obs = FsObserver(q.clone());
+        // The poster sleeps in `due` after a round: a decoy read must wake it.
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.due(Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        let root_read = Access {
+            secret: "aws-prod-admin".into(),
+            path: "aws-prod-admin/credentials".into(),
+            pid: 42,
+            uid: 0,
+            exe: Some("/usr/bin/cat".into()),
+            command: Some("cat".into()),
+            allowed: true,
+            reason: None,
+        };
+        obs.record(root_read).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        // A refused open (a foreign uid) is reported too, as a decoy read.
+        obs.record(Access {
+            secret: "deploy-token".into(),
+            path: "deploy-token/token".into(),
+            pid: 43,
+            uid: 1001,
+            exe: Some("/usr/bin/python3".into()),
+            command: Some("python3".into()),
+            allowed: false,
+            reason: Some("uid 1001 is not the sandbox user".into()),
+        })
+        .unwrap();
+        let r = q.take(10);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.action == UsageAction::DecoyRead));
+        assert_eq!(r[0].secret.as_deref(), Some("aws-prod-admin"));
+        assert_eq!(r[0].detail.as_deref(), Some("aws-prod-admin/credentials"));
+        assert_eq!((r[0].pid, r[0].uid, r[0].command.as_deref()), (Some(42), Some(0), Some("cat")));
+        assert_eq!(
+            r[1].detail.as_deref(),
+            Some("deploy-token/token (refused: uid 1001 is not the sandbox user)")
+        );
+        // A real secret's read stays an ordinary file read.
+        obs.record(Access {
+            secret: "AWS_PROD".into(),
+            path: "aws/credentials".into(),
+            pid: 44,
+            uid: 1000,
+            exe: None,
+            command: None,
+            allowed: true,
+            reason: None,
+        })
+        .unwrap();
+        assert_eq!(q.take(10)[0].action, UsageAction::FileRead);
+    }
+
+    #[test]
+    fn a_decoy_read_that_cannot_be_recorded_is_refused() {
+        let q = UsageQueue::new(1);
+        let obs = FsObserver(q.clone());
+        q.push(report(1)).unwrap();
+        let read = Access {
+            secret: "deploy-token".into(),
+            path: "deploy-token/token".into(),
+            pid: 7,
+            uid: 1000,
+            exe: None,
+            command: None,
+            allowed: true,
+            reason: None,
+        };
+        assert_eq!(obs.record(read), Err(NotRecorded));
     }
 }

@@ -1,6 +1,7 @@
 //! Row 4, the broker: secret-material fetches per second and their latency over mTLS while 100
 //! and 1,000 agents' event streams are held open (10,000 too in a full run), enrollments (CSR
-//! signing) per second, and broker memory per open event stream.
+//! signing) per second, broker memory per open event stream, and what the alert rules cost a
+//! usage batch ([`crate::usage_alerts`]).
 //!
 //! Everything runs on loopback against a broker of its own, with its data directory on the
 //! disk. Every stream is its own TCP connection with its own session certificate, enrolled
@@ -229,6 +230,12 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
             format_seconds(enroll_latency.p99)
         )),
     ];
+
+    // What the unusual-usage rules cost ingestion (issue 12).
+    rows.push(
+        crate::usage_alerts::row(&clients[0], &clients[1], &broker.url, SECRET, settings.quick)
+            .await?,
+    );
 
     let baseline = settled_rss(&broker).await?;
     let mut streams: Vec<HeldStream> = Vec::new();

@@ -297,6 +297,23 @@ impl UserApi {
         serde_json::from_slice(&bytes).with_context(|| format!("POST {path}: unexpected answer"))
     }
 
+    /// GETs `path` and returns the answer's body; an error answer is an error.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<bytes::Bytes> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}: the broker did not answer"))?;
+        let status = response.status();
+        let bytes = response.bytes().await.with_context(|| format!("GET {path}: no body"))?;
+        if !status.is_success() {
+            bail!("GET {path} failed ({status}): {}", String::from_utf8_lossy(&bytes));
+        }
+        Ok(bytes)
+    }
+
     /// Registers a generic secret `name` whose one variable `variable` holds `value`.
     pub async fn add_generic(
         &self,
@@ -312,6 +329,8 @@ impl UserApi {
             tags: Vec::new(),
             exposure: None,
             hosts: Vec::new(),
+            alerts_off: None,
+            on_alert: None,
         };
         let _: serde_json::Value = self.send("/v1/secrets", &body).await?;
         Ok(())
@@ -328,7 +347,8 @@ impl UserApi {
 
     /// Creates a session (1 hour).
     pub async fn new_session(&self, label: &str) -> anyhow::Result<SessionCreated> {
-        let body = CreateSession { ttl_seconds: Some(3600), label: Some(label.to_owned()) };
+        let body =
+            CreateSession { ttl_seconds: Some(3600), label: Some(label.to_owned()), decoys: false };
         self.send("/v1/sessions", &body).await
     }
 

@@ -11,6 +11,7 @@ mod broker_load;
 mod exec;
 mod files;
 mod fixture;
+mod history;
 mod latency;
 mod masking;
 mod mtls;
@@ -18,6 +19,7 @@ mod proxy;
 mod report;
 mod sandbox;
 mod stats;
+mod usage_alerts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +61,8 @@ enum Command {
     Agent(Common),
     /// 6. The sealed-secrets proxy: added latency and throughput against direct, revocation.
     Proxy(Common),
+    /// 7. History: the usage summary and pages at 1,000,000 audit records, SQLite and PostgreSQL.
+    History(HistoryArgs),
     /// Sets up the sandbox the rows use (a broker, an agent, the first N of 100 secrets
     /// active), prints where its socket and mount are, and waits for Ctrl-C: for profiling.
     Sandbox {
@@ -79,6 +83,15 @@ struct Common {
     /// Also write the raw figures here (JSON).
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct HistoryArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Audit records to seed in each engine [default: 1000000; 200000 with --quick]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
+    records: Option<u64>,
 }
 
 #[derive(Args, Clone)]
@@ -171,6 +184,8 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             rows.splice(agent_at..agent_at, broker_rows);
             section("6. the sealed-secrets egress proxy (a broker and agent of their own)");
             rows.extend(proxy::run(&settings, &bins).await?);
+            section("7. history: the usage summary and pages at 1,000,000 records");
+            rows.extend(history::run(&settings, &bins, None).await?);
             Ok(Some((args.common, rows)))
         }
         Command::Exec(args) => {
@@ -220,6 +235,11 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
         Command::Proxy(common) => {
             let rows = proxy::run(&settings_of(&common), &bins).await?;
             Ok(Some((common, rows)))
+        }
+        Command::History(args) => {
+            let records = args.records.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            let rows = history::run(&settings_of(&args.common), &bins, records).await?;
+            Ok(Some((args.common, rows)))
         }
         Command::Agent(common) => {
             let sandbox = Sandbox::new(&bins).await?;

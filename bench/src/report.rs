@@ -229,8 +229,14 @@ impl Report {
     pub fn markdown(&self) -> String {
         let m = &self.machine;
         let mut out = format!(
-            "Run: {} ({} mode) on {} cores ({}), {:.1} GiB memory, Linux {}; release build.\n\n",
-            self.date, self.mode, m.cores, m.cpu, m.memory_gib, m.kernel
+            "Run: {} ({} mode) on {} cores ({}), {:.1} GiB memory, Linux {}; {} build.\n\n",
+            self.date,
+            self.mode,
+            m.cores,
+            m.cpu,
+            m.memory_gib,
+            m.kernel,
+            if cfg!(debug_assertions) { "debug" } else { "release" }
         );
         out.push_str(
             "| # | measurement | median | p99 or min–max | reference (same run) | ratio | target |\n",

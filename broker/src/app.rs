@@ -10,6 +10,7 @@ use crate::oauth::store::OAuthStore;
 use crate::seal::MasterKey;
 use crate::server::Opened;
 use crate::store::Store;
+use crate::store::alerts::AlertStore;
 use crate::store::engine::Engine;
 
 /// Settings from the command line that handlers need.
@@ -51,6 +52,10 @@ pub struct App {
     pub activation_lock: tokio::sync::Mutex<()>,
     /// Each session's quota of usage records.
     pub usage_quota: crate::quota::UsageQuota,
+    /// Unusual-usage alerts, their settings and webhook deliveries.
+    pub alerts: Arc<dyn AlertStore>,
+    /// Wakes the webhook task when an alert is queued (it also polls, for other brokers').
+    pub webhook_wake: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -63,6 +68,7 @@ impl App {
         redirect_uri: String,
     ) -> Result<Self, SetupError> {
         let oauth = OAuth::new(oauth_store(&opened.engine), redirect_uri)?;
+        let opened_engine = opened.engine.clone();
         Ok(Self {
             store: opened.store,
             master: opened.master,
@@ -72,12 +78,22 @@ impl App {
             oauth,
             activation_lock: tokio::sync::Mutex::new(()),
             usage_quota: crate::quota::UsageQuota::default(),
+            alerts: alert_store(&opened_engine),
+            webhook_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }
 
 /// The OAuth store of an engine: both engines keep OAuth state.
 pub fn oauth_store(engine: &Engine) -> Arc<dyn OAuthStore> {
+    match engine {
+        Engine::Sqlite(s) => s.clone(),
+        Engine::Postgres(s) => s.clone(),
+    }
+}
+
+/// The alert store of an engine: both engines keep alerts.
+pub fn alert_store(engine: &Engine) -> Arc<dyn AlertStore> {
     match engine {
         Engine::Sqlite(s) => s.clone(),
         Engine::Postgres(s) => s.clone(),

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::datadir::{self, DataDir, DataDirError};
 use crate::oauth::store::OAuthStore;
 use crate::seal::{KeyBinding, MasterKey, SealError};
+use crate::store::alerts::AlertStore;
 use crate::store::{Store, StoreError};
 
 /// The meta key of the master key check value.
@@ -136,13 +137,15 @@ pub async fn open_master_key(dir: &DataDir, store: &dyn Store) -> Result<MasterK
     }
 }
 
-/// Re-wraps every data key (secrets', and OAuth providers' and tokens' from `oauth`) under a
+/// Re-wraps every data key (secrets', OAuth providers' and tokens' from `oauth`, webhook
+/// signing secrets' from `alerts`) under a
 /// new master key in one transaction; returns how many. The caller holds the data directory's
 /// lock (no broker is running on it).
 pub async fn rotate(
     dir: &DataDir,
     store: &dyn Store,
     oauth: &dyn OAuthStore,
+    alerts: &dyn AlertStore,
 ) -> Result<usize, KeyError> {
     let current = open_master_key(dir, store).await?;
     let from_env = std::env::var(ENV_MASTER_KEY).is_ok();
@@ -154,7 +157,7 @@ pub async fn rotate(
         datadir::write_private(&dir.master_key_new(), next.to_base64().as_bytes())?;
         next
     };
-    let result = rewrap(&current, &next, store, oauth).await;
+    let result = rewrap(&current, &next, store, oauth, alerts).await;
     match result {
         Ok(count) => {
             if !from_env {
@@ -177,9 +180,11 @@ async fn rewrap(
     next: &MasterKey,
     store: &dyn Store,
     oauth: &dyn OAuthStore,
+    alerts: &dyn AlertStore,
 ) -> Result<usize, KeyError> {
     let mut rows = store.data_keys().await?;
     rows.extend(oauth.oauth_data_keys().await?);
+    rows.extend(alerts.alert_data_keys().await?);
     let mut rewrapped = Vec::with_capacity(rows.len());
     for row in &rows {
         let binding = KeyBinding {

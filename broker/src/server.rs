@@ -195,7 +195,8 @@ pub async fn rotate_master_key(dir: &DataDir) -> Result<usize, ServeError> {
     let _no_brokers = engine.rotation_lock().await?;
     let opened = open_locked(dir, engine).await?;
     let oauth = crate::app::oauth_store(&opened.engine);
-    let count = keys::rotate(dir, opened.store.as_ref(), oauth.as_ref()).await?;
+    let alerts = crate::app::alert_store(&opened.engine);
+    let count = keys::rotate(dir, opened.store.as_ref(), oauth.as_ref(), alerts.as_ref()).await?;
     opened.engine.close().await;
     Ok(count)
 }
@@ -263,6 +264,7 @@ pub async fn serve(mut options: ServeOptions) -> Result<(), ServeError> {
     let app = Arc::new(App::new(opened, hub.clone(), options.settings, redirect_uri)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let expiry = tokio::spawn(crate::domain::sessions::expire_task(app.clone(), stop_rx.clone()));
+    let webhooks = tokio::spawn(crate::domain::webhook::task(app.clone(), stop_rx.clone()));
     let refresher = tokio::spawn(crate::oauth::refresh::task(app.clone(), stop_rx));
 
     let handle: Handle<SocketAddr> = Handle::new();
@@ -318,6 +320,7 @@ pub async fn serve(mut options: ServeOptions) -> Result<(), ServeError> {
         server.serve(crate::api::router(app).merge(crate::ui::router()).into_make_service()).await;
     expiry.abort();
     refresher.abort();
+    webhooks.abort();
     drop(serving);
     engine.close().await;
     info!("stopped");

@@ -164,12 +164,12 @@ mod tests {
         assert_secure(&response);
         let presets: Vec<serde_json::Value> = response.json().await.unwrap();
         let names: Vec<&str> = presets.iter().map(|p| p["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["github", "gitlab", "microsoft", "custom"]);
+        assert_eq!(names, ["github", "gitlab", "microsoft", "google", "custom"]);
         let github = &presets[0];
         assert_eq!(github["default_scopes"], serde_json::json!(["repo", "read:org"]));
         assert!(github["accepted_scopes"].as_array().unwrap().iter().any(|s| s == "workflow"));
         assert_eq!(presets[2]["implied_scopes"], serde_json::json!(["offline_access"]));
-        assert!(presets[3]["auth_url"].is_null() && presets[3]["accepted_scopes"].is_null());
+        assert!(presets[4]["auth_url"].is_null() && presets[4]["accepted_scopes"].is_null());
         task.abort();
     }
 

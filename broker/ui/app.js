@@ -21,7 +21,7 @@
   const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
   const VARIABLE_NAME = /^[A-Z_][A-Z0-9_]{0,127}$/;
   const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
-  const AUDIT_ROWS_SHOWN = 1000;
+  const AUDIT_PAGE = 100; // records a history page shows
   const MULTI_LINE_CHECKS = ['text', 'gcp_service_account'];
   // Limits of `maestro_wire::oauth`.
   const PROVIDER_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -38,6 +38,7 @@
   // How the provider form names the presets (their data comes from oauth-presets.json).
   const PRESET_LABELS = {
     github: 'GitHub', gitlab: 'GitLab', microsoft: 'Microsoft (Entra ID, Microsoft Graph)',
+    google: 'Google (Google Cloud, Workspace)',
     custom: 'Custom OAuth 2.0 provider',
   };
   const AUDIT_ACTIONS = [
@@ -59,6 +60,7 @@
     secrets: [],
     sessions: [],
     audit: [],
+    auditPage: null, // whether older and newer pages exist
     current: null, // the secret or session a detail view shows
     created: null, // the answer to the last session creation, until "Done"
     form: null, // the secret form's mode and loaded files
@@ -319,6 +321,7 @@
   const TITLES = {
     signin: 'Sign in', secrets: 'Secrets', 'secret-form': 'Secret', secret: 'Secret',
     sessions: 'Sessions', session: 'Session', audit: 'Usage history', oauth: 'OAuth integrations',
+    alerts: 'Alerts',
     loading: 'Loading',
   };
 
@@ -346,6 +349,7 @@
     state.secrets = [];
     state.sessions = [];
     state.audit = [];
+    state.auditPage = null;
     state.current = null;
     state.providers = [];
     state.added = null;
@@ -386,6 +390,7 @@
       else if (parts[0] === 'sessions' && parts[1]) await viewSession(stale, sessionIdFrom(parts[1]));
       else if (parts[0] === 'sessions') await viewSessions(stale);
       else if (parts[0] === 'audit') await viewAudit(stale);
+      else if (parts[0] === 'alerts') await viewAlerts(stale, parts[1] ? secretNameFrom(parts[1]) : '');
       else if (parts[0] === 'oauth') await viewOAuth(stale);
       else if (parts[0] === 'secrets' || parts.length === 0) await viewSecrets(stale);
       else {
@@ -452,7 +457,10 @@
         h('th', { scope: 'row' },
           h('a', { class: 'mono strong', href: `#/secrets/${enc(s.name)}` }, s.name),
           s.description ? h('div', { class: 'sub' }, s.description) : null,
-          s.oauth && s.oauth.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad')) : null),
+          s.oauth && s.oauth.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad')) : null,
+          s.compromised_at ? h('div', {}, compromisedBadge(s)) : null,
+          s.alerts > 0 ? h('div', {}, h('a', { href: `#/alerts/${enc(s.name)}`, title: 'Alerts not acknowledged' },
+            badge(`${s.alerts} alert${s.alerts > 1 ? 's' : ''}`, 'bad'))) : null),
         h('td', {}, badge(s.kind, 'kind'), s.exposure === 'sealed' ? [' ', sealedBadge(s)] : null),
         h('td', { class: 'num' }, `v${s.version}`),
         h('td', {}, chips(s.tags, 'tag')),
@@ -489,6 +497,40 @@
     }
   }
 
+  // The marker of a compromised secret, saying since when and what clears it.
+  function compromisedBadge(meta) {
+    const b = badge('compromised', 'bad');
+    b.title = shown(`marked compromised at ${meta.compromised_at}: edit it with a new value before activating it again`);
+    return b;
+  }
+
+  // The leak response: deactivate everywhere, mark, revoke where the kind allows, and say how to
+  // rotate the value at the provider (the catalog's steps, as the broker answers them).
+  async function markCompromised(meta) {
+    clearErrors();
+    const active = meta.active_in_sessions.length;
+    const yes = await confirmAction({
+      title: `Mark ${meta.name} compromised?`,
+      text: 'Use this when its value leaked (committed, pasted, logged).'
+        + (active ? ` It is deactivated at once in the ${active} session${active > 1 ? 's' : ''} where it is active.` : '')
+        + ' It cannot be activated again until you edit it with a new value.'
+        + (meta.oauth ? ` Its OAuth tokens are revoked at ${meta.oauth.provider} where the provider allows it.` : '')
+        + ' You then rotate it at the provider, following the steps shown.',
+      ok: 'Mark compromised',
+    });
+    if (!yes) return;
+    try {
+      const c = await api('POST', `v1/secrets/${enc(meta.name)}/compromised`);
+      const n = c.deactivated_in.length;
+      notify(`Marked ${c.name} compromised${n ? `; removed from ${n} session${n > 1 ? 's' : ''}` : ''}. `
+        + `Revocation: ${c.revocation}. Rotate it at the provider: ${c.rotation.steps}`
+        + (c.rotation.link ? ` (${c.rotation.link})` : '') + '. Then edit it with the new value.');
+      route();
+    } catch (err) {
+      fail(err);
+    }
+  }
+
   async function viewSecret(stale, name, opts) {
     // The same secret drawn again (after a refresh, a reconnect): its page stays until the new
     // answers replace it, rather than blinking.
@@ -503,10 +545,12 @@
       clear($('secret-meta'));
       clear(document.querySelector('#history-table tbody'));
       $('history-empty').hidden = true;
+      $('usage-card').hidden = true;
     }
-    const [meta, history] = await Promise.all([
+    const [meta, history, usage] = await Promise.all([
       api('GET', `v1/secrets/${enc(name)}`),
       api('GET', `v1/secrets/${enc(name)}/history`),
+      api('GET', `v1/secrets/${enc(name)}/usage`),
     ]);
     if (stale()) return;
     state.current = meta;
@@ -524,6 +568,10 @@
     $('secret-edit').setAttribute('href', `#/secrets/${enc(name)}/edit`);
     const kind = kindByName(meta.kind);
     const rows = [
+      ...(meta.compromised_at ? [['Compromised', [compromisedBadge(meta), ' ', timeEl(meta.compromised_at),
+        h('div', { class: 'sub' }, 'edit it with a new value before activating it again'),
+        kind && kind.rotation ? h('div', { class: 'sub' }, `Rotate it at the provider: ${kind.rotation.steps}`,
+          kind.rotation.link ? [' ', h('a', { href: kind.rotation.link, rel: 'noreferrer noopener', target: '_blank' }, 'documentation')] : null) : null]]] : []),
       ['Kind', [badge(meta.kind, 'kind'), kind ? ` ${kind.title}` : '']],
       ['Exposure', meta.exposure === 'sealed'
         ? [sealedBadge(meta), h('div', { class: 'sub' }, 'the sandbox sees placeholders; the agent puts the values into requests to the hosts below only')]
@@ -532,7 +580,7 @@
       ['Version', `v${meta.version}`],
       ['Description', meta.description || muted('—')],
       ['Tags', chips(meta.tags, 'tag')],
-      ['Fields', chips(meta.field_names, 'mono')],
+      ['Fields', chips(meta.field_names.map((n) => (Object.hasOwn(meta.shown_fields || {}, n) ? `${n}=${meta.shown_fields[n]}` : n)), 'mono')],
       ['Variables', chips(meta.variables, 'mono')],
       ['Files', meta.files.length
         ? [chips(meta.files, 'mono'), h('div', { class: 'sub' }, 'under the mount, /run/secrets by default')]
@@ -545,6 +593,7 @@
     ];
     renderMeta($('secret-meta'), rows);
     renderSecretOAuth(meta);
+    renderUsage(usage);
     renderHistory(history);
     $('secret-body').hidden = false;
     $('secret-actions').hidden = false;
@@ -629,12 +678,16 @@
       body.appendChild(h('tr', {},
         h('td', { class: 'nowrap' }, timeEl(e.at)),
         h('td', {}, actionBadge(e.action)),
-        h('td', {}, e.session ? sessionLinks([e.session]) : muted('—')),
+        h('td', {}, e.session ? sessionLink(e.session, e.session_label) : muted('—')),
         h('td', { class: 'num' }, e.pid ?? muted('—')),
         h('td', { class: 'num' }, e.uid ?? muted('—')),
         h('td', { class: 'mono' }, e.command ?? muted('—')),
         h('td', { class: 'detail' }, detailText(e))));
     }
+  }
+
+  async function onCompromisedCurrent() {
+    if (state.current && state.current.name) await markCompromised(state.current);
   }
 
   async function onDeleteCurrent() {
@@ -665,6 +718,8 @@
       $('secret-tags').value = meta.tags.join(', ');
       $('secret-exposure').value = meta.exposure || 'plain';
       $('secret-hosts').value = (meta.user_hosts || []).join(', ');
+      $('secret-alerts-off').value = (meta.alerts_off || []).join(', ');
+      $('secret-on-alert').value = actionsText(meta.on_alert);
       $('secret-submit').textContent = 'Save new version';
     } else {
       $('secret-form-title').textContent = 'Add a secret';
@@ -674,6 +729,8 @@
       select.value = 'generic';
       $('secret-exposure').value = 'plain';
       $('secret-hosts').value = '';
+      $('secret-alerts-off').value = '';
+      $('secret-on-alert').value = '';
       $('secret-submit').textContent = 'Save secret';
     }
     renderKindFields();
@@ -723,7 +780,9 @@
       if (existing.length === 0) container.appendChild(genericRow(null));
     } else {
       for (const field of kind.fields) {
-        container.appendChild(kindFieldRow(field, existing.includes(field.name), editing, !sameKind));
+        // Fields that are not secret (region, host, port) come back filled in when editing.
+        const current = sameKind ? (f.meta.shown_fields || {})[field.name] : undefined;
+        container.appendChild(kindFieldRow(field, existing.includes(field.name), editing, !sameKind, current));
       }
     }
   }
@@ -731,11 +790,11 @@
   function inputKind(field) {
     const check = field.check;
     if (check && typeof check === 'object' && Array.isArray(check.one_of)) return 'select';
-    if (check === 'host' || check === 'port' || field.default) return 'plain';
+    if (field.shown || check === 'host' || check === 'port' || field.default) return 'plain';
     return 'secret';
   }
 
-  function kindFieldRow(field, present, editing, fullSet) {
+  function kindFieldRow(field, present, editing, fullSet, current) {
     const id = `f-${field.name}`;
     const how = inputKind(field);
     const multiLine = typeof field.check === 'string' && MULTI_LINE_CHECKS.includes(field.check);
@@ -763,6 +822,11 @@
         'aria-describedby': `${id}-help`,
       });
       if (how === 'plain' && field.default && !editing) input.value = field.default;
+    }
+    if (current !== undefined) {
+      input.value = current;
+      // Sent again only if changed, so an edit of other fields leaves it as it is.
+      input.dataset.original = current;
     }
     const helpParts = [field.help];
     if (field.default) helpParts.push(`${field.default} when left empty`);
@@ -930,7 +994,8 @@
         const key = row.dataset.key;
         const input = row.querySelector('.value-input');
         const value = f.files.has(key) ? f.files.get(key) : input.value;
-        if (value !== '') {
+        const unchanged = !f.files.has(key) && input.dataset.original !== undefined && value === input.dataset.original;
+        if (value !== '' && !unchanged) {
           if (remove.includes(key)) throw new Invalid(`${key} is both given a value and removed; pick one`);
           put(key, value);
         }
@@ -994,6 +1059,10 @@
         checkExposure(kind, exposure, hosts);
         const body = { name, kind: kind.name, fields, tags, exposure };
         if (hosts.length) body.hosts = hosts;
+        const alertsOff = parseTags($('secret-alerts-off').value);
+        if (alertsOff.length) body.alerts_off = alertsOff;
+        const onAlert = parseActions($('secret-on-alert').value);
+        if (onAlert) body.on_alert = onAlert;
         if (description) body.description = description;
         meta = await api('POST', 'v1/secrets', body);
         notify(`Saved ${meta.name} (version ${meta.version}). It provides ${meta.variables.join(', ') || 'no variables'}.`);
@@ -1010,6 +1079,14 @@
         if (!sameList(tags, f.meta.tags)) body.tags = tags;
         if (exposure !== (f.meta.exposure || 'plain')) body.exposure = exposure;
         if (exposure === 'sealed' && !sameList(hosts, f.meta.user_hosts || [])) body.hosts = hosts;
+        const alertsOff = parseTags($('secret-alerts-off').value);
+        if (!sameList(alertsOff, f.meta.alerts_off || [])) body.alerts_off = alertsOff;
+        const onAlertText = $('secret-on-alert').value.trim();
+        if (onAlertText !== actionsText(f.meta.on_alert)) {
+          const onAlert = parseActions(onAlertText);
+          if (onAlert) body.on_alert = onAlert;
+          else body.clear_on_alert = true;
+        }
         if (Object.keys(body).length === 0) {
           throw new Invalid('nothing to change: type a value, remove a field, or change the description, tags, exposure or hosts');
         }
@@ -1101,6 +1178,7 @@
     }
     const body = { ttl_seconds: ttl };
     if (label) body.label = label;
+    if ($('session-decoys').checked) body.decoys = true;
     try {
       state.created = await api('POST', 'v1/sessions', body);
       $('session-label').value = '';
@@ -1300,36 +1378,212 @@
 
   // ---------------------------------------------------------------- audit
 
+  // The broker filters and pages (`GET /v1/audit`, docs/broker.md "History and export"): a
+  // page is AUDIT_PAGE records; Older asks for those before the page's oldest `seq`, Newer for
+  // those after its newest, so paging never skips or repeats a record while the trail grows.
   async function viewAudit(stale) {
     show('audit', 'audit');
-    const events = await api('GET', 'v1/audit');
-    if (stale()) return;
+    await loadAuditPage(stale, null);
+  }
+
+  function auditQuery(position) {
+    const q = new URLSearchParams();
+    const secret = $('audit-secret').value.trim().toUpperCase();
+    const fields = [['secret', secret], ['session', $('audit-session').value.trim()],
+      ['action', $('audit-action').value], ['command', $('audit-command').value.trim()],
+      ['since', $('audit-since').value]];
+    for (const [key, value] of fields) if (value) q.set(key, value);
+    q.set('limit', String(AUDIT_PAGE));
+    if (position) q.set(position[0], String(position[1]));
+    return q.toString();
+  }
+
+  // Loads the newest page (`position` null), or `['before', seq]` / `['after', seq]`.
+  async function loadAuditPage(stale, position) {
+    clearErrors();
+    let events;
+    try {
+      events = await api('GET', `v1/audit?${auditQuery(position)}`);
+    } catch (err) {
+      if (err instanceof ApiFailure && err.status === 400) {
+        showError(err, $('audit-filter'));
+        return;
+      }
+      throw err;
+    }
+    if (stale && stale()) return;
+    const full = events.length >= AUDIT_PAGE;
+    const direction = position ? position[0] : 'newest';
+    // A page past the end keeps the page shown (its button goes grey).
+    if (events.length === 0 && direction !== 'newest') {
+      if (direction === 'before') state.auditPage.older = false;
+      else state.auditPage.newer = false;
+      renderAudit();
+      return;
+    }
+    state.auditPage = {
+      older: direction === 'after' ? true : full,
+      newer: direction === 'newest' ? false : (direction === 'before' ? true : full),
+    };
     state.audit = [...events].sort((a, b) => b.seq - a.seq);
     renderAudit();
   }
 
+  function auditPageFrom(edge) {
+    if (state.audit.length === 0) return;
+    const seqs = state.audit.map((e) => e.seq);
+    const position = edge === 'older' ? ['before', Math.min(...seqs)] : ['after', Math.max(...seqs)];
+    loadAuditPage(null, position).catch((err) => fail(err));
+  }
+
   function renderAudit() {
-    const secret = $('audit-secret').value.trim().toUpperCase();
-    const session = $('audit-session').value.trim().toLowerCase();
-    const action = $('audit-action').value;
-    const matches = state.audit.filter((e) => (!secret || (e.secret || '').includes(secret))
-      && (!session || (e.session || '').toLowerCase().includes(session))
-      && (!action || e.action === action));
-    const shown = matches.slice(0, AUDIT_ROWS_SHOWN);
+    const page = state.auditPage || { older: false, newer: false };
     const body = clear(document.querySelector('#audit-table tbody'));
-    $('audit-count').textContent = matches.length === state.audit.length
-      ? `${state.audit.length} records${shown.length < matches.length ? `, newest ${shown.length} shown` : ''}.`
-      : `${matches.length} of ${state.audit.length} records match${shown.length < matches.length ? `, newest ${shown.length} shown` : ''}.`;
-    for (const e of shown) {
+    const n = state.audit.length;
+    $('audit-count').textContent = n === 0
+      ? 'No records match.'
+      : `${n} record${n === 1 ? '' : 's'}, ${page.newer ? 'not the newest' : 'the newest'}${page.older ? '; older ones exist' : ''}.`;
+    $('audit-older').disabled = !page.older;
+    $('audit-newer').disabled = !page.newer;
+    $('audit-newest').disabled = !page.newer;
+    for (const e of state.audit) {
       body.appendChild(h('tr', {},
         h('td', { class: 'nowrap' }, timeEl(e.at)),
         h('td', {}, actionBadge(e.action)),
         h('td', {}, e.secret ? h('a', { class: 'mono', href: `#/secrets/${enc(e.secret)}` }, e.secret) : muted('—')),
-        h('td', {}, e.session ? sessionLinks([e.session]) : muted('—')),
+        h('td', {}, e.session ? sessionLink(e.session, e.session_label) : muted('—')),
         h('td', { class: 'num' }, e.pid ?? muted('—')),
         h('td', { class: 'num' }, e.uid ?? muted('—')),
         h('td', { class: 'mono' }, e.command ?? muted('—')),
         h('td', { class: 'detail' }, detailText(e))));
+    }
+  }
+
+  // ---------------------------------------------------------------- alerts
+
+  const ALERT_ACTIONS = ['notify', 'deactivate', 'end-session'];
+
+  // A secret's or the user's actions as typed: `default` (empty) is null, `none` is [].
+  function parseActions(text) {
+    const t = text.trim();
+    if (t === '' || t === 'default') return null;
+    if (t === 'none') return [];
+    const list = parseTags(t);
+    const bad = list.find((a) => !ALERT_ACTIONS.includes(a));
+    if (bad) throw new Invalid(`"${bad}" is not an action: use ${ALERT_ACTIONS.join(', ')}, none or default`);
+    return list;
+  }
+
+  function actionsText(actions) {
+    if (!actions) return '';
+    return actions.length ? actions.join(', ') : 'none';
+  }
+
+  async function viewAlerts(stale, secret) {
+    show('alerts', 'alerts');
+    if (secret) $('alerts-secret').value = secret;
+    const [alerts, config] = await Promise.all([api('GET', 'v1/alerts?limit=1000'), api('GET', 'v1/alerts/config')]);
+    if (stale()) return;
+    state.alerts = alerts;
+    renderAlerts();
+    $('alerts-webhook').value = config.webhook_url || '';
+    $('alerts-webhook-secret').value = '';
+    $('alerts-webhook-secret').placeholder = config.webhook_secret_set ? 'set' : '';
+    $('alerts-on-alert').value = actionsText(config.on_alert);
+  }
+
+  function renderAlerts() {
+    const secret = $('alerts-secret').value.trim().toUpperCase();
+    const unacked = $('alerts-unacked').checked;
+    const shown = (state.alerts || []).filter((a) => (!secret || (a.secret || '').toUpperCase().includes(secret))
+      && (!unacked || !a.acked_at));
+    const body = clear(document.querySelector('#alerts-table tbody'));
+    $('alerts-empty').hidden = shown.length > 0;
+    $('alerts-table').hidden = shown.length === 0;
+    for (const a of shown) {
+      body.appendChild(h('tr', {},
+        h('td', { class: 'nowrap' }, timeEl(a.at)),
+        h('td', {}, badge(a.rule.replace(/_/g, ' '), 'bad')),
+        h('td', {}, a.secret ? h('a', { class: 'mono', href: `#/secrets/${enc(a.secret)}` }, a.secret) : muted('—')),
+        h('td', {}, a.session_id ? sessionLinks([a.session_id]) : muted('—')),
+        h('td', { class: 'detail' }, a.reason),
+        h('td', {}, a.actions.length ? chips(a.actions) : muted('none')),
+        h('td', { class: 'row-actions' }, a.acked_at ? muted('acknowledged')
+          : h('button', { type: 'button', class: 'small ghost', 'aria-label': `Acknowledge alert ${a.id}`, onclick: () => ackAlert(a) }, 'Acknowledge'))));
+    }
+  }
+
+  async function ackAlert(alert) {
+    clearErrors();
+    try {
+      await api('POST', 'v1/alerts/ack', { ids: [alert.id] });
+      notify(`Acknowledged alert ${alert.id}.`);
+      await route();
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  async function onAlertsConfig(ev) {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    clearErrors();
+    try {
+      const body = {};
+      const url = $('alerts-webhook').value.trim();
+      const secret = $('alerts-webhook-secret').value;
+      body.webhook_url = url;
+      if (secret) body.webhook_secret = secret;
+      body.on_alert = parseActions($('alerts-on-alert').value) || [];
+      await api('PUT', 'v1/alerts/config', body);
+      $('alerts-webhook-secret').value = '';
+      notify('Saved the alert settings.');
+      await route();
+    } catch (err) {
+      fail(err, form);
+    }
+  }
+
+  // A session by its label when it has one (the id on hover), else by its short id.
+  function sessionLink(id, label) {
+    return h('a', { class: 'chip mono', href: `#/sessions/${enc(id)}`, title: id },
+      label || shortId(id));
+  }
+
+  // A secret's usage summary (`GET /v1/secrets/{name}/usage`): totals, then uses per
+  // session, per command and per UTC day, each with a bar against the largest.
+  function renderUsage(u) {
+    $('usage-card').hidden = false;
+    $('usage-totals').textContent = u.uses === 0
+      ? 'No uses recorded yet.'
+      : `${u.uses} use${u.uses === 1 ? '' : 's'} in ${u.records} record${u.records === 1 ? '' : 's'}, `
+        + `${u.sessions.length} session${u.sessions.length === 1 ? '' : 's'}; first ${formatTime(u.first_used_at)}, `
+        + `last ${formatTime(u.last_used_at)}.`;
+    const bar = (value, max) => h('meter', { min: 0, max: Math.max(max, 1), value, 'aria-hidden': 'true' });
+    const most = (rows) => Math.max(0, ...rows.map((r) => r.uses));
+    const sessions = clear(document.querySelector('#usage-sessions tbody'));
+    const ms = most(u.sessions);
+    for (const s of u.sessions) {
+      sessions.appendChild(h('tr', {},
+        h('td', {}, s.session ? sessionLink(s.session, s.label) : muted('none')),
+        h('td', { class: 'num' }, String(s.uses), bar(s.uses, ms)),
+        h('td', { class: 'nowrap' }, timeEl(s.first_used_at)),
+        h('td', { class: 'nowrap' }, timeEl(s.last_used_at))));
+    }
+    const commands = clear(document.querySelector('#usage-commands tbody'));
+    const mc = most(u.commands);
+    for (const c of u.commands) {
+      commands.appendChild(h('tr', {},
+        h('td', { class: 'mono' }, c.command ?? muted('not reported')),
+        h('td', { class: 'num' }, String(c.uses), bar(c.uses, mc)),
+        h('td', { class: 'nowrap' }, timeEl(c.last_used_at))));
+    }
+    const days = clear(document.querySelector('#usage-days tbody'));
+    const md = most(u.days);
+    for (const d of [...u.days].reverse()) {
+      days.appendChild(h('tr', {},
+        h('td', { class: 'nowrap' }, d.day),
+        h('td', { class: 'num' }, String(d.uses), bar(d.uses, md))));
     }
   }
 
@@ -2123,7 +2377,12 @@
     $('sessions-refresh').addEventListener('click', route);
     $('session-refresh').addEventListener('click', route);
     $('audit-refresh').addEventListener('click', route);
+    $('alerts-refresh').addEventListener('click', route);
+    $('alerts-filter').addEventListener('submit', (ev) => ev.preventDefault());
+    $('alerts-filter').addEventListener('input', renderAlerts);
+    $('alerts-config').addEventListener('submit', onAlertsConfig);
     $('secret-delete').addEventListener('click', onDeleteCurrent);
+    $('secret-compromised').addEventListener('click', onCompromisedCurrent);
     $('secret-kind').addEventListener('change', onKindChange);
     $('secret-exposure').addEventListener('change', renderExposure);
     $('secret-name').addEventListener('input', upperCase);
@@ -2136,8 +2395,16 @@
     $('activate-form').addEventListener('submit', onActivateSubmit);
     $('deactivate-all').addEventListener('click', onDeactivateAll);
     $('session-end').addEventListener('click', onEndCurrent);
-    $('audit-filter').addEventListener('submit', (ev) => ev.preventDefault());
-    $('audit-filter').addEventListener('input', renderAudit);
+    $('audit-filter').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      loadAuditPage(null, null).catch((err) => fail(err));
+    });
+    for (const id of ['audit-action', 'audit-since']) {
+      $(id).addEventListener('change', () => loadAuditPage(null, null).catch((err) => fail(err)));
+    }
+    $('audit-newest').addEventListener('click', () => loadAuditPage(null, null).catch((err) => fail(err)));
+    $('audit-older').addEventListener('click', () => auditPageFrom('older'));
+    $('audit-newer').addEventListener('click', () => auditPageFrom('newer'));
     $('oauth-refresh').addEventListener('click', () => reloadOAuthLists());
     $('provider-open').addEventListener('click', () => openProviderForm());
     $('connect-open').addEventListener('click', () => openConnect(null));

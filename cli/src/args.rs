@@ -56,6 +56,27 @@ pub enum Command {
     /// Connect OAuth providers (GitHub, GitLab, Microsoft, custom); the broker refreshes tokens.
     #[command(subcommand)]
     Oauth(crate::commands::oauth::OauthCommand),
+    /// Unusual usage the broker flagged (docs/alerts.md): list, acknowledge, configure actions.
+    #[command(subcommand)]
+    Alerts(crate::commands::alerts::AlertsCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page of `maestro` on stdout, or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write maestro.1 and one page per subcommand (maestro-secrets-add.1, ...) into DIR
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,14 +86,21 @@ pub enum SecretsCommand {
     /// Make a new version of a secret: set or remove fields, change kind, description, tags,
     /// exposure or hosts.
     Edit(EditArgs),
-    /// Delete a secret (it is deactivated in every session first).
-    Rm(NameArgs),
+    /// Delete a secret (it is deactivated in every session first). Asks first on a terminal.
+    Rm(RmArgs),
+    /// A secret's value leaked: deactivate it in every session, mark it compromised until it is
+    /// edited with a new value, revoke it at the provider where possible (OAuth), and print how
+    /// to rotate it at the provider.
+    Compromised(NameArgs),
     /// List your secrets.
     Ls(JsonArgs),
     /// Show a secret's metadata (never a value).
     Show(NameArgs),
     /// Show a secret's usage history.
     History(HistoryArgs),
+    /// Show a secret's usage summary: uses per session, per command and per day, first and
+    /// last use.
+    Usage(NameArgs),
     /// Activate secrets in a live session.
     Activate(ActivationArgs),
     /// Deactivate secrets in a session.
@@ -129,6 +157,8 @@ pub struct AddArgs {
     /// (repeat for several; required for generic), e.g. api.example.com or *.example.com
     #[arg(long = "allow-host", value_name = "HOST")]
     pub allow_hosts: Vec<String>,
+    #[command(flatten)]
+    pub alerts: crate::commands::alerts::SecretAlertFlags,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -164,6 +194,8 @@ pub struct EditArgs {
     /// Go back to the kind's default hosts
     #[arg(long)]
     pub default_hosts: bool,
+    #[command(flatten)]
+    pub alerts: crate::commands::alerts::SecretAlertFlags,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -173,6 +205,18 @@ pub struct EditArgs {
 pub struct NameArgs {
     /// Secret name
     pub name: String,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Secret name
+    pub name: String,
+    /// Do not ask for confirmation (asked only when stdin and stderr are terminals)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -224,6 +268,10 @@ pub struct CreateSessionArgs {
     /// next that answers when one stops [default: the --url this command uses]
     #[arg(long = "broker-url", value_name = "URL", requires = "bundle_out")]
     pub broker_url: Vec<String>,
+    /// Serve decoy credentials in the session; any read of one is flagged at once and acted on
+    /// (docs/alerts.md)
+    #[arg(long)]
+    pub decoys: bool,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -239,7 +287,10 @@ pub struct SessionArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub export: Option<AuditCommand>,
     /// Only records about this secret
     #[arg(long, value_name = "NAME")]
     pub secret: Option<String>,
@@ -266,6 +317,39 @@ pub struct AuditArgs {
     pub json: bool,
     #[command(flatten)]
     pub page: PageArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write records as JSON lines, one a line, for SIEM tools (fields: docs/cli.md,
+    /// "History and export"); --follow keeps writing new ones until interrupted.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Records from this time on (RFC 3339, or a duration before now: 30m, 1h, 7d)
+    #[arg(long, value_name = "TIME")]
+    pub since: String,
+    /// Records up to this time (RFC 3339 or a duration before now)
+    #[arg(long, value_name = "TIME", conflicts_with = "follow")]
+    pub until: Option<String>,
+    /// Keep polling and write new records as they are appended, until interrupted
+    #[arg(long)]
+    pub follow: bool,
+    /// Seconds between polls with --follow
+    #[arg(long, value_name = "SECONDS", default_value_t = 2, requires = "follow",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
+    /// Only records about this secret
+    #[arg(long, value_name = "NAME")]
+    pub secret: Option<String>,
+    /// Only records about this session (its id, a unique id prefix, or its label)
+    #[arg(long, value_name = "ID|LABEL")]
+    pub session: Option<String>,
+    /// Only these actions (repeat, or a comma list: file_read,injected)
+    #[arg(long, value_name = "ACTION")]
+    pub action: Vec<String>,
 }
 
 /// Which audit records to fetch: by default the newest 10,000; pages with `--limit` and

@@ -70,9 +70,17 @@ pub fn collect(
     if args.field_stdin.is_none() {
         return collect_from(args, removed, &mut io::empty());
     }
+    let field = args.field_stdin.clone().unwrap_or_default();
+    // On a terminal, ask for the value with echo off rather than waiting silently for EOF.
+    if crate::terminal::interactive() {
+        check_name(&field, "field-stdin", "F")?;
+        let prompt = format!("value of {field} (hidden, one line, then Enter): ");
+        let line = crate::terminal::read_hidden(&prompt, READ_CAP)
+            .map_err(|source| FieldError::ReadStdin { field: field.clone(), source })?;
+        return collect_from(args, removed, &mut &line[..]);
+    }
     // Read fd 0 through a duplicate, not through `io::stdin()`, whose internal buffer would
     // keep a copy of the value that is never zeroized.
-    let field = args.field_stdin.clone().unwrap_or_default();
     let fd = io::stdin()
         .as_fd()
         .try_clone_to_owned()

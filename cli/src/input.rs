@@ -38,7 +38,8 @@ pub enum InputError {
     TooManyNames(usize),
     #[error(
         "nothing to change; give --field, --field-file, --field-stdin, --remove-field, --kind, \
-         --description, --tag, --clear-tags, --exposure, --allow-host or --default-hosts"
+         --description, --tag, --clear-tags, --exposure, --allow-host, --default-hosts, \
+         --alerts-off or --on-alert"
     )]
     NothingToEdit,
     #[error("invalid --exposure '{0}': use plain or sealed")]

@@ -17,6 +17,7 @@ mod config;
 mod fields;
 mod input;
 mod table;
+mod terminal;
 mod ttl;
 
 use std::io::{self, Write};
@@ -57,9 +58,13 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
     // install wins and a second one is harmless, so the result is ignored.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
-    if let Command::Kinds(args) = cli.command {
-        return commands::kinds::run(args);
-    }
+    // Commands that need no broker: no configuration is loaded for them.
+    let command = match cli.command {
+        Command::Kinds(args) => return commands::kinds::run(args),
+        Command::Completions(args) => return commands::generated::completions(args),
+        Command::Man(args) => return commands::generated::man(args),
+        command => command,
+    };
     let config = Config::load(&cli.global)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,12 +72,16 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let client = Client::new(&config)?;
-        match cli.command {
+        match command {
             Command::Secrets(command) => commands::secrets::run(&client, command).await,
             Command::Sessions(command) => commands::sessions::run(&client, &config, command).await,
             Command::Audit(args) => commands::audit::run(&client, args).await,
-            Command::Kinds(args) => commands::kinds::run(args),
             Command::Oauth(command) => commands::oauth::run(&client, command).await,
+            // Answered above without a broker; kept total rather than panicking.
+            Command::Kinds(args) => commands::kinds::run(args),
+            Command::Completions(args) => commands::generated::completions(args),
+            Command::Man(args) => commands::generated::man(args),
+            Command::Alerts(command) => commands::alerts::run(&client, command).await,
         }
     })
 }

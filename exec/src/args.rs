@@ -8,6 +8,8 @@ usage: maestro-exec [--only NAME]... [--no-mask] [--] CMD [ARGS...]
        maestro-exec --list [--json]
        maestro-exec git-credential <get|store|erase>
        maestro-exec aws-credential-process [NAME]
+       maestro-exec scan [--history | --no-history] [PATH]...   (see maestro-exec scan --help)
+       maestro-exec git-hooks install [--force] [REPO]
 
 Runs CMD with the variables of the session's active secrets (or only the named ones) added to
 its environment. --list shows the active secrets, their kinds, variables and files; never values.

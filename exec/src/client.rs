@@ -29,18 +29,7 @@ pub struct Failure(pub String);
 
 /// Sends one request and reads the answer.
 pub fn ask(socket: &Path, action: Action) -> Result<Response, Failure> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Failure(format!(
-            "no agent at {} (is maestro-agent running? set {SOCKET_ENV} to its socket)",
-            socket.display()
-        )),
-        io::ErrorKind::PermissionDenied => Failure(format!(
-            "cannot reach the agent at {}: permission denied (run as the sandbox user)",
-            socket.display()
-        )),
-        _ => Failure(format!("cannot reach the agent at {}: {e}", socket.display())),
-    })?;
-    check_server(&stream, socket)?;
+    let mut stream = connect(socket)?;
     let timeouts = stream
         .set_read_timeout(Some(ANSWER_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)));
@@ -57,20 +46,35 @@ pub fn ask(socket: &Path, action: Action) -> Result<Response, Failure> {
             if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {}
         Err(e) => return Err(io_failure(e)),
     }
-    let answer = line::read_line_from(&stream, MAX_SOCK_RESPONSE_BYTES).map_err(|e| match e {
+    let answer = line::read_line_from(&stream, MAX_SOCK_RESPONSE_BYTES)
+        .map_err(|e| answer_failure(e, socket, ANSWER_TIMEOUT))?;
+    parse_answer(&answer)
+}
+
+/// A failure to read the agent's answer, as one line.
+pub fn answer_failure(e: LineError, socket: &Path, timeout: Duration) -> Failure {
+    match e {
         LineError::Read(e)
             if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
         {
-            Failure(format!("the agent at {} did not answer within 10 s", socket.display()))
+            Failure(format!(
+                "the agent at {} did not answer within {} s",
+                socket.display(),
+                timeout.as_secs()
+            ))
         }
         LineError::Truncated => Failure(format!(
             "the agent at {} closed the connection without answering; see its log",
             socket.display()
         )),
         e => Failure(format!("reading the agent's answer failed: {e}")),
-    })?;
+    }
+}
+
+/// Parses an answer line.
+pub fn parse_answer(answer: &[u8]) -> Result<Response, Failure> {
     // Position only: the answer holds values, and serde's messages can quote input.
-    serde_json::from_slice(&answer).map_err(|e| {
+    serde_json::from_slice(answer).map_err(|e| {
         Failure(format!(
             "the agent's answer is not understood (line {}, column {}); use the maestro-exec that \
              came with the agent",
@@ -78,6 +82,23 @@ pub fn ask(socket: &Path, action: Action) -> Result<Response, Failure> {
             e.column()
         ))
     })
+}
+
+/// Connects to the agent and checks that root serves the socket.
+pub fn connect(socket: &Path) -> Result<UnixStream, Failure> {
+    let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Failure(format!(
+            "no agent at {} (is maestro-agent running? set {SOCKET_ENV} to its socket)",
+            socket.display()
+        )),
+        io::ErrorKind::PermissionDenied => Failure(format!(
+            "cannot reach the agent at {}: permission denied (run as the sandbox user)",
+            socket.display()
+        )),
+        _ => Failure(format!("cannot reach the agent at {}: {e}", socket.display())),
+    })?;
+    check_server(&stream, socket)?;
+    Ok(stream)
 }
 
 /// Trusts the socket only when root serves it (SO_PEERCRED of the listening process): the

@@ -12,8 +12,9 @@
 //!
 //! Modules: [`args`] (the command line), [`client`] (the agent's socket), [`line`] (reading one
 //! answer line), [`command`] (`--list` and running CMD), [`mask`] (output masking: the relay and
-//! the pseudo-terminal), [`helpers`] (git and AWS), [`rfc3339`] (expiry times); `unsafe` only in
-//! [`sys`] (two libc calls) and [`mask::pty`] (three ioctls and a pre-exec hook).
+//! the pseudo-terminal), [`helpers`] (git and AWS), [`rfc3339`] (expiry times), [`scan`] (`scan`
+//! and `git-hooks`: committed secrets); `unsafe` only in [`sys`] (two libc calls) and
+//! [`mask::pty`] (three ioctls and a pre-exec hook).
 #![deny(unsafe_code)]
 
 pub mod args;
@@ -25,6 +26,7 @@ pub mod line;
 #[allow(unsafe_code)]
 pub mod mask;
 pub mod rfc3339;
+pub mod scan;
 // SO_PEERCRED and access(2) through libc: std wraps neither.
 #[allow(unsafe_code)]
 pub mod sys;
@@ -44,7 +46,7 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 
 /// The whole program; returns the exit status (when it did not exec).
 pub fn main_with(args: &[OsString]) -> i32 {
-    if let Some(code) = helpers::dispatch(args) {
+    if let Some(code) = helpers::dispatch(args).or_else(|| scan::dispatch(args)) {
         return code;
     }
     let outcome = match args::parse(args) {

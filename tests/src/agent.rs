@@ -165,6 +165,14 @@ impl Sandbox {
         (id, bundle)
     }
 
+    /// Asserts the user has no alerts (the unusual-usage rules stay quiet on ordinary use),
+    /// after giving the agents time to send their last usage batch (they send at least once a
+    /// second).
+    pub fn assert_no_alerts(&self) {
+        std::thread::sleep(Duration::from_millis(1500));
+        self.broker.assert_no_alerts(&self.token);
+    }
+
     /// Starts an agent on this sandbox's mount and socket.
     pub fn start_agent(&self, bundle: &Path, options: AgentOptions) -> Agent {
         Agent::start(bundle, &self.mount(), &self.socket(), options)

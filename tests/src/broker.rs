@@ -269,6 +269,14 @@ impl Broker {
         run(cmd, stdin)
     }
 
+    /// Asserts that the user with `token` has no alerts (issue 12: the unusual-usage rules stay
+    /// quiet on ordinary use), through the CLI; the panic lists any there are.
+    pub fn assert_no_alerts(&self, token: &str) {
+        let out = self.maestro(token, &["alerts", "ls", "--json"]).ok();
+        let alerts = out.json();
+        assert_eq!(alerts, serde_json::json!([]), "ordinary use raised alerts: {alerts:#}");
+    }
+
     /// A user-API client acting with `token`.
     pub fn api(&self, token: &str) -> Api {
         Api {

@@ -7,6 +7,7 @@
 //!   and a test agent client holding a real enrolled certificate.
 //! * [`agent`]: a running `maestro-agent` on a temporary mount, and `maestro-exec` runs.
 //! * [`pg`]: a temporary PostgreSQL cluster, and brokers sharing one database.
+//! * [`seed`]: a large audit trail written straight into a broker's database.
 
 // The fixture is test code compiled as a library: panicking on a broken setup is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,4 +15,5 @@
 pub mod agent;
 pub mod broker;
 pub mod pg;
+pub mod seed;
 pub mod util;

@@ -160,6 +160,8 @@ async fn variables_and_files_reach_a_command_and_a_reader_and_other_uids_are_ref
         .expect("a file read of API_TOKEN");
     assert_eq!(read_record.command.as_deref(), Some("cat"));
     assert_eq!(read_record.session.as_deref(), Some(session.as_str()));
+    // Ordinary use: the unusual-usage rules stay quiet (issue 12).
+    sb.assert_no_alerts();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

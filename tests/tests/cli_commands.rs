@@ -360,3 +360,71 @@ fn kinds_needs_no_broker() {
         &["unknown kind 'nope'"],
     );
 }
+
+/// Fields the catalog marks as not secret (region, host, port, user, database) are shown back by
+/// `secrets show` and the API; the secret ones (password, keys) never are.
+#[tokio::test(flavor = "multi_thread")]
+async fn show_gives_back_the_fields_that_are_not_secret() {
+    let broker = Broker::start();
+    let me = broker.admin_token.clone();
+    let password = "planted-pg-password-41ac";
+    let pw_field = format!("password={password}");
+    broker
+        .maestro(
+            &me,
+            &[
+                "secrets",
+                "add",
+                "PG",
+                "--kind",
+                "postgres",
+                "--field",
+                "host=db.internal",
+                "--field",
+                "user=app",
+                "--field",
+                &pw_field,
+                "--field",
+                "database=orders",
+            ],
+        )
+        .ok();
+    broker
+        .maestro(
+            &me,
+            &[
+                "secrets",
+                "add",
+                "AWS_EU",
+                "--kind",
+                "aws",
+                "--field",
+                "access_key_id=AKIASHOWN1",
+                "--field",
+                "secret_access_key=planted-shown-aws-key",
+                "--field",
+                "region=eu-west-3",
+            ],
+        )
+        .ok();
+    let out = broker.maestro(&me, &["secrets", "show", "PG"]).ok();
+    assert!(
+        out.stdout.contains("database=orders, host=db.internal, password, port=5432, user=app"),
+        "{out:?}"
+    );
+    not_printed(&out, password);
+    let json: SecretMeta = serde_json::from_str(
+        &broker.maestro(&me, &["secrets", "show", "PG", "--json"]).ok().stdout,
+    )
+    .unwrap();
+    let shown: Vec<&str> = json.shown_fields.keys().map(String::as_str).collect();
+    assert_eq!(shown, ["database", "host", "port", "user"]);
+    let out = broker.maestro(&me, &["secrets", "show", "AWS_EU"]).ok();
+    assert!(out.stdout.contains("region=eu-west-3"), "{out:?}");
+    assert!(out.stdout.contains("access_key_id, region=eu-west-3, secret_access_key"), "{out:?}");
+    not_printed(&out, "planted-shown-aws-key");
+    not_printed(&out, "AKIASHOWN1");
+    // The listing carries them too (the web UI's edit form fills them in from it).
+    let list = broker.maestro(&me, &["secrets", "ls", "--json"]).ok().stdout;
+    assert!(list.contains("eu-west-3") && !list.contains(password), "{list}");
+}

@@ -842,11 +842,20 @@ async fn migration_3_upgrades_an_existing_postgres_database() {
                      ALTER TABLE audit DROP COLUMN use_count, DROP COLUMN last_at, \
                      DROP COLUMN exe, DROP COLUMN claimed_command; \
                      ALTER TABLE secrets DROP COLUMN exposure, DROP COLUMN hosts; \
+                     DROP INDEX IF EXISTS audit_owner_secret_name, audit_owner_session, \
+                     audit_owner_action, audit_owner_command, audit_usage; \
+                     ALTER TABLE secrets DROP COLUMN compromised_at; \
+                     DROP TABLE alerts, alert_seen, alert_profiles, alert_secret_settings, \
+                     alert_user_settings; DROP FUNCTION maestro_drop_old_webhook_key; \
+                     DROP INDEX audit_secret_at; ALTER TABLE sessions DROP COLUMN decoys; \
                      UPDATE maestro_schema SET version = 2;";
     let out = pg.psql(&db.name, downgrade);
     assert_eq!(out.status, 0, "{}", out.stderr);
     broker.start_again(&options);
-    assert_eq!(pg.psql(&db.name, "SELECT MAX(version) FROM maestro_schema").stdout.trim(), "4");
+    assert_eq!(
+        pg.psql(&db.name, "SELECT MAX(version) FROM maestro_schema").stdout.trim(),
+        maestro_broker::store::pg_schema::latest().to_string()
+    );
 
     // The old records read back unchanged; the secret from before sealed secrets is plain
     // (migration 4); the renewed certificate works, the first does not.

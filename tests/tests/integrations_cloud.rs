@@ -176,3 +176,102 @@ async fn google_auth_loads_the_key_from_the_mount_and_signs() {
     let key_line = private_key.lines().nth(1).unwrap();
     world.assert_no_leak(&[key_line]);
 }
+
+/// `aws sts get-caller-identity` (AWS CLI) and a DynamoDB client (boto3), both regional, through
+/// the documented `~/.aws/config` profile: `credential_process` gives the keys, the profile's
+/// `region` line (the secret's region) gives the region. Without that line both fail with
+/// "You must specify a region", which is what the profile used to leave out. moto stands in for
+/// AWS on loopback, with SigV4 checks on, so a call only succeeds with the registered keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_aws_profile_gives_regional_clients_their_region() {
+    let python = venv_python();
+    let aws = python.parent().unwrap().join("aws");
+    if !clients_available(&[python.as_os_str(), aws.as_os_str()]) {
+        return;
+    }
+    let dir = temp_dir("maestro-aws-region-");
+    let certs = dir.path().join("certs");
+    let out = run_cmd({
+        let mut c = Command::new("bash");
+        c.arg(support("sealed/certs.sh")).arg(&certs);
+        c
+    });
+    assert_eq!(out.status, 0, "certs.sh: {out:?}");
+    // The sandbox user reads the CA bundle.
+    for path in [dir.path(), certs.as_path()] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let ca = certs.join("ca.pem");
+    std::fs::set_permissions(&ca, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let keys_file = dir.path().join("moto-keys.json");
+    let moto = maestro_tests::util::ChildGuard::spawn("moto", {
+        let mut c = Command::new(&python);
+        c.arg(support("sealed/moto_tls.py"))
+            .arg("--cert")
+            .arg(certs.join("server.pem"))
+            .arg("--key")
+            .arg(certs.join("server.key"))
+            .args(["--port", "0", "--keys-out"])
+            .arg(&keys_file);
+        c
+    });
+    let port: u16 = moto
+        .wait_for_stdout(std::time::Duration::from_secs(60), |l| l.starts_with("listening on "))
+        .unwrap_or_else(|| panic!("moto did not start:\n{}", moto.log()))
+        .trim_start_matches("listening on ")
+        .trim()
+        .parse()
+        .unwrap();
+    let keys: Value = serde_json::from_str(&std::fs::read_to_string(&keys_file).unwrap()).unwrap();
+    let key_id = keys["access_key_id"].as_str().unwrap().to_owned();
+    let secret = keys["secret_access_key"].as_str().unwrap().to_owned();
+
+    let world = World::new("aws-region");
+    world
+        .add(
+            "AWS_EU",
+            "aws",
+            json!({"access_key_id": key_id, "secret_access_key": secret, "region": "eu-west-3"}),
+        )
+        .await;
+    world.activate(&["AWS_EU"], &["AWS_EU"]).await;
+    // Exactly the profile docs/integrations.md shows, with the secret's region.
+    let with_region = world.write_home(
+        ".aws/config",
+        "[default]\ncredential_process = maestro-exec aws-credential-process\nregion = eu-west-3\n",
+    );
+    let without_region = world.write_home(
+        ".aws/config-no-region",
+        "[default]\ncredential_process = maestro-exec aws-credential-process\n",
+    );
+    // The tools run as the sandbox user with no AWS variable of ours: only the profile.
+    let run = |config: &std::path::Path, program: &std::path::Path, args: &[&str]| {
+        let mut cmd = world.command(program);
+        cmd.args(args);
+        offline(&mut cmd)
+            .env("AWS_CONFIG_FILE", config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", world.home.join("no-credentials"))
+            .env("AWS_ENDPOINT_URL", format!("https://127.0.0.1:{port}"))
+            .env("AWS_CA_BUNDLE", &ca);
+        run_cmd(cmd)
+    };
+    let dynamodb = "import boto3\nc = boto3.client('dynamodb')\n\
+                    print(c.meta.region_name, c.list_tables()['TableNames'])";
+
+    let out = run(&with_region, &aws, &["sts", "get-caller-identity", "--output", "json"]);
+    assert_eq!(out.status, 0, "aws sts get-caller-identity: {out:?}");
+    assert!(out.stdout.contains("maestro-sealed"), "{out:?}");
+    let out = run(&with_region, &python, &["-c", dynamodb]);
+    assert_eq!(out.status, 0, "boto3 dynamodb: {out:?}");
+    assert_eq!(out.stdout.trim(), "eu-west-3 []", "{out:?}");
+
+    // The profile without its region line: what users met before the docs were fixed.
+    let out = run(&without_region, &aws, &["sts", "get-caller-identity", "--output", "json"]);
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(out.stderr.contains("You must specify a region"), "{out:?}");
+    let out = run(&without_region, &python, &["-c", dynamodb]);
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(out.stderr.contains("NoRegionError"), "{out:?}");
+    world.assert_no_leak(&[&secret]);
+}

@@ -113,6 +113,8 @@ async fn git_credential_fill_gets_the_github_token_and_nothing_for_other_hosts()
     assert_ne!(out.status, 0);
     assert!(!out.stdout.contains("ghp_planted"), "{out:?}");
     world.assert_no_leak(&["ghp_plantedfill"]);
+    // Ordinary use: the unusual-usage rules stay quiet (issue 12).
+    world.sb.assert_no_alerts();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,6 +116,11 @@ async fn connect_with_pkce_stores_the_granted_scopes_and_refuses_bad_callbacks()
     );
     let (code, line, log) = pending.finish(DONE);
     assert_eq!(code, 0, "{log}");
+    // The person at the terminal is told what to do with the URL (on stderr: stdout stays the URL).
+    assert!(
+        log.contains("open this URL in your browser; waiting for the provider (Ctrl-C to stop)"),
+        "{log}"
+    );
     let line = line.unwrap();
     assert!(
         line.starts_with(

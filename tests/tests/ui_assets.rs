@@ -215,8 +215,8 @@ async fn oauth_presets_are_served_as_the_wire_crate_holds_them() {
     }
 }
 
-/// The API paths written in `app.js` (`'v1/...'` and `` `v1/...` ``), each `${...}` replaced
-/// by `NOPE` and `${verb}` by both verbs it takes.
+/// The API paths written in `app.js` (`'v1/...'` and `` `v1/...` ``) without their query
+/// strings, each `${...}` replaced by `NOPE` and `${verb}` by both verbs it takes.
 fn script_api_paths(js: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for quote in ['\'', '`'] {
@@ -225,7 +225,8 @@ fn script_api_paths(js: &str) -> BTreeSet<String> {
         while let Some(at) = rest.find(&start) {
             rest = &rest[at + 1..];
             let end = rest.find(quote).expect("string is closed");
-            let template = &rest[..end];
+            // A query string is not part of the route.
+            let template = rest[..end].split('?').next().unwrap_or_default();
             rest = &rest[end..];
             let verbs: &[&str] =
                 if template.contains("${verb}") { &["activate", "deactivate"] } else { &[""] };
@@ -268,7 +269,7 @@ fn script_api_calls(js: &str) -> BTreeSet<(String, String)> {
         };
         let args = &args[1..];
         let end = args.find(quote).expect("path is closed");
-        let template = &args[..end];
+        let template = args[..end].split('?').next().unwrap_or_default();
         let verbs: &[&str] =
             if template.contains("${verb}") { &["activate", "deactivate"] } else { &[""] };
         for verb in verbs {
@@ -281,6 +282,7 @@ fn script_api_calls(js: &str) -> BTreeSet<(String, String)> {
 #[test]
 fn script_calls_are_read_with_their_methods() {
     let js = "api('GET', 'v1/a'); api('POST', `v1/b/${enc(x)}/end`, {}); api('POST', path);\n\
+              api('GET', `v1/a?${query}`);\n\
               api('POST', `v1/s/${enc(id)}/${verb}`, { names });";
     let calls = script_api_calls(js);
     let expected: BTreeSet<(String, String)> = [
@@ -306,6 +308,7 @@ async fn every_api_path_of_the_script_is_a_broker_route() {
         "/v1/secrets",
         "/v1/secrets/NOPE",
         "/v1/secrets/NOPE/history",
+        "/v1/secrets/NOPE/usage",
         "/v1/sessions",
         "/v1/sessions/NOPE",
         "/v1/sessions/NOPE/end",

@@ -228,6 +228,11 @@ pub struct UsageReport {
     /// command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_command: Option<String>,
+    /// For a file read: `true` when the reader is not in a process tree started through
+    /// `maestro-exec` (no ancestor asked the agent's socket for an environment), `false` when it
+    /// is. Absent: unknown (the rule `outside_exec` then stays quiet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_exec: Option<bool>,
 }
 
 /// `POST /v1/agent/usage`: at most [`crate::limits::MAX_USAGE_BATCH`] reports.
@@ -235,6 +240,10 @@ pub struct UsageReport {
 #[serde(deny_unknown_fields)]
 pub struct UsageBatch {
     pub reports: Vec<UsageReport>,
+    /// The sandbox user's uid as the agent knows it: a use by another uid is flagged
+    /// (`foreign_uid`). Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_uid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -12,6 +12,7 @@
 //! | PATCH | `/v1/secrets/{name}` | [`EditSecret`] | [`SecretMeta`] (a new version) |
 //! | DELETE | `/v1/secrets/{name}` | | [`Deleted`] |
 //! | GET | `/v1/secrets/{name}/history[?limit&before]` | | `Vec<AuditEvent>` (a page) |
+//! | POST | `/v1/secrets/{name}/compromised` | | [`Compromised`]: deactivated everywhere, marked, revoked where it can be, rotation steps |
 //! | POST | `/v1/sessions` | [`CreateSession`] | [`SessionCreated`] (201) |
 //! | GET | `/v1/sessions` | | `Vec<SessionInfo>` |
 //! | GET | `/v1/sessions/{id}` | | [`SessionInfo`] |
@@ -117,6 +118,12 @@ pub struct CreateSecret {
     /// kind's default hosts (required for `generic`). Empty: the kind's defaults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Rules turned off for this secret (names of `crate::alerts::RULES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_off: Option<Vec<String>>,
+    /// What happens on its alerts; absent: the user's default (`PUT /v1/alerts/config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_alert: Option<Vec<crate::alerts::AlertAction>>,
 }
 
 /// `PATCH /v1/secrets/{name}`: makes a new version. Fields named in `fields` are set (added or
@@ -142,6 +149,15 @@ pub struct EditSecret {
     /// `Some` replaces the hosts the user named; `Some(empty)` goes back to the kind's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
+    /// `Some` replaces the rules turned off for this secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_off: Option<Vec<String>>,
+    /// `Some` replaces what happens on its alerts (`Some(empty)`: nothing at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_alert: Option<Vec<crate::alerts::AlertAction>>,
+    /// Go back to the user's default actions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_on_alert: bool,
 }
 
 /// A secret's metadata: everything but its values.
@@ -181,6 +197,23 @@ pub struct SecretMeta {
     /// the kind's defaults.
     #[serde(default)]
     pub user_hosts: Vec<String>,
+    /// The values of the fields that are not secret (region, host, port, user, database,
+    /// domain: `shown` in the catalog). Every other field stays write-only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shown_fields: BTreeMap<String, String>,
+    /// When it was declared compromised (RFC 3339; `maestro secrets compromised`): it cannot be
+    /// activated until an edit gives it a new value. Absent: not compromised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compromised_at: Option<String>,
+    /// Alerts of this secret not acknowledged yet (`maestro alerts ls`).
+    #[serde(default)]
+    pub alerts: u64,
+    /// Rules turned off for this secret.
+    #[serde(default)]
+    pub alerts_off: Vec<String>,
+    /// Its own actions on an alert; absent: the user's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_alert: Option<Vec<crate::alerts::AlertAction>>,
 }
 
 /// OAuth state of a secret, without its tokens.
@@ -206,6 +239,38 @@ pub struct Deleted {
     pub revocation: Option<String>,
 }
 
+/// The answer to `POST /v1/secrets/{name}/compromised`: what the leak response did, and what the
+/// owner does next at the provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Compromised {
+    pub name: String,
+    pub kind: String,
+    /// RFC 3339: when it was marked (the first mark, if it was already compromised).
+    pub compromised_at: String,
+    /// Live sessions it was deactivated in (their agents drop it at once).
+    pub deactivated_in: Vec<String>,
+    /// What revocation at the provider did, in one line: `revoked ...`, `not revoked: ...`
+    /// (not revocable by Maestro, and what to do instead) or `revocation at URL failed ...`.
+    pub revocation: String,
+    /// How to rotate the value at its provider, from the catalog.
+    pub rotation: RotationSteps,
+}
+
+/// How to rotate a kind's value at its provider (the catalog's `rotation`, owned).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotationSteps {
+    /// One line of steps.
+    pub steps: String,
+    /// The provider's documentation, when there is a page for it.
+    pub link: Option<String>,
+}
+
+impl From<&crate::catalog::Rotation> for RotationSteps {
+    fn from(r: &crate::catalog::Rotation) -> Self {
+        Self { steps: r.steps.to_owned(), link: r.link.map(str::to_owned) }
+    }
+}
+
 /// `POST /v1/sessions`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +280,9 @@ pub struct CreateSession {
     pub ttl_seconds: Option<u64>,
     #[serde(default)]
     pub label: Option<String>,
+    /// Serve decoy credentials in the session and flag any read of them (`--decoys`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decoys: bool,
 }
 
 /// The answer to `POST /v1/sessions`: the session and its one-time enrollment token.
@@ -257,6 +325,9 @@ pub struct SessionInfo {
     /// Whether an agent holds its event stream open now (as seen by this broker).
     pub agent_connected: bool,
     pub enrolled: bool,
+    /// Whether it was created with decoys.
+    #[serde(default)]
+    pub decoys: bool,
 }
 
 /// `POST /v1/sessions/{id}/activate` and `/deactivate`.

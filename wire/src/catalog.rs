@@ -70,6 +70,9 @@ pub struct Field {
     pub default: Option<&'static str>,
     pub check: Check,
     pub help: &'static str,
+    /// Not secret (a region, host, port, user or database name): shown back by `secrets show`
+    /// and the web UI, where every other field stays write-only.
+    pub shown: bool,
 }
 
 /// How a field's value is validated when a secret is registered.
@@ -155,10 +158,10 @@ pub enum Helper {
 }
 
 const fn req(name: &'static str, check: Check, help: &'static str) -> Field {
-    Field { name, required: true, default: None, check, help }
+    Field { name, required: true, default: None, check, help, shown: false }
 }
 const fn opt(name: &'static str, check: Check, help: &'static str) -> Field {
-    Field { name, required: false, default: None, check, help }
+    Field { name, required: false, default: None, check, help, shown: false }
 }
 const fn dflt(
     name: &'static str,
@@ -166,7 +169,27 @@ const fn dflt(
     check: Check,
     help: &'static str,
 ) -> Field {
-    Field { name, required: false, default: Some(default), check, help }
+    Field { name, required: false, default: Some(default), check, help, shown: false }
+}
+
+impl Kind {
+    /// Whether a variable of this kind holds only the value of a field that is not secret
+    /// ([`Field::shown`]: `PGHOST`, `AWS_REGION`): maestro-exec does not mask those.
+    pub fn variable_is_shown(&self, variable: &str) -> bool {
+        self.variables.iter().any(|v| {
+            v.name == variable
+                && matches!(v.value, Source::Field(f)
+                    if self.fields.iter().any(|field| field.name == f && field.shown))
+        })
+    }
+}
+
+impl Field {
+    /// Marks a field as not secret (see [`Field::shown`]).
+    const fn shown(mut self) -> Field {
+        self.shown = true;
+        self
+    }
 }
 const fn var(name: &'static str, value: Source) -> Variable {
     Variable { name, value }
@@ -206,7 +229,7 @@ pub static KINDS: &[Kind] = &[
         fields: &[
             req("access_key_id", Check::Token, "access key id (AKIA..., ASIA...)"),
             req("secret_access_key", Check::Token, "secret access key"),
-            dflt("region", "us-east-1", Check::Token, "default region"),
+            dflt("region", "us-east-1", Check::Token, "default region").shown(),
             opt("session_token", Check::Token, "session token of temporary credentials"),
         ],
         free_fields: false,
@@ -242,9 +265,9 @@ pub static KINDS: &[Kind] = &[
         name: "azure",
         title: "Azure service principal",
         fields: &[
-            req("subscription_id", Check::Token, "subscription id"),
-            req("tenant_id", Check::Token, "tenant (directory) id"),
-            req("client_id", Check::Token, "application (client) id"),
+            req("subscription_id", Check::Token, "subscription id").shown(),
+            req("tenant_id", Check::Token, "tenant (directory) id").shown(),
+            req("client_id", Check::Token, "application (client) id").shown(),
             req("client_secret", Check::Token, "client secret"),
         ],
         free_fields: false,
@@ -343,7 +366,8 @@ pub static KINDS: &[Kind] = &[
         title: "GitLab token (personal access token or OAuth)",
         fields: &[
             req("token", Check::Token, "the token"),
-            dflt("host", "gitlab.com", Check::HostPort, "GitLab host name, with :port if not 443"),
+            dflt("host", "gitlab.com", Check::HostPort, "GitLab host name, with :port if not 443")
+                .shown(),
         ],
         free_fields: false,
         // `glab` reads GITLAB_TOKEN and GITLAB_HOST.
@@ -372,11 +396,11 @@ pub static KINDS: &[Kind] = &[
         name: "postgres",
         title: "PostgreSQL login",
         fields: &[
-            req("host", Check::Host, "server host"),
-            dflt("port", "5432", Check::Port, "server port"),
-            req("user", Check::Line, "user name"),
+            req("host", Check::Host, "server host").shown(),
+            dflt("port", "5432", Check::Port, "server port").shown(),
+            req("user", Check::Line, "user name").shown(),
             req("password", Check::Line, "password"),
-            opt("database", Check::Line, "database name"),
+            opt("database", Check::Line, "database name").shown(),
             opt(
                 "sslmode",
                 Check::OneOf(&[
@@ -388,7 +412,8 @@ pub static KINDS: &[Kind] = &[
                     "verify-full",
                 ]),
                 "libpq sslmode",
-            ),
+            )
+            .shown(),
         ],
         free_fields: false,
         variables: &[
@@ -416,11 +441,11 @@ pub static KINDS: &[Kind] = &[
         name: "mysql",
         title: "MySQL / MariaDB login",
         fields: &[
-            req("host", Check::Host, "server host"),
-            dflt("port", "3306", Check::Port, "server port"),
-            req("user", Check::Line, "user name"),
+            req("host", Check::Host, "server host").shown(),
+            dflt("port", "3306", Check::Port, "server port").shown(),
+            req("user", Check::Line, "user name").shown(),
             req("password", Check::Line, "password"),
-            opt("database", Check::Line, "database name"),
+            opt("database", Check::Line, "database name").shown(),
         ],
         free_fields: false,
         variables: &[
@@ -556,7 +581,7 @@ pub static KINDS: &[Kind] = &[
         title: "Mailgun API key",
         fields: &[
             req("api_key", Check::Token, "the API key"),
-            opt("domain", Check::Host, "sending domain"),
+            opt("domain", Check::Host, "sending domain").shown(),
         ],
         free_fields: false,
         variables: &[

@@ -5,6 +5,7 @@
 //! * [`api`]: the broker's user API (bearer token over HTTPS), used by the `maestro` CLI.
 //! * [`agent_api`]: the broker's agent API (mutual TLS), used by `maestro-agent`.
 //! * [`sock`]: the agent's unix-socket protocol, used by `maestro-exec`.
+//! * [`alerts`]: unusual-usage rules, alert actions and the `/v1/alerts` types.
 //! * [`oauth`]: OAuth provider presets and the `/v1/oauth` API types.
 //! * [`catalog`]: integration kinds as data: fields, defaults, validation, variables, files.
 //! * [`matcher`]: finding secret values and their encodings in byte streams (masking, scanning).
@@ -18,11 +19,13 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_api;
+pub mod alerts;
 pub mod api;
 pub mod catalog;
 pub mod datadir;
 pub mod decoys;
 pub mod errors;
+pub mod export;
 pub mod jsonline;
 pub mod limits;
 pub mod logging;

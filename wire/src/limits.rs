@@ -27,6 +27,14 @@ pub const MAX_USAGE_BATCH: usize = 1000;
 /// Longest line on the agent socket (a request, or a response holding every active value).
 pub const MAX_SOCK_REQUEST_BYTES: usize = 64 * 1024;
 pub const MAX_SOCK_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// `maestro-exec scan`: largest file or git object scanned (bigger ones are skipped with a
+/// warning), largest chunk of content on the socket, bytes and seconds per scan connection
+/// (the client reconnects before either), and scans served at once by one agent.
+pub const MAX_SCAN_ITEM_BYTES: u64 = 256 * 1024 * 1024;
+pub const MAX_SCAN_CHUNK_BYTES: u32 = 1024 * 1024;
+pub const MAX_SCAN_CONNECTION_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+pub const MAX_SCAN_CONNECTION_SECS: u64 = 300;
+pub const MAX_SCANS_AT_ONCE: usize = 2;
 /// Longest event line on the agent event stream.
 pub const MAX_EVENT_LINE_BYTES: usize = 1024 * 1024;
 /// Longest CSR in PEM form.

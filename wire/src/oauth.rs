@@ -164,6 +164,22 @@ pub static PRESETS: &[Preset] = &[
         extra_auth_params: &[("response_mode", "query")],
     },
     Preset {
+        name: "google",
+        title: "Google (Google Cloud and Workspace APIs)",
+        auth_url: Some("https://accounts.google.com/o/oauth2/v2/auth"),
+        token_url: Some("https://oauth2.googleapis.com/token"),
+        // Documented at https://developers.google.com/identity/protocols/oauth2/web-server#tokenrevoke;
+        // revoking either token ends the whole grant.
+        revoke_url: Some("https://oauth2.googleapis.com/revoke"),
+        no_revocation: None,
+        kind: "generic",
+        accepted_scopes: None,
+        default_scopes: &["https://www.googleapis.com/auth/cloud-platform"],
+        implied_scopes: &[],
+        // Google gives a refresh token only for offline access, and again only with consent.
+        extra_auth_params: &[("access_type", "offline"), ("prompt", "consent")],
+    },
+    Preset {
         name: "custom",
         title: "Any OAuth 2.0 provider: give --auth-url and --token-url (and --revoke-url)",
         auth_url: None,
@@ -299,7 +315,7 @@ pub fn check_allowed(
 pub struct AddProvider {
     /// `[a-z][a-z0-9_-]{0,31}`, unique per user.
     pub name: String,
-    /// `github`, `gitlab`, `microsoft` or `custom`.
+    /// `github`, `gitlab`, `microsoft`, `google` or `custom`.
     pub preset: String,
     pub client_id: String,
     pub client_secret: SecretValue,

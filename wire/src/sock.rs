@@ -1,5 +1,6 @@
 //! The agent's unix-socket protocol, spoken by `maestro-exec` (client) and `maestro-agent`
-//! (server). One JSON object per line each way; one request, one response, then close.
+//! (server). One JSON object per line each way; one request, one response, then close; except
+//! [`Action::Scan`], which goes on with the content to scan (see "Scanning" below).
 //!
 //! Both ends check each other with `SO_PEERCRED`, from the kernel: the agent serves only root
 //! and the sandbox user (others are refused right after accept, before anything is read), and
@@ -57,16 +58,42 @@ pub enum Action {
         #[serde(default)]
         command: Option<String>,
     },
+    /// `maestro-exec scan`: the agent answers [`Response::ScanReady`] and the connection goes on
+    /// with items to scan (see "Scanning" below).
+    Scan,
 }
 
 /// The agent's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
-    Env { vars: Vec<EnvVar> },
-    List { secrets: Vec<ListedSecret> },
-    Material { secrets: Vec<MaterialEntry> },
-    Error { code: SockErrorCode, message: String },
+    Env {
+        vars: Vec<EnvVar>,
+    },
+    List {
+        secrets: Vec<ListedSecret>,
+    },
+    Material {
+        secrets: Vec<MaterialEntry>,
+    },
+    /// The agent takes items to scan on this connection, within these limits.
+    ScanReady {
+        limits: ScanLimits,
+        /// How many active secrets are looked for (values under 6 bytes are not).
+        #[serde(default)]
+        secrets: u32,
+    },
+    /// What one scanned item holds (at most [`MAX_SCAN_FINDINGS_PER_ITEM`] findings, and how
+    /// many more there were).
+    ScanResult {
+        findings: Vec<ScanFinding>,
+        #[serde(default)]
+        more: u64,
+    },
+    Error {
+        code: SockErrorCode,
+        message: String,
+    },
 }
 
 /// One environment variable for the command.
@@ -126,6 +153,72 @@ pub enum SockErrorCode {
     /// The request could not be parsed, or the protocol version differs.
     BadRequest,
     Internal,
+}
+
+// Scanning.
+//
+// After `{"version":1,"action":"scan"}` and the agent's `scan_ready`, the client sends items, one
+// at a time, each answered before the next is sent:
+//
+// * a header line, [`ScanItem`] as JSON (at most [`MAX_SCAN_LABEL_BYTES`]);
+// * the content in chunks, each a 4-byte big-endian length and that many bytes (at most
+//   `limits.max_chunk_bytes`); a zero length ends the item;
+// * the agent answers one line, [`Response::ScanResult`] or [`Response::Error`] (after which it
+//   closes the connection).
+//
+// The client ends by closing its side where a header would come. The agent never opens a path:
+// the content comes from the client, which read it with its own rights.
+
+/// The longest header line of a scanned item.
+pub const MAX_SCAN_LABEL_BYTES: usize = 4096;
+/// Findings returned (and recorded) per item at most; more are only counted.
+pub const MAX_SCAN_FINDINGS_PER_ITEM: usize = 100;
+
+/// What the agent takes on one scan connection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScanLimits {
+    /// Largest item (a file, a git object).
+    pub max_item_bytes: u64,
+    /// Largest chunk.
+    pub max_chunk_bytes: u32,
+    /// Bytes on one connection at most (the client opens another one beyond).
+    pub max_connection_bytes: u64,
+    /// Seconds one connection may last (the client opens another one well before).
+    pub max_connection_secs: u64,
+}
+
+/// The header of one scanned item.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScanItem {
+    /// Where the content comes from, as the client names it (a path, `COMMIT:PATH`): the
+    /// caller's claim, recorded as the finding's detail with the line.
+    pub label: String,
+    /// Whether findings are told by line (files) or by item only (git objects).
+    #[serde(default)]
+    pub lines: bool,
+}
+
+/// What was found.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundKind {
+    /// A secret's value.
+    Value,
+    /// A sealed secret's placeholder (a leak signal: it names this session's activation).
+    Placeholder,
+}
+
+/// One occurrence of an active secret in a scanned item. Never the value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScanFinding {
+    pub secret: String,
+    pub found: FoundKind,
+    /// `raw`, `base64`, `base64url`, `hex`, `HEX`, `url-escaped`, `json-escaped`.
+    pub encoding: String,
+    /// 1-based line of the occurrence's first byte.
+    pub line: u64,
+    /// Byte offset of the occurrence in the item.
+    pub offset: u64,
 }
 
 #[cfg(test)]

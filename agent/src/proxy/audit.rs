@@ -59,6 +59,7 @@ pub fn report(
         last_at: None,
         exe: peer.who.exe.clone(),
         claimed_command: peer.who.comm.clone(),
+        outside_exec: None,
     }
 }
 

@@ -147,8 +147,7 @@ pub async fn events(State(app): State<SharedApp>, agent: AgentSession) -> ApiRes
                 session_id: session_id.clone(),
                 active: active.iter().map(material::active_secret).collect(),
                 heartbeat_seconds: app.settings.heartbeat.as_secs().max(1),
-                // Sessions with decoys are not stored yet (issue 12).
-                decoys: false,
+                decoys: s.decoys,
             });
         }
         Some(s) => pending.push_back(AgentEvent::Ended {

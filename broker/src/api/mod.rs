@@ -3,6 +3,7 @@
 //! bodies.
 
 pub mod agent;
+pub mod alerts;
 pub mod error;
 pub mod extract;
 pub mod oauth;
@@ -42,6 +43,7 @@ pub fn router(app: SharedApp) -> Router {
         )
         .route("/v1/secrets/{name}/history", get(user::secret_history))
         .route("/v1/secrets/{name}/usage", get(user::secret_usage))
+        .route("/v1/secrets/{name}/compromised", post(user::compromised_secret))
         .route("/v1/sessions", post(user::create_session).get(user::list_sessions))
         .route("/v1/sessions/{id}", get(user::show_session))
         .route("/v1/sessions/{id}/end", post(user::end_session))
@@ -55,6 +57,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/v1/agent/secrets/{name}", get(agent::one_material))
         .route("/v1/agent/usage", post(agent::usage))
         .merge(oauth::routes())
+        .merge(alerts::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -781,3 +781,6 @@ async fn audit_filters_and_cursors_page_both_ways_and_usage_answers() {
     let a = b.user(Method::GET, "/v1/secrets/NOPE/usage", None).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
+
+#[path = "alert_tests.rs"]
+mod alerts;

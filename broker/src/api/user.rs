@@ -7,8 +7,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maestro_wire::api::{
-    Activation, AuditEvent, CreateSecret, CreateSession, Deleted, EditSecret, NEXT_CURSOR_HEADER,
-    SecretMeta, SecretUsage, SessionCreated, SessionInfo,
+    Activation, AuditEvent, Compromised, CreateSecret, CreateSession, Deleted, EditSecret,
+    NEXT_CURSOR_HEADER, SecretMeta, SecretUsage, SessionCreated, SessionInfo,
 };
 use maestro_wire::catalog::{self, CatalogView};
 
@@ -17,7 +17,7 @@ use super::extract::{ApiJson, ApiJsonOrEmpty, ApiPath};
 use crate::app::SharedApp;
 use crate::auth::CurrentUser;
 use crate::domain::audit::{self, Page};
-use crate::domain::{activation, history, secrets, sessions};
+use crate::domain::{activation, history, leak, secrets, sessions};
 use crate::store::{AuditPosition, AuditRow};
 
 /// The header that carries the cursor of the next page of an audit listing.
@@ -71,6 +71,15 @@ pub async fn delete_secret(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Deleted>> {
     Ok(Json(secrets::delete(&app, &user, &name).await?))
+}
+
+/// `POST /v1/secrets/{name}/compromised`: the leak response (see [`leak::compromised`]).
+pub async fn compromised_secret(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Compromised>> {
+    Ok(Json(leak::compromised(&app, &user, &name).await?))
 }
 
 /// The answer for a page: the records, oldest first, and when the page is full, the cursor of

@@ -13,6 +13,7 @@ use maestro_wire::limits::MAX_NAMES_PER_CALL;
 use tracing::info;
 
 use super::error::{DomainError, DomainResult};
+use super::leak;
 use super::material::{active_secret, outputs};
 use super::secrets;
 use super::sessions;
@@ -60,7 +61,9 @@ pub async fn activate(
     let session = sessions::live_owned(app, user, id, "activate").await?;
     let mut wanted = Vec::with_capacity(names.len());
     for name in &names {
-        wanted.push(secrets::owned(app, user, name).await?);
+        let secret = secrets::owned(app, user, name).await?;
+        leak::check_activatable(&secret)?;
+        wanted.push(secret);
     }
     let active = app.store.active_secrets(&session.id).await?;
     let mut provided: Vec<(String, Outputs)> =

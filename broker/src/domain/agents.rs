@@ -15,6 +15,7 @@ use maestro_wire::limits::{MAX_CERT_TTL_SECS, MAX_DESCRIPTION_BYTES, MAX_USAGE_B
 use tracing::{info, warn};
 use x509_parser::extensions::GeneralName;
 
+use super::alerts::{Evaluation, Observed};
 use super::error::{DomainError, DomainResult};
 use super::material;
 use super::validate::check_name;
@@ -397,6 +398,9 @@ fn check_report(
         check_time(n, last, session, now)?;
     }
     let secret_id = match &report.secret {
+        // A decoy read of a session with decoys (the caller dropped the others): the decoy is
+        // no secret of the user's.
+        Some(_) if report.action == UsageAction::DecoyRead => None,
         Some(name) => match history.get(name) {
             Some(id) => id.clone(),
             None => {
@@ -453,6 +457,22 @@ fn check_time(n: usize, at: i64, session: &SessionRecord, now: i64) -> Result<()
     Ok(())
 }
 
+/// Whether a decoy read is one to record: it names a decoy and the session has decoys.
+/// Anything else claiming to be one is dropped and logged (an agent of a session without
+/// decoys has nothing to report, and a real secret's read is not a decoy's).
+fn decoy_read_accepted(session: &SessionRecord, report: &IncomingReport) -> bool {
+    let name = report.secret.as_deref().unwrap_or("");
+    let accepted = session.decoys && maestro_wire::decoys::decoy(name).is_some();
+    if !accepted {
+        warn!(
+            session = %session.id,
+            decoys = session.decoys,
+            "ignored a decoy read report that names no decoy of this session"
+        );
+    }
+    accepted
+}
+
 /// `POST /v1/agent/usage`: a batch of uses, recorded in one transaction (all or none). Only
 /// reports about this session are accepted: secrets activated in it, times within its life;
 /// a batch with any other is refused whole and the attempt recorded as denied. Each session
@@ -476,8 +496,15 @@ pub async fn usage(
     let history: HashMap<String, Option<String>> =
         app.store.session_activation_history(&session.id).await?.into_iter().collect();
     let mut records = Vec::with_capacity(batch.reports.len());
+    let mut outside_exec = Vec::with_capacity(batch.reports.len());
+    let sandbox_uid = batch.sandbox_uid;
     for (i, report) in batch.reports.into_iter().enumerate() {
-        if let Some(name) = &report.secret {
+        if report.action == UsageAction::DecoyRead {
+            // Decoy names are no secret names: checked against the decoy list instead.
+            if !decoy_read_accepted(session, &report) {
+                continue;
+            }
+        } else if let Some(name) = &report.secret {
             check_name(name)?;
         }
         let checked = match check_report(i, &report, session, &history, now) {
@@ -523,6 +550,7 @@ pub async fn usage(
             exe: clean(report.exe, "exe", MAX_EXE_BYTES)?,
             claimed_command: clean(report.claimed_command, "claimed_command", MAX_COMMAND_BYTES)?,
         });
+        outside_exec.push(report.outside_exec);
     }
     let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
     if let Err(reached) = app.usage_quota.take(&session.id, count) {
@@ -540,7 +568,16 @@ pub async fn usage(
         refusal.retry_after = Some(reached.retry_after_secs);
         return Err(refusal);
     }
+    // The rules run on the batch before it is recorded (its history is the secret's past),
+    // and what they raise is stored and acted on after (never failing the batch).
+    let observed: Vec<Observed<'_>> = records
+        .iter()
+        .zip(&outside_exec)
+        .map(|(record, outside)| Observed { record, outside_exec: *outside })
+        .collect();
+    let evaluation = Evaluation::prepare(app, session, &observed, sandbox_uid).await;
     app.store.append_audit(&records).await?;
+    evaluation.apply(app, session).await;
     Ok(UsageAccepted { accepted: records.len() })
 }
 
@@ -564,10 +601,13 @@ mod tests {
             last_at: None,
             exe: None,
             claimed_command: None,
+            outside_exec: Some(true),
         };
-        let text = serde_json::to_string(&UsageBatch { reports: vec![report] }).unwrap();
+        let batch = UsageBatch { reports: vec![report], sandbox_uid: Some(1000) };
+        let text = serde_json::to_string(&batch).unwrap();
         let batch: IncomingBatch = serde_json::from_str(&text).unwrap();
         assert_eq!(batch.reports[0].count, None);
+        assert_eq!((batch.reports[0].outside_exec, batch.sandbox_uid), (Some(true), Some(1000)));
         // A coalesced report, as the agent sends it.
         let coalesced = serde_json::json!({"reports": [{"secret": "S", "action": "injected",
             "at": "2026-12-01T00:00:00Z", "pid": 1, "uid": 1000, "command": "make",

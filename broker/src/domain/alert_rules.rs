@@ -3,9 +3,8 @@
 //! one-line reason when the use is unusual. No storage and no I/O here, so every rule is unit
 //! tested on its own and a rule can never break ingestion: the caller records the use first.
 //!
-//! Not wired into the usage route yet (see the helper's report); the numbers are the ones the
-//! docs are to state: `burst` flags more than `max(BURST_FLOOR, BURST_FACTOR x usual)` uses in
-//! the last minute.
+//! Wired into the usage route by [`super::alerts`]; the numbers are stated in docs/alerts.md:
+//! `burst` flags more than `max(BURST_FLOOR, BURST_FACTOR x usual)` uses in the last minute.
 
 use maestro_wire::agent_api::UsageAction;
 
@@ -27,7 +26,8 @@ pub struct History {
     pub usual_per_minute: u64,
     /// Whether every earlier file read went through maestro-exec.
     pub only_through_exec: bool,
-    /// Whether the secret was ever used before.
+    /// Whether the secret has a baseline of earlier uses to judge by (the broker asks for
+    /// `crate::domain::alerts::BASELINE_USES` of them).
     pub used_before: bool,
 }
 

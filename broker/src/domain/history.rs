@@ -218,7 +218,7 @@ pub struct Listing {
 
 /// The ids of the owner's sessions that `wanted` names: the session with that id, else the
 /// one whose id starts with it, else every session with that label.
-fn resolve_session(
+pub(super) fn resolve_session(
     sessions: &[crate::store::SessionRecord],
     wanted: &str,
 ) -> DomainResult<Vec<String>> {
@@ -476,6 +476,7 @@ mod tests {
             ended_at: None,
             ended_reason: None,
             enrolled: false,
+            decoys: false,
             serials: Default::default(),
         }
     }

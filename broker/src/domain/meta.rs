@@ -2,7 +2,11 @@
 //! is active, and for an OAuth secret its token's state. Both the secrets rules and OAuth
 //! answer with it, so it depends on neither.
 
+use std::collections::BTreeMap;
+
 use maestro_wire::api::{OAuthMeta, SecretMeta};
+use maestro_wire::catalog;
+use maestro_wire::secret::SecretValue;
 
 use super::error::DomainResult;
 use super::exposure;
@@ -16,7 +20,16 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
     let usage = app.store.secret_usage(&secret.id).await?;
     let active = app.store.secret_active_in(&secret.id).await?;
     let o = outputs(secret);
-    let hosts = shown_hosts(app, secret).await;
+    let fields = opened_if_needed(app, secret).await;
+    let hosts = exposure::effective_hosts(
+        &secret.name,
+        &secret.kind,
+        secret.exposure,
+        fields.as_ref(),
+        &secret.hosts,
+    );
+    let (alerts, alert_settings) =
+        super::alerts::secret_view(app, secret.owner_id, &secret.id, &secret.name).await?;
     Ok(SecretMeta {
         name: secret.name.clone(),
         kind: secret.kind.clone(),
@@ -35,29 +48,45 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         exposure: secret.exposure,
         hosts,
         user_hosts: secret.hosts.clone(),
+        shown_fields: shown_fields(secret, fields.as_ref()),
+        compromised_at: secret.compromised_at.map(clock::rfc3339),
+        alerts,
+        alerts_off: alert_settings.rules_off,
+        on_alert: alert_settings.on_alert,
     })
 }
 
-/// The effective hosts of a secret, as its owner sees them. Only a kind whose default host is
-/// one of its fields (GitLab) needs the values opened; if they do not open (an integrity
-/// failure, recorded as a denial), the secret is shown with no host rather than failing the
-/// whole answer (a listing of every secret), and its agent gets nothing either.
-async fn shown_hosts(app: &App, secret: &SecretRecord) -> Vec<String> {
-    let fields = if exposure::hosts_need_fields(&secret.kind, secret.exposure) {
-        match open_fields(app, secret, None).await {
-            Ok(fields) => Some(fields),
-            Err(_) => return Vec::new(),
-        }
-    } else {
-        None
+/// The secret's values, opened only when its metadata needs some: a kind whose default host is
+/// one of its fields (GitLab), or a kind with fields that are not secret (a region, a host).
+/// If they do not open (an integrity failure, recorded as a denial), the secret is shown with no
+/// host and no field values rather than failing the whole answer (a listing of every secret),
+/// and its agent gets nothing either.
+async fn opened_if_needed(
+    app: &App,
+    secret: &SecretRecord,
+) -> Option<BTreeMap<String, SecretValue>> {
+    let has_shown = catalog::kind(&secret.kind).is_some_and(|k| {
+        k.fields.iter().any(|f| f.shown && secret.field_names.iter().any(|n| n == f.name))
+    });
+    if !has_shown && !exposure::hosts_need_fields(&secret.kind, secret.exposure) {
+        return None;
+    }
+    open_fields(app, secret, None).await.ok()
+}
+
+/// The values of the fields the catalog marks as not secret ([`catalog::Field::shown`]).
+fn shown_fields(
+    secret: &SecretRecord,
+    fields: Option<&BTreeMap<String, SecretValue>>,
+) -> BTreeMap<String, String> {
+    let (Some(kind), Some(fields)) = (catalog::kind(&secret.kind), fields) else {
+        return BTreeMap::new();
     };
-    exposure::effective_hosts(
-        &secret.name,
-        &secret.kind,
-        secret.exposure,
-        fields.as_ref(),
-        &secret.hosts,
-    )
+    kind.fields
+        .iter()
+        .filter(|f| f.shown)
+        .filter_map(|f| fields.get(f.name).map(|v| (f.name.to_owned(), v.expose().to_owned())))
+        .collect()
 }
 
 /// The OAuth metadata of a secret, for `GET /v1/secrets/...`; `None` for other secrets.

@@ -13,19 +13,24 @@
 //! * [`meta`]: what an owner sees of a secret (used by secrets and OAuth alike).
 //! * [`audit`]: pages of the audit trail.
 //! * [`history`]: filtered pages of the trail and a secret's usage summary.
+//! * [`leak`]: `compromised`: deactivate everywhere, mark, revoke, rotation steps.
 //! * [`agents`]: enrollment, renewal, material and usage reports of a session's agent.
+//! * [`alerts`] and [`webhook`]: unusual usage flagged (rules in [`alert_rules`]) and acted on.
 
 pub mod activation;
 pub mod agents;
 pub mod alert_rules;
+pub mod alerts;
 pub mod audit;
 pub mod error;
 pub mod exposure;
 pub mod history;
+pub mod leak;
 pub mod material;
 pub mod meta;
 pub mod secrets;
 pub mod sessions;
 pub mod validate;
+pub mod webhook;
 
 pub use error::{DomainError, DomainResult};

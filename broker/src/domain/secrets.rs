@@ -8,6 +8,7 @@ use maestro_wire::catalog::Outputs;
 use maestro_wire::catalog::seal::Exposure;
 use tracing::info;
 
+use super::alerts;
 use super::audit::Page;
 use super::error::{DomainError, DomainResult};
 use super::exposure;
@@ -60,6 +61,16 @@ pub async fn owned(app: &App, user: &UserRecord, name: &str) -> DomainResult<Sec
     })
 }
 
+/// A create's or edit's alert settings, checked (rule names) and without repeats.
+type AlertSettings = (Option<Vec<String>>, Option<Vec<maestro_wire::alerts::AlertAction>>);
+fn alert_settings(
+    rules_off: &Option<Vec<String>>,
+    on_alert: &Option<Vec<maestro_wire::alerts::AlertAction>>,
+) -> DomainResult<AlertSettings> {
+    let rules_off = rules_off.as_deref().map(alerts::check_rules_off).transpose()?;
+    Ok((rules_off, on_alert.as_deref().map(alerts::actions_set)))
+}
+
 /// An optional text, with the empty text meaning none.
 pub fn optional_text(text: Option<String>) -> Option<String> {
     text.filter(|t| !t.is_empty())
@@ -72,6 +83,7 @@ pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainR
         check_text("description", d)?;
     }
     check_tags(&body.tags)?;
+    let (rules_off, on_alert) = alert_settings(&body.alerts_off, &body.on_alert)?;
     let fields = check_fields(&body.kind, &body.fields)?;
     let exposed =
         exposure::check(&body.kind, body.exposure.unwrap_or_default(), &fields, &body.hosts)?;
@@ -92,6 +104,7 @@ pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainR
         updated_at: now,
         exposure: exposed.exposure,
         hosts: exposed.user_hosts,
+        compromised_at: None,
     };
     let sealed = material::seal_version(app, record, &fields)?;
     let audit = AuditRecord {
@@ -105,6 +118,7 @@ pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainR
         ..AuditRecord::new(user.id, now, AuditAction::Created)
     };
     app.store.insert_secret(&sealed.record, &sealed.fields, &audit).await?;
+    alerts::set_secret_settings(app, &sealed.record.id, rules_off, on_alert.map(Some)).await?;
     info!(user = %user.name, secret = %sealed.record.name, "secret created");
     meta(app, &sealed.record).await
 }
@@ -135,6 +149,9 @@ pub async fn edit(
     let _serialized = app.activation_lock.lock().await;
     let _across_brokers = app.store.lock_owner(user.id).await?;
     let secret = owned(app, user, name).await?;
+    let (rules_off, on_alert) = alert_settings(&body.alerts_off, &body.on_alert)?;
+    let on_alert = if body.clear_on_alert { Some(None) } else { on_alert.map(Some) };
+    let has_alert_settings = rules_off.is_some() || on_alert.is_some();
     if body.kind.is_none()
         && body.fields.is_empty()
         && body.remove_fields.is_empty()
@@ -143,8 +160,14 @@ pub async fn edit(
         && body.exposure.is_none()
         && body.hosts.is_none()
     {
+        if has_alert_settings {
+            // Alert settings are no part of the secret's version: no new version for them.
+            alerts::set_secret_settings(app, &secret.id, rules_off, on_alert).await?;
+            info!(user = %user.name, secret = %name, "alert settings changed");
+            return meta(app, &secret).await;
+        }
         return Err(DomainError::bad_request(
-            "nothing to change: give fields, fields to remove, a description, tags, a kind, an exposure or hosts",
+            "nothing to change: give fields, fields to remove, a description, tags, a kind, an exposure, hosts or alert settings",
         ));
     }
     if let Some(d) = &body.description {
@@ -154,6 +177,14 @@ pub async fn edit(
         check_tags(tags)?;
     }
     let kind = body.kind.clone().unwrap_or_else(|| secret.kind.clone());
+    // A compromised secret stays marked until an edit gives a field a value it did not have
+    // (a metadata-only edit, or one that removes fields, leaves the leaked value in place).
+    let new_value = if secret.compromised_at.is_some() {
+        let old = material::open_fields(app, &secret, None).await.ok();
+        body.fields.iter().any(|(f, v)| old.as_ref().and_then(|o| o.get(f)) != Some(v))
+    } else {
+        false
+    };
     let merged = if kind != secret.kind {
         if !body.remove_fields.is_empty() {
             return Err(DomainError::bad_request(
@@ -210,6 +241,7 @@ pub async fn edit(
         updated_at: now,
         exposure: exposed.exposure,
         hosts: exposed.user_hosts,
+        compromised_at: if new_value { None } else { secret.compromised_at },
         ..secret.clone()
     };
     let sealed = material::seal_version(app, record, &fields)?;
@@ -220,6 +252,7 @@ pub async fn edit(
         ..AuditRecord::new(user.id, now, AuditAction::Edited)
     };
     app.store.replace_secret(secret.version, &sealed.record, &sealed.fields, &audit).await?;
+    alerts::set_secret_settings(app, &secret.id, rules_off, on_alert).await?;
     for session in &active_in {
         app.hub.publish(session, AgentEvent::Updated { secret: active_secret(&sealed.record) });
     }
@@ -227,9 +260,13 @@ pub async fn edit(
     meta(app, &sealed.record).await
 }
 
-/// The audit detail of an edit: the new version, and a change of exposure or hosts.
+/// The audit detail of an edit: the new version, a cleared compromised mark, and a change of
+/// exposure or hosts.
 fn edit_detail(old: &SecretRecord, new: &SecretRecord) -> String {
     let mut detail = format!("version {}", new.version);
+    if old.compromised_at.is_some() && new.compromised_at.is_none() {
+        detail.push_str(", new value: no longer compromised");
+    }
     if old.exposure != new.exposure {
         detail.push_str(&format!(", exposure {}", new.exposure.as_str()));
     }

@@ -45,6 +45,7 @@ pub async fn info(app: &App, session: &SessionRecord) -> DomainResult<SessionInf
         active,
         agent_connected: live && app.hub.connected(&session.id),
         enrolled: session.enrolled,
+        decoys: session.decoys,
     })
 }
 
@@ -119,6 +120,7 @@ pub async fn create(
         ended_at: None,
         ended_reason: None,
         enrolled: false,
+        decoys: body.decoys,
         serials: Default::default(),
     };
     let enrollment = EnrollmentRecord {

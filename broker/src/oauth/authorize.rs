@@ -588,6 +588,7 @@ async fn store_new(
         // Made plain, as every new secret; `maestro secrets edit --exposure sealed` seals it.
         exposure: Exposure::Plain,
         hosts: Vec::new(),
+        compromised_at: None,
     };
     let fields = token_fields(provider, grant.access_token, None)?;
     let sealed = material::seal_version(app, record, &fields)?;
@@ -650,6 +651,8 @@ async fn store_reconnected(
         kind: provider.kind.clone(),
         version: secret.version + 1,
         updated_at: now,
+        // A new grant is a new value: a compromised mark is cleared.
+        compromised_at: None,
         ..secret.clone()
     };
     let sealed = material::seal_version(app, record, &fields)?;

@@ -1,6 +1,6 @@
 //! OAuth integrations: providers (GitHub, GitLab, Microsoft, custom), the authorization code
 //! flow with PKCE and a single-use state, a broker-side refresh of every token before it
-//! expires, and revocation at the provider when an OAuth secret is deleted.
+//! expires, and revocation at the provider when an OAuth secret is deleted or marked compromised.
 //!
 //! * [`providers`]: registering a provider (presets, endpoints, scopes, sealed client secret).
 //! * [`authorize`]: `connect` / `reconnect` start an authorization; the callback exchanges the
@@ -39,7 +39,8 @@ use crate::store::SecretRecord;
 use endpoint::Client;
 pub use state::{CALLBACK_PATH, OAuth, SetupError};
 
-/// What revoking a deleted OAuth secret's tokens takes, read before the secret is deleted.
+/// What revoking an OAuth secret's tokens takes, read before the secret is deleted (or marked
+/// compromised).
 pub struct Revocation {
     provider: String,
     plan: Plan,
@@ -112,7 +113,16 @@ impl Revocation {
                 };
                 let mut revoked = Vec::new();
                 for (token, hint) in &tokens {
-                    if let Err(e) = client.revoke(&url, token, hint).await {
+                    let answer = client.revoke(&url, token, hint).await;
+                    // RFC 7009 answers 200 for a token that is no longer valid, but some
+                    // providers (Google) end the whole grant with the first revocation and
+                    // then answer `invalid_token` for the access token: already revoked.
+                    let already_gone = matches!(
+                        &answer,
+                        Err(endpoint::EndpointError::Refused { code, .. })
+                            if code == "invalid_token" && !revoked.is_empty()
+                    );
+                    if let (Err(e), false) = (answer, already_gone) {
                         warn!(provider = %self.provider, error = %e, "OAuth revocation failed");
                         let done = if revoked.is_empty() {
                             String::new()

@@ -14,6 +14,7 @@
 //! Every method that changes more than one row does so in one transaction, and every mutation
 //! that the user can see records its audit row in that same transaction.
 
+pub mod alerts;
 pub mod engine;
 pub mod oauth;
 pub mod pg_events;
@@ -134,6 +135,8 @@ pub struct SecretRecord {
     pub exposure: Exposure,
     /// The hosts the owner named for a sealed secret; empty: the kind's defaults.
     pub hosts: Vec<String>,
+    /// When its owner declared it compromised; cleared by an edit that changes a value.
+    pub compromised_at: Option<i64>,
 }
 
 /// One sealed field value.
@@ -184,6 +187,8 @@ pub struct SessionRecord {
     pub ended_at: Option<i64>,
     pub ended_reason: Option<String>,
     pub enrolled: bool,
+    /// Created with decoys (`sessions create --decoys`, migration 6).
+    pub decoys: bool,
     /// Which client certificates of the session are still accepted.
     pub serials: SessionSerials,
 }
@@ -422,6 +427,16 @@ pub trait Store: Send + Sync {
         &'a self,
         secret: &'a SecretRecord,
         now: i64,
+    ) -> StoreFuture<'a, Vec<String>>;
+    /// Marks a secret compromised at `now` (kept if it already was) and deactivates it in every
+    /// live session, in one transaction: records `audit` (the `Compromised` record) and a
+    /// `Deactivated` per session, which it returns. [`StoreError::Changed`] if the secret is
+    /// gone.
+    fn mark_compromised<'a>(
+        &'a self,
+        secret: &'a SecretRecord,
+        now: i64,
+        audit: &'a AuditRecord,
     ) -> StoreFuture<'a, Vec<String>>;
     /// Last use and the sessions that used a secret (fetched, injected, file read).
     fn secret_usage<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, UsageSummary>;

@@ -142,7 +142,7 @@ macro_rules! material_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
-             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts, \
+             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts, s.compromised_at, \
              t.secret_id IS NOT NULL AS oauth, t.expires_at AS oauth_expires_at, \
              t.needs_reauth AS oauth_needs_reauth, \
              f.name AS field_name, f.ciphertext AS field_blob \

@@ -156,6 +156,85 @@ CREATE INDEX audit_usage ON audit
     (secret_id, action, owner_id, session_id, command, at, use_count, last_at);
 "#,
     ),
+    // Unusual-usage alerts and decoys (issue 12 parts 2 and 3): the alerts themselves (with
+    // their webhook delivery state: a lease so that one broker of several delivers each), what
+    // the rules know of each secret's past (commands and session labels seen, use counts), the
+    // per-secret and per-user settings (rules off, actions, the webhook with its signing secret
+    // sealed under its own data key), whether a session has decoys, and an index for the
+    // last minute of a secret's uses (`burst`).
+    (
+        6,
+        r#"
+ALTER TABLE sessions ADD COLUMN decoys INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX audit_secret_at ON audit (secret_id, at);
+
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_id INTEGER NOT NULL REFERENCES users(id),
+    at INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    secret_id TEXT,
+    secret_name TEXT,
+    session_id TEXT,
+    command TEXT,
+    uid INTEGER,
+    actions TEXT NOT NULL,
+    acked_at INTEGER,
+    webhook TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at_ms INTEGER,
+    lease_until_ms INTEGER
+);
+CREATE INDEX alerts_owner ON alerts (owner_id, id);
+CREATE INDEX alerts_owner_secret ON alerts (owner_id, secret_name, id);
+CREATE INDEX alerts_owner_session ON alerts (owner_id, session_id, id);
+CREATE INDEX alerts_unacked ON alerts (owner_id, secret_name) WHERE acked_at IS NULL;
+CREATE INDEX alerts_webhook_due ON alerts (next_at_ms) WHERE webhook = 'pending';
+
+CREATE TABLE alert_seen (
+    secret_id TEXT NOT NULL REFERENCES secrets(id) ON DELETE CASCADE,
+    what TEXT NOT NULL,
+    value TEXT NOT NULL,
+    first_at INTEGER NOT NULL,
+    PRIMARY KEY (secret_id, what, value)
+);
+CREATE INDEX alert_seen_first ON alert_seen (secret_id, what, first_at);
+
+CREATE TABLE alert_profiles (
+    secret_id TEXT PRIMARY KEY REFERENCES secrets(id) ON DELETE CASCADE,
+    first_at INTEGER NOT NULL,
+    uses INTEGER NOT NULL,
+    outside_exec_reads INTEGER NOT NULL
+);
+
+CREATE TABLE alert_secret_settings (
+    secret_id TEXT PRIMARY KEY REFERENCES secrets(id) ON DELETE CASCADE,
+    rules_off TEXT NOT NULL,
+    on_alert TEXT
+);
+
+CREATE TABLE alert_user_settings (
+    owner_id INTEGER PRIMARY KEY REFERENCES users(id),
+    on_alert TEXT NOT NULL,
+    webhook_url TEXT,
+    data_key_id TEXT UNIQUE REFERENCES data_keys(id),
+    webhook_secret BLOB,
+    generation INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER alert_user_settings_drop_key AFTER UPDATE OF data_key_id ON alert_user_settings
+WHEN OLD.data_key_id IS NOT NULL AND OLD.data_key_id IS NOT NEW.data_key_id
+BEGIN DELETE FROM data_keys WHERE id = OLD.data_key_id; END;
+"#,
+    ),
+    // Leak response (issue 12): when the owner declared a secret compromised (`maestro secrets
+    // compromised`); it cannot be activated until an edit gives it a new value, which clears it.
+    (
+        7,
+        r#"
+ALTER TABLE secrets ADD COLUMN compromised_at INTEGER;
+"#,
+    ),
 ];
 
 /// Migration 2: OAuth providers, authorizations and token state.

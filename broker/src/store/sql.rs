@@ -31,6 +31,9 @@ macro_rules! compile_statements {
         type Eng = $eng;
         // Compiled once per driver on purpose (see `super::sql`).
         #[allow(clippy::duplicate_mod)]
+        #[path = "sql/alerts.rs"]
+        mod alerts;
+        #[allow(clippy::duplicate_mod)]
         #[path = "sql/oauth.rs"]
         mod oauth;
         #[allow(clippy::duplicate_mod)]

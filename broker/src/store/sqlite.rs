@@ -289,7 +289,8 @@ mod tests {
         // What the database holds, read past the cache.
         let row = sqlx::query(
             "SELECT id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-             enrolled, cert_serial, previous_serial, previous_until FROM sessions WHERE id = $1",
+             enrolled, cert_serial, previous_serial, previous_until, decoys FROM sessions \
+             WHERE id = $1",
         )
         .bind("sess1")
         .fetch_one(&s.pool)

@@ -16,17 +16,22 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use maestro_wire::alerts::AlertAction;
 use maestro_wire::api::AuditAction;
 use maestro_wire::catalog::seal::Exposure;
 
+use super::alerts::{
+    AlertQuery, AlertRecord, AlertStore, ProfileUpdate, SecretAlertSettings, UserAlertSettings,
+    WebhookState,
+};
 use super::oauth::{OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord};
 use super::{
-    ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, EnrollmentRecord, SealedField,
-    SecretRecord, SessionRecord, Store, StoreError, StoreFuture,
+    ActiveMaterial, AuditPosition, AuditQuery, AuditRecord, AuditRow, CertificateRecord,
+    EnrollmentRecord, SealedField, SecretRecord, SessionRecord, Store, StoreError, StoreFuture,
 };
 
 /// A store under test: both traits, and two raw statements the suite needs to look past them.
-pub trait ContractStore: Store + OAuthStore {
+pub trait ContractStore: Store + OAuthStore + AlertStore {
     /// Runs a statement of the suite's own (`UPDATE audit ...`), as written.
     fn execute_raw(&self, sql: &'static str) -> StoreFuture<'_, u64>;
     /// How many rows `table` holds.
@@ -60,6 +65,10 @@ contracts!(
     a_session_end_racing_its_enrollment_and_activations_leaves_nothing_live,
     audit_pages_go_back_from_the_newest,
     a_secrets_exposure_and_hosts_read_back_everywhere,
+    marking_a_secret_compromised_deactivates_it_everywhere_until_a_new_version_clears_it,
+    alert_profiles_settings_and_alerts_round_trip,
+    webhook_deliveries_are_claimed_once_and_retried,
+    filtered_audit_pages_and_usage_groups,
 );
 
 /// Runs every contract test, each on a store `fresh` makes (with whatever must outlive it).
@@ -92,6 +101,7 @@ fn secret(owner: i64, id: &str, name: &str, version: u64) -> SecretRecord {
         updated_at: 10 + i64::try_from(version).unwrap(),
         exposure: Exposure::Plain,
         hosts: Vec::new(),
+        compromised_at: None,
     }
 }
 
@@ -107,6 +117,7 @@ pub fn session(owner: i64, id: &str) -> (SessionRecord, EnrollmentRecord) {
             ended_at: None,
             ended_reason: None,
             enrolled: false,
+            decoys: false,
             serials: Default::default(),
         },
         EnrollmentRecord {
@@ -583,6 +594,7 @@ pub async fn an_agents_material_carries_its_token_state(s: Arc<dyn ContractStore
         ended_at: None,
         ended_reason: None,
         enrolled: false,
+        decoys: false,
         serials: Default::default(),
     };
     let enrollment = crate::store::EnrollmentRecord {
@@ -866,4 +878,405 @@ pub async fn a_secrets_exposure_and_hosts_read_back_everywhere(s: Arc<dyn Contra
         (got[0].secret.version, got[0].secret.exposure, got[0].secret.hosts.clone()),
         (3, Exposure::Sealed, vec!["api.example.com".to_owned()])
     );
+}
+
+/// Marking a secret compromised deactivates it in every live session (a `Deactivated` record
+/// each, then the `Compromised` one), keeps the first time it was marked, and is read back by
+/// every read of the secret; a version written without the mark clears it; a secret that is gone
+/// is [`StoreError::Changed`].
+pub async fn marking_a_secret_compromised_deactivates_it_everywhere_until_a_new_version_clears_it(
+    s: Arc<dyn ContractStore>,
+) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    add_secret(&*s, u.id, "s1", "LEAKED", &["A"]).await;
+    add_secret(&*s, u.id, "s2", "OTHER", &["A"]).await;
+    for id in ["sess1", "sess2", "sess3"] {
+        let (sess, token) = session(u.id, id);
+        s.insert_session(&sess, &token, &audit).await.unwrap();
+    }
+    for id in ["sess1", "sess2"] {
+        s.change_activations(id, &["s1".to_owned(), "s2".to_owned()], &[], 20, &[]).await.unwrap();
+    }
+    s.change_activations("sess3", &["s2".to_owned()], &[], 20, &[]).await.unwrap();
+    let leaked = s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap();
+    assert_eq!(leaked.compromised_at, None);
+    let mark = AuditRecord {
+        secret_id: Some("s1".into()),
+        secret_name: Some("LEAKED".into()),
+        ..AuditRecord::new(u.id, 30, AuditAction::Compromised)
+    };
+    let sessions = s.mark_compromised(&leaked, 30, &mark).await.unwrap();
+    assert_eq!(sessions, ["sess1", "sess2"]);
+    for id in ["sess1", "sess2"] {
+        let names: Vec<_> =
+            s.active_secrets(id).await.unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["OTHER"], "{id}");
+    }
+    assert_eq!(s.active_secrets("sess3").await.unwrap().len(), 1);
+    let trail = s.secret_history(u.id, "s1", None, 100).await.unwrap();
+    let actions: Vec<_> =
+        trail.iter().map(|r| (r.record.action, r.record.session_id.clone())).collect();
+    assert_eq!(
+        actions[actions.len() - 3..],
+        [
+            (AuditAction::Deactivated, Some("sess1".to_owned())),
+            (AuditAction::Deactivated, Some("sess2".to_owned())),
+            (AuditAction::Compromised, None),
+        ]
+    );
+    // Read back everywhere; marked again later, the first time stays.
+    assert_eq!(s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap().compromised_at, Some(30));
+    let listed = s.list_secrets(u.id).await.unwrap();
+    assert_eq!(listed.iter().map(|r| r.compromised_at).collect::<Vec<_>>(), [Some(30), None]);
+    let again = s.mark_compromised(&leaked, 40, &mark).await.unwrap();
+    assert!(again.is_empty());
+    assert_eq!(s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap().compromised_at, Some(30));
+    // A new version that keeps the mark keeps it; one without it clears it.
+    let fields = [SealedField { name: "A".into(), blob: vec![9; 40] }];
+    let v2 = SecretRecord {
+        version: 2,
+        data_key_id: "s1-k2".into(),
+        ..s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap()
+    };
+    s.replace_secret(1, &v2, &fields, &audit).await.unwrap();
+    assert_eq!(s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap().compromised_at, Some(30));
+    let v3 = SecretRecord { version: 3, data_key_id: "s1-k3".into(), compromised_at: None, ..v2 };
+    s.replace_secret(2, &v3, &fields, &audit).await.unwrap();
+    assert_eq!(s.secret_by_name(u.id, "LEAKED").await.unwrap().unwrap().compromised_at, None);
+    // A secret that is gone.
+    let ghost = secret(u.id, "nope", "GHOST", 1);
+    assert!(matches!(s.mark_compromised(&ghost, 50, &mark).await, Err(StoreError::Changed { .. })));
+}
+
+fn alert(owner: i64, secret: Option<(&str, &str)>, session: &str, rule: &str) -> AlertRecord {
+    AlertRecord {
+        id: 0,
+        owner_id: owner,
+        at: 50,
+        rule: rule.into(),
+        reason: format!("{rule} happened"),
+        secret_id: secret.map(|(id, _)| id.to_owned()),
+        secret_name: secret.map(|(_, name)| name.to_owned()),
+        session_id: Some(session.into()),
+        command: Some("nc".into()),
+        uid: Some(0),
+        actions: vec![AlertAction::Notify, AlertAction::EndSession],
+        acked_at: None,
+        webhook: WebhookState::None,
+        attempts: 0,
+    }
+}
+
+pub async fn alert_profiles_settings_and_alerts_round_trip(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let bob = s.create_user("bob", b"h2", 1).await.unwrap();
+    add_secret(s.as_ref(), u.id, "s1", "KEY", &["A"]).await;
+    // Nothing known of a secret never used.
+    let p = s.profile("s1", 0).await.unwrap();
+    assert_eq!((p.first_at, p.uses, p.recent_uses), (None, 0, 0));
+    // A batch's profile update and two alerts, in one transaction.
+    let update = ProfileUpdate {
+        secret_id: "s1".into(),
+        first_at: 40,
+        uses: 3,
+        outside_exec_reads: 1,
+        commands: vec!["python3".into(), "curl".into()],
+        labels: vec!["dev".into()],
+    };
+    let alerts = [
+        alert(u.id, Some(("s1", "KEY")), "sess1", "new_command"),
+        alert(u.id, None, "sess2", "decoy"),
+    ];
+    let ids = s.record_uses(std::slice::from_ref(&update), &alerts).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1]);
+    // Twice: counts add up, what was seen stays once, the first time stays the earliest.
+    let again = ProfileUpdate { first_at: 45, commands: vec!["curl".into()], ..update.clone() };
+    s.record_uses(std::slice::from_ref(&again), &[]).await.unwrap();
+    let p = s.profile("s1", 0).await.unwrap();
+    assert_eq!((p.first_at, p.uses, p.outside_exec_reads), (Some(40), 6, 2));
+    let mut commands = p.commands.clone();
+    commands.sort();
+    assert_eq!(commands, ["curl", "python3"]);
+    assert_eq!(p.labels, ["dev"]);
+    assert!(s.seen("s1", "command", "curl").await.unwrap());
+    assert!(!s.seen("s1", "command", "nc").await.unwrap());
+    assert!(s.seen("s1", "label", "dev").await.unwrap());
+    // Recent uses come from the trail: coalesced records count in full, old ones not at all.
+    let uses = [
+        AuditRecord {
+            secret_id: Some("s1".into()),
+            count: Some(5),
+            ..AuditRecord::new(u.id, 100, AuditAction::Injected)
+        },
+        AuditRecord {
+            secret_id: Some("s1".into()),
+            ..AuditRecord::new(u.id, 101, AuditAction::FileRead)
+        },
+        AuditRecord {
+            secret_id: Some("s1".into()),
+            ..AuditRecord::new(u.id, 101, AuditAction::Denied)
+        },
+        AuditRecord {
+            secret_id: Some("s1".into()),
+            ..AuditRecord::new(u.id, 10, AuditAction::Injected)
+        },
+    ];
+    s.append_audit(&uses).await.unwrap();
+    assert_eq!(s.profile("s1", 60).await.unwrap().recent_uses, 6);
+
+    // Listing: filters, newest first, owner only; acknowledging.
+    let all =
+        s.alerts(&AlertQuery { owner_id: u.id, limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), [ids[1], ids[0]]);
+    assert_eq!(all[1], AlertRecord { id: ids[0], ..alerts[0].clone() });
+    let of_key = AlertQuery {
+        owner_id: u.id,
+        secret_name: Some("KEY".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.alerts(&of_key).await.unwrap().len(), 1);
+    let of_sess2 = AlertQuery {
+        owner_id: u.id,
+        session_id: Some("sess2".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.alerts(&of_sess2).await.unwrap()[0].rule, "decoy");
+    let before =
+        AlertQuery { owner_id: u.id, before: Some(ids[1]), limit: 10, ..Default::default() };
+    assert_eq!(s.alerts(&before).await.unwrap().len(), 1);
+    assert!(
+        s.alerts(&AlertQuery { owner_id: bob.id, limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.unacked_alerts(u.id).await.unwrap(), [("KEY".to_owned(), 1)]);
+    // Repeats: same session, rule, secret and command, not acknowledged, within the window.
+    assert!(s.has_similar_alert(&alerts[0], 50).await.unwrap());
+    assert!(s.has_similar_alert(&alerts[1], 0).await.unwrap(), "no secret, matched as such");
+    assert!(!s.has_similar_alert(&alerts[0], 51).await.unwrap(), "older than the window");
+    let other_cmd = AlertRecord { command: Some("curl".into()), ..alerts[0].clone() };
+    assert!(!s.has_similar_alert(&other_cmd, 0).await.unwrap());
+    let other_session = AlertRecord { session_id: Some("sess9".into()), ..alerts[0].clone() };
+    assert!(!s.has_similar_alert(&other_session, 0).await.unwrap());
+    assert!(s.ack_alerts(bob.id, &[ids[0]], 70).await.unwrap().is_empty(), "not bob's");
+    assert_eq!(s.ack_alerts(u.id, &[ids[0], ids[0], 9999], 70).await.unwrap(), [ids[0]]);
+    assert!(s.unacked_alerts(u.id).await.unwrap().is_empty());
+    assert!(!s.has_similar_alert(&alerts[0], 0).await.unwrap(), "acknowledged");
+    let unacked =
+        AlertQuery { owner_id: u.id, unacked_only: true, limit: 10, ..Default::default() };
+    assert_eq!(s.alerts(&unacked).await.unwrap().len(), 1);
+
+    // Settings: per secret and per user, the user's signing secret with a key of its own.
+    assert_eq!(s.secret_alert_settings("s1").await.unwrap(), SecretAlertSettings::default());
+    let settings = SecretAlertSettings {
+        rules_off: vec!["burst".into()],
+        on_alert: Some(vec![AlertAction::Deactivate]),
+    };
+    s.put_secret_alert_settings("s1", &settings).await.unwrap();
+    assert_eq!(s.secret_alert_settings("s1").await.unwrap(), settings);
+    let none = UserAlertSettings { owner_id: u.id, ..Default::default() };
+    assert_eq!(s.user_alert_settings(u.id).await.unwrap(), none);
+    let hook = UserAlertSettings {
+        owner_id: u.id,
+        on_alert: vec![AlertAction::Notify],
+        webhook_url: Some("https://hooks.example.com/x".into()),
+        data_key_id: Some("whk1".into()),
+        wrapped_key: Some(vec![9, 9]),
+        webhook_secret: Some(vec![7; 40]),
+        generation: 1,
+    };
+    s.put_user_alert_settings(&hook, Some(("whk1", &[9, 9]))).await.unwrap();
+    assert_eq!(s.user_alert_settings(u.id).await.unwrap(), hook);
+    let keys = s.alert_data_keys().await.unwrap();
+    assert_eq!((keys.len(), keys[0].id.as_str(), keys[0].owner_id), (1, "whk1", u.id));
+    // A new signing secret replaces the key (the old one is deleted); removing drops it.
+    let next = UserAlertSettings {
+        data_key_id: Some("whk2".into()),
+        wrapped_key: Some(vec![8]),
+        generation: 2,
+        ..hook.clone()
+    };
+    s.put_user_alert_settings(&next, Some(("whk2", &[8]))).await.unwrap();
+    let keys = s.alert_data_keys().await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["whk2"]);
+    let data_keys = s.count_rows("data_keys").await.unwrap();
+    s.put_user_alert_settings(&none, None).await.unwrap();
+    assert!(s.alert_data_keys().await.unwrap().is_empty());
+    assert_eq!(s.count_rows("data_keys").await.unwrap(), data_keys - 1);
+
+    // A deleted secret takes its profile and settings with it (its alerts stay).
+    let rec = s.secret_by_name(u.id, "KEY").await.unwrap().unwrap();
+    s.delete_secret(&rec, 80).await.unwrap();
+    assert_eq!(s.count_rows("alert_profiles").await.unwrap(), 0);
+    assert_eq!(s.count_rows("alert_seen").await.unwrap(), 0);
+    assert_eq!(s.count_rows("alert_secret_settings").await.unwrap(), 0);
+    assert_eq!(s.count_rows("alerts").await.unwrap(), 2);
+    // A profile update for a secret deleted meanwhile is skipped, the alerts stored.
+    let ids = s.record_uses(&[update], &[alert(u.id, None, "sess1", "burst")]).await.unwrap();
+    assert_eq!((ids.len(), s.count_rows("alert_profiles").await.unwrap()), (1, 0));
+}
+
+pub async fn webhook_deliveries_are_claimed_once_and_retried(s: Arc<dyn ContractStore>) {
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let pending =
+        AlertRecord { webhook: WebhookState::Pending, ..alert(u.id, None, "sess1", "decoy") };
+    let quiet = alert(u.id, None, "sess1", "burst");
+    let ids = s.record_uses(&[], &[pending.clone(), quiet]).await.unwrap();
+    // Brokers racing for the due deliveries: each is claimed by one of them.
+    let claims =
+        race(&s, 4, |s, _| async move { s.claim_webhooks(1_000, 30_000, 10).await.unwrap() }).await;
+    let claimed: Vec<i64> = claims.iter().flatten().map(|a| a.id).collect();
+    assert_eq!(claimed, [ids[0]], "{claims:?}");
+    let one = claims.iter().flatten().next().unwrap();
+    assert_eq!((one.attempts, one.webhook), (1, WebhookState::Pending));
+    // Leased: nobody claims it again until the lease passes.
+    assert!(s.claim_webhooks(2_000, 30_000, 10).await.unwrap().is_empty());
+    // A failed attempt retries when due (not before), counting attempts.
+    s.finish_webhook(ids[0], WebhookState::Pending, Some(5_000)).await.unwrap();
+    assert!(s.claim_webhooks(4_999, 30_000, 10).await.unwrap().is_empty());
+    let again = s.claim_webhooks(5_000, 30_000, 10).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 2));
+    // A lease that ran out (its broker died) is claimed again.
+    let taken_over = s.claim_webhooks(5_000 + 30_000, 30_000, 10).await.unwrap();
+    assert_eq!((taken_over.len(), taken_over[0].attempts), (1, 3));
+    s.finish_webhook(ids[0], WebhookState::Delivered, None).await.unwrap();
+    assert!(s.claim_webhooks(i64::MAX / 2, 30_000, 10).await.unwrap().is_empty());
+    let listed =
+        s.alerts(&AlertQuery { owner_id: u.id, limit: 10, ..Default::default() }).await.unwrap();
+    let states: Vec<_> = listed.iter().map(|a| (a.rule.as_str(), a.webhook)).collect();
+    assert_eq!(states, [("burst", WebhookState::None), ("decoy", WebhookState::Delivered)]);
+}
+
+/// Filtered pages of a user's trail (`audit_query`: every filter, both directions, an empty
+/// session list) and a secret's usage groups (`secret_usage_groups`: coalesced counts, UTC
+/// days, only uses, only the owner's records), through the indexes of migration 5.
+pub async fn filtered_audit_pages_and_usage_groups(s: Arc<dyn ContractStore>) {
+    const DAY: i64 = 86_400;
+    // Owner 7: 30 records over three days, two secrets, two sessions, three commands.
+    let mut records: Vec<AuditRecord> = (0..30)
+        .map(|i| AuditRecord {
+            secret_id: Some(if i % 3 == 0 { "s1" } else { "s2" }.to_owned()),
+            secret_name: Some(if i % 3 == 0 { "ONE" } else { "TWO" }.to_owned()),
+            session_id: Some(if i % 2 == 0 { "sa" } else { "sb" }.to_owned()),
+            uid: Some(if i == 29 { 0 } else { 1000 }),
+            command: Some(["git", "aws", "curl"][i as usize % 3].to_owned()),
+            count: (i == 3).then_some(5),
+            last_at: (i == 3).then_some(3 * (DAY / 10) + 40),
+            ..AuditRecord::new(
+                7,
+                i * (DAY / 10),
+                if i % 5 == 4 { AuditAction::Denied } else { AuditAction::Injected },
+            )
+        })
+        .collect();
+    // Another owner's use of the same secret id, and a non-use record of owner 7.
+    records.push(AuditRecord {
+        secret_id: Some("s1".into()),
+        secret_name: Some("ONE".into()),
+        ..AuditRecord::new(8, 5, AuditAction::Injected)
+    });
+    records.push(AuditRecord {
+        secret_id: Some("s1".into()),
+        secret_name: Some("ONE".into()),
+        ..AuditRecord::new(7, 50, AuditAction::Activated)
+    });
+    s.append_audit(&records).await.unwrap();
+    let q = |f: fn(&mut AuditQuery)| {
+        let mut query = AuditQuery { owner_id: 7, limit: 100, ..AuditQuery::default() };
+        f(&mut query);
+        query
+    };
+    let at = |rows: &[AuditRow]| rows.iter().map(|r| r.record.at / (DAY / 10)).collect::<Vec<_>>();
+
+    let all = s.audit_query(&q(|_| {})).await.unwrap();
+    assert_eq!(all.len(), 31, "the owner's records only");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
+    let one = s.audit_query(&q(|q| q.secret_name = Some("ONE".into()))).await.unwrap();
+    assert_eq!(one.len(), 11);
+    let sb = s.audit_query(&q(|q| q.sessions = Some(vec!["sb".into()]))).await.unwrap();
+    assert_eq!(at(&sb), (0..30).filter(|i| i % 2 == 1).collect::<Vec<_>>());
+    let none = s.audit_query(&q(|q| q.sessions = Some(Vec::new()))).await.unwrap();
+    assert!(none.is_empty(), "an empty session list matches nothing");
+    let denied = s.audit_query(&q(|q| q.actions = vec![AuditAction::Denied])).await.unwrap();
+    assert_eq!(at(&denied), [4, 9, 14, 19, 24, 29]);
+    let two = s
+        .audit_query(&q(|q| q.actions = vec![AuditAction::Denied, AuditAction::Activated]))
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 7);
+    let curl = s.audit_query(&q(|q| q.command = Some("curl".into()))).await.unwrap();
+    assert_eq!(at(&curl), [2, 5, 8, 11, 14, 17, 20, 23, 26, 29]);
+    let root = s.audit_query(&q(|q| q.uid = Some(0))).await.unwrap();
+    assert_eq!(at(&root), [29]);
+    let range = s
+        .audit_query(&q(|q| {
+            q.since = Some(10 * (DAY / 10));
+            q.until = Some(12 * (DAY / 10));
+        }))
+        .await
+        .unwrap();
+    assert_eq!(at(&range), [10, 11, 12], "since and until are inclusive");
+    let combined = s
+        .audit_query(&q(|q| {
+            q.secret_name = Some("TWO".into());
+            q.command = Some("aws".into());
+            q.sessions = Some(vec!["sa".into(), "sb".into()]);
+            q.actions = vec![AuditAction::Injected];
+        }))
+        .await
+        .unwrap();
+    assert_eq!(at(&combined), [1, 7, 10, 13, 16, 22, 25, 28]);
+
+    // Paging: the newest page, then older ones, then newer ones from the start: each record
+    // once, in order.
+    let newest = s.audit_query(&q(|q| q.limit = 12)).await.unwrap();
+    assert_eq!(newest.last().unwrap().seq, all.last().unwrap().seq);
+    let mut seen: Vec<i64> = newest.iter().map(|r| r.seq).collect();
+    let mut before = newest[0].seq;
+    loop {
+        let mut query = q(|q| q.limit = 12);
+        query.position = AuditPosition::Before(before);
+        let page = s.audit_query(&query).await.unwrap();
+        let Some(first) = page.first() else { break };
+        before = first.seq;
+        seen.splice(0..0, page.iter().map(|r| r.seq));
+    }
+    assert_eq!(seen, all.iter().map(|r| r.seq).collect::<Vec<_>>(), "older pages");
+    let mut forward = Vec::new();
+    let mut after = 0;
+    loop {
+        let mut query = q(|q| q.limit = 7);
+        query.position = AuditPosition::After(after);
+        let page = s.audit_query(&query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        forward.extend(page.iter().map(|r| r.seq));
+    }
+    assert_eq!(forward, seen, "newer pages");
+
+    // Usage groups of s1 for owner 7: uses only (no denied, no activated), owner 7 only.
+    let mut groups = s.secret_usage_groups(7, "s1").await.unwrap();
+    groups.sort_by(|a, b| {
+        (a.day, &a.session_id, &a.command).cmp(&(b.day, &b.session_id, &b.command))
+    });
+    // s1's uses: i in {0, 3, 6, 12, 15, 18, 21, 27} (9 and 24 are denied).
+    let uses: i64 = groups.iter().map(|g| g.uses).sum();
+    let records: i64 = groups.iter().map(|g| g.records).sum();
+    assert_eq!((uses, records), (8 + 4, 8), "a coalesced record counts its count");
+    // One group per (session, command, day): s1 is always `git`; even i are in sa.
+    let keys: Vec<(i64, &str, i64)> =
+        groups.iter().map(|g| (g.day, g.session_id.as_deref().unwrap(), g.records)).collect();
+    assert_eq!(keys, [(0, "sa", 2), (0, "sb", 1), (1, "sa", 2), (1, "sb", 1), (2, "sb", 2)]);
+    let coalesced = groups.iter().find(|g| g.uses == 5).unwrap();
+    assert_eq!(
+        (coalesced.first_at, coalesced.last_at, coalesced.command.as_deref()),
+        (3 * (DAY / 10), 3 * (DAY / 10) + 40, Some("git"))
+    );
+    assert!(s.secret_usage_groups(9, "s1").await.unwrap().is_empty(), "owner's only");
+    assert!(s.secret_usage_groups(7, "nope").await.unwrap().is_empty());
 }

@@ -4,12 +4,15 @@
 use maestro_wire::api::AuditEvent;
 
 use super::{Output, json_output, output};
-use crate::args::{AuditArgs, PageArgs};
+use crate::args::{AuditArgs, AuditCommand, PageArgs};
 use crate::client::Client;
 use crate::input;
 use crate::table::{Table, opt, time};
 
 pub async fn run(client: &Client, args: AuditArgs) -> anyhow::Result<Output> {
+    if let Some(AuditCommand::Export(export)) = args.export {
+        return super::export::run(client, export).await;
+    }
     if let Some(name) = &args.secret {
         input::secret_name(name)?;
     }

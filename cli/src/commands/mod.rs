@@ -2,11 +2,15 @@
 //! the local catalog), and returns what to print on stdout: the broker's JSON with `--json`,
 //! a table or a `key: value` block otherwise.
 
+pub mod alerts;
 pub mod audit;
+pub mod export;
+pub mod generated;
 pub mod kinds;
 pub mod oauth;
 pub mod secrets;
 pub mod sessions;
+pub mod usage;
 
 use zeroize::Zeroizing;
 

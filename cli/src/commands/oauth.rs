@@ -56,7 +56,7 @@ pub enum ProvidersCommand {
 pub struct AddProviderArgs {
     /// Provider name: [a-z][a-z0-9_-]{0,31}, e.g. github-work
     pub name: String,
-    /// github, gitlab, microsoft or custom
+    /// github, gitlab, microsoft, google or custom
     #[arg(long)]
     pub preset: String,
     /// The OAuth app's client id
@@ -145,7 +145,7 @@ pub enum OauthError {
         "invalid provider name '{0}': use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter"
     )]
     ProviderName(String),
-    #[error("unknown preset '{0}'; use github, gitlab, microsoft or custom")]
+    #[error("unknown preset '{0}'; use github, gitlab, microsoft, google or custom")]
     Preset(String),
     #[error("{0}")]
     Scope(#[from] wire::ScopeError),
@@ -346,6 +346,14 @@ async fn wait(
     } else {
         started.authorization_url.clone()
     };
+    if !json {
+        // Said on stderr, so stdout stays the bare URL that scripts read.
+        let mut err = io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "maestro: open this URL in your browser; waiting for the provider (Ctrl-C to stop)"
+        );
+    }
     {
         let mut out = io::stdout().lock();
         writeln!(out, "{line}").and_then(|()| out.flush()).map_err(OauthError::Write)?;

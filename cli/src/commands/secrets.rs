@@ -1,17 +1,18 @@
-//! `maestro secrets ...`: add, edit, rm, ls, show, history, activate, deactivate.
+//! `maestro secrets ...`: add, edit, rm, compromised, ls, show, history, activate, deactivate.
 //!
 //! Every argument is checked and every value read (with its limits) before the first request,
 //! so a bad input changes nothing at the broker.
 
+use anyhow::Context;
 use maestro_wire::api::{
-    Activation, AuditEvent, CreateSecret, Deleted, EditSecret, SecretMeta, SessionInfo,
+    Activation, AuditEvent, Compromised, CreateSecret, Deleted, EditSecret, SecretMeta, SessionInfo,
 };
 use maestro_wire::catalog::seal::Exposure;
 use reqwest::Method;
 
 use super::{Output, audit, json_output, output};
 use crate::args::{
-    ActivationArgs, AddArgs, EditArgs, HistoryArgs, JsonArgs, NameArgs, SecretsCommand,
+    ActivationArgs, AddArgs, EditArgs, HistoryArgs, JsonArgs, NameArgs, RmArgs, SecretsCommand,
 };
 use crate::client::Client;
 use crate::table::{Table, key_values, list, opt, opt_time, time};
@@ -22,9 +23,11 @@ pub async fn run(client: &Client, command: SecretsCommand) -> anyhow::Result<Out
         SecretsCommand::Add(args) => add(client, args).await,
         SecretsCommand::Edit(args) => edit(client, args).await,
         SecretsCommand::Rm(args) => rm(client, args).await,
+        SecretsCommand::Compromised(args) => compromised(client, args).await,
         SecretsCommand::Ls(args) => ls(client, args).await,
         SecretsCommand::Show(args) => show(client, args).await,
         SecretsCommand::History(args) => history(client, args).await,
+        SecretsCommand::Usage(args) => super::usage::run(client, args).await,
         SecretsCommand::Activate(args) => activation(client, args, true).await,
         SecretsCommand::Deactivate(args) => activation(client, args, false).await,
     }
@@ -46,6 +49,8 @@ async fn add(client: &Client, args: AddArgs) -> anyhow::Result<Output> {
         tags: args.tags,
         exposure,
         hosts: args.allow_hosts,
+        alerts_off: args.alerts.rules_off()?,
+        on_alert: args.alerts.on_alert()?.flatten(),
     };
     let answer = client.send(Method::POST, &["v1", "secrets"], &body).await?;
     drop(body);
@@ -84,9 +89,12 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
         && exposure.is_none()
         && args.allow_hosts.is_empty()
         && !args.default_hosts
+        && args.alerts.is_empty()
     {
         return Err(input::InputError::NothingToEdit.into());
     }
+    let alerts_off = args.alerts.rules_off()?;
+    let on_alert = args.alerts.on_alert()?;
     let fields = fields::collect(args.fields, &args.remove_fields)?;
     let tags = if args.clear_tags {
         Some(Vec::new())
@@ -109,6 +117,9 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
         } else {
             Some(args.allow_hosts)
         },
+        alerts_off,
+        clear_on_alert: matches!(on_alert, Some(None)),
+        on_alert: on_alert.flatten(),
     };
     let answer = client.send(Method::PATCH, &["v1", "secrets", &args.name], &body).await?;
     drop(body);
@@ -127,8 +138,19 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
     )))
 }
 
-async fn rm(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
+async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<Output> {
     input::secret_name(&args.name)?;
+    if !args.yes && crate::terminal::interactive() {
+        let question = format!(
+            "delete secret {} for good (it is deactivated in every session first)?",
+            args.name
+        );
+        let yes = crate::terminal::confirm(&question)
+            .context("cannot read the answer; give --yes to delete without asking")?;
+        if !yes {
+            anyhow::bail!("not deleted: the answer was not yes; give --yes to skip the question");
+        }
+    }
     let answer = client.delete(&["v1", "secrets", &args.name]).await?;
     if args.json {
         return Ok(answer.pretty::<Deleted>()?);
@@ -142,6 +164,61 @@ async fn rm(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
         text.push_str(&format!("revocation: {}\n", crate::table::clean(revocation)));
     }
     Ok(output(text))
+}
+
+async fn compromised(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
+    input::secret_name(&args.name)?;
+    let answer = client.post_empty(&["v1", "secrets", &args.name, "compromised"]).await?;
+    if args.json {
+        return Ok(answer.pretty::<Compromised>()?);
+    }
+    Ok(output(render_compromised(&answer.parse()?)))
+}
+
+/// What `secrets compromised` did, and the steps left to the owner.
+fn render_compromised(c: &Compromised) -> String {
+    let clean = crate::table::clean;
+    let mut text = format!(
+        "marked {} compromised at {}
+",
+        c.name,
+        time(&c.compromised_at)
+    );
+    if c.deactivated_in.is_empty() {
+        text.push_str(
+            "it was active in no session
+",
+        );
+    } else {
+        text.push_str(&format!(
+            "deactivated in sessions: {}
+",
+            list(&c.deactivated_in)
+        ));
+    }
+    text.push_str(&format!(
+        "revocation: {}
+",
+        clean(&c.revocation)
+    ));
+    text.push_str(&format!(
+        "rotate it at the provider ({}): {}
+",
+        c.kind,
+        clean(&c.rotation.steps)
+    ));
+    if let Some(link) = &c.rotation.link {
+        text.push_str(&format!(
+            "  docs: {}
+",
+            clean(link)
+        ));
+    }
+    text.push_str(&format!(
+        "then `maestro secrets edit {} --field-file FIELD=PATH` with the new value (that clears the mark), activate it again, and check `maestro alerts ls`\n",
+        c.name
+    ));
+    text
 }
 
 async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
@@ -164,17 +241,25 @@ async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
         "TAGS",
         "ACTIVE IN",
         "LAST USED",
+        "ALERTS",
         "DESCRIPTION",
     ]);
     for s in &secrets {
         table.row(vec![
-            s.name.clone(),
+            // A compromised secret is marked where the eye starts reading.
+            if s.compromised_at.is_some() {
+                format!("{} (COMPROMISED)", s.name)
+            } else {
+                s.name.clone()
+            },
             s.kind.clone(),
             s.exposure.as_str().to_owned(),
             s.version.to_string(),
             list(&s.tags),
             list(&s.active_in_sessions),
             opt_time(s.last_used_at.as_deref()),
+            // The marker: unacknowledged alerts (`maestro alerts ls --secret NAME`).
+            if s.alerts > 0 { format!("! {}", s.alerts) } else { "-".to_owned() },
             opt(s.description.as_deref()),
         ]);
     }
@@ -188,7 +273,12 @@ async fn show(client: &Client, args: NameArgs) -> anyhow::Result<Output> {
         return Ok(answer.pretty::<SecretMeta>()?);
     }
     let meta: SecretMeta = answer.parse()?;
-    Ok(output(render_meta(&meta)))
+    let mut text = render_meta(&meta);
+    if meta.alerts > 0 {
+        let flags = super::alerts::unacked_of(client, &meta.name).await?;
+        text.push_str(&super::alerts::flags_block(&flags));
+    }
+    Ok(output(text))
 }
 
 /// The exposure as `add` and `edit` print it after the kind: nothing for a plain secret (the
@@ -214,7 +304,21 @@ fn hosts_line(m: &SecretMeta) -> String {
     }
 }
 
-/// The `secrets show` block: everything about a secret but its values.
+/// The field names, with the values of the fields that are not secret (`port=5432`); secret
+/// fields are names only.
+fn fields_line(m: &SecretMeta) -> String {
+    let shown: Vec<String> = m
+        .field_names
+        .iter()
+        .map(|name| match m.shown_fields.get(name) {
+            Some(value) => format!("{name}={}", crate::table::clean(value)),
+            None => name.clone(),
+        })
+        .collect();
+    list(&shown)
+}
+
+/// The `secrets show` block: everything about a secret but its secret values.
 fn render_meta(m: &SecretMeta) -> String {
     let mut pairs = vec![
         ("name", m.name.clone()),
@@ -224,7 +328,7 @@ fn render_meta(m: &SecretMeta) -> String {
         ("description", opt(m.description.as_deref())),
         ("tags", list(&m.tags)),
         ("version", m.version.to_string()),
-        ("fields", list(&m.field_names)),
+        ("fields", fields_line(m)),
         ("variables", list(&m.variables)),
         ("files", list(&m.files)),
         ("created", time(&m.created_at)),
@@ -232,7 +336,19 @@ fn render_meta(m: &SecretMeta) -> String {
         ("last used", m.last_used_at.as_deref().map_or_else(|| "never".to_owned(), time)),
         ("used by sessions", list(&m.used_by_sessions)),
         ("active in sessions", list(&m.active_in_sessions)),
+        ("alerts", super::alerts::count_line(m.alerts)),
+        ("alert rules off", list(&m.alerts_off)),
+        ("on alert", super::alerts::actions_line(m.on_alert.as_deref())),
     ];
+    if let Some(at) = &m.compromised_at {
+        pairs.insert(
+            1,
+            (
+                "COMPROMISED",
+                format!("since {}: edit it with a new value before activating it again", time(at)),
+            ),
+        );
+    }
     if let Some(oauth) = &m.oauth {
         pairs.push(("oauth provider", oauth.provider.clone()));
         pairs.push(("oauth scopes", list(&oauth.scopes)));
@@ -326,7 +442,27 @@ mod tests {
             exposure: Exposure::Sealed,
             hosts: vec!["github.com".into(), "api.github.com".into()],
             user_hosts: vec![],
+            shown_fields: Default::default(),
+            compromised_at: None,
+            alerts: 0,
+            alerts_off: vec![],
+            on_alert: None,
         }
+    }
+
+    #[test]
+    fn show_gives_the_values_of_fields_that_are_not_secret_only() {
+        let m = SecretMeta {
+            kind: "postgres".into(),
+            field_names: vec!["host".into(), "password".into(), "port".into()],
+            shown_fields: [("host", "db.internal"), ("port", "5432")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ..meta()
+        };
+        let text = render_meta(&m);
+        assert!(text.contains("host=db.internal, password, port=5432"), "{text}");
     }
 
     #[test]
@@ -361,6 +497,37 @@ mod tests {
             "oauth scopes:",
             "repo, read:org",
             "maestro oauth reconnect GH",
+        ] {
+            assert!(out.contains(want), "missing {want} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn show_marks_a_compromised_secret_and_compromised_prints_the_next_steps() {
+        assert!(!render_meta(&meta()).contains("COMPROMISED"));
+        let m = SecretMeta { compromised_at: Some("2026-12-05T08:00:00Z".into()), ..meta() };
+        let out = render_meta(&m);
+        assert!(out.contains("COMPROMISED") && out.contains("edit it with a new value"), "{out}");
+        let c = Compromised {
+            name: "AWS_PROD".into(),
+            kind: "aws".into(),
+            compromised_at: "2026-12-05T08:00:00Z".into(),
+            deactivated_in: vec!["s1".into(), "s2".into()],
+            revocation: "not revocable by Maestro: rotate the value at the provider (steps below)"
+                .into(),
+            rotation: maestro_wire::api::RotationSteps {
+                steps: "IAM console > Users".into(),
+                link: Some("https://docs.aws.amazon.com/x".into()),
+            },
+        };
+        let out = render_compromised(&c);
+        for want in [
+            "marked AWS_PROD compromised",
+            "deactivated in sessions: s1, s2",
+            "revocation: not revocable by Maestro",
+            "rotate it at the provider (aws): IAM console > Users",
+            "docs: https://docs.aws.amazon.com/x",
+            "maestro secrets edit AWS_PROD",
         ] {
             assert!(out.contains(want), "missing {want} in\n{out}");
         }

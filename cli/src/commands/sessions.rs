@@ -43,7 +43,7 @@ async fn create(
     let pending = args.bundle_out.as_deref().map(bundle::prepare).transpose()?;
     let mut urls = bundle::broker_urls(&args.broker_url, &config.url_text)?;
 
-    let body = CreateSession { ttl_seconds, label: args.label };
+    let body = CreateSession { ttl_seconds, label: args.label, decoys: args.decoys };
     let answer = client.send(Method::POST, &["v1", "sessions"], &body).await?;
     let created: SessionCreated = answer.parse()?;
     let id = created.session.id.clone();
@@ -164,6 +164,9 @@ fn render_session(s: &SessionInfo) -> String {
     }
     pairs.push(("agent", agent(s).to_owned()));
     pairs.push(("active secrets", list(&s.active)));
+    if s.decoys {
+        pairs.push(("decoys", "yes (any read is flagged: maestro alerts ls)".to_owned()));
+    }
     key_values(&pairs)
 }
 
@@ -211,6 +214,7 @@ mod tests {
             active: vec!["A".into(), "B".into()],
             agent_connected: false,
             enrolled: true,
+            decoys: false,
         }
     }
 

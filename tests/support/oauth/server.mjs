@@ -18,6 +18,8 @@
 // Control (JSON, loopback only):
 //   POST /_control/config  {"token_lifetime": 4, "refuse_refresh": 1, "deny_authorization": 1,
 //                           "fail_revoke": 1, "withhold_scopes": ["gist"],
+//                           "invalid_token_revoke": 1 (the next access token revocation answers
+//                           400 invalid_token, as Google does once the grant was revoked),
 //                           "client_id": "...", "client_secret": "..."}   (fields optional)
 //   GET  /_control/log     what was asked and issued (tokens included: the tests search for
 //                          them in the broker's files and logs)
@@ -32,6 +34,7 @@ const config = {
   refuse_refresh: 0,
   deny_authorization: 0,
   fail_revoke: 0,
+  invalid_token_revoke: 0,
   withhold_scopes: [],
   client_id: null,
   client_secret: null,
@@ -202,6 +205,11 @@ const server = http.createServer(async (req, res) => {
         config.fail_revoke -= 1;
         entry.status = 503;
         return sendJson(res, 503, { error: 'temporarily_unavailable' });
+      }
+      if (config.invalid_token_revoke > 0 && kind === 'access_token') {
+        config.invalid_token_revoke -= 1;
+        entry.status = 400;
+        return sendJson(res, 400, { error: 'invalid_token' });
       }
       if (kind === 'refresh_token') {
         refreshTokens.get(token).used = true;

@@ -38,7 +38,7 @@ macro_rules! secret_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
-             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts \
+             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts, s.compromised_at \
              FROM secrets s JOIN data_keys d ON d.id = s.data_key_id ",
             $($rest),*
         )
@@ -49,7 +49,7 @@ macro_rules! session_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-             enrolled, cert_serial, previous_serial, previous_until FROM sessions ",
+             enrolled, cert_serial, previous_serial, previous_until, decoys FROM sessions ",
             $($rest),*
         )
     };
@@ -100,6 +100,7 @@ pub(super) fn secret_from_row(row: &DbRow) -> Result<SecretRecord, StoreError> {
         exposure: Exposure::parse(get(row, "exposure")?)
             .ok_or(StoreError::Corrupt { what: "secret exposure" })?,
         hosts: json_list(&get::<String>(row, "hosts")?, "host list")?,
+        compromised_at: get(row, "compromised_at")?,
     })
 }
 
@@ -113,6 +114,7 @@ pub(super) fn session_from_row(row: &DbRow) -> Result<SessionRecord, StoreError>
         ended_at: get(row, "ended_at")?,
         ended_reason: get(row, "ended_reason")?,
         enrolled: get(row, "enrolled")?,
+        decoys: get(row, "decoys")?,
         serials: SessionSerials {
             current: get(row, "cert_serial")?,
             previous: get(row, "previous_serial")?,
@@ -254,8 +256,8 @@ pub(super) async fn insert_secret_rows(
     insert_data_key(conn, secret).await?;
     sqlx::query(
         "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
-         version, data_key_id, created_at, updated_at, exposure, hosts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         version, data_key_id, created_at, updated_at, exposure, hosts, compromised_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(secret.id.as_str())
     .bind(secret.owner_id)
@@ -270,6 +272,7 @@ pub(super) async fn insert_secret_rows(
     .bind(secret.updated_at)
     .bind(secret.exposure.as_str())
     .bind(to_json(&secret.hosts))
+    .bind(secret.compromised_at)
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -309,8 +312,8 @@ pub(super) async fn replace_version(
     insert_data_key(conn, secret).await?;
     sqlx::query(
         "UPDATE secrets SET kind = $1, description = $2, tags = $3, field_names = $4, \
-         version = $5, data_key_id = $6, updated_at = $7, exposure = $8, hosts = $9 \
-         WHERE id = $10",
+         version = $5, data_key_id = $6, updated_at = $7, exposure = $8, hosts = $9, \
+         compromised_at = $10 WHERE id = $11",
     )
     .bind(secret.kind.as_str())
     .bind(secret.description.as_deref())
@@ -321,6 +324,7 @@ pub(super) async fn replace_version(
     .bind(secret.updated_at)
     .bind(secret.exposure.as_str())
     .bind(to_json(&secret.hosts))
+    .bind(secret.compromised_at)
     .bind(secret.id.as_str())
     .execute(&mut *conn)
     .await
@@ -638,6 +642,61 @@ impl Store for This {
         })
     }
 
+    fn mark_compromised<'a>(
+        &'a self,
+        secret: &'a SecretRecord,
+        now: i64,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            // Lock the row first: a concurrent edit or delete is waited for.
+            let found: Option<String> = sqlx::query_scalar(Eng::SECRET_TO_DELETE)
+                .bind(secret.id.as_str())
+                .bind(secret.owner_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_failed("reading a secret"))?;
+            if found.is_none() {
+                return Err(StoreError::Changed { what: "secret" });
+            }
+            let sessions: Vec<String> = sqlx::query_scalar(
+                "SELECT a.session_id FROM activations a JOIN sessions s ON s.id = a.session_id \
+                 WHERE a.secret_id = $1 AND s.ended_at IS NULL ORDER BY a.session_id",
+            )
+            .bind(secret.id.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_failed("reading activations"))?;
+            sqlx::query("DELETE FROM activations WHERE secret_id = $1")
+                .bind(secret.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("deactivating a compromised secret"))?;
+            sqlx::query(
+                "UPDATE secrets SET compromised_at = COALESCE(compromised_at, $1) WHERE id = $2",
+            )
+            .bind(now)
+            .bind(secret.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("marking a secret compromised"))?;
+            for session in &sessions {
+                let record = AuditRecord {
+                    secret_id: Some(secret.id.clone()),
+                    secret_name: Some(secret.name.clone()),
+                    session_id: Some(session.clone()),
+                    detail: Some("secret compromised".to_owned()),
+                    ..AuditRecord::new(secret.owner_id, now, AuditAction::Deactivated)
+                };
+                insert_audit(&mut tx, &record).await?;
+            }
+            insert_audit(&mut tx, audit).await?;
+            commit(tx).await?;
+            Ok(sessions)
+        })
+    }
+
     fn secret_usage<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, UsageSummary> {
         Box::pin(async move {
             let rows = sqlx::query(
@@ -707,14 +766,15 @@ impl Store for This {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
             sqlx::query(
-                "INSERT INTO sessions (id, owner_id, label, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO sessions (id, owner_id, label, created_at, expires_at, decoys) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(session.id.as_str())
             .bind(session.owner_id)
             .bind(session.label.as_deref())
             .bind(session.created_at)
             .bind(session.expires_at)
+            .bind(session.decoys)
             .execute(&mut *tx)
             .await
             .map_err(query_failed("adding a session"))?;
@@ -783,7 +843,7 @@ impl Store for This {
                 "UPDATE sessions SET ended_at = $1, ended_reason = $2 \
                  WHERE id = $3 AND ended_at IS NULL \
                  RETURNING id, owner_id, label, created_at, expires_at, ended_at, ended_reason, \
-                 enrolled, cert_serial, previous_serial, previous_until",
+                 enrolled, cert_serial, previous_serial, previous_until, decoys",
             )
             .bind(now)
             .bind(reason)
@@ -1036,7 +1096,18 @@ impl Store for This {
         Box::pin(async move {
             // Each filter is its own condition with a bound value (no `$n IS NULL OR ...`), so
             // the planner can pick the index that fits (migration 5).
-            let mut b = sqlx::QueryBuilder::<Db>::new(audit_select!("WHERE owner_id = "));
+            //
+            // Several sessions (a label): the owner's `seq` index gives the order for free, and
+            // without statistics SQLite walks it back through the whole trail looking for the
+            // sessions' records (4 s at a million records). `+owner_id` (the same value, not an
+            // indexed column) steers both engines to the session index instead: read the
+            // sessions' records, then sort them (docs/benchmarks.md, row 7).
+            let several_sessions = q.sessions.as_ref().is_some_and(|s| s.len() > 1);
+            let mut b = sqlx::QueryBuilder::<Db>::new(if several_sessions {
+                audit_select!("WHERE +owner_id = ")
+            } else {
+                audit_select!("WHERE owner_id = ")
+            });
             b.push_bind(q.owner_id);
             if let Some(name) = &q.secret_name {
                 b.push(" AND secret_name = ").push_bind(name.clone());

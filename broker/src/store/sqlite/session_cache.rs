@@ -148,6 +148,7 @@ mod tests {
             ended_at,
             ended_reason: ended_at.map(|_| "user".to_owned()),
             enrolled: true,
+            decoys: false,
             serials: Default::default(),
         }
     }
