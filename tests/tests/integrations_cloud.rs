@@ -138,7 +138,7 @@ async fn google_auth_loads_the_key_from_the_mount_and_signs() {
     let world = World::new("google");
     world.add("GCP_CI", "gcp", json!({"service_account_json": key_json})).await;
     let sign = |message: &str| {
-        let mut cmd = world.exec(&["--"]);
+        let mut cmd = world.exec(&["--no-mask", "--"]);
         cmd.arg(&python).arg(support("google_sign.py")).arg(message);
         offline(&mut cmd);
         run_cmd(cmd)
