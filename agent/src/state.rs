@@ -146,7 +146,11 @@ impl Egress {
             ("NODE_EXTRA_CA_CERTS", &ca),
         ]
         .into_iter()
-        .map(|(name, value)| EnvVar { name: name.to_owned(), value: SecretValue::from(value) })
+        .map(|(name, value)| EnvVar {
+            name: name.to_owned(),
+            value: SecretValue::from(value),
+            secret: None,
+        })
         .collect()
     }
 }
@@ -313,10 +317,20 @@ impl Secrets {
         let mut vars: Vec<EnvVar> = selected
             .iter()
             .flat_map(|e| {
-                e.rendered
-                    .variables
-                    .iter()
-                    .map(|(name, value)| EnvVar { name: name.clone(), value: value.clone() })
+                // What maestro-exec masks: not a sealed secret's placeholders, nor a variable
+                // that names one of the secret's files (a path is no value), nor one that holds
+                // a field the catalog says is not secret (a host, a region).
+                let secret = (!e.is_sealed()).then(|| e.material.name.clone());
+                let files = format!("{}/", self.mount);
+                let kind = catalog::kind(&e.material.kind);
+                e.rendered.variables.iter().map(move |(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: value.clone(),
+                    secret: secret.clone().filter(|_| {
+                        !value.expose().starts_with(&files)
+                            && !kind.is_some_and(|k| k.variable_is_shown(name))
+                    }),
+                })
             })
             .collect();
         if let Some(egress) = self.egress_for(selected.iter().copied()) {
@@ -702,6 +716,13 @@ mod tests {
         assert_eq!(var("SSL_CERT_FILE").as_deref(), Some("/m/maestro/ca-bundle.pem"));
         assert_eq!(var("NODE_EXTRA_CA_CERTS").as_deref(), Some("/m/maestro/ca.pem"));
         assert_eq!(var("OPENAI_API_KEY"), Some(key.clone()));
+        // What maestro-exec masks: the plain secret's value, named; not the placeholder, nor
+        // the proxy's settings.
+        let secret = |n: &str| vars.iter().find(|v| v.name == n).and_then(|v| v.secret.clone());
+        assert_eq!(secret("API_TOKEN").as_deref(), Some("API"));
+        assert_eq!(secret("OPENAI_API_KEY"), None);
+        assert_eq!(secret("HTTPS_PROXY"), None);
+        assert_eq!(secret("SSL_CERT_FILE"), None);
         // Only the plain secret selected: no proxy.
         let (vars, _) = store.read(|s| s.env(&["API".to_owned()])).unwrap();
         assert!(!vars.iter().any(|v| v.name == "HTTPS_PROXY"));
@@ -727,6 +748,33 @@ mod tests {
         store.upsert(sealed).unwrap();
         let fresh = store.read(|s| s.get("AI").unwrap().placeholders["api_key"].clone());
         assert_ne!(fresh, key);
+    }
+
+    #[test]
+    fn a_variable_that_names_a_file_is_not_masked() {
+        let (store, _rec) = store(Duration::from_secs(60));
+        let key = r#"{"type":"service_account","client_email":"ci@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"}"#;
+        let gcp = material("GCP", "gcp", &[("service_account_json", key)]);
+        store.sync(vec![gcp], Instant::now()).unwrap();
+        let (vars, _) = store.read(|s| s.env(&[])).unwrap();
+        let path = vars.iter().find(|v| v.name == "GOOGLE_APPLICATION_CREDENTIALS").unwrap();
+        assert!(path.value.expose().starts_with("/m/"), "{}", path.value.expose());
+        assert_eq!(path.secret, None);
+    }
+
+    #[test]
+    fn a_variable_of_a_field_that_is_not_secret_is_not_masked() {
+        let (store, _rec) = store(Duration::from_secs(60));
+        let pg = material(
+            "PG",
+            "postgres",
+            &[("host", "db.internal"), ("port", "5432"), ("user", "app"), ("password", "pw-9f1c2")],
+        );
+        store.sync(vec![pg], Instant::now()).unwrap();
+        let (vars, _) = store.read(|s| s.env(&[])).unwrap();
+        let masked = |name: &str| vars.iter().find(|v| v.name == name).unwrap().secret.is_some();
+        assert!(!masked("PGHOST") && !masked("PGPORT") && !masked("PGUSER"));
+        assert!(masked("PGPASSWORD") && masked("DATABASE_URL"));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct Wrappers {
 }
 
 /// Times `command` (argv, no shell) with hyperfine; returns the run times in seconds.
-fn hyperfine(
+pub(crate) fn hyperfine(
     settings: &Settings,
     dir: &Path,
     label: &str,
@@ -84,23 +84,23 @@ fn hyperfine(
 }
 
 /// One command to time, and its runs so far.
-struct Timed<'a> {
-    label: String,
-    command: Vec<String>,
-    runs_per_round: usize,
-    envs: &'a [(&'a str, &'a Path)],
-    times: Vec<f64>,
+pub(crate) struct Timed<'a> {
+    pub label: String,
+    pub command: Vec<String>,
+    pub runs_per_round: usize,
+    pub envs: &'a [(&'a str, &'a Path)],
+    pub times: Vec<f64>,
 }
 
 impl Timed<'_> {
-    fn summary(&self) -> anyhow::Result<Summary> {
+    pub fn summary(&self) -> anyhow::Result<Summary> {
         Summary::of(&self.times).with_context(|| format!("no run of `{}`", self.label))
     }
 }
 
 /// Times the commands in turns, a share of each one's runs per round, so that a busy moment
 /// of the machine (other work on its 2 cores) falls on all of them alike.
-fn in_rounds(
+pub(crate) fn in_rounds(
     settings: &Settings,
     dir: &Path,
     rounds: usize,
@@ -117,7 +117,7 @@ fn in_rounds(
 }
 
 /// A difference of times with its sign: "+0.41 ms", "−71.3 µs".
-fn signed(seconds: f64) -> String {
+pub(crate) fn signed(seconds: f64) -> String {
     if seconds < 0.0 {
         format!("−{}", format_seconds(-seconds))
     } else {

@@ -13,6 +13,7 @@ mod files;
 mod fixture;
 mod history;
 mod latency;
+mod masking;
 mod mtls;
 mod proxy;
 mod report;
@@ -47,7 +48,8 @@ struct Cli {
 enum Command {
     /// Every section, in order; what scripts/bench.sh runs.
     All(AllArgs),
-    /// 1. `maestro-exec -- true` against `env`, `dotenv run` and `dotenvx run` (hyperfine).
+    /// 1. `maestro-exec -- true` against `env`, `dotenv run` and `dotenvx run` (hyperfine);
+    ///    output masking's added cost and rate.
     Exec(AllArgs),
     /// 2. Hot open+read+close under the mount against tmpfs, 1 and 8 readers.
     Files(Common),
@@ -165,6 +167,8 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
                 let mut sandbox = Sandbox::new(&bins).await?;
                 section("1. exec overhead (hyperfine; 1, 10, 100 active secrets)");
                 rows.extend(exec::run(&settings, &mut sandbox, &wrappers).await?);
+                section("1b. output masking (hyperfine; added cost and rate)");
+                rows.extend(masking::run(&settings, &mut sandbox).await?);
                 section("2. file read against tmpfs (1 and 8 readers)");
                 rows.extend(files::run(&settings, &sandbox).await?);
                 section("3. revocation and activation latency");
@@ -190,7 +194,9 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             let wrappers =
                 Wrappers { dotenv: args.wrappers.dotenv, dotenvx: args.wrappers.dotenvx };
             let mut sandbox = Sandbox::new(&bins).await?;
-            Ok(Some((args.common, exec::run(&settings, &mut sandbox, &wrappers).await?)))
+            let mut rows = exec::run(&settings, &mut sandbox, &wrappers).await?;
+            rows.extend(masking::run(&settings, &mut sandbox).await?);
+            Ok(Some((args.common, rows)))
         }
         Command::Files(common) => {
             let mut sandbox = Sandbox::new(&bins).await?;

@@ -21,6 +21,8 @@ pub enum Unit {
     Seconds,
     Bytes,
     PerSecond,
+    /// A data rate, bytes per second (shown in MB/s).
+    BytesPerSecond,
 }
 
 /// One measured figure with its unit, as stored in the JSON.
@@ -132,7 +134,7 @@ impl Row {
 fn ratio(measured: &Figure, reference: &Figure) -> Option<f64> {
     let (m, r) = (measured.summary.median, reference.summary.median);
     let value = match measured.unit {
-        Unit::PerSecond => r / m,
+        Unit::PerSecond | Unit::BytesPerSecond => r / m,
         Unit::Seconds | Unit::Bytes => m / r,
     };
     value.is_finite().then_some(value)
@@ -144,6 +146,7 @@ pub fn format_value(value: f64, unit: Unit) -> String {
         Unit::Seconds => format_seconds(value),
         Unit::Bytes => format_bytes(value),
         Unit::PerSecond => format!("{}/s", group_thousands(value)),
+        Unit::BytesPerSecond => format!("{:.0} MB/s", value / 1e6),
     }
 }
 

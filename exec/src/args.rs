@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 
 pub const USAGE: &str = "\
-usage: maestro-exec [--only NAME]... [--] CMD [ARGS...]
+usage: maestro-exec [--only NAME]... [--no-mask] [--] CMD [ARGS...]
        maestro-exec --list [--json]
        maestro-exec git-credential <get|store|erase>
        maestro-exec aws-credential-process [NAME]
@@ -13,6 +13,9 @@ usage: maestro-exec [--only NAME]... [--] CMD [ARGS...]
 
 Runs CMD with the variables of the session's active secrets (or only the named ones) added to
 its environment. --list shows the active secrets, their kinds, variables and files; never values.
+CMD's stdout and stderr are masked: an injected value (6 bytes or longer), or its base64, hex,
+URL or JSON encoding, shows as <NAME>; CMD then runs as maestro-exec's child (under a
+pseudo-terminal when stdout is a terminal). --no-mask execs CMD with its output untouched.
 The agent's socket is $MAESTRO_AGENT_SOCK, or /run/maestro/agent.sock.
 Exit status: CMD's own; 125 maestro-exec's own error; 126 CMD cannot run; 127 CMD not found.
 ";
@@ -20,7 +23,7 @@ Exit status: CMD's own; 125 maestro-exec's own error; 126 CMD cannot run; 127 CM
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Invocation {
-    Run { only: Vec<String>, command: Vec<OsString> },
+    Run { only: Vec<String>, command: Vec<OsString>, mask: bool },
     List { json: bool },
     Help,
     Version,
@@ -35,6 +38,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
     let mut only = Vec::new();
     let mut list = false;
     let mut json = false;
+    let mut mask = true;
     let mut i = 0;
     while i < args.len() {
         let Some(arg) = args[i].to_str() else { break };
@@ -47,6 +51,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
             "-V" | "--version" => return Ok(Invocation::Version),
             "--list" => list = true,
             "--json" => json = true,
+            "--no-mask" => mask = false,
             "--only" => {
                 i += 1;
                 let name =
@@ -63,8 +68,8 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
     }
     let command: Vec<OsString> = args[i..].to_vec();
     if list {
-        if !command.is_empty() || !only.is_empty() {
-            return Err("--list takes no command and no --only".to_owned());
+        if !command.is_empty() || !only.is_empty() || !mask {
+            return Err("--list takes no command, no --only and no --no-mask".to_owned());
         }
         return Ok(Invocation::List { json });
     }
@@ -79,7 +84,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
     if let Some(bad) = only.iter().find(|n| !maestro_wire::names::is_valid_secret_name(n)) {
         return Err(format!("{bad:?} is not a secret name (they look like AWS_PROD)"));
     }
-    Ok(Invocation::Run { only, command })
+    Ok(Invocation::Run { only, command, mask })
 }
 
 #[cfg(test)]
@@ -96,20 +101,25 @@ mod tests {
             parse(&args(&["--only", "AWS", "--only=GH", "make", "-j4"])).unwrap(),
             Invocation::Run {
                 only: vec!["AWS".into(), "GH".into()],
-                command: args(&["make", "-j4"])
+                command: args(&["make", "-j4"]),
+                mask: true,
             }
         );
         // CMD's own options are CMD's.
         assert_eq!(
             parse(&args(&["ls", "--list"])).unwrap(),
-            Invocation::Run { only: vec![], command: args(&["ls", "--list"]) }
+            Invocation::Run { only: vec![], command: args(&["ls", "--list"]), mask: true }
         );
         assert_eq!(
             parse(&args(&["--", "--weird-cmd"])).unwrap(),
-            Invocation::Run { only: vec![], command: args(&["--weird-cmd"]) }
+            Invocation::Run { only: vec![], command: args(&["--weird-cmd"]), mask: true }
         );
         assert_eq!(parse(&args(&["--list", "--json"])).unwrap(), Invocation::List { json: true });
         assert_eq!(parse(&args(&["--help"])).unwrap(), Invocation::Help);
+        assert_eq!(
+            parse(&args(&["--no-mask", "cat", "--no-mask"])).unwrap(),
+            Invocation::Run { only: vec![], command: args(&["cat", "--no-mask"]), mask: false }
+        );
     }
 
     #[test]
@@ -122,5 +132,6 @@ mod tests {
         assert!(parse(&args(&["--frob", "x"])).unwrap_err().contains("unknown option --frob"));
         assert!(parse(&args(&["--list", "x"])).is_err());
         assert!(parse(&args(&["--json", "x"])).is_err());
+        assert!(parse(&args(&["--list", "--no-mask"])).is_err());
     }
 }

@@ -82,8 +82,9 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
     not_executable
 }
 
-/// Execs `command` with the secrets' variables; returns only on failure.
-pub fn run(only: Vec<String>, command: Vec<OsString>) -> Result<i32, Failure> {
+/// Execs `command` with the secrets' variables (returns only on failure); or, with `mask` and
+/// values worth masking, runs it as a child with its output masked (see [`crate::mask`]).
+pub fn run(only: Vec<String>, command: Vec<OsString>, mask: bool) -> Result<i32, Failure> {
     let program = &command[0];
     let name = program.as_bytes().rsplit(|b| *b == b'/').next().unwrap_or_default();
     let action = Action::Env {
@@ -100,6 +101,12 @@ pub fn run(only: Vec<String>, command: Vec<OsString>) -> Result<i32, Failure> {
         eprintln!("maestro-exec: {shown}: command not found");
         return Ok(EXIT_NOT_FOUND);
     };
+    if mask && crate::mask::needed(&vars) {
+        return Ok(match crate::mask::run(&path, program, &command[1..], vars)? {
+            Ok(code) => code,
+            Err(err) => cannot_run(&shown, &err),
+        });
+    }
     let mut cmd = std::process::Command::new(path);
     cmd.arg0(program).args(&command[1..]);
     for v in &vars {
@@ -107,7 +114,12 @@ pub fn run(only: Vec<String>, command: Vec<OsString>) -> Result<i32, Failure> {
     }
     let err = cmd.exec();
     drop(vars);
-    Ok(match err.kind() {
+    Ok(cannot_run(&shown, &err))
+}
+
+/// Says why CMD could not run; returns the exit status for it.
+fn cannot_run(shown: &str, err: &io::Error) -> i32 {
+    match err.kind() {
         io::ErrorKind::NotFound => {
             eprintln!("maestro-exec: {shown}: command not found");
             EXIT_NOT_FOUND
@@ -120,7 +132,7 @@ pub fn run(only: Vec<String>, command: Vec<OsString>) -> Result<i32, Failure> {
             eprintln!("maestro-exec: cannot run {shown}: {err}");
             EXIT_CANNOT_RUN
         }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -218,7 +218,9 @@ async fn secrets_are_dropped_while_the_broker_is_away_past_the_lease() {
     let back = wait_until(Duration::from_secs(30), || file.exists());
     assert!(back.is_some(), "secrets did not come back:\n{}", agent.log());
     println!("broker resumed -> secrets back after {:?}", t.elapsed());
-    let out = agent.exec_as(SANDBOX_UID, &["--", "sh", "-c", "printf %s \"$API_TOKEN\""]).ok();
+    let out = agent
+        .exec_as(SANDBOX_UID, &["--no-mask", "--", "sh", "-c", "printf %s \"$API_TOKEN\""])
+        .ok();
     assert_eq!(out.stdout, "planted-lease-value");
 }
 
@@ -253,7 +255,7 @@ async fn no_planted_value_in_logs_proc_or_files() {
     let out = agent
         .exec_as(
             SANDBOX_UID,
-            &["--", "sh", "-c", "printf '%s %s' \"$VIA_API_VAR\" \"$VIA_CLI_VAR\""],
+            &["--no-mask", "--", "sh", "-c", "printf '%s %s' \"$VIA_API_VAR\" \"$VIA_CLI_VAR\""],
         )
         .ok();
     assert_eq!(out.stdout, format!("{} {}", planted[0], planted[1]));

@@ -59,6 +59,7 @@ async fn variables_and_files_reach_a_command_and_a_reader_and_other_uids_are_ref
         .exec_as(
             SANDBOX_UID,
             &[
+                "--no-mask",
                 "--",
                 "sh",
                 "-c",
@@ -175,7 +176,7 @@ async fn deactivation_and_edits_reach_the_next_command_without_restart() {
     let agent = sb.start_agent(&bundle, AgentOptions::default());
     let pid = agent.pid();
     let file = agent.file("LAT_VAR");
-    let probe = ["--", "sh", "-c", "printf %s \"${LAT_VAR-unset}\""];
+    let probe = ["--no-mask", "--", "sh", "-c", "printf %s \"${LAT_VAR-unset}\""];
 
     let (mut activation, mut file_gone, mut socket_gone) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..100 {
@@ -232,7 +233,9 @@ async fn deactivation_and_edits_reach_the_next_command_without_restart() {
         std::fs::read_to_string(&edited).is_ok_and(|v| v == "planted-after-edit")
     });
     assert!(reached.is_some(), "the edit did not reach the file:\n{}", agent.log());
-    let out = agent.exec_as(SANDBOX_UID, &["--", "sh", "-c", "printf %s \"$EDITED_VAR\""]).ok();
+    let out = agent
+        .exec_as(SANDBOX_UID, &["--no-mask", "--", "sh", "-c", "printf %s \"$EDITED_VAR\""])
+        .ok();
     assert_eq!(out.stdout, "planted-after-edit");
     let listed = agent.listed().unwrap();
     assert_eq!(listed.iter().find(|s| s.name == "EDITED").unwrap().version, 2);

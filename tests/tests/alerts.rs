@@ -448,7 +448,7 @@ async fn a_real_agent_reports_reads_outside_maestro_exec() {
     // The baseline: a dozen reads through maestro-exec, by CMD and by a child of CMD.
     for _ in 0..6 {
         assert_eq!(
-            agent.exec_as(SANDBOX_UID, &["--", "cat", &file]).ok().stdout,
+            agent.exec_as(SANDBOX_UID, &["--no-mask", "--", "cat", &file]).ok().stdout,
             "planted-file-key-0042"
         );
         let child = format!("cat {file}; true");
@@ -559,7 +559,7 @@ async fn a_real_agent_serves_decoys_and_a_read_ends_the_session() {
         agent.log()
     );
     // Real-looking, and nowhere in maestro-exec's list or environment.
-    let env = agent.exec_as(SANDBOX_UID, &["--", "env"]).ok().stdout;
+    let env = agent.exec_as(SANDBOX_UID, &["--no-mask", "--", "env"]).ok().stdout;
     assert!(!env.contains("AKIA") && env.contains("planted-real-beside-decoys"), "{env}");
     assert_eq!(agent.listed_names(), ["REAL"]);
     sb.assert_no_alerts();

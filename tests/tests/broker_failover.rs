@@ -105,7 +105,7 @@ async fn an_agent_moves_to_the_next_broker_when_its_broker_is_killed() {
     sb.broker.kill9();
     let out = read();
     assert_eq!((out.status, out.stdout.as_str()), (0, "planted-kept-value"), "{out:?}");
-    let out = agent.exec_as(SANDBOX_UID, &["sh", "-c", "printf %s \"$KEPT_TOKEN\""]);
+    let out = agent.exec_as(SANDBOX_UID, &["--no-mask", "sh", "-c", "printf %s \"$KEPT_TOKEN\""]);
     assert_eq!(out.stdout, "planted-kept-value", "maestro-exec after the kill: {out:?}");
 
     // Changes made through B reach the agent: it follows B's event stream now.
@@ -179,7 +179,7 @@ async fn a_bundle_whose_first_broker_is_down_enrolls_through_the_next() {
     sb.api.activate(&session, &["FIRST"]).await.ok();
     sb.broker.kill9();
     let agent = sb.start_agent(&bundle, AgentOptions::default());
-    let out = agent.exec_as(SANDBOX_UID, &["sh", "-c", "printf %s \"$FIRST_TOKEN\""]);
+    let out = agent.exec_as(SANDBOX_UID, &["--no-mask", "sh", "-c", "printf %s \"$FIRST_TOKEN\""]);
     assert_eq!(out.stdout, "planted-first-value", "{out:?}\n{}", agent.log());
     let shown = b.api(&sb.token).get(&format!("/v1/sessions/{session}")).await.ok();
     assert_eq!(shown["enrolled"], true, "{shown}");

@@ -256,7 +256,8 @@ async fn idle_connections_of_another_uid_or_of_the_sandbox_user_do_not_starve_ma
         );
         // Several requests while the connections are held: each is answered.
         for _ in 0..5 {
-            let out = agent.exec_as(SANDBOX_UID, &["--", "sh", "-c", "printf %s \"$API_TOKEN\""]);
+            let out = agent
+                .exec_as(SANDBOX_UID, &["--no-mask", "--", "sh", "-c", "printf %s \"$API_TOKEN\""]);
             assert_eq!(out.status, 0, "uid {uid} holding {count} connections: {out:?}");
             assert_eq!(out.stdout, "planted-api-value");
         }

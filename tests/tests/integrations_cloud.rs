@@ -54,7 +54,7 @@ async fn boto3_takes_the_variables_and_the_credential_process_helper() {
     // boto3 with nothing but what a test gives it: no files of its own, no metadata service.
     let boto3 = |through_exec: bool, profile: Option<&str>| {
         let mut cmd = if through_exec {
-            let mut c = world.exec(&["--"]);
+            let mut c = world.exec(&["--no-mask", "--"]);
             c.arg(&python);
             c
         } else {
@@ -138,7 +138,7 @@ async fn google_auth_loads_the_key_from_the_mount_and_signs() {
     let world = World::new("google");
     world.add("GCP_CI", "gcp", json!({"service_account_json": key_json})).await;
     let sign = |message: &str| {
-        let mut cmd = world.exec(&["--"]);
+        let mut cmd = world.exec(&["--no-mask", "--"]);
         cmd.arg(&python).arg(support("google_sign.py")).arg(message);
         offline(&mut cmd);
         run_cmd(cmd)

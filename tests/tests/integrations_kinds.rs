@@ -379,7 +379,7 @@ fn injected(world: &World, only: Option<&str>) -> BTreeMap<String, String> {
     if let Some(name) = only {
         args.extend(["--only", name]);
     }
-    args.extend(["--", "env"]);
+    args.extend(["--no-mask", "--", "env"]);
     let out = run_cmd(world.exec(&args)).ok();
     out.stdout
         .lines()

@@ -41,7 +41,7 @@ fn from_file(agent: &Agent) -> Option<String> {
 
 /// The token in the environment of a command `maestro-exec` starts.
 fn from_exec(agent: &Agent) -> Option<String> {
-    let out = agent.exec_as(SANDBOX_UID, &["printenv", "GH_TOKEN"]);
+    let out = agent.exec_as(SANDBOX_UID, &["--no-mask", "printenv", "GH_TOKEN"]);
     (out.status == 0).then(|| out.stdout.trim().to_owned())
 }
 

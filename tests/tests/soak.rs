@@ -260,7 +260,8 @@ fn read_as_sandbox(path: &Path) -> CmdOutput {
 /// `maestro-exec sh -c 'printf %s "$VAR"'` as the sandbox user against `socket`.
 fn exec_var(socket: &Path, var: &str) -> CmdOutput {
     let mut cmd = as_uid(SANDBOX_UID, bin("maestro-exec"));
-    cmd.args(["sh", "-c", &format!("printf %s \"${var}\"")]).env("MAESTRO_AGENT_SOCK", socket);
+    cmd.args(["--no-mask", "sh", "-c", &format!("printf %s \"${var}\"")])
+        .env("MAESTRO_AGENT_SOCK", socket);
     run_cmd(cmd)
 }
 

@@ -172,6 +172,18 @@ const fn dflt(
     Field { name, required: false, default: Some(default), check, help, shown: false }
 }
 
+impl Kind {
+    /// Whether a variable of this kind holds only the value of a field that is not secret
+    /// ([`Field::shown`]: `PGHOST`, `AWS_REGION`): maestro-exec does not mask those.
+    pub fn variable_is_shown(&self, variable: &str) -> bool {
+        self.variables.iter().any(|v| {
+            v.name == variable
+                && matches!(v.value, Source::Field(f)
+                    if self.fields.iter().any(|field| field.name == f && field.shown))
+        })
+    }
+}
+
 impl Field {
     /// Marks a field as not secret (see [`Field::shown`]).
     const fn shown(mut self) -> Field {

@@ -101,6 +101,11 @@ pub enum Response {
 pub struct EnvVar {
     pub name: String,
     pub value: SecretValue,
+    /// The secret whose value this is, for `maestro-exec`'s output masking (the value is
+    /// replaced with `<SECRET>`); absent for variables that hold no secret value (the proxy's
+    /// settings, a sealed secret's placeholders), which are never masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// One active secret as `maestro-exec --list` shows it.
