@@ -34,7 +34,7 @@ fn random(buf: &mut [u8]) {
 fn kept_prefixes(kind: &Kind, field: &str) -> Option<&'static [&'static str]> {
     let seal = match &kind.sealing {
         Sealing::Swap(s) | Sealing::SigV4(s) => s,
-        Sealing::Unsupported { .. } => return None,
+        Sealing::Agent(_) | Sealing::Unsupported { .. } => return None,
     };
     if kind.free_fields {
         return Some(&[]);
@@ -58,6 +58,16 @@ fn same_shape(old: &str, fresh: &str) -> bool {
 /// placeholder (the one in `previous` when it still fits), the others are as they are.
 pub fn show(kind: &Kind, material: &SecretMaterial, previous: &BTreeMap<String, String>) -> Shown {
     let mut placeholders = BTreeMap::new();
+    if let (Sealing::Agent(seal), Exposure::Sealed) = (&kind.sealing, material.exposure) {
+        // The agent uses these itself: the sandbox sees neither them nor a placeholder.
+        let fields = material
+            .fields
+            .iter()
+            .filter(|(name, _)| !seal.hidden.contains(&name.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        return Shown { fields, placeholders };
+    }
     if material.exposure != Exposure::Sealed || seal::seal_of(kind).is_err() {
         return Shown { fields: material.fields.clone(), placeholders };
     }

@@ -54,6 +54,7 @@ fn overview() -> String {
 fn sealed_to(kind: &Kind) -> String {
     match &kind.sealing {
         Sealing::Unsupported { .. } => "-".to_owned(),
+        Sealing::Agent(seal) => format!("agent (its {} field)", seal.hosts),
         Sealing::Swap(seal) | Sealing::SigV4(seal) => {
             let mut hosts: Vec<String> = seal.hosts.iter().map(|h| (*h).to_owned()).collect();
             if let Some(field) = seal.host_field {
@@ -68,6 +69,10 @@ fn sealed_to(kind: &Kind) -> String {
 fn sealing_pairs(kind: &Kind) -> Vec<(&'static str, String)> {
     match &kind.sealing {
         Sealing::Unsupported { why } => vec![("sealed", format!("no: {why}"))],
+        Sealing::Agent(seal) => vec![
+            ("sealed", format!("yes (--exposure sealed): the agent serves {}", seal.served)),
+            ("never shown", seal.hidden.join(", ")),
+        ],
         Sealing::Swap(seal) | Sealing::SigV4(seal) => {
             let how = match kind.sealing {
                 Sealing::SigV4(_) => "yes (requests re-signed with AWS Signature Version 4)",

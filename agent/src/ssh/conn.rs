@@ -1,0 +1,204 @@
+//! One ssh-agent connection: the protocol (framing bounded here, messages decoded and encoded by
+//! `ssh-agent-lib`), identity listing, `session-bind@openssh.com`, and signing.
+//!
+//! What `hosts` enforces, precisely: a signature is given only when the connection carries a
+//! session binding (OpenSSH 8.9 and later send one before authenticating) whose server
+//! signature over the session id verifies with the bound host key, the binding is not for a
+//! forwarded agent, the data to sign starts with that same session id (an SSH user
+//! authentication request is bound to its session), and the key's `known_hosts` lists that
+//! host key under a name matching one of `hosts` (plain names only: hashed known_hosts lines
+//! cannot be read back). A client that does not bind (an old OpenSSH, another SSH library) gets
+//! no signature from a key limited to hosts. Without `hosts`, every signature request of the
+//! sandbox user is answered (and recorded).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use maestro_wire::agent_api::UsageAction;
+use maestro_wire::catalog::ssh::{allowed_host, names_for_key};
+use ssh_agent_lib::proto::extension::SessionBind;
+use ssh_agent_lib::proto::{Extension, Identity, PublicCredential, Request, Response, SignRequest};
+use ssh_agent_lib::ssh_encoding::{Decode, Encode};
+use ssh_key::HashAlg;
+use ssh_key::public::KeyData;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use zeroize::Zeroizing;
+
+use super::Shared;
+use crate::dispatch::Peer;
+use crate::proxy::audit::report;
+
+/// OpenSSH's own agent refuses messages longer than this (`AGENT_MAX_LEN`).
+pub const MAX_MESSAGE: usize = 256 * 1024;
+/// A connection that sends nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(300);
+/// Session bindings kept per connection (OpenSSH sends one per hop).
+const MAX_BINDINGS: usize = 16;
+const SESSION_BIND: &str = "session-bind@openssh.com";
+
+/// A verified `session-bind@openssh.com`.
+struct Binding {
+    host_key: KeyData,
+    session_id: Vec<u8>,
+    forwarding: bool,
+}
+
+/// Serves one connection until it closes, errs, idles or is aborted.
+pub async fn serve(mut stream: UnixStream, uid: u32, pid: Option<u32>, shared: Arc<Shared>) {
+    let mut bindings: Vec<Binding> = Vec::new();
+    let mut peer: Option<Peer> = None;
+    loop {
+        let message = match tokio::time::timeout(IDLE, read_message(&mut stream)).await {
+            Ok(Ok(Some(m))) => m,
+            _ => return,
+        };
+        let response = match Request::decode(&mut &message[..]) {
+            Ok(Request::RequestIdentities) => Response::IdentitiesAnswer(vec![Identity {
+                credential: PublicCredential::Key(shared.key.private.public_key().key_data().clone()),
+                comment: shared.key.name.clone(),
+            }]),
+            Ok(Request::SignRequest(request)) => {
+                if peer.is_none() {
+                    peer = Some(
+                        tokio::task::spawn_blocking(move || Peer::identify(uid, pid))
+                            .await
+                            .unwrap_or_else(|_| Peer::identify(uid, None)),
+                    );
+                }
+                let who = peer.as_ref().map_or_else(|| Peer::identify(uid, pid), Clone::clone);
+                sign(&shared, &bindings, &who, request)
+            }
+            Ok(Request::Extension(ext)) if ext.name == SESSION_BIND => bind(&mut bindings, &ext),
+            // Adding, removing, locking, smartcards, other extensions: this agent holds one
+            // key the sandbox cannot change.
+            _ => Response::Failure,
+        };
+        if write_message(&mut stream, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one message (without its length); `None` at the end of the stream.
+async fn read_message(stream: &mut UnixStream) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > MAX_MESSAGE {
+        return Err(std::io::Error::other("message length out of bounds"));
+    }
+    let mut body = Zeroizing::new(vec![0u8; len]);
+    stream.read_exact(&mut body).await?;
+    Ok(Some(body))
+}
+
+async fn write_message(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    let encoded = response
+        .encoded_len()
+        .and_then(|len| (len as u32).encode(&mut out))
+        .and_then(|()| response.encode(&mut out));
+    if encoded.is_err() {
+        // Nothing that fails to encode is sent half; the client gets a plain failure.
+        out.clear();
+        out.extend_from_slice(&[0, 0, 0, 1, 5]);
+    }
+    stream.write_all(&out).await
+}
+
+/// Records a verified session binding.
+fn bind(bindings: &mut Vec<Binding>, ext: &Extension) -> Response {
+    let Ok(Some(b)) = ext.parse_message::<SessionBind>() else { return Response::Failure };
+    if b.verify_signature().is_err() || bindings.len() >= MAX_BINDINGS {
+        return Response::Failure;
+    }
+    bindings.push(Binding { host_key: b.host_key, session_id: b.session_id, forwarding: b.is_forwarding });
+    Response::Success
+}
+
+/// The session id an SSH user-authentication request starts with (an SSH string).
+fn session_id_of(data: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
+    data.get(4..4 + len)
+}
+
+/// The server a signature is for, by name where known_hosts gives one, else by fingerprint.
+fn server_of(shared: &Shared, binding: Option<&Binding>) -> String {
+    let Some(b) = binding else {
+        return "a server the client did not name (no session binding)".to_owned();
+    };
+    let known = shared.key.hosts.as_ref().map(|(_, kh)| kh.as_str()).unwrap_or("");
+    names_for_key(known, &b.host_key)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| format!("the server with host key {}", b.host_key.fingerprint(HashAlg::Sha256)))
+}
+
+/// Decides, records and signs.
+fn sign(shared: &Shared, bindings: &[Binding], peer: &Peer, request: SignRequest) -> Response {
+    let key = &shared.key;
+    if request.credential.key_data() != key.private.public_key().key_data() {
+        return Response::Failure;
+    }
+    let bound = session_id_of(&request.data)
+        .and_then(|id| bindings.iter().rev().find(|b| b.session_id == id));
+    let host = match &key.hosts {
+        None => server_of(shared, bound),
+        Some((hosts, known_hosts)) => {
+            let verdict = match bound {
+                None => Err("the client did not bind the request to an SSH session (session-bind@openssh.com; OpenSSH 8.9 or later does)".to_owned()),
+                Some(_) if bindings.iter().any(|b| b.forwarding) => {
+                    Err("the key is used through a forwarded agent".to_owned())
+                }
+                Some(b) => allowed_host(hosts, known_hosts, &b.host_key).ok_or_else(|| {
+                    format!("{} is not one of the key's hosts ({hosts})", server_of(shared, Some(b)))
+                }),
+            };
+            match verdict {
+                Ok(host) => host,
+                Err(why) => {
+                    tracing::warn!(secret = %key.name, uid = peer.uid, pid = peer.pid, "ssh signature refused: {why}");
+                    shared.usage.push_denial(report(
+                        peer,
+                        UsageAction::Denied,
+                        Some(&key.name),
+                        format!("ssh signature refused: {why}"),
+                    ));
+                    return Response::Failure;
+                }
+            }
+        }
+    };
+    // Fail closed: a signature that cannot be recorded is not given.
+    let record = report(peer, UsageAction::Injected, Some(&key.name), format!("ssh signature for {host}"));
+    if shared.usage.push(record).is_err() {
+        tracing::warn!(secret = %key.name, "ssh signature refused: the usage queue is full");
+        return Response::Failure;
+    }
+    match signature::Signer::try_sign(&key.private, &request.data) {
+        Ok(sig) => {
+            shared.signed_for(peer.pid);
+            Response::SignResponse(sig)
+        }
+        Err(_) => Response::Failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_read_from_userauth_data() {
+        let mut data = vec![0, 0, 0, 3, b'a', b'b', b'c', 50];
+        assert_eq!(session_id_of(&data), Some(&b"abc"[..]));
+        data.truncate(5);
+        assert_eq!(session_id_of(&data), None);
+        assert_eq!(session_id_of(&[0xff, 0xff, 0xff, 0xff]), None);
+    }
+}
