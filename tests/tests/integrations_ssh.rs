@@ -382,11 +382,24 @@ async fn a_sealed_key_signs_through_the_agent_only_for_its_hosts_and_the_sandbox
     assert!(out.stderr.contains("Permission denied"), "{out:?}");
 
     // The audit: each signature with its command and host; the refusals.
-    let history = world.sb.maestro(&["secrets", "history", "DEPLOY"]).ok().stdout;
-    assert!(history.contains("ssh signature for 127.0.0.1"), "{history}");
-    assert!(history.contains("ssh"), "{history}");
-    assert!(history.contains(&format!("ssh-agent socket of DEPLOY: uid {OTHER_UID}")), "{history}");
-    let history = world.sb.maestro(&["secrets", "history", "ELSEWHERE"]).ok().stdout;
-    assert!(history.contains("is not one of the key's hosts"), "{history}");
+    let refused_uid = format!("ssh-agent socket of DEPLOY: uid {OTHER_UID}");
+    let mut history = String::new();
+    let seen = wait_until(Duration::from_secs(5), || {
+        history = world.sb.maestro(&["secrets", "history", "DEPLOY"]).ok().stdout;
+        history.contains("ssh signature for 127.0.0.1") && history.contains(&refused_uid)
+    });
+    assert!(seen.is_some(), "{history}");
+    // Each signature names the program that asked: ssh (git runs it).
+    let signed: Vec<&str> =
+        history.lines().filter(|l| l.contains("ssh signature for 127.0.0.1")).collect();
+    assert!(signed.len() >= 3, "clone, push and the session each signed: {history}");
+    assert!(signed.iter().all(|l| l.contains(" ssh ")), "{history}");
+    // Usage reaches the broker in batches: wait for the refusal's record.
+    let mut history = String::new();
+    let seen = wait_until(Duration::from_secs(5), || {
+        history = world.sb.maestro(&["secrets", "history", "ELSEWHERE"]).ok().stdout;
+        history.contains("is not one of the key's hosts")
+    });
+    assert!(seen.is_some(), "{history}\n{}", world.agent.log());
     world.assert_no_leak(&lines.iter().map(String::as_str).collect::<Vec<_>>());
 }
