@@ -254,8 +254,7 @@ impl Secrets {
     /// Adds or replaces one secret.
     pub fn upsert(&mut self, material: SecretMaterial) -> Result<(), StateError> {
         let material_name = material.name.clone();
-        let e =
-            render_in(material, &self.mount, &self.sockets, self.active.get(&material_name))?;
+        let e = render_in(material, &self.mount, &self.sockets, self.active.get(&material_name))?;
         self.active.insert(e.material.name.clone(), e);
         Ok(())
     }

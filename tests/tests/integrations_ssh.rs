@@ -136,7 +136,11 @@ impl Server {
 
     /// The key's base64 lines (each long enough not to turn up by chance).
     fn key_lines(&self) -> Vec<String> {
-        self.key.lines().filter(|l| !l.starts_with("-----") && l.len() >= 40).map(str::to_owned).collect()
+        self.key
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -175,7 +179,10 @@ async fn add(world: &World, name: &str, fields: Value, exposure: &str) {
     world
         .sb
         .api
-        .post("/v1/secrets", json!({"name": name, "kind": "ssh", "fields": fields, "exposure": exposure}))
+        .post(
+            "/v1/secrets",
+            json!({"name": name, "kind": "ssh", "fields": fields, "exposure": exposure}),
+        )
         .await
         .ok();
 }
@@ -186,7 +193,9 @@ fn sandbox_pids() -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == SANDBOX_UID))
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == SANDBOX_UID)
+        })
         .collect()
 }
 
@@ -278,7 +287,10 @@ async fn try_add_sealed(world: &World, name: &str, fields: Value) -> String {
     let reply = world
         .sb
         .api
-        .post("/v1/secrets", json!({"name": name, "kind": "ssh", "fields": fields, "exposure": "sealed"}))
+        .post(
+            "/v1/secrets",
+            json!({"name": name, "kind": "ssh", "fields": fields, "exposure": "sealed"}),
+        )
         .await;
     reply.message().to_owned()
 }
@@ -292,7 +304,9 @@ async fn a_sealed_key_signs_through_the_agent_only_for_its_hosts_and_the_sandbox
     let server = Server::start(&world.sb.dir().join("sshd"));
 
     // Registration refuses what the agent could not enforce.
-    let e = try_add_sealed(&world, "NOKH", json!({"private_key": server.key, "hosts": "127.0.0.1"})).await;
+    let e =
+        try_add_sealed(&world, "NOKH", json!({"private_key": server.key, "hosts": "127.0.0.1"}))
+            .await;
     assert!(e.contains("known_hosts"), "{e}");
 
     add(

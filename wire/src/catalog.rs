@@ -643,7 +643,7 @@ pub static KINDS: &[Kind] = &[
             File { path: SSH_KNOWN_HOSTS_FILE, content: field("known_hosts") },
         ],
         helper: None,
-        setup: Some("ssh -i /run/secrets/ssh/id (git reads GIT_SSH_COMMAND as it is)"),
+        setup: Some("$GIT_SSH_COMMAND user@host (git reads GIT_SSH_COMMAND itself)"),
         rotation: Rotation {
             steps: "ssh-keygen -t ed25519 a new key, add its .pub to every server or forge that trusts the old one (authorized_keys, deploy keys), then remove the old public key there",
             link: Some("https://man.openbsd.org/ssh-keygen"),

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use maestro_wire::catalog::{self, Exposure, Sealing};
 use maestro_wire::catalog::ssh::load_key;
+use maestro_wire::catalog::{self, Exposure, Sealing};
 use ssh_key::PrivateKey;
 use tokio::net::UnixListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -192,7 +192,9 @@ impl SshAgents {
 
     fn bind(&self, path: &Path) -> Result<UnixListener, String> {
         std::fs::create_dir_all(&self.dir)
-            .and_then(|()| std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755)))
+            .and_then(|()| {
+                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))
+            })
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -208,7 +210,8 @@ impl SshAgents {
             .and_then(|()| std_listener.set_nonblocking(true))
             .map_err(|e| format!("cannot set up {}: {e}", path.display()))?;
         let _guard = self.runtime.enter();
-        UnixListener::from_std(std_listener).map_err(|e| format!("cannot serve {}: {e}", path.display()))
+        UnixListener::from_std(std_listener)
+            .map_err(|e| format!("cannot serve {}: {e}", path.display()))
     }
 
     /// Closes a socket and all its connections; with `revoke`, ends the processes that got a
@@ -219,7 +222,8 @@ impl SshAgents {
         s.task.abort();
         let _ = std::fs::remove_file(&s.path);
         if revoke {
-            let signers = std::mem::take(&mut *s.shared.signers.lock().unwrap_or_else(|e| e.into_inner()));
+            let signers =
+                std::mem::take(&mut *s.shared.signers.lock().unwrap_or_else(|e| e.into_inner()));
             for signer in signers {
                 end_signer(signer, self.sandbox_uid, &s.shared.key.name);
             }
@@ -251,9 +255,14 @@ fn end_signer(signer: Signer, sandbox_uid: u32, secret: &str) {
         return;
     }
     let Ok(pid) = i32::try_from(signer.pid) else { return };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM) {
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+    {
         Ok(()) => tracing::info!(secret, pid, "ended a process that signed with a revoked ssh key"),
-        Err(e) => tracing::warn!(secret, pid, "cannot end a process that signed with a revoked ssh key: {e}"),
+        Err(e) => tracing::warn!(
+            secret,
+            pid,
+            "cannot end a process that signed with a revoked ssh key: {e}"
+        ),
     }
 }
 
@@ -300,7 +309,10 @@ mod tests {
 
     #[test]
     fn paths_and_start_times() {
-        assert_eq!(socket_path("/run/maestro", "deploy-key"), Path::new("/run/maestro/ssh/deploy-key.sock"));
+        assert_eq!(
+            socket_path("/run/maestro", "deploy-key"),
+            Path::new("/run/maestro/ssh/deploy-key.sock")
+        );
         let me = std::process::id();
         assert!(start_time(me).is_some());
         assert_eq!(start_time(me), start_time(me));

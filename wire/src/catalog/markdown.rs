@@ -158,8 +158,14 @@ pub fn sealing_markdown() -> String {
         let row = match &kind.sealing {
             Sealing::Unsupported { why } => format!("cannot be sealed: {why} | |"),
             Sealing::Agent(seal) => {
-                let f: Vec<String> = seal.hidden.iter().map(|f| format!("`{f}` (never shown)")).collect();
-                format!("{} | the `{}` field | the agent serves {}", f.join(", "), seal.hosts, seal.served)
+                let f: Vec<String> =
+                    seal.hidden.iter().map(|f| format!("`{f}` (never shown)")).collect();
+                format!(
+                    "{} | the `{}` field | the agent serves {}",
+                    f.join(", "),
+                    seal.hosts,
+                    seal.served
+                )
             }
             Sealing::Swap(seal) | Sealing::SigV4(seal) => {
                 let fields = if kind.free_fields {

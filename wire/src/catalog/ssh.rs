@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 
 const OPENSSH_BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
 /// The PEM labels OpenSSH reads besides its own format (PKCS#1 RSA, SEC1 EC, DSA, PKCS#8).
-const PEM_LABELS: &[&str] = &["RSA PRIVATE KEY", "EC PRIVATE KEY", "DSA PRIVATE KEY", "PRIVATE KEY"];
+const PEM_LABELS: &[&str] =
+    &["RSA PRIVATE KEY", "EC PRIVATE KEY", "DSA PRIVATE KEY", "PRIVATE KEY"];
 /// A `hosts` list names at most this many patterns.
 pub const MAX_HOST_PATTERNS: usize = 32;
 
@@ -39,25 +40,26 @@ pub fn parse_key(text: &str) -> Result<KeyText, String> {
         .and_then(|l| l.trim().strip_prefix("-----BEGIN "))
         .and_then(|l| l.strip_suffix("-----"));
     let Some(label) = label.filter(|l| PEM_LABELS.contains(l)) else {
-        return Err("is not a private key: it must start with -----BEGIN OPENSSH PRIVATE KEY----- \
+        return Err(
+            "is not a private key: it must start with -----BEGIN OPENSSH PRIVATE KEY----- \
                     (or a PEM RSA/EC/PKCS#8 private key); a public key (.pub) is not enough"
-            .to_owned());
+                .to_owned(),
+        );
     };
     if t.contains("Proc-Type:") || t.contains("ENCRYPTED") {
         return Err("is an encrypted PEM key; convert it to the OpenSSH format with `ssh-keygen -p -f FILE` (which keeps its passphrase) and paste that".to_owned());
     }
     let end = format!("-----END {label}-----");
-    let body: String = t
-        .lines()
-        .skip(1)
-        .take_while(|l| l.trim() != end)
-        .flat_map(|l| l.trim().chars())
-        .collect();
+    let body: String =
+        t.lines().skip(1).take_while(|l| l.trim() != end).flat_map(|l| l.trim().chars()).collect();
     let body = Zeroizing::new(body);
     use base64::Engine as _;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).map(Zeroizing::new);
+    let decoded =
+        base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).map(Zeroizing::new);
     if !t.ends_with(&end) || decoded.map_or(true, |d| d.is_empty()) {
-        return Err(format!("is not a well-formed PEM key (the base64 body or the -----END {label}----- line is broken); paste the whole file"));
+        return Err(format!(
+            "is not a well-formed PEM key (the base64 body or the -----END {label}----- line is broken); paste the whole file"
+        ));
     }
     Ok(KeyText::Pem)
 }
@@ -111,7 +113,10 @@ pub fn load_key(text: &str, passphrase: Option<&str>) -> Result<PrivateKey, Stri
 /// Whether the agent signs with this key: Ed25519 and ECDSA (RSA signing in `ssh-key` 0.6 is
 /// not trusted; a plain RSA key works, `ssh` signs itself).
 pub fn agent_can_sign(key: &PrivateKey) -> bool {
-    matches!(key.key_data(), ssh_key::private::KeypairData::Ed25519(_) | ssh_key::private::KeypairData::Ecdsa(_))
+    matches!(
+        key.key_data(),
+        ssh_key::private::KeypairData::Ed25519(_) | ssh_key::private::KeypairData::Ecdsa(_)
+    )
 }
 
 /// The patterns of a `hosts` value: split on commas and white space, lowercased.
