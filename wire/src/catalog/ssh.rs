@@ -21,7 +21,7 @@ pub const MAX_HOST_PATTERNS: usize = 32;
 /// What a pasted private key is.
 pub enum KeyText {
     /// OpenSSH's own format, parsed (still encrypted when it has a passphrase).
-    OpenSsh(PrivateKey),
+    OpenSsh(Box<PrivateKey>),
     /// A PEM key (PKCS#1, SEC1, PKCS#8): well-formed, not parsed further (`ssh` reads it).
     Pem,
 }
@@ -30,7 +30,7 @@ pub enum KeyText {
 pub fn parse_key(text: &str) -> Result<KeyText, String> {
     let t = text.trim();
     if t.starts_with(OPENSSH_BEGIN) {
-        return PrivateKey::from_openssh(t).map(KeyText::OpenSsh).map_err(|e| {
+        return PrivateKey::from_openssh(t).map(|k| KeyText::OpenSsh(Box::new(k))).map_err(|e| {
             format!("is not an OpenSSH private key that can be read ({e}); paste the whole file, BEGIN and END lines included")
         });
     }
@@ -86,11 +86,11 @@ pub fn check_key(text: &str, passphrase: Option<&str>) -> Result<(), String> {
 /// The key as a file `ssh` reads without asking anything: decrypted (OpenSSH format) when it
 /// has a passphrase, else as given; ending with a line break (OpenSSH needs one).
 pub fn key_file(text: &str, passphrase: Option<&str>) -> Option<Zeroizing<String>> {
-    if let (Some(p), Ok(KeyText::OpenSsh(key))) = (passphrase, parse_key(text)) {
-        if key.is_encrypted() {
-            let plain = key.decrypt(p.as_bytes()).ok()?;
-            return plain.to_openssh(LineEnding::LF).ok();
-        }
+    if let (Some(p), Ok(KeyText::OpenSsh(key))) = (passphrase, parse_key(text))
+        && key.is_encrypted()
+    {
+        let plain = key.decrypt(p.as_bytes()).ok()?;
+        return plain.to_openssh(LineEnding::LF).ok();
     }
     let mut out = Zeroizing::new(String::with_capacity(text.len() + 1));
     out.push_str(text.trim());
@@ -106,7 +106,7 @@ pub fn load_key(text: &str, passphrase: Option<&str>) -> Result<PrivateKey, Stri
             let p = passphrase.ok_or("is protected by a passphrase and none was given")?;
             key.decrypt(p.as_bytes()).map_err(|_| "cannot be decrypted with its passphrase".to_owned())
         }
-        KeyText::OpenSsh(key) => Ok(key),
+        KeyText::OpenSsh(key) => Ok(*key),
     }
 }
 
