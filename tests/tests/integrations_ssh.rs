@@ -417,3 +417,65 @@ async fn a_sealed_key_signs_through_the_agent_only_for_its_hosts_and_the_sandbox
     assert!(seen.is_some(), "{history}\n{}", world.agent.log());
     world.assert_no_leak(&lines.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passphrase_protected_key_works_plain_and_sealed_without_a_prompt() {
+    if !available() {
+        return;
+    }
+    let world = World::new("ssh-passphrase");
+    let dir = world.sb.dir().join("sshd");
+    let server = Server::start(&dir);
+    let protected = dir.join("protected_key");
+    std::fs::write(&protected, &server.key).unwrap();
+    std::fs::set_permissions(&protected, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run_cmd({
+        let mut c = Command::new("ssh-keygen");
+        c.args(["-q", "-p", "-P", "", "-N", "correct horse", "-f"]).arg(&protected);
+        c
+    });
+    assert_eq!(out.status, 0, "{out:?}");
+    let protected = std::fs::read_to_string(&protected).unwrap();
+    assert_ne!(protected, server.key);
+
+    // A wrong passphrase, or none, is refused at registration.
+    for fields in [
+        json!({"private_key": protected, "passphrase": "wrong"}),
+        json!({"private_key": protected}),
+    ] {
+        let reply = world
+            .sb
+            .api
+            .post("/v1/secrets", json!({"name": "BAD", "kind": "ssh", "fields": fields}))
+            .await;
+        assert!(reply.message().contains("passphrase"), "{}", reply.message());
+        assert!(!reply.message().contains("correct horse"));
+    }
+
+    add(
+        &world,
+        "PLAIN_PW",
+        json!({"private_key": protected, "passphrase": "correct horse", "known_hosts": server.known_hosts}),
+        "plain",
+    )
+    .await;
+    world.activate(&["PLAIN_PW"], &["PLAIN_PW"]).await;
+    // The file is the decrypted key: ssh uses it without asking (no terminal here).
+    let out = exec(&world, &["git", "ls-remote", &server.url()]);
+    assert_eq!(out.status, 0, "{out:?}");
+    world.deactivate(&["PLAIN_PW"], &[]).await;
+
+    add(
+        &world,
+        "SEALED_PW",
+        json!({"private_key": protected, "passphrase": "correct horse", "known_hosts": server.known_hosts}),
+        "sealed",
+    )
+    .await;
+    world.activate(&["SEALED_PW"], &["SEALED_PW"]).await;
+    let out = exec(&world, &["git", "ls-remote", &server.url()]);
+    assert_eq!(out.status, 0, "{out:?}\n{}", world.agent.log());
+    let out = exec(&world, &["env"]);
+    assert!(!out.stdout.contains("correct horse"), "{out:?}");
+    world.assert_no_leak(&["correct horse"]);
+}
