@@ -172,15 +172,19 @@ fn detail(kind: &Kind) -> String {
 /// "arg":"region"}`, `{"helper":"git_credential",...}`, `{"prefix":["sk-"]}`.
 fn describe<T: Serialize>(item: &T) -> String {
     let words = |s: &str| s.replace('_', " ");
-    let flat = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-            .collect::<Vec<_>>()
-            .join(" "),
-        other => other.to_string(),
-    };
+    fn flat(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(items) => items.iter().map(flat).collect::<Vec<_>>().join(" "),
+            // A variant's named data (`ssh key file {key, passphrase}`): "key private_key, ...".
+            serde_json::Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| format!("{} {}", k.replace('_', " "), flat(v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
+        }
+    }
     match serde_json::to_value(item) {
         Ok(serde_json::Value::String(s)) => words(&s),
         Ok(serde_json::Value::Object(map)) => {
