@@ -306,6 +306,93 @@ async fn serve(listener: UnixListener, shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    /// A socket served for `sandbox_uid`, in a temporary directory.
+    fn served(sandbox_uid: u32) -> (tempfile::TempDir, PathBuf, Arc<Shared>, JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .unwrap();
+        let shared = Arc::new(Shared {
+            key: Key { name: "K".into(), private: key, hosts: None },
+            sandbox_uid,
+            usage: UsageQueue::new(64),
+            signers: Mutex::new(Vec::new()),
+        });
+        let task = tokio::spawn(serve(listener, shared.clone()));
+        (dir, path, shared, task)
+    }
+
+    /// Lists identities on `c`: whether an answer came (11 = request identities, 12 = answer).
+    async fn answered(c: &mut UnixStream) -> bool {
+        if c.write_all(&[0, 0, 0, 1, 11]).await.is_err() {
+            return false;
+        }
+        let mut len = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut len)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            return false;
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        c.read_exact(&mut body).await.is_ok() && body.first() == Some(&12)
+    }
+
+    async fn closed(c: &mut UnixStream) -> bool {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    #[tokio::test]
+    async fn a_foreign_uid_is_closed_unanswered_and_recorded() {
+        let (_dir, path, shared, _task) = served(me().wrapping_add(4242));
+        let mut c = UnixStream::connect(&path).await.unwrap();
+        assert!(!answered(&mut c).await);
+        let records = shared.usage.take(10);
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert!(records[0].detail.as_deref().unwrap_or("").contains("is not the sandbox user"));
+        assert_eq!(records[0].secret.as_deref(), Some("K"));
+    }
+
+    #[tokio::test]
+    async fn connections_are_capped_and_aborting_the_socket_closes_every_one_at_once() {
+        let (_dir, path, _shared, task) = served(me());
+        let mut open = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut c = UnixStream::connect(&path).await.unwrap();
+            assert!(answered(&mut c).await);
+            open.push(c);
+        }
+        // One too many: closed at once.
+        let mut extra = UnixStream::connect(&path).await.unwrap();
+        assert!(closed(&mut extra).await);
+        // One ends: its slot is free again.
+        drop(open.pop());
+        let reached = async {
+            loop {
+                let mut c = UnixStream::connect(&path).await.unwrap();
+                if answered(&mut c).await {
+                    return c;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        open.push(tokio::time::timeout(Duration::from_secs(5), reached).await.unwrap());
+        // Deactivation: the task aborted, every connection closed.
+        task.abort();
+        for c in &mut open {
+            assert!(closed(c).await);
+        }
+    }
 
     #[test]
     fn paths_and_start_times() {
