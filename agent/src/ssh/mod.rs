@@ -158,14 +158,6 @@ impl SshAgents {
         }
     }
 
-    /// Closes every socket and connection and ends the processes that signed (teardown).
-    pub fn stop_all(&self) {
-        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, s) in std::mem::take(&mut *served) {
-            self.stop(s, true);
-        }
-    }
-
     fn start(&self, e: &Entry) -> Result<Served, String> {
         let kind = catalog::kind(&e.material.kind).ok_or("unknown kind")?;
         let Sealing::Agent(seal) = &kind.sealing else { return Err("not an agent kind".into()) };
