@@ -174,6 +174,39 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_ssh_key_is_neither_shown_nor_rendered_and_its_socket_is() {
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n";
+        let m = material(
+            "ssh",
+            Exposure::Sealed,
+            &[
+                ("private_key", key),
+                ("passphrase", "pw-planted"),
+                ("known_hosts", "h ssh-ed25519 AAAA"),
+            ],
+        );
+        let s = show(kind("ssh").unwrap(), &m, &BTreeMap::new());
+        assert!(s.placeholders.is_empty());
+        assert_eq!(s.fields.keys().collect::<Vec<_>>(), ["known_hosts"]);
+        let e = crate::state::render_in(m, "/run/secrets", "/run/maestro", None).unwrap();
+        let vars: Vec<(&str, &str)> =
+            e.rendered.variables.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(
+            vars,
+            [
+                ("SSH_AUTH_SOCK", "/run/maestro/ssh/S.sock"),
+                ("GIT_SSH_COMMAND", "ssh -o UserKnownHostsFile=/run/secrets/ssh/known_hosts"),
+            ]
+        );
+        for (path, content) in &e.rendered.files {
+            assert!(!content.expose().contains("PRIVATE KEY"), "{path}");
+            assert!(!content.expose().contains("pw-planted"), "{path}");
+        }
+        assert!(e.rendered.files.iter().any(|(p, _)| p == "ssh/known_hosts"));
+        assert!(!e.rendered.files.iter().any(|(p, _)| p == "ssh/id"));
+    }
+
+    #[test]
     fn every_field_of_a_sealed_generic_secret_is_sealed() {
         let g = kind("generic").unwrap();
         let m = material(
