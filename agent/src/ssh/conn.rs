@@ -390,6 +390,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ecdsa_keys_sign_too() {
+        for curve in [ssh_key::EcdsaCurve::NistP256, ssh_key::EcdsaCurve::NistP384] {
+            let key =
+                PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ecdsa { curve })
+                    .unwrap();
+            assert!(maestro_wire::catalog::ssh::agent_can_sign(&key));
+            let shared = shared(&key, None);
+            let mut c = connect(&shared);
+            let data = userauth(b"session-ecdsa");
+            let Some(Response::SignResponse(sig)) = ask(&mut c, &sign_request(&key, &data)).await
+            else {
+                panic!("no signature for {curve:?}")
+            };
+            key.public_key().key_data().verify(&data, &sig).unwrap();
+        }
+    }
+
+    #[tokio::test]
     async fn oversized_or_garbled_messages_end_the_connection_or_fail() {
         let key = random_key();
         let shared = shared(&key, None);
