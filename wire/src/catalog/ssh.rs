@@ -255,6 +255,41 @@ q7HPTbrZL9fXJ7/iYaYBAAAABHRlc3QB
     }
 
     #[test]
+    fn a_sealed_key_must_be_one_the_agent_can_use() {
+        use crate::SecretValue;
+        use crate::catalog::kind;
+        use crate::catalog::seal::{Exposure, SealError, check_agent_fields, check_exposure};
+        let ssh = kind("ssh").unwrap();
+        let fields = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), SecretValue::from(*v)))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n-----END RSA PRIVATE KEY-----\n";
+        let kh = "git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILt/4B0bEejsf4YdwGSPqktBq7HPTbrZL9fXJ7/iYaYB";
+        let ok = fields(&[("private_key", ED25519)]);
+        assert_eq!(check_agent_fields(ssh, Exposure::Sealed, &ok), Ok(()));
+        let pem_key = fields(&[("private_key", pem)]);
+        let e = check_agent_fields(ssh, Exposure::Sealed, &pem_key).unwrap_err().to_string();
+        assert!(e.contains("PEM") && e.contains("ssh-keygen -p"), "{e}");
+        // A plain PEM key is fine: ssh reads it.
+        assert_eq!(check_agent_fields(ssh, Exposure::Plain, &pem_key), Ok(()));
+        let no_kh = fields(&[("private_key", ED25519), ("hosts", "git.example.com")]);
+        let e = check_agent_fields(ssh, Exposure::Sealed, &no_kh).unwrap_err().to_string();
+        assert!(e.contains("known_hosts"), "{e}");
+        let with_kh =
+            fields(&[("private_key", ED25519), ("hosts", "git.example.com"), ("known_hosts", kh)]);
+        assert_eq!(check_agent_fields(ssh, Exposure::Sealed, &with_kh), Ok(()));
+        // --allow-host is not how a sealed key names its hosts.
+        assert_eq!(check_exposure(ssh, Exposure::Sealed, None, &[]), Ok(()));
+        assert!(matches!(
+            check_exposure(ssh, Exposure::Sealed, None, &["git.example.com".into()]),
+            Err(SealError::HostsInField { .. })
+        ));
+    }
+
+    #[test]
     fn host_lists_and_globs() {
         assert!(check_hosts("git.example.com, *.corp.example 10.0.0.?").is_ok());
         assert!(check_hosts(" , ").is_err());
