@@ -477,5 +477,12 @@ async fn a_passphrase_protected_key_works_plain_and_sealed_without_a_prompt() {
     assert_eq!(out.status, 0, "{out:?}\n{}", world.agent.log());
     let out = exec(&world, &["env"]);
     assert!(!out.stdout.contains("correct horse"), "{out:?}");
+    // Without hosts the key signs for any server; the record names it from known_hosts.
+    let mut history = String::new();
+    let seen = wait_until(Duration::from_secs(5), || {
+        history = world.sb.maestro(&["secrets", "history", "SEALED_PW"]).ok().stdout;
+        history.contains("ssh signature for 127.0.0.1")
+    });
+    assert!(seen.is_some(), "{history}");
     world.assert_no_leak(&["correct horse"]);
 }

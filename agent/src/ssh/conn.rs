@@ -138,8 +138,7 @@ fn server_of(shared: &Shared, binding: Option<&Binding>) -> String {
     let Some(b) = binding else {
         return "a server the client did not name (no session binding)".to_owned();
     };
-    let known = shared.key.hosts.as_ref().map(|(_, kh)| kh.as_str()).unwrap_or("");
-    names_for_key(known, &b.host_key).into_iter().next().unwrap_or_else(|| {
+    names_for_key(&shared.key.known_hosts, &b.host_key).into_iter().next().unwrap_or_else(|| {
         format!("the server with host key {}", b.host_key.fingerprint(HashAlg::Sha256))
     })
 }
@@ -154,13 +153,13 @@ fn sign(shared: &Shared, bindings: &[Binding], peer: &Peer, request: SignRequest
         .and_then(|id| bindings.iter().rev().find(|b| b.session_id == id));
     let host = match &key.hosts {
         None => server_of(shared, bound),
-        Some((hosts, known_hosts)) => {
+        Some(hosts) => {
             let verdict = match bound {
                 None => Err("the client did not bind the request to an SSH session (session-bind@openssh.com; OpenSSH 8.9 or later does)".to_owned()),
                 Some(_) if bindings.iter().any(|b| b.forwarding) => {
                     Err("the key is used through a forwarded agent".to_owned())
                 }
-                Some(b) => allowed_host(hosts, known_hosts, &b.host_key).ok_or_else(|| {
+                Some(b) => allowed_host(hosts, &key.known_hosts, &b.host_key).ok_or_else(|| {
                     format!("{} is not one of the key's hosts ({hosts})", server_of(shared, Some(b)))
                 }),
             };
@@ -209,12 +208,12 @@ mod tests {
     }
 
     fn shared(key: &PrivateKey, hosts: Option<(&str, String)>) -> Arc<Shared> {
+        let (hosts, known_hosts) = match hosts {
+            Some((h, kh)) => (Some(h.to_owned()), kh),
+            None => (None, String::new()),
+        };
         Arc::new(Shared {
-            key: Key {
-                name: "DEPLOY".into(),
-                private: key.clone(),
-                hosts: hosts.map(|(h, kh)| (h.to_owned(), kh)),
-            },
+            key: Key { name: "DEPLOY".into(), private: key.clone(), hosts, known_hosts },
             sandbox_uid: 1000,
             usage: UsageQueue::new(64),
             signers: std::sync::Mutex::new(Vec::new()),

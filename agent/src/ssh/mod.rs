@@ -52,8 +52,10 @@ pub fn socket_path(dir: &str, name: &str) -> PathBuf {
 pub(crate) struct Key {
     pub name: String,
     pub private: PrivateKey,
-    /// The `hosts` patterns and `known_hosts` text, when the key is limited to hosts.
-    pub hosts: Option<(String, String)>,
+    /// The `hosts` patterns, when the key is limited to hosts.
+    pub hosts: Option<String>,
+    /// The `known_hosts` text (empty when not set): which host key is which server.
+    pub known_hosts: String,
 }
 
 /// A process that got a signature: its pid and start time (clock ticks since boot).
@@ -167,12 +169,12 @@ impl SshAgents {
         if !catalog::ssh::agent_can_sign(&private) {
             return Err(format!("a {} key is not signed with by the agent", private.algorithm()));
         }
-        let hosts = field(seal.hosts)
-            .map(|h| (h.to_owned(), field(seal.known_hosts).unwrap_or("").to_owned()));
+        let hosts = field(seal.hosts).map(str::to_owned);
+        let known_hosts = field(seal.known_hosts).unwrap_or("").to_owned();
         let path = socket_path(&self.sockets.to_string_lossy(), &e.material.name);
         let listener = self.bind(&path)?;
         let shared = Arc::new(Shared {
-            key: Key { name: e.material.name.clone(), private, hosts },
+            key: Key { name: e.material.name.clone(), private, hosts, known_hosts },
             sandbox_uid: self.sandbox_uid,
             usage: self.usage.clone(),
             signers: Mutex::new(Vec::new()),
@@ -309,7 +311,7 @@ mod tests {
         let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
             .unwrap();
         let shared = Arc::new(Shared {
-            key: Key { name: "K".into(), private: key, hosts: None },
+            key: Key { name: "K".into(), private: key, hosts: None, known_hosts: String::new() },
             sandbox_uid,
             usage: UsageQueue::new(64),
             signers: Mutex::new(Vec::new()),
