@@ -808,6 +808,20 @@ pub fn outputs<'a>(kind: &Kind, field_names: impl IntoIterator<Item = &'a str>) 
             }
         }
         out.files = kind.files.iter().map(|f| f.path.to_owned()).collect();
+        // A kind the agent serves when sealed provides other names then (SSH_AUTH_SOCK); the
+        // exposure is not known here, so both are claimed.
+        if let Sealing::Agent(seal) = &kind.sealing {
+            for v in seal.variables {
+                if !out.variables.iter().any(|n| n == v.name) {
+                    out.variables.push(v.name.to_owned());
+                }
+            }
+            for f in seal.files {
+                if !out.files.iter().any(|p| p == f.path) {
+                    out.files.push(f.path.to_owned());
+                }
+            }
+        }
     }
     let mut files: Vec<String> = out.variables.clone();
     files.append(&mut out.files);
@@ -1203,6 +1217,14 @@ mod tests {
             "[default]\naws_access_key_id = ASIA1\naws_secret_access_key = s\nregion = eu-west-1\naws_session_token = tok\n"
         );
         assert_eq!(r.variables.len(), 5);
+    }
+
+    #[test]
+    fn an_agent_served_kind_claims_its_sealed_names_too() {
+        let out = outputs(kind("ssh").unwrap(), ["private_key"]);
+        assert_eq!(out.variables, ["GIT_SSH_COMMAND", "SSH_AUTH_SOCK"]);
+        assert!(out.files.iter().any(|f| f == "SSH_AUTH_SOCK"), "{:?}", out.files);
+        assert!(out.files.iter().any(|f| f == "ssh/id"), "{:?}", out.files);
     }
 
     #[test]
