@@ -54,6 +54,7 @@ pub mod sealing;
 #[allow(unsafe_code)]
 pub mod run;
 pub mod scan;
+pub mod ssh;
 pub mod state;
 pub mod teardown;
 pub mod usage;

@@ -34,7 +34,7 @@ fn random(buf: &mut [u8]) {
 fn kept_prefixes(kind: &Kind, field: &str) -> Option<&'static [&'static str]> {
     let seal = match &kind.sealing {
         Sealing::Swap(s) | Sealing::SigV4(s) => s,
-        Sealing::Unsupported { .. } => return None,
+        Sealing::Agent(_) | Sealing::Unsupported { .. } => return None,
     };
     if kind.free_fields {
         return Some(&[]);
@@ -58,6 +58,16 @@ fn same_shape(old: &str, fresh: &str) -> bool {
 /// placeholder (the one in `previous` when it still fits), the others are as they are.
 pub fn show(kind: &Kind, material: &SecretMaterial, previous: &BTreeMap<String, String>) -> Shown {
     let mut placeholders = BTreeMap::new();
+    if let (Sealing::Agent(seal), Exposure::Sealed) = (&kind.sealing, material.exposure) {
+        // The agent uses these itself: the sandbox sees neither them nor a placeholder.
+        let fields = material
+            .fields
+            .iter()
+            .filter(|(name, _)| !seal.hidden.contains(&name.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        return Shown { fields, placeholders };
+    }
     if material.exposure != Exposure::Sealed || seal::seal_of(kind).is_err() {
         return Shown { fields: material.fields.clone(), placeholders };
     }
@@ -161,6 +171,39 @@ mod tests {
             let p = &show(g, &m, &BTreeMap::new()).placeholders["A"];
             assert!(p.len() >= crate::proxy::sealed::MIN_PLACEHOLDER_LEN, "{len}: {p}");
         }
+    }
+
+    #[test]
+    fn a_sealed_ssh_key_is_neither_shown_nor_rendered_and_its_socket_is() {
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n";
+        let m = material(
+            "ssh",
+            Exposure::Sealed,
+            &[
+                ("private_key", key),
+                ("passphrase", "pw-planted"),
+                ("known_hosts", "h ssh-ed25519 AAAA"),
+            ],
+        );
+        let s = show(kind("ssh").unwrap(), &m, &BTreeMap::new());
+        assert!(s.placeholders.is_empty());
+        assert_eq!(s.fields.keys().collect::<Vec<_>>(), ["known_hosts"]);
+        let e = crate::state::render_in(m, "/run/secrets", "/run/maestro", None).unwrap();
+        let vars: Vec<(&str, &str)> =
+            e.rendered.variables.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(
+            vars,
+            [
+                ("SSH_AUTH_SOCK", "/run/maestro/ssh/S.sock"),
+                ("GIT_SSH_COMMAND", "ssh -o UserKnownHostsFile=/run/secrets/ssh/known_hosts"),
+            ]
+        );
+        for (path, content) in &e.rendered.files {
+            assert!(!content.expose().contains("PRIVATE KEY"), "{path}");
+            assert!(!content.expose().contains("pw-planted"), "{path}");
+        }
+        assert!(e.rendered.files.iter().any(|(p, _)| p == "ssh/known_hosts"));
+        assert!(!e.rendered.files.iter().any(|(p, _)| p == "ssh/id"));
     }
 
     #[test]

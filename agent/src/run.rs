@@ -34,6 +34,7 @@ use crate::listener::{self, ListenerError};
 use crate::privs::{self, PrivsError};
 use crate::proxy::{Proxy, ProxyConfig, ProxyHandle};
 use crate::sealing;
+use crate::ssh::SshAgents;
 use crate::state::{Egress, Store};
 use crate::teardown::{self, Cause, MountSlot, Parts};
 use crate::usage::{self, FsObserver, QUEUE_CAPACITY, UsageQueue};
@@ -249,7 +250,11 @@ async fn session(
         Ok(set) => store.prepare_decoys(set),
         Err(e) => tracing::error!("{e}; this agent serves no decoys"),
     }
-    let proxy = start_egress(&config, usage.clone(), &store)?;
+    // Sealed ssh keys: their ssh-agent sockets next to the agent socket.
+    let sockets = config.socket.parent().unwrap_or(std::path::Path::new("/"));
+    store.set_sockets(&sockets.to_string_lossy());
+    let ssh = Arc::new(SshAgents::new(sockets, config.user.uid, usage.clone()));
+    let proxy = start_egress(&config, usage.clone(), &store, ssh)?;
     let mut parts = Parts {
         cgroup,
         store: store.clone(),
@@ -300,6 +305,7 @@ fn start_egress(
     config: &Config,
     usage: Arc<UsageQueue>,
     store: &Arc<Store>,
+    ssh: Arc<SshAgents>,
 ) -> Result<Arc<ProxyHandle>, RunError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut pc = ProxyConfig::new(vec![0, config.user.uid], usage);
@@ -334,6 +340,7 @@ fn start_egress(
         if let Err(e) = watched.set(sealing::sealed_set(secrets)) {
             tracing::error!("sealed secrets are not substituted: {e}");
         }
+        ssh.set(secrets);
     }));
     Ok(proxy)
 }

@@ -97,7 +97,11 @@ fn is_credential(kind: &Kind, field: &str) -> bool {
     }
     kind.fields.iter().find(|f| f.name == field).is_some_and(|f| {
         f.default.is_none()
-            && !matches!(f.check, Check::Host | Check::HostPort | Check::Port | Check::OneOf(_))
+            && !f.shown
+            && !matches!(
+                f.check,
+                Check::Host | Check::HostPort | Check::Port | Check::OneOf(_) | Check::HostPatterns
+            )
             && !NOT_CREDENTIALS.contains(&f.name)
     })
 }

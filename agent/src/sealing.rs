@@ -18,7 +18,7 @@ fn sealed_secret(e: &Entry) -> Option<SealedSecret> {
     let (seal, sigv4) = match &kind.sealing {
         Sealing::Swap(seal) => (seal, false),
         Sealing::SigV4(seal) => (seal, true),
-        Sealing::Unsupported { .. } => return None,
+        Sealing::Agent(_) | Sealing::Unsupported { .. } => return None,
     };
     let real = |field: &str| e.material.fields.get(field).cloned();
     let mut swaps = Vec::new();

@@ -83,6 +83,17 @@ pub fn render(
     mount: &str,
     previous: Option<&Entry>,
 ) -> Result<Entry, StateError> {
+    render_in(material, mount, "", previous)
+}
+
+/// The same, `sockets` being the directory of the agent's own sockets for sealed secrets it
+/// serves itself (an ssh-agent socket per sealed `ssh` key, see [`crate::ssh`]).
+pub fn render_in(
+    material: SecretMaterial,
+    mount: &str,
+    sockets: &str,
+    previous: Option<&Entry>,
+) -> Result<Entry, StateError> {
     if !is_valid_secret_name(&material.name) {
         return Err(StateError::InvalidName(material.name.chars().take(80).collect()));
     }
@@ -92,7 +103,14 @@ pub fn render(
     })?;
     let empty = BTreeMap::new();
     let shown = placeholders::show(kind, &material, previous.map_or(&empty, |e| &e.placeholders));
-    let rendered = catalog::render(kind, &shown.fields, mount);
+    let socket = crate::ssh::socket_path(sockets, &material.name);
+    let rendered = match material.exposure {
+        catalog::Exposure::Sealed => {
+            catalog::render_agent_sealed(kind, &shown.fields, mount, &socket.to_string_lossy())
+        }
+        catalog::Exposure::Plain => None,
+    }
+    .unwrap_or_else(|| catalog::render(kind, &shown.fields, mount));
     Ok(Entry { material, rendered, placeholders: shown.placeholders, shown: shown.fields })
 }
 
@@ -159,6 +177,8 @@ impl Egress {
 #[derive(Debug, Default, Clone)]
 pub struct Secrets {
     mount: String,
+    /// The directory of the agent's sockets for sealed secrets it serves itself.
+    sockets: String,
     active: BTreeMap<String, Entry>,
     in_touch: bool,
     egress: Option<Egress>,
@@ -170,6 +190,7 @@ impl Secrets {
     pub fn new(mount: &str) -> Self {
         Secrets {
             mount: mount.to_owned(),
+            sockets: String::new(),
             active: BTreeMap::new(),
             in_touch: false,
             egress: None,
@@ -185,6 +206,11 @@ impl Secrets {
     /// Serves these decoys beside the real secrets (`None`: no decoys).
     pub fn set_decoys(&mut self, decoys: Option<Arc<DecoySet>>) {
         self.decoys = decoys;
+    }
+
+    /// Where the agent's own sockets for sealed secrets go (set once, before any secret).
+    pub fn set_sockets(&mut self, dir: &str) {
+        self.sockets = dir.to_owned();
     }
 
     /// The active secrets.
@@ -226,7 +252,7 @@ impl Secrets {
         for m in materials {
             // A snapshot after a reconnect is not a new activation: placeholders stay.
             let previous = self.active.get(&m.name);
-            match render(m, &self.mount, previous) {
+            match render_in(m, &self.mount, &self.sockets, previous) {
                 Ok(e) => {
                     active.insert(e.material.name.clone(), e);
                 }
@@ -241,7 +267,7 @@ impl Secrets {
     /// Adds or replaces one secret.
     pub fn upsert(&mut self, material: SecretMaterial) -> Result<(), StateError> {
         let material_name = material.name.clone();
-        let e = render(material, &self.mount, self.active.get(&material_name))?;
+        let e = render_in(material, &self.mount, &self.sockets, self.active.get(&material_name))?;
         self.active.insert(e.material.name.clone(), e);
         Ok(())
     }
@@ -542,6 +568,11 @@ impl Store {
             s.set_decoys(set);
             Ok(())
         })
+    }
+
+    /// Where the agent's own sockets for sealed secrets go (see [`Secrets::set_sockets`]).
+    pub fn set_sockets(&self, dir: &str) {
+        self.lock().secrets.set_sockets(dir);
     }
 
     /// The broker was heard from.

@@ -18,6 +18,7 @@ mod mtls;
 mod proxy;
 mod report;
 mod sandbox;
+mod ssh;
 mod stats;
 mod usage_alerts;
 
@@ -63,6 +64,18 @@ enum Command {
     Proxy(Common),
     /// 7. History: the usage summary and pages at 1,000,000 audit records, SQLite and PostgreSQL.
     History(HistoryArgs),
+    /// 8. Sealed SSH keys: signature latency through the agent's socket, revocation.
+    Ssh(Common),
+    /// The client side of `ssh`, run as the sandbox user (internal).
+    #[command(hide = true)]
+    SshClient {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        hold: bool,
+    },
     /// Sets up the sandbox the rows use (a broker, an agent, the first N of 100 secrets
     /// active), prints where its socket and mount are, and waits for Ctrl-C: for profiling.
     Sandbox {
@@ -186,6 +199,8 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             rows.extend(proxy::run(&settings, &bins).await?);
             section("7. history: the usage summary and pages at 1,000,000 records");
             rows.extend(history::run(&settings, &bins, None).await?);
+            section("8. sealed SSH keys (a broker and agent of their own)");
+            rows.extend(ssh::run(&settings, &bins).await?);
             Ok(Some((args.common, rows)))
         }
         Command::Exec(args) => {
@@ -241,6 +256,14 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             let rows = history::run(&settings_of(&args.common), &bins, records).await?;
             Ok(Some((args.common, rows)))
         }
+        Command::Ssh(common) => {
+            let rows = ssh::run(&settings_of(&common), &bins).await?;
+            Ok(Some((common, rows)))
+        }
+        Command::SshClient { socket, count, hold } => {
+            ssh::client(&socket, count, hold)?;
+            Ok(None)
+        }
         Command::Agent(common) => {
             let sandbox = Sandbox::new(&bins).await?;
             let rows = agent_life::run(&settings_of(&common), &sandbox).await?;
@@ -255,6 +278,19 @@ fn settings_of(common: &Common) -> Settings {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::SshClient { socket, count, hold } = &cli.command {
+        // The client side of the ssh rows: the sandbox user, no root, no runtime.
+        return match ssh::client(socket, *count, *hold) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "maestro-bench ssh-client: {}",
+                    maestro_wire::errors::one_line(e.chain())
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = preflight().and_then(|()| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -633,11 +633,13 @@
     if (!kind) help = '';
     else if (!seal) help = `A ${kind.name} secret cannot be sealed: ${kind.sealing.why}`;
     else if (select.value === 'plain') help = 'Tools read the values as they are. Sealed keeps them out of the sandbox.';
+    else if (seal.sealing === 'agent') help = `The agent serves ${seal.served}.`;
     else help = `Substituted in: ${seal.substituted_in}.`;
     $('secret-exposure-help').textContent = shown(help);
-    const sealed = select.value === 'sealed' && !!seal;
+    // An agent-served kind (ssh) takes its hosts from a field, not from this list.
+    const sealed = select.value === 'sealed' && !!seal && seal.sealing !== 'agent';
     $('secret-hosts-row').hidden = !sealed;
-    if (seal) {
+    if (seal && seal.sealing !== 'agent') {
       let defaults;
       if (seal.host_field) defaults = `the host of its ${seal.host_field} field`;
       else if (seal.hosts.length) defaults = seal.hosts.join(', ');
@@ -653,6 +655,10 @@
     if (exposure !== 'sealed') return;
     const seal = sealOf(kind);
     if (!seal) throw new Invalid(`a ${kind.name} secret cannot be sealed: ${kind.sealing.why}`);
+    if (seal.sealing === 'agent') {
+      if (hosts.length) throw new Invalid(`a sealed ${kind.name} secret takes its hosts from its ${seal.hosts} field, not from the hosts list`);
+      return;
+    }
     if (seal.hosts.length === 0 && !seal.host_field && hosts.length === 0) {
       throw new Invalid('a sealed generic secret needs the hosts its values may be sent to: name them, separated by commas (api.example.com, *.example.com)');
     }

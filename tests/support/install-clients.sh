@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the client programs the integration tests drive (tests/tests/integrations_*.rs):
 # git with git-http-backend, PostgreSQL (server and psql), MariaDB (server and client), OpenSSL,
+# OpenSSH's client and server (the ssh tests start their own sshd on a loopback port),
 # a Python virtual environment with boto3 and google-auth under target/, and (through
 # tests/support/sealed/install.sh) the sealed-secrets clients. Idempotent: a second
 # run installs nothing and prints nothing but its summary line.
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 
-need_debs git postgresql postgresql-client mariadb-server mariadb-client openssl python3 python3-venv
+need_debs git openssh-client openssh-server postgresql postgresql-client mariadb-server mariadb-client openssl python3 python3-venv
 
 VENV="${MAESTRO_TEST_VENV:-$PWD/target/integrations-venv}"
 PY_PACKAGES=(boto3 google-auth cryptography)

@@ -260,7 +260,30 @@ const CASES: &[Case] = &[
         vars: &[("MAILGUN_API_KEY", "key-planted"), ("MAILGUN_DOMAIN", "mg.example.com")],
         files: &[],
     },
+    Case {
+        kind: "ssh",
+        name: "SSH_KINDS",
+        fields: &[
+            ("private_key", SSH_KEY),
+            ("known_hosts", SSH_KNOWN_HOSTS),
+            ("hosts", "127.0.0.1"),
+        ],
+        required: &["private_key"],
+        malformed: &[
+            ("private_key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILt/4B0bEejsf4Yd test"),
+            ("hosts", "git.example.com/repo"),
+        ],
+        vars: &[(
+            "GIT_SSH_COMMAND",
+            "ssh -i {mount}/ssh/id -o IdentitiesOnly=yes -o UserKnownHostsFile={mount}/ssh/known_hosts",
+        )],
+        files: &[("ssh/id", SSH_KEY), ("ssh/known_hosts", SSH_KNOWN_HOSTS)],
+    },
 ];
+
+/// A throwaway key made for this test with `ssh-keygen -t ed25519 -N ''`.
+const SSH_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACC7f+AdGxHo7H+GHcBkj6pLQauxz0262S/X1ye/4mGmAQAAAIhcTJy2XEyc\ntgAAAAtzc2gtZWQyNTUxOQAAACC7f+AdGxHo7H+GHcBkj6pLQauxz0262S/X1ye/4mGmAQ\nAAAEAS1bGqBxCzDNAM0UXhb5znyjZ/rCa7yijESWISV18sX7t/4B0bEejsf4YdwGSPqktB\nq7HPTbrZL9fXJ7/iYaYBAAAABHRlc3QB\n-----END OPENSSH PRIVATE KEY-----\n";
+const SSH_KNOWN_HOSTS: &str = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILt/4B0bEejsf4YdwGSPqktBq7HPTbrZL9fXJ7/iYaYB\n";
 
 fn fields_json(fields: &[(&str, &str)]) -> Value {
     Value::Object(fields.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect())

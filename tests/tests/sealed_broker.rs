@@ -320,6 +320,11 @@ async fn kinds_say_which_can_be_sealed_where_to_and_why_not() {
         match sealing["sealing"].as_str().unwrap() {
             "unsupported" => assert!(!sealing["why"].as_str().unwrap().is_empty(), "{kind}"),
             "swap" | "sig_v4" => assert!(sealing["substituted_in"].is_string(), "{kind}"),
+            // Served by the agent itself (an ssh-agent socket): what it serves, what it hides.
+            "agent" => {
+                assert!(sealing["served"].is_string(), "{kind}");
+                assert!(!sealing["hidden"].as_array().unwrap().is_empty(), "{kind}");
+            }
             other => panic!("unknown sealing {other}"),
         }
     }

@@ -19,6 +19,7 @@ mod check;
 mod markdown;
 mod render;
 pub mod seal;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 
@@ -33,7 +34,7 @@ pub use markdown::{markdown, sealing_markdown};
 use render::source_value;
 pub use seal::Place;
 use seal::sealed;
-pub use seal::{Exposure, Seal, SealError, Sealing};
+pub use seal::{AgentSeal, Exposure, Seal, SealError, Sealing};
 
 /// One kind of secret.
 #[derive(Debug, Serialize)]
@@ -102,6 +103,11 @@ pub enum Check {
     HostPort,
     /// A URI with one of these scheme prefixes (`mongodb://`) that names at least one host.
     Uri(&'static [&'static str]),
+    /// An SSH private key (OpenSSH or PEM) that `ssh-key` reads, checked against the passphrase
+    /// in the field named here (see [`ssh::check_key`]).
+    SshPrivateKey { passphrase: &'static str },
+    /// Host patterns separated by commas or spaces, with ssh_config's `*` and `?`.
+    HostPatterns,
 }
 
 /// One environment variable a kind provides.
@@ -131,6 +137,17 @@ pub enum Source {
     Pgpass,
     /// A MySQL option file with a `[client]` group.
     MysqlOptionFile,
+    /// An SSH private key file `ssh` reads without a prompt: the `key` field, decrypted with the
+    /// `passphrase` field when it has one (see [`ssh::key_file`]).
+    SshKeyFile { key: &'static str, passphrase: &'static str },
+    /// `ssh -i FILE -o IdentitiesOnly=yes [-o UserKnownHostsFile=FILE]` for `GIT_SSH_COMMAND`:
+    /// `identity` and `known_hosts` are files of the kind under the mount (`identity` `None`:
+    /// the key is in an agent). `known_hosts` is used when its field is set; the variable is
+    /// left out when there is nothing to say.
+    SshCommand { identity: Option<&'static str>, known_hosts: (&'static str, &'static str) },
+    /// The path of the agent's socket serving this secret (a sealed secret the agent holds,
+    /// e.g. the ssh-agent socket of a sealed `ssh` key).
+    AgentSocket,
 }
 
 /// One file a kind provides, besides the one-per-variable files.
@@ -606,7 +623,72 @@ pub static KINDS: &[Kind] = &[
             substituted_in: "Authorization: Basic (api:KEY)",
         }),
     },
+    Kind {
+        name: "ssh",
+        title: "SSH private key (git over SSH, ssh, scp)",
+        fields: &[
+            req(
+                "private_key",
+                Check::SshPrivateKey { passphrase: "passphrase" },
+                "the private key, OpenSSH or PEM (--field-file private_key=~/.ssh/id_ed25519)",
+            ),
+            opt("passphrase", Check::Line, "the key's passphrase, if it has one"),
+            opt(
+                "hosts",
+                Check::HostPatterns,
+                "host patterns the key is for, comma or space separated (git.example.com *.corp.example); a sealed key signs for no other",
+            )
+            .shown(),
+            opt("known_hosts", Check::Text, "known_hosts lines of the servers (ssh-keyscan HOST)")
+                .shown(),
+        ],
+        free_fields: false,
+        variables: &[var(
+            "GIT_SSH_COMMAND",
+            Source::SshCommand {
+                identity: Some(SSH_KEY_FILE),
+                known_hosts: ("known_hosts", SSH_KNOWN_HOSTS_FILE),
+            },
+        )],
+        files: &[
+            File {
+                path: SSH_KEY_FILE,
+                content: Source::SshKeyFile { key: "private_key", passphrase: "passphrase" },
+            },
+            File { path: SSH_KNOWN_HOSTS_FILE, content: field("known_hosts") },
+        ],
+        helper: None,
+        setup: Some("$GIT_SSH_COMMAND user@host (git reads GIT_SSH_COMMAND itself)"),
+        rotation: Rotation {
+            steps: "ssh-keygen -t ed25519 a new key, add its .pub to every server or forge that trusts the old one (authorized_keys, deploy keys), then remove the old public key there",
+            link: Some("https://man.openbsd.org/ssh-keygen"),
+        },
+        sealing: Sealing::Agent(AgentSeal {
+            hidden: &["private_key", "passphrase"],
+            key: "private_key",
+            passphrase: "passphrase",
+            hosts: "hosts",
+            known_hosts: "known_hosts",
+            variables: &[
+                var("SSH_AUTH_SOCK", Source::AgentSocket),
+                var(
+                    "GIT_SSH_COMMAND",
+                    Source::SshCommand {
+                        identity: None,
+                        known_hosts: ("known_hosts", SSH_KNOWN_HOSTS_FILE),
+                    },
+                ),
+            ],
+            files: &[File { path: SSH_KNOWN_HOSTS_FILE, content: field("known_hosts") }],
+            served: "an ssh-agent socket (SSH_AUTH_SOCK) that signs with the key; with hosts set, only for servers whose host key known_hosts names as one of them",
+        }),
+    },
 ];
+
+/// Where a plain `ssh` key's file is, relative to the mount.
+pub const SSH_KEY_FILE: &str = "ssh/id";
+/// Where an `ssh` secret's known_hosts file is, relative to the mount.
+pub const SSH_KNOWN_HOSTS_FILE: &str = "ssh/known_hosts";
 
 /// Looks a kind up by name.
 pub fn kind(name: &str) -> Option<&'static Kind> {
@@ -699,6 +781,13 @@ pub fn validate(
             }
         }
     }
+    for spec in kind.fields {
+        // A check that needs a sibling field (an SSH key and its passphrase).
+        if let (Check::SshPrivateKey { passphrase }, Some(key)) = (spec.check, out.get(spec.name)) {
+            let pass = out.get(passphrase).map(SecretValue::expose);
+            ssh::check_key(key.expose(), pass).map_err(|p| invalid(spec.name, &p))?;
+        }
+    }
     Ok(out)
 }
 
@@ -734,6 +823,20 @@ pub fn outputs<'a>(kind: &Kind, field_names: impl IntoIterator<Item = &'a str>) 
             }
         }
         out.files = kind.files.iter().map(|f| f.path.to_owned()).collect();
+        // A kind the agent serves when sealed provides other names then (SSH_AUTH_SOCK); the
+        // exposure is not known here, so both are claimed.
+        if let Sealing::Agent(seal) = &kind.sealing {
+            for v in seal.variables {
+                if !out.variables.iter().any(|n| n == v.name) {
+                    out.variables.push(v.name.to_owned());
+                }
+            }
+            for f in seal.files {
+                if !out.files.iter().any(|p| p == f.path) {
+                    out.files.push(f.path.to_owned());
+                }
+            }
+        }
     }
     let mut files: Vec<String> = out.variables.clone();
     files.append(&mut out.files);
@@ -772,6 +875,32 @@ pub fn render(kind: &Kind, fields: &BTreeMap<String, SecretValue>, mount: &str) 
     }
     r.files = files;
     r
+}
+
+/// Renders a sealed secret of a kind the agent serves itself ([`Sealing::Agent`]): the seal's
+/// variables and files instead of the kind's, `socket` being the agent's socket for it.
+/// `None` for every other kind.
+pub fn render_agent_sealed(
+    kind: &Kind,
+    fields: &BTreeMap<String, SecretValue>,
+    mount: &str,
+    socket: &str,
+) -> Option<Rendered> {
+    let Sealing::Agent(seal) = &kind.sealing else { return None };
+    let mut r = Rendered::default();
+    for v in seal.variables {
+        if let Some(value) = render::source_value_at(v.value, fields, mount, Some(socket)) {
+            r.variables.push((v.name.to_owned(), value));
+        }
+    }
+    let mut files: Vec<(String, SecretValue)> = r.variables.clone();
+    for f in seal.files {
+        if let Some(value) = render::source_value_at(f.content, fields, mount, Some(socket)) {
+            files.push((f.path.to_owned(), value));
+        }
+    }
+    r.files = files;
+    Some(r)
 }
 
 /// The catalog as `GET /v1/kinds` and `maestro kinds --json` show it.
@@ -1103,6 +1232,14 @@ mod tests {
             "[default]\naws_access_key_id = ASIA1\naws_secret_access_key = s\nregion = eu-west-1\naws_session_token = tok\n"
         );
         assert_eq!(r.variables.len(), 5);
+    }
+
+    #[test]
+    fn an_agent_served_kind_claims_its_sealed_names_too() {
+        let out = outputs(kind("ssh").unwrap(), ["private_key"]);
+        assert_eq!(out.variables, ["GIT_SSH_COMMAND", "SSH_AUTH_SOCK"]);
+        assert!(out.files.iter().any(|f| f == "SSH_AUTH_SOCK"), "{:?}", out.files);
+        assert!(out.files.iter().any(|f| f == "ssh/id"), "{:?}", out.files);
     }
 
     #[test]

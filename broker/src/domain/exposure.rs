@@ -54,6 +54,7 @@ pub fn check(
     };
     let host_field = host_field_value(k, fields);
     seal::check_exposure(k, exposure, host_field, hosts).map_err(refusal)?;
+    seal::check_agent_fields(k, exposure, fields).map_err(refusal)?;
     let user_hosts = if exposure == Exposure::Sealed && !hosts.is_empty() {
         seal::sealed_hosts(k, host_field, hosts).map_err(refusal)?
     } else {

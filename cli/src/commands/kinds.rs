@@ -54,6 +54,7 @@ fn overview() -> String {
 fn sealed_to(kind: &Kind) -> String {
     match &kind.sealing {
         Sealing::Unsupported { .. } => "-".to_owned(),
+        Sealing::Agent(seal) => format!("agent (its {} field)", seal.hosts),
         Sealing::Swap(seal) | Sealing::SigV4(seal) => {
             let mut hosts: Vec<String> = seal.hosts.iter().map(|h| (*h).to_owned()).collect();
             if let Some(field) = seal.host_field {
@@ -68,6 +69,10 @@ fn sealed_to(kind: &Kind) -> String {
 fn sealing_pairs(kind: &Kind) -> Vec<(&'static str, String)> {
     match &kind.sealing {
         Sealing::Unsupported { why } => vec![("sealed", format!("no: {why}"))],
+        Sealing::Agent(seal) => vec![
+            ("sealed", format!("yes (--exposure sealed): the agent serves {}", seal.served)),
+            ("never shown", seal.hidden.join(", ")),
+        ],
         Sealing::Swap(seal) | Sealing::SigV4(seal) => {
             let how = match kind.sealing {
                 Sealing::SigV4(_) => "yes (requests re-signed with AWS Signature Version 4)",
@@ -167,15 +172,19 @@ fn detail(kind: &Kind) -> String {
 /// "arg":"region"}`, `{"helper":"git_credential",...}`, `{"prefix":["sk-"]}`.
 fn describe<T: Serialize>(item: &T) -> String {
     let words = |s: &str| s.replace('_', " ");
-    let flat = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-            .collect::<Vec<_>>()
-            .join(" "),
-        other => other.to_string(),
-    };
+    fn flat(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(items) => items.iter().map(flat).collect::<Vec<_>>().join(" "),
+            // A variant's named data (`ssh key file {key, passphrase}`): "key private_key, ...".
+            serde_json::Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| format!("{} {}", k.replace('_', " "), flat(v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
+        }
+    }
     match serde_json::to_value(item) {
         Ok(serde_json::Value::String(s)) => words(&s),
         Ok(serde_json::Value::Object(map)) => {

@@ -22,6 +22,11 @@ pub(super) fn check_value(spec: &Field, v: &str) -> Result<(), ValidationError> 
     }
     match spec.check {
         Check::Text => Ok(()),
+        // The passphrase is checked with its sibling field in `validate`.
+        Check::SshPrivateKey { .. } => {
+            super::ssh::parse_key(v).map(|_| ()).map_err(|p| invalid(name, &p))
+        }
+        Check::HostPatterns => super::ssh::check_hosts(v).map_err(|p| invalid(name, &p)),
         Check::Line => single_line(name, v),
         Check::Token => token(name, v),
         Check::Port => port(name, v),

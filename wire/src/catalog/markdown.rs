@@ -46,6 +46,8 @@ fn rule(check: Check) -> Option<String> {
         }
         Check::OneOf(values) => Some(values.join("/")),
         Check::GcpServiceAccount => Some("service-account key JSON".to_owned()),
+        Check::SshPrivateKey { .. } => Some("OpenSSH or PEM private key".to_owned()),
+        Check::HostPatterns => Some("host patterns".to_owned()),
     }
 }
 
@@ -84,6 +86,9 @@ fn describe(source: Source) -> &'static str {
         Source::AwsCredentialsFile => "shared-credentials file, `[default]` profile",
         Source::Pgpass => "libpq password file",
         Source::MysqlOptionFile => "option file, `[client]` group",
+        Source::SshKeyFile { .. } => "the key, decrypted when it has a passphrase; mode 0400",
+        Source::SshCommand { .. } => "an `ssh` command line",
+        Source::AgentSocket => "the agent's socket",
     }
 }
 
@@ -152,6 +157,16 @@ pub fn sealing_markdown() -> String {
     for kind in KINDS {
         let row = match &kind.sealing {
             Sealing::Unsupported { why } => format!("cannot be sealed: {why} | |"),
+            Sealing::Agent(seal) => {
+                let f: Vec<String> =
+                    seal.hidden.iter().map(|f| format!("`{f}` (never shown)")).collect();
+                format!(
+                    "{} | the `{}` field | the agent serves {}",
+                    f.join(", "),
+                    seal.hosts,
+                    seal.served
+                )
+            }
             Sealing::Swap(seal) | Sealing::SigV4(seal) => {
                 let fields = if kind.free_fields {
                     "every field".to_owned()

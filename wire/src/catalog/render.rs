@@ -68,7 +68,36 @@ pub(super) fn source_value(
     fields: &BTreeMap<String, SecretValue>,
     mount: &str,
 ) -> Option<SecretValue> {
+    source_value_at(source, fields, mount, None)
+}
+
+/// The same, with the path of the agent's socket for the secret (a sealed secret the agent
+/// serves itself); [`Source::AgentSocket`] is left out without one.
+pub(super) fn source_value_at(
+    source: Source,
+    fields: &BTreeMap<String, SecretValue>,
+    mount: &str,
+    socket: Option<&str>,
+) -> Option<SecretValue> {
     let text = match source {
+        Source::SshKeyFile { key, passphrase } => {
+            super::ssh::key_file(get(fields, key)?, get(fields, passphrase))?
+        }
+        Source::SshCommand { identity, known_hosts: (field, file) } => {
+            let mount = mount.trim_end_matches('/');
+            let mut s = String::from("ssh");
+            if let Some(id) = identity {
+                let _ = write!(s, " -i {mount}/{id} -o IdentitiesOnly=yes");
+            }
+            if fields.contains_key(field) {
+                let _ = write!(s, " -o UserKnownHostsFile={mount}/{file}");
+            }
+            if s == "ssh" {
+                return None;
+            }
+            Zeroizing::new(s)
+        }
+        Source::AgentSocket => Zeroizing::new(socket?.to_owned()),
         Source::Field(f) => return fields.get(f).cloned(),
         Source::FilePath(p) => Zeroizing::new(format!("{}/{}", mount.trim_end_matches('/'), p)),
         Source::JsonKey(f, key) => {

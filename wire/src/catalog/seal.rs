@@ -12,9 +12,12 @@
 //! format checks, Content-Length does not change when the proxy swaps it, and a placeholder seen
 //! anywhere names one activation of one secret in one session.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use super::Kind;
+use super::{File, Kind, Variable};
+use crate::SecretValue;
 
 /// How a secret reaches the sandbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +58,28 @@ pub enum Sealing {
     Swap(Seal),
     /// AWS Signature Version 4: the proxy re-signs requests made with the placeholder keys.
     SigV4(Seal),
+    /// The agent uses the value itself on the sandbox's behalf (an ssh-agent socket that signs
+    /// with a key): the sandbox gets the seal's variables and files instead of the kind's.
+    Agent(AgentSeal),
+}
+
+/// A kind the agent serves itself when sealed (an SSH key: an ssh-agent socket).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AgentSeal {
+    /// The fields the sandbox never sees, not even as placeholders.
+    pub hidden: &'static [&'static str],
+    /// The key's field and its passphrase's.
+    pub key: &'static str,
+    pub passphrase: &'static str,
+    /// The field of host patterns the key may be used for, and the known_hosts field that
+    /// tells which host key is which host.
+    pub hosts: &'static str,
+    pub known_hosts: &'static str,
+    /// What the sandbox gets instead of the kind's variables and files.
+    pub variables: &'static [Variable],
+    pub files: &'static [File],
+    /// What the agent serves, for people (`maestro kinds`, docs/sealed.md).
+    pub served: &'static str,
 }
 
 /// Where in a request the proxy may put a sealed value. Narrow on purpose: a value swapped into
@@ -141,6 +166,12 @@ pub enum SealError {
         "--allow-host applies to sealed secrets only; add --exposure sealed or drop --allow-host"
     )]
     HostsOnPlain,
+    #[error(
+        "a sealed {kind} secret takes its hosts from its hosts field, not --allow-host; drop --allow-host and set --field hosts=..."
+    )]
+    HostsInField { kind: String },
+    #[error("a sealed {kind} secret's {field} {problem}")]
+    AgentField { kind: String, field: String, problem: String },
 }
 
 /// Whether `host` (lowercase, no port) matches `pattern`: equal, or, for `*.domain`, a
@@ -208,6 +239,14 @@ pub fn sealed_hosts(
     host_field: Option<&str>,
     user_hosts: &[String],
 ) -> Result<Vec<String>, SealError> {
+    if matches!(kind.sealing, Sealing::Agent(_)) {
+        // The agent itself uses the value; no request carries it to any host.
+        return if user_hosts.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(SealError::HostsInField { kind: kind.name.to_owned() })
+        };
+    }
     let seal = seal_of(kind)?;
     if user_hosts.len() > MAX_HOSTS {
         return Err(SealError::TooManyHosts(user_hosts.len()));
@@ -243,6 +282,10 @@ pub fn sealed_hosts(
 pub fn seal_of(kind: &Kind) -> Result<&Seal, SealError> {
     match &kind.sealing {
         Sealing::Swap(seal) | Sealing::SigV4(seal) => Ok(seal),
+        Sealing::Agent(_) => Err(SealError::Unsupported {
+            kind: kind.name.to_owned(),
+            why: "the agent serves it itself, no request carries it".to_owned(),
+        }),
         Sealing::Unsupported { why } => {
             Err(SealError::Unsupported { kind: kind.name.to_owned(), why: (*why).to_owned() })
         }
@@ -263,8 +306,52 @@ pub fn check_exposure(
     }
 }
 
+/// Checks what a sealed secret of a kind the agent serves needs of its fields: a key the agent
+/// can load and sign with (OpenSSH format; Ed25519 or ECDSA), and a known_hosts field when
+/// hosts are named (the agent knows a server by its host key only). Nothing for other kinds.
+pub fn check_agent_fields(
+    kind: &Kind,
+    exposure: Exposure,
+    fields: &BTreeMap<String, SecretValue>,
+) -> Result<(), SealError> {
+    let Sealing::Agent(seal) = &kind.sealing else { return Ok(()) };
+    if exposure != Exposure::Sealed {
+        return Ok(());
+    }
+    let refuse = |field: &str, problem: String| SealError::AgentField {
+        kind: kind.name.to_owned(),
+        field: field.to_owned(),
+        problem,
+    };
+    let text = fields.get(seal.key).map(SecretValue::expose).unwrap_or("");
+    let pass = fields.get(seal.passphrase).map(SecretValue::expose);
+    let key = super::ssh::load_key(text, pass).map_err(|p| refuse(seal.key, p))?;
+    if !super::ssh::agent_can_sign(&key) {
+        return Err(refuse(
+            seal.key,
+            format!(
+                "is a {} key, which the agent does not sign with; use an Ed25519 or ECDSA key (ssh-keygen -t ed25519)",
+                key.algorithm()
+            ),
+        ));
+    }
+    if fields.contains_key(seal.hosts) && !fields.contains_key(seal.known_hosts) {
+        return Err(refuse(
+            seal.hosts,
+            format!(
+                "needs the {} field: the agent knows a server by its host key only (ssh-keyscan HOST gives the lines)",
+                seal.known_hosts
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `field` of a secret of `kind` is sealed (replaced by a placeholder).
 pub fn is_sealed_field(kind: &Kind, field: &str) -> bool {
+    if let Sealing::Agent(seal) = &kind.sealing {
+        return seal.hidden.contains(&field);
+    }
     match seal_of(kind) {
         Ok(seal) => kind.free_fields || seal.fields.iter().any(|f| f.name == field),
         Err(_) => false,
