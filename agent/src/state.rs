@@ -346,7 +346,9 @@ impl Secrets {
                 // What maestro-exec masks: not a sealed secret's placeholders, nor a variable
                 // that names one of the secret's files (a path is no value), nor one that holds
                 // a field the catalog says is not secret (a host, a region).
-                let secret = (!e.is_sealed()).then(|| e.material.name.clone());
+                // A sealed secret's variables (placeholders, an ssh-agent socket) hold no value.
+                let plain = e.material.exposure == maestro_wire::catalog::Exposure::Plain;
+                let secret = (plain && !e.is_sealed()).then(|| e.material.name.clone());
                 let files = format!("{}/", self.mount);
                 let kind = catalog::kind(&e.material.kind);
                 e.rendered.variables.iter().map(move |(name, value)| EnvVar {

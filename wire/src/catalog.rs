@@ -190,13 +190,19 @@ const fn dflt(
 }
 
 impl Kind {
-    /// Whether a variable of this kind holds only the value of a field that is not secret
-    /// ([`Field::shown`]: `PGHOST`, `AWS_REGION`): maestro-exec does not mask those.
+    /// Whether a variable of this kind holds nothing secret: a field that is not secret
+    /// ([`Field::shown`]: `PGHOST`, `AWS_REGION`), a path under the mount, a command line made of
+    /// paths (`GIT_SSH_COMMAND`) or a socket's path. maestro-exec does not mask those.
     pub fn variable_is_shown(&self, variable: &str) -> bool {
         self.variables.iter().any(|v| {
             v.name == variable
-                && matches!(v.value, Source::Field(f)
-                    if self.fields.iter().any(|field| field.name == f && field.shown))
+                && match v.value {
+                    Source::Field(f) => {
+                        self.fields.iter().any(|field| field.name == f && field.shown)
+                    }
+                    Source::FilePath(_) | Source::SshCommand { .. } | Source::AgentSocket => true,
+                    _ => false,
+                }
         })
     }
 }
@@ -916,6 +922,21 @@ pub fn view() -> CatalogView {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn variables_that_hold_nothing_secret_are_known() {
+        let pg = kind("postgres").unwrap();
+        assert!(pg.variable_is_shown("PGHOST") && pg.variable_is_shown("PGPORT"));
+        assert!(!pg.variable_is_shown("PGPASSWORD") && !pg.variable_is_shown("DATABASE_URL"));
+        assert!(pg.variable_is_shown("PGPASSFILE"), "a path under the mount");
+        let aws = kind("aws").unwrap();
+        assert!(aws.variable_is_shown("AWS_REGION"));
+        assert!(!aws.variable_is_shown("AWS_SECRET_ACCESS_KEY"));
+        assert!(!aws.variable_is_shown("AWS_ACCESS_KEY_ID"));
+        let ssh = kind("ssh").unwrap();
+        assert!(ssh.variable_is_shown("GIT_SSH_COMMAND"));
+        assert!(!kind("github").unwrap().variable_is_shown("GITHUB_TOKEN"));
+    }
+
     use super::*;
 
     #[test]
