@@ -245,13 +245,16 @@ fn the_agent_as_a_namespaced_sandbox_entrypoint() {
     let exec = bin("maestro-exec");
     let exec = exec.to_str().unwrap();
     let (out, took) = poll(Duration::from_secs(60), || {
-        let out = in_sandbox(init, &[exec, "--", "printenv", "NS_DEMO"]);
+        let out = in_sandbox(init, &[exec, "--no-mask", "--", "printenv", "NS_DEMO"]);
         (out.status == 0).then_some(out)
     })
     .unwrap_or_else(|| panic!("maestro-exec never got the secret:\n{}", sandbox.log()));
     assert_eq!(out.stdout.trim(), VALUE);
     eprintln!("sandbox ready (enrolled over {BROKER_ADDR}) after {took:?}");
     assert!(sandbox.log().contains("enrolled"), "{}", sandbox.log());
+    // Printed without --no-mask, the value is masked by maestro-exec.
+    let out = in_sandbox(init, &[exec, "--", "printenv", "NS_DEMO"]);
+    assert_eq!(out.stdout.trim(), "<NS_DEMO>", "{out:?}");
     // Inside: PID 1 is the agent, the hostname is the sandbox's, /run/secrets is its own.
     let out = in_sandbox(init, &["cat", "/proc/1/comm"]);
     assert_eq!(out.stdout.trim(), "maestro-agent", "{out:?}");
@@ -271,7 +274,7 @@ fn the_agent_as_a_namespaced_sandbox_entrypoint() {
     })
     .expect("the file stays after deactivation");
     eprintln!("file gone {took:?} after deactivation");
-    let out = in_sandbox(init, &[exec, "--", "printenv", "NS_DEMO"]);
+    let out = in_sandbox(init, &[exec, "--no-mask", "--", "printenv", "NS_DEMO"]);
     assert!(!out.stdout.contains(VALUE), "{out:?}");
 
     // A process that left its parent behind, as a hostile tool might.
