@@ -52,6 +52,8 @@ enum Command {
     /// 1. `maestro-exec -- true` against `env`, `dotenv run` and `dotenvx run` (hyperfine);
     ///    output masking's added cost and rate.
     Exec(AllArgs),
+    /// 1b alone: output masking's added cost (1, 10, 100 secrets) and rate (hyperfine on PATH).
+    Masking(Common),
     /// 2. Hot open+read+close under the mount against tmpfs, 1 and 8 readers.
     Files(Common),
     /// 3. Revocation and activation latency, API call → file and socket agree.
@@ -212,6 +214,11 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             let mut rows = exec::run(&settings, &mut sandbox, &wrappers).await?;
             rows.extend(masking::run(&settings, &mut sandbox).await?);
             Ok(Some((args.common, rows)))
+        }
+        Command::Masking(common) => {
+            let mut sandbox = Sandbox::new(&bins).await?;
+            let rows = masking::run(&settings_of(&common), &mut sandbox).await?;
+            Ok(Some((common, rows)))
         }
         Command::Files(common) => {
             let mut sandbox = Sandbox::new(&bins).await?;
