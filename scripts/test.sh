@@ -19,6 +19,8 @@ need_debs iproute2 sqlite3
 bash tests/support/install-clients.sh
 # The OAuth 2.0 server of the OAuth tests (tests/tests/oauth_*.rs): oauth2-mock-server from npm.
 bash tests/support/oauth/install.sh
+# The browser of the web UI tests (tests/tests/ui_browser.rs): Chromium and chromedriver.
+bash tests/support/install-browser.sh
 
 # End-to-end tests must not skip here: missing root or FUSE is a failure, not a skip.
 export MAESTRO_REQUIRE_FUSE=1
@@ -28,6 +30,8 @@ export MAESTRO_REQUIRE_POSTGRES=1
 export MAESTRO_REQUIRE_CLIENTS=1
 # Nor may an OAuth test skip for a missing Node.js or OAuth server.
 export MAESTRO_REQUIRE_OAUTH=1
+# Nor may a web UI test skip for a missing Chromium or chromedriver.
+export MAESTRO_REQUIRE_BROWSER=1
 export CARGO_TERM_COLOR=never
 
 echo "==> cargo fmt --check"

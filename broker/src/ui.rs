@@ -29,8 +29,25 @@ use maestro_wire::oauth::{PRESETS, Preset};
 
 /// The page.
 pub const INDEX_HTML: &str = include_str!("../ui/index.html");
-/// The whole client: sign-in, secrets, sessions, audit.
-pub const APP_JS: &str = include_str!("../ui/app.js");
+/// The client: ES modules under `/ui/js/`, loaded by the page as `<script type="module">` from
+/// `main.js`, which imports the others. No build step: each file is served as it is written.
+/// A new module needs a line here (and an `import` where it is used).
+pub const MODULES: &[(&str, &str)] = &[
+    ("main.js", include_str!("../ui/js/main.js")),
+    ("router.js", include_str!("../ui/js/router.js")),
+    ("api.js", include_str!("../ui/js/api.js")),
+    ("state.js", include_str!("../ui/js/state.js")),
+    ("constants.js", include_str!("../ui/js/constants.js")),
+    ("util.js", include_str!("../ui/js/util.js")),
+    ("messages.js", include_str!("../ui/js/messages.js")),
+    ("secrets.js", include_str!("../ui/js/secrets.js")),
+    ("secret-form.js", include_str!("../ui/js/secret-form.js")),
+    ("sessions.js", include_str!("../ui/js/sessions.js")),
+    ("audit.js", include_str!("../ui/js/audit.js")),
+    ("alerts.js", include_str!("../ui/js/alerts.js")),
+    ("oauth.js", include_str!("../ui/js/oauth.js")),
+    ("oauth-flow.js", include_str!("../ui/js/oauth-flow.js")),
+];
 /// The look.
 pub const APP_CSS: &str = include_str!("../ui/app.css");
 /// The tab icon (32x32 PNG), so that browsers do not ask for a missing `/favicon.ico`.
@@ -48,19 +65,27 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (CONTENT_SECURITY_POLICY, CSP),
     (X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (REFERRER_POLICY, "no-referrer"),
-    // A deployed broker may change its assets with any upgrade; a stale app.js against a new
+    // A deployed broker may change its assets with any upgrade; a stale client module against a new
     // API is worse than a reload.
     (CACHE_CONTROL, "no-store"),
 ];
 
-/// The UI routes: `/` and `/ui` redirect to `/ui/`; `/ui/`, `/ui/app.js`, `/ui/app.css`,
-/// `/ui/favicon.png`, `/ui/oauth-presets.json`.
+/// The UI routes: `/` and `/ui` redirect to `/ui/`; `/ui/`, `/ui/js/*.js` (each of
+/// [`MODULES`]), `/ui/app.css`, `/ui/favicon.png`, `/ui/oauth-presets.json`. An unknown path
+/// under `/ui/` falls through to the API's JSON 404.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+    let mut router = Router::new();
+    for (name, text) in MODULES {
+        // Module scripts must come with a JavaScript MIME type, or the browser refuses them.
+        router = router.route(
+            &format!("/ui/js/{name}"),
+            get(move || async move { asset("text/javascript; charset=utf-8", *text) }),
+        );
+    }
+    router
         .route("/", get(to_ui))
         .route("/ui", get(to_ui))
         .route("/ui/", get(index))
-        .route("/ui/app.js", get(app_js))
         .route("/ui/app.css", get(app_css))
         .route("/ui/favicon.png", get(favicon))
         .route("/ui/oauth-presets.json", get(oauth_presets))
@@ -73,10 +98,6 @@ async fn to_ui() -> Redirect {
 
 async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX_HTML)
-}
-
-async fn app_js() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
 }
 
 async fn app_css() -> Response {
@@ -137,7 +158,6 @@ mod tests {
         let client = no_redirects();
         for (path, content_type, body) in [
             ("/ui/", "text/html; charset=utf-8", INDEX_HTML),
-            ("/ui/app.js", "text/javascript; charset=utf-8", APP_JS),
             ("/ui/app.css", "text/css; charset=utf-8", APP_CSS),
         ] {
             let response = client.get(format!("{base}{path}")).send().await.unwrap();
@@ -145,6 +165,13 @@ mod tests {
             assert_eq!(response.headers()["content-type"], content_type, "{path}");
             assert_secure(&response);
             assert_eq!(response.text().await.unwrap(), body, "{path}");
+        }
+        for (name, text) in MODULES {
+            let response = client.get(format!("{base}/ui/js/{name}")).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{name}");
+            assert_eq!(response.headers()["content-type"], "text/javascript; charset=utf-8");
+            assert_secure(&response);
+            assert_eq!(response.text().await.unwrap(), *text, "{name}");
         }
         let response = client.get(format!("{base}/ui/favicon.png")).send().await.unwrap();
         assert_eq!(response.headers()["content-type"], "image/png");
@@ -187,6 +214,24 @@ mod tests {
     }
 
     #[test]
+    fn every_imported_module_is_served_and_every_served_one_is_imported() {
+        let served: Vec<&str> = MODULES.iter().map(|(name, _)| *name).collect();
+        let mut imported = vec!["main.js"];
+        for (name, text) in MODULES {
+            for line in text.lines().filter(|l| l.starts_with("import ")) {
+                let from =
+                    line.split(" from './").nth(1).unwrap_or_else(|| panic!("{name}: {line}"));
+                let module = from.trim_end_matches(';').trim_end_matches('\'');
+                assert!(served.contains(&module), "{name} imports {module}, which is not served");
+                imported.push(module);
+            }
+        }
+        for name in served {
+            assert!(imported.contains(&name), "{name} is served but no module imports it");
+        }
+    }
+
+    #[test]
     fn merges_into_a_router_with_a_fallback() {
         // The API router has a fallback; merging panics if this one had one too.
         let api: Router = Router::new().fallback(|| async { "api" });
@@ -195,7 +240,8 @@ mod tests {
 
     #[test]
     fn assets_name_no_other_origin_and_nothing_inline() {
-        for (name, text) in [("index.html", INDEX_HTML), ("app.js", APP_JS), ("app.css", APP_CSS)] {
+        let assets = [("index.html", INDEX_HTML), ("app.css", APP_CSS)];
+        for (name, text) in assets.iter().chain(MODULES) {
             let lower = text.to_ascii_lowercase();
             for needle in ["http://", "https://", "src=\"//", "href=\"//", "ws://", "wss://"] {
                 assert!(!lower.contains(needle), "{name} contains {needle}");
@@ -209,7 +255,7 @@ mod tests {
         assert!(!html.contains(" style="), "style attribute in index.html");
         assert!(!html.contains(" onclick=") && !html.contains(" onload="), "inline handler");
         assert_eq!(html.matches("<script").count(), 1);
-        assert!(html.contains("<script src=\"app.js\" defer></script>"));
+        assert!(html.contains("<script type=\"module\" src=\"js/main.js\"></script>"));
         assert!(html.contains("<link rel=\"stylesheet\" href=\"app.css\">"));
         assert!(html.contains("<link rel=\"icon\" href=\"favicon.png\" type=\"image/png\">"));
     }

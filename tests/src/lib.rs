@@ -8,12 +8,14 @@
 //! * [`agent`]: a running `maestro-agent` on a temporary mount, and `maestro-exec` runs.
 //! * [`pg`]: a temporary PostgreSQL cluster, and brokers sharing one database.
 //! * [`seed`]: a large audit trail written straight into a broker's database.
+//! * [`browser`]: headless Chromium driven over WebDriver, for the web UI tests.
 
 // The fixture is test code compiled as a library: panicking on a broken setup is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent;
 pub mod broker;
+pub mod browser;
 pub mod pg;
 pub mod seed;
 pub mod util;

@@ -787,13 +787,19 @@ async fn coalesced_reports_are_stored_whole_and_shown_escaped() {
 /// `scripts/test.sh` has for the OAuth tests) on the function as the script defines it.
 #[test]
 fn the_web_ui_shows_control_and_format_characters_escaped() {
-    let script = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/ui/app.js"),
-    )
-    .unwrap();
-    let start = script.find("  const HIDDEN = ").expect("the HIDDEN pattern");
-    let end = start + script[start..].find("\n  }\n").expect("the end of shown()") + 4;
-    let code = format!("{}\nprocess.stdout.write(shown(process.argv[1]));", &script[start..end]);
+    // Every module of the client, in one text.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/ui/js");
+    let mut modules: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    modules.sort();
+    let script: String =
+        modules.iter().map(|p| std::fs::read_to_string(p).unwrap() + "\n").collect();
+    let util = std::fs::read_to_string(dir.join("util.js")).unwrap();
+    let start = util.find("export const HIDDEN = ").expect("the HIDDEN pattern") + "export ".len();
+    let end = start + util[start..].find("\n}\n").expect("the end of shown()") + 3;
+    let code = format!(
+        "{}\nprocess.stdout.write(shown(process.argv[1]));",
+        util[start..end].replace("export function", "function")
+    );
     let out = Command::new("node")
         .args(["-e", &code, "evil\u{202e}gpj.exe\x1b[31m zero\u{200b}width é \\u{41}"])
         .output()

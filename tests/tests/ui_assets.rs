@@ -59,6 +59,34 @@ fn attribute_values(html: &str, attr: &str) -> Vec<String> {
     out
 }
 
+/// The whole client: `js/main.js` and every module it imports, directly or not, each fetched
+/// from the broker (which must serve it as JavaScript with the UI's headers), concatenated.
+async fn script(client: &reqwest::Client, broker: &Broker) -> String {
+    let mut seen: Vec<String> = vec!["main.js".to_owned()];
+    let mut text = String::new();
+    let mut at = 0;
+    while at < seen.len() {
+        let path = format!("/ui/js/{}", seen[at]);
+        let (status, headers, body) = fetch(client, broker, &path).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(headers["content-type"], "text/javascript; charset=utf-8", "{path}");
+        assert_security_headers(&path, &headers);
+        let module = String::from_utf8(body).unwrap();
+        for line in module.lines().filter(|l| l.starts_with("import ")) {
+            let from = line.split(" from './").nth(1).expect("imports are relative: ./name.js");
+            let name = from.trim_end_matches(';').trim_end_matches('\'').to_owned();
+            if !seen.contains(&name) {
+                seen.push(name);
+            }
+        }
+        text.push_str(&module);
+        text.push('\n');
+        at += 1;
+    }
+    assert!(seen.len() > 5, "main.js imports too few modules: {seen:?}");
+    text
+}
+
 fn content_type_for(path: &str) -> &'static str {
     match path.rsplit('.').next() {
         Some("js") => "text/javascript; charset=utf-8",
@@ -148,7 +176,7 @@ async fn assets_load_with_their_types_and_name_no_other_origin() {
         }
     }
     let expected: BTreeSet<String> =
-        ["app.js", "app.css", "favicon.png"].iter().map(|s| (*s).to_owned()).collect();
+        ["js/main.js", "app.css", "favicon.png"].iter().map(|s| (*s).to_owned()).collect();
     assert_eq!(assets, expected, "the page loads exactly these assets");
 
     for asset in &assets {
@@ -162,6 +190,7 @@ async fn assets_load_with_their_types_and_name_no_other_origin() {
             assert_no_other_origin(asset, &String::from_utf8(body).unwrap());
         }
     }
+    assert_no_other_origin("the modules", &script(&client, &broker).await);
     let (_, _, css) = fetch(&client, &broker, "/ui/app.css").await;
     assert!(!String::from_utf8(css).unwrap().contains("url("), "app.css loads something");
 }
@@ -170,7 +199,7 @@ async fn assets_load_with_their_types_and_name_no_other_origin() {
 async fn assets_need_no_token_and_the_api_still_does() {
     let broker = Broker::start();
     let client = browser(&broker);
-    let (status, _, _) = fetch(&client, &broker, "/ui/app.js").await;
+    let (status, _, _) = fetch(&client, &broker, "/ui/js/main.js").await;
     assert_eq!(status, 200);
 
     let (status, _, body) = fetch(&client, &broker, "/v1/secrets").await;
@@ -179,7 +208,7 @@ async fn assets_need_no_token_and_the_api_still_does() {
     assert_eq!(body["error"], "unauthorized");
 
     // Unknown paths, under /ui/ too, still get the API's JSON 404.
-    for path in ["/ui/nope.js", "/v1/nope"] {
+    for path in ["/ui/nope.js", "/ui/js/nope.js", "/ui/app.js", "/v1/nope"] {
         let (status, _, body) = fetch(&client, &broker, path).await;
         assert_eq!(status, 404, "{path}");
         let body: Value = serde_json::from_slice(&body).unwrap();
@@ -191,10 +220,9 @@ async fn assets_need_no_token_and_the_api_still_does() {
 async fn oauth_presets_are_served_as_the_wire_crate_holds_them() {
     let broker = Broker::start();
     let client = browser(&broker);
-    let (_, _, js) = fetch(&client, &broker, "/ui/app.js").await;
     assert!(
-        String::from_utf8(js).unwrap().contains("'oauth-presets.json'"),
-        "app.js no longer loads the presets; update this test"
+        script(&client, &broker).await.contains("'oauth-presets.json'"),
+        "the client no longer loads the presets; update this test"
     );
     let (status, headers, body) = fetch(&client, &broker, "/ui/oauth-presets.json").await;
     assert_eq!(status, 200);
@@ -215,7 +243,7 @@ async fn oauth_presets_are_served_as_the_wire_crate_holds_them() {
     }
 }
 
-/// The API paths written in `app.js` (`'v1/...'` and `` `v1/...` ``) without their query
+/// The API paths written in the client's modules (`'v1/...'` and `` `v1/...` ``) without their query
 /// strings, each `${...}` replaced by `NOPE` and `${verb}` by both verbs it takes.
 fn script_api_paths(js: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -253,7 +281,7 @@ fn nope(template: &str) -> String {
     path
 }
 
-/// The calls `api('METHOD', 'v1/...'` (or a template) in `app.js`: method and path, with
+/// The calls `api('METHOD', 'v1/...'` (or a template) in the client's modules: method and path, with
 /// `${verb}` expanded to both verbs and other placeholders replaced by `NOPE`.
 fn script_api_calls(js: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
@@ -301,8 +329,7 @@ fn script_calls_are_read_with_their_methods() {
 async fn every_api_path_of_the_script_is_a_broker_route() {
     let broker = Broker::start();
     let client = browser(&broker);
-    let (_, _, js) = fetch(&client, &broker, "/ui/app.js").await;
-    let paths = script_api_paths(&String::from_utf8(js).unwrap());
+    let paths = script_api_paths(&script(&client, &broker).await);
     for expected in [
         "/v1/kinds",
         "/v1/secrets",
@@ -322,7 +349,7 @@ async fn every_api_path_of_the_script_is_a_broker_route() {
         "/v1/oauth/authorizations/NOPE",
         "/v1/oauth/authorizations/NOPE/cancel",
     ] {
-        assert!(paths.contains(expected), "app.js does not call {expected}: {paths:?}");
+        assert!(paths.contains(expected), "the client does not call {expected}: {paths:?}");
     }
     let api = broker.admin();
     for path in &paths {
@@ -331,7 +358,7 @@ async fn every_api_path_of_the_script_is_a_broker_route() {
         let reply = api.get(path).await;
         assert!(
             !(reply.status == 404 && reply.message().starts_with("no such route")),
-            "app.js calls {path}, which the broker does not serve: {reply:?}"
+            "the client calls {path}, which the broker does not serve: {reply:?}"
         );
     }
 }
@@ -340,8 +367,7 @@ async fn every_api_path_of_the_script_is_a_broker_route() {
 async fn every_api_call_of_the_script_uses_a_method_its_route_takes() {
     let broker = Broker::start();
     let client = browser(&broker);
-    let (_, _, js) = fetch(&client, &broker, "/ui/app.js").await;
-    let calls = script_api_calls(&String::from_utf8(js).unwrap());
+    let calls = script_api_calls(&script(&client, &broker).await);
     for (method, path) in [
         ("POST", "/v1/oauth/providers"),
         ("GET", "/v1/oauth/providers"),
@@ -356,7 +382,7 @@ async fn every_api_call_of_the_script_uses_a_method_its_route_takes() {
         ("POST", "/v1/sessions/NOPE/activate"),
     ] {
         let call = (method.to_owned(), path.to_owned());
-        assert!(calls.contains(&call), "app.js does not call {method} {path}: {calls:?}");
+        assert!(calls.contains(&call), "the client does not call {method} {path}: {calls:?}");
     }
     let api = broker.admin();
     for (method, path) in &calls {
@@ -370,9 +396,12 @@ async fn every_api_call_of_the_script_uses_a_method_its_route_takes() {
         let reply = api.call(method.clone(), path, body).await;
         assert!(
             !(reply.status == 404 && reply.message().starts_with("no such route")),
-            "app.js calls {method} {path}, which the broker does not serve: {reply:?}"
+            "the client calls {method} {path}, which the broker does not serve: {reply:?}"
         );
-        assert_ne!(reply.status, 405, "app.js calls {method} {path}, a method it does not take");
+        assert_ne!(
+            reply.status, 405,
+            "the client calls {method} {path}, a method it does not take"
+        );
         assert!(
             !changes || reply.status >= 400,
             "{method} {path} with a wrong body or a missing name succeeded: {reply:?}"

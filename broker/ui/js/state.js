@@ -1,0 +1,20 @@
+// What the page holds between views: one object, shared by every module.
+
+export const state = {
+  kinds: null, // the catalog, loaded once
+  secrets: [],
+  sessions: [],
+  audit: [],
+  auditPage: null, // whether older and newer pages exist
+  current: null, // the secret or session a detail view shows
+  created: null, // the answer to the last session creation, until "Done"
+  form: null, // the secret form's mode and loaded files
+  presets: null, // the OAuth provider presets, loaded once
+  providers: [], // the user's OAuth providers
+  added: null, // the provider registered last, until "Done" (its redirect URI)
+  oauthFiles: new Map(), // the provider form's client secret loaded from a file
+  flow: null, // the OAuth authorization in progress, across views
+  // Bumped on every view change: a view's answers that arrive after the user moved on are
+  // dropped.
+  generation: 0,
+};
