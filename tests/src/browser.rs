@@ -166,6 +166,17 @@ impl Browser {
                 json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": {"source": PROBE}}),
             )
             .await;
+        // The viewport exactly as asked, like a phone's when narrow (a headless window is at
+        // least 500 pixels wide by itself).
+        browser
+            .command(
+                "POST",
+                "/goog/cdp/execute",
+                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                    "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600,
+                }}),
+            )
+            .await;
         Some(browser)
     }
 

@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | GET | `/healthz` | | `{"status":"ok"}` |
 //! | GET | `/v1/kinds` | | [`crate::catalog::CatalogView`] |
+//! | GET | `/v1/meta` | (no token) | [`crate::meta::Meta`]: limits, audit actions, alert names, the OAuth redirect URI |
 //! | POST | `/v1/secrets` | [`CreateSecret`] | [`SecretMeta`] (201) |
 //! | GET | `/v1/secrets` | | `Vec<SecretMeta>` |
 //! | GET | `/v1/secrets/{name}` | | [`SecretMeta`] |
@@ -47,6 +48,11 @@ pub struct ApiError {
     pub error: ErrorCode,
     /// One line: what went wrong and what to do. Never contains a secret value.
     pub message: String,
+    /// The request's field at fault, when there is one (`name`, `tags`, `description`,
+    /// `label`, `hosts`, `exposure`, or a field of the secret's kind), so that a form can
+    /// show the message beside its input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// What kind of error an [`ApiError`] is; stable, for programs to match on.

@@ -30,6 +30,7 @@ pub mod jsonline;
 pub mod limits;
 pub mod logging;
 pub mod matcher;
+pub mod meta;
 pub mod names;
 pub mod oauth;
 pub mod secret;

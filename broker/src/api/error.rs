@@ -52,7 +52,11 @@ impl Failure {
 
     /// A failure with an explicit status.
     pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, body: ApiError { error: code, message: message.into() }, retry_after: None }
+        Self {
+            status,
+            body: ApiError { error: code, message: message.into(), field: None },
+            retry_after: None,
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -88,6 +92,7 @@ impl From<DomainError> for Failure {
         };
         let mut failure = Self::with_status(status, e.code, e.message);
         failure.retry_after = e.retry_after;
+        failure.body.field = e.field;
         failure
     }
 }

@@ -36,6 +36,7 @@ pub fn router(app: SharedApp) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/kinds", get(user::kinds))
+        .route("/v1/meta", get(user::meta))
         .route("/v1/secrets", post(user::create_secret).get(user::list_secrets))
         .route(
             "/v1/secrets/{name}",

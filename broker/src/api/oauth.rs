@@ -123,12 +123,36 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// A page with one message. The URL that led here holds a code: no referrer leaves it, no
-/// frame shows it, no script runs on it.
+/// The callback page's policy: the Secret Manager's stylesheet and icon from this origin, and
+/// nothing else (no script at all).
+pub const CALLBACK_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'none'";
+
+/// A page with one message, in the Secret Manager's look, with a link back to its OAuth
+/// section (relative, so that it also works behind a path prefix: the page is at
+/// `/v1/oauth/callback`). The URL that led here holds a code: no referrer leaves it, no frame
+/// shows it, no script runs on it.
 fn page(status: StatusCode, message: &str) -> Response {
-    let title = if status.is_success() { "Authorized" } else { "Authorization failed" };
+    let ok = status.is_success();
+    let title = if ok { "Authorized" } else { "Authorization failed" };
+    let (tone, next) = if ok {
+        ("ok", "The Secret Manager shows the new secret; you may close this tab.")
+    } else {
+        ("bad", "Nothing was stored. Start the connection again from the Secret Manager.")
+    };
     let body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Maestro: {title}</title></head>\n<body><h1>{title}</h1>\n<p>{}</p></body></html>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Maestro: {title}</title>\
+         <link rel=\"icon\" href=\"../../ui/favicon.png\" type=\"image/png\">\
+         <link rel=\"stylesheet\" href=\"../../ui/app.css\"></head>\n\
+         <body class=\"callback\"><main class=\"callback-main\">\
+         <p class=\"brand\"><span class=\"brand-mark\" aria-hidden=\"true\">M</span>\
+         <span class=\"brand-text\">Maestro<small>Secret Manager</small></span></p>\
+         <section class=\"card flow {tone}\" aria-labelledby=\"callback-title\">\
+         <h1 id=\"callback-title\">{title}</h1>\n<p id=\"callback-message\">{}</p>\
+         <p class=\"help\">{next}</p>\
+         <p class=\"buttons left\"><a id=\"callback-back\" class=\"button primary\" \
+         href=\"../../ui/#/oauth\">Back to the Secret Manager</a></p></section></main></body></html>\n",
         escape(message)
     );
     (
@@ -137,7 +161,7 @@ fn page(status: StatusCode, message: &str) -> Response {
             (CONTENT_TYPE, "text/html; charset=utf-8"),
             (REFERRER_POLICY, "no-referrer"),
             (X_FRAME_OPTIONS, "DENY"),
-            (CONTENT_SECURITY_POLICY, "default-src 'none'"),
+            (CONTENT_SECURITY_POLICY, CALLBACK_CSP),
         ],
         body,
     )

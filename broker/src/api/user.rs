@@ -23,6 +23,12 @@ use crate::store::{AuditPosition, AuditRow};
 /// The header that carries the cursor of the next page of an audit listing.
 pub const NEXT_BEFORE_HEADER: &str = "maestro-next-before";
 
+/// `GET /v1/meta`: the limits, audit actions and alert names the broker checks against, and
+/// its OAuth redirect URI; no token needed (nothing of a user's).
+pub async fn meta(State(app): State<SharedApp>) -> Json<maestro_wire::meta::Meta> {
+    Json(maestro_wire::meta::Meta::current(Some(app.oauth.redirect_uri.clone())))
+}
+
 /// `GET /v1/kinds`.
 pub async fn kinds() -> Json<CatalogView> {
     Json(catalog::view())

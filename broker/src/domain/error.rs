@@ -29,6 +29,8 @@ pub struct DomainError {
     pub origin: Origin,
     /// Seconds after which the same request may succeed (a quota reached).
     pub retry_after: Option<u64>,
+    /// The request's field at fault, if one is (see `ApiError::field`).
+    pub field: Option<String>,
 }
 
 /// Results of domain operations.
@@ -36,7 +38,13 @@ pub type DomainResult<T> = Result<T, DomainError>;
 
 impl DomainError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), origin: Origin::Here, retry_after: None }
+        Self { code, message: message.into(), origin: Origin::Here, retry_after: None, field: None }
+    }
+
+    /// The same error, naming the request's field at fault.
+    pub fn at_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 
     /// A failure of a third party the broker called.

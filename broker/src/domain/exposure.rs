@@ -25,7 +25,13 @@ pub struct Exposed {
 
 /// A refusal of the catalog, as the API answers it (400 `invalid_exposure`, its one line).
 pub fn refusal(e: SealError) -> DomainError {
-    DomainError::new(ErrorCode::InvalidExposure, e.to_string())
+    // What a form changes to fix it: the exposure itself, or the hosts.
+    let field = match &e {
+        SealError::Unsupported { .. } | SealError::HostsOnPlain => "exposure".to_owned(),
+        SealError::AgentField { field, .. } => field.clone(),
+        _ => "hosts".to_owned(),
+    };
+    DomainError::new(ErrorCode::InvalidExposure, e.to_string()).at_field(field)
 }
 
 /// The value of the kind's host field among `fields`, if the kind has one.

@@ -23,7 +23,8 @@ pub fn check_name(name: &str) -> DomainResult<()> {
                 "invalid secret name '{}': use 1 to 64 of A-Z, 0-9 and _, starting with a letter (like AWS_PROD)",
                 shown.escape_default()
             ),
-        ))
+        )
+        .at_field("name"))
     }
 }
 
@@ -33,12 +34,14 @@ pub fn check_text(what: &str, text: &str) -> DomainResult<()> {
         return Err(DomainError::new(
             ErrorCode::TooLarge,
             format!("the {what} is {} bytes; the limit is {MAX_DESCRIPTION_BYTES}", text.len()),
-        ));
+        )
+        .at_field(what));
     }
     if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(DomainError::bad_request(format!(
             "the {what} contains control characters; use plain text"
-        )));
+        ))
+        .at_field(what));
     }
     Ok(())
 }
@@ -49,7 +52,8 @@ pub fn check_tags(tags: &[String]) -> DomainResult<()> {
         return Err(DomainError::new(
             ErrorCode::TooMany,
             format!("a secret has at most {MAX_TAGS} tags; this one has {}", tags.len()),
-        ));
+        )
+        .at_field("tags"));
     }
     for (i, tag) in tags.iter().enumerate() {
         if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
@@ -57,16 +61,20 @@ pub fn check_tags(tags: &[String]) -> DomainResult<()> {
                 "tag {} is {} bytes; a tag has 1 to {MAX_TAG_BYTES} bytes",
                 i + 1,
                 tag.len()
-            )));
+            ))
+            .at_field("tags"));
         }
         if tag.chars().any(|c| c.is_control()) {
             return Err(DomainError::bad_request(format!(
                 "tag {} contains control characters",
                 i + 1
-            )));
+            ))
+            .at_field("tags"));
         }
         if tags[..i].contains(tag) {
-            return Err(DomainError::bad_request(format!("tag '{tag}' is given twice")));
+            return Err(
+                DomainError::bad_request(format!("tag '{tag}' is given twice")).at_field("tags")
+            );
         }
     }
     Ok(())
@@ -89,8 +97,20 @@ pub fn check_fields(
             ValidationError::TooLarge { .. } => ErrorCode::TooLarge,
             ValidationError::TooManyFields(_) => ErrorCode::TooMany,
         };
+        let field = match &e {
+            ValidationError::UnknownKind(_) => Some("kind".to_owned()),
+            ValidationError::MissingField { field, .. }
+            | ValidationError::UnknownField { field, .. }
+            | ValidationError::InvalidField { field, .. }
+            | ValidationError::TooLarge { field, .. } => Some(field.clone()),
+            ValidationError::TooManyFields(_) | ValidationError::NoFields => None,
+        };
         // The catalog's messages name fields and limits, never values.
-        DomainError::new(code, e.to_string())
+        let error = DomainError::new(code, e.to_string());
+        match field {
+            Some(field) => error.at_field(field),
+            None => error,
+        }
     })
 }
 
@@ -103,6 +123,13 @@ mod tests {
         assert!(check_name("AWS_PROD").is_ok());
         let f = check_name("bad-name").unwrap_err();
         assert_eq!(f.code, ErrorCode::InvalidName);
+        assert_eq!(f.field.as_deref(), Some("name"));
+        let f = check_fields("aws", &BTreeMap::new()).unwrap_err();
+        assert_eq!(f.field.as_deref(), Some("access_key_id"));
+        assert_eq!(
+            check_tags(&["a".into(), "a".into()]).unwrap_err().field.as_deref(),
+            Some("tags")
+        );
         assert!(check_tags(&["a".into(), "a".into()]).is_err());
         assert!(check_tags(&vec!["t".to_owned(); MAX_TAGS + 1]).is_err());
         assert!(check_text("description", &"x".repeat(MAX_DESCRIPTION_BYTES + 1)).is_err());

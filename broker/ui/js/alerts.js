@@ -8,16 +8,16 @@ import { $, badge, chips, clear, enc, h, muted, parseTags, sessionLinks, shown, 
 
 // ---------------------------------------------------------------- alerts
 
-export const ALERT_ACTIONS = ['notify', 'deactivate', 'end-session'];
 
 // A secret's or the user's actions as typed: `default` (empty) is null, `none` is [].
-export function parseActions(text) {
+export function parseActions(text, field) {
   const t = text.trim();
   if (t === '' || t === 'default') return null;
   if (t === 'none') return [];
   const list = parseTags(t);
-  const bad = list.find((a) => !ALERT_ACTIONS.includes(a));
-  if (bad) throw new Invalid(`"${bad}" is not an action: use ${ALERT_ACTIONS.join(', ')}, none or default`);
+  const known = state.meta.alert_actions;
+  const bad = list.find((a) => !known.includes(a));
+  if (bad) throw new Invalid(`"${bad}" is not an action: use ${known.join(', ')}, none or default`, field);
   return list;
 }
 

@@ -3,23 +3,14 @@
 export const TOKEN_KEY = 'maestro.token';
 // The page lives at <broker>/ui/, so the API is one level up (also behind a path prefix).
 export const BASE = new URL('../', document.baseURI);
-// Limits of `maestro_wire::limits`, checked here too so a mistake is named before upload.
-export const MAX_FIELD_BYTES = 64 * 1024;
-export const MAX_FIELDS = 32;
-export const MAX_TAGS = 32;
-export const MAX_TTL_SECONDS = 30 * 24 * 3600;
+// The shapes of names (`maestro_wire::names`), checked here so a mistake is named before
+// anything is sent. Size limits and action names come from the broker (`limits()` in api.js).
 export const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
 export const VARIABLE_NAME = /^[A-Z_][A-Z0-9_]{0,127}$/;
 export const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
 export const AUDIT_PAGE = 100; // records a history page shows
 export const MULTI_LINE_CHECKS = ['text', 'gcp_service_account'];
-// Limits of `maestro_wire::oauth`.
 export const PROVIDER_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
-export const MAX_CLIENT_ID_BYTES = 256;
-export const MAX_CLIENT_SECRET_BYTES = 4096;
-export const MAX_SCOPES = 64;
-export const MAX_SCOPE_BYTES = 256;
-export const MAX_URL_BYTES = 2048;
 // An authorization is asked about this often while it waits; the page gives up on its own
 // this long after the authorization expired (the broker normally says so first).
 export const POLL_MS = 1500;
@@ -31,11 +22,6 @@ export const PRESET_LABELS = {
   google: 'Google (Google Cloud, Workspace)',
   custom: 'Custom OAuth 2.0 provider',
 };
-export const AUDIT_ACTIONS = [
-  'created', 'edited', 'deleted', 'activated', 'deactivated', 'fetched', 'injected',
-  'file_read', 'denied', 'session_created', 'session_ended', 'enrolled', 'refreshed',
-  'refresh_failed', 'substituted', 'leak_attempt', 'decoy_read', 'scan_finding', 'compromised',
-];
 export const ACTION_TONE = {
   created: 'ok', activated: 'ok', enrolled: 'ok', session_created: 'ok', refreshed: 'ok',
   fetched: 'info', injected: 'info', file_read: 'info', edited: 'info',

@@ -12,10 +12,9 @@
 // section: a module exporting its view, a line in router.js's `route`, its controls wired here.
 
 import { onAlertsConfig, renderAlerts } from './alerts.js';
-import { token } from './api.js';
+import { limits, loadMeta, token } from './api.js';
 import { auditPageFrom, loadAuditPage } from './audit.js';
-import { AUDIT_ACTIONS, MAX_CLIENT_SECRET_BYTES } from './constants.js';
-import { clearErrors, copyText, fail } from './messages.js';
+import { clearErrors, copyText, fail, messageOf, showError } from './messages.js';
 import { closeOAuthForms, onConnectSubmit, onProviderSubmit, onReconnectSubmit, openConnect, openProviderForm, openReconnect, refreshNow, reloadOAuthLists, renderAdded, renderConnectProvider, renderProviderPreset, stripLineBreak } from './oauth.js';
 import { onFlowCancel, onFlowOpen, stopFlow } from './oauth-flow.js';
 import { onSignIn, route, signOut } from './router.js';
@@ -73,12 +72,13 @@ function init() {
   $('provider-form').addEventListener('submit', onProviderSubmit);
   $('provider-cancel').addEventListener('click', () => { clearErrors(); closeOAuthForms(); });
   $('provider-secret-row').appendChild(fileButton('client_secret', $('provider-client-secret'), {
-    files: () => state.oauthFiles, form: () => $('provider-form'), limit: MAX_CLIENT_SECRET_BYTES,
+    files: () => state.oauthFiles, form: () => $('provider-form'), limit: limits().oauth_max_client_secret_bytes,
     transform: stripLineBreak,
   }));
   $('provider-name').addEventListener('input', lowerCase);
   $('added-copy').addEventListener('click', () => copyText($('added-redirect'), 'Redirect URI'));
   $('providers-redirect-copy').addEventListener('click', () => copyText($('providers-redirect-uri'), 'Redirect URI'));
+  $('provider-redirect-copy').addEventListener('click', () => copyText($('provider-redirect'), 'Redirect URI'));
   $('added-connect').addEventListener('click', () => {
     const name = state.added && state.added.name;
     state.added = null;
@@ -102,7 +102,7 @@ function init() {
   // Following the link to the new secret is the end of the story: the panel goes.
   $('flow-view').addEventListener('click', stopFlow);
   const actions = $('audit-action');
-  for (const a of AUDIT_ACTIONS) actions.appendChild(h('option', { value: a }, a.replace(/_/g, ' ')));
+  for (const a of state.meta.audit_actions) actions.appendChild(h('option', { value: a }, a.replace(/_/g, ' ')));
   window.addEventListener('hashchange', route);
   // Whatever was typed into a value input must not survive the page (bfcache, reload).
   window.addEventListener('pagehide', wipeValues);
@@ -110,4 +110,15 @@ function init() {
   route();
 }
 
-init();
+// The broker's limits and names come first: the forms check against them.
+async function start() {
+  try {
+    await loadMeta();
+  } catch (err) {
+    showError(`cannot load the broker's settings (${messageOf(err)}); check that it is running, then reload the page`);
+    return;
+  }
+  init();
+}
+
+start();

@@ -1,7 +1,7 @@
 // OAuth integrations: presets, providers, connecting and reconnecting accounts.
 
-import { ApiFailure, Invalid, api, token } from './api.js';
-import { MAX_CLIENT_ID_BYTES, MAX_CLIENT_SECRET_BYTES, MAX_SCOPES, MAX_SCOPE_BYTES, MAX_URL_BYTES, PRESET_LABELS, PROVIDER_NAME, SECRET_NAME, VARIABLE_NAME } from './constants.js';
+import { ApiFailure, Invalid, api, limits, token } from './api.js';
+import { PRESET_LABELS, PROVIDER_NAME, SECRET_NAME, VARIABLE_NAME } from './constants.js';
 import { clearErrors, fail, notify } from './messages.js';
 import { beginFlow } from './oauth-flow.js';
 import { route, show } from './router.js';
@@ -39,6 +39,11 @@ export const providerByName = (name) => state.providers.find((p) => p.name === n
 // The scopes a provider's preset always asks for (Microsoft: offline_access).
 export const impliedScopes = (provider) => ((provider && presetByName(provider.preset)) || {}).implied_scopes || [];
 
+// The redirect URI of every provider of this broker (`GET /v1/meta`), or a provider's.
+export function redirectUri() {
+  return state.meta.oauth_redirect_uri || (state.providers[0] || {}).redirect_uri || '';
+}
+
 export function hostOf(url) {
   try {
     return new URL(url).host;
@@ -54,14 +59,14 @@ export function isLoopback(hostname) {
 
 // RFC 6749 scope tokens: printable ASCII without space, `"` and `\`.
 export function isValidScope(scope) {
-  return scope.length > 0 && scope.length <= MAX_SCOPE_BYTES && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(scope);
+  return scope.length > 0 && scope.length <= limits().oauth_max_scope_bytes && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(scope);
 }
 
 export function checkScopes(scopes) {
-  if (scopes.length > MAX_SCOPES) throw new Invalid(`at most ${MAX_SCOPES} scopes; ${scopes.length} were given`);
+  if (scopes.length > limits().oauth_max_scopes) throw new Invalid(`at most ${limits().oauth_max_scopes} scopes; ${scopes.length} were given`);
   for (const s of scopes) {
     if (!isValidScope(s)) {
-      throw new Invalid(`"${s.slice(0, 80)}" is not a valid scope: 1 to ${MAX_SCOPE_BYTES} printable characters without spaces, quotes or backslashes`);
+      throw new Invalid(`"${s.slice(0, 80)}" is not a valid scope: 1 to ${limits().oauth_max_scope_bytes} printable characters without spaces, quotes or backslashes`);
     }
   }
   return scopes;
@@ -74,17 +79,17 @@ export function parseScopeText(text) {
   return checkScopes(out);
 }
 
-export function checkUrl(label, text) {
-  if (utf8Bytes(text) > MAX_URL_BYTES) throw new Invalid(`the ${label} is longer than ${MAX_URL_BYTES} bytes`);
+export function checkUrl(label, text, field) {
+  if (utf8Bytes(text) > limits().oauth_max_url_bytes) throw new Invalid(`the ${label} is longer than ${limits().oauth_max_url_bytes} bytes`, field);
   let url;
   try {
     url = new URL(text);
   } catch (_) {
-    throw new Invalid(`the ${label} "${text.slice(0, 80)}" is not a URL; copy it from the provider's documentation`);
+    throw new Invalid(`the ${label} "${text.slice(0, 80)}" is not a URL; copy it from the provider's documentation`, field);
   }
   const https = url.protocol === 'https:';
   if (!https && !(url.protocol === 'http:' && isLoopback(url.hostname))) {
-    throw new Invalid(`the ${label} must be an HTTPS address (plain HTTP only on 127.0.0.1, ::1 or localhost)`);
+    throw new Invalid(`the ${label} must be an HTTPS address (plain HTTP only on 127.0.0.1, ::1 or localhost)`, field);
   }
   return text;
 }
@@ -150,8 +155,8 @@ export function renderProviders() {
   const body = clear(document.querySelector('#providers-table tbody'));
   $('providers-empty').hidden = list.length > 0;
   $('providers-wrap').hidden = list.length === 0;
-  $('providers-redirect').hidden = list.length === 0;
-  if (list.length) $('providers-redirect-uri').value = list[0].redirect_uri;
+  $('providers-redirect').hidden = !redirectUri();
+  $('providers-redirect-uri').value = redirectUri();
   for (const p of list) {
     body.appendChild(h('tr', {},
       h('th', { scope: 'row' }, h('span', { class: 'mono strong' }, p.name),
@@ -215,9 +220,8 @@ export function openProviderForm(hint) {
   for (const p of state.presets || []) select.appendChild(h('option', { value: p.name }, presetLabel(p.name)));
   select.value = 'github';
   $('provider-override').checked = false;
-  const known = state.providers[0];
-  $('provider-redirect-known').textContent = known
-    ? ` (the same for every provider of this broker: ${known.redirect_uri})` : '';
+  // Known before any provider is registered: the provider's form asks for it first.
+  $('provider-redirect').value = redirectUri();
   renderProviderPreset();
   form.hidden = false;
   $('provider-name').focus();
@@ -292,20 +296,20 @@ export async function onProviderSubmit(ev) {
     const custom = !preset.auth_url;
     const name = $('provider-name').value.trim();
     if (!PROVIDER_NAME.test(name)) {
-      throw new Invalid(`"${name}" is not a provider name: 1 to 32 of a-z, 0-9, - and _, starting with a letter (github-work)`);
+      throw new Invalid(`"${name}" is not a provider name: 1 to 32 of a-z, 0-9, - and _, starting with a letter (github-work)`, 'provider-name');
     }
     const clientId = $('provider-client-id').value.trim();
-    if (!clientId || clientId.length > MAX_CLIENT_ID_BYTES || /[^\x21-\x7e]/.test(clientId)) {
-      throw new Invalid(`the client id is 1 to ${MAX_CLIENT_ID_BYTES} printable characters without spaces; copy it from the OAuth app's settings`);
+    if (!clientId || clientId.length > limits().oauth_max_client_id_bytes || /[^\x21-\x7e]/.test(clientId)) {
+      throw new Invalid(`the client id is 1 to ${limits().oauth_max_client_id_bytes} printable characters without spaces; copy it from the OAuth app's settings`, 'provider-client-id');
     }
     const secret = state.oauthFiles.has('client_secret')
       ? state.oauthFiles.get('client_secret') : $('provider-client-secret').value;
-    if (!secret) throw new Invalid('give the OAuth app\'s client secret: type it, or load it from a file');
-    if (utf8Bytes(secret) > MAX_CLIENT_SECRET_BYTES) {
-      throw new Invalid(`the client secret is longer than ${MAX_CLIENT_SECRET_BYTES} bytes`);
+    if (!secret) throw new Invalid('give the OAuth app\'s client secret: type it, or load it from a file', 'provider-client-secret');
+    if (utf8Bytes(secret) > limits().oauth_max_client_secret_bytes) {
+      throw new Invalid(`the client secret is longer than ${limits().oauth_max_client_secret_bytes} bytes`, 'provider-client-secret');
     }
     if (/[\x00-\x1f\x7f]/.test(secret)) {
-      throw new Invalid('the client secret holds control characters (a line break?); it is one line');
+      throw new Invalid('the client secret holds control characters (a line break?); it is one line', 'provider-client-secret');
     }
     const body = { name, preset: preset.name, client_id: clientId };
     if (custom || $('provider-override').checked) {
@@ -314,19 +318,19 @@ export async function onProviderSubmit(ev) {
       if (!auth || !token) {
         throw new Invalid(custom
           ? 'a custom provider needs its authorization and token endpoints'
-          : 'give both endpoints of the other server, or untick "Use other endpoints"');
+          : 'give both endpoints of the other server, or untick "Use other endpoints"', auth ? 'provider-token-url' : 'provider-auth-url');
       }
-      body.auth_url = checkUrl('authorization endpoint', auth);
-      body.token_url = checkUrl('token endpoint', token);
+      body.auth_url = checkUrl('authorization endpoint', auth, 'provider-auth-url');
+      body.token_url = checkUrl('token endpoint', token, 'provider-token-url');
       const revoke = $('provider-revoke-url').value.trim();
-      if (revoke) body.revoke_url = checkUrl('revocation endpoint', revoke);
+      if (revoke) body.revoke_url = checkUrl('revocation endpoint', revoke, 'provider-revoke-url');
     }
     const kind = custom ? $('provider-kind').value : preset.kind;
     if (custom) body.kind = kind;
     const variable = $('provider-variable').value.trim();
     if (kind === 'generic' && variable) {
       if (!VARIABLE_NAME.test(variable)) {
-        throw new Invalid(`"${variable}" is not a variable name: use capital letters, digits and _, not starting with a digit`);
+        throw new Invalid(`"${variable}" is not a variable name: use capital letters, digits and _, not starting with a digit`, 'provider-variable');
       }
       body.variable = variable;
     }
@@ -339,6 +343,8 @@ export async function onProviderSubmit(ev) {
     body.client_secret = secret;
     const info = await api('POST', 'v1/oauth/providers', body);
     delete body.client_secret;
+    // Registered: the client secret goes now; a refusal keeps what was typed.
+    wipeValues();
     form.reset();
     form.hidden = true;
     state.added = info;
@@ -349,7 +355,6 @@ export async function onProviderSubmit(ev) {
   } catch (err) {
     fail(err, form);
   } finally {
-    wipeValues();
     submit.disabled = false;
   }
 }
@@ -466,7 +471,7 @@ export async function onConnectSubmit(ev) {
     if (!p) throw new Invalid('pick a provider');
     const name = $('connect-name').value.trim();
     if (!SECRET_NAME.test(name)) {
-      throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (GITHUB)`);
+      throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (GITHUB)`, 'connect-name');
     }
     const scopes = pickedScopes($('connect-scope-boxes'));
     if (p.scopes.length && scopes.length === 0) throw new Invalid('tick at least one scope to ask for');

@@ -51,6 +51,10 @@ export function signOut(message) {
   state.providers = [];
   state.added = null;
   stopFlow();
+  // Nothing typed stays behind the sign-in form: values, names, labels, every form's inputs.
+  wipeValues();
+  for (const form of document.querySelectorAll('form')) form.reset();
+  state.form = null;
   state.generation += 1;
   signedIn(false);
   clearErrors();

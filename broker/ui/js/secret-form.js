@@ -1,9 +1,9 @@
 // Adding and editing a secret: the kind's fields, generic variables, files, the submit.
 
 import { actionsText, parseActions } from './alerts.js';
-import { ApiFailure, Invalid, api, kindByName, loadKinds } from './api.js';
-import { MAX_FIELDS, MAX_FIELD_BYTES, MAX_TAGS, MULTI_LINE_CHECKS, SECRET_NAME, VARIABLE_NAME } from './constants.js';
-import { clearErrors, fail, messageOf, notify, showError } from './messages.js';
+import { ApiFailure, Invalid, api, kindByName, limits, loadKinds } from './api.js';
+import { MULTI_LINE_CHECKS, SECRET_NAME, VARIABLE_NAME } from './constants.js';
+import { clearErrors, fail, findFieldsWith, messageOf, notify, showError } from './messages.js';
 import { show } from './router.js';
 import { checkExposure, parseHosts, renderExposure } from './secrets.js';
 import { state } from './state.js';
@@ -12,6 +12,22 @@ import { $, badge, clear, enc, h, parseTags, sameList, shown, sizeText, upperCas
 // ---------------------------------------------------------------- add and edit
 
 let rowCounter = 0;
+
+// Where a refusal of the broker naming a field is shown: the input of that field.
+const FORM_INPUTS = {
+  name: 'secret-name', kind: 'secret-kind', tags: 'secret-tags', description: 'secret-description',
+  hosts: 'secret-hosts', exposure: 'secret-exposure', alerts_off: 'secret-alerts-off', on_alert: 'secret-on-alert',
+};
+findFieldsWith('secret-form', (field) => {
+  if (Object.hasOwn(FORM_INPUTS, field)) return $(FORM_INPUTS[field]);
+  for (const row of document.querySelectorAll('#secret-fields .kfield')) {
+    if (row.dataset.key === field) return row.querySelector('.value-input');
+  }
+  for (const row of document.querySelectorAll('#secret-fields .generic-row')) {
+    if (row.querySelector('.gname').value.trim() === field) return row.querySelector('.gval');
+  }
+  return null;
+});
 
 export async function viewSecretForm(stale, name) {
   show('loading', 'secrets');
@@ -172,7 +188,7 @@ export function fileButton(key, input, opts) {
   const o = opts || {};
   const files = () => (o.files ? o.files() : state.form.files);
   const formOf = () => (o.form ? o.form() : $('secret-form'));
-  const limit = o.limit || MAX_FIELD_BYTES;
+  const limit = o.limit || limits().max_field_bytes;
   const picker = h('input', { type: 'file', class: 'file-picker', hidden: true, tabindex: '-1', 'aria-hidden': 'true' });
   const status = h('span', { class: 'file-status', 'aria-live': 'polite' });
   const clearButton = h('button', { type: 'button', class: 'small ghost file-clear', hidden: true }, 'Clear file');
@@ -189,14 +205,14 @@ export function fileButton(key, input, opts) {
     // A line break or two more than the limit may still fit once a transformation drops it.
     if (file.size > limit + 2) {
       forget();
-      showError(`${file.name} is ${sizeText(file.size)}; a value holds at most ${sizeText(limit)}`, formOf());
+      showError(new Invalid(`${file.name} is ${sizeText(file.size)}; a value holds at most ${sizeText(limit)}`, input), formOf());
       return;
     }
     try {
       const text = o.transform ? o.transform(await file.text()) : await file.text();
       if (utf8Bytes(text) > limit) {
         forget();
-        showError(`${file.name} is ${sizeText(file.size)}; a value holds at most ${sizeText(limit)}`, formOf());
+        showError(new Invalid(`${file.name} is ${sizeText(file.size)}; a value holds at most ${sizeText(limit)}`, input), formOf());
         return;
       }
       files().set(key, text);
@@ -206,7 +222,7 @@ export function fileButton(key, input, opts) {
       clearButton.hidden = false;
     } catch (err) {
       forget();
-      showError(`cannot read ${file.name}: ${messageOf(err)}`, formOf());
+      showError(new Invalid(`cannot read ${file.name}: ${messageOf(err)}`, input), formOf());
     }
   });
   clearButton.addEventListener('click', forget);
@@ -252,9 +268,9 @@ export function collectValues(kind, needAllRequired) {
   const f = state.form;
   const fields = {};
   const remove = [];
-  const put = (key, value) => {
-    if (utf8Bytes(value) > MAX_FIELD_BYTES) {
-      throw new Invalid(`the value of ${key} is ${sizeText(utf8Bytes(value))}; the limit is ${sizeText(MAX_FIELD_BYTES)}`);
+  const put = (key, value, input) => {
+    if (utf8Bytes(value) > limits().max_field_bytes) {
+      throw new Invalid(`the value of ${key} is ${sizeText(utf8Bytes(value))}; the limit is ${sizeText(limits().max_field_bytes)}`, input);
     }
     fields[key] = value;
   };
@@ -263,19 +279,21 @@ export function collectValues(kind, needAllRequired) {
   }
   if (kind.free_fields) {
     for (const row of document.querySelectorAll('#secret-fields .generic-row')) {
-      const name = row.querySelector('.gname').value.trim();
+      const nameInput = row.querySelector('.gname');
+      const valueInput = row.querySelector('.gval');
+      const name = nameInput.value.trim();
       const fileKey = row.dataset.fileKey;
-      const value = f.files.has(fileKey) ? f.files.get(fileKey) : row.querySelector('.gval').value;
+      const value = f.files.has(fileKey) ? f.files.get(fileKey) : valueInput.value;
       if (!name && !value) continue;
       if (!VARIABLE_NAME.test(name)) {
-        throw new Invalid(`"${name}" is not a variable name: use capital letters, digits and _, not starting with a digit`);
+        throw new Invalid(`"${name}" is not a variable name: use capital letters, digits and _, not starting with a digit`, nameInput);
       }
-      if (Object.hasOwn(fields, name)) throw new Invalid(`the variable ${name} is given twice`);
+      if (Object.hasOwn(fields, name)) throw new Invalid(`the variable ${name} is given twice`, nameInput);
       if (value) {
-        if (remove.includes(name)) throw new Invalid(`${name} is both given a value and removed; pick one`);
-        put(name, value);
-      } else if (!row.querySelector('.gname').readOnly) {
-        throw new Invalid(`give ${name} a value, or remove its row`);
+        if (remove.includes(name)) throw new Invalid(`${name} is both given a value and removed; pick one`, valueInput);
+        put(name, value, valueInput);
+      } else if (!nameInput.readOnly) {
+        throw new Invalid(`give ${name} a value, or remove its row`, valueInput);
       }
     }
   } else {
@@ -285,26 +303,27 @@ export function collectValues(kind, needAllRequired) {
       const value = f.files.has(key) ? f.files.get(key) : input.value;
       const unchanged = !f.files.has(key) && input.dataset.original !== undefined && value === input.dataset.original;
       if (value !== '' && !unchanged) {
-        if (remove.includes(key)) throw new Invalid(`${key} is both given a value and removed; pick one`);
-        put(key, value);
+        if (remove.includes(key)) throw new Invalid(`${key} is both given a value and removed; pick one`, input);
+        put(key, value, input);
       }
     }
     if (needAllRequired) {
       for (const field of kind.fields) {
         if (field.required && !Object.hasOwn(fields, field.name)) {
-          throw new Invalid(`kind ${kind.name} requires ${field.name}; give it a value`);
+          throw new Invalid(`${kind.name} requires ${field.name}; give it a value`, `f-${field.name}`);
         }
       }
     }
   }
-  if (Object.keys(fields).length > MAX_FIELDS) {
-    throw new Invalid(`a secret has at most ${MAX_FIELDS} fields; this one has ${Object.keys(fields).length}`);
+  if (Object.keys(fields).length > limits().max_fields) {
+    throw new Invalid(`a secret has at most ${limits().max_fields} fields; this one has ${Object.keys(fields).length}`);
   }
   return { fields, remove };
 }
 
-// Empties every value input (secret values, an OAuth client secret) and drops loaded files,
-// whatever the outcome of a submit.
+// Empties every value input (secret values, an OAuth client secret) and drops loaded files:
+// after a successful save, on leaving a form, on sign-out and when the page goes. A refused
+// submit keeps them, so that the user corrects one input instead of typing all again.
 export function wipeValues() {
   const forms = ['#secret-form', '#provider-form'];
   const inputs = forms.map((f) => `${f} input[type=password], ${f} input[type=file]`).join(', ');
@@ -329,10 +348,10 @@ export async function onSecretSubmit(ev) {
   let typed = false;
   try {
     const kind = kindByName($('secret-kind').value);
-    if (!kind) throw new Invalid('pick a kind');
+    if (!kind) throw new Invalid('pick a kind', 'secret-kind');
     const description = $('secret-description').value.trim();
     const tags = parseTags($('secret-tags').value);
-    if (tags.length > MAX_TAGS) throw new Invalid(`a secret has at most ${MAX_TAGS} tags; this has ${tags.length}`);
+    if (tags.length > limits().max_tags) throw new Invalid(`a secret has at most ${limits().max_tags} tags; this has ${tags.length}`, 'secret-tags');
     const exposure = $('secret-exposure').value === 'sealed' ? 'sealed' : 'plain';
     // Plain secrets name no hosts; the broker checks the rest against the kind.
     const hosts = exposure === 'sealed' ? parseHosts($('secret-hosts').value) : [];
@@ -340,17 +359,19 @@ export async function onSecretSubmit(ev) {
     if (f.mode === 'add') {
       const name = $('secret-name').value.trim();
       if (!SECRET_NAME.test(name)) {
-        throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (AWS_PROD)`);
+        throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (AWS_PROD)`, 'secret-name');
       }
       const { fields } = collectValues(kind, true);
       typed = Object.keys(fields).length > 0;
-      if (kind.free_fields && !typed) throw new Invalid('add at least one variable with its value');
+      if (kind.free_fields && !typed) {
+        throw new Invalid('add at least one variable with its value', document.querySelector('#secret-fields .gname'));
+      }
       checkExposure(kind, exposure, hosts);
       const body = { name, kind: kind.name, fields, tags, exposure };
       if (hosts.length) body.hosts = hosts;
       const alertsOff = parseTags($('secret-alerts-off').value);
       if (alertsOff.length) body.alerts_off = alertsOff;
-      const onAlert = parseActions($('secret-on-alert').value);
+      const onAlert = parseActions($('secret-on-alert').value, 'secret-on-alert');
       if (onAlert) body.on_alert = onAlert;
       if (description) body.description = description;
       meta = await api('POST', 'v1/secrets', body);
@@ -372,7 +393,7 @@ export async function onSecretSubmit(ev) {
       if (!sameList(alertsOff, f.meta.alerts_off || [])) body.alerts_off = alertsOff;
       const onAlertText = $('secret-on-alert').value.trim();
       if (onAlertText !== actionsText(f.meta.on_alert)) {
-        const onAlert = parseActions(onAlertText);
+        const onAlert = parseActions(onAlertText, 'secret-on-alert');
         if (onAlert) body.on_alert = onAlert;
         else body.clear_on_alert = true;
       }
@@ -382,17 +403,14 @@ export async function onSecretSubmit(ev) {
       meta = await api('PATCH', `v1/secrets/${enc(f.meta.name)}`, body);
       notify(`Saved ${meta.name}: now version ${meta.version}.`);
     }
+    // Saved: the values go now, before the page moves on.
+    wipeValues();
     state.form = null;
     location.hash = `#/secrets/${enc(meta.name)}`;
   } catch (err) {
-    if (err instanceof ApiFailure && err.status === 401) {
-      fail(err);
-      return;
-    }
-    const again = typed ? ' (the values were cleared: type them again)' : '';
-    showError(`${messageOf(err)}${again}`, form);
+    // Refused: everything typed or loaded stays, the message beside the input at fault.
+    fail(err, form);
   } finally {
-    wipeValues();
     submit.disabled = false;
   }
 }

@@ -219,13 +219,13 @@ export function renderExposure() {
 export function checkExposure(kind, exposure, hosts) {
   if (exposure !== 'sealed') return;
   const seal = sealOf(kind);
-  if (!seal) throw new Invalid(`a ${kind.name} secret cannot be sealed: ${kind.sealing.why}`);
+  if (!seal) throw new Invalid(`a ${kind.name} secret cannot be sealed: ${kind.sealing.why}`, 'secret-exposure');
   if (seal.sealing === 'agent') {
-    if (hosts.length) throw new Invalid(`a sealed ${kind.name} secret takes its hosts from its ${seal.hosts} field, not from the hosts list`);
+    if (hosts.length) throw new Invalid(`a sealed ${kind.name} secret takes its hosts from its ${seal.hosts} field, not from the hosts list`, 'secret-hosts');
     return;
   }
   if (seal.hosts.length === 0 && !seal.host_field && hosts.length === 0) {
-    throw new Invalid('a sealed generic secret needs the hosts its values may be sent to: name them, separated by commas (api.example.com, *.example.com)');
+    throw new Invalid('a sealed generic secret needs the hosts its values may be sent to: name them, separated by commas (api.example.com, *.example.com)', 'secret-hosts');
   }
 }
 

@@ -1,13 +1,15 @@
 // Sessions: the list, creating one (its enrollment token and bundle), one session's secrets.
 
-import { api, token } from './api.js';
-import { BASE, MAX_TTL_SECONDS } from './constants.js';
-import { clearErrors, confirmAction, fail, notify, showError } from './messages.js';
+import { ApiFailure, Invalid, api, limits, token } from './api.js';
+import { BASE } from './constants.js';
+import { clearErrors, confirmAction, fail, findFieldsWith, notify, showError } from './messages.js';
 import { route, show } from './router.js';
 import { state } from './state.js';
 import { $, badge, clear, enc, formatTime, h, muted, relativeTime, renderMeta, secretLinks, shortId, shown, timeEl } from './util.js';
 
 // ---------------------------------------------------------------- sessions
+
+findFieldsWith('session-form', (field) => (field === 'label' ? $('session-label') : null));
 
 export function sortSessions(list) {
   return [...list].sort((a, b) => {
@@ -27,11 +29,48 @@ export function stateBadge(s) {
   return badge(`ended${s.ended_reason ? ` (${s.ended_reason})` : ''}`, 'muted');
 }
 
+// Live state: while the sessions list or a session's page is on screen (and the tab is
+// visible), the broker is asked again every LIVE_MS; the page changes only when its answer
+// did, so an agent that enrolls, connects or goes shows without a refresh, and nothing blinks
+// or loses a ticked box. Moving to another view (a new generation) stops it.
+const LIVE_MS = 2000;
+let liveTimer = null;
+let liveKey = null;
+
+function keepLive(stale, refresh) {
+  clearTimeout(liveTimer);
+  liveTimer = setTimeout(async () => {
+    if (stale()) return;
+    if (document.visibilityState === 'visible') {
+      try {
+        await refresh();
+      } catch (err) {
+        if (stale()) return;
+        if (err instanceof ApiFailure && err.status === 401) {
+          fail(err);
+          return;
+        }
+        // Another failure (the broker restarting, the network): asked again at the next tick.
+      }
+    }
+    if (!stale()) keepLive(stale, refresh);
+  }, LIVE_MS);
+}
+
 export async function viewSessions(stale) {
   show('sessions', 'sessions');
   renderCreated();
+  liveKey = null;
+  await loadSessions(stale);
+  keepLive(stale, () => loadSessions(stale));
+}
+
+async function loadSessions(stale) {
   const sessions = await api('GET', 'v1/sessions');
   if (stale()) return;
+  const key = JSON.stringify(sessions);
+  if (key === liveKey) return;
+  liveKey = key;
   state.sessions = sortSessions(sessions);
   const body = clear(document.querySelector('#sessions-table tbody'));
   $('sessions-empty').hidden = sessions.length > 0;
@@ -61,12 +100,13 @@ export async function onSessionCreate(ev) {
   const unit = Number($('session-ttl-unit').value);
   const label = $('session-label').value.trim();
   if (!Number.isInteger(amount) || amount < 1) {
-    showError('the lifetime is a whole number, 1 or more', form);
+    showError(new Invalid('the lifetime is a whole number, 1 or more', 'session-ttl'), form);
     return;
   }
   const ttl = amount * unit;
-  if (ttl > MAX_TTL_SECONDS) {
-    showError('a session lives at most 30 days; pick a shorter lifetime', form);
+  if (ttl > limits().max_session_ttl_secs) {
+    const days = Math.floor(limits().max_session_ttl_secs / 86400);
+    showError(new Invalid(`a session lives at most ${days} days; pick a shorter lifetime`, 'session-ttl'), form);
     return;
   }
   const body = { ttl_seconds: ttl };
@@ -77,7 +117,8 @@ export async function onSessionCreate(ev) {
     $('session-label').value = '';
     renderCreated();
     notify(`Created session ${state.created.session.label || state.created.session.id}.`);
-    await viewSessions(() => false);
+    liveKey = null;
+    await loadSessions(() => false);
     $('created-copy').focus();
   } catch (err) {
     fail(err, form);
@@ -184,8 +225,26 @@ export async function viewSession(stale, id) {
   if (stale()) return;
   state.secrets = secrets;
   renderSession(info);
+  liveKey = JSON.stringify([info, secrets]);
   $('session-body').hidden = false;
   $('session-actions').hidden = false;
+  keepLive(stale, () => reloadSession(stale, id));
+}
+
+// The live refresh of one session's page: the boxes the user ticked stay ticked.
+async function reloadSession(stale, id) {
+  const [info, secrets] = await Promise.all([
+    api('GET', `v1/sessions/${enc(id)}`),
+    api('GET', 'v1/secrets'),
+  ]);
+  if (stale()) return;
+  const key = JSON.stringify([info, secrets]);
+  if (key === liveKey) return;
+  liveKey = key;
+  const ticked = new Set([...document.querySelectorAll('#available-list .activate-box:checked')].map((b) => b.value));
+  state.secrets = secrets;
+  renderSession(info);
+  for (const box of document.querySelectorAll('#available-list .activate-box')) box.checked = ticked.has(box.value);
 }
 
 export function renderSession(info) {

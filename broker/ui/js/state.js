@@ -1,6 +1,7 @@
 // What the page holds between views: one object, shared by every module.
 
 export const state = {
+  meta: null, // the broker's limits, audit actions and redirect URI (`GET /v1/meta`), loaded first
   kinds: null, // the catalog, loaded once
   secrets: [],
   sessions: [],
@@ -17,4 +18,5 @@ export const state = {
   // Bumped on every view change: a view's answers that arrive after the user moved on are
   // dropped.
   generation: 0,
+  fieldFinders: new Map(), // form id -> the input a broker's refusal names (messages.js)
 };

@@ -60,11 +60,26 @@ export const enc = encodeURIComponent;
 export const pad = (n) => String(n).padStart(2, '0');
 export const shortId = (id) => (id.length > 10 ? `${id.slice(0, 8)}…` : id);
 
+// The browser's time zone as a short name (UTC, CET, GMT+2), shown after every time: the
+// broker records UTC, the page shows local time, and a time without its zone is ambiguous.
+export function zoneOf(d) {
+  try {
+    const part = new Intl.DateTimeFormat(undefined, { timeZoneName: 'short' })
+      .formatToParts(d).find((p) => p.type === 'timeZoneName');
+    if (part) return part.value;
+  } catch (_) {
+    // No Intl: the offset, below.
+  }
+  const offset = -d.getTimezoneOffset();
+  const sign = offset < 0 ? '-' : '+';
+  return `UTC${sign}${pad(Math.floor(Math.abs(offset) / 60))}:${pad(Math.abs(offset) % 60)}`;
+}
+
 export function formatTime(rfc) {
   const d = new Date(rfc);
   if (Number.isNaN(d.getTime())) return rfc;
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} `
-    + `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    + `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zoneOf(d)}`;
 }
 
 export function relativeTime(rfc) {
