@@ -1,26 +1,123 @@
 //! The web UI in a real browser: headless Chromium (Debian's package) driven over WebDriver
-//! against the real broker. Every step fails the test on a JavaScript error or a CSP violation.
+//! (`maestro_tests::browser`) against the real broker, a real agent and the OAuth test server.
+//!
+//! * sign-in, with a refused token worded for the browser;
+//! * add, edit and delete of a generic and an AWS secret, with each kind of bad input (checked
+//!   by the page, refused by the broker): the message beside its input with `aria-invalid`,
+//!   everything typed still there, nothing worded for the CLI; values gone after the save;
+//! * sessions: the agent's state changing on screen without a refresh, activation and
+//!   deactivation reaching a real agent, ending;
+//! * usage history with times in their zone, filtered by action;
+//! * OAuth: the redirect URI before any provider, registering one, connecting an account at
+//!   the OAuth test server in a second tab, the styled callback page and its way back;
+//! * a 390 px wide screen without sideways scrolling.
+//!
+//! Every test fails on a JavaScript error or a CSP violation in the page.
 
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod oauth_support;
+
+use std::time::Duration;
+
+use maestro_tests::agent::{AgentOptions, SANDBOX_UID, Sandbox, fuse_available, wait_until};
 use maestro_tests::broker::Broker;
 use maestro_tests::browser::Browser;
+use oauth_support::{CLIENT_ID, CLIENT_SECRET, OAuthServer, oauth_available};
+use serde_json::{Value, json};
 
-/// Signs in with `token` on a fresh tab of `broker`'s UI.
-async fn sign_in(browser: &Browser, broker: &Broker, token: &str) {
-    browser.goto(&format!("{}/ui/", broker.url)).await;
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// Signs in with `token` on `broker`'s UI.
+async fn sign_in(browser: &Browser, url: &str, token: &str) {
+    browser.goto(&format!("{url}/ui/")).await;
     browser.wait("the sign-in form", "!document.getElementById('view-signin').hidden").await;
     browser.fill("#signin-token", token).await;
     browser.click("#signin-form button[type=submit]").await;
     browser.wait("the secrets list", "!document.getElementById('view-secrets').hidden").await;
 }
 
+/// Goes to `hash` and waits for `view` to show.
+async fn open(browser: &Browser, hash: &str, view: &str) {
+    browser.eval("location.hash = arguments[0];", json!([hash])).await;
+    browser.wait(view, &format!("!document.getElementById('{view}').hidden")).await;
+}
+
+/// Waits until `css` is marked invalid and returns the message beside it (the element its
+/// `aria-describedby` names first).
+async fn field_error(browser: &Browser, css: &str) -> String {
+    let expression = format!(
+        "(() => {{ const el = document.querySelector({css:?});
+           if (!el || el.getAttribute('aria-invalid') !== 'true') return null;
+           const slot = document.getElementById(el.getAttribute('aria-describedby').split(' ')[0]);
+           return slot && !slot.hidden && slot.closest('.field, form') && slot.textContent; }})()"
+    );
+    let message = browser.wait(&format!("an error beside {css}"), &expression).await;
+    let message = message.as_str().unwrap().to_owned();
+    assert_browser_wording(&message);
+    message
+}
+
+/// Waits for the error at the foot of `form` and returns it.
+async fn form_error(browser: &Browser, form: &str) -> String {
+    let expression = format!(
+        "(() => {{ const e = document.querySelector('{form} .form-error');
+           return e && !e.hidden && e.textContent; }})()"
+    );
+    let message = browser.wait(&format!("an error in {form}"), &expression).await;
+    let message = message.as_str().unwrap().to_owned();
+    assert_browser_wording(&message);
+    message
+}
+
+/// A message for the browser names no command, flag or environment variable.
+fn assert_browser_wording(message: &str) {
+    for cli in ["MAESTRO_", "`", "maestro secrets", "maestro-broker", " --", "maestro kinds"] {
+        assert!(!message.contains(cli), "a message worded for the CLI ({cli}): {message}");
+    }
+}
+
+/// No other input is marked invalid than the ones `allowed` (CSS selectors).
+async fn invalid_inputs(browser: &Browser) -> Vec<String> {
+    let v = browser
+        .eval(
+            "return [...document.querySelectorAll('[aria-invalid=\"true\"]')].map((e) => e.id);",
+            json!([]),
+        )
+        .await;
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}
+
+/// Whether any input of the page holds `text`.
+async fn any_input_holds(browser: &Browser, text: &str) -> bool {
+    browser
+        .eval(
+            "return [...document.querySelectorAll('input, textarea')].some((i) => i.value.includes(arguments[0]));",
+            json!([text]),
+        )
+        .await
+        == true
+}
+
+async fn secret(broker: &Broker, token: &str, name: &str) -> Value {
+    broker.api(token).get(&format!("/v1/secrets/{name}")).await.ok()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn every_section_loads_without_errors() {
+async fn signs_in_and_every_section_loads_without_errors() {
     let Some(browser) = Browser::start(1280, 900).await else { return };
     let broker = Broker::start();
-    sign_in(&browser, &broker, &broker.admin_token).await;
+    // A refused token: worded for the browser (the broker's says MAESTRO_TOKEN for the CLI).
+    browser.goto(&format!("{}/ui/", broker.url)).await;
+    browser.wait("the sign-in form", "!document.getElementById('view-signin').hidden").await;
+    browser.fill("#signin-token", "mst_not-a-token-of-this-broker").await;
+    browser.click("#signin-form button[type=submit]").await;
+    let refused = form_error(&browser, "#signin-form").await;
+    assert!(refused.contains("token"), "{refused}");
+    browser.assert_no_problems("after a refused sign-in").await;
+
+    sign_in(&browser, &broker.url, &broker.admin_token).await;
     for (hash, view) in [
         ("#/secrets", "view-secrets"),
         ("#/secrets/new", "view-secret-form"),
@@ -29,14 +126,32 @@ async fn every_section_loads_without_errors() {
         ("#/alerts", "view-alerts"),
         ("#/oauth", "view-oauth"),
     ] {
-        browser.eval("location.hash = arguments[0];", serde_json::json!([hash])).await;
-        browser.wait(view, &format!("!document.getElementById('{view}').hidden")).await;
+        open(&browser, hash, view).await;
         browser.assert_no_problems(&format!("on {hash}")).await;
     }
+    // The audit actions offered are the broker's own list (`GET /v1/meta`), not a copy.
+    let offered = browser
+        .eval(
+            "return [...document.querySelectorAll('#audit-action option')].map((o) => o.value).filter(Boolean);",
+            json!([]),
+        )
+        .await;
+    let meta = broker.admin().get("/v1/meta").await.ok();
+    assert_eq!(offered, meta["audit_actions"]);
+
+    // Signing out leaves nothing typed behind.
+    open(&browser, "#/secrets/new", "view-secret-form").await;
+    browser.fill("#secret-name", "LEFT_BEHIND").await;
+    browser.type_into("#secret-fields .gval", "planted-left-behind").await;
+    browser.click("#sign-out").await;
+    browser.wait("the sign-in form", "!document.getElementById('view-signin').hidden").await;
+    assert!(!any_input_holds(&browser, "planted-left-behind").await);
+    assert!(!any_input_holds(&browser, "LEFT_BEHIND").await);
+    browser.assert_no_problems("after signing out").await;
 }
 
-/// The harness sees what it must fail on: an uncaught error and an inline script the CSP
-/// blocks (the page's own code never does either).
+/// The probe sees what the tests must fail on: an uncaught error and an inline script the
+/// CSP blocks (the page's own code never does either).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_probe_reports_errors_and_csp_violations() {
     let Some(browser) = Browser::start(1280, 900).await else { return };
@@ -49,11 +164,442 @@ async fn the_probe_reports_errors_and_csp_violations() {
             "const s = document.createElement('script'); s.textContent = 'window.x = 1';
              document.body.appendChild(s);
              setTimeout(() => { throw new Error('planted failure'); }, 0);",
-            serde_json::json!([]),
+            json!([]),
         )
         .await;
     browser.wait("the planted error", "window.__problems.length >= 2").await;
     let problems = browser.problems().await.join("\n");
     assert!(problems.contains("CSP violation: script-src"), "{problems}");
     assert!(problems.contains("planted failure"), "{problems}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generic_secret_is_added_edited_and_deleted_and_refusals_keep_what_was_typed() {
+    let Some(browser) = Browser::start(1280, 900).await else { return };
+    let broker = Broker::start();
+    let token = broker.admin_token.clone();
+    sign_in(&browser, &broker.url, &token).await;
+    open(&browser, "#/secrets/new", "view-secret-form").await;
+    browser.fill("#secret-name", "ui-generic").await;
+    assert_eq!(browser.value("#secret-name").await, "UI-GENERIC", "names are typed upper case");
+    browser.fill("#secret-fields .gname", "API_TOKEN").await;
+    browser.type_into("#secret-fields .gval", "planted-generic-value-1").await;
+    browser.fill("#secret-description", "made in the browser test").await;
+    let many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    browser.fill("#secret-tags", &many.join(", ")).await;
+
+    // Too many tags (the page's check): beside the tags, the rest as typed.
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, "#secret-tags").await;
+    assert!(message.contains("at most 32 tags"), "{message}");
+    assert_eq!(invalid_inputs(&browser).await, ["secret-tags"]);
+    assert_eq!(browser.value("#secret-fields .gval").await, "planted-generic-value-1");
+    assert_eq!(browser.value("#secret-name").await, "UI-GENERIC");
+
+    // A bad name.
+    browser.fill("#secret-tags", "ci, prod").await;
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, "#secret-name").await;
+    assert!(message.contains("is not a secret name"), "{message}");
+    assert_eq!(invalid_inputs(&browser).await, ["secret-name"], "the tags error went");
+    assert_eq!(browser.value("#secret-fields .gval").await, "planted-generic-value-1");
+
+    // A bad variable name.
+    browser.fill("#secret-name", "UI_GENERIC").await;
+    browser.fill("#secret-fields .gname", "9BAD").await;
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, "#secret-fields .gname").await;
+    assert!(message.contains("is not a variable name"), "{message}");
+
+    // Refused by the broker, not the page: a tag given twice, shown beside the tags because
+    // the broker names the field.
+    browser.fill("#secret-fields .gname", "API_TOKEN").await;
+    browser.fill("#secret-tags", "ci, ci").await;
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, "#secret-tags").await;
+    assert!(message.contains("given twice"), "{message}");
+    assert_eq!(browser.value("#secret-fields .gval").await, "planted-generic-value-1");
+    assert_eq!(browser.value("#secret-description").await, "made in the browser test");
+    assert_eq!(broker.admin().get("/v1/secrets/UI_GENERIC").await.status, 404);
+
+    // Saved: the page moves to the secret, and no input holds the value any more.
+    browser.fill("#secret-tags", "ci, prod").await;
+    browser.click("#secret-submit").await;
+    browser
+        .wait("the new secret's page", "location.hash === '#/secrets/UI_GENERIC' && !document.getElementById('view-secret').hidden && !document.getElementById('secret-body').hidden")
+        .await;
+    assert!(!any_input_holds(&browser, "planted-generic-value-1").await);
+    let meta = secret(&broker, &token, "UI_GENERIC").await;
+    assert_eq!(meta["field_names"], json!(["API_TOKEN"]));
+    assert_eq!(meta["tags"], json!(["ci", "prod"]));
+    browser.assert_no_problems("after adding a generic secret").await;
+
+    // The same name again: the broker's refusal, worded for the browser.
+    open(&browser, "#/secrets/new", "view-secret-form").await;
+    browser.fill("#secret-name", "UI_GENERIC").await;
+    browser.fill("#secret-fields .gname", "OTHER").await;
+    browser.type_into("#secret-fields .gval", "planted-generic-value-2").await;
+    browser.click("#secret-submit").await;
+    let message = form_error(&browser, "#secret-form").await;
+    assert!(message.contains("already exists"), "{message}");
+    assert_eq!(browser.value("#secret-fields .gval").await, "planted-generic-value-2");
+
+    // Leaving the form takes the values with it.
+    open(&browser, "#/secrets", "view-secrets").await;
+    assert!(!any_input_holds(&browser, "planted-generic-value-2").await);
+
+    // Edit: a new variable without a value is refused beside it; with one, version 2.
+    open(&browser, "#/secrets/UI_GENERIC/edit", "view-secret-form").await;
+    browser.click("#generic-add-row").await;
+    let new_row = "#secret-fields .generic-row:last-child";
+    browser.fill(&format!("{new_row} .gname"), "EXTRA").await;
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, &format!("{new_row} .gval")).await;
+    assert!(message.contains("give EXTRA a value"), "{message}");
+    browser.type_into(&format!("{new_row} .gval"), "planted-generic-extra").await;
+    browser.click("#secret-submit").await;
+    browser.wait("the edited secret", "location.hash === '#/secrets/UI_GENERIC'").await;
+    browser
+        .wait("version 2", "document.getElementById('secret-meta').textContent.includes('v2')")
+        .await;
+    let meta = secret(&broker, &token, "UI_GENERIC").await;
+    assert_eq!(meta["field_names"], json!(["API_TOKEN", "EXTRA"]));
+
+    // Delete from the list, through the confirmation.
+    open(&browser, "#/secrets", "view-secrets").await;
+    browser.click("button[aria-label='Delete UI_GENERIC']").await;
+    browser.wait("the confirmation", "document.getElementById('confirm-dialog').open").await;
+    browser.click("#confirm-ok").await;
+    browser.wait("the empty list", "!document.getElementById('secrets-empty').hidden").await;
+    assert_eq!(broker.admin().get("/v1/secrets/UI_GENERIC").await.status, 404);
+    browser.assert_no_problems("after editing and deleting a generic secret").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aws_secret_is_added_edited_and_deleted_with_each_refusal_beside_its_field() {
+    let Some(browser) = Browser::start(1280, 900).await else { return };
+    let broker = Broker::start();
+    let token = broker.admin_token.clone();
+    sign_in(&browser, &broker.url, &token).await;
+    open(&browser, "#/secrets/new", "view-secret-form").await;
+    browser.fill("#secret-name", "UI_AWS").await;
+    browser.select("#secret-kind", "aws").await;
+    browser.wait("the aws fields", "!!document.getElementById('f-access_key_id')").await;
+    assert_eq!(browser.value("#f-region").await, "us-east-1", "the default region is filled in");
+    browser.type_into("#f-access_key_id", "AKIAPLANTED0001").await;
+
+    // A required value missing (the page's check).
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, "#f-secret_access_key").await;
+    assert!(message.contains("secret_access_key"), "{message}");
+    assert_eq!(browser.value("#f-access_key_id").await, "AKIAPLANTED0001");
+
+    // A value with a space (the broker's check of the kind's field), beside that field.
+    browser.type_into("#f-secret_access_key", "planted aws secret").await;
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, "#f-secret_access_key").await;
+    assert!(message.contains("secret_access_key"), "{message}");
+    assert_eq!(browser.value("#f-secret_access_key").await, "planted aws secret");
+    assert_eq!(browser.value("#f-access_key_id").await, "AKIAPLANTED0001");
+
+    // Sealed without hosts is fine for aws (its defaults); hosts on a plain one are not sent.
+    browser.fill("#f-secret_access_key", "planted-aws-secret-9c1e").await;
+    browser.fill("#f-region", "eu-west-1").await;
+    browser.click("#secret-submit").await;
+    browser.wait("the new secret's page", "location.hash === '#/secrets/UI_AWS'").await;
+    assert!(!any_input_holds(&browser, "planted-aws-secret-9c1e").await);
+    let meta = secret(&broker, &token, "UI_AWS").await;
+    assert_eq!(meta["kind"], "aws");
+    assert_eq!(meta["shown_fields"]["region"], "eu-west-1");
+
+    // Edit: the region is shown back; the secret values are not.
+    open(&browser, "#/secrets/UI_AWS/edit", "view-secret-form").await;
+    browser
+        .wait("the region shown back", "document.getElementById('f-region').value === 'eu-west-1'")
+        .await;
+    assert_eq!(browser.value("#f-secret_access_key").await, "");
+    browser.fill("#f-region", "eu central 1").await;
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, "#f-region").await;
+    assert!(message.contains("region"), "{message}");
+    assert_eq!(browser.value("#f-region").await, "eu central 1", "kept as typed");
+    browser.fill("#f-region", "eu-central-1").await;
+    browser.click("#secret-submit").await;
+    browser
+        .wait("version 2", "location.hash === '#/secrets/UI_AWS' && document.getElementById('secret-meta').textContent.includes('v2')")
+        .await;
+    assert_eq!(secret(&broker, &token, "UI_AWS").await["shown_fields"]["region"], "eu-central-1");
+
+    // Delete from its own page.
+    browser.click("#secret-delete").await;
+    browser.wait("the confirmation", "document.getElementById('confirm-dialog').open").await;
+    browser.click("#confirm-ok").await;
+    browser
+        .wait(
+            "the list",
+            "location.hash === '#/secrets' && !document.getElementById('secrets-empty').hidden",
+        )
+        .await;
+    assert_eq!(broker.admin().get("/v1/secrets/UI_AWS").await.status, 404);
+    browser.assert_no_problems("after the aws secret").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_show_the_agent_live_and_activation_reaches_a_real_agent() {
+    if !fuse_available() {
+        return;
+    }
+    let Some(browser) = Browser::start(1280, 900).await else { return };
+    let sb = Sandbox::new();
+    sb.api.add_generic("UI_LIVE", &[("UI_LIVE_VAR", "planted-live-value-5e2")]).await.ok();
+    sign_in(&browser, &sb.broker.url, &sb.token).await;
+    open(&browser, "#/sessions", "view-sessions").await;
+    browser.fill("#session-label", "ui-live").await;
+    browser.click("#session-form button[type=submit]").await;
+    browser.wait("the created session", "!document.getElementById('session-created').hidden").await;
+    // The bundle the page offers for download, caught on its way to the file.
+    browser
+        .eval(
+            "window.__bundle = null; const make = URL.createObjectURL;
+             URL.createObjectURL = (blob) => { blob.text().then((t) => { window.__bundle = t; }); return make.call(URL, blob); };",
+            json!([]),
+        )
+        .await;
+    browser.click("#created-download").await;
+    let bundle = browser.wait("the bundle", "window.__bundle").await;
+    let bundle: Value = serde_json::from_str(bundle.as_str().unwrap()).unwrap();
+    let session = bundle["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(bundle["broker_url"], sb.broker.url.as_str());
+    let bundle_path = sb.dir().join("ui.bundle.json");
+    std::fs::write(&bundle_path, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let row = |state: &str| {
+        format!(
+            "[...document.querySelectorAll('#sessions-table tbody tr')].some((r) => r.textContent.includes('ui-live') && [...r.querySelectorAll('.badge')].some((b) => b.textContent === '{state}'))"
+        )
+    };
+    browser.wait("not enrolled", &row("not enrolled")).await;
+
+    // The agent enrolls and connects: the list says so without a refresh.
+    let mut agent = sb.start_agent(&bundle_path, AgentOptions::default());
+    browser.wait("the agent connected, live", &row("connected")).await;
+
+    // Activate on the session's page; the agent gets it; deactivate; it goes.
+    open(&browser, &format!("#/sessions/{session}"), "view-session").await;
+    browser.click("#activate-UI_LIVE").await;
+    browser.click("#activate-submit").await;
+    assert!(
+        wait_until(WITHIN, || agent.listed_names() == ["UI_LIVE"]).is_some(),
+        "activation did not reach the agent: {:?}\n{}",
+        agent.listed_names(),
+        agent.log()
+    );
+    let used = agent
+        .exec_as(SANDBOX_UID, &["--no-mask", "--", "sh", "-c", "printf %s \"$UI_LIVE_VAR\""])
+        .ok();
+    assert_eq!(used.stdout, "planted-live-value-5e2");
+    browser.click("button[aria-label='Deactivate UI_LIVE']").await;
+    assert!(
+        wait_until(WITHIN, || agent.listed_names().is_empty()).is_some(),
+        "deactivation did not reach the agent: {:?}",
+        agent.listed_names()
+    );
+    browser.wait("nothing active", "!document.getElementById('active-empty').hidden").await;
+    browser.assert_no_problems("after activating and deactivating").await;
+
+    // Usage history: the records, with times in their zone, filtered by action.
+    open(&browser, "#/audit", "view-audit").await;
+    let has = |action: &str| {
+        format!(
+            "[...document.querySelectorAll('#audit-table tbody tr')].some((r) => r.textContent.includes('{action}'))"
+        )
+    };
+    browser.wait("activated", &has("activated")).await;
+    browser.wait("deactivated", &has("deactivated")).await;
+    browser.wait("injected", &has("injected")).await;
+    let time = browser.text("#audit-table tbody tr td time").await;
+    assert!(
+        regex_like_time_with_zone(&time),
+        "a time without its zone in the usage history: {time:?}"
+    );
+    browser.select("#audit-action", "activated").await;
+    browser
+        .wait(
+            "only activations",
+            "(() => { const rows = [...document.querySelectorAll('#audit-table tbody tr')];
+               return rows.length > 0 && rows.every((r) => r.children[1].textContent === 'activated'); })()",
+        )
+        .await;
+    // The secret's own page: its usage summary.
+    open(&browser, "#/secrets/UI_LIVE", "view-secret").await;
+    browser
+        .wait(
+            "the usage summary",
+            "document.getElementById('usage-totals').textContent.includes('use')",
+        )
+        .await;
+
+    // End the session from the list: the agent stops, the list says ended.
+    open(&browser, "#/sessions", "view-sessions").await;
+    browser.click("button[aria-label='End session ui-live']").await;
+    browser.wait("the confirmation", "document.getElementById('confirm-dialog').open").await;
+    browser.click("#confirm-ok").await;
+    browser
+        .wait(
+            "the session ended",
+            "[...document.querySelectorAll('#sessions-table tbody tr.ended')].some((r) => r.textContent.includes('ui-live'))",
+        )
+        .await;
+    assert!(agent.wait_exit(WITHIN).is_some(), "the agent did not stop:\n{}", agent.log());
+    browser.assert_no_problems("after ending the session").await;
+}
+
+/// `YYYY-MM-DD HH:MM:SS ZONE`, with a zone such as `UTC`, `CET` or `GMT+2`.
+fn regex_like_time_with_zone(text: &str) -> bool {
+    let mut parts = text.split(' ');
+    let (Some(date), Some(clock), Some(zone)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    date.len() == 10
+        && clock.len() == 8
+        && clock.matches(':').count() == 2
+        && !zone.is_empty()
+        && zone.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_connect_against_the_test_server_from_the_page() {
+    if !oauth_available() {
+        return;
+    }
+    let Some(browser) = Browser::start(1280, 900).await else { return };
+    let server = OAuthServer::start().await;
+    let broker = Broker::start();
+    let token = broker.admin_token.clone();
+    let meta = broker.admin().get("/v1/meta").await.ok();
+    let redirect = meta["oauth_redirect_uri"].as_str().unwrap().to_owned();
+    assert!(redirect.ends_with("/v1/oauth/callback"), "{redirect}");
+    sign_in(&browser, &broker.url, &token).await;
+
+    // The redirect URI before any provider is registered: on the page and in the form.
+    open(&browser, "#/oauth", "view-oauth").await;
+    browser.wait("the redirect URI", "!document.getElementById('providers-redirect').hidden").await;
+    assert_eq!(browser.value("#providers-redirect-uri").await, redirect);
+    browser.click("#provider-open").await;
+    browser.wait("the provider form", "!document.getElementById('provider-form').hidden").await;
+    assert_eq!(browser.value("#provider-redirect").await, redirect);
+
+    // A bad name is refused beside it; the client secret typed stays.
+    browser.fill("#provider-name", "1gh").await;
+    browser.fill("#provider-client-id", CLIENT_ID).await;
+    browser.type_into("#provider-client-secret", CLIENT_SECRET).await;
+    browser.click("#provider-override").await;
+    browser.fill("#provider-auth-url", &server.endpoint("/authorize")).await;
+    browser.fill("#provider-token-url", &server.endpoint("/token")).await;
+    browser.click("#provider-submit").await;
+    let message = field_error(&browser, "#provider-name").await;
+    assert!(message.contains("is not a provider name"), "{message}");
+    assert_eq!(browser.value("#provider-client-secret").await, CLIENT_SECRET);
+    assert_eq!(browser.value("#provider-token-url").await, server.endpoint("/token"));
+
+    browser.fill("#provider-name", "gh").await;
+    browser.click("#provider-submit").await;
+    browser
+        .wait("the provider registered", "!document.getElementById('provider-added').hidden")
+        .await;
+    assert!(
+        !any_input_holds(&browser, CLIENT_SECRET).await,
+        "the client secret stayed in an input"
+    );
+    assert_eq!(browser.value("#added-redirect").await, redirect);
+
+    // Connect: the provider's page opens in a new tab and sends it back to the broker; this
+    // page follows the authorization until the secret is stored.
+    browser.click("#added-connect").await;
+    browser.wait("the connect form", "!document.getElementById('connect-form').hidden").await;
+    browser.fill("#connect-name", "GITHUB").await;
+    browser.click("#connect-submit").await;
+    browser
+        .wait(
+            "the connection done",
+            "document.getElementById('flow-title').textContent === 'Connected GITHUB'",
+        )
+        .await;
+    let meta = secret(&broker, &token, "GITHUB").await;
+    assert_eq!(meta["oauth"]["provider"], "gh");
+    browser
+        .wait(
+            "the connected secret listed",
+            "[...document.querySelectorAll('#oauth-table tbody tr')].some((r) => r.textContent.includes('GITHUB'))",
+        )
+        .await;
+    browser.assert_no_problems("after connecting").await;
+
+    // The callback page: styled like the UI, with a way back (here after a refused state).
+    browser.goto(&format!("{}/v1/oauth/callback?state=bogus&code=nothing", broker.url)).await;
+    browser.wait("the callback page", "!!document.getElementById('callback-title')").await;
+    assert_eq!(browser.text("#callback-title").await, "Authorization failed");
+    let styled = browser
+        .eval(
+            "const card = document.querySelector('.card');
+             return document.styleSheets.length === 1 && getComputedStyle(card).borderLeftWidth === '4px';",
+            json!([]),
+        )
+        .await;
+    assert_eq!(styled, true, "the callback page is not styled");
+    browser.assert_no_problems("on the callback page").await;
+    browser.click("#callback-back").await;
+    browser.wait("the OAuth section again", "!document.getElementById('view-oauth').hidden").await;
+    browser.assert_no_problems("back from the callback page").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_390_pixel_screen_never_scrolls_sideways() {
+    let Some(browser) = Browser::start(390, 844).await else { return };
+    let broker = Broker::start();
+    let api = broker.admin();
+    api.post(
+        "/v1/secrets",
+        json!({"name": "A_RATHER_LONG_SECRET_NAME_FOR_A_NARROW_SCREEN_0123456789", "kind": "aws",
+               "fields": {"access_key_id": "AKIAPLANTED0002", "secret_access_key": "planted-narrow"},
+               "tags": ["production", "continuous-integration", "a-third-tag"],
+               "description": "a description long enough to need wrapping on a phone screen"}),
+    )
+    .await
+    .ok();
+    let (session, _) =
+        api.new_session(json!({"label": "a-label-for-the-narrow-screen-test"})).await;
+    sign_in(&browser, &broker.url, &broker.admin_token).await;
+    let name = "A_RATHER_LONG_SECRET_NAME_FOR_A_NARROW_SCREEN_0123456789";
+    for (hash, view) in [
+        ("#/secrets".to_owned(), "view-secrets"),
+        (format!("#/secrets/{name}"), "view-secret"),
+        (format!("#/secrets/{name}/edit"), "view-secret-form"),
+        ("#/secrets/new".to_owned(), "view-secret-form"),
+        ("#/sessions".to_owned(), "view-sessions"),
+        (format!("#/sessions/{session}"), "view-session"),
+        ("#/audit".to_owned(), "view-audit"),
+        ("#/alerts".to_owned(), "view-alerts"),
+        ("#/oauth".to_owned(), "view-oauth"),
+    ] {
+        open(&browser, &hash, view).await;
+        // Let the view's answers arrive and draw.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let overflow = browser
+            .eval(
+                "const width = document.documentElement.clientWidth;
+                 const wide = [...document.querySelectorAll('body *')].filter((e) => {
+                   const r = e.getBoundingClientRect();
+                   return r.width > 0 && r.right > width + 1 && !e.closest('.table-wrap');
+                 }).slice(0, 5).map((e) => `${e.tagName.toLowerCase()}#${e.id}.${e.className}`);
+                 return { width, scroll: document.documentElement.scrollWidth, inner: innerWidth, wide };",
+                json!([]),
+            )
+            .await;
+        assert_eq!(overflow["inner"], 390, "{hash}: the viewport is not 390 px: {overflow}");
+        assert!(
+            overflow["scroll"].as_i64() <= overflow["width"].as_i64(),
+            "{hash} scrolls sideways at 390 px: {overflow}"
+        );
+        browser.assert_no_problems(&format!("on {hash} at 390 px")).await;
+    }
 }
