@@ -412,3 +412,193 @@ async fn every_api_call_of_the_script_uses_a_method_its_route_takes() {
     assert_eq!(api.get("/v1/sessions").await.ok(), Value::Array(vec![]));
     assert_eq!(api.get("/v1/oauth/providers").await.ok(), Value::Array(vec![]));
 }
+
+/// `GET /v1/meta`: what the page checks before it sends, from the broker's own constants,
+/// with no token (and nothing of any user in it), and only with GET.
+#[tokio::test(flavor = "multi_thread")]
+async fn meta_is_served_without_a_token_from_the_wire_constants() {
+    let broker = Broker::start();
+    let client = browser(&broker);
+    let (status, headers, body) = fetch(&client, &broker, "/v1/meta").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    let served: Value = serde_json::from_slice(&body).unwrap();
+    let redirect = served["oauth_redirect_uri"].as_str().unwrap().to_owned();
+    assert_eq!(redirect, format!("{}/v1/oauth/callback", broker.url));
+    let expected = serde_json::to_value(maestro_wire::meta::Meta::current(Some(redirect))).unwrap();
+    assert_eq!(served, expected);
+    assert_eq!(served["limits"]["max_field_bytes"], maestro_wire::limits::MAX_FIELD_BYTES);
+    let actions = served["audit_actions"].as_array().unwrap();
+    assert_eq!(actions.len(), maestro_wire::api::AuditAction::ALL.len());
+    // Nothing of a user: the same for everyone, before and after one exists.
+    broker.admin().add_generic("SOMETHING", &[("SOME_VAR", "planted-meta-value")]).await.ok();
+    let (_, _, again) = fetch(&client, &broker, "/v1/meta").await;
+    assert_eq!(again, body);
+    assert!(!String::from_utf8(again).unwrap().contains("SOMETHING"));
+    // Read-only.
+    let reply = client.post(format!("{}/v1/meta", broker.url)).send().await.unwrap();
+    assert_eq!(reply.status(), 405);
+}
+
+/// A refusal names the request's field at fault, so that the page shows it beside its input.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_name_the_field_at_fault() {
+    let broker = Broker::start();
+    let api = broker.admin();
+    let cases = [
+        (serde_json::json!({"name": "bad-name", "kind": "generic", "fields": {"A": "x"}}), "name"),
+        (
+            serde_json::json!({"name": "OK", "kind": "generic", "fields": {"A": "x"}, "tags": ["a", "a"]}),
+            "tags",
+        ),
+        (
+            serde_json::json!({"name": "OK", "kind": "aws", "fields": {"access_key_id": "AKIA1"}}),
+            "secret_access_key",
+        ),
+        (
+            serde_json::json!({"name": "OK", "kind": "aws",
+                "fields": {"access_key_id": "AKIA 1", "secret_access_key": "s"}}),
+            "access_key_id",
+        ),
+        (
+            serde_json::json!({"name": "OK", "kind": "generic", "fields": {"A": "x"},
+                "exposure": "sealed"}),
+            "hosts",
+        ),
+        (
+            serde_json::json!({"name": "OK", "kind": "generic", "fields": {"A": "x"},
+                "description": "x".repeat(maestro_wire::limits::MAX_DESCRIPTION_BYTES + 1)}),
+            "description",
+        ),
+    ];
+    for (body, field) in cases {
+        let reply = api.post("/v1/secrets", body.clone()).await;
+        assert!(reply.status >= 400, "{body}: {reply:?}");
+        assert_eq!(reply.body["field"], field, "{body}: {reply:?}");
+    }
+    // An error about no field carries none.
+    let reply = api.get("/v1/secrets/NOPE").await;
+    assert_eq!(reply.status, 404);
+    assert!(reply.body.get("field").is_none(), "{reply:?}");
+    let reply = api.post("/v1/sessions", serde_json::json!({"label": "bell\u{7}"})).await;
+    assert_eq!(reply.body["field"], "label", "{reply:?}");
+}
+
+/// The OAuth callback page: the UI's stylesheet and icon from this origin, no script, never
+/// framed, and a link back to the Secret Manager.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_oauth_callback_page_is_styled_and_leads_back() {
+    let broker = Broker::start();
+    let client = browser(&broker);
+    let (status, headers, body) =
+        fetch(&client, &broker, "/v1/oauth/callback?state=planted-state-x9q&code=planted-code-k2w")
+            .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        headers["content-security-policy"],
+        "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'none'"
+    );
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let html = String::from_utf8(body).unwrap();
+    assert!(html.contains("<link rel=\"stylesheet\" href=\"../../ui/app.css\">"), "{html}");
+    assert!(html.contains("href=\"../../ui/#/oauth\">Back to the Secret Manager</a>"), "{html}");
+    assert!(!html.contains("<script") && !html.contains(" style=") && !html.contains("<style"));
+    assert_no_other_origin("the callback page", &html);
+    // The query (a code, a state) is never echoed into the page, nor a command of the CLI.
+    assert!(!html.contains("planted-"), "{html}");
+    assert!(!html.contains("`maestro") && !html.contains(" --"), "{html}");
+}
+
+/// The page words the broker's messages for the browser: what names a command, a flag or an
+/// environment variable (written for the CLI) is replaced by what to do on the page. Run with
+/// Node (which `scripts/test.sh` has for the OAuth tests) on `forBrowser` as api.js defines it.
+#[test]
+fn broker_messages_are_worded_for_the_browser() {
+    let api = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/ui/js/api.js"),
+    )
+    .unwrap();
+    let start = api.find("const BROWSER_HINTS = ").expect("the hints");
+    let end = api.find("export async function api(").expect("the end of forBrowser()");
+    let code = format!(
+        "{}\nconst [code, ...messages] = JSON.parse(process.argv[1]);\n\
+         process.stdout.write(JSON.stringify(messages.map((m) => forBrowser(code, m))));",
+        api[start..end].replace("export function", "function")
+    );
+    let run = |code_name: &str, messages: &[&str]| -> Vec<String> {
+        let mut args = vec![code_name];
+        args.extend_from_slice(messages);
+        let out = std::process::Command::new("node")
+            .args(["-e", &code, &serde_json::to_string(&args).unwrap()])
+            .output()
+            .expect("node runs (scripts/test.sh needs it for the OAuth tests)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // The broker's own messages, as they are.
+    assert_eq!(
+        run("not_found", &["no secret named AWS_PROD; `maestro secrets ls` lists yours"]),
+        ["no secret named AWS_PROD; pick one from the list (it may have been deleted meanwhile)"]
+    );
+    assert_eq!(
+        run(
+            "already_exists",
+            &[
+                "secret AWS_PROD already exists; choose another name, or change it with `maestro secrets edit AWS_PROD`"
+            ]
+        ),
+        [
+            "secret AWS_PROD already exists; choose another name, or edit the existing one from the list"
+        ]
+    );
+    assert_eq!(
+        run(
+            "session_ended",
+            &["the session has ended; create a new session with `maestro sessions create`"]
+        ),
+        ["the session has ended; create a new session under Sessions"]
+    );
+    let unauthorized = run(
+        "unauthorized",
+        &[
+            "the API token is not valid; check MAESTRO_TOKEN, or ask for a new one with `maestro-broker user add`",
+        ],
+    );
+    assert!(unauthorized[0].contains("sign in with a current one"), "{unauthorized:?}");
+    let compromised = run(
+        "conflict",
+        &[
+            "AWS_PROD was marked compromised at 2025-12-05T08:00:00Z: edit it with a new value first (`maestro secrets edit AWS_PROD --field-file FIELD=PATH`); nothing was activated",
+        ],
+    );
+    assert_eq!(
+        compromised,
+        [
+            "AWS_PROD was marked compromised at 2025-12-05T08:00:00Z: edit it with a new value first; nothing was activated"
+        ]
+    );
+    let missing = run(
+        "missing_field",
+        &[
+            "kind 'aws' requires field 'secret_access_key'; add --field secret_access_key=... (or --field-file)",
+        ],
+    );
+    assert_eq!(missing, ["kind 'aws' requires field 'secret_access_key'; give it a value"]);
+    let oauth = run(
+        "oauth",
+        &[
+            "This authorization was already used; each authorization URL works once. Nothing was stored; run `maestro oauth connect` again.",
+        ],
+    );
+    assert_eq!(
+        oauth,
+        [
+            "This authorization was already used; each authorization URL works once. Nothing was stored; start the connection again from this page"
+        ]
+    );
+    // A message for everyone stays as it is.
+    assert_eq!(
+        run("too_many", &["a secret has at most 32 tags; this one has 33"]),
+        ["a secret has at most 32 tags; this one has 33"]
+    );
+}

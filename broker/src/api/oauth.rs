@@ -107,6 +107,26 @@ async fn callback(State(app): State<SharedApp>, RawQuery(query): RawQuery) -> Re
     page(status, &outcome.message)
 }
 
+/// The broker's message without the clauses that name a command (`maestro oauth connect`) or a
+/// flag: the callback is read in a browser, and the page's own line says what to do next.
+fn without_commands(message: &str) -> String {
+    let speaks_cli = |clause: &str| clause.contains('`') || clause.contains(" --");
+    let mut sentences = Vec::new();
+    for sentence in message.split_inclusive(". ") {
+        let sentence = sentence.trim_end();
+        let kept: Vec<&str> = sentence.split("; ").filter(|c| !speaks_cli(c)).collect();
+        if kept.is_empty() {
+            continue;
+        }
+        let mut text = kept.join("; ");
+        if !text.ends_with('.') {
+            text.push('.');
+        }
+        sentences.push(text);
+    }
+    sentences.join(" ")
+}
+
 /// Text safe inside HTML.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -137,7 +157,7 @@ fn page(status: StatusCode, message: &str) -> Response {
     let (tone, next) = if ok {
         ("ok", "The Secret Manager shows the new secret; you may close this tab.")
     } else {
-        ("bad", "Nothing was stored. Start the connection again from the Secret Manager.")
+        ("bad", "Start the connection again from the Secret Manager, or from the command line.")
     };
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -153,7 +173,7 @@ fn page(status: StatusCode, message: &str) -> Response {
          <p class=\"help\">{next}</p>\
          <p class=\"buttons left\"><a id=\"callback-back\" class=\"button primary\" \
          href=\"../../ui/#/oauth\">Back to the Secret Manager</a></p></section></main></body></html>\n",
-        escape(message)
+        escape(&without_commands(message))
     );
     (
         status,
@@ -171,6 +191,23 @@ fn page(status: StatusCode, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_name_no_command() {
+        assert_eq!(
+            without_commands(
+                "This authorization is unknown (a mistyped link). Nothing was stored; run `maestro oauth connect` again."
+            ),
+            "This authorization is unknown (a mistyped link). Nothing was stored."
+        );
+        assert_eq!(
+            without_commands(
+                "a secret named X was created meanwhile; nothing was stored. Delete it or choose another --name, then run `maestro oauth connect`"
+            ),
+            "a secret named X was created meanwhile; nothing was stored."
+        );
+        assert_eq!(without_commands("Authorized: stored GITHUB."), "Authorized: stored GITHUB.");
+    }
 
     #[test]
     fn pages_escape_what_they_quote() {

@@ -4,7 +4,7 @@ import { Invalid, api } from './api.js';
 import { clearErrors, fail, notify } from './messages.js';
 import { route, show } from './router.js';
 import { state } from './state.js';
-import { $, badge, chips, clear, enc, h, muted, parseTags, sessionLinks, shown, timeEl } from './util.js';
+import { $, badge, chips, clear, enc, h, muted, parseTags, sessionLinks, timeEl } from './util.js';
 
 // ---------------------------------------------------------------- alerts
 

@@ -35,6 +35,7 @@ const BROWSER_HINTS = {
   missing_field: 'give it a value',
   unknown_kind: 'pick a kind from the list',
   invalid_exposure: 'change the exposure or the hosts',
+  oauth: 'start the connection again from this page',
 };
 // The parts of a message that address the command line: a command in backquotes, a --flag, an
 // environment variable, a program name.
@@ -47,13 +48,20 @@ export function forBrowser(code, message) {
     if (!CLI_WORDS.test(message)) return message;
     return 'the broker refused this API token (missing, revoked or mistyped): sign in with a current one';
   }
-  // A parenthesis or a clause (between semicolons) that speaks to the CLI goes.
+  // A parenthesis, a sentence or a clause (between semicolons) that speaks to the CLI goes.
   const trimmed = message.replace(/\s*\([^()]*\)/g, (p) => (CLI_WORDS.test(p) ? '' : p));
-  const parts = trimmed.split(/;\s+/);
-  const kept = parts.filter((p) => !CLI_WORDS.test(p));
-  if (kept.length === parts.length) return trimmed;
+  const sentences = trimmed.split(/(?<=\.)\s+/).map((s) => s.replace(/\.$/, ''));
+  let dropped = false;
+  const kept = [];
+  for (const sentence of sentences) {
+    const parts = sentence.split(/;\s+/);
+    const clean = parts.filter((p) => !CLI_WORDS.test(p));
+    if (clean.length < parts.length) dropped = true;
+    if (clean.length) kept.push(clean.join('; '));
+  }
+  if (!dropped) return trimmed;
   const hint = BROWSER_HINTS[code] || 'correct it and try again';
-  return kept.length ? `${kept.join('; ')}; ${hint}` : hint;
+  return kept.length ? `${kept.join('. ')}; ${hint}` : hint;
 }
 
 export async function api(method, path, body) {

@@ -5,7 +5,7 @@ import { AUDIT_PAGE } from './constants.js';
 import { clearErrors, fail, showError } from './messages.js';
 import { show } from './router.js';
 import { state } from './state.js';
-import { $, actionBadge, clear, detailText, enc, h, muted, sessionLink, shown, timeEl } from './util.js';
+import { $, actionBadge, clear, detailText, enc, h, muted, sessionLink, timeEl } from './util.js';
 
 // ---------------------------------------------------------------- audit
 

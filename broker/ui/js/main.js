@@ -12,7 +12,7 @@
 // section: a module exporting its view, a line in router.js's `route`, its controls wired here.
 
 import { onAlertsConfig, renderAlerts } from './alerts.js';
-import { limits, loadMeta, token } from './api.js';
+import { limits, loadMeta } from './api.js';
 import { auditPageFrom, loadAuditPage } from './audit.js';
 import { clearErrors, copyText, fail, messageOf, showError } from './messages.js';
 import { closeOAuthForms, onConnectSubmit, onProviderSubmit, onReconnectSubmit, openConnect, openProviderForm, openReconnect, refreshNow, reloadOAuthLists, renderAdded, renderConnectProvider, renderProviderPreset, stripLineBreak } from './oauth.js';

@@ -1,6 +1,6 @@
 // An OAuth authorization in progress: polled until the callback stored the secret.
 
-import { ApiFailure, api, token } from './api.js';
+import { ApiFailure, api, forBrowser } from './api.js';
 import { OPEN_STATES, POLL_GRACE_MS, POLL_MS } from './constants.js';
 import { clearErrors, fail, messageOf, notify, showError } from './messages.js';
 import { closeTab, reloadOAuthLists } from './oauth.js';
@@ -187,7 +187,7 @@ export function renderFlow() {
     title = st === 'expired' ? 'Authorization expired' : 'Authorization failed';
     tone = 'bad';
     label = st === 'lost' ? 'failed' : st;
-    text = f.outcome || (s && s.message) || 'The authorization ended without a secret; nothing was stored.';
+    text = f.outcome || (s && s.message && forBrowser('oauth', s.message)) || 'The authorization ended without a secret; nothing was stored.';
     text = text.charAt(0).toUpperCase() + text.slice(1);
   }
   $('flow-title').textContent = shown(title);

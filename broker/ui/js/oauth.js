@@ -1,6 +1,6 @@
 // OAuth integrations: presets, providers, connecting and reconnecting accounts.
 
-import { ApiFailure, Invalid, api, limits, token } from './api.js';
+import { ApiFailure, Invalid, api, limits } from './api.js';
 import { PRESET_LABELS, PROVIDER_NAME, SECRET_NAME, VARIABLE_NAME } from './constants.js';
 import { clearErrors, fail, notify } from './messages.js';
 import { beginFlow } from './oauth-flow.js';

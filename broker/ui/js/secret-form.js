@@ -1,13 +1,13 @@
 // Adding and editing a secret: the kind's fields, generic variables, files, the submit.
 
 import { actionsText, parseActions } from './alerts.js';
-import { ApiFailure, Invalid, api, kindByName, limits, loadKinds } from './api.js';
+import { Invalid, api, kindByName, limits, loadKinds } from './api.js';
 import { MULTI_LINE_CHECKS, SECRET_NAME, VARIABLE_NAME } from './constants.js';
 import { clearErrors, fail, findFieldsWith, messageOf, notify, showError } from './messages.js';
 import { show } from './router.js';
 import { checkExposure, parseHosts, renderExposure } from './secrets.js';
 import { state } from './state.js';
-import { $, badge, clear, enc, h, parseTags, sameList, shown, sizeText, upperCase, utf8Bytes } from './util.js';
+import { $, clear, enc, h, parseTags, sameList, shown, sizeText, upperCase, utf8Bytes } from './util.js';
 
 // ---------------------------------------------------------------- add and edit
 

@@ -1,6 +1,6 @@
 // Sessions: the list, creating one (its enrollment token and bundle), one session's secrets.
 
-import { ApiFailure, Invalid, api, limits, token } from './api.js';
+import { ApiFailure, Invalid, api, limits } from './api.js';
 import { BASE } from './constants.js';
 import { clearErrors, confirmAction, fail, findFieldsWith, notify, showError } from './messages.js';
 import { route, show } from './router.js';
