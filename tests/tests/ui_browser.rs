@@ -240,7 +240,7 @@ async fn a_generic_secret_is_added_edited_and_deleted_and_refusals_keep_what_was
     browser.fill("#secret-fields .gname", "OTHER").await;
     browser.type_into("#secret-fields .gval", "planted-generic-value-2").await;
     browser.click("#secret-submit").await;
-    let message = form_error(&browser, "#secret-form").await;
+    let message = field_error(&browser, "#secret-name").await;
     assert!(message.contains("already exists"), "{message}");
     assert_eq!(browser.value("#secret-fields .gval").await, "planted-generic-value-2");
 

@@ -83,12 +83,14 @@ impl DomainError {
 impl From<StoreError> for DomainError {
     fn from(e: StoreError) -> Self {
         match e {
+            // Every body that makes something names it in its `name` field.
             StoreError::AlreadyExists { what, name } => Self::new(
                 ErrorCode::AlreadyExists,
                 format!(
                     "{what} {name} already exists; choose another name, or change it with `maestro secrets edit {name}`"
                 ),
-            ),
+            )
+            .at_field("name"),
             StoreError::Changed { what } => Self::new(
                 ErrorCode::Conflict,
                 format!("the {what} changed while this request was working on it; retry"),

@@ -79,6 +79,8 @@ export function showError(err, form) {
   if (slot) {
     slot.textContent = shown(message);
     slot.hidden = false;
+    // The foot of a long form may be below the screen.
+    slot.scrollIntoView({ block: 'nearest' });
   } else {
     $('error-text').textContent = shown(message);
     $('error-banner').hidden = false;

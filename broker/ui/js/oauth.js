@@ -2,7 +2,7 @@
 
 import { ApiFailure, Invalid, api, limits } from './api.js';
 import { PRESET_LABELS, PROVIDER_NAME, SECRET_NAME, VARIABLE_NAME } from './constants.js';
-import { clearErrors, fail, notify } from './messages.js';
+import { clearErrors, fail, findFieldsWith, notify } from './messages.js';
 import { beginFlow } from './oauth-flow.js';
 import { route, show } from './router.js';
 import { wipeValues } from './secret-form.js';
@@ -38,6 +38,15 @@ export const presetLabel = (name) => PRESET_LABELS[name] || (presetByName(name) 
 export const providerByName = (name) => state.providers.find((p) => p.name === name);
 // The scopes a provider's preset always asks for (Microsoft: offline_access).
 export const impliedScopes = (provider) => ((provider && presetByName(provider.preset)) || {}).implied_scopes || [];
+
+// Where a refusal of the broker naming a field is shown.
+const PROVIDER_INPUTS = {
+  name: 'provider-name', client_id: 'provider-client-id', client_secret: 'provider-client-secret',
+  auth_url: 'provider-auth-url', token_url: 'provider-token-url', revoke_url: 'provider-revoke-url',
+  variable: 'provider-variable',
+};
+findFieldsWith('provider-form', (field) => (Object.hasOwn(PROVIDER_INPUTS, field) ? $(PROVIDER_INPUTS[field]) : null));
+findFieldsWith('connect-form', (field) => (field === 'name' ? $('connect-name') : null));
 
 // The redirect URI of every provider of this broker (`GET /v1/meta`), or a provider's.
 export function redirectUri() {
