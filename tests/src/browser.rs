@@ -180,6 +180,17 @@ impl Browser {
         Some(browser)
     }
 
+    /// Shows the page's times in `zone` (an IANA name such as `Europe/Paris`), whatever the
+    /// machine's.
+    pub async fn time_zone(&self, zone: &str) {
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": "Emulation.setTimezoneOverride", "params": {"timezoneId": zone}}),
+        )
+        .await;
+    }
+
     /// One WebDriver command; panics on an error answer.
     pub async fn command(&self, method: &str, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.session);

@@ -350,6 +350,8 @@ async fn sessions_show_the_agent_live_and_activation_reaches_a_real_agent() {
         return;
     }
     let Some(browser) = Browser::start(1280, 900).await else { return };
+    // Times are shown in the browser's zone, saying which: here one that is not UTC.
+    browser.time_zone("Asia/Kolkata").await;
     let sb = Sandbox::new();
     sb.api.add_generic("UI_LIVE", &[("UI_LIVE_VAR", "planted-live-value-5e2")]).await.ok();
     sign_in(&browser, &sb.broker.url, &sb.token).await;
@@ -418,9 +420,14 @@ async fn sessions_show_the_agent_live_and_activation_reaches_a_real_agent() {
     browser.wait("injected", &has("injected")).await;
     let time = browser.text("#audit-table tbody tr td time").await;
     assert!(
-        regex_like_time_with_zone(&time),
+        regex_like_time_with_zone(&time) && (time.ends_with("GMT+5:30") || time.ends_with(" IST")),
         "a time without its zone in the usage history: {time:?}"
     );
+    // The exact time the broker recorded (UTC) is its title.
+    let title = browser
+        .eval("return document.querySelector('#audit-table tbody tr td time').title;", json!([]))
+        .await;
+    assert!(title.as_str().unwrap().contains("Z)"), "{title}");
     browser.select("#audit-action", "activated").await;
     browser
         .wait(
@@ -570,20 +577,28 @@ async fn a_390_pixel_screen_never_scrolls_sideways() {
         api.new_session(json!({"label": "a-label-for-the-narrow-screen-test"})).await;
     sign_in(&browser, &broker.url, &broker.admin_token).await;
     let name = "A_RATHER_LONG_SECRET_NAME_FOR_A_NARROW_SCREEN_0123456789";
-    for (hash, view) in [
-        ("#/secrets".to_owned(), "view-secrets"),
-        (format!("#/secrets/{name}"), "view-secret"),
-        (format!("#/secrets/{name}/edit"), "view-secret-form"),
-        ("#/secrets/new".to_owned(), "view-secret-form"),
-        ("#/sessions".to_owned(), "view-sessions"),
-        (format!("#/sessions/{session}"), "view-session"),
-        ("#/audit".to_owned(), "view-audit"),
-        ("#/alerts".to_owned(), "view-alerts"),
-        ("#/oauth".to_owned(), "view-oauth"),
+    let drawn = |css: &str| format!("!!document.querySelector({css:?})");
+    for (hash, view, ready) in [
+        ("#/secrets".to_owned(), "view-secrets", drawn("#secrets-table tbody tr")),
+        (
+            format!("#/secrets/{name}"),
+            "view-secret",
+            drawn("#secret-body:not([hidden]) #secret-meta dt"),
+        ),
+        (format!("#/secrets/{name}/edit"), "view-secret-form", drawn("#f-access_key_id")),
+        ("#/secrets/new".to_owned(), "view-secret-form", drawn("#secret-fields .gname")),
+        ("#/sessions".to_owned(), "view-sessions", drawn("#sessions-table tbody tr")),
+        (
+            format!("#/sessions/{session}"),
+            "view-session",
+            drawn("#session-body:not([hidden]) #session-meta dt"),
+        ),
+        ("#/audit".to_owned(), "view-audit", drawn("#audit-table tbody tr")),
+        ("#/alerts".to_owned(), "view-alerts", drawn("#alerts-empty:not([hidden])")),
+        ("#/oauth".to_owned(), "view-oauth", drawn("#providers-redirect:not([hidden])")),
     ] {
         open(&browser, &hash, view).await;
-        // Let the view's answers arrive and draw.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser.wait(&format!("{hash} drawn"), &ready).await;
         let overflow = browser
             .eval(
                 "const width = document.documentElement.clientWidth;
