@@ -33,7 +33,7 @@ export function stateBadge(s) {
 // visible), the broker is asked again every LIVE_MS; the page changes only when its answer
 // did, so an agent that enrolls, connects or goes shows without a refresh, and nothing blinks
 // or loses a ticked box. Moving to another view (a new generation) stops it.
-const LIVE_MS = 2000;
+const LIVE_MS = 3000;
 let liveTimer = null;
 let liveKey = null;
 
