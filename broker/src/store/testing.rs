@@ -102,6 +102,7 @@ fn secret(owner: i64, id: &str, name: &str, version: u64) -> SecretRecord {
         exposure: Exposure::Plain,
         hosts: Vec::new(),
         compromised_at: None,
+        life: Default::default(),
     }
 }
 
