@@ -45,6 +45,7 @@
     'created', 'edited', 'deleted', 'activated', 'deactivated', 'fetched', 'injected',
     'file_read', 'denied', 'session_created', 'session_ended', 'enrolled', 'refreshed',
     'refresh_failed', 'substituted', 'leak_attempt', 'decoy_read', 'scan_finding', 'compromised',
+    'expired',
   ];
   const ACTION_TONE = {
     created: 'ok', activated: 'ok', enrolled: 'ok', session_created: 'ok', refreshed: 'ok',
@@ -52,8 +53,41 @@
     deleted: 'muted', deactivated: 'muted', session_ended: 'muted',
     denied: 'bad', refresh_failed: 'bad',
     substituted: 'info', leak_attempt: 'bad', decoy_read: 'bad', scan_finding: 'bad',
-    compromised: 'bad',
+    compromised: 'bad', expired: 'muted',
   };
+
+  // Whole seconds as at most two units (`1h30m`, `90d`), as the CLI prints them.
+  function formatSecs(secs) {
+    const units = [[86400, 'd'], [3600, 'h'], [60, 'm'], [1, 's']];
+    let left = Math.max(0, Math.floor(secs));
+    if (left === 0) return '0s';
+    let out = '';
+    let shown = 0;
+    for (const [size, unit] of units) {
+      if (left >= size && shown < 2) {
+        out += `${Math.floor(left / size)}${unit}`;
+        left %= size;
+        shown += 1;
+      } else if (shown > 0) {
+        shown = 2;
+      }
+    }
+    return out;
+  }
+
+  // The marker of a secret past its rotation period (`--rotate-every`).
+  function rotationBadge(meta) {
+    const b = badge('rotate', 'bad');
+    b.title = `its value is ${formatSecs(meta.age_seconds)} old, past its rotation period of ${formatSecs(meta.rotate_every_seconds || 0)}: rotate it at the provider, then edit it with the new value`;
+    return b;
+  }
+
+  // The time an activation has left, when it ends before its session does.
+  function timeLeft(activations, session, secret) {
+    const a = (activations || []).find((x) => x.session === session && x.secret === secret);
+    return a && a.seconds_left !== undefined && a.seconds_left !== null
+      ? muted(` ${formatSecs(a.seconds_left)} left`) : null;
+  }
 
   const state = {
     kinds: null, // the catalog, loaded once
@@ -459,6 +493,7 @@
           s.description ? h('div', { class: 'sub' }, s.description) : null,
           s.oauth && s.oauth.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad')) : null,
           s.compromised_at ? h('div', {}, compromisedBadge(s)) : null,
+          s.rotation_due ? h('div', {}, rotationBadge(s)) : null,
           s.alerts > 0 ? h('div', {}, h('a', { href: `#/alerts/${enc(s.name)}`, title: 'Alerts not acknowledged' },
             badge(`${s.alerts} alert${s.alerts > 1 ? 's' : ''}`, 'bad'))) : null),
         h('td', {}, badge(s.kind, 'kind'), s.exposure === 'sealed' ? [' ', sealedBadge(s)] : null),
@@ -589,7 +624,13 @@
       ['Updated', timeEl(meta.updated_at)],
       ['Last used', meta.last_used_at ? [timeEl(meta.last_used_at), ' ', muted(`(${relativeTime(meta.last_used_at)})`)] : muted('never')],
       ['Used by sessions', sessionLinks(meta.used_by_sessions)],
-      ['Active in sessions', sessionLinks(meta.active_in_sessions)],
+      ['Active in sessions', [sessionLinks(meta.active_in_sessions),
+        (meta.activations || []).filter((a) => a.seconds_left != null).map((a) =>
+          h('div', { class: 'sub' }, `${shortId(a.session)}${a.session_label ? ` (${a.session_label})` : ''}: ${formatSecs(a.seconds_left)} left`))]],
+      ['Value changed', meta.value_changed_at
+        ? [timeEl(meta.value_changed_at), ' ', muted(`(${formatSecs(meta.age_seconds)} ago${meta.rotate_every_seconds ? `; rotate every ${formatSecs(meta.rotate_every_seconds)}` : ''})`),
+          meta.rotation_due ? [' ', rotationBadge(meta)] : null]
+        : muted('—')],
     ];
     renderMeta($('secret-meta'), rows);
     renderSecretOAuth(meta);
@@ -1327,6 +1368,7 @@
         h('div', { class: 'pick-main' },
           h('a', { class: 'mono strong', href: `#/secrets/${enc(name)}` }, name),
           s ? [' ', badge(s.kind, 'kind')] : null,
+          timeLeft(info.activations, info.id, name),
           s ? h('div', { class: 'sub' }, s.variables.join(', ')) : null),
         live ? h('button', {
           type: 'button', class: 'small ghost', 'aria-label': `Deactivate ${name}`,
