@@ -75,18 +75,25 @@
     return out;
   }
 
+  // Seconds until (or since, negated) an RFC 3339 time.
+  function secsUntil(at) {
+    return Math.max(0, (Date.parse(at) - Date.now()) / 1000);
+  }
+  function ageOf(meta) {
+    return meta.value_changed_at ? Math.max(0, (Date.now() - Date.parse(meta.value_changed_at)) / 1000) : 0;
+  }
+
   // The marker of a secret past its rotation period (`--rotate-every`).
   function rotationBadge(meta) {
     const b = badge('rotate', 'bad');
-    b.title = `its value is ${formatSecs(meta.age_seconds)} old, past its rotation period of ${formatSecs(meta.rotate_every_seconds || 0)}: rotate it at the provider, then edit it with the new value`;
+    b.title = `its value is ${formatSecs(ageOf(meta))} old, past its rotation period of ${formatSecs(meta.rotate_every_seconds || 0)}: rotate it at the provider, then edit it with the new value`;
     return b;
   }
 
   // The time an activation has left, when it ends before its session does.
   function timeLeft(activations, session, secret) {
     const a = (activations || []).find((x) => x.session === session && x.secret === secret);
-    return a && a.seconds_left !== undefined && a.seconds_left !== null
-      ? muted(` ${formatSecs(a.seconds_left)} left`) : null;
+    return a && a.expires_at ? muted(` ${formatSecs(secsUntil(a.expires_at))} left`) : null;
   }
 
   const state = {
@@ -625,10 +632,10 @@
       ['Last used', meta.last_used_at ? [timeEl(meta.last_used_at), ' ', muted(`(${relativeTime(meta.last_used_at)})`)] : muted('never')],
       ['Used by sessions', sessionLinks(meta.used_by_sessions)],
       ['Active in sessions', [sessionLinks(meta.active_in_sessions),
-        (meta.activations || []).filter((a) => a.seconds_left != null).map((a) =>
-          h('div', { class: 'sub' }, `${shortId(a.session)}${a.session_label ? ` (${a.session_label})` : ''}: ${formatSecs(a.seconds_left)} left`))]],
+        (meta.activations || []).filter((a) => a.expires_at).map((a) =>
+          h('div', { class: 'sub' }, `${shortId(a.session)}${a.session_label ? ` (${a.session_label})` : ''}: ${formatSecs(secsUntil(a.expires_at))} left`))]],
       ['Value changed', meta.value_changed_at
-        ? [timeEl(meta.value_changed_at), ' ', muted(`(${formatSecs(meta.age_seconds)} ago${meta.rotate_every_seconds ? `; rotate every ${formatSecs(meta.rotate_every_seconds)}` : ''})`),
+        ? [timeEl(meta.value_changed_at), ' ', muted(`(${formatSecs(ageOf(meta))} ago${meta.rotate_every_seconds ? `; rotate every ${formatSecs(meta.rotate_every_seconds)}` : ''})`),
           meta.rotation_due ? [' ', rotationBadge(meta)] : null]
         : muted('—')],
     ];

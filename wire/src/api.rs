@@ -245,12 +245,10 @@ pub struct SecretMeta {
     pub rotate_every_seconds: Option<u64>,
     /// When its value last changed (RFC 3339): created, or an edit that gave a field a new
     /// value (an edit of its description, tags or settings does not count). Absent from an
-    /// older broker.
+    /// older broker. Ages and times left are left to clients: an answer that does not change
+    /// while nothing changes can be compared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_changed_at: Option<String>,
-    /// Seconds since its value last changed.
-    #[serde(default)]
-    pub age_seconds: u64,
     /// Its age is past `rotate_every_seconds`: rotate its value at the provider, then edit it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rotation_due: bool,
@@ -271,9 +269,6 @@ pub struct ActivationInfo {
     /// When the broker deactivates it (RFC 3339); absent: when the session ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    /// Seconds left until `expires_at`, as the broker counted when it answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seconds_left: Option<u64>,
 }
 
 /// OAuth state of a secret, without its tokens.

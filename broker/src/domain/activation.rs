@@ -165,23 +165,21 @@ pub async fn activate(
     sessions::info(app, &session).await
 }
 
-/// An activation as its owner sees it, with the time left at `now`.
-pub fn activation_info(row: &ActivationRow, now: i64) -> ActivationInfo {
+/// An activation as its owner sees it.
+pub fn activation_info(row: &ActivationRow) -> ActivationInfo {
     ActivationInfo {
         secret: row.secret_name.clone(),
         session: row.session_id.clone(),
         session_label: row.session_label.clone(),
         activated_at: clock::rfc3339(row.activated_at),
         expires_at: row.expires_at.map(clock::rfc3339),
-        seconds_left: row.expires_at.map(|e| e.saturating_sub(now).max(0).unsigned_abs()),
     }
 }
 
 /// Every secret active in a live session of `user`'s, with the time left.
 pub async fn list(app: &App, user: &UserRecord) -> DomainResult<Vec<ActivationInfo>> {
-    let now = clock::now();
     let rows = app.store.list_activations(user.id, None, None).await?;
-    Ok(rows.iter().map(|r| activation_info(r, now)).collect())
+    Ok(rows.iter().map(activation_info).collect())
 }
 
 /// Deactivates every activation whose time has passed, owner by owner under the same locks

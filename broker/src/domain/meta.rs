@@ -36,7 +36,7 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         .list_activations(secret.owner_id, None, Some(&secret.id))
         .await?
         .iter()
-        .map(|r| super::activation::activation_info(r, now))
+        .map(super::activation::activation_info)
         .collect();
     let life = &secret.life;
     let age = now.saturating_sub(life.value_changed_at).max(0);
@@ -68,7 +68,6 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         activation_max_seconds: secs(life.activation_max),
         rotate_every_seconds: secs(life.rotate_every),
         value_changed_at: Some(clock::rfc3339(life.value_changed_at)),
-        age_seconds: age.unsigned_abs(),
         rotation_due: life.rotate_every.is_some_and(|every| age >= every),
         activations,
     })

@@ -38,8 +38,7 @@ pub async fn info(app: &App, session: &SessionRecord) -> DomainResult<SessionInf
     } else {
         Vec::new()
     };
-    let mut activations: Vec<_> =
-        rows.iter().map(|r| super::activation::activation_info(r, now)).collect();
+    let mut activations: Vec<_> = rows.iter().map(super::activation::activation_info).collect();
     activations.sort_by(|a, b| a.secret.cmp(&b.secret));
     let active = activations.iter().map(|a| a.secret.clone()).collect();
     Ok(SessionInfo {

@@ -18,7 +18,7 @@ use crate::args::{
     ActivationArgs, AddArgs, EditArgs, HistoryArgs, NameArgs, RmArgs, SecretsCommand, SecretsLsArgs,
 };
 use crate::client::Client;
-use crate::table::{Table, key_values, list, opt, opt_time, time};
+use crate::table::{Table, key_values, list, opt, opt_time, secs_since, secs_until, time};
 use crate::ttl::{parse_duration, parse_setting};
 use crate::{fields, input};
 
@@ -284,7 +284,7 @@ fn active_cell(s: &SecretMeta) -> String {
     let cells: Vec<String> = s
         .activations
         .iter()
-        .map(|a| match a.seconds_left {
+        .map(|a| match a.expires_at.as_deref().and_then(secs_until) {
             Some(left) => format!("{} ({} left)", a.session, format_secs(left)),
             None => a.session.clone(),
         })
@@ -294,10 +294,16 @@ fn active_cell(s: &SecretMeta) -> String {
 
 /// A secret's age since its value last changed, with its rotation period (`12d of 90d`).
 fn age_cell(s: &SecretMeta) -> String {
+    let Some(age) = age_of(s) else { return "-".to_owned() };
     match s.rotate_every_seconds {
-        Some(every) => format!("{} of {}", format_secs(s.age_seconds), format_secs(every)),
-        None => format_secs(s.age_seconds),
+        Some(every) => format!("{} of {}", format_secs(age), format_secs(every)),
+        None => format_secs(age),
     }
+}
+
+/// Seconds since a secret's value last changed (an older broker does not say).
+fn age_of(s: &SecretMeta) -> Option<u64> {
+    s.value_changed_at.as_deref().and_then(secs_since)
 }
 
 /// `secrets ls --active`: every secret active in a live session, with the session's label and
@@ -318,9 +324,9 @@ async fn ls_active(client: &Client, json: bool) -> anyhow::Result<Output> {
             a.session.clone(),
             opt(a.session_label.as_deref()),
             time(&a.activated_at),
-            match (a.seconds_left, &a.expires_at) {
-                (Some(left), Some(at)) => format!("{} (until {})", format_secs(left), time(at)),
-                _ => "until the session ends".to_owned(),
+            match a.expires_at.as_deref().and_then(|at| Some((secs_until(at)?, at))) {
+                Some((left, at)) => format!("{} (until {})", format_secs(left), time(at)),
+                None => "until the session ends".to_owned(),
             },
         ]);
     }
@@ -466,7 +472,7 @@ fn render_meta(m: &SecretMeta) -> String {
                 "ROTATE",
                 format!(
                     "its value is {} old, past its rotation period of {}: rotate it at the provider, then edit it with the new value",
-                    format_secs(m.age_seconds),
+                    age_of(m).map_or_else(|| "-".to_owned(), format_secs),
                     m.rotate_every_seconds.map_or_else(|| "-".to_owned(), format_secs)
                 ),
             ),
@@ -587,7 +593,9 @@ async fn activation(
     );
     if activate {
         for a in session.activations.iter().filter(|a| body.names.contains(&a.secret)) {
-            if let (Some(left), Some(at)) = (a.seconds_left, &a.expires_at) {
+            if let Some((left, at)) =
+                a.expires_at.as_deref().and_then(|at| Some((secs_until(at)?, at)))
+            {
                 text.push_str(&format!(
                     "{} is deactivated in {} (at {})\n",
                     a.secret,
@@ -641,7 +649,6 @@ mod tests {
             activation_max_seconds: None,
             rotate_every_seconds: None,
             value_changed_at: None,
-            age_seconds: 0,
             rotation_due: false,
             activations: vec![],
         }

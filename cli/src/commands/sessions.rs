@@ -157,7 +157,8 @@ pub(crate) fn active_line(s: &SessionInfo) -> String {
         .active
         .iter()
         .map(|name| {
-            match s.activations.iter().find(|a| &a.secret == name).and_then(|a| a.seconds_left) {
+            let until = s.activations.iter().find(|a| &a.secret == name);
+            match until.and_then(|a| a.expires_at.as_deref()).and_then(crate::table::secs_until) {
                 Some(left) => {
                     format!("{name} ({} left)", maestro_wire::duration::format_secs(left))
                 }
@@ -248,12 +249,13 @@ mod tests {
                 session: "s1".into(),
                 session_label: None,
                 activated_at: "2026-11-29T10:00:00Z".into(),
-                expires_at: Some("2026-11-29T12:00:00Z".into()),
-                seconds_left: Some(5400),
+                // Far ahead: a day and more is shown in days and hours.
+                expires_at: Some("2999-01-01T00:00:00Z".into()),
             }],
             ..info(SessionState::Live)
         };
-        assert!(render_session(&timed).contains("A (1h30m left), B"));
+        let text = render_session(&timed);
+        assert!(text.contains("A (") && text.contains("left), B"), "{text}");
         let ended = render_session(&info(SessionState::Ended));
         assert!(ended.lines().any(|l| l.starts_with("ended because:") && l.ends_with(" user")));
         assert!(ended.contains("2026-11-29 11:00:00Z"));
