@@ -12,7 +12,9 @@
 //! * sessions named by a unique id prefix or a label; an ambiguous prefix or label refused,
 //!   naming the candidates; no `--session` with 0, 1 and 2 live sessions;
 //! * PostgreSQL with two brokers: an activation expires once (one `expired` record) and the
-//!   agent's stream on the other broker hears the deactivation.
+//!   agent's stream on the other broker hears the deactivation;
+//! * an end that passes while the broker is down is expired when it starts again (the end is
+//!   stored, not a timer).
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -294,5 +296,37 @@ async fn with_two_brokers_an_activation_expires_once_and_the_other_broker_tells_
     let audit = api.get("/v1/audit").await.ok();
     assert_eq!(records(&audit, "expired", "SHORT"), 1, "recorded once: {audit}");
     let shown = b.api(&a.admin_token).get(&format!("/v1/sessions/{session}")).await.ok();
+    assert_eq!(shown["active"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_whose_time_passed_while_the_broker_was_down_expires_when_it_is_back() {
+    let mut broker = Broker::start();
+    let api = broker.admin();
+    api.add_generic("DOWN", &[("DOWN_VAR", "planted-down-5")]).await.ok();
+    let (session, _token) = api.new_session(json!({})).await;
+    api.post(
+        &format!("/v1/sessions/{session}/activate"),
+        json!({"names": ["DOWN"], "for_seconds": 2}),
+    )
+    .await
+    .ok();
+    broker.stop();
+    // The end passes while no broker runs: only the stored end can bring it back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.restart();
+    let api = broker.admin();
+    let mut done = false;
+    let deadline = Instant::now() + EXPIRES_WITHIN;
+    while Instant::now() < deadline {
+        let audit = api.get("/v1/audit").await.ok();
+        if records(&audit, "expired", "DOWN") == 1 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(done, "the expiry was not recorded after the restart:\n{}", broker.log());
+    let shown = api.get(&format!("/v1/sessions/{session}")).await.ok();
     assert_eq!(shown["active"], json!([]));
 }
