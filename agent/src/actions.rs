@@ -68,10 +68,10 @@ pub fn env(ctx: &Ctx, peer: &Peer, only: &[String], command: Option<&str>) -> Re
     }
 }
 
-/// `Action::List`: names, kinds, variables, files.
+/// `Action::List`: names, kinds, variables, files, and the session's id and label.
 pub fn list(ctx: &Ctx) -> Response {
     match ctx.store.read(|s| s.list()) {
-        Ok(secrets) => Response::List { secrets },
+        Ok(secrets) => Response::List { secrets, session: ctx.store.session() },
         Err(e) => state_error(e),
     }
 }

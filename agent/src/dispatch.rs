@@ -191,6 +191,7 @@ mod tests {
         store
             .sync(
                 vec![SecretMaterial {
+                    active_until: None,
                     name: "API".into(),
                     kind: "generic".into(),
                     version: 3,

@@ -160,7 +160,8 @@ async fn apply(
     backoff: &mut Backoff,
 ) -> Result<Option<String>, LinkError> {
     match event {
-        AgentEvent::Snapshot { active, heartbeat_seconds, decoys, .. } => {
+        AgentEvent::Snapshot { session_id, active, heartbeat_seconds, decoys, label } => {
+            link.store.set_session(session_id, label);
             let heartbeat = Duration::from_secs(heartbeat_seconds);
             *silence = silence_limit(heartbeat);
             let (lease, lengthened) =

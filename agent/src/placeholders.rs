@@ -100,6 +100,7 @@ mod tests {
 
     fn material(kind: &str, exposure: Exposure, fields: &[(&str, &str)]) -> SecretMaterial {
         SecretMaterial {
+            active_until: None,
             name: "S".into(),
             kind: kind.into(),
             version: 1,

@@ -520,6 +520,7 @@ mod tests {
 
     fn material(name: &str, kind: &str, sealed: bool, fields: &[(&str, &str)]) -> SecretMaterial {
         SecretMaterial {
+            active_until: None,
             name: name.into(),
             kind: kind.into(),
             version: 1,

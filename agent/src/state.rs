@@ -19,7 +19,7 @@ use maestro_wire::SecretValue;
 use maestro_wire::agent_api::SecretMaterial;
 use maestro_wire::catalog::{self, Rendered};
 use maestro_wire::names::is_valid_secret_name;
-use maestro_wire::sock::{EnvVar, ListedSecret, MaterialEntry};
+use maestro_wire::sock::{EnvVar, ListedSecret, ListedSession, MaterialEntry};
 
 use crate::decoys::DecoySet;
 use crate::placeholders;
@@ -386,6 +386,7 @@ impl Secrets {
                 needs_reauth: e.material.needs_reauth.clone(),
                 exposure: e.material.exposure,
                 hosts: if e.is_sealed() { e.material.hosts.clone() } else { Vec::new() },
+                active_until: e.material.active_until.clone(),
             })
             .collect())
     }
@@ -470,6 +471,8 @@ pub struct Store {
     watcher: std::sync::OnceLock<Watcher>,
     /// The decoys' values, made at start; served while the session has decoys.
     decoy_set: OnceLock<Arc<DecoySet>>,
+    /// The session's id and label, as the broker's last snapshot named them.
+    session: Mutex<Option<ListedSession>>,
 }
 
 impl Store {
@@ -479,7 +482,18 @@ impl Store {
             fs,
             watcher: std::sync::OnceLock::new(),
             decoy_set: OnceLock::new(),
+            session: Mutex::new(None),
         }
+    }
+
+    /// The session as the broker's snapshot names it (its label may change between snapshots).
+    pub fn set_session(&self, id: String, label: Option<String>) {
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(ListedSession { id, label });
+    }
+
+    /// The session's id and label, once the broker has sent a snapshot.
+    pub fn session(&self) -> Option<ListedSession> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Sets the one watcher (the egress proxy) and tells it the current set; a second call is
@@ -628,6 +642,7 @@ mod tests {
 
     pub(crate) fn material(name: &str, kind: &str, fields: &[(&str, &str)]) -> SecretMaterial {
         SecretMaterial {
+            active_until: None,
             name: name.into(),
             kind: kind.into(),
             version: 1,

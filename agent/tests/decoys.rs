@@ -54,6 +54,7 @@ fn cat_as(uid: Option<u32>, path: &Path) -> Option<String> {
 
 fn generic(name: &str, var: &str, value: &str) -> SecretMaterial {
     SecretMaterial {
+        active_until: None,
         name: name.into(),
         kind: "generic".into(),
         version: 1,

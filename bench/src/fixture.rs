@@ -331,6 +331,9 @@ impl UserApi {
             hosts: Vec::new(),
             alerts_off: None,
             on_alert: None,
+            activation_default_seconds: None,
+            activation_max_seconds: None,
+            rotate_every_seconds: None,
         };
         let _: serde_json::Value = self.send("/v1/secrets", &body).await?;
         Ok(())
@@ -353,14 +356,14 @@ impl UserApi {
     }
 
     pub async fn activate(&self, session: &str, names: &[String]) -> anyhow::Result<()> {
-        let body = Activation { names: names.to_vec() };
+        let body = Activation { names: names.to_vec(), for_seconds: None };
         let _: serde_json::Value =
             self.send(&format!("/v1/sessions/{session}/activate"), &body).await?;
         Ok(())
     }
 
     pub async fn deactivate(&self, session: &str, names: &[String]) -> anyhow::Result<()> {
-        let body = Activation { names: names.to_vec() };
+        let body = Activation { names: names.to_vec(), for_seconds: None };
         let _: serde_json::Value =
             self.send(&format!("/v1/sessions/{session}/deactivate"), &body).await?;
         Ok(())
@@ -499,7 +502,7 @@ impl AgentProc {
     /// The names of the active secrets, as `maestro-exec --list` would get them.
     pub fn listed(&self) -> anyhow::Result<Vec<ListedSecret>> {
         match ask(&self.socket, Action::List)? {
-            Response::List { secrets } => Ok(secrets),
+            Response::List { secrets, .. } => Ok(secrets),
             Response::Error { message, .. } => Err(anyhow!("the agent refused: {message}")),
             other => Err(anyhow!("unexpected answer from the agent: {other:?}")),
         }

@@ -92,8 +92,8 @@ pub enum SecretsCommand {
     /// edited with a new value, revoke it at the provider where possible (OAuth), and print how
     /// to rotate it at the provider.
     Compromised(NameArgs),
-    /// List your secrets.
-    Ls(JsonArgs),
+    /// List your secrets (`--active`: every secret active anywhere, with time left).
+    Ls(SecretsLsArgs),
     /// Show a secret's metadata (never a value).
     Show(NameArgs),
     /// Show a secret's usage history.
@@ -101,7 +101,7 @@ pub enum SecretsCommand {
     /// Show a secret's usage summary: uses per session, per command and per day, first and
     /// last use.
     Usage(NameArgs),
-    /// Activate secrets in a live session.
+    /// Activate secrets in a live session (`--for 2h`: deactivated automatically after 2h).
     Activate(ActivationArgs),
     /// Deactivate secrets in a session.
     Deactivate(ActivationArgs),
@@ -159,6 +159,17 @@ pub struct AddArgs {
     pub allow_hosts: Vec<String>,
     #[command(flatten)]
     pub alerts: crate::commands::alerts::SecretAlertFlags,
+    /// How long an activation lasts when `activate` gives no --for, e.g. 1h [default: until
+    /// the session ends]
+    #[arg(long, value_name = "DURATION")]
+    pub activation_default: Option<String>,
+    /// The longest activation allowed, e.g. 8h; a longer --for is refused
+    #[arg(long, value_name = "DURATION")]
+    pub activation_max: Option<String>,
+    /// How often the value should change, e.g. 90d; past it the secret is marked in
+    /// `secrets ls` and `secrets show`
+    #[arg(long, value_name = "DURATION")]
+    pub rotate_every: Option<String>,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -196,6 +207,16 @@ pub struct EditArgs {
     pub default_hosts: bool,
     #[command(flatten)]
     pub alerts: crate::commands::alerts::SecretAlertFlags,
+    /// How long an activation lasts when `activate` gives no --for, e.g. 1h, or none
+    #[arg(long, value_name = "DURATION")]
+    pub activation_default: Option<String>,
+    /// The longest activation allowed, e.g. 8h, or none; a longer --for is refused
+    #[arg(long, value_name = "DURATION")]
+    pub activation_max: Option<String>,
+    /// How often the value should change, e.g. 90d, or none; past it the secret is marked in
+    /// `secrets ls` and `secrets show`
+    #[arg(long, value_name = "DURATION")]
+    pub rotate_every: Option<String>,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -241,10 +262,25 @@ pub struct JsonArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SecretsLsArgs {
+    /// List every secret active in a live session instead, with the session's label and the
+    /// time left
+    #[arg(long)]
+    pub active: bool,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ActivationArgs {
-    /// The session's id
-    #[arg(long, value_name = "ID")]
-    pub session: String,
+    /// The session: its id, a unique id prefix or its label [default: the only live session]
+    #[arg(long, value_name = "SESSION")]
+    pub session: Option<String>,
+    /// `activate` only: deactivate automatically after this long, e.g. 2h [default: the
+    /// secret's default activation time, else until the session ends]
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_: Option<String>,
     /// Secret names
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,

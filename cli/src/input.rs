@@ -19,7 +19,7 @@ pub enum InputError {
     #[error("invalid secret name '{0}': names match [A-Z][A-Z0-9_]{{0,63}}, e.g. AWS_PROD")]
     SecretName(String),
     #[error(
-        "invalid session id '{0}'; use the id that `maestro sessions create` printed (see \
+        "invalid session id '{0}'; give a session's id, a unique id prefix or its label (see \
          `maestro sessions ls`)"
     )]
     SessionId(String),
@@ -58,12 +58,14 @@ pub fn secret_name(name: &str) -> Result<(), InputError> {
     if is_valid_secret_name(name) { Ok(()) } else { Err(InputError::SecretName(quote(name))) }
 }
 
-/// Session ids are opaque, but they go into a URL path: letters, digits, `-`, `_` and `.`,
-/// and not only dots.
+/// How a user names a session: its id, a unique id prefix or its label (the broker resolves
+/// them). It goes into a URL path as one percent-encoded segment: one line, bounded, and not
+/// only dots (`.` and `..` would be taken as path steps).
 pub fn session_id(id: &str) -> Result<(), InputError> {
-    let ok = !id.is_empty()
+    // An id, a prefix of one, or a label (free text: it travels as one encoded path segment).
+    let ok = !id.trim().is_empty()
         && id.len() <= MAX_SESSION_ID
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !id.chars().any(char::is_control)
         && !id.bytes().all(|b| b == b'.');
     if ok { Ok(()) } else { Err(InputError::SessionId(quote(id))) }
 }
@@ -130,8 +132,10 @@ mod tests {
 
     #[test]
     fn session_ids() {
-        assert!(session_id("3f2a-11_x.y").is_ok());
-        for bad in ["", ".", "..", "a/b", "a b", "a%2f", &"x".repeat(129)] {
+        for good in ["3f2a-11_x.y", "3f2a", "ci runner", "team/ci"] {
+            assert!(session_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", " ", ".", "..", "a\nb", "a\tb", &"x".repeat(129)] {
             assert!(session_id(bad).is_err(), "{bad}");
         }
     }

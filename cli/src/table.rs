@@ -71,6 +71,18 @@ pub fn opt(value: Option<&str>) -> String {
 
 /// An RFC 3339 time without its fractional seconds, `T` shown as a space: `2026-11-29 10:05:03Z`.
 /// Anything else is shown as it is.
+/// Whole seconds from now until an RFC 3339 time (0 once it has passed); `None` if unreadable.
+pub fn secs_until(rfc3339: &str) -> Option<u64> {
+    let at = humantime::parse_rfc3339(rfc3339).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).map_or(0, |d| d.as_secs()))
+}
+
+/// Whole seconds since an RFC 3339 time (0 if it is ahead); `None` if unreadable.
+pub fn secs_since(rfc3339: &str) -> Option<u64> {
+    let at = humantime::parse_rfc3339(rfc3339).ok()?;
+    Some(std::time::SystemTime::now().duration_since(at).map_or(0, |d| d.as_secs()))
+}
+
 pub fn time(rfc3339: &str) -> String {
     let Some((date, rest)) = rfc3339.split_once('T') else { return rfc3339.to_owned() };
     let rest = match rest.find('.') {

@@ -8,17 +8,38 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use maestro_wire::catalog::Exposure;
-use maestro_wire::sock::{Action, ListedSecret, Response};
+use maestro_wire::duration::format_secs;
+use maestro_wire::sock::{Action, ListedSecret, ListedSession, Response};
 
 use crate::client::{self, Failure, refusal};
 use crate::{EXIT_CANNOT_RUN, EXIT_NOT_FOUND};
 
-/// Formats `--list` for people.
-pub fn format_list(secrets: &[ListedSecret]) -> String {
-    if secrets.is_empty() {
-        return "no active secrets in this session\n".to_owned();
+/// The session line of `--list`: what the user names to activate secrets here.
+fn session_line(session: &ListedSession) -> String {
+    match &session.label {
+        Some(label) => format!("session {} (label {label})\n", session.id),
+        None => format!("session {}\n", session.id),
     }
-    let mut out = String::new();
+}
+
+/// When an activation ends, and how long that is from `now` (unix seconds).
+fn until_line(until: &str, now: i64) -> String {
+    match crate::rfc3339::unix_seconds(until) {
+        Some(at) => {
+            let left = at.saturating_sub(now).max(0).unsigned_abs();
+            format!("  active until {until} ({} left)\n", format_secs(left))
+        }
+        None => format!("  active until {until}\n"),
+    }
+}
+
+/// Formats `--list` for people: the session (when the agent names it), then each secret.
+pub fn format_list(session: Option<&ListedSession>, secrets: &[ListedSecret], now: i64) -> String {
+    let mut out = session.map(session_line).unwrap_or_default();
+    if secrets.is_empty() {
+        out.push_str("no active secrets in this session\n");
+        return out;
+    }
     for s in secrets {
         let sealed = if s.exposure == Exposure::Sealed { ", sealed" } else { "" };
         out.push_str(&format!("{} ({}, version {}{sealed})\n", s.name, s.kind, s.version));
@@ -31,6 +52,9 @@ pub fn format_list(secrets: &[ListedSecret]) -> String {
                 s.hosts.join(" ")
             ));
         }
+        if let Some(until) = &s.active_until {
+            out.push_str(&until_line(until, now));
+        }
         if let Some(hint) = &s.needs_reauth {
             out.push_str(&format!("  needs re-authorization: {hint}\n"));
         }
@@ -38,10 +62,18 @@ pub fn format_list(secrets: &[ListedSecret]) -> String {
     out
 }
 
+/// Seconds since the epoch by the system clock (0 before 1970, which only shows more time left).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// `--list [--json]`.
 pub fn list(json: bool) -> Result<i32, Failure> {
-    let secrets = match client::ask(&client::socket_path(), Action::List)? {
-        Response::List { secrets } => secrets,
+    let (secrets, session) = match client::ask(&client::socket_path(), Action::List)? {
+        Response::List { secrets, session } => (secrets, session),
         Response::Error { code, message } => return Err(refusal(code, message)),
         _ => return Err(Failure("the agent answered something else than a list".to_owned())),
     };
@@ -51,7 +83,7 @@ pub fn list(json: bool) -> Result<i32, Failure> {
         t.push('\n');
         t
     } else {
-        format_list(&secrets)
+        format_list(session.as_ref(), &secrets, unix_now())
     };
     io::stdout()
         .write_all(text.as_bytes())
@@ -148,29 +180,49 @@ mod tests {
 
     #[test]
     fn list_never_needs_values() {
-        let text = format_list(&[ListedSecret {
-            name: "AWS_DEV".into(),
-            kind: "aws".into(),
-            version: 2,
-            variables: vec!["AWS_ACCESS_KEY_ID".into()],
-            files: vec!["/run/secrets/aws/credentials".into()],
-            needs_reauth: None,
-            exposure: Exposure::Plain,
-            hosts: vec![],
-        }]);
+        let text = format_list(
+            None,
+            &[ListedSecret {
+                name: "AWS_DEV".into(),
+                kind: "aws".into(),
+                version: 2,
+                variables: vec!["AWS_ACCESS_KEY_ID".into()],
+                files: vec!["/run/secrets/aws/credentials".into()],
+                needs_reauth: None,
+                exposure: Exposure::Plain,
+                hosts: vec![],
+                active_until: None,
+            }],
+            0,
+        );
         assert!(text.starts_with("AWS_DEV (aws, version 2)\n  variables: AWS_ACCESS_KEY_ID\n"));
-        let text = format_list(&[ListedSecret {
-            name: "OPENAI".into(),
-            kind: "openai".into(),
-            version: 1,
-            variables: vec!["OPENAI_API_KEY".into()],
-            files: vec![],
-            needs_reauth: None,
-            exposure: Exposure::Sealed,
-            hosts: vec!["api.openai.com".into()],
-        }]);
-        assert!(text.starts_with("OPENAI (openai, version 1, sealed)\n"), "{text}");
+        let session = ListedSession { id: "0123abcd".into(), label: Some("ci".into()) };
+        let text = format_list(
+            Some(&session),
+            &[ListedSecret {
+                name: "OPENAI".into(),
+                kind: "openai".into(),
+                version: 1,
+                variables: vec!["OPENAI_API_KEY".into()],
+                files: vec![],
+                needs_reauth: None,
+                exposure: Exposure::Sealed,
+                hosts: vec!["api.openai.com".into()],
+                active_until: Some("1970-01-01T02:00:00Z".into()),
+            }],
+            60,
+        );
+        assert!(
+            text.starts_with("session 0123abcd (label ci)\nOPENAI (openai, version 1, sealed)\n"),
+            "{text}"
+        );
         assert!(text.contains("sends the values to api.openai.com\n"), "{text}");
-        assert_eq!(format_list(&[]), "no active secrets in this session\n");
+        assert!(text.contains("  active until 1970-01-01T02:00:00Z (1h59m left)\n"), "{text}");
+        assert_eq!(format_list(None, &[], 0), "no active secrets in this session\n");
+        let empty = ListedSession { id: "0123abcd".into(), label: None };
+        assert_eq!(
+            format_list(Some(&empty), &[], 0),
+            "session 0123abcd\nno active secrets in this session\n"
+        );
     }
 }

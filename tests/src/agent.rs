@@ -363,7 +363,7 @@ impl Agent {
     /// error (unavailable) or cannot be reached.
     pub fn listed(&self) -> Option<Vec<ListedSecret>> {
         match self.ask(Action::List) {
-            Ok(Response::List { secrets }) => Some(secrets),
+            Ok(Response::List { secrets, .. }) => Some(secrets),
             _ => None,
         }
     }

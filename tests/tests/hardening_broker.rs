@@ -854,6 +854,10 @@ async fn migration_3_upgrades_an_existing_postgres_database() {
                      DROP TABLE alerts, alert_seen, alert_profiles, alert_secret_settings, \
                      alert_user_settings; DROP FUNCTION maestro_drop_old_webhook_key; \
                      DROP INDEX audit_secret_at; ALTER TABLE sessions DROP COLUMN decoys; \
+                     DROP INDEX activations_expiry; ALTER TABLE activations DROP COLUMN expires_at; \
+                     ALTER TABLE secrets DROP COLUMN activation_default, \
+                     DROP COLUMN activation_max, DROP COLUMN rotate_every, \
+                     DROP COLUMN value_changed_at; \
                      UPDATE maestro_schema SET version = 2;";
     let out = pg.psql(&db.name, downgrade);
     assert_eq!(out.status, 0, "{}", out.stderr);

@@ -126,6 +126,9 @@ pub enum AgentEvent {
         /// the credentials of [`crate::decoys::DECOYS`] and reports any read of them at once.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         decoys: bool,
+        /// The session's label, for `maestro-exec --list` (absent: none, or an older broker).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
     },
     Activated {
         secret: ActiveSecret,
@@ -168,6 +171,10 @@ pub struct SecretMaterial {
     /// broker (the user's narrowed list, or the kind's defaults; see `catalog::seal`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// When the broker deactivates it (`activate --for`; RFC 3339); absent: at the session's
+    /// end. Shown by `maestro-exec --list`; the broker's `deactivated` event is what removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_until: Option<String>,
 }
 
 /// `GET /v1/agent/secrets`.

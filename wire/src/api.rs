@@ -20,6 +20,7 @@
 //! | POST | `/v1/sessions/{id}/end` | | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/activate` | [`Activation`] | [`SessionInfo`] |
 //! | POST | `/v1/sessions/{id}/deactivate` | [`Activation`] | [`SessionInfo`] |
+//! | GET | `/v1/activations` | | `Vec<ActivationInfo>`: every secret active in a live session of the caller's, with the time left |
 //! | GET | `/v1/audit[?limit&before]` | | `Vec<AuditEvent>`: a page of the caller's audit trail (the newest `limit`, at most and by default 10,000, with `seq` below `before`); a full page names the next one's `before` in the `Maestro-Next-Before` header |
 //! | GET | `/v1/audit?secret&session&action&command&uid&since&until&after&cursor` | | `Vec<AuditEvent>`: the same, filtered (docs/broker.md, "History and export"); the next page's cursor is in the `Maestro-Next-Cursor` header |
 //! | GET | `/v1/secrets/{name}/usage` | | [`SecretUsage`]: uses per session, command and day |
@@ -130,6 +131,16 @@ pub struct CreateSecret {
     /// What happens on its alerts; absent: the user's default (`PUT /v1/alerts/config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_alert: Option<Vec<crate::alerts::AlertAction>>,
+    /// How long an activation lasts when `activate` gives no `for_seconds`; absent: until the
+    /// session ends (or `activation_max_seconds`, when that is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_default_seconds: Option<u64>,
+    /// The longest activation allowed; a longer `for_seconds` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_max_seconds: Option<u64>,
+    /// How often its value should change: past this age it is marked as due for rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_every_seconds: Option<u64>,
 }
 
 /// `PATCH /v1/secrets/{name}`: makes a new version. Fields named in `fields` are set (added or
@@ -164,6 +175,15 @@ pub struct EditSecret {
     /// Go back to the user's default actions.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_on_alert: bool,
+    /// `Some` replaces the default activation time; `Some(0)` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_default_seconds: Option<u64>,
+    /// `Some` replaces the longest activation allowed; `Some(0)` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_max_seconds: Option<u64>,
+    /// `Some` replaces the rotation period; `Some(0)` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_every_seconds: Option<u64>,
 }
 
 /// A secret's metadata: everything but its values.
@@ -220,6 +240,41 @@ pub struct SecretMeta {
     /// Its own actions on an alert; absent: the user's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_alert: Option<Vec<crate::alerts::AlertAction>>,
+    /// How long an activation lasts when none is given (absent: until the session ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_default_seconds: Option<u64>,
+    /// The longest activation allowed (absent: no limit but the session's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_max_seconds: Option<u64>,
+    /// How often its value should change (absent: no rotation period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_every_seconds: Option<u64>,
+    /// When its value last changed (RFC 3339): created, or an edit that gave a field a new
+    /// value (an edit of its description, tags or settings does not count). Absent from an
+    /// older broker. Ages and times left are left to clients: an answer that does not change
+    /// while nothing changes can be compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_changed_at: Option<String>,
+    /// Its age is past `rotate_every_seconds`: rotate its value at the provider, then edit it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rotation_due: bool,
+    /// Where it is active now, with the time left (a live session of its owner's each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activations: Vec<ActivationInfo>,
+}
+
+/// One activation: a secret active in a live session, and until when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActivationInfo {
+    pub secret: String,
+    pub session: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_label: Option<String>,
+    /// RFC 3339.
+    pub activated_at: String,
+    /// When the broker deactivates it (RFC 3339); absent: when the session ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// OAuth state of a secret, without its tokens.
@@ -334,6 +389,9 @@ pub struct SessionInfo {
     /// Whether it was created with decoys.
     #[serde(default)]
     pub decoys: bool,
+    /// Its active secrets with the time each has left (sorted by name, like `active`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activations: Vec<ActivationInfo>,
 }
 
 /// `POST /v1/sessions/{id}/activate` and `/deactivate`.
@@ -341,6 +399,11 @@ pub struct SessionInfo {
 #[serde(deny_unknown_fields)]
 pub struct Activation {
     pub names: Vec<String>,
+    /// `activate` only: how long the activation lasts (`--for`); absent: each secret's default.
+    /// Longer than a secret's maximum is refused. Activating an active secret again sets its
+    /// time anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_seconds: Option<u64>,
 }
 
 /// What an audit record is about.
@@ -375,11 +438,13 @@ pub enum AuditAction {
     ScanFinding,
     /// The owner declared the secret compromised (`maestro secrets compromised`).
     Compromised,
+    /// An activation's time (`activate --for`, or the secret's default) ran out: deactivated.
+    Expired,
 }
 
 impl AuditAction {
     /// Every action, in the order of the enum.
-    pub const ALL: [AuditAction; 19] = [
+    pub const ALL: [AuditAction; 20] = [
         Self::Created,
         Self::Edited,
         Self::Deleted,
@@ -399,6 +464,7 @@ impl AuditAction {
         Self::DecoyRead,
         Self::ScanFinding,
         Self::Compromised,
+        Self::Expired,
     ];
 
     /// The actions that count as a use of a secret (last use, sessions that used it).
@@ -428,6 +494,7 @@ impl AuditAction {
             Self::DecoyRead => "decoy_read",
             Self::ScanFinding => "scan_finding",
             Self::Compromised => "compromised",
+            Self::Expired => "expired",
         }
     }
 

@@ -24,6 +24,7 @@ pub mod api;
 pub mod catalog;
 pub mod datadir;
 pub mod decoys;
+pub mod duration;
 pub mod errors;
 pub mod export;
 pub mod jsonline;

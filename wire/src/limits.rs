@@ -42,6 +42,11 @@ pub const MAX_CSR_BYTES: usize = 16 * 1024;
 /// Longest session TTL a user may ask for, and the default.
 pub const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 12 * 3600;
+/// The longest activation (`activate --for`, a secret's default or maximum): a session's
+/// longest TTL, since an activation never outlives its session.
+pub const MAX_ACTIVATION_SECS: u64 = MAX_SESSION_TTL_SECS;
+/// The longest rotation period (`--rotate-every`): ten years.
+pub const MAX_ROTATION_PERIOD_SECS: u64 = 3650 * 24 * 3600;
 /// Lifetime of a one-time enrollment token.
 pub const ENROLLMENT_TOKEN_TTL_SECS: u64 = 600;
 /// Longest lifetime of a session client certificate.

@@ -72,6 +72,10 @@ pub enum Response {
     },
     List {
         secrets: Vec<ListedSecret>,
+        /// The agent's session (absent from an older agent), so that the user can be told
+        /// which session to activate secrets in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<ListedSession>,
     },
     Material {
         secrets: Vec<MaterialEntry>,
@@ -108,6 +112,14 @@ pub struct EnvVar {
     pub secret: Option<String>,
 }
 
+/// The agent's session as `maestro-exec --list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListedSession {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
 /// One active secret as `maestro-exec --list` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ListedSecret {
@@ -126,6 +138,9 @@ pub struct ListedSecret {
     pub exposure: crate::catalog::Exposure,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// When the broker deactivates it (RFC 3339); absent: at the session's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_until: Option<String>,
 }
 
 /// One secret's field values, for the credential helpers.

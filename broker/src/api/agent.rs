@@ -148,6 +148,7 @@ pub async fn events(State(app): State<SharedApp>, agent: AgentSession) -> ApiRes
                 active: active.iter().map(material::active_secret).collect(),
                 heartbeat_seconds: app.settings.heartbeat.as_secs().max(1),
                 decoys: s.decoys,
+                label: s.label.clone(),
             });
         }
         Some(s) => pending.push_back(AgentEvent::Ended {

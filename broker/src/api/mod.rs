@@ -50,6 +50,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/v1/sessions/{id}/end", post(user::end_session))
         .route("/v1/sessions/{id}/activate", post(user::activate))
         .route("/v1/sessions/{id}/deactivate", post(user::deactivate))
+        .route("/v1/activations", get(user::activations))
         .route("/v1/audit", get(user::audit))
         .route("/v1/enroll", post(agent::enroll))
         .route("/v1/agent/renew", post(agent::renew))

@@ -155,6 +155,14 @@ pub async fn activate(
     Ok(Json(activation::activate(&app, &user, &id, &body).await?))
 }
 
+/// `GET /v1/activations`: every secret active in a live session of the caller's.
+pub async fn activations(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+) -> ApiResult<Json<Vec<maestro_wire::api::ActivationInfo>>> {
+    Ok(Json(activation::list(&app, &user).await?))
+}
+
 /// `POST /v1/sessions/{id}/deactivate`.
 pub async fn deactivate(
     State(app): State<SharedApp>,

@@ -3,14 +3,20 @@
 //! [`crate::store::Store::lock_owner`]) so that the conflict check and the write it guards see
 //! the same state; the change and its audit records commit together, and the session's agent
 //! is told at once.
+//!
+//! An activation may end before its session does (`activate --for`, or the secret's default
+//! time): its end is stored with it, and [`expire_due`] (run by every broker each second)
+//! deactivates it once the time has passed, recorded as `expired`, under the same locks, so
+//! that of several brokers on one database exactly one records it.
 
 use std::collections::HashMap;
 
 use maestro_wire::agent_api::AgentEvent;
-use maestro_wire::api::{Activation, AuditAction, ErrorCode, SessionInfo};
+use maestro_wire::api::{Activation, ActivationInfo, AuditAction, ErrorCode, SessionInfo};
 use maestro_wire::catalog::Outputs;
-use maestro_wire::limits::MAX_NAMES_PER_CALL;
-use tracing::info;
+use maestro_wire::duration::format_secs;
+use maestro_wire::limits::{MAX_ACTIVATION_SECS, MAX_NAMES_PER_CALL};
+use tracing::{error, info};
 
 use super::error::{DomainError, DomainResult};
 use super::leak;
@@ -20,7 +26,7 @@ use super::sessions;
 use super::validate::check_name;
 use crate::app::App;
 use crate::clock;
-use crate::store::{AuditRecord, SecretRecord, UserRecord};
+use crate::store::{ActivationRow, AuditRecord, NewActivation, SecretRecord, UserRecord};
 
 /// Checks and de-duplicates the names of an activation call, keeping their order.
 fn activation_names(body: &Activation, verb: &str) -> DomainResult<Vec<String>> {
@@ -46,9 +52,45 @@ fn activation_names(body: &Activation, verb: &str) -> DomainResult<Vec<String>> 
     Ok(names)
 }
 
+/// How long an activation of `secret` lasts (seconds; `None`: until the session ends): the
+/// time asked for, else the secret's default, else its maximum. Longer than its maximum is
+/// refused.
+fn activation_time(secret: &SecretRecord, asked: Option<u64>) -> DomainResult<Option<i64>> {
+    let life = &secret.life;
+    let asked = asked.map(|a| i64::try_from(a).unwrap_or(i64::MAX));
+    if let (Some(asked), Some(max)) = (asked, life.activation_max)
+        && asked > max
+    {
+        return Err(DomainError::new(
+            ErrorCode::InvalidField,
+            format!(
+                "{} may be active for at most {} at a time; --for {} is longer; nothing was activated",
+                secret.name,
+                format_secs(max.unsigned_abs()),
+                format_secs(asked.unsigned_abs())
+            ),
+        ));
+    }
+    Ok(asked.or(life.activation_default).or(life.activation_max))
+}
+
+/// Checks an activation time as a caller sends it.
+fn check_for(for_seconds: Option<u64>) -> DomainResult<()> {
+    match for_seconds {
+        Some(secs) if secs == 0 || secs > MAX_ACTIVATION_SECS => {
+            Err(DomainError::bad_request(format!(
+                "an activation lasts between 1 second and {} days; {secs} seconds is not",
+                MAX_ACTIVATION_SECS / 86_400
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Activates secrets of `user`'s in a live session of theirs: all or nothing. A secret that
 /// would provide a variable or file another active one (or another in the same call)
-/// provides is refused, naming both.
+/// provides is refused, naming both. Each activation lasts `body.for_seconds`, else the
+/// secret's default time; activating an active secret again sets its time anew.
 pub async fn activate(
     app: &App,
     user: &UserRecord,
@@ -56,6 +98,7 @@ pub async fn activate(
     body: &Activation,
 ) -> DomainResult<SessionInfo> {
     let names = activation_names(body, "activate")?;
+    check_for(body.for_seconds)?;
     let _serialized = app.activation_lock.lock().await;
     let _across_brokers = app.store.lock_owner(user.id).await?;
     let session = sessions::live_owned(app, user, id, "activate").await?;
@@ -63,14 +106,22 @@ pub async fn activate(
     for name in &names {
         let secret = secrets::owned(app, user, name).await?;
         leak::check_activatable(&secret)?;
-        wanted.push(secret);
+        let time = activation_time(&secret, body.for_seconds)?;
+        wanted.push((secret, time));
     }
+    let now = clock::now();
+    let current = app.store.list_activations(user.id, Some(&session.id), None).await?;
     let active = app.store.active_secrets(&session.id).await?;
     let mut provided: Vec<(String, Outputs)> =
         active.iter().map(|s| (s.name.clone(), outputs(s))).collect();
     let mut added = Vec::new();
-    for secret in wanted {
-        if active.iter().any(|a| a.id == secret.id) {
+    let mut renewed = Vec::new();
+    for (secret, time) in wanted {
+        let until = time.map(|t| now.saturating_add(t));
+        if let Some(row) = current.iter().find(|a| a.secret_id == secret.id) {
+            if row.expires_at != until {
+                renewed.push((secret, until));
+            }
             continue;
         }
         let outputs = outputs(&secret);
@@ -81,20 +132,85 @@ pub async fn activate(
             ));
         }
         provided.push((secret.name.clone(), outputs));
-        added.push(secret);
+        added.push((secret, until));
     }
-    let now = clock::now();
-    let ids: Vec<String> = added.iter().map(|s| s.id.clone()).collect();
-    let audit = records(&added, user, &session.id, now, AuditAction::Activated);
-    app.store.change_activations(&session.id, &ids, &[], now, &audit).await?;
-    for secret in &added {
+    let changes: Vec<NewActivation> = added
+        .iter()
+        .chain(&renewed)
+        .map(|(s, until)| NewActivation { secret_id: s.id.clone(), expires_at: *until })
+        .collect();
+    let audit: Vec<AuditRecord> = added
+        .iter()
+        .chain(&renewed)
+        .map(|(s, until)| AuditRecord {
+            secret_id: Some(s.id.clone()),
+            secret_name: Some(s.name.clone()),
+            session_id: Some(session.id.clone()),
+            detail: until.map(|u| format!("until {}", clock::rfc3339(u))),
+            ..AuditRecord::new(user.id, now, AuditAction::Activated)
+        })
+        .collect();
+    app.store.activate(&session.id, &changes, now, &audit).await?;
+    for (secret, _) in &added {
         app.hub.publish(&session.id, AgentEvent::Activated { secret: active_secret(secret) });
     }
-    if !added.is_empty() {
-        let names: Vec<&str> = added.iter().map(|s| s.name.as_str()).collect();
-        info!(user = %user.name, session = %session.id, secrets = ?names, "activated");
+    // The agent fetches the material again, and with it the new end.
+    for (secret, _) in &renewed {
+        app.hub.publish(&session.id, AgentEvent::Updated { secret: active_secret(secret) });
+    }
+    if !changes.is_empty() {
+        let names: Vec<&str> = added.iter().chain(&renewed).map(|(s, _)| s.name.as_str()).collect();
+        info!(user = %user.name, session = %session.id, secrets = ?names, for_seconds = ?body.for_seconds, "activated");
     }
     sessions::info(app, &session).await
+}
+
+/// An activation as its owner sees it.
+pub fn activation_info(row: &ActivationRow) -> ActivationInfo {
+    ActivationInfo {
+        secret: row.secret_name.clone(),
+        session: row.session_id.clone(),
+        session_label: row.session_label.clone(),
+        activated_at: clock::rfc3339(row.activated_at),
+        expires_at: row.expires_at.map(clock::rfc3339),
+    }
+}
+
+/// Every secret active in a live session of `user`'s, with the time left.
+pub async fn list(app: &App, user: &UserRecord) -> DomainResult<Vec<ActivationInfo>> {
+    let rows = app.store.list_activations(user.id, None, None).await?;
+    Ok(rows.iter().map(activation_info).collect())
+}
+
+/// Deactivates every activation whose time has passed, owner by owner under the same locks
+/// as a user's change, and tells the agents at once. Of several brokers sharing the store, the
+/// one that deletes an activation records it; the others find nothing left to do.
+pub async fn expire_due(app: &App) {
+    let now = clock::now();
+    let owners = match app.store.owners_with_expired_activations(now).await {
+        Ok(owners) => owners,
+        Err(e) => {
+            error!(error = %e, "cannot look for expired activations");
+            return;
+        }
+    };
+    for owner in owners {
+        if let Err(e) = expire_owner(app, owner, now).await {
+            error!(error = %e, "cannot deactivate expired activations");
+        }
+    }
+}
+
+/// [`expire_due`] for one owner; the agents are told while the locks are held, as for a
+/// user's change.
+async fn expire_owner(app: &App, owner: i64, now: i64) -> DomainResult<()> {
+    let _serialized = app.activation_lock.lock().await;
+    let _across_brokers = app.store.lock_owner(owner).await?;
+    for row in app.store.expire_activations(owner, now).await? {
+        app.hub.publish(&row.session_id, AgentEvent::Deactivated { name: row.secret_name.clone() });
+        info!(session = %row.session_id, secret = %row.secret_name, "activation expired");
+    }
+    Ok(())
 }
 
 /// Deactivates secrets of `user`'s in a live session of theirs; names that are not active

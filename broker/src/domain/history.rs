@@ -240,9 +240,10 @@ pub(super) fn resolve_session(
             wanted.chars().take(80).collect::<String>().escape_default()
         ))),
         (many, _) => Err(DomainError::bad_request(format!(
-            "'{}' is the start of {} session ids; give more of the id",
+            "'{}' is the start of {} session ids: {}; give more of the id",
             wanted.escape_default(),
-            many.len()
+            many.len(),
+            many.join(", ")
         ))),
     }
 }

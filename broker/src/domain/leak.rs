@@ -109,6 +109,7 @@ mod tests {
             exposure: Exposure::Plain,
             hosts: Vec::new(),
             compromised_at,
+            life: Default::default(),
         }
     }
 

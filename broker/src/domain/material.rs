@@ -200,5 +200,6 @@ pub async fn material(
         exposure: secret.exposure,
         hosts,
         needs_reauth: oauth.needs_reauth,
+        active_until: active.active_until.map(clock::rfc3339),
     })
 }

@@ -30,6 +30,17 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
     );
     let (alerts, alert_settings) =
         super::alerts::secret_view(app, secret.owner_id, &secret.id, &secret.name).await?;
+    let now = clock::now();
+    let activations = app
+        .store
+        .list_activations(secret.owner_id, None, Some(&secret.id))
+        .await?
+        .iter()
+        .map(super::activation::activation_info)
+        .collect();
+    let life = &secret.life;
+    let age = now.saturating_sub(life.value_changed_at).max(0);
+    let secs = |s: Option<i64>| s.map(i64::unsigned_abs);
     Ok(SecretMeta {
         name: secret.name.clone(),
         kind: secret.kind.clone(),
@@ -53,6 +64,12 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         alerts,
         alerts_off: alert_settings.rules_off,
         on_alert: alert_settings.on_alert,
+        activation_default_seconds: secs(life.activation_default),
+        activation_max_seconds: secs(life.activation_max),
+        rotate_every_seconds: secs(life.rotate_every),
+        value_changed_at: Some(clock::rfc3339(life.value_changed_at)),
+        rotation_due: life.rotate_every.is_some_and(|every| age >= every),
+        activations,
     })
 }
 

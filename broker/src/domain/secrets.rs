@@ -17,7 +17,7 @@ use super::meta::meta;
 use super::validate::{check_fields, check_name, check_tags, check_text};
 use crate::app::App;
 use crate::clock;
-use crate::store::{AuditRecord, AuditRow, SecretRecord, UserRecord};
+use crate::store::{AuditRecord, AuditRow, Lifecycle, SecretRecord, UserRecord};
 use crate::tokens;
 
 /// The first clash between a candidate and already active secrets, as an error naming both
@@ -71,6 +71,57 @@ fn alert_settings(
     Ok((rules_off, on_alert.as_deref().map(alerts::actions_set)))
 }
 
+/// A duration setting as sent (`what` names it in errors): `None` unset, `Some(0)` cleared.
+fn duration_setting(what: &str, secs: Option<u64>, max: u64) -> DomainResult<Option<Option<i64>>> {
+    match secs {
+        None => Ok(None),
+        Some(0) => Ok(Some(None)),
+        Some(s) if s > max => Err(DomainError::bad_request(format!(
+            "{what} is at most {} days; {s} seconds is longer",
+            max / 86_400
+        ))),
+        Some(s) => Ok(Some(Some(i64::try_from(s).unwrap_or(i64::MAX)))),
+    }
+}
+
+/// A secret's activation and rotation settings after a create or an edit (`old`: the current
+/// ones), checked: a default time no longer than the maximum.
+fn life_settings(
+    old: &Lifecycle,
+    default: Option<u64>,
+    max: Option<u64>,
+    rotate_every: Option<u64>,
+) -> DomainResult<Lifecycle> {
+    use maestro_wire::limits::{MAX_ACTIVATION_SECS, MAX_ROTATION_PERIOD_SECS};
+    let life = Lifecycle {
+        activation_default: duration_setting(
+            "the default activation time",
+            default,
+            MAX_ACTIVATION_SECS,
+        )?
+        .unwrap_or(old.activation_default),
+        activation_max: duration_setting("the longest activation", max, MAX_ACTIVATION_SECS)?
+            .unwrap_or(old.activation_max),
+        rotate_every: duration_setting(
+            "the rotation period",
+            rotate_every,
+            MAX_ROTATION_PERIOD_SECS,
+        )?
+        .unwrap_or(old.rotate_every),
+        value_changed_at: old.value_changed_at,
+    };
+    if let (Some(d), Some(m)) = (life.activation_default, life.activation_max)
+        && d > m
+    {
+        return Err(DomainError::bad_request(format!(
+            "the default activation time ({}) is longer than the longest activation ({}); give a default of at most the maximum",
+            maestro_wire::duration::format_secs(d.unsigned_abs()),
+            maestro_wire::duration::format_secs(m.unsigned_abs())
+        )));
+    }
+    Ok(life)
+}
+
 /// An optional text, with the empty text meaning none.
 pub fn optional_text(text: Option<String>) -> Option<String> {
     text.filter(|t| !t.is_empty())
@@ -84,6 +135,12 @@ pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainR
     }
     check_tags(&body.tags)?;
     let (rules_off, on_alert) = alert_settings(&body.alerts_off, &body.on_alert)?;
+    let life = life_settings(
+        &Lifecycle::default(),
+        body.activation_default_seconds,
+        body.activation_max_seconds,
+        body.rotate_every_seconds,
+    )?;
     let fields = check_fields(&body.kind, &body.fields)?;
     let exposed =
         exposure::check(&body.kind, body.exposure.unwrap_or_default(), &fields, &body.hosts)?;
@@ -105,6 +162,7 @@ pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainR
         exposure: exposed.exposure,
         hosts: exposed.user_hosts,
         compromised_at: None,
+        life: Lifecycle { value_changed_at: now, ..life },
     };
     let sealed = material::seal_version(app, record, &fields)?;
     let audit = AuditRecord {
@@ -159,6 +217,9 @@ pub async fn edit(
         && body.tags.is_none()
         && body.exposure.is_none()
         && body.hosts.is_none()
+        && body.activation_default_seconds.is_none()
+        && body.activation_max_seconds.is_none()
+        && body.rotate_every_seconds.is_none()
     {
         if has_alert_settings {
             // Alert settings are no part of the secret's version: no new version for them.
@@ -167,7 +228,7 @@ pub async fn edit(
             return meta(app, &secret).await;
         }
         return Err(DomainError::bad_request(
-            "nothing to change: give fields, fields to remove, a description, tags, a kind, an exposure, hosts or alert settings",
+            "nothing to change: give fields, fields to remove, a description, tags, a kind, an exposure, hosts, activation times, a rotation period or alert settings",
         ));
     }
     if let Some(d) = &body.description {
@@ -177,13 +238,20 @@ pub async fn edit(
         check_tags(tags)?;
     }
     let kind = body.kind.clone().unwrap_or_else(|| secret.kind.clone());
+    let life = life_settings(
+        &secret.life,
+        body.activation_default_seconds,
+        body.activation_max_seconds,
+        body.rotate_every_seconds,
+    )?;
     // A compromised secret stays marked until an edit gives a field a value it did not have
     // (a metadata-only edit, or one that removes fields, leaves the leaked value in place).
-    let new_value = if secret.compromised_at.is_some() {
+    // The same rule says when the value last changed, for its age (rotation).
+    let new_value = if body.fields.is_empty() {
+        false
+    } else {
         let old = material::open_fields(app, &secret, None).await.ok();
         body.fields.iter().any(|(f, v)| old.as_ref().and_then(|o| o.get(f)) != Some(v))
-    } else {
-        false
     };
     let merged = if kind != secret.kind {
         if !body.remove_fields.is_empty() {
@@ -242,6 +310,10 @@ pub async fn edit(
         exposure: exposed.exposure,
         hosts: exposed.user_hosts,
         compromised_at: if new_value { None } else { secret.compromised_at },
+        life: Lifecycle {
+            value_changed_at: if new_value { now } else { secret.life.value_changed_at },
+            ..life
+        },
         ..secret.clone()
     };
     let sealed = material::seal_version(app, record, &fields)?;
@@ -266,6 +338,20 @@ fn edit_detail(old: &SecretRecord, new: &SecretRecord) -> String {
     let mut detail = format!("version {}", new.version);
     if old.compromised_at.is_some() && new.compromised_at.is_none() {
         detail.push_str(", new value: no longer compromised");
+    } else if new.life.value_changed_at != old.life.value_changed_at {
+        detail.push_str(", new value");
+    }
+    let secs = |s: Option<i64>| {
+        s.map_or("none".to_owned(), |s| maestro_wire::duration::format_secs(s.unsigned_abs()))
+    };
+    if old.life.activation_default != new.life.activation_default {
+        detail.push_str(&format!(", default activation {}", secs(new.life.activation_default)));
+    }
+    if old.life.activation_max != new.life.activation_max {
+        detail.push_str(&format!(", longest activation {}", secs(new.life.activation_max)));
+    }
+    if old.life.rotate_every != new.life.rotate_every {
+        detail.push_str(&format!(", rotate every {}", secs(new.life.rotate_every)));
     }
     if old.exposure != new.exposure {
         detail.push_str(&format!(", exposure {}", new.exposure.as_str()));

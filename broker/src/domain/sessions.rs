@@ -1,6 +1,10 @@
 //! Sessions: creation with a one-time enrollment token, what their owner sees, how they end
-//! (by the user, or at their TTL), and the task that ends expired sessions and tells their
-//! agents at once.
+//! (by the user, or at their TTL), and the task that ends expired sessions (and activations
+//! whose time has passed) and tells their agents at once.
+//!
+//! A user names a session by its id, a unique id prefix or its label ([`owned`]), resolved as
+//! the audit filter resolves them ([`super::history::resolve_session`]); a name that fits
+//! several sessions is refused, naming them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +33,14 @@ const EXPIRY_SCAN: Duration = Duration::from_secs(1);
 pub async fn info(app: &App, session: &SessionRecord) -> DomainResult<SessionInfo> {
     let now = clock::now();
     let live = session.is_live(now);
-    let active = if live {
-        app.store.active_secrets(&session.id).await?.into_iter().map(|s| s.name).collect()
+    let rows = if live {
+        app.store.list_activations(session.owner_id, Some(&session.id), None).await?
     } else {
         Vec::new()
     };
+    let mut activations: Vec<_> = rows.iter().map(super::activation::activation_info).collect();
+    activations.sort_by(|a, b| a.secret.cmp(&b.secret));
+    let active = activations.iter().map(|a| a.secret.clone()).collect();
     Ok(SessionInfo {
         id: session.id.clone(),
         label: session.label.clone(),
@@ -46,6 +53,7 @@ pub async fn info(app: &App, session: &SessionRecord) -> DomainResult<SessionInf
         agent_connected: live && app.hub.connected(&session.id),
         enrolled: session.enrolled,
         decoys: session.decoys,
+        activations,
     })
 }
 
@@ -59,16 +67,66 @@ pub async fn end(app: &App, id: &str, reason: &str) -> DomainResult<Option<Sessi
     Ok(ended)
 }
 
-/// A session of `user`'s; another user's session is answered exactly like a missing one.
+/// A session of `user`'s by its id, a unique id prefix or its label; another user's session
+/// is answered exactly like a missing one. A prefix or label that fits several of the user's
+/// live sessions (or, when it fits no live one, several ended ones) is refused, naming them.
 pub async fn owned(app: &App, user: &UserRecord, id: &str) -> DomainResult<SessionRecord> {
     let unknown =
         || DomainError::not_found(format!("no session {id}; `maestro sessions ls` lists yours"));
     if id.is_empty() || id.len() > 128 {
         return Err(unknown());
     }
-    match app.store.session(id).await? {
-        Some(s) if s.owner_id == user.id => Ok(s),
-        _ => Err(unknown()),
+    if let Some(s) = app.store.session(id).await?
+        && s.owner_id == user.id
+    {
+        return Ok(s);
+    }
+    let mine = app.store.list_sessions(user.id).await?;
+    if !mine.iter().any(|s| s.id.starts_with(id) || s.label.as_deref() == Some(id)) {
+        return Err(unknown());
+    }
+    pick(&mine, id, clock::now())
+}
+
+/// The one session of `sessions` that `wanted` (an id prefix or a label) names, the live ones
+/// first: a label reused by a new session names the live one.
+fn pick(sessions: &[SessionRecord], wanted: &str, now: i64) -> DomainResult<SessionRecord> {
+    let live: Vec<SessionRecord> = sessions.iter().filter(|s| s.is_live(now)).cloned().collect();
+    let ids = match super::history::resolve_session(&live, wanted) {
+        Ok(ids) => ids,
+        Err(_) => super::history::resolve_session(sessions, wanted)?,
+    };
+    match ids.as_slice() {
+        [one] => sessions
+            .iter()
+            .find(|s| &s.id == one)
+            .cloned()
+            .ok_or_else(|| DomainError::not_found(format!("no session {wanted}"))),
+        many => Err(DomainError::new(
+            ErrorCode::Conflict,
+            format!(
+                "'{}' is the label of {} sessions: {}; name one by its id or a unique id prefix",
+                wanted.escape_default(),
+                many.len(),
+                many.iter()
+                    .map(|id| describe(sessions.iter().find(|s| &s.id == id), id, now))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// A candidate of an ambiguous name: its id, label and state.
+fn describe(session: Option<&SessionRecord>, id: &str, now: i64) -> String {
+    match session {
+        Some(s) => format!(
+            "{} ({}{})",
+            s.id,
+            s.label.as_deref().map(|l| format!("{l}, ")).unwrap_or_default(),
+            if s.is_live(now) { "live" } else { "ended" }
+        ),
+        None => id.to_owned(),
     }
 }
 
@@ -84,7 +142,10 @@ pub async fn live_owned(
     if !session.is_live(clock::now()) {
         return Err(DomainError::new(
             ErrorCode::SessionEnded,
-            format!("session {id} has ended; nothing can be {verb}d in it; create a new session"),
+            format!(
+                "session {} has ended; nothing can be {verb}d in it; create a new session",
+                session.id
+            ),
         ));
     }
     Ok(session)
@@ -184,6 +245,7 @@ pub async fn expire_task(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        super::activation::expire_due(&app).await;
         let due = match app.store.expired_sessions(clock::now()).await {
             Ok(due) => due,
             Err(e) => {

@@ -589,6 +589,7 @@ async fn store_new(
         exposure: Exposure::Plain,
         hosts: Vec::new(),
         compromised_at: None,
+        life: crate::store::Lifecycle { value_changed_at: now, ..Default::default() },
     };
     let fields = token_fields(provider, grant.access_token, None)?;
     let sealed = material::seal_version(app, record, &fields)?;
@@ -653,6 +654,7 @@ async fn store_reconnected(
         updated_at: now,
         // A new grant is a new value: a compromised mark is cleared.
         compromised_at: None,
+        life: crate::store::Lifecycle { value_changed_at: now, ..secret.life.clone() },
         ..secret.clone()
     };
     let sealed = material::seal_version(app, record, &fields)?;

@@ -376,6 +376,8 @@ async fn store_refresh(
             kind: provider.kind.clone(),
             version: secret.version + 1,
             updated_at: now,
+            // A refreshed token is a new value.
+            life: crate::store::Lifecycle { value_changed_at: now, ..secret.life.clone() },
             ..secret.clone()
         };
         let sealed = material::seal_version(app, next, &fields)?;

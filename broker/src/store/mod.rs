@@ -137,6 +137,43 @@ pub struct SecretRecord {
     pub hosts: Vec<String>,
     /// When its owner declared it compromised; cleared by an edit that changes a value.
     pub compromised_at: Option<i64>,
+    /// How long its activations last and how often its value should change (migration 8).
+    pub life: Lifecycle,
+}
+
+/// A secret's activation times, rotation period and the time its value last changed
+/// (migration 8). Durations are seconds; `None`: not set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// How long an activation lasts when `activate` names no time.
+    pub activation_default: Option<i64>,
+    /// The longest activation allowed.
+    pub activation_max: Option<i64>,
+    /// Past this age its value is due for rotation.
+    pub rotate_every: Option<i64>,
+    /// When its value last changed: created, or an edit or refresh that gave a field a new
+    /// value (an edit of metadata or settings only keeps it). Rows from before migration 8
+    /// read their `updated_at`.
+    pub value_changed_at: i64,
+}
+
+/// One secret active in a live session (a row of `activations` with names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationRow {
+    pub session_id: String,
+    pub session_label: Option<String>,
+    pub secret_id: String,
+    pub secret_name: String,
+    pub activated_at: i64,
+    /// When it is deactivated by the broker; `None`: at the session's end.
+    pub expires_at: Option<i64>,
+}
+
+/// An activation to add or renew: the secret, and until when (`None`: the session's end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewActivation {
+    pub secret_id: String,
+    pub expires_at: Option<i64>,
 }
 
 /// One sealed field value.
@@ -155,6 +192,8 @@ pub struct ActiveMaterial {
     pub fields: Vec<SealedField>,
     /// `None` for a secret that is not OAuth's.
     pub oauth: Option<OAuthState>,
+    /// When the activation ends (`activate --for`); `None`: at the session's end.
+    pub active_until: Option<i64>,
 }
 
 /// What an agent learns of an OAuth secret's token besides its fields.
@@ -495,6 +534,31 @@ pub trait Store: Send + Sync {
         now: i64,
         audit: &'a [AuditRecord],
     ) -> StoreFuture<'a, ()>;
+
+    /// Adds activations to a live session, or sets the end of those already there (an
+    /// activation renewed with a new time), with their audit records, in one transaction;
+    /// [`StoreError::SessionEnded`] if the session is no longer live.
+    fn activate<'a>(
+        &'a self,
+        session_id: &'a str,
+        add: &'a [NewActivation],
+        now: i64,
+        audit: &'a [AuditRecord],
+    ) -> StoreFuture<'a, ()>;
+    /// The secrets active in live sessions of `owner_id`'s, by session then secret name:
+    /// all, or those of one session, or those of one secret.
+    fn list_activations<'a>(
+        &'a self,
+        owner_id: i64,
+        session_id: Option<&'a str>,
+        secret_id: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<ActivationRow>>;
+    /// The owners with an activation whose end has passed at `now`.
+    fn owners_with_expired_activations(&self, now: i64) -> StoreFuture<'_, Vec<i64>>;
+    /// Deletes `owner_id`'s activations whose end has passed at `now` and records an `expired`
+    /// audit record for each, in one transaction; returns what it deleted. Each activation is
+    /// deleted (and recorded) once, whichever broker sharing the store gets there first.
+    fn expire_activations(&self, owner_id: i64, now: i64) -> StoreFuture<'_, Vec<ActivationRow>>;
 
     // Enrollment and certificates.
 

@@ -252,6 +252,22 @@ CREATE TRIGGER alert_user_settings_drop_key AFTER UPDATE OF data_key_id ON alert
 ALTER TABLE secrets ADD COLUMN compromised_at BIGINT;
 "#,
     ),
+    // The life of secrets (issue 13 parts 5 and 6): when an activation ends (`activate --for`;
+    // NULL: at the session's end) with an index for the expiry task, a secret's default and
+    // longest activation, its rotation period, and when its value last changed (existing
+    // secrets: their last edit, the best that is known).
+    (
+        8,
+        r#"
+ALTER TABLE activations ADD COLUMN expires_at BIGINT;
+CREATE INDEX activations_expiry ON activations (expires_at) WHERE expires_at IS NOT NULL;
+ALTER TABLE secrets ADD COLUMN activation_default BIGINT;
+ALTER TABLE secrets ADD COLUMN activation_max BIGINT;
+ALTER TABLE secrets ADD COLUMN rotate_every BIGINT;
+ALTER TABLE secrets ADD COLUMN value_changed_at BIGINT NOT NULL DEFAULT 0;
+UPDATE secrets SET value_changed_at = updated_at;
+"#,
+    ),
 ];
 
 /// Migration 2: OAuth providers, authorizations and token state.

@@ -143,7 +143,8 @@ macro_rules! material_select {
         concat!(
             "SELECT s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
              s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts, s.compromised_at, \
-             t.secret_id IS NOT NULL AS oauth, t.expires_at AS oauth_expires_at, \
+             s.activation_default, s.activation_max, s.rotate_every, s.value_changed_at, \
+             a.expires_at AS active_until, t.secret_id IS NOT NULL AS oauth, t.expires_at AS oauth_expires_at, \
              t.needs_reauth AS oauth_needs_reauth, \
              f.name AS field_name, f.ciphertext AS field_blob \
              FROM activations a JOIN secrets s ON s.id = a.secret_id \

@@ -235,6 +235,22 @@ BEGIN DELETE FROM data_keys WHERE id = OLD.data_key_id; END;
 ALTER TABLE secrets ADD COLUMN compromised_at INTEGER;
 "#,
     ),
+    // The life of secrets (issue 13 parts 5 and 6): when an activation ends (`activate --for`;
+    // NULL: at the session's end) with an index for the expiry task, a secret's default and
+    // longest activation, its rotation period, and when its value last changed (existing
+    // secrets: their last edit, the best that is known).
+    (
+        8,
+        r#"
+ALTER TABLE activations ADD COLUMN expires_at INTEGER;
+CREATE INDEX activations_expiry ON activations (expires_at) WHERE expires_at IS NOT NULL;
+ALTER TABLE secrets ADD COLUMN activation_default INTEGER;
+ALTER TABLE secrets ADD COLUMN activation_max INTEGER;
+ALTER TABLE secrets ADD COLUMN rotate_every INTEGER;
+ALTER TABLE secrets ADD COLUMN value_changed_at INTEGER NOT NULL DEFAULT 0;
+UPDATE secrets SET value_changed_at = updated_at;
+"#,
+    ),
 ];
 
 /// Migration 2: OAuth providers, authorizations and token state.

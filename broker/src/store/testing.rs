@@ -69,6 +69,7 @@ contracts!(
     alert_profiles_settings_and_alerts_round_trip,
     webhook_deliveries_are_claimed_once_and_retried,
     filtered_audit_pages_and_usage_groups,
+    activations_with_an_end_expire_once_and_keep_their_settings,
 );
 
 /// Runs every contract test, each on a store `fresh` makes (with whatever must outlive it).
@@ -102,6 +103,7 @@ fn secret(owner: i64, id: &str, name: &str, version: u64) -> SecretRecord {
         exposure: Exposure::Plain,
         hosts: Vec::new(),
         compromised_at: None,
+        life: Default::default(),
     }
 }
 
@@ -1279,4 +1281,55 @@ pub async fn filtered_audit_pages_and_usage_groups(s: Arc<dyn ContractStore>) {
     );
     assert!(s.secret_usage_groups(9, "s1").await.unwrap().is_empty(), "owner's only");
     assert!(s.secret_usage_groups(7, "nope").await.unwrap().is_empty());
+}
+
+/// An activation's end and a secret's life settings are stored and read back; an activation is
+/// renewed in place; expired activations are deleted with one `expired` record each, and a second
+/// expiry (another broker) finds nothing; racing expiries record each once.
+pub async fn activations_with_an_end_expire_once_and_keep_their_settings(
+    s: Arc<dyn ContractStore>,
+) {
+    use super::{Lifecycle, NewActivation};
+    let u = s.create_user("alice", b"h1", 1).await.unwrap();
+    let audit = AuditRecord::new(u.id, 10, AuditAction::Created);
+    let life = Lifecycle {
+        activation_default: Some(60),
+        activation_max: Some(600),
+        rotate_every: Some(86_400),
+        value_changed_at: 10,
+    };
+    s.insert_secret(
+        &SecretRecord { life: life.clone(), ..secret(u.id, "s1", "A", 1) },
+        &[],
+        &audit,
+    )
+    .await
+    .unwrap();
+    s.insert_secret(&secret(u.id, "s2", "B", 1), &[], &audit).await.unwrap();
+    assert_eq!(s.secret_by_name(u.id, "A").await.unwrap().unwrap().life, life);
+    let (sess, tok) = session(u.id, "sess1");
+    s.insert_session(&sess, &tok, &audit).await.unwrap();
+    let add = |id: &str, end: Option<i64>| NewActivation { secret_id: id.into(), expires_at: end };
+    s.activate("sess1", &[add("s1", Some(50)), add("s2", None)], 20, &[]).await.unwrap();
+    // Renewed: the end moves, the start stays.
+    s.activate("sess1", &[add("s1", Some(80))], 30, &[]).await.unwrap();
+    let rows = s.list_activations(u.id, Some("sess1"), None).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let a = rows.iter().find(|r| r.secret_name == "A").unwrap();
+    assert_eq!((a.activated_at, a.expires_at), (20, Some(80)));
+    assert_eq!(s.list_activations(u.id + 1, None, None).await.unwrap(), vec![]);
+    let material = s.active_material("sess1", Some("A")).await.unwrap();
+    assert_eq!(material[0].active_until, Some(80));
+    assert!(s.owners_with_expired_activations(79).await.unwrap().is_empty());
+    assert_eq!(s.owners_with_expired_activations(80).await.unwrap(), vec![u.id]);
+    let (x, y) = tokio::join!(s.expire_activations(u.id, 80), s.expire_activations(u.id, 80));
+    let expired: Vec<_> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].secret_name, "A");
+    assert!(s.expire_activations(u.id, 90).await.unwrap().is_empty());
+    let names: Vec<String> =
+        s.active_secrets("sess1").await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["B"]);
+    let trail = s.audit_for_owner(u.id, None, 100).await.unwrap();
+    assert_eq!(trail.iter().filter(|r| r.record.action == AuditAction::Expired).count(), 1);
 }

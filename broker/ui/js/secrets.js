@@ -5,7 +5,7 @@ import { clearErrors, confirmAction, fail, notify } from './messages.js';
 import { openReconnect, renderSecretOAuth } from './oauth.js';
 import { route, show } from './router.js';
 import { state } from './state.js';
-import { $, actionBadge, badge, chips, clear, detailText, enc, formatTime, h, muted, relativeTime, renderMeta, sessionLink, sessionLinks, shown, timeEl } from './util.js';
+import { $, actionBadge, badge, chips, clear, detailText, enc, formatSecs, formatTime, h, muted, relativeTime, renderMeta, secsUntil, sessionLink, sessionLinks, shortId, shown, timeEl } from './util.js';
 
 // ---------------------------------------------------------------- secrets
 
@@ -24,6 +24,7 @@ export async function viewSecrets(stale) {
         s.description ? h('div', { class: 'sub' }, s.description) : null,
         s.oauth && s.oauth.needs_reauth ? h('div', {}, badge('needs re-authorization', 'bad')) : null,
         s.compromised_at ? h('div', {}, compromisedBadge(s)) : null,
+        s.rotation_due ? h('div', {}, rotationBadge(s)) : null,
         s.alerts > 0 ? h('div', {}, h('a', { href: `#/alerts/${enc(s.name)}`, title: 'Alerts not acknowledged' },
           badge(`${s.alerts} alert${s.alerts > 1 ? 's' : ''}`, 'bad'))) : null),
       h('td', {}, badge(s.kind, 'kind'), s.exposure === 'sealed' ? [' ', sealedBadge(s)] : null),
@@ -66,6 +67,18 @@ export async function deleteSecret(meta) {
 export function compromisedBadge(meta) {
   const b = badge('compromised', 'bad');
   b.title = shown(`marked compromised at ${meta.compromised_at}: edit it with a new value before activating it again`);
+  return b;
+}
+
+// How long ago a secret's value last changed, in seconds.
+function ageOf(meta) {
+  return meta.value_changed_at ? Math.max(0, (Date.now() - Date.parse(meta.value_changed_at)) / 1000) : 0;
+}
+
+// The marker of a secret past its rotation period (`--rotate-every`).
+function rotationBadge(meta) {
+  const b = badge('rotate', 'bad');
+  b.title = `its value is ${formatSecs(ageOf(meta))} old, past its rotation period of ${formatSecs(meta.rotate_every_seconds || 0)}: rotate it at the provider, then edit it with the new value`;
   return b;
 }
 
@@ -154,7 +167,13 @@ export async function viewSecret(stale, name, opts) {
     ['Updated', timeEl(meta.updated_at)],
     ['Last used', meta.last_used_at ? [timeEl(meta.last_used_at), ' ', muted(`(${relativeTime(meta.last_used_at)})`)] : muted('never')],
     ['Used by sessions', sessionLinks(meta.used_by_sessions)],
-    ['Active in sessions', sessionLinks(meta.active_in_sessions)],
+    ['Active in sessions', [sessionLinks(meta.active_in_sessions),
+      (meta.activations || []).filter((a) => a.expires_at).map((a) =>
+        h('div', { class: 'sub' }, shown(`${shortId(a.session)}${a.session_label ? ` (${a.session_label})` : ''}: ${formatSecs(secsUntil(a.expires_at))} left`)))]],
+    ['Value changed', meta.value_changed_at
+      ? [timeEl(meta.value_changed_at), ' ', muted(`(${formatSecs(ageOf(meta))} ago${meta.rotate_every_seconds ? `; rotate every ${formatSecs(meta.rotate_every_seconds)}` : ''})`),
+        meta.rotation_due ? [' ', rotationBadge(meta)] : null]
+      : muted('—')],
   ];
   renderMeta($('secret-meta'), rows);
   renderSecretOAuth(meta);

@@ -5,11 +5,17 @@ import { BASE } from './constants.js';
 import { clearErrors, confirmAction, fail, findFieldsWith, notify, showError } from './messages.js';
 import { route, show } from './router.js';
 import { state } from './state.js';
-import { $, badge, clear, enc, formatTime, h, muted, relativeTime, renderMeta, secretLinks, shortId, shown, timeEl } from './util.js';
+import { $, badge, clear, enc, formatSecs, formatTime, h, muted, relativeTime, renderMeta, secretLinks, secsUntil, shortId, shown, timeEl } from './util.js';
 
 // ---------------------------------------------------------------- sessions
 
 findFieldsWith('session-form', (field) => (field === 'label' ? $('session-label') : null));
+
+// The time an activation has left, when it ends before its session does.
+function timeLeft(activations, session, secret) {
+  const a = (activations || []).find((x) => x.session === session && x.secret === secret);
+  return a && a.expires_at ? muted(` ${formatSecs(secsUntil(a.expires_at))} left`) : null;
+}
 
 export function sortSessions(list) {
   return [...list].sort((a, b) => {
@@ -273,6 +279,7 @@ export function renderSession(info) {
       h('div', { class: 'pick-main' },
         h('a', { class: 'mono strong', href: `#/secrets/${enc(name)}` }, name),
         s ? [' ', badge(s.kind, 'kind')] : null,
+        timeLeft(info.activations, info.id, name),
         s ? h('div', { class: 'sub' }, s.variables.join(', ')) : null),
       live ? h('button', {
         type: 'button', class: 'small ghost', 'aria-label': `Deactivate ${name}`,

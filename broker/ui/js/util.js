@@ -82,6 +82,31 @@ export function formatTime(rfc) {
     + `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zoneOf(d)}`;
 }
 
+// Whole seconds as at most two units (`1h30m`, `90d`), as the CLI prints them.
+export function formatSecs(secs) {
+  const units = [[86400, 'd'], [3600, 'h'], [60, 'm'], [1, 's']];
+  let left = Math.max(0, Math.floor(secs));
+  if (left === 0) return '0s';
+  let out = '';
+  let shown = 0;
+  for (const [size, unit] of units) {
+    if (left >= size && shown < 2) {
+      out += `${Math.floor(left / size)}${unit}`;
+      left %= size;
+      shown += 1;
+    } else if (shown > 0) {
+      shown = 2;
+    }
+  }
+  return out;
+}
+
+// Seconds until an RFC 3339 time (0 once it has passed). The broker answers times, not
+// ticking ages, so a page computes what is left itself.
+export function secsUntil(at) {
+  return Math.max(0, (Date.parse(at) - Date.now()) / 1000);
+}
+
 export function relativeTime(rfc) {
   const d = new Date(rfc);
   if (Number.isNaN(d.getTime())) return rfc;

@@ -5,18 +5,41 @@
 
 use anyhow::Context;
 use maestro_wire::api::{
-    Activation, AuditEvent, Compromised, CreateSecret, Deleted, EditSecret, SecretMeta, SessionInfo,
+    Activation, ActivationInfo, AuditEvent, Compromised, CreateSecret, Deleted, EditSecret,
+    SecretMeta, SessionInfo, SessionState,
 };
 use maestro_wire::catalog::seal::Exposure;
+use maestro_wire::duration::format_secs;
+use maestro_wire::limits::{MAX_ACTIVATION_SECS, MAX_ROTATION_PERIOD_SECS};
 use reqwest::Method;
 
 use super::{Output, audit, json_output, output};
 use crate::args::{
-    ActivationArgs, AddArgs, EditArgs, HistoryArgs, JsonArgs, NameArgs, RmArgs, SecretsCommand,
+    ActivationArgs, AddArgs, EditArgs, HistoryArgs, NameArgs, RmArgs, SecretsCommand, SecretsLsArgs,
 };
 use crate::client::Client;
-use crate::table::{Table, key_values, list, opt, opt_time, time};
+use crate::table::{Table, key_values, list, opt, opt_time, secs_since, secs_until, time};
+use crate::ttl::{parse_duration, parse_setting};
 use crate::{fields, input};
+
+/// The activation and rotation flags of `add` and `edit`, as seconds (`none`: 0, removed).
+type LifeFlags = (Option<u64>, Option<u64>, Option<u64>);
+fn life_flags(
+    default: Option<&str>,
+    max: Option<&str>,
+    rotate_every: Option<&str>,
+) -> anyhow::Result<LifeFlags> {
+    let activation = |flag, text: Option<&str>| {
+        text.map(|t| parse_setting(flag, t, MAX_ACTIVATION_SECS)).transpose()
+    };
+    Ok((
+        activation("--activation-default", default)?,
+        activation("--activation-max", max)?,
+        rotate_every
+            .map(|t| parse_setting("--rotate-every", t, MAX_ROTATION_PERIOD_SECS))
+            .transpose()?,
+    ))
+}
 
 pub async fn run(client: &Client, command: SecretsCommand) -> anyhow::Result<Output> {
     match command {
@@ -40,6 +63,12 @@ async fn add(client: &Client, args: AddArgs) -> anyhow::Result<Output> {
     }
     input::tags(&args.tags)?;
     let exposure = input::exposure(args.exposure.as_deref())?;
+    let (activation_default, activation_max, rotate_every) = life_flags(
+        args.activation_default.as_deref(),
+        args.activation_max.as_deref(),
+        args.rotate_every.as_deref(),
+    )?;
+    let positive = |v: Option<u64>| v.filter(|s| *s > 0);
     let fields = fields::collect(args.fields, &[])?;
     let body = CreateSecret {
         name: args.name,
@@ -51,6 +80,9 @@ async fn add(client: &Client, args: AddArgs) -> anyhow::Result<Output> {
         hosts: args.allow_hosts,
         alerts_off: args.alerts.rules_off()?,
         on_alert: args.alerts.on_alert()?.flatten(),
+        activation_default_seconds: positive(activation_default),
+        activation_max_seconds: positive(activation_max),
+        rotate_every_seconds: positive(rotate_every),
     };
     let answer = client.send(Method::POST, &["v1", "secrets"], &body).await?;
     drop(body);
@@ -77,6 +109,11 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
     input::tags(&args.tags)?;
     fields::check_removed(&args.remove_fields)?;
     let exposure = input::exposure(args.exposure.as_deref())?;
+    let (activation_default, activation_max, rotate_every) = life_flags(
+        args.activation_default.as_deref(),
+        args.activation_max.as_deref(),
+        args.rotate_every.as_deref(),
+    )?;
     let no_field_flags = args.fields.field.is_empty()
         && args.fields.field_file.is_empty()
         && args.fields.field_stdin.is_none();
@@ -90,6 +127,9 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
         && args.allow_hosts.is_empty()
         && !args.default_hosts
         && args.alerts.is_empty()
+        && activation_default.is_none()
+        && activation_max.is_none()
+        && rotate_every.is_none()
     {
         return Err(input::InputError::NothingToEdit.into());
     }
@@ -120,6 +160,9 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
         alerts_off,
         clear_on_alert: matches!(on_alert, Some(None)),
         on_alert: on_alert.flatten(),
+        activation_default_seconds: activation_default,
+        activation_max_seconds: activation_max,
+        rotate_every_seconds: rotate_every,
     };
     let answer = client.send(Method::PATCH, &["v1", "secrets", &args.name], &body).await?;
     drop(body);
@@ -221,7 +264,79 @@ fn render_compromised(c: &Compromised) -> String {
     text
 }
 
-async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
+/// The NAME column: a compromised secret, or one due for rotation, is marked where the eye
+/// starts reading.
+fn marked_name(s: &SecretMeta) -> String {
+    if s.compromised_at.is_some() {
+        format!("{} (COMPROMISED)", s.name)
+    } else if s.rotation_due {
+        format!("{} (ROTATE)", s.name)
+    } else {
+        s.name.clone()
+    }
+}
+
+/// Where a secret is active, each session with the time left (`3f2a… 1h59m left`).
+fn active_cell(s: &SecretMeta) -> String {
+    if s.activations.is_empty() {
+        return list(&s.active_in_sessions);
+    }
+    let cells: Vec<String> = s
+        .activations
+        .iter()
+        .map(|a| match a.expires_at.as_deref().and_then(secs_until) {
+            Some(left) => format!("{} ({} left)", a.session, format_secs(left)),
+            None => a.session.clone(),
+        })
+        .collect();
+    list(&cells)
+}
+
+/// A secret's age since its value last changed, with its rotation period (`12d of 90d`).
+fn age_cell(s: &SecretMeta) -> String {
+    let Some(age) = age_of(s) else { return "-".to_owned() };
+    match s.rotate_every_seconds {
+        Some(every) => format!("{} of {}", format_secs(age), format_secs(every)),
+        None => format_secs(age),
+    }
+}
+
+/// Seconds since a secret's value last changed (an older broker does not say).
+fn age_of(s: &SecretMeta) -> Option<u64> {
+    s.value_changed_at.as_deref().and_then(secs_since)
+}
+
+/// `secrets ls --active`: every secret active in a live session, with the session's label and
+/// the time left.
+async fn ls_active(client: &Client, json: bool) -> anyhow::Result<Output> {
+    let answer = client.get(&["v1", "activations"]).await?;
+    if json {
+        return Ok(answer.pretty::<Vec<ActivationInfo>>()?);
+    }
+    let active: Vec<ActivationInfo> = answer.parse()?;
+    if active.is_empty() {
+        return Ok(output("no secret is active in any live session\n".to_owned()));
+    }
+    let mut table = Table::new(&["SECRET", "SESSION", "LABEL", "ACTIVATED", "TIME LEFT"]);
+    for a in &active {
+        table.row(vec![
+            a.secret.clone(),
+            a.session.clone(),
+            opt(a.session_label.as_deref()),
+            time(&a.activated_at),
+            match a.expires_at.as_deref().and_then(|at| Some((secs_until(at)?, at))) {
+                Some((left, at)) => format!("{} (until {})", format_secs(left), time(at)),
+                None => "until the session ends".to_owned(),
+            },
+        ]);
+    }
+    Ok(output(table.render()))
+}
+
+async fn ls(client: &Client, args: SecretsLsArgs) -> anyhow::Result<Output> {
+    if args.active {
+        return ls_active(client, args.json).await;
+    }
     let answer = client.get(&["v1", "secrets"]).await?;
     if args.json {
         return Ok(answer.pretty::<Vec<SecretMeta>>()?);
@@ -240,23 +355,20 @@ async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
         "VERSION",
         "TAGS",
         "ACTIVE IN",
+        "AGE",
         "LAST USED",
         "ALERTS",
         "DESCRIPTION",
     ]);
     for s in &secrets {
         table.row(vec![
-            // A compromised secret is marked where the eye starts reading.
-            if s.compromised_at.is_some() {
-                format!("{} (COMPROMISED)", s.name)
-            } else {
-                s.name.clone()
-            },
+            marked_name(s),
             s.kind.clone(),
             s.exposure.as_str().to_owned(),
             s.version.to_string(),
             list(&s.tags),
-            list(&s.active_in_sessions),
+            active_cell(s),
+            age_cell(s),
             opt_time(s.last_used_at.as_deref()),
             // The marker: unacknowledged alerts (`maestro alerts ls --secret NAME`).
             if s.alerts > 0 { format!("! {}", s.alerts) } else { "-".to_owned() },
@@ -318,6 +430,16 @@ fn fields_line(m: &SecretMeta) -> String {
     list(&shown)
 }
 
+/// A secret's activation times (`default 1h, at most 8h`).
+fn activation_line(m: &SecretMeta) -> String {
+    let default = m.activation_default_seconds.map(|d| format!("default {}", format_secs(d)));
+    let max = m.activation_max_seconds.map(|d| format!("at most {}", format_secs(d)));
+    match (default, max) {
+        (None, None) => "until the session ends (no default or maximum)".to_owned(),
+        (d, m) => [d, m].into_iter().flatten().collect::<Vec<_>>().join(", "),
+    }
+}
+
 /// The `secrets show` block: everything about a secret but its secret values.
 fn render_meta(m: &SecretMeta) -> String {
     let mut pairs = vec![
@@ -335,11 +457,27 @@ fn render_meta(m: &SecretMeta) -> String {
         ("updated", time(&m.updated_at)),
         ("last used", m.last_used_at.as_deref().map_or_else(|| "never".to_owned(), time)),
         ("used by sessions", list(&m.used_by_sessions)),
-        ("active in sessions", list(&m.active_in_sessions)),
+        ("active in sessions", active_cell(m)),
+        ("value changed", m.value_changed_at.as_deref().map_or_else(|| "-".to_owned(), time)),
+        ("age", age_cell(m)),
+        ("activation", activation_line(m)),
         ("alerts", super::alerts::count_line(m.alerts)),
         ("alert rules off", list(&m.alerts_off)),
         ("on alert", super::alerts::actions_line(m.on_alert.as_deref())),
     ];
+    if m.rotation_due {
+        pairs.insert(
+            1,
+            (
+                "ROTATE",
+                format!(
+                    "its value is {} old, past its rotation period of {}: rotate it at the provider, then edit it with the new value",
+                    age_of(m).map_or_else(|| "-".to_owned(), format_secs),
+                    m.rotate_every_seconds.map_or_else(|| "-".to_owned(), format_secs)
+                ),
+            ),
+        );
+    }
     if let Some(at) = &m.compromised_at {
         pairs.insert(
             1,
@@ -387,27 +525,87 @@ async fn history(client: &Client, args: HistoryArgs) -> anyhow::Result<Output> {
     Ok(output(audit::render(&events, false)))
 }
 
+/// The session an activation names: `--session` as given (the broker resolves an id prefix or
+/// a label), or else the only live session, said on stderr. No live session, or several, is a
+/// one-line error naming them.
+async fn target_session(client: &Client, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(session) = given {
+        input::session_id(&session)?;
+        return Ok(session);
+    }
+    let sessions: Vec<SessionInfo> = client.get(&["v1", "sessions"]).await?.parse()?;
+    // The broker lists them newest first.
+    let live: Vec<&SessionInfo> =
+        sessions.iter().filter(|s| s.state == SessionState::Live).collect();
+    let name = |s: &SessionInfo| match &s.label {
+        Some(label) => format!("{} ({})", s.id, crate::table::clean(label)),
+        None => s.id.clone(),
+    };
+    match live.as_slice() {
+        [] => anyhow::bail!(
+            "no live session to use; create one with `maestro sessions create`, or name one with --session"
+        ),
+        [one] => {
+            eprintln!("maestro: using session {}, the only live one", name(one));
+            Ok(one.id.clone())
+        }
+        many => anyhow::bail!(
+            "{} live sessions: {}; name one with --session (an id, a unique id prefix or a label)",
+            many.len(),
+            many.iter().map(|s| name(s)).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 async fn activation(
     client: &Client,
     args: ActivationArgs,
     activate: bool,
 ) -> anyhow::Result<Output> {
-    input::session_id(&args.session)?;
     input::secret_names(&args.names)?;
+    let for_seconds = match (&args.for_, activate) {
+        (Some(_), false) => anyhow::bail!("--for is for `activate` only; deactivate takes no time"),
+        (Some(t), true) => Some(parse_duration("--for", t, MAX_ACTIVATION_SECS)?),
+        (None, _) => None,
+    };
+    if let Some(s) = &args.session {
+        input::session_id(s)?;
+    }
+    let session = target_session(client, args.session).await?;
     let verb = if activate { "activate" } else { "deactivate" };
-    let body = Activation { names: args.names };
-    let answer = client.send(Method::POST, &["v1", "sessions", &args.session, verb], &body).await?;
+    let body = Activation { names: args.names, for_seconds };
+    let answer = client.send(Method::POST, &["v1", "sessions", &session, verb], &body).await?;
     if args.json {
         return Ok(answer.pretty::<SessionInfo>()?);
     }
     let session: SessionInfo = answer.parse()?;
     let done = if activate { "activated" } else { "deactivated" };
-    Ok(output(format!(
-        "{done} {} in session {}; active now: {}\n",
+    let label = session
+        .label
+        .as_deref()
+        .map(|l| format!(" ({})", crate::table::clean(l)))
+        .unwrap_or_default();
+    let mut text = format!(
+        "{done} {} in session {}{label}; active now: {}\n",
         body.names.join(", "),
         session.id,
         list(&session.active)
-    )))
+    );
+    if activate {
+        for a in session.activations.iter().filter(|a| body.names.contains(&a.secret)) {
+            if let Some((left, at)) =
+                a.expires_at.as_deref().and_then(|at| Some((secs_until(at)?, at)))
+            {
+                text.push_str(&format!(
+                    "{} is deactivated in {} (at {})\n",
+                    a.secret,
+                    format_secs(left),
+                    time(at)
+                ));
+            }
+        }
+    }
+    Ok(output(text))
 }
 
 #[cfg(test)]
@@ -447,6 +645,12 @@ mod tests {
             alerts: 0,
             alerts_off: vec![],
             on_alert: None,
+            activation_default_seconds: None,
+            activation_max_seconds: None,
+            rotate_every_seconds: None,
+            value_changed_at: None,
+            rotation_due: false,
+            activations: vec![],
         }
     }
 

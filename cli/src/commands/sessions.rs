@@ -134,7 +134,7 @@ async fn ls(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
             time(&s.created_at),
             time(&s.expires_at),
             agent(s).to_owned(),
-            list(&s.active),
+            active_line(s),
         ]);
     }
     Ok(output(table.render()))
@@ -150,6 +150,25 @@ async fn show(client: &Client, args: SessionArgs) -> anyhow::Result<Output> {
     Ok(output(render_session(&s)))
 }
 
+/// The active secrets, each with the time it has left when its activation ends before the
+/// session does (`A (1h59m left), B`).
+pub(crate) fn active_line(s: &SessionInfo) -> String {
+    let names: Vec<String> = s
+        .active
+        .iter()
+        .map(|name| {
+            let until = s.activations.iter().find(|a| &a.secret == name);
+            match until.and_then(|a| a.expires_at.as_deref()).and_then(crate::table::secs_until) {
+                Some(left) => {
+                    format!("{name} ({} left)", maestro_wire::duration::format_secs(left))
+                }
+                None => name.clone(),
+            }
+        })
+        .collect();
+    list(&names)
+}
+
 fn render_session(s: &SessionInfo) -> String {
     let mut pairs = vec![
         ("id", s.id.clone()),
@@ -163,7 +182,7 @@ fn render_session(s: &SessionInfo) -> String {
         pairs.push(("ended because", opt(s.ended_reason.as_deref())));
     }
     pairs.push(("agent", agent(s).to_owned()));
-    pairs.push(("active secrets", list(&s.active)));
+    pairs.push(("active secrets", active_line(s)));
     if s.decoys {
         pairs.push(("decoys", "yes (any read is flagged: maestro alerts ls)".to_owned()));
     }
@@ -215,6 +234,7 @@ mod tests {
             agent_connected: false,
             enrolled: true,
             decoys: false,
+            activations: vec![],
         }
     }
 
@@ -223,6 +243,19 @@ mod tests {
         let live = render_session(&info(SessionState::Live));
         assert!(live.contains("live") && live.contains("A, B") && live.contains("enrolled"));
         assert!(!live.contains("ended"));
+        let timed = SessionInfo {
+            activations: vec![maestro_wire::api::ActivationInfo {
+                secret: "A".into(),
+                session: "s1".into(),
+                session_label: None,
+                activated_at: "2026-11-29T10:00:00Z".into(),
+                // Far ahead: a day and more is shown in days and hours.
+                expires_at: Some("2999-01-01T00:00:00Z".into()),
+            }],
+            ..info(SessionState::Live)
+        };
+        let text = render_session(&timed);
+        assert!(text.contains("A (") && text.contains("left), B"), "{text}");
         let ended = render_session(&info(SessionState::Ended));
         assert!(ended.lines().any(|l| l.starts_with("ended because:") && l.ends_with(" user")));
         assert!(ended.contains("2026-11-29 11:00:00Z"));

@@ -153,7 +153,7 @@ fn get(request: &CredentialRequest) -> Result<Option<Zeroizing<String>>, HelperE
     // List first (no values, no audit record): most hosts git asks about have no secret, and
     // only the candidates' values are then fetched.
     let listed = match client::ask(&socket, Action::List) {
-        Ok(Response::List { secrets }) => secrets,
+        Ok(Response::List { secrets, .. }) => secrets,
         Ok(Response::Error { message, .. }) => return Err(HelperError::AskAgent(message)),
         Ok(_) => return Err(HelperError::UnexpectedAnswer),
         Err(f) if no_agent(&f) => return Ok(None),
@@ -277,6 +277,7 @@ mod tests {
             needs_reauth: None,
             exposure: Default::default(),
             hosts: vec![],
+            active_until: None,
         };
         assert!(may_answer(&listed("github"), "github.com"));
         assert!(!may_answer(&listed("github"), "gitlab.com"));

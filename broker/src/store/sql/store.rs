@@ -19,7 +19,7 @@ use crate::store::sql::{
 };
 use crate::store::sqlite::session_cache::Lookup;
 use crate::store::{
-    ActiveMaterial, AuditRecord, AuditRow, CertificateRecord, DataKeyRecord, EnrollmentRecord,
+    ActivationRow, ActiveMaterial, AuditRecord, AuditRow, Lifecycle, NewActivation, CertificateRecord, DataKeyRecord, EnrollmentRecord,
     OAuthState, OwnerLock, SealedField, SecretRecord, SessionRecord, SessionSerials, Store,
     StoreError, StoreFuture, UsageSummary, UserRecord, query_failed,
 };
@@ -38,7 +38,8 @@ macro_rules! secret_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
-             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts, s.compromised_at \
+             s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts, s.compromised_at, \
+             s.activation_default, s.activation_max, s.rotate_every, s.value_changed_at \
              FROM secrets s JOIN data_keys d ON d.id = s.data_key_id ",
             $($rest),*
         )
@@ -63,6 +64,50 @@ macro_rules! audit_select {
             $($rest),*
         )
     };
+}
+
+macro_rules! activation_select {
+    ($($rest:literal)*) => {
+        concat!(
+            "SELECT a.session_id, se.label AS session_label, a.secret_id, s.name AS secret_name, \
+             a.activated_at, a.expires_at FROM activations a \
+             JOIN sessions se ON se.id = a.session_id JOIN secrets s ON s.id = a.secret_id ",
+            $($rest),*
+        )
+    };
+}
+
+fn activation_from_row(row: &DbRow) -> Result<ActivationRow, StoreError> {
+    Ok(ActivationRow {
+        session_id: get(row, "session_id")?,
+        session_label: get(row, "session_label")?,
+        secret_id: get(row, "secret_id")?,
+        secret_name: get(row, "secret_name")?,
+        activated_at: get(row, "activated_at")?,
+        expires_at: get(row, "expires_at")?,
+    })
+}
+
+/// Adds an activation, or sets the end of one already there (a renewal keeps its start).
+async fn insert_activation(
+    conn: &mut Conn,
+    session_id: &str,
+    activation: &NewActivation,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO activations (session_id, secret_id, activated_at, expires_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (session_id, secret_id) DO UPDATE SET expires_at = excluded.expires_at",
+    )
+    .bind(session_id)
+    .bind(activation.secret_id.as_str())
+    .bind(now)
+    .bind(activation.expires_at)
+    .execute(conn)
+    .await
+    .map_err(query_failed("activating a secret"))?;
+    Ok(())
 }
 
 impl This {
@@ -101,6 +146,12 @@ pub(super) fn secret_from_row(row: &DbRow) -> Result<SecretRecord, StoreError> {
             .ok_or(StoreError::Corrupt { what: "secret exposure" })?,
         hosts: json_list(&get::<String>(row, "hosts")?, "host list")?,
         compromised_at: get(row, "compromised_at")?,
+        life: Lifecycle {
+            activation_default: get(row, "activation_default")?,
+            activation_max: get(row, "activation_max")?,
+            rotate_every: get(row, "rotate_every")?,
+            value_changed_at: get(row, "value_changed_at")?,
+        },
     })
 }
 
@@ -140,7 +191,12 @@ pub(super) fn add_material_row(
         } else {
             None
         };
-        answer.push(ActiveMaterial { secret: secret_from_row(row)?, fields: Vec::new(), oauth });
+        answer.push(ActiveMaterial {
+            secret: secret_from_row(row)?,
+            fields: Vec::new(),
+            oauth,
+            active_until: get(row, "active_until")?,
+        });
     }
     if let (Some(name), Some(last)) = (get::<Option<String>>(row, "field_name")?, answer.last_mut())
     {
@@ -256,8 +312,9 @@ pub(super) async fn insert_secret_rows(
     insert_data_key(conn, secret).await?;
     sqlx::query(
         "INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names, \
-         version, data_key_id, created_at, updated_at, exposure, hosts, compromised_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         version, data_key_id, created_at, updated_at, exposure, hosts, compromised_at, \
+         activation_default, activation_max, rotate_every, value_changed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(secret.id.as_str())
     .bind(secret.owner_id)
@@ -273,6 +330,10 @@ pub(super) async fn insert_secret_rows(
     .bind(secret.exposure.as_str())
     .bind(to_json(&secret.hosts))
     .bind(secret.compromised_at)
+    .bind(secret.life.activation_default)
+    .bind(secret.life.activation_max)
+    .bind(secret.life.rotate_every)
+    .bind(secret.life.value_changed_at)
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -313,7 +374,8 @@ pub(super) async fn replace_version(
     sqlx::query(
         "UPDATE secrets SET kind = $1, description = $2, tags = $3, field_names = $4, \
          version = $5, data_key_id = $6, updated_at = $7, exposure = $8, hosts = $9, \
-         compromised_at = $10 WHERE id = $11",
+         compromised_at = $10, activation_default = $11, activation_max = $12, \
+         rotate_every = $13, value_changed_at = $14 WHERE id = $15",
     )
     .bind(secret.kind.as_str())
     .bind(secret.description.as_deref())
@@ -325,6 +387,10 @@ pub(super) async fn replace_version(
     .bind(secret.exposure.as_str())
     .bind(to_json(&secret.hosts))
     .bind(secret.compromised_at)
+    .bind(secret.life.activation_default)
+    .bind(secret.life.activation_max)
+    .bind(secret.life.rotate_every)
+    .bind(secret.life.value_changed_at)
     .bind(secret.id.as_str())
     .execute(&mut *conn)
     .await
@@ -958,6 +1024,118 @@ impl Store for This {
                 insert_audit(&mut tx, record).await?;
             }
             commit(tx).await
+        })
+    }
+
+    fn activate<'a>(
+        &'a self,
+        session_id: &'a str,
+        add: &'a [NewActivation],
+        now: i64,
+        audit: &'a [AuditRecord],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            session_live(&mut tx, session_id, now).await?;
+            for activation in add {
+                insert_activation(&mut tx, session_id, activation, now).await?;
+            }
+            for record in audit {
+                insert_audit(&mut tx, record).await?;
+            }
+            commit(tx).await
+        })
+    }
+
+    fn list_activations<'a>(
+        &'a self,
+        owner_id: i64,
+        session_id: Option<&'a str>,
+        secret_id: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<ActivationRow>> {
+        Box::pin(async move {
+            let mut b = sqlx::QueryBuilder::<Db>::new(activation_select!(
+                "WHERE se.ended_at IS NULL AND se.owner_id = "
+            ));
+            b.push_bind(owner_id);
+            if let Some(session) = session_id {
+                b.push(" AND a.session_id = ").push_bind(session.to_owned());
+            }
+            if let Some(secret) = secret_id {
+                b.push(" AND a.secret_id = ").push_bind(secret.to_owned());
+            }
+            b.push(" ORDER BY se.created_at DESC, a.session_id, s.name");
+            let rows = b
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_failed("listing activations"))?;
+            rows.iter().map(activation_from_row).collect()
+        })
+    }
+
+    fn owners_with_expired_activations(&self, now: i64) -> StoreFuture<'_, Vec<i64>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "SELECT DISTINCT se.owner_id FROM activations a \
+                 JOIN sessions se ON se.id = a.session_id \
+                 WHERE a.expires_at IS NOT NULL AND a.expires_at <= $1 ORDER BY se.owner_id",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_failed("finding expired activations"))
+        })
+    }
+
+    fn expire_activations(
+        &self,
+        owner_id: i64,
+        now: i64,
+    ) -> StoreFuture<'_, Vec<ActivationRow>> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let rows = sqlx::query(activation_select!(
+                "WHERE se.owner_id = $1 AND a.expires_at IS NOT NULL AND a.expires_at <= $2 \
+                 ORDER BY a.session_id, s.name"
+            ))
+            .bind(owner_id)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_failed("reading expired activations"))?;
+            let due = rows.iter().map(activation_from_row).collect::<Result<Vec<_>, _>>()?;
+            let mut expired = Vec::with_capacity(due.len());
+            for row in due {
+                // The DELETE decides: on PostgreSQL a broker that read the same row waits for
+                // the other's transaction, then deletes nothing and records nothing.
+                let done = sqlx::query(
+                    "DELETE FROM activations WHERE session_id = $1 AND secret_id = $2 \
+                     AND expires_at IS NOT NULL AND expires_at <= $3",
+                )
+                .bind(row.session_id.as_str())
+                .bind(row.secret_id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("deactivating an expired activation"))?;
+                if done.rows_affected() != 1 {
+                    continue;
+                }
+                let record = AuditRecord {
+                    secret_id: Some(row.secret_id.clone()),
+                    secret_name: Some(row.secret_name.clone()),
+                    session_id: Some(row.session_id.clone()),
+                    detail: row.expires_at.map(|at| {
+                        format!("activation ended at {}", crate::clock::rfc3339(at))
+                    }),
+                    ..AuditRecord::new(owner_id, now, AuditAction::Expired)
+                };
+                insert_audit(&mut tx, &record).await?;
+                expired.push(row);
+            }
+            commit(tx).await?;
+            Ok(expired)
         })
     }
 

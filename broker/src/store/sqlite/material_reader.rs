@@ -26,7 +26,8 @@ const MATERIAL_SELECT: &str = "\
     (SELECT key, value ->> 0, value ->> 1 FROM json_each($1)) \
     SELECT j.job, s.id, s.owner_id, s.name, s.kind, s.description, s.tags, s.field_names, \
     s.version, s.data_key_id, d.wrapped, s.created_at, s.updated_at, s.exposure, s.hosts, s.compromised_at, \
-    t.secret_id IS NOT NULL AS oauth, t.expires_at AS oauth_expires_at, \
+    s.activation_default, s.activation_max, s.rotate_every, s.value_changed_at, \
+    a.expires_at AS active_until, t.secret_id IS NOT NULL AS oauth, t.expires_at AS oauth_expires_at, \
     t.needs_reauth AS oauth_needs_reauth, f.name AS field_name, f.ciphertext AS field_blob \
     FROM jobs j JOIN activations a ON a.session_id = j.session_id \
     JOIN secrets s ON s.id = a.secret_id AND (j.name IS NULL OR s.name = j.name) \
