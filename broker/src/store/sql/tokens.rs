@@ -374,7 +374,7 @@ impl TokenStore for This {
                 "DELETE FROM service_accounts WHERE owner_kind = 'user' AND owner_id = $1",
                 "DELETE FROM users WHERE id = $1",
             ] {
-                delete_owned(&mut *tx, sql, id).await?;
+                delete_owned(&mut tx, sql, id).await?;
             }
             for key in &keys {
                 sqlx::query("DELETE FROM data_keys WHERE id = $1")
