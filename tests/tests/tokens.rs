@@ -156,6 +156,22 @@ async fn scopes_are_enforced(admin_a: &Api, admin_b: &Api) {
         assert!(start.elapsed() < Duration::from_secs(10), "last use never recorded: {ci_row}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A storm of requests through both brokers, seconds later, writes no new last use (at most
+    // one write a minute per token).
+    let last_used = |list: Value| {
+        list.as_array().unwrap().iter().find(|t| t["name"] == "ci-sessions").unwrap()
+            ["last_used_at"]
+            .clone()
+    };
+    let first = last_used(admin_a.get("/v1/tokens").await.ok());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ci_a = Api { token: ci.clone(), ..admin_a.clone() };
+    for _ in 0..100 {
+        ci_a.get("/v1/sessions").await.ok();
+        ci_b.get("/v1/sessions").await.ok();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(last_used(admin_b.get("/v1/tokens").await.ok()), first, "a storm wrote last use");
 
     // Removing the service account revokes its tokens, on both brokers.
     let gone = admin_a.delete("/v1/service-accounts/ci").await.ok();
@@ -383,8 +399,16 @@ async fn tokens_on_postgres_with_two_brokers() {
     a.admin_command(&["user", "disable", "bob"], &env).ok();
     refused_within(&bob_b, 403, "forbidden").await;
     a.admin_command(&["user", "enable", "bob"], &env).ok();
-    bob_b.get("/v1/sessions").await.ok();
+    bob_b.add_generic("BOB_KEY", &[("BOB_KEY", "planted-bob")]).await.ok();
+    let (bob_session, _) = bob_b.new_session(json!({})).await;
+    bob_b.activate(&bob_session, &["BOB_KEY"]).await.ok();
+    let rm = a.admin_command(&["user", "rm", "bob"], &env);
+    assert!(rm.status != 0 && rm.stderr.contains(&bob_session), "{rm:?}");
+    bob_b.post(&format!("/v1/sessions/{bob_session}/end"), json!({})).await.ok();
+    bob_b.post("/v1/service-accounts", json!({"name": "bob-ci"})).await.ok();
     a.admin_command(&["user", "rm", "bob"], &env).ok();
+    let left = pg.psql(&db.name, "SELECT (SELECT COUNT(*) FROM secrets) || ' ' || (SELECT COUNT(*) FROM service_accounts) || ' ' || (SELECT COUNT(*) FROM users WHERE name = 'bob')").ok();
+    assert_eq!(left.stdout.trim(), "1 0 0", "bob's rows are gone, the admin's secret stays");
     refused_within(&bob_b, 401, "unauthorized").await;
 
     // The database holds hashes: no token value in any row of api_tokens or users.
