@@ -12,6 +12,7 @@ use crate::server::Opened;
 use crate::store::Store;
 use crate::store::alerts::AlertStore;
 use crate::store::engine::Engine;
+use crate::store::tokens::TokenStore;
 
 /// Settings from the command line that handlers need.
 #[derive(Debug, Clone)]
@@ -56,6 +57,10 @@ pub struct App {
     pub alerts: Arc<dyn AlertStore>,
     /// Wakes the webhook task when an alert is queued (it also polls, for other brokers').
     pub webhook_wake: Arc<tokio::sync::Notify>,
+    /// API tokens, service accounts and the operator's view of users.
+    pub tokens: Arc<dyn TokenStore>,
+    /// When this broker last recorded each token's use (see [`crate::auth`]).
+    pub token_uses: crate::auth::LastUses,
 }
 
 impl App {
@@ -80,6 +85,8 @@ impl App {
             usage_quota: crate::quota::UsageQuota::default(),
             alerts: alert_store(&opened_engine),
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
+            tokens: token_store(&opened_engine),
+            token_uses: crate::auth::LastUses::default(),
         })
     }
 }
@@ -94,6 +101,14 @@ pub fn oauth_store(engine: &Engine) -> Arc<dyn OAuthStore> {
 
 /// The alert store of an engine: both engines keep alerts.
 pub fn alert_store(engine: &Engine) -> Arc<dyn AlertStore> {
+    match engine {
+        Engine::Sqlite(s) => s.clone(),
+        Engine::Postgres(s) => s.clone(),
+    }
+}
+
+/// The token store of an engine: both engines keep tokens.
+pub fn token_store(engine: &Engine) -> Arc<dyn TokenStore> {
     match engine {
         Engine::Sqlite(s) => s.clone(),
         Engine::Postgres(s) => s.clone(),

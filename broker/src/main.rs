@@ -83,6 +83,19 @@ enum UserCommand {
         /// User name: a-z, 0-9, '-', '_'.
         name: String,
     },
+    /// List users: created, disabled, tokens, secrets, live sessions.
+    Ls {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: their tokens are refused at once, on every broker of the database.
+    Disable { name: String },
+    /// Enable a disabled user again.
+    Enable { name: String },
+    /// Remove a user and everything they own (refused while they have live sessions); their
+    /// audit trail stays.
+    Rm { name: String },
 }
 
 fn main() -> ExitCode {
@@ -179,6 +192,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // The one place a token is printed: it is the command's whole output.
                 println!("{}", token.expose());
             }
+            Command::User { command: UserCommand::Ls { json } } => {
+                let users = server::list_users(&dir).await?;
+                print!("{}", user_table(&users, json)?);
+            }
+            Command::User { command: UserCommand::Disable { name } } => {
+                server::set_user_disabled(&dir, &name, true).await?;
+                println!("maestro-broker: user {name} disabled; their tokens are refused");
+            }
+            Command::User { command: UserCommand::Enable { name } } => {
+                server::set_user_disabled(&dir, &name, false).await?;
+                println!("maestro-broker: user {name} enabled");
+            }
+            Command::User { command: UserCommand::Rm { name } } => {
+                server::remove_user(&dir, &name).await?;
+                println!(
+                    "maestro-broker: user {name} removed with their secrets, sessions and tokens"
+                );
+            }
             Command::RotateMasterKey => {
                 let count = server::rotate_master_key(&dir).await?;
                 println!("maestro-broker: re-wrapped {count} data keys under a new master key");
@@ -186,6 +217,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `user ls` output: a table, or JSON.
+fn user_table(
+    users: &[maestro_broker::store::tokens::UserSummary],
+    json: bool,
+) -> anyhow::Result<String> {
+    use maestro_broker::clock::rfc3339;
+    if json {
+        let list: Vec<serde_json::Value> = users
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "name": u.name,
+                    "created_at": rfc3339(u.created_at),
+                    "disabled_at": u.disabled_at.map(rfc3339),
+                    "tokens": u.tokens,
+                    "secrets": u.secrets,
+                    "live_sessions": u.live_sessions,
+                })
+            })
+            .collect();
+        let mut text = serde_json::to_string_pretty(&list)?;
+        text.push('\n');
+        return Ok(text);
+    }
+    let mut text = format!(
+        "{:<32} {:<20} {:<20} {:>6} {:>7} {:>8}\n",
+        "NAME", "CREATED", "DISABLED", "TOKENS", "SECRETS", "SESSIONS"
+    );
+    for u in users {
+        text.push_str(&format!(
+            "{:<32} {:<20} {:<20} {:>6} {:>7} {:>8}\n",
+            u.name,
+            rfc3339(u.created_at),
+            u.disabled_at.map_or_else(|| "-".to_owned(), rfc3339),
+            u.tokens,
+            u.secrets,
+            u.live_sessions
+        ));
+    }
+    Ok(text)
 }
 
 /// The data directory as an absolute path: `--data-dir` or `MAESTRO_DATA_DIR`, else the

@@ -52,6 +52,12 @@ pub enum ServeError {
         "invalid user name '{0}': use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter"
     )]
     UserName(String),
+    #[error("no user named {0}; `maestro-broker user ls` lists them")]
+    NoSuchUser(String),
+    #[error(
+        "user {name} has live sessions ({sessions}); end them first (`maestro sessions end ID`), or disable the user"
+    )]
+    UserHasSessions { name: String, sessions: String },
     #[error(transparent)]
     OAuth(#[from] crate::oauth::SetupError),
 }
@@ -182,6 +188,52 @@ pub async fn add_user(dir: &DataDir, name: &str) -> Result<SecretValue, ServeErr
     opened.store.create_user(name, &tokens::hash(token.expose()), clock::now()).await?;
     opened.engine.close().await;
     Ok(token)
+}
+
+/// `maestro-broker user ls`: every user, with counts, by name.
+pub async fn list_users(
+    dir: &DataDir,
+) -> Result<Vec<crate::store::tokens::UserSummary>, ServeError> {
+    let engine = open_engine(dir).await?;
+    let users = crate::app::token_store(&engine).list_users(clock::now()).await;
+    engine.close().await;
+    Ok(users?)
+}
+
+/// `maestro-broker user disable|enable NAME`: a disabled user's tokens are refused from the
+/// next request on, by every broker on the database (tokens are not cached).
+pub async fn set_user_disabled(
+    dir: &DataDir,
+    name: &str,
+    disabled: bool,
+) -> Result<(), ServeError> {
+    if !valid_user_name(name) {
+        return Err(ServeError::UserName(name.to_owned()));
+    }
+    let engine = open_engine(dir).await?;
+    let at = disabled.then(clock::now);
+    let found = crate::app::token_store(&engine).set_user_disabled(name, at).await;
+    engine.close().await;
+    if found? { Ok(()) } else { Err(ServeError::NoSuchUser(name.to_owned())) }
+}
+
+/// `maestro-broker user rm NAME`: the user and everything they own; refused while they have
+/// live sessions (their agents hold secrets that only ending the session takes back).
+pub async fn remove_user(dir: &DataDir, name: &str) -> Result<(), ServeError> {
+    use crate::store::tokens::Refusal;
+    if !valid_user_name(name) {
+        return Err(ServeError::UserName(name.to_owned()));
+    }
+    let engine = open_engine(dir).await?;
+    let removed = crate::app::token_store(&engine).delete_user(name, clock::now()).await;
+    engine.close().await;
+    match removed? {
+        Ok(()) => Ok(()),
+        Err(Refusal::LiveSessions(ids)) => {
+            Err(ServeError::UserHasSessions { name: name.to_owned(), sessions: ids.join(", ") })
+        }
+        Err(_) => Err(ServeError::NoSuchUser(name.to_owned())),
+    }
 }
 
 /// `maestro-broker rotate-master-key`: returns how many data keys were re-wrapped.

@@ -59,6 +59,12 @@ pub enum Command {
     /// Unusual usage the broker flagged (docs/alerts.md): list, acknowledge, configure actions.
     #[command(subcommand)]
     Alerts(crate::commands::alerts::AlertsCommand),
+    /// API tokens with scopes and an expiry: list, create (shown once), revoke.
+    #[command(subcommand)]
+    Tokens(crate::commands::tokens::TokensCommand),
+    /// Service accounts (non-human principals for CI or a control plane): list, create, remove.
+    #[command(subcommand, visible_alias = "sa")]
+    ServiceAccounts(crate::commands::tokens::ServiceAccountsCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(CompletionsArgs),
     /// Print the man page of `maestro` on stdout, or write one page per command into a directory.

@@ -854,6 +854,10 @@ async fn migration_3_upgrades_an_existing_postgres_database() {
                      DROP TABLE alerts, alert_seen, alert_profiles, alert_secret_settings, \
                      alert_user_settings; DROP FUNCTION maestro_drop_old_webhook_key; \
                      DROP INDEX audit_secret_at; ALTER TABLE sessions DROP COLUMN decoys; \
+                     UPDATE users SET token_hash = (SELECT t.token_hash FROM api_tokens t \
+                         WHERE t.user_id = users.id AND t.name = 'initial'); \
+                     DROP TABLE api_tokens, service_accounts; \
+                     ALTER TABLE users DROP COLUMN disabled_at; \
                      DROP INDEX activations_expiry; ALTER TABLE activations DROP COLUMN expires_at; \
                      ALTER TABLE secrets DROP COLUMN activation_default, \
                      DROP COLUMN activation_max, DROP COLUMN rotate_every, \

@@ -37,6 +37,7 @@ pub mod oauth;
 pub mod secret;
 pub mod sock;
 pub mod text;
+pub mod tokens;
 
 pub use secret::SecretValue;
 

@@ -359,6 +359,34 @@ pub struct ProviderInfo {
     pub created_at: String,
 }
 
+/// `PATCH /v1/oauth/providers/{name}`: change what is given, keep the rest. The name, the
+/// preset and the kind its tokens become cannot change (secrets depend on them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditProvider {
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<SecretValue>,
+    /// With `token_url`: both endpoints of the same server.
+    #[serde(default)]
+    pub auth_url: Option<String>,
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// `Some("")` removes the revocation endpoint.
+    #[serde(default)]
+    pub revoke_url: Option<String>,
+    /// The new allowed set (replaces the old one).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The answer to `DELETE /v1/oauth/providers/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProviderRemoved {
+    pub name: String,
+}
+
 /// `POST /v1/oauth/connect`: start an authorization that makes a new secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

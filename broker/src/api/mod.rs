@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod error;
 pub mod extract;
 pub mod oauth;
+pub mod tokens;
 pub mod user;
 
 #[cfg(test)]
@@ -15,7 +16,6 @@ mod tests;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::FromRequestParts;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{CACHE_CONTROL, CONNECTION, CONTENT_LENGTH};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -60,6 +60,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/v1/agent/usage", post(agent::usage))
         .merge(oauth::routes())
         .merge(alerts::routes())
+        .merge(tokens::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -94,7 +95,7 @@ async fn has_credential(parts: &mut axum::http::request::Parts, app: &SharedApp)
             .get::<std::sync::Arc<axum_server::tls::TlsInfo>>()
             .is_some_and(|info| !info.peer_certificates.is_empty());
     }
-    crate::auth::CurrentUser::from_request_parts(parts, app).await.is_ok()
+    crate::auth::authenticate(parts, app).await.is_ok()
 }
 
 /// Reads the whole request body, within the route's size limit ([`body_limit`]) and the body

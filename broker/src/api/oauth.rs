@@ -15,17 +15,18 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_FRAME_OPTIONS};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use maestro_wire::api::SecretMeta;
 use maestro_wire::oauth::{
-    AddProvider, AuthorizationStarted, AuthorizationStatus, Connect, ProviderInfo, Reconnect,
-    RefreshNow,
+    AddProvider, AuthorizationStarted, AuthorizationStatus, Connect, EditProvider, ProviderInfo,
+    ProviderRemoved, Reconnect, RefreshNow,
 };
 
 /// The OAuth routes, merged into the broker's router.
 pub fn routes() -> Router<SharedApp> {
     Router::new()
         .route("/v1/oauth/providers", post(add_provider).get(list_providers))
+        .route("/v1/oauth/providers/{name}", patch(edit_provider).delete(remove_provider))
         .route("/v1/oauth/connect", post(connect))
         .route("/v1/oauth/reconnect", post(reconnect))
         .route("/v1/oauth/refresh", post(refresh_now))
@@ -49,6 +50,25 @@ async fn list_providers(
     CurrentUser(user): CurrentUser,
 ) -> ApiResult<Json<Vec<ProviderInfo>>> {
     Ok(Json(providers::list(&app, &user).await?))
+}
+
+/// `PATCH /v1/oauth/providers/{name}`.
+async fn edit_provider(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<EditProvider>,
+) -> ApiResult<Json<ProviderInfo>> {
+    Ok(Json(providers::edit(&app, &user, &name, body).await?))
+}
+
+/// `DELETE /v1/oauth/providers/{name}`: refused while secrets use it.
+async fn remove_provider(
+    State(app): State<SharedApp>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<ProviderRemoved>> {
+    Ok(Json(providers::remove(&app, &user, &name).await?))
 }
 
 /// `POST /v1/oauth/connect`.

@@ -15,6 +15,7 @@
 //! * [`history`]: filtered pages of the trail and a secret's usage summary.
 //! * [`leak`]: `compromised`: deactivate everywhere, mark, revoke, rotation steps.
 //! * [`agents`]: enrollment, renewal, material and usage reports of a session's agent.
+//! * [`tokens`]: API tokens (scoped, expiring) and service accounts.
 //! * [`alerts`] and [`webhook`]: unusual usage flagged (rules in [`alert_rules`]) and acted on.
 
 pub mod activation;
@@ -30,6 +31,7 @@ pub mod material;
 pub mod meta;
 pub mod secrets;
 pub mod sessions;
+pub mod tokens;
 pub mod validate;
 pub mod webhook;
 

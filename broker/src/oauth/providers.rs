@@ -5,15 +5,15 @@ use maestro_wire::SecretValue;
 use maestro_wire::api::ErrorCode;
 use maestro_wire::names::is_valid_variable_name;
 use maestro_wire::oauth::{
-    self as wire, AddProvider, DEFAULT_GENERIC_VARIABLE, MAX_CLIENT_ID_BYTES,
-    MAX_CLIENT_SECRET_BYTES, MAX_URL_BYTES, Preset, ProviderInfo, ScopeError,
+    self as wire, AddProvider, DEFAULT_GENERIC_VARIABLE, EditProvider, MAX_CLIENT_ID_BYTES,
+    MAX_CLIENT_SECRET_BYTES, MAX_URL_BYTES, Preset, ProviderInfo, ProviderRemoved, ScopeError,
 };
 use reqwest::Url;
 use tracing::info;
 
 use super::OAuth;
 use super::sealing::{self, CLIENT_SECRET};
-use super::store::ProviderRecord;
+use super::store::{ProviderRecord, ProviderRemoval};
 use crate::app::App;
 use crate::clock;
 use crate::domain::{DomainError, DomainResult};
@@ -295,6 +295,122 @@ pub async fn add(app: &App, user: &UserRecord, body: AddProvider) -> DomainResul
 pub async fn list(app: &App, user: &UserRecord) -> DomainResult<Vec<ProviderInfo>> {
     let list = app.oauth.store.list_providers(user.id).await?;
     Ok(list.iter().map(|p| info(&app.oauth, p)).collect())
+}
+
+/// Checks and applies an edit to a provider record: endpoints, client id, scopes, and a new
+/// client secret (sealed under a new data key). Name, preset and kind stay.
+pub fn apply_edit(
+    master: &MasterKey,
+    old: &ProviderRecord,
+    body: &EditProvider,
+) -> DomainResult<ProviderRecord> {
+    let nothing = body.client_id.is_none()
+        && body.client_secret.is_none()
+        && body.auth_url.is_none()
+        && body.token_url.is_none()
+        && body.revoke_url.is_none()
+        && body.scopes.is_none();
+    if nothing {
+        return Err(DomainError::bad_request(
+            "nothing to change; give --client-id, --client-secret-file, --auth-url with --token-url, --revoke-url or --scope",
+        ));
+    }
+    let preset = wire::preset(&old.preset).ok_or(DomainError::new(
+        ErrorCode::Internal,
+        "the provider's preset is unknown to this broker; upgrade maestro-broker",
+    ))?;
+    let mut new = old.clone();
+    if let Some(id) = &body.client_id {
+        check_client_id(id)?;
+        new.client_id = id.clone();
+    }
+    match (&body.auth_url, &body.token_url) {
+        (Some(a), Some(t)) => {
+            check_url("auth-url", a)?;
+            check_url("token-url", t)?;
+            new.auth_url = a.clone();
+            new.token_url = t.clone();
+        }
+        (None, None) => {}
+        _ => {
+            return Err(DomainError::bad_request(
+                "give --auth-url and --token-url together (both endpoints of the same server)",
+            ));
+        }
+    }
+    match body.revoke_url.as_deref() {
+        Some("") => new.revoke_url = None,
+        Some(r) => {
+            check_url("revoke-url", r)?;
+            new.revoke_url = Some(r.to_owned());
+        }
+        None => {}
+    }
+    if let Some(given) = &body.scopes {
+        let mut scopes = wire::check_scopes(given).map_err(scope_failure)?;
+        if scopes.is_empty() {
+            scopes = preset.default_scopes.iter().map(|s| (*s).to_owned()).collect();
+        }
+        wire::check_preset_scopes(preset, &scopes).map_err(scope_failure)?;
+        for implied in preset.implied_scopes {
+            if !scopes.iter().any(|s| s == implied) {
+                scopes.push((*implied).to_owned());
+            }
+        }
+        new.scopes = scopes;
+    }
+    if let Some(secret) = &body.client_secret {
+        check_client_secret(secret)?;
+        let (data_key_id, key, wrapped_key) = sealing::new_key(master, old.owner_id, &old.id)
+            .map_err(|e| DomainError::internal("sealing a client secret", &e))?;
+        new.client_secret = sealing::seal(&key, old.owner_id, &old.id, 1, CLIENT_SECRET, secret)
+            .map_err(|e| DomainError::internal("sealing a client secret", &e))?;
+        new.data_key_id = data_key_id;
+        new.wrapped_key = wrapped_key;
+    }
+    Ok(new)
+}
+
+fn no_provider(name: &str) -> DomainError {
+    DomainError::not_found(format!(
+        "you have no OAuth provider named {}; see `maestro oauth providers ls`",
+        name.chars().take(40).collect::<String>().escape_default()
+    ))
+}
+
+/// Edits a provider of `user`'s. Secrets already connected keep their tokens; the new client
+/// secret, endpoints and scopes apply from the next refresh or connection.
+pub async fn edit(
+    app: &App,
+    user: &UserRecord,
+    name: &str,
+    body: EditProvider,
+) -> DomainResult<ProviderInfo> {
+    let old =
+        app.oauth.store.provider_by_name(user.id, name).await?.ok_or_else(|| no_provider(name))?;
+    let new = apply_edit(&app.master, &old, &body)?;
+    drop(body);
+    app.oauth.store.update_provider(&old, &new).await?;
+    info!(user = %user.name, provider = %new.name, "OAuth provider edited");
+    Ok(info(&app.oauth, &new))
+}
+
+/// Removes a provider of `user`'s; refused, naming them, while secrets hold its tokens.
+pub async fn remove(app: &App, user: &UserRecord, name: &str) -> DomainResult<ProviderRemoved> {
+    match app.oauth.store.delete_provider(user.id, name).await? {
+        ProviderRemoval::Removed => {
+            info!(user = %user.name, provider = %name, "OAuth provider removed");
+            Ok(ProviderRemoved { name: name.to_owned() })
+        }
+        ProviderRemoval::Missing => Err(no_provider(name)),
+        ProviderRemoval::InUse(secrets) => Err(DomainError::new(
+            ErrorCode::Conflict,
+            format!(
+                "OAuth provider {name} is used by the secrets {}; delete them first (`maestro secrets rm NAME`)",
+                secrets.join(", ")
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

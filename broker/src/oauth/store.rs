@@ -3,5 +3,6 @@
 //! them where OAuth's code looks for them.
 
 pub use crate::store::oauth::{
-    OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord, TokenView,
+    OAuthStore, PendingRecord, PendingStatus, ProviderRecord, ProviderRemoval, TokenRecord,
+    TokenView,
 };

@@ -25,6 +25,7 @@ pub mod sql;
 pub mod sqlite;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tokens;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -41,6 +41,16 @@ pub struct ProviderRecord {
     pub created_at: i64,
 }
 
+/// What removing a provider did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderRemoval {
+    Removed,
+    /// No provider of that name.
+    Missing,
+    /// Refused: these secrets hold its tokens.
+    InUse(Vec<String>),
+}
+
 /// An authorization's stored status (see `maestro_wire::oauth::AuthorizationState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingStatus {
@@ -144,6 +154,21 @@ pub trait OAuthStore: Send + Sync {
     fn provider_by_id<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<ProviderRecord>>;
     /// A user's providers, by name.
     fn list_providers(&self, owner_id: i64) -> StoreFuture<'_, Vec<ProviderRecord>>;
+    /// Replaces provider `old`'s editable columns by `new`'s (same id). A new data key (a new
+    /// client secret) is stored and the old one deleted, in one transaction;
+    /// [`crate::store::StoreError::Changed`] if the row changed since `old` was read.
+    fn update_provider<'a>(
+        &'a self,
+        old: &'a ProviderRecord,
+        new: &'a ProviderRecord,
+    ) -> StoreFuture<'a, ()>;
+    /// Removes a provider of the owner's (its pending authorizations and data key with it),
+    /// unless secrets use it.
+    fn delete_provider<'a>(
+        &'a self,
+        owner_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, ProviderRemoval>;
 
     // Authorizations.
 

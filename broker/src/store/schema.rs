@@ -251,6 +251,46 @@ ALTER TABLE secrets ADD COLUMN value_changed_at INTEGER NOT NULL DEFAULT 0;
 UPDATE secrets SET value_changed_at = updated_at;
 "#,
     ),
+    // API tokens and service accounts (issue 13 part 3). Tokens leave `users.token_hash`: each
+    // becomes a row of `api_tokens` (its SHA-256 only) with a public id, scopes, an expiry and
+    // when it was last used; a user's token from before is kept as `initial` with `admin`, and
+    // `users.token_hash` keeps only a random placeholder (the column is NOT NULL UNIQUE, which
+    // SQLite cannot drop). A service account is a principal owned by a user (`owner_kind`
+    // 'user'; teams will add 'team'); its tokens act for that owner within their scopes.
+    // `users.disabled_at`: a disabled user's tokens are refused.
+    (
+        9,
+        r#"
+ALTER TABLE users ADD COLUMN disabled_at INTEGER;
+
+CREATE TABLE service_accounts (
+    id INTEGER PRIMARY KEY,
+    owner_kind TEXT NOT NULL DEFAULT 'user',
+    owner_id INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    description TEXT,
+    created_at INTEGER NOT NULL,
+    UNIQUE (owner_kind, owner_id, name)
+);
+
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    token_hash BLOB NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    service_account_id INTEGER REFERENCES service_accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    last_used_at INTEGER
+);
+CREATE INDEX api_tokens_user ON api_tokens (user_id, created_at);
+
+INSERT INTO api_tokens (id, token_hash, user_id, name, scopes, created_at)
+    SELECT lower(hex(randomblob(8))), token_hash, id, 'initial', '["admin"]', created_at FROM users;
+UPDATE users SET token_hash = randomblob(32);
+"#,
+    ),
 ];
 
 /// Migration 2: OAuth providers, authorizations and token state.

@@ -39,6 +39,9 @@ macro_rules! compile_statements {
         #[allow(clippy::duplicate_mod)]
         #[path = "sql/store.rs"]
         pub(super) mod statements;
+        #[allow(clippy::duplicate_mod)]
+        #[path = "sql/tokens.rs"]
+        mod tokens;
     };
 }
 pub(crate) use compile_statements;

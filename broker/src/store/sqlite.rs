@@ -348,6 +348,17 @@ mod migration_tests {
         assert_eq!(trail.len(), 1);
         assert_eq!((trail[0].record.count, trail[0].record.exe.as_deref()), (None, None));
         assert_eq!(trail[0].record.command.as_deref(), Some("env"));
+        // Migration 9: the user's token moved to `api_tokens` as `initial`, with `admin`.
+        use crate::store::tokens::TokenStore;
+        let found = store.authenticate(&[1]).await.unwrap().unwrap();
+        assert_eq!((found.user.name.as_str(), found.token.name.as_str()), ("u", "initial"));
+        assert_eq!(found.token.scopes, ["admin"]);
+        assert_eq!((found.token.expires_at, found.user_disabled), (None, false));
+        let left: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM users WHERE id = 1")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 32, "a random placeholder, not the token's hash");
         store.close().await;
     }
 

@@ -2,7 +2,7 @@
 
 import { ApiFailure, Invalid, api, limits } from './api.js';
 import { PRESET_LABELS, PROVIDER_NAME, SECRET_NAME, VARIABLE_NAME } from './constants.js';
-import { clearErrors, fail, findFieldsWith, notify } from './messages.js';
+import { clearErrors, confirmAction, fail, findFieldsWith, notify } from './messages.js';
 import { beginFlow } from './oauth-flow.js';
 import { route, show } from './router.js';
 import { wipeValues } from './secret-form.js';
@@ -177,7 +177,53 @@ export function renderProviders() {
       h('td', { class: 'row-actions' }, h('button', {
         type: 'button', class: 'small', 'aria-label': `Connect an account with ${p.name}`,
         onclick: () => openConnect(p.name),
-      }, 'Connect'))));
+      }, 'Connect'), h('button', {
+        type: 'button', class: 'small ghost', 'aria-label': `Edit the scopes of ${p.name}`,
+        onclick: (ev) => editProviderScopes(p, ev.currentTarget),
+      }, 'Edit scopes'), h('button', {
+        type: 'button', class: 'small ghost', 'aria-label': `Remove ${p.name}`,
+        onclick: (ev) => removeProvider(p, ev.currentTarget),
+      }, 'Remove'))));
+  }
+}
+
+// Edits a provider's allowed scopes (the client secret and endpoints: `maestro oauth
+// providers edit`, so that a client secret is never typed into a prompt).
+async function editProviderScopes(p, button) {
+  clearErrors();
+  const text = window.prompt(`Scopes connections through ${p.name} may ask for (space-separated; empty: the preset's defaults)`, p.scopes.join(' '));
+  if (text === null) return;
+  button.disabled = true;
+  try {
+    const scopes = text.split(/\s+/).filter((s) => s);
+    const edited = await api('PATCH', `v1/oauth/providers/${enc(p.name)}`, { scopes });
+    notify(`Edited ${edited.name}: scopes ${edited.scopes.join(' ') || 'none'}.`);
+    await reloadOAuthLists(true);
+  } catch (err) {
+    fail(err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// Removes a provider; the broker refuses, naming them, while secrets use it.
+async function removeProvider(p, button) {
+  clearErrors();
+  const ok = await confirmAction({
+    title: `Remove ${p.name}?`,
+    text: `The OAuth provider ${p.name} and its client secret are deleted. This is refused while secrets hold its tokens.`,
+    ok: 'Remove',
+  });
+  if (!ok) return;
+  button.disabled = true;
+  try {
+    await api('DELETE', `v1/oauth/providers/${enc(p.name)}`);
+    notify(`Removed the OAuth provider ${p.name}.`);
+    await reloadOAuthLists(true);
+  } catch (err) {
+    fail(err);
+  } finally {
+    button.disabled = false;
   }
 }
 

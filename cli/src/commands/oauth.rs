@@ -16,7 +16,8 @@ use maestro_wire::SecretValue;
 use maestro_wire::api::SecretMeta;
 use maestro_wire::oauth::{
     self as wire, AddProvider, AuthorizationStarted, AuthorizationState, AuthorizationStatus,
-    Connect, MAX_CLIENT_SECRET_BYTES, ProviderInfo, Reconnect, RefreshNow,
+    Connect, EditProvider, MAX_CLIENT_SECRET_BYTES, ProviderInfo, ProviderRemoved, Reconnect,
+    RefreshNow,
 };
 use reqwest::Method;
 use zeroize::Zeroizing;
@@ -50,6 +51,50 @@ pub enum ProvidersCommand {
     Add(Box<AddProviderArgs>),
     /// List your providers.
     Ls(LsArgs),
+    /// Change a provider's client id or secret, endpoints or scopes (name, preset and kind
+    /// stay); connected secrets keep their tokens.
+    Edit(Box<EditProviderArgs>),
+    /// Remove a provider; refused, naming them, while secrets use it.
+    Rm(RmProviderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EditProviderArgs {
+    /// The provider's name
+    pub name: String,
+    /// A new client id
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// File holding a new client secret (one line)
+    #[arg(long, value_name = "PATH")]
+    pub client_secret_file: Option<PathBuf>,
+    /// A new authorization endpoint (with --token-url)
+    #[arg(long, value_name = "URL", requires = "token_url")]
+    pub auth_url: Option<String>,
+    /// A new token endpoint (with --auth-url)
+    #[arg(long, value_name = "URL", requires = "auth_url")]
+    pub token_url: Option<String>,
+    /// A new RFC 7009 revocation endpoint
+    #[arg(long, value_name = "URL", conflicts_with = "no_revoke_url")]
+    pub revoke_url: Option<String>,
+    /// Forget the revocation endpoint
+    #[arg(long)]
+    pub no_revoke_url: bool,
+    /// The new set of scopes connections may ask for (repeat; replaces the old set)
+    #[arg(long = "scope", value_name = "S")]
+    pub scopes: Vec<String>,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmProviderArgs {
+    /// The provider's name
+    pub name: String,
+    /// Print the broker's answer as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +220,8 @@ pub async fn run(client: &Client, command: OauthCommand) -> anyhow::Result<Outpu
     match command {
         OauthCommand::Providers(ProvidersCommand::Add(args)) => add_provider(client, *args).await,
         OauthCommand::Providers(ProvidersCommand::Ls(args)) => list_providers(client, args).await,
+        OauthCommand::Providers(ProvidersCommand::Edit(args)) => edit_provider(client, *args).await,
+        OauthCommand::Providers(ProvidersCommand::Rm(args)) => remove_provider(client, args).await,
         OauthCommand::Connect(args) => connect(client, args).await,
         OauthCommand::Reconnect(args) => reconnect(client, args).await,
         OauthCommand::Refresh(args) => refresh(client, args).await,
@@ -263,6 +310,48 @@ async fn add_provider(client: &Client, args: AddProviderArgs) -> anyhow::Result<
         p.redirect_uri,
         p.revocation
     )))
+}
+
+async fn edit_provider(client: &Client, args: EditProviderArgs) -> anyhow::Result<Output> {
+    check_provider_name(&args.name)?;
+    let scopes = if args.scopes.is_empty() {
+        None
+    } else {
+        Some(wire::check_scopes(&args.scopes).map_err(OauthError::from)?)
+    };
+    let client_secret = args.client_secret_file.as_deref().map(read_client_secret).transpose()?;
+    let body = EditProvider {
+        client_id: args.client_id,
+        client_secret,
+        auth_url: args.auth_url,
+        token_url: args.token_url,
+        revoke_url: if args.no_revoke_url { Some(String::new()) } else { args.revoke_url },
+        scopes,
+    };
+    let answer =
+        client.send(Method::PATCH, &["v1", "oauth", "providers", &args.name], &body).await?;
+    drop(body);
+    if args.json {
+        return Ok(answer.pretty::<ProviderInfo>()?);
+    }
+    let p: ProviderInfo = answer.parse()?;
+    Ok(output(format!(
+        "edited OAuth provider {} ({}): client id {}; scopes: {}; token URL {}\n",
+        p.name,
+        p.preset,
+        p.client_id,
+        scope_list(&p.scopes),
+        p.token_url
+    )))
+}
+
+async fn remove_provider(client: &Client, args: RmProviderArgs) -> anyhow::Result<Output> {
+    check_provider_name(&args.name)?;
+    let answer = client.delete(&["v1", "oauth", "providers", &args.name]).await?;
+    if args.json {
+        return Ok(answer.pretty::<ProviderRemoved>()?);
+    }
+    Ok(output(format!("removed OAuth provider {}\n", args.name)))
 }
 
 fn scope_list(scopes: &[String]) -> String {

@@ -11,7 +11,8 @@ use super::statements::{
     Conn, DbRow, commit, get, insert_audit, insert_secret_rows, replace_version,
 };
 use crate::store::oauth::{
-    OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord, TokenView,
+    OAuthStore, PendingRecord, PendingStatus, ProviderRecord, ProviderRemoval, TokenRecord,
+    TokenView,
 };
 use crate::store::sql::{SqlStore, is_unique_violation, json_list, to_json, version_i64};
 use crate::store::{
@@ -213,6 +214,85 @@ impl OAuthStore for This {
                 .await
                 .map_err(query_failed("listing OAuth providers"))?;
             rows.iter().map(provider_from_row).collect()
+        })
+    }
+
+    fn update_provider<'a>(
+        &'a self,
+        old: &'a ProviderRecord,
+        new: &'a ProviderRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let new_key = new.data_key_id != old.data_key_id;
+            if new_key {
+                insert_key(&mut tx, &new.data_key_id, &new.wrapped_key, new.created_at).await?;
+            }
+            let done = sqlx::query(
+                "UPDATE oauth_providers SET client_id = $1, auth_url = $2, token_url = $3, \
+                 revoke_url = $4, scopes = $5, data_key_id = $6, client_secret = $7 \
+                 WHERE id = $8 AND data_key_id = $9",
+            )
+            .bind(new.client_id.as_str())
+            .bind(new.auth_url.as_str())
+            .bind(new.token_url.as_str())
+            .bind(new.revoke_url.as_deref())
+            .bind(to_json(&new.scopes))
+            .bind(new.data_key_id.as_str())
+            .bind(new.client_secret.as_slice())
+            .bind(old.id.as_str())
+            .bind(old.data_key_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("editing an OAuth provider"))?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Changed { what: "OAuth provider" });
+            }
+            if new_key {
+                sqlx::query("DELETE FROM data_keys WHERE id = $1")
+                    .bind(old.data_key_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_failed("deleting an OAuth provider's old data key"))?;
+            }
+            commit(tx).await
+        })
+    }
+
+    fn delete_provider<'a>(
+        &'a self,
+        owner_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, ProviderRemoval> {
+        Box::pin(async move {
+            let mut tx = self.write_tx().await?;
+            let id: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM oauth_providers WHERE owner_id = $1 AND name = $2",
+            )
+            .bind(owner_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_failed("reading an OAuth provider"))?;
+            let Some(id) = id else { return Ok(ProviderRemoval::Missing) };
+            let users: Vec<String> = sqlx::query_scalar(
+                "SELECT s.name FROM oauth_tokens t JOIN secrets s ON s.id = t.secret_id \
+                 WHERE t.provider_id = $1 ORDER BY s.name",
+            )
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_failed("reading an OAuth provider's secrets"))?;
+            if !users.is_empty() {
+                return Ok(ProviderRemoval::InUse(users));
+            }
+            sqlx::query("DELETE FROM oauth_providers WHERE id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_failed("removing an OAuth provider"))?;
+            commit(tx).await?;
+            Ok(ProviderRemoval::Removed)
         })
     }
 

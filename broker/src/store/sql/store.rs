@@ -527,13 +527,21 @@ impl Store for This {
         now: i64,
     ) -> StoreFuture<'a, UserRecord> {
         Box::pin(async move {
+            // Since migration 9 the token lives in `api_tokens` (as `initial`, with `admin`);
+            // `users.token_hash` (NOT NULL UNIQUE) holds only a random placeholder.
+            let random = |what| move |_| StoreError::Random { what };
+            let placeholder = crate::tokens::random_bytes::<32>()
+                .map_err(random("a user's placeholder hash"))?;
+            let token_id =
+                crate::tokens::random_id::<8>().map_err(random("a token id"))?;
+            let mut tx = self.write_tx().await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO users (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
             )
             .bind(name)
-            .bind(token_hash)
+            .bind(placeholder.as_slice())
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -542,13 +550,28 @@ impl Store for This {
                     StoreError::Query { step: "adding a user", source: e }
                 }
             })?;
+            sqlx::query(
+                "INSERT INTO api_tokens (id, token_hash, user_id, name, scopes, created_at) \
+                 VALUES ($1, $2, $3, 'initial', '[\"admin\"]', $4)",
+            )
+            .bind(token_id.as_str())
+            .bind(token_hash)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_failed("adding a user's first token"))?;
+            commit(tx).await?;
             Ok(UserRecord { id, name: name.to_owned() })
         })
     }
 
     fn user_by_token<'a>(&'a self, token_hash: &'a [u8]) -> StoreFuture<'a, Option<UserRecord>> {
         Box::pin(async move {
-            let row = sqlx::query("SELECT id, name FROM users WHERE token_hash = $1")
+            let row = sqlx::query(
+                "SELECT u.id, u.name FROM api_tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE t.token_hash = $1",
+            )
                 .bind(token_hash)
                 .fetch_optional(&self.pool)
                 .await
