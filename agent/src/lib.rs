@@ -49,6 +49,7 @@ pub mod logging;
 pub mod placeholders;
 pub mod privs;
 pub mod proxy;
+pub mod relay;
 pub mod sealing;
 // One call: harden::scrub_environment, sound only before the runtime's threads start.
 #[allow(unsafe_code)]

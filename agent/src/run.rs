@@ -33,6 +33,8 @@ use crate::link::{self, Link, LinkEvent};
 use crate::listener::{self, ListenerError};
 use crate::privs::{self, PrivsError};
 use crate::proxy::{Proxy, ProxyConfig, ProxyHandle};
+use crate::relay::Sockets;
+use crate::relay::postgres::Postgres;
 use crate::sealing;
 use crate::ssh::SshAgents;
 use crate::state::{Egress, Store};
@@ -250,11 +252,10 @@ async fn session(
         Ok(set) => store.prepare_decoys(set),
         Err(e) => tracing::error!("{e}; this agent serves no decoys"),
     }
-    // Sealed ssh keys: their ssh-agent sockets next to the agent socket.
+    // Sealed ssh keys and database logins: their sockets next to the agent socket.
     let sockets = config.socket.parent().unwrap_or(std::path::Path::new("/"));
     store.set_sockets(&sockets.to_string_lossy());
-    let ssh = Arc::new(SshAgents::new(sockets, config.user.uid, usage.clone()));
-    let proxy = start_egress(&config, usage.clone(), &store, ssh)?;
+    let proxy = start_egress(&config, usage.clone(), &store, sockets)?;
     let mut parts = Parts {
         cgroup,
         store: store.clone(),
@@ -305,10 +306,10 @@ fn start_egress(
     config: &Config,
     usage: Arc<UsageQueue>,
     store: &Arc<Store>,
-    ssh: Arc<SshAgents>,
+    sockets: &std::path::Path,
 ) -> Result<Arc<ProxyHandle>, RunError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut pc = ProxyConfig::new(vec![0, config.user.uid], usage);
+    let mut pc = ProxyConfig::new(vec![0, config.user.uid], usage.clone());
     pc.listen = config.egress.listen;
     pc.pass_through = config.egress.pass_through.clone();
     pc.test_only_upstreams = config.egress.test_only_upstreams.clone();
@@ -321,6 +322,13 @@ fn start_egress(
         })?;
         pc.test_only_upstream_ca = Some(pem);
     }
+    let ssh = SshAgents::ssh(sockets, config.user.uid, usage.clone());
+    let pg = Sockets::new(
+        Postgres::new(usage.clone(), pc.test_only_upstream_ca.clone()),
+        sockets,
+        config.user.uid,
+        usage.clone(),
+    );
     let proxy = Arc::new(Proxy::start(pc).map_err(|e| RunError::Config(e.to_string()))?);
     let ca_pem = proxy.ca_pem().to_owned();
     let mut bundle_pem = system_roots();
@@ -341,6 +349,7 @@ fn start_egress(
             tracing::error!("sealed secrets are not substituted: {e}");
         }
         ssh.set(secrets);
+        pg.set(secrets);
     }));
     Ok(proxy)
 }

@@ -87,7 +87,8 @@ pub fn render(
 }
 
 /// The same, `sockets` being the directory of the agent's own sockets for sealed secrets it
-/// serves itself (an ssh-agent socket per sealed `ssh` key, see [`crate::ssh`]).
+/// serves itself (an ssh-agent socket per sealed `ssh` key, a PostgreSQL relay socket per
+/// sealed `postgres` login; see [`crate::relay`]).
 pub fn render_in(
     material: SecretMaterial,
     mount: &str,
@@ -103,12 +104,12 @@ pub fn render_in(
     })?;
     let empty = BTreeMap::new();
     let shown = placeholders::show(kind, &material, previous.map_or(&empty, |e| &e.placeholders));
-    let socket = crate::ssh::socket_path(sockets, &material.name);
-    let rendered = match material.exposure {
-        catalog::Exposure::Sealed => {
+    let socket = crate::relay::socket_path(kind, sockets, &material.name);
+    let rendered = match (material.exposure, socket) {
+        (catalog::Exposure::Sealed, Some(socket)) => {
             catalog::render_agent_sealed(kind, &shown.fields, mount, &socket.to_string_lossy())
         }
-        catalog::Exposure::Plain => None,
+        _ => None,
     }
     .unwrap_or_else(|| catalog::render(kind, &shown.fields, mount));
     Ok(Entry { material, rendered, placeholders: shown.placeholders, shown: shown.fields })

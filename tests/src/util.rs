@@ -9,7 +9,8 @@
 // A test fixture: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -80,6 +81,54 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
                 && bytes.windows(needle.len()).any(|w| w == needle)
         })
         .collect()
+}
+
+/// Pids of the processes of `uid` (the sandbox user's, for the memory scans).
+pub fn uid_pids(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid))
+        .collect()
+}
+
+/// Where `needle` is in the environment, command line or readable memory of `pid`, if anywhere
+/// (`/proc/PID/mem`, read as root: a secret the sandbox must never hold, searched for in full).
+pub fn process_holds(pid: u32, needle: &[u8]) -> Option<String> {
+    for what in ["environ", "cmdline"] {
+        if let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{what}"))
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            return Some(what.to_owned());
+        }
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
+        if !perms.starts_with('r') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        if b - a > 1 << 30 || mem.seek(SeekFrom::Start(a)).is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; (b - a) as usize];
+        let mut read = 0;
+        while read < buf.len() {
+            match mem.read(&mut buf[read..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        if buf[..read].windows(needle.len()).any(|w| w == needle) {
+            return Some(format!("memory {line}"));
+        }
+    }
+    None
 }
 
 /// A running child process whose stdout and stderr are captured.

@@ -98,8 +98,14 @@ async fn what_cannot_be_sealed_and_hosts_that_widen_are_refused_and_nothing_is_s
         "password=p",
         "--exposure",
         "sealed",
+        "--allow-host",
+        "db.example.com",
     ]);
-    fails_with_one_line(&out, &["a postgres secret cannot be sealed: "]);
+    // A sealed login goes to its host field's server only (the agent's relay); no --allow-host.
+    fails_with_one_line(
+        &out,
+        &["a sealed postgres secret takes where it may be used from its host field"],
+    );
 
     // A sealed generic secret must name its hosts.
     let generic = ["--kind", "generic", "--field", "API_KEY=v-123", "--exposure", "sealed"];

@@ -34,7 +34,10 @@ pub use markdown::{markdown, sealing_markdown};
 use render::source_value;
 pub use seal::Place;
 use seal::sealed;
-pub use seal::{AgentSeal, Exposure, Seal, SealError, Sealing};
+pub use seal::{
+    AgentSeal, Exposure, PG_RELAY_PORT, RelayProtocol, Seal, SealError, Sealing, Service,
+    SshAgentFields,
+};
 
 /// One kind of secret.
 #[derive(Debug, Serialize)]
@@ -148,6 +151,14 @@ pub enum Source {
     /// The path of the agent's socket serving this secret (a sealed secret the agent holds,
     /// e.g. the ssh-agent socket of a sealed `ssh` key).
     AgentSocket,
+    /// The directory of that socket (libpq's `PGHOST` for a sealed `postgres` secret).
+    AgentSocketDir,
+    /// `postgresql://user@/database?host=DIR`: the agent's relay socket in directory DIR, no
+    /// password (a sealed `postgres` secret); the database is the user's name when unset, as
+    /// the server has it.
+    PostgresSocketUrl,
+    /// A fixed text that holds nothing secret (the relay's `PGPORT`).
+    Text(&'static str),
 }
 
 /// One file a kind provides, besides the one-per-variable files.
@@ -200,7 +211,12 @@ impl Kind {
                     Source::Field(f) => {
                         self.fields.iter().any(|field| field.name == f && field.shown)
                     }
-                    Source::FilePath(_) | Source::SshCommand { .. } | Source::AgentSocket => true,
+                    Source::FilePath(_)
+                    | Source::SshCommand { .. }
+                    | Source::AgentSocket
+                    | Source::AgentSocketDir
+                    | Source::PostgresSocketUrl
+                    | Source::Text(_) => true,
                     _ => false,
                 }
         })
@@ -459,9 +475,19 @@ pub static KINDS: &[Kind] = &[
             steps: "Change the role's password on the server: ALTER ROLE name WITH PASSWORD '...', then update every client",
             link: Some("https://www.postgresql.org/docs/current/sql-alterrole.html"),
         },
-        sealing: Sealing::Unsupported {
-            why: "its password goes to a database in the database's own protocol, not over HTTPS; keep it plain",
-        },
+        sealing: Sealing::Agent(AgentSeal {
+            hidden: &["password"],
+            service: Service::Relay { protocol: RelayProtocol::Postgres },
+            variables: &[
+                var("PGHOST", Source::AgentSocketDir),
+                var("PGPORT", Source::Text(PG_RELAY_PORT)),
+                var("PGUSER", field("user")),
+                var("PGDATABASE", field("database")),
+                var("DATABASE_URL", Source::PostgresSocketUrl),
+            ],
+            files: &[],
+            served: "a PostgreSQL unix socket (PGHOST, DATABASE_URL, no password) that logs in to the server with the password for each connection, for the secret's user and database only",
+        }),
     },
     Kind {
         name: "mysql",
@@ -671,10 +697,12 @@ pub static KINDS: &[Kind] = &[
         },
         sealing: Sealing::Agent(AgentSeal {
             hidden: &["private_key", "passphrase"],
-            key: "private_key",
-            passphrase: "passphrase",
-            hosts: "hosts",
-            known_hosts: "known_hosts",
+            service: Service::SshAgent(SshAgentFields {
+                key: "private_key",
+                passphrase: "passphrase",
+                hosts: "hosts",
+                known_hosts: "known_hosts",
+            }),
             variables: &[
                 var("SSH_AUTH_SOCK", Source::AgentSocket),
                 var(
@@ -1253,6 +1281,42 @@ mod tests {
             "[default]\naws_access_key_id = ASIA1\naws_secret_access_key = s\nregion = eu-west-1\naws_session_token = tok\n"
         );
         assert_eq!(r.variables.len(), 5);
+    }
+
+    #[test]
+    fn a_sealed_postgres_login_points_at_the_relay_socket_without_a_password() {
+        let k = kind("postgres").unwrap();
+        let f = fields(&[
+            ("host", "db.example.com"),
+            ("port", "6543"),
+            ("user", "app user"),
+            ("password", "planted-pg-password"),
+            ("sslmode", "verify-full"),
+        ]);
+        let r =
+            render_agent_sealed(k, &f, "/run/secrets", "/run/maestro/pg/PG/.s.PGSQL.5432").unwrap();
+        let got: Vec<(&str, &str)> =
+            r.variables.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(
+            got,
+            [
+                ("PGHOST", "/run/maestro/pg/PG"),
+                ("PGPORT", "5432"),
+                ("PGUSER", "app user"),
+                ("DATABASE_URL", "postgresql://app%20user@/app%20user?host=/run/maestro/pg/PG"),
+            ]
+        );
+        assert!(r.files.iter().all(|(_, v)| !v.expose().contains("planted")));
+        assert!(seal::is_sealed_field(k, "password"));
+        for v in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "DATABASE_URL"] {
+            let Sealing::Agent(seal) = &k.sealing else { panic!() };
+            assert!(seal.variables.iter().any(|x| x.name == v), "{v}");
+        }
+        assert!(matches!(
+            seal::check_exposure(k, Exposure::Sealed, None, &["db.example.com".into()]),
+            Err(SealError::HostsInField { .. })
+        ));
+        assert_eq!(seal::check_exposure(k, Exposure::Sealed, None, &[]), Ok(()));
     }
 
     #[test]

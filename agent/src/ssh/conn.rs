@@ -214,7 +214,6 @@ mod tests {
         };
         Arc::new(Shared {
             key: Key { name: "DEPLOY".into(), private: key.clone(), hosts, known_hosts },
-            sandbox_uid: 1000,
             usage: UsageQueue::new(64),
             signers: std::sync::Mutex::new(Vec::new()),
         })

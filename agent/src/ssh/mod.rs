@@ -9,47 +9,39 @@
 //! of the session id) whose host key the key's `known_hosts` names as one of `hosts`, and only
 //! for data of that very session (see [`conn`]).
 //!
-//! The set of sockets follows the active set (the store's watcher, with its lock held): a
-//! deactivation, the session's end or the lease running out closes the socket and every open
-//! connection of it at once (their tasks are aborted and their sockets dropped), and ends the
-//! processes that got a signature from it and still run (SIGTERM, the pid checked against its
-//! start time and uid), so an SSH session opened with the key ends too.
+//! The set of sockets follows the active set ([`crate::relay::Sockets`]): a deactivation, the
+//! session's end or the lease running out closes the socket and every open connection of it at
+//! once, and (here) ends the processes that got a signature from it and still run (SIGTERM, the
+//! pid checked against its start time and uid), so an SSH session opened with the key ends too.
 
 mod conn;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use maestro_wire::catalog::ssh::load_key;
-use maestro_wire::catalog::{self, Exposure, Sealing};
+use maestro_wire::catalog::{self, AgentSeal, Sealing, Service as SealService};
 use ssh_key::PrivateKey;
-use tokio::net::UnixListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::UnixStream;
 
-use crate::dispatch::Peer;
-use crate::state::{Entry, Secrets};
+use crate::relay::{Service, Sockets};
+use crate::state::Entry;
 use crate::usage::UsageQueue;
 
 /// The sockets' directory under the agent socket's directory.
 const SUBDIR: &str = "ssh";
-/// Open connections of one socket at most (ssh opens one per session, briefly).
-const MAX_CONNECTIONS: usize = 64;
 /// Processes remembered per key for ending them at deactivation.
 const MAX_SIGNERS: usize = 1024;
-/// A foreign uid's refusal is recorded at most once per this interval per socket.
-const REFUSAL_RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the ssh-agent socket of sealed secret `name` is, `dir` being the agent socket's
 /// directory.
 pub fn socket_path(dir: &str, name: &str) -> PathBuf {
-    Path::new(dir).join(SUBDIR).join(format!("{name}.sock"))
+    <SshAgent as Service>::socket_path(Path::new(dir), name)
 }
 
 /// A sealed key as the agent holds it.
-pub(crate) struct Key {
+pub struct Key {
     pub name: String,
     pub private: PrivateKey,
     /// The `hosts` patterns, when the key is limited to hosts.
@@ -60,15 +52,14 @@ pub(crate) struct Key {
 
 /// A process that got a signature: its pid and start time (clock ticks since boot).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Signer {
+pub struct Signer {
     pid: u32,
     start: u64,
 }
 
 /// What one socket's connections share.
-pub(crate) struct Shared {
+pub struct Shared {
     pub key: Key,
-    pub sandbox_uid: u32,
     pub usage: Arc<UsageQueue>,
     signers: Mutex<Vec<Signer>>,
 }
@@ -90,79 +81,44 @@ impl Shared {
     }
 }
 
-/// One served socket.
-struct Served {
-    version: u64,
-    path: PathBuf,
-    task: JoinHandle<()>,
-    shared: Arc<Shared>,
+/// The ssh-agent service: what an `ssh` socket loads and how it answers (see [`conn`]).
+pub struct SshAgent {
+    sandbox_uid: u32,
+    usage: Arc<UsageQueue>,
 }
 
 /// The ssh-agent sockets of the active sealed `ssh` secrets.
-pub struct SshAgents {
-    /// The agent socket's directory; the sockets are in its `ssh` subdirectory.
-    sockets: PathBuf,
-    dir: PathBuf,
-    sandbox_uid: u32,
-    usage: Arc<UsageQueue>,
-    runtime: tokio::runtime::Handle,
-    served: Mutex<BTreeMap<String, Served>>,
-}
+pub type SshAgents = Sockets<SshAgent>;
 
 impl SshAgents {
-    /// `sockets` is the agent socket's directory; call from within the runtime.
-    pub fn new(sockets: &Path, sandbox_uid: u32, usage: Arc<UsageQueue>) -> Self {
-        SshAgents {
-            sockets: sockets.to_owned(),
-            dir: sockets.join(SUBDIR),
-            sandbox_uid,
-            usage,
-            runtime: tokio::runtime::Handle::current(),
-            served: Mutex::new(BTreeMap::new()),
-        }
+    /// The ssh-agent sockets, under `sockets` (the agent socket's directory); call from within
+    /// the runtime.
+    pub fn ssh(sockets: &Path, sandbox_uid: u32, usage: Arc<UsageQueue>) -> Self {
+        Sockets::new(SshAgent { sandbox_uid, usage: usage.clone() }, sockets, sandbox_uid, usage)
+    }
+}
+
+impl Service for SshAgent {
+    type Shared = Shared;
+    const WHAT: &'static str = "ssh-agent socket";
+    /// ssh opens one per session, briefly.
+    const MAX_CONNECTIONS: usize = 64;
+    const ALLOW_ROOT: bool = false;
+
+    fn serves(seal: &AgentSeal) -> bool {
+        matches!(seal.service, SealService::SshAgent(_))
     }
 
-    /// Follows the active set: a socket for each active sealed key (a new one for a new
-    /// version), none for the others. Nothing is served while out of touch.
-    pub fn set(&self, secrets: &Secrets) {
-        let wanted: Vec<&Entry> = if secrets.in_touch() {
-            secrets.entries().filter(|e| served_here(e)).collect()
-        } else {
-            Vec::new()
-        };
-        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<String> = served
-            .iter()
-            .filter(|(name, s)| {
-                !wanted.iter().any(|e| &e.material.name == *name && e.material.version == s.version)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in gone {
-            if let Some(s) = served.remove(&name) {
-                let still_active = wanted.iter().any(|e| e.material.name == name);
-                self.stop(s, !still_active);
-            }
-        }
-        for e in wanted {
-            if served.contains_key(&e.material.name) {
-                continue;
-            }
-            match self.start(e) {
-                Ok(s) => {
-                    served.insert(e.material.name.clone(), s);
-                }
-                Err(why) => tracing::error!(
-                    secret = %e.material.name,
-                    "the sealed ssh key is not served: {why}"
-                ),
-            }
-        }
+    fn socket_path(dir: &Path, name: &str) -> PathBuf {
+        dir.join(SUBDIR).join(format!("{name}.sock"))
     }
 
-    fn start(&self, e: &Entry) -> Result<Served, String> {
+    fn open(&self, e: &Entry) -> Result<Shared, String> {
         let kind = catalog::kind(&e.material.kind).ok_or("unknown kind")?;
-        let Sealing::Agent(seal) = &kind.sealing else { return Err("not an agent kind".into()) };
+        let Sealing::Agent(AgentSeal { service: SealService::SshAgent(seal), .. }) = &kind.sealing
+        else {
+            return Err("not an ssh kind".into());
+        };
         let field = |f: &str| e.material.fields.get(f).map(|v| v.expose());
         let private = load_key(field(seal.key).unwrap_or(""), field(seal.passphrase))
             .map_err(|p| format!("its {} {p}", seal.key))?;
@@ -171,65 +127,32 @@ impl SshAgents {
         }
         let hosts = field(seal.hosts).map(str::to_owned);
         let known_hosts = field(seal.known_hosts).unwrap_or("").to_owned();
-        let path = socket_path(&self.sockets.to_string_lossy(), &e.material.name);
-        let listener = self.bind(&path)?;
-        let shared = Arc::new(Shared {
+        Ok(Shared {
             key: Key { name: e.material.name.clone(), private, hosts, known_hosts },
-            sandbox_uid: self.sandbox_uid,
             usage: self.usage.clone(),
             signers: Mutex::new(Vec::new()),
-        });
-        let task = self.runtime.spawn(serve(listener, shared.clone()));
-        tracing::info!(secret = %e.material.name, socket = %path.display(), "serving a sealed ssh key");
-        Ok(Served { version: e.material.version, path, task, shared })
+        })
     }
 
-    fn bind(&self, path: &Path) -> Result<UnixListener, String> {
-        std::fs::create_dir_all(&self.dir)
-            .and_then(|()| {
-                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))
-            })
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!("cannot remove the old socket {}: {e}", path.display()));
-            }
-            _ => {}
-        }
-        let std_listener = std::os::unix::net::UnixListener::bind(path)
-            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        // Every uid may connect so that a foreign one gets refused and recorded (SO_PEERCRED
-        // decides, as on the agent socket).
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-            .and_then(|()| std_listener.set_nonblocking(true))
-            .map_err(|e| format!("cannot set up {}: {e}", path.display()))?;
-        let _guard = self.runtime.enter();
-        UnixListener::from_std(std_listener)
-            .map_err(|e| format!("cannot serve {}: {e}", path.display()))
+    fn connection(
+        shared: Arc<Shared>,
+        stream: UnixStream,
+        uid: u32,
+        pid: Option<u32>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        conn::serve(stream, uid, pid, shared)
     }
 
-    /// Closes a socket and all its connections; with `revoke`, ends the processes that got a
-    /// signature from it.
-    fn stop(&self, s: Served, revoke: bool) {
-        // Aborting the accept task drops the listener and its JoinSet, which aborts every
-        // connection task: their sockets close as the runtime drops them, right away.
-        s.task.abort();
-        let _ = std::fs::remove_file(&s.path);
-        if revoke {
+    /// With `revoked`, ends the processes that got a signature from the key.
+    fn closed(&self, shared: &Shared, revoked: bool) {
+        if revoked {
             let signers =
-                std::mem::take(&mut *s.shared.signers.lock().unwrap_or_else(|e| e.into_inner()));
+                std::mem::take(&mut *shared.signers.lock().unwrap_or_else(|e| e.into_inner()));
             for signer in signers {
-                end_signer(signer, self.sandbox_uid, &s.shared.key.name);
+                end_signer(signer, self.sandbox_uid, &shared.key.name);
             }
         }
-        tracing::info!(secret = %s.shared.key.name, "closed the sealed ssh key's socket");
     }
-}
-
-/// Whether the agent serves this entry itself (a sealed secret of an agent kind).
-fn served_here(e: &Entry) -> bool {
-    e.material.exposure == Exposure::Sealed
-        && catalog::kind(&e.material.kind).is_some_and(|k| matches!(k.sealing, Sealing::Agent(_)))
 }
 
 /// A process's start time (field 22 of /proc/PID/stat), to tell it from a later one of the same
@@ -260,48 +183,14 @@ fn end_signer(signer: Signer, sandbox_uid: u32, secret: &str) {
     }
 }
 
-/// Accepts connections until aborted; the connections live in the JoinSet (aborted with it).
-async fn serve(listener: UnixListener, shared: Arc<Shared>) {
-    let mut conns: JoinSet<()> = JoinSet::new();
-    let mut refusal_recorded: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let Ok(cred) = stream.peer_cred() else { continue };
-                let (uid, pid) = (cred.uid(), cred.pid().and_then(|p| u32::try_from(p).ok()));
-                if uid != shared.sandbox_uid {
-                    // Closed before anything is read.
-                    drop(stream);
-                    if refusal_recorded.is_none_or(|at| at.elapsed() >= REFUSAL_RECORD_INTERVAL) {
-                        refusal_recorded = Some(Instant::now());
-                        let peer = Peer::identify(uid, pid);
-                        tracing::warn!(uid, pid, secret = %shared.key.name, "ssh-agent socket: refused a uid that is not the sandbox user");
-                        let mut r = peer.denial(format!("ssh-agent socket of {}: uid {uid} is not the sandbox user", shared.key.name));
-                        r.secret = Some(shared.key.name.clone());
-                        shared.usage.push_denial(r);
-                    }
-                    continue;
-                }
-                if conns.len() >= MAX_CONNECTIONS {
-                    tracing::warn!(secret = %shared.key.name, "ssh-agent socket: {MAX_CONNECTIONS} connections open; refused one");
-                    continue;
-                }
-                conns.spawn(conn::serve(stream, uid, pid, shared.clone()));
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::{Gate, serve};
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::UnixStream;
+    use tokio::net::UnixListener;
+    use tokio::task::JoinHandle;
 
     /// A socket served for `sandbox_uid`, in a temporary directory.
     fn served(sandbox_uid: u32) -> (tempfile::TempDir, PathBuf, Arc<Shared>, JoinHandle<()>) {
@@ -312,11 +201,16 @@ mod tests {
             .unwrap();
         let shared = Arc::new(Shared {
             key: Key { name: "K".into(), private: key, hosts: None, known_hosts: String::new() },
-            sandbox_uid,
             usage: UsageQueue::new(64),
             signers: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(serve(listener, shared.clone()));
+        let gate = Gate {
+            secret: "K".into(),
+            sandbox_uid,
+            allow_root: false,
+            usage: shared.usage.clone(),
+        };
+        let task = tokio::spawn(serve::<SshAgent>(listener, gate, shared.clone()));
         (dir, path, shared, task)
     }
 
@@ -361,7 +255,7 @@ mod tests {
     async fn connections_are_capped_and_aborting_the_socket_closes_every_one_at_once() {
         let (_dir, path, _shared, task) = served(me());
         let mut open = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
+        for _ in 0..SshAgent::MAX_CONNECTIONS {
             let mut c = UnixStream::connect(&path).await.unwrap();
             assert!(answered(&mut c).await);
             open.push(c);

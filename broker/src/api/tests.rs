@@ -485,7 +485,6 @@ async fn sealing_what_cannot_be_sealed_or_widening_hosts_is_refused_and_stores_n
     .to_string();
     let unsealable = [
         ("gcp", json!({"service_account_json": gcp_json})),
-        ("postgres", json!({"host": "db.example.com", "user": "u", "password": "p"})),
         ("mongodb", json!({"uri": "mongodb://u:p@db.example.com/x"})),
     ];
     for (kind, fields) in unsealable {

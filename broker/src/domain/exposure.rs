@@ -115,7 +115,7 @@ mod tests {
         for (kind, hosts) in [
             ("gcp", vec![]),
             ("mongodb", vec![]),
-            ("postgres", vec![]),
+            ("postgres", vec!["db.example.com".to_owned()]),
             ("generic", vec![]),
             ("aws", vec!["evil.example.com".to_owned()]),
             ("generic", vec!["*.com".to_owned()]),

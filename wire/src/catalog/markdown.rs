@@ -89,6 +89,9 @@ fn describe(source: Source) -> &'static str {
         Source::SshKeyFile { .. } => "the key, decrypted when it has a passphrase; mode 0400",
         Source::SshCommand { .. } => "an `ssh` command line",
         Source::AgentSocket => "the agent's socket",
+        Source::AgentSocketDir => "the directory of the agent's socket",
+        Source::PostgresSocketUrl => "a PostgreSQL URL of the agent's socket, no password",
+        Source::Text(_) => "a fixed value",
     }
 }
 
@@ -163,7 +166,7 @@ pub fn sealing_markdown() -> String {
                 format!(
                     "{} | the `{}` field | the agent serves {}",
                     f.join(", "),
-                    seal.hosts,
+                    seal.service.where_field(),
                     seal.served
                 )
             }

@@ -17,6 +17,8 @@ use crate::SecretValue;
 /// Everything but RFC 3986's unreserved characters is encoded in a URL's user, password and
 /// database parts.
 const URL_PART: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// The same, keeping `/` (a socket directory in a URL's query).
+const URL_PATH: &AsciiSet = &URL_PART.remove(b'/');
 
 fn get<'a>(fields: &'a BTreeMap<String, SecretValue>, name: &str) -> Option<&'a str> {
     fields.get(name).map(|v| v.expose())
@@ -98,6 +100,25 @@ pub(super) fn source_value_at(
             Zeroizing::new(s)
         }
         Source::AgentSocket => Zeroizing::new(socket?.to_owned()),
+        Source::AgentSocketDir => {
+            let dir = std::path::Path::new(socket?).parent()?;
+            Zeroizing::new(dir.to_str()?.to_owned())
+        }
+        Source::PostgresSocketUrl => {
+            let dir = std::path::Path::new(socket?).parent()?.to_str()?;
+            let user = get(fields, "user")?;
+            let database = get(fields, "database").unwrap_or(user);
+            let enc = |s| utf8_percent_encode(s, URL_PART);
+            // libpq, psycopg, SQLAlchemy, asyncpg and pgx all read a socket directory from
+            // `host=` in the query; `/` needs no escaping there.
+            Zeroizing::new(format!(
+                "postgresql://{}@/{}?host={}",
+                enc(user),
+                enc(database),
+                utf8_percent_encode(dir, URL_PATH)
+            ))
+        }
+        Source::Text(text) => Zeroizing::new(text.to_owned()),
         Source::Field(f) => return fields.get(f).cloned(),
         Source::FilePath(p) => Zeroizing::new(format!("{}/{}", mount.trim_end_matches('/'), p)),
         Source::JsonKey(f, key) => {
