@@ -49,7 +49,9 @@ pub mod logging;
 pub mod placeholders;
 pub mod privs;
 pub mod proxy;
+pub mod relay;
 pub mod sealing;
+pub mod served;
 // One call: harden::scrub_environment, sound only before the runtime's threads start.
 #[allow(unsafe_code)]
 pub mod run;

@@ -33,6 +33,7 @@ use crate::link::{self, Link, LinkEvent};
 use crate::listener::{self, ListenerError};
 use crate::privs::{self, PrivsError};
 use crate::proxy::{Proxy, ProxyConfig, ProxyHandle};
+use crate::relay::Relays;
 use crate::sealing;
 use crate::ssh::SshAgents;
 use crate::state::{Egress, Store};
@@ -254,7 +255,9 @@ async fn session(
     let sockets = config.socket.parent().unwrap_or(std::path::Path::new("/"));
     store.set_sockets(&sockets.to_string_lossy());
     let ssh = Arc::new(SshAgents::new(sockets, config.user.uid, usage.clone()));
-    let proxy = start_egress(&config, usage.clone(), &store, ssh)?;
+    // Sealed database logins: their relay sockets there too.
+    let relays = Arc::new(Relays::new(sockets, config.user.uid, usage.clone()));
+    let proxy = start_egress(&config, usage.clone(), &store, ssh, relays)?;
     let mut parts = Parts {
         cgroup,
         store: store.clone(),
@@ -306,6 +309,7 @@ fn start_egress(
     usage: Arc<UsageQueue>,
     store: &Arc<Store>,
     ssh: Arc<SshAgents>,
+    relays: Arc<Relays>,
 ) -> Result<Arc<ProxyHandle>, RunError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut pc = ProxyConfig::new(vec![0, config.user.uid], usage);
@@ -341,6 +345,7 @@ fn start_egress(
             tracing::error!("sealed secrets are not substituted: {e}");
         }
         ssh.set(secrets);
+        relays.set(secrets);
     }));
     Ok(proxy)
 }

@@ -103,7 +103,13 @@ pub fn render_in(
     })?;
     let empty = BTreeMap::new();
     let shown = placeholders::show(kind, &material, previous.map_or(&empty, |e| &e.placeholders));
-    let socket = crate::ssh::socket_path(sockets, &material.name);
+    let socket = match &kind.sealing {
+        catalog::Sealing::Agent(catalog::AgentSeal {
+            service: catalog::Service::Relay { protocol },
+            ..
+        }) => crate::relay::socket_path(sockets, *protocol, &material.name),
+        _ => crate::ssh::socket_path(sockets, &material.name),
+    };
     let rendered = match material.exposure {
         catalog::Exposure::Sealed => {
             catalog::render_agent_sealed(kind, &shown.fields, mount, &socket.to_string_lossy())

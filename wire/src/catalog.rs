@@ -34,7 +34,9 @@ pub use markdown::{markdown, sealing_markdown};
 use render::source_value;
 pub use seal::Place;
 use seal::sealed;
-pub use seal::{AgentSeal, Exposure, Seal, SealError, Sealing};
+pub use seal::{
+    AgentSeal, Exposure, RelayProtocol, Seal, SealError, Sealing, Service, SshAgentFields,
+};
 
 /// One kind of secret.
 #[derive(Debug, Serialize)]
@@ -148,6 +150,15 @@ pub enum Source {
     /// The path of the agent's socket serving this secret (a sealed secret the agent holds,
     /// e.g. the ssh-agent socket of a sealed `ssh` key).
     AgentSocket,
+    /// `mysql://user@localhost/database?socket=PATH`: the agent's relay socket, no password
+    /// (a sealed `mysql` secret).
+    MysqlSocketUrl,
+    /// A `[client]` option file with the agent's relay socket, the user and the database, no
+    /// password (a sealed `mysql` secret).
+    MysqlSocketOptionFile,
+    /// A fixed text that holds nothing secret (`MYSQL_HOST=localhost`: the client then uses
+    /// the socket).
+    Text(&'static str),
 }
 
 /// One file a kind provides, besides the one-per-variable files.
@@ -200,7 +211,11 @@ impl Kind {
                     Source::Field(f) => {
                         self.fields.iter().any(|field| field.name == f && field.shown)
                     }
-                    Source::FilePath(_) | Source::SshCommand { .. } | Source::AgentSocket => true,
+                    Source::FilePath(_)
+                    | Source::SshCommand { .. }
+                    | Source::AgentSocket
+                    | Source::MysqlSocketUrl
+                    | Source::Text(_) => true,
                     _ => false,
                 }
         })
@@ -472,6 +487,19 @@ pub static KINDS: &[Kind] = &[
             req("user", Check::Line, "user name").shown(),
             req("password", Check::Line, "password"),
             opt("database", Check::Line, "database name").shown(),
+            opt(
+                "ssl_mode",
+                Check::OneOf(&["DISABLED", "VERIFY_CA", "VERIFY_IDENTITY"]),
+                "TLS to the server for a sealed secret's relay (verified; default DISABLED)",
+            )
+            .shown(),
+            opt("ssl_ca", Check::Text, "CA certificates (PEM) the relay verifies the server with; default the system's").shown(),
+            opt(
+                "server_public_key",
+                Check::Text,
+                "the server's RSA public key (PEM), for caching_sha2_password's full login without TLS",
+            )
+            .shown(),
         ],
         free_fields: false,
         variables: &[
@@ -491,9 +519,20 @@ pub static KINDS: &[Kind] = &[
             steps: "Change the account's password on the server: ALTER USER 'name'@'host' IDENTIFIED BY '...', then update every client",
             link: Some("https://dev.mysql.com/doc/refman/8.0/en/alter-user.html"),
         },
-        sealing: Sealing::Unsupported {
-            why: "its password goes to a database in the database's own protocol, not over HTTPS; keep it plain",
-        },
+        sealing: Sealing::Agent(AgentSeal {
+            hidden: &["password"],
+            service: Service::Relay { protocol: RelayProtocol::Mysql },
+            variables: &[
+                // The client takes `localhost` for the unix socket MYSQL_UNIX_PORT names.
+                var("MYSQL_HOST", Source::Text("localhost")),
+                var("MYSQL_UNIX_PORT", Source::AgentSocket),
+                var("MYSQL_USER", field("user")),
+                var("MYSQL_DATABASE", field("database")),
+                var("DATABASE_URL", Source::MysqlSocketUrl),
+            ],
+            files: &[File { path: "mysql/my.cnf", content: Source::MysqlSocketOptionFile }],
+            served: "a MySQL unix socket (MYSQL_UNIX_PORT, DATABASE_URL, mysql/my.cnf, no password) that logs in to the server with the password for each connection, for the secret's user and database only",
+        }),
     },
     Kind {
         name: "mongodb",
@@ -671,10 +710,12 @@ pub static KINDS: &[Kind] = &[
         },
         sealing: Sealing::Agent(AgentSeal {
             hidden: &["private_key", "passphrase"],
-            key: "private_key",
-            passphrase: "passphrase",
-            hosts: "hosts",
-            known_hosts: "known_hosts",
+            service: Service::SshAgent(SshAgentFields {
+                key: "private_key",
+                passphrase: "passphrase",
+                hosts: "hosts",
+                known_hosts: "known_hosts",
+            }),
             variables: &[
                 var("SSH_AUTH_SOCK", Source::AgentSocket),
                 var(

@@ -17,19 +17,16 @@
 
 mod conn;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use maestro_wire::catalog::ssh::load_key;
-use maestro_wire::catalog::{self, Exposure, Sealing};
+use maestro_wire::catalog::{self, AgentSeal, Exposure, Sealing, Service};
 use ssh_key::PrivateKey;
 use tokio::net::UnixListener;
-use tokio::task::{JoinHandle, JoinSet};
 
-use crate::dispatch::Peer;
+use crate::served::{self, Gate, Served, SocketSet};
 use crate::state::{Entry, Secrets};
 use crate::usage::UsageQueue;
 
@@ -39,8 +36,6 @@ const SUBDIR: &str = "ssh";
 const MAX_CONNECTIONS: usize = 64;
 /// Processes remembered per key for ending them at deactivation.
 const MAX_SIGNERS: usize = 1024;
-/// A foreign uid's refusal is recorded at most once per this interval per socket.
-const REFUSAL_RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the ssh-agent socket of sealed secret `name` is, `dir` being the agent socket's
 /// directory.
@@ -90,14 +85,6 @@ impl Shared {
     }
 }
 
-/// One served socket.
-struct Served {
-    version: u64,
-    path: PathBuf,
-    task: JoinHandle<()>,
-    shared: Arc<Shared>,
-}
-
 /// The ssh-agent sockets of the active sealed `ssh` secrets.
 pub struct SshAgents {
     /// The agent socket's directory; the sockets are in its `ssh` subdirectory.
@@ -106,7 +93,7 @@ pub struct SshAgents {
     sandbox_uid: u32,
     usage: Arc<UsageQueue>,
     runtime: tokio::runtime::Handle,
-    served: Mutex<BTreeMap<String, Served>>,
+    served: SocketSet,
 }
 
 impl SshAgents {
@@ -118,7 +105,7 @@ impl SshAgents {
             sandbox_uid,
             usage,
             runtime: tokio::runtime::Handle::current(),
-            served: Mutex::new(BTreeMap::new()),
+            served: SocketSet::new("ssh-agent socket"),
         }
     }
 
@@ -130,39 +117,15 @@ impl SshAgents {
         } else {
             Vec::new()
         };
-        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<String> = served
-            .iter()
-            .filter(|(name, s)| {
-                !wanted.iter().any(|e| &e.material.name == *name && e.material.version == s.version)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in gone {
-            if let Some(s) = served.remove(&name) {
-                let still_active = wanted.iter().any(|e| e.material.name == name);
-                self.stop(s, !still_active);
-            }
-        }
-        for e in wanted {
-            if served.contains_key(&e.material.name) {
-                continue;
-            }
-            match self.start(e) {
-                Ok(s) => {
-                    served.insert(e.material.name.clone(), s);
-                }
-                Err(why) => tracing::error!(
-                    secret = %e.material.name,
-                    "the sealed ssh key is not served: {why}"
-                ),
-            }
-        }
+        self.served.follow(&wanted, |e| self.start(e));
     }
 
     fn start(&self, e: &Entry) -> Result<Served, String> {
         let kind = catalog::kind(&e.material.kind).ok_or("unknown kind")?;
-        let Sealing::Agent(seal) = &kind.sealing else { return Err("not an agent kind".into()) };
+        let Sealing::Agent(AgentSeal { service: Service::SshAgent(seal), .. }) = &kind.sealing
+        else {
+            return Err("not an ssh-agent kind".into());
+        };
         let field = |f: &str| e.material.fields.get(f).map(|v| v.expose());
         let private = load_key(field(seal.key).unwrap_or(""), field(seal.passphrase))
             .map_err(|p| format!("its {} {p}", seal.key))?;
@@ -172,7 +135,7 @@ impl SshAgents {
         let hosts = field(seal.hosts).map(str::to_owned);
         let known_hosts = field(seal.known_hosts).unwrap_or("").to_owned();
         let path = socket_path(&self.sockets.to_string_lossy(), &e.material.name);
-        let listener = self.bind(&path)?;
+        let listener = served::bind(&self.dir, &path, &self.runtime)?;
         let shared = Arc::new(Shared {
             key: Key { name: e.material.name.clone(), private, hosts, known_hosts },
             sandbox_uid: self.sandbox_uid,
@@ -180,56 +143,26 @@ impl SshAgents {
             signers: Mutex::new(Vec::new()),
         });
         let task = self.runtime.spawn(serve(listener, shared.clone()));
-        tracing::info!(secret = %e.material.name, socket = %path.display(), "serving a sealed ssh key");
-        Ok(Served { version: e.material.version, path, task, shared })
-    }
-
-    fn bind(&self, path: &Path) -> Result<UnixListener, String> {
-        std::fs::create_dir_all(&self.dir)
-            .and_then(|()| {
-                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))
-            })
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!("cannot remove the old socket {}: {e}", path.display()));
+        let sandbox_uid = self.sandbox_uid;
+        let on_stop = move |revoke: bool| {
+            if revoke {
+                let signers =
+                    std::mem::take(&mut *shared.signers.lock().unwrap_or_else(|e| e.into_inner()));
+                for signer in signers {
+                    end_signer(signer, sandbox_uid, &shared.key.name);
+                }
             }
-            _ => {}
-        }
-        let std_listener = std::os::unix::net::UnixListener::bind(path)
-            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        // Every uid may connect so that a foreign one gets refused and recorded (SO_PEERCRED
-        // decides, as on the agent socket).
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-            .and_then(|()| std_listener.set_nonblocking(true))
-            .map_err(|e| format!("cannot set up {}: {e}", path.display()))?;
-        let _guard = self.runtime.enter();
-        UnixListener::from_std(std_listener)
-            .map_err(|e| format!("cannot serve {}: {e}", path.display()))
-    }
-
-    /// Closes a socket and all its connections; with `revoke`, ends the processes that got a
-    /// signature from it.
-    fn stop(&self, s: Served, revoke: bool) {
-        // Aborting the accept task drops the listener and its JoinSet, which aborts every
-        // connection task: their sockets close as the runtime drops them, right away.
-        s.task.abort();
-        let _ = std::fs::remove_file(&s.path);
-        if revoke {
-            let signers =
-                std::mem::take(&mut *s.shared.signers.lock().unwrap_or_else(|e| e.into_inner()));
-            for signer in signers {
-                end_signer(signer, self.sandbox_uid, &s.shared.key.name);
-            }
-        }
-        tracing::info!(secret = %s.shared.key.name, "closed the sealed ssh key's socket");
+        };
+        Ok(Served { version: e.material.version, path, task, on_stop: Some(Box::new(on_stop)) })
     }
 }
 
 /// Whether the agent serves this entry itself (a sealed secret of an agent kind).
 fn served_here(e: &Entry) -> bool {
     e.material.exposure == Exposure::Sealed
-        && catalog::kind(&e.material.kind).is_some_and(|k| matches!(k.sealing, Sealing::Agent(_)))
+        && catalog::kind(&e.material.kind).is_some_and(|k| {
+            matches!(k.sealing, Sealing::Agent(AgentSeal { service: Service::SshAgent(_), .. }))
+        })
 }
 
 /// A process's start time (field 22 of /proc/PID/stat), to tell it from a later one of the same
@@ -260,48 +193,29 @@ fn end_signer(signer: Signer, sandbox_uid: u32, secret: &str) {
     }
 }
 
-/// Accepts connections until aborted; the connections live in the JoinSet (aborted with it).
+/// Accepts connections of the sandbox user until aborted (see [`served::accept`]).
 async fn serve(listener: UnixListener, shared: Arc<Shared>) {
-    let mut conns: JoinSet<()> = JoinSet::new();
-    let mut refusal_recorded: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let Ok(cred) = stream.peer_cred() else { continue };
-                let (uid, pid) = (cred.uid(), cred.pid().and_then(|p| u32::try_from(p).ok()));
-                if uid != shared.sandbox_uid {
-                    // Closed before anything is read.
-                    drop(stream);
-                    if refusal_recorded.is_none_or(|at| at.elapsed() >= REFUSAL_RECORD_INTERVAL) {
-                        refusal_recorded = Some(Instant::now());
-                        let peer = Peer::identify(uid, pid);
-                        tracing::warn!(uid, pid, secret = %shared.key.name, "ssh-agent socket: refused a uid that is not the sandbox user");
-                        let mut r = peer.denial(format!("ssh-agent socket of {}: uid {uid} is not the sandbox user", shared.key.name));
-                        r.secret = Some(shared.key.name.clone());
-                        shared.usage.push_denial(r);
-                    }
-                    continue;
-                }
-                if conns.len() >= MAX_CONNECTIONS {
-                    tracing::warn!(secret = %shared.key.name, "ssh-agent socket: {MAX_CONNECTIONS} connections open; refused one");
-                    continue;
-                }
-                conns.spawn(conn::serve(stream, uid, pid, shared.clone()));
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
+    let gate = Gate {
+        label: "ssh-agent socket",
+        secret: shared.key.name.clone(),
+        sandbox_uid: shared.sandbox_uid,
+        root_too: false,
+        max_connections: MAX_CONNECTIONS,
+        usage: shared.usage.clone(),
+    };
+    served::accept(listener, gate, |stream, uid, pid| {
+        conn::serve(stream, uid, pid, shared.clone())
+    })
+    .await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UnixStream;
+    use tokio::task::JoinHandle;
 
     /// A socket served for `sandbox_uid`, in a temporary directory.
     fn served(sandbox_uid: u32) -> (tempfile::TempDir, PathBuf, Arc<Shared>, JoinHandle<()>) {

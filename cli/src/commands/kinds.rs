@@ -54,7 +54,7 @@ fn overview() -> String {
 fn sealed_to(kind: &Kind) -> String {
     match &kind.sealing {
         Sealing::Unsupported { .. } => "-".to_owned(),
-        Sealing::Agent(seal) => format!("agent (its {} field)", seal.hosts),
+        Sealing::Agent(seal) => format!("agent (its {} field)", seal.service.where_field()),
         Sealing::Swap(seal) | Sealing::SigV4(seal) => {
             let mut hosts: Vec<String> = seal.hosts.iter().map(|h| (*h).to_owned()).collect();
             if let Some(field) = seal.host_field {

@@ -89,6 +89,11 @@ fn describe(source: Source) -> &'static str {
         Source::SshKeyFile { .. } => "the key, decrypted when it has a passphrase; mode 0400",
         Source::SshCommand { .. } => "an `ssh` command line",
         Source::AgentSocket => "the agent's socket",
+        Source::MysqlSocketUrl => "a MySQL URL of the agent's socket (`?socket=`), no password",
+        Source::MysqlSocketOptionFile => {
+            "a `[client]` option file naming the agent's socket, no password"
+        }
+        Source::Text(_) => "a fixed value",
     }
 }
 
@@ -163,7 +168,7 @@ pub fn sealing_markdown() -> String {
                 format!(
                     "{} | the `{}` field | the agent serves {}",
                     f.join(", "),
-                    seal.hosts,
+                    seal.service.where_field(),
                     seal.served
                 )
             }

@@ -63,11 +63,35 @@ pub enum Sealing {
     Agent(AgentSeal),
 }
 
-/// A kind the agent serves itself when sealed (an SSH key: an ssh-agent socket).
+/// A kind the agent serves itself when sealed: an SSH key (an ssh-agent socket) or a database
+/// login (a socket speaking the database's protocol that logs in with the password).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct AgentSeal {
     /// The fields the sandbox never sees, not even as placeholders.
     pub hidden: &'static [&'static str],
+    /// What the agent runs for the secret.
+    pub service: Service,
+    /// What the sandbox gets instead of the kind's variables and files.
+    pub variables: &'static [Variable],
+    pub files: &'static [File],
+    /// What the agent serves, for people (`maestro kinds`, docs/sealed.md).
+    pub served: &'static str,
+}
+
+/// What the agent runs on the socket of a sealed secret of a kind it serves itself.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "service", rename_all = "snake_case")]
+pub enum Service {
+    /// An ssh-agent that signs with the key (`agent/src/ssh`).
+    SshAgent(SshAgentFields),
+    /// A relay speaking the database's own protocol that logs in to the server with the
+    /// secret's password for each client connection (`agent/src/relay`).
+    Relay { protocol: RelayProtocol },
+}
+
+/// The fields an ssh-agent service reads.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SshAgentFields {
     /// The key's field and its passphrase's.
     pub key: &'static str,
     pub passphrase: &'static str,
@@ -75,11 +99,24 @@ pub struct AgentSeal {
     /// tells which host key is which host.
     pub hosts: &'static str,
     pub known_hosts: &'static str,
-    /// What the sandbox gets instead of the kind's variables and files.
-    pub variables: &'static [Variable],
-    pub files: &'static [File],
-    /// What the agent serves, for people (`maestro kinds`, docs/sealed.md).
-    pub served: &'static str,
+}
+
+/// The database protocol a relay speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayProtocol {
+    /// MySQL's client/server protocol (MariaDB's too), protocol 41 (`agent/src/relay/mysql.rs`).
+    Mysql,
+}
+
+impl Service {
+    /// The field that says where the secret may be used (a key's `hosts`, a login's `host`).
+    pub fn where_field(&self) -> &'static str {
+        match self {
+            Service::SshAgent(f) => f.hosts,
+            Service::Relay { .. } => "host",
+        }
+    }
 }
 
 /// Where in a request the proxy may put a sealed value. Narrow on purpose: a value swapped into
@@ -167,9 +204,9 @@ pub enum SealError {
     )]
     HostsOnPlain,
     #[error(
-        "a sealed {kind} secret takes its hosts from its hosts field, not --allow-host; drop --allow-host and set --field hosts=..."
+        "a sealed {kind} secret takes where it may be used from its {field} field, not --allow-host; drop --allow-host and set --field {field}=..."
     )]
-    HostsInField { kind: String },
+    HostsInField { kind: String, field: String },
     #[error("a sealed {kind} secret's {field} {problem}")]
     AgentField { kind: String, field: String, problem: String },
 }
@@ -239,12 +276,15 @@ pub fn sealed_hosts(
     host_field: Option<&str>,
     user_hosts: &[String],
 ) -> Result<Vec<String>, SealError> {
-    if matches!(kind.sealing, Sealing::Agent(_)) {
+    if let Sealing::Agent(seal) = &kind.sealing {
         // The agent itself uses the value; no request carries it to any host.
         return if user_hosts.is_empty() {
             Ok(Vec::new())
         } else {
-            Err(SealError::HostsInField { kind: kind.name.to_owned() })
+            Err(SealError::HostsInField {
+                kind: kind.name.to_owned(),
+                field: seal.service.where_field().to_owned(),
+            })
         };
     }
     let seal = seal_of(kind)?;
@@ -314,7 +354,10 @@ pub fn check_agent_fields(
     exposure: Exposure,
     fields: &BTreeMap<String, SecretValue>,
 ) -> Result<(), SealError> {
-    let Sealing::Agent(seal) = &kind.sealing else { return Ok(()) };
+    let Sealing::Agent(AgentSeal { service: Service::SshAgent(seal), .. }) = &kind.sealing else {
+        // A database relay needs nothing of its fields beyond the kind's own checks.
+        return Ok(());
+    };
     if exposure != Exposure::Sealed {
         return Ok(());
     }
