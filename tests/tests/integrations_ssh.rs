@@ -14,14 +14,13 @@
 
 mod integrations_support;
 
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use integrations_support::{World, clients_available};
+use integrations_support::{World, clients_available, process_holds, sandbox_pids};
 use maestro_tests::agent::{OTHER_UID, SANDBOX_UID, as_uid, run_cmd, wait_until};
 use maestro_tests::broker::CmdOutput;
 use maestro_tests::util::{ChildGuard, files_containing};
@@ -185,55 +184,6 @@ async fn add(world: &World, name: &str, fields: Value, exposure: &str) {
         )
         .await
         .ok();
-}
-
-/// Pids of the sandbox user's processes.
-fn sandbox_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| {
-            std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == SANDBOX_UID)
-        })
-        .collect()
-}
-
-/// Where `needle` is in the environment, command line or readable memory of `pid`, if anywhere.
-fn process_holds(pid: u32, needle: &[u8]) -> Option<String> {
-    for what in ["environ", "cmdline"] {
-        if let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{what}"))
-            && bytes.windows(needle.len()).any(|w| w == needle)
-        {
-            return Some(what.to_owned());
-        }
-    }
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
-        if !perms.starts_with('r') {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else { continue };
-        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
-        if b - a > 1 << 30 || mem.seek(SeekFrom::Start(a)).is_err() {
-            continue;
-        }
-        let mut buf = vec![0u8; (b - a) as usize];
-        let mut read = 0;
-        while read < buf.len() {
-            match mem.read(&mut buf[read..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => read += n,
-            }
-        }
-        if buf[..read].windows(needle.len()).any(|w| w == needle) {
-            return Some(format!("memory {line}"));
-        }
-    }
-    None
 }
 
 fn var(world: &World, name: &str) -> Option<String> {

@@ -523,7 +523,12 @@ pub static KINDS: &[Kind] = &[
             hidden: &["password"],
             service: Service::Relay { protocol: RelayProtocol::Mysql },
             variables: &[
-                // The client takes `localhost` for the unix socket MYSQL_UNIX_PORT names.
+                // The mariadb/mysql client reads `$MYSQL_HOME/my.cnf` after the system's option
+                // files (Debian's names its own server's socket, which beats MYSQL_UNIX_PORT):
+                // the option file below (socket, user, database).
+                var("MYSQL_HOME", Source::FilePath("mysql")),
+                // Clients that read no option file take `localhost` for the unix socket
+                // MYSQL_UNIX_PORT names.
                 var("MYSQL_HOST", Source::Text("localhost")),
                 var("MYSQL_UNIX_PORT", Source::AgentSocket),
                 var("MYSQL_USER", field("user")),
@@ -1294,6 +1299,53 @@ mod tests {
             "[default]\naws_access_key_id = ASIA1\naws_secret_access_key = s\nregion = eu-west-1\naws_session_token = tok\n"
         );
         assert_eq!(r.variables.len(), 5);
+    }
+
+    #[test]
+    fn a_sealed_mysql_login_points_at_the_relay_socket_without_a_password() {
+        let k = kind("mysql").unwrap();
+        let f = fields(&[
+            ("host", "db.example.com"),
+            ("port", "3306"),
+            ("user", "app \"user\""),
+            ("password", "planted-my-password"),
+            ("database", "app db"),
+        ]);
+        let r = render_agent_sealed(k, &f, "/run/secrets", "/run/maestro/mysql/MY.sock").unwrap();
+        let got: Vec<(&str, &str)> =
+            r.variables.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(
+            got,
+            [
+                ("MYSQL_HOME", "/run/secrets/mysql"),
+                ("MYSQL_HOST", "localhost"),
+                ("MYSQL_UNIX_PORT", "/run/maestro/mysql/MY.sock"),
+                ("MYSQL_USER", "app \"user\""),
+                ("MYSQL_DATABASE", "app db"),
+                (
+                    "DATABASE_URL",
+                    "mysql://app%20%22user%22@localhost/app%20db?socket=/run/maestro/mysql/MY.sock"
+                ),
+            ]
+        );
+        let file = r.files.iter().find(|(p, _)| p == "mysql/my.cnf").unwrap();
+        assert_eq!(
+            file.1.expose(),
+            "[client]\nsocket=\"/run/maestro/mysql/MY.sock\"\nuser=\"app \\\"user\\\"\"\ndatabase=\"app db\"\n"
+        );
+        assert!(r.files.iter().all(|(_, v)| !v.expose().contains("planted")));
+        assert!(seal::is_sealed_field(k, "password"));
+        assert!(!seal::is_sealed_field(k, "user"));
+        assert!(matches!(
+            seal::check_exposure(k, Exposure::Sealed, None, &["db.example.com".into()]),
+            Err(SealError::HostsInField { .. })
+        ));
+        assert_eq!(seal::check_exposure(k, Exposure::Sealed, None, &[]), Ok(()));
+        // Without a database: none in the URL or the file.
+        let f = fields(&[("host", "h"), ("user", "u"), ("password", "p")]);
+        let r = render_agent_sealed(k, &f, "/s", "/m/X.sock").unwrap();
+        let url = r.variables.iter().find(|(n, _)| n == "DATABASE_URL").unwrap();
+        assert_eq!(url.1.expose(), "mysql://u@localhost/?socket=/m/X.sock");
     }
 
     #[test]

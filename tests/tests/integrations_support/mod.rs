@@ -234,3 +234,54 @@ pub fn run_with_stdin(mut cmd: Command, input: &str) -> CmdOutput {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Pids of the sandbox user's processes.
+pub fn sandbox_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}"))
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == SANDBOX_UID)
+        })
+        .collect()
+}
+
+/// Where `needle` is in the environment, command line or readable memory of `pid`, if anywhere.
+pub fn process_holds(pid: u32, needle: &[u8]) -> Option<String> {
+    for what in ["environ", "cmdline"] {
+        if let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{what}"))
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            return Some(what.to_owned());
+        }
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    use std::io::{Read, Seek, SeekFrom};
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
+        if !perms.starts_with('r') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        if b - a > 1 << 30 || mem.seek(SeekFrom::Start(a)).is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; (b - a) as usize];
+        let mut read = 0;
+        while read < buf.len() {
+            match mem.read(&mut buf[read..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        if buf[..read].windows(needle.len()).any(|w| w == needle) {
+            return Some(format!("memory {line}"));
+        }
+    }
+    None
+}
