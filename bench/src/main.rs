@@ -15,6 +15,7 @@ mod history;
 mod latency;
 mod masking;
 mod mtls;
+mod mysql;
 mod proxy;
 mod report;
 mod sandbox;
@@ -68,6 +69,9 @@ enum Command {
     History(HistoryArgs),
     /// 8. Sealed SSH keys: signature latency through the agent's socket, revocation.
     Ssh(Common),
+    /// 9. Sealed MySQL logins: set-up and round trip through the relay against direct,
+    ///    revocation.
+    Mysql(Common),
     /// The client side of `ssh`, run as the sandbox user (internal).
     #[command(hide = true)]
     SshClient {
@@ -203,6 +207,8 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             rows.extend(history::run(&settings, &bins, None).await?);
             section("8. sealed SSH keys (a broker and agent of their own)");
             rows.extend(ssh::run(&settings, &bins).await?);
+            section("9. sealed MySQL logins (a MariaDB server, broker and agent of their own)");
+            rows.extend(mysql::run(&settings, &bins).await?);
             Ok(Some((args.common, rows)))
         }
         Command::Exec(args) => {
@@ -265,6 +271,10 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
         }
         Command::Ssh(common) => {
             let rows = ssh::run(&settings_of(&common), &bins).await?;
+            Ok(Some((common, rows)))
+        }
+        Command::Mysql(common) => {
+            let rows = mysql::run(&settings_of(&common), &bins).await?;
             Ok(Some((common, rows)))
         }
         Command::SshClient { socket, count, hold } => {

@@ -139,6 +139,8 @@ impl Drop for Postgres {
 }
 
 /// A temporary MariaDB server (in the fixture library: the benchmark starts one too).
+// Each test crate that includes this module uses a different part of it.
+#[allow(unused_imports)]
 pub use maestro_tests::mariadb::Mariadb;
 
 /// git's smart HTTP over TLS, demanding basic auth, serving one repository with one commit.
