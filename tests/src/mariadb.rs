@@ -39,6 +39,17 @@ impl Mariadb {
     /// mariadb-install-db, mariadbd on 127.0.0.1, then `login`@'%' with `password` and all
     /// rights on `database`.
     pub fn start(login: &str, password: &str, database: &str) -> Self {
+        Self::start_with(login, password, database, None)
+    }
+
+    /// The same, with TLS from `tls` (certificate and key, PEM) and `login` required to use it
+    /// (`REQUIRE SSL`).
+    pub fn start_with(
+        login: &str,
+        password: &str,
+        database: &str,
+        tls: Option<(&str, &str)>,
+    ) -> Self {
         let user = User::from_name("mysql")
             .unwrap()
             .expect("user mysql is missing: install Debian's mariadb-server");
@@ -64,6 +75,16 @@ impl Mariadb {
             .arg(format!("--port={port}"))
             .args(["--user=mysql", "--bind-address=127.0.0.1", "--skip-name-resolve"])
             .args(["--skip-log-bin", "--innodb-flush-log-at-trx-commit=0"]);
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server-cert.pem", cert), ("server-key.pem", key)] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, pem).unwrap();
+                std::os::unix::fs::chown(&path, Some(user.uid.as_raw()), None).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+                let option = if name == "server-cert.pem" { "--ssl-cert" } else { "--ssl-key" };
+                cmd.arg(format!("{option}={}", path.display()));
+            }
+        }
         let server = ChildGuard::spawn("mariadbd", cmd);
         let me = Self { port, dir, server: Some(server) };
         // Ready when the socket exists and the server answers on it; polled gently, since
@@ -85,10 +106,15 @@ impl Mariadb {
         }
         let sql = format!(
             "CREATE DATABASE `{database}`; CREATE USER {}@'%' IDENTIFIED BY {}; \
-             GRANT ALL ON `{database}`.* TO {}@'%';",
+             GRANT ALL ON `{database}`.* TO {}@'%';{}",
             sql_string(login),
             sql_string(password),
-            sql_string(login)
+            sql_string(login),
+            if tls.is_some() {
+                format!(" ALTER USER {}@'%' REQUIRE SSL;", sql_string(login))
+            } else {
+                String::new()
+            }
         );
         let mut setup = Command::new("mariadb");
         setup.arg("--no-defaults").arg(format!("--socket={}", socket.display())).args([

@@ -9,6 +9,8 @@
 //!   `DATABASE_URL`) log in and query through it;
 //! * another user or database is refused with a MySQL error the client prints; another uid is
 //!   refused at the socket; an oversized, garbled or silent handshake is refused and closed;
+//! * TLS to the server: VERIFY_IDENTITY and VERIFY_CA against the secret's ssl_ca, refusals of a
+//!   wrong name or CA, and of a TLS-only account without TLS;
 //! * the password is in no file, no variable and no sandbox process's memory while a session
 //!   is open;
 //! * deactivation ends a long-running session and removes the socket; new connections fail;
@@ -278,6 +280,76 @@ async fn a_sealed_mysql_login_works_through_the_relay_and_never_reaches_the_sand
         "{history}"
     );
     assert!(history.contains(&format!("mysql relay socket of MY_DB: uid {OTHER_UID}")));
+    world.assert_no_leak(&[PASSWORD]);
+    drop(db);
+}
+
+/// Registers a sealed mysql secret for `db` with `extra` fields; `host` 127.0.0.1 unless given.
+async fn add_sealed(world: &World, name: &str, db: &Mariadb, extra: serde_json::Value) {
+    let mut fields = json!({"host": "127.0.0.1", "port": db.port.to_string(), "user": "app",
+                            "password": PASSWORD, "database": "appdb"});
+    for (k, v) in extra.as_object().unwrap() {
+        fields[k] = v.clone();
+    }
+    world
+        .sb
+        .api
+        .post(
+            "/v1/secrets",
+            json!({"name": name, "kind": "mysql", "exposure": "sealed", "fields": fields}),
+        )
+        .await
+        .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_logs_in_over_verified_tls_where_the_secret_asks_for_it() {
+    if !available() {
+        return;
+    }
+    let (ca, cert, key) = integrations_support::servers::server_certificate();
+    let (other_ca, _, _) = integrations_support::servers::server_certificate();
+    // The account may log in over TLS only.
+    let db = Mariadb::start_with("app", PASSWORD, "appdb", Some((&cert, &key)));
+    let world = World::new("sealed-mysql-tls");
+    let ssl_version = "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+                       WHERE VARIABLE_NAME = 'Ssl_version'";
+    let cases = [
+        // (name, extra fields, expected: Ok(TLS version prefix) or Err(message part))
+        ("VERIFIED", json!({"ssl_mode": "VERIFY_IDENTITY", "ssl_ca": ca}), Ok("TLSv1.")),
+        (
+            "CA_ONLY",
+            json!({"host": "localhost", "ssl_mode": "VERIFY_CA", "ssl_ca": ca}),
+            Ok("TLSv1."),
+        ),
+        (
+            "WRONG_NAME",
+            json!({"host": "localhost", "ssl_mode": "VERIFY_IDENTITY", "ssl_ca": ca}),
+            Err("certificate not valid for name"),
+        ),
+        (
+            "WRONG_CA",
+            json!({"ssl_mode": "VERIFY_IDENTITY", "ssl_ca": other_ca}),
+            Err("failed: invalid peer certificate"),
+        ),
+        ("NO_TLS", json!({}), Err("Access denied for user 'app'")),
+    ];
+    for (name, extra, expected) in cases {
+        add_sealed(&world, name, &db, extra).await;
+        world.activate(&[name], &[name]).await;
+        let out = mariadb(&world, &format!("-e \"{ssl_version}\""));
+        match expected {
+            Ok(prefix) => {
+                assert_eq!(out.status, 0, "{name}: {out:?}\n{}", world.agent.log());
+                assert!(out.stdout.trim().starts_with(prefix), "{name}: {out:?}");
+            }
+            Err(part) => {
+                assert_ne!(out.status, 0, "{name}: {out:?}");
+                assert!(out.stderr.contains(part), "{name}: {out:?}");
+            }
+        }
+        world.deactivate(&[name], &[]).await;
+    }
     world.assert_no_leak(&[PASSWORD]);
     drop(db);
 }

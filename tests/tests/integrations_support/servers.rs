@@ -238,7 +238,7 @@ impl GitServer {
 }
 
 /// A CA, and a server certificate for 127.0.0.1 that it signed: (CA PEM, cert PEM, key PEM).
-fn server_certificate() -> (String, String, String) {
+pub fn server_certificate() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
