@@ -38,6 +38,8 @@ need_fuse
 need_debs hyperfine util-linux procps ca-certificates
 # Section 7 (history) runs its PostgreSQL rows on a temporary cluster of Debian's server.
 need_debs postgresql
+# Section 9 (sealed MySQL logins) runs its own MariaDB server.
+need_debs mariadb-server mariadb-client
 command -v python3 >/dev/null || need_debs python3 python3-venv
 command -v npm >/dev/null || need_debs nodejs npm
 

@@ -34,6 +34,7 @@ use crate::listener::{self, ListenerError};
 use crate::privs::{self, PrivsError};
 use crate::proxy::{Proxy, ProxyConfig, ProxyHandle};
 use crate::relay::Sockets;
+use crate::relay::mysql::Mysql;
 use crate::relay::postgres::Postgres;
 use crate::sealing;
 use crate::ssh::SshAgents;
@@ -329,6 +330,7 @@ fn start_egress(
         config.user.uid,
         usage.clone(),
     );
+    let mysql = Sockets::new(Mysql::new(usage.clone()), sockets, config.user.uid, usage.clone());
     let proxy = Arc::new(Proxy::start(pc).map_err(|e| RunError::Config(e.to_string()))?);
     let ca_pem = proxy.ca_pem().to_owned();
     let mut bundle_pem = system_roots();
@@ -350,6 +352,7 @@ fn start_egress(
         }
         ssh.set(secrets);
         pg.set(secrets);
+        mysql.set(secrets);
     }));
     Ok(proxy)
 }

@@ -15,6 +15,7 @@ mod history;
 mod latency;
 mod masking;
 mod mtls;
+mod mysql;
 mod postgres;
 mod proxy;
 mod report;
@@ -72,6 +73,9 @@ enum Command {
     /// 9. Sealed PostgreSQL logins: set-up and round trip through the relay against direct,
     ///    revocation.
     Postgres(Common),
+    /// 10. Sealed MySQL logins: set-up and round trip through the relay against direct,
+    ///     revocation.
+    Mysql(Common),
     /// The client side of `ssh`, run as the sandbox user (internal).
     #[command(hide = true)]
     SshClient {
@@ -209,6 +213,8 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
             rows.extend(ssh::run(&settings, &bins).await?);
             section("9. sealed PostgreSQL logins (a cluster, broker and agent of their own)");
             rows.extend(postgres::run(&settings, &bins).await?);
+            section("10. sealed MySQL logins (a MariaDB server, broker and agent of their own)");
+            rows.extend(mysql::run(&settings, &bins).await?);
             Ok(Some((args.common, rows)))
         }
         Command::Exec(args) => {
@@ -275,6 +281,10 @@ async fn run(command: Command) -> anyhow::Result<Option<(Common, Vec<Row>)>> {
         }
         Command::Postgres(common) => {
             let rows = postgres::run(&settings_of(&common), &bins).await?;
+            Ok(Some((common, rows)))
+        }
+        Command::Mysql(common) => {
+            let rows = mysql::run(&settings_of(&common), &bins).await?;
             Ok(Some((common, rows)))
         }
         Command::SshClient { socket, count, hold } => {

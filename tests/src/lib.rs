@@ -6,6 +6,7 @@
 //! * [`broker`]: a running `maestro-broker` with its data dir, the `maestro` CLI bound to it,
 //!   and a test agent client holding a real enrolled certificate.
 //! * [`agent`]: a running `maestro-agent` on a temporary mount, and `maestro-exec` runs.
+//! * [`mariadb`]: a temporary MariaDB server.
 //! * [`pg`]: a temporary PostgreSQL cluster, and brokers sharing one database.
 //! * [`seed`]: a large audit trail written straight into a broker's database.
 //! * [`browser`]: headless Chromium driven over WebDriver, for the web UI tests.
@@ -16,6 +17,7 @@
 pub mod agent;
 pub mod broker;
 pub mod browser;
+pub mod mariadb;
 pub mod pg;
 pub mod seed;
 pub mod util;

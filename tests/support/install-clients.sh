@@ -2,7 +2,7 @@
 # Installs the client programs the integration tests drive (tests/tests/integrations_*.rs):
 # git with git-http-backend, PostgreSQL (server and psql), MariaDB (server and client), OpenSSL,
 # OpenSSH's client and server (the ssh tests start their own sshd on a loopback port),
-# a Python virtual environment with boto3, google-auth and psycopg (v3, on Debian's libpq) under target/, and (through
+# a Python virtual environment with boto3, google-auth, psycopg (v3, on Debian's libpq) and PyMySQL under target/, and (through
 # tests/support/sealed/install.sh) the sealed-secrets clients. Idempotent: a second
 # run installs nothing and prints nothing but its summary line.
 #
@@ -15,8 +15,8 @@ cd "$(dirname "$0")/../.."
 need_debs git openssh-client openssh-server postgresql postgresql-client mariadb-server mariadb-client openssl python3 python3-venv
 
 VENV="${MAESTRO_TEST_VENV:-$PWD/target/integrations-venv}"
-PY_PACKAGES=(boto3 google-auth cryptography psycopg)
-if ! "$VENV/bin/python" -c 'import boto3, google.auth, cryptography, psycopg' 2>/dev/null; then
+PY_PACKAGES=(boto3 google-auth cryptography psycopg PyMySQL)
+if ! "$VENV/bin/python" -c 'import boto3, google.auth, cryptography, psycopg, pymysql' 2>/dev/null; then
     echo "==> making the Python environment $VENV (${PY_PACKAGES[*]})"
     rm -rf "$VENV"
     /usr/bin/python3 -m venv "$VENV"

@@ -157,7 +157,14 @@ pub enum Source {
     /// password (a sealed `postgres` secret); the database is the user's name when unset, as
     /// the server has it.
     PostgresSocketUrl,
-    /// A fixed text that holds nothing secret (the relay's `PGPORT`).
+    /// `mysql://user@localhost/database?socket=PATH`: the agent's relay socket, no password
+    /// (a sealed `mysql` secret).
+    MysqlSocketUrl,
+    /// A `[client]` option file with the agent's relay socket, the user and the database, no
+    /// password (a sealed `mysql` secret).
+    MysqlSocketOptionFile,
+    /// A fixed text that holds nothing secret (the relay's `PGPORT`; `MYSQL_HOST=localhost`,
+    /// with which a MySQL client uses the socket).
     Text(&'static str),
 }
 
@@ -216,6 +223,7 @@ impl Kind {
                     | Source::AgentSocket
                     | Source::AgentSocketDir
                     | Source::PostgresSocketUrl
+                    | Source::MysqlSocketUrl
                     | Source::Text(_) => true,
                     _ => false,
                 }
@@ -498,6 +506,19 @@ pub static KINDS: &[Kind] = &[
             req("user", Check::Line, "user name").shown(),
             req("password", Check::Line, "password"),
             opt("database", Check::Line, "database name").shown(),
+            opt(
+                "ssl_mode",
+                Check::OneOf(&["DISABLED", "VERIFY_CA", "VERIFY_IDENTITY"]),
+                "TLS to the server for a sealed secret's relay (verified; default DISABLED)",
+            )
+            .shown(),
+            opt("ssl_ca", Check::Text, "CA certificates (PEM) the relay verifies the server with; default the system's").shown(),
+            opt(
+                "server_public_key",
+                Check::Text,
+                "the server's RSA public key (PEM), for caching_sha2_password's full login without TLS",
+            )
+            .shown(),
         ],
         free_fields: false,
         variables: &[
@@ -517,9 +538,25 @@ pub static KINDS: &[Kind] = &[
             steps: "Change the account's password on the server: ALTER USER 'name'@'host' IDENTIFIED BY '...', then update every client",
             link: Some("https://dev.mysql.com/doc/refman/8.0/en/alter-user.html"),
         },
-        sealing: Sealing::Unsupported {
-            why: "its password goes to a database in the database's own protocol, not over HTTPS; keep it plain",
-        },
+        sealing: Sealing::Agent(AgentSeal {
+            hidden: &["password"],
+            service: Service::Relay { protocol: RelayProtocol::Mysql },
+            variables: &[
+                // The mariadb/mysql client reads `$MYSQL_HOME/my.cnf` after the system's option
+                // files (Debian's names its own server's socket, which beats MYSQL_UNIX_PORT):
+                // the option file below (socket, user, database).
+                var("MYSQL_HOME", Source::FilePath("mysql")),
+                // Clients that read no option file take `localhost` for the unix socket
+                // MYSQL_UNIX_PORT names.
+                var("MYSQL_HOST", Source::Text("localhost")),
+                var("MYSQL_UNIX_PORT", Source::AgentSocket),
+                var("MYSQL_USER", field("user")),
+                var("MYSQL_DATABASE", field("database")),
+                var("DATABASE_URL", Source::MysqlSocketUrl),
+            ],
+            files: &[File { path: "mysql/my.cnf", content: Source::MysqlSocketOptionFile }],
+            served: "a MySQL unix socket (MYSQL_UNIX_PORT, DATABASE_URL, mysql/my.cnf, no password) that logs in to the server with the password for each connection, for the secret's user and database only",
+        }),
     },
     Kind {
         name: "mongodb",
@@ -1317,6 +1354,53 @@ mod tests {
             Err(SealError::HostsInField { .. })
         ));
         assert_eq!(seal::check_exposure(k, Exposure::Sealed, None, &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_sealed_mysql_login_points_at_the_relay_socket_without_a_password() {
+        let k = kind("mysql").unwrap();
+        let f = fields(&[
+            ("host", "db.example.com"),
+            ("port", "3306"),
+            ("user", "app \"user\""),
+            ("password", "planted-my-password"),
+            ("database", "app db"),
+        ]);
+        let r = render_agent_sealed(k, &f, "/run/secrets", "/run/maestro/mysql/MY.sock").unwrap();
+        let got: Vec<(&str, &str)> =
+            r.variables.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(
+            got,
+            [
+                ("MYSQL_HOME", "/run/secrets/mysql"),
+                ("MYSQL_HOST", "localhost"),
+                ("MYSQL_UNIX_PORT", "/run/maestro/mysql/MY.sock"),
+                ("MYSQL_USER", "app \"user\""),
+                ("MYSQL_DATABASE", "app db"),
+                (
+                    "DATABASE_URL",
+                    "mysql://app%20%22user%22@localhost/app%20db?socket=/run/maestro/mysql/MY.sock"
+                ),
+            ]
+        );
+        let file = r.files.iter().find(|(p, _)| p == "mysql/my.cnf").unwrap();
+        assert_eq!(
+            file.1.expose(),
+            "[client]\nsocket=\"/run/maestro/mysql/MY.sock\"\nuser=\"app \\\"user\\\"\"\ndatabase=\"app db\"\n"
+        );
+        assert!(r.files.iter().all(|(_, v)| !v.expose().contains("planted")));
+        assert!(seal::is_sealed_field(k, "password"));
+        assert!(!seal::is_sealed_field(k, "user"));
+        assert!(matches!(
+            seal::check_exposure(k, Exposure::Sealed, None, &["db.example.com".into()]),
+            Err(SealError::HostsInField { .. })
+        ));
+        assert_eq!(seal::check_exposure(k, Exposure::Sealed, None, &[]), Ok(()));
+        // Without a database: none in the URL or the file.
+        let f = fields(&[("host", "h"), ("user", "u"), ("password", "p")]);
+        let r = render_agent_sealed(k, &f, "/s", "/m/X.sock").unwrap();
+        let url = r.variables.iter().find(|(n, _)| n == "DATABASE_URL").unwrap();
+        assert_eq!(url.1.expose(), "mysql://u@localhost/?socket=/m/X.sock");
     }
 
     #[test]

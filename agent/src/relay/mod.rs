@@ -1,6 +1,7 @@
 //! Sockets the agent serves for sealed secrets it uses itself: one unix socket per active sealed
 //! secret of a kind whose seal is [`Sealing::Agent`] (an ssh-agent for an `ssh` key, see
-//! [`crate::ssh`]; a PostgreSQL relay for a `postgres` login, see [`postgres`]).
+//! [`crate::ssh`]; a PostgreSQL relay for a `postgres` login, see [`postgres`]; a MySQL relay
+//! for a `mysql` login, see [`mysql`]).
 //!
 //! What every such socket shares, and so lives here once:
 //!
@@ -19,6 +20,7 @@
 //! What differs (the protocol, what is loaded from the secret, what happens at revocation) is
 //! the [`Service`] trait.
 
+pub mod mysql;
 pub mod postgres;
 
 use std::collections::BTreeMap;
@@ -236,6 +238,9 @@ pub fn socket_path(kind: &Kind, dir: &str, name: &str) -> Option<PathBuf> {
         catalog::Service::SshAgent(_) => <crate::ssh::SshAgent as Service>::socket_path(dir, name),
         catalog::Service::Relay { protocol: RelayProtocol::Postgres } => {
             <postgres::Postgres as Service>::socket_path(dir, name)
+        }
+        catalog::Service::Relay { protocol: RelayProtocol::Mysql } => {
+            <mysql::Mysql as Service>::socket_path(dir, name)
         }
     })
 }

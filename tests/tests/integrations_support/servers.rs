@@ -138,90 +138,10 @@ impl Drop for Postgres {
     }
 }
 
-/// Quotes a string for SQL inside single quotes (MariaDB: backslash escapes too).
-fn sql_string(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// A temporary MariaDB server with one password-protected user and one database.
-pub struct Mariadb {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    server: Option<ChildGuard>,
-}
-
-impl Mariadb {
-    /// mariadb-install-db, mariadbd on 127.0.0.1, then `login`@'%' with `password` and all
-    /// rights on `database`.
-    pub fn start(login: &str, password: &str, database: &str) -> Self {
-        let user = system_user("mysql");
-        let dir = owned_dir("maestro-mariadb-", &user);
-        let data = dir.path().join("data");
-        let mut install = Command::new("mariadb-install-db");
-        install.arg("--no-defaults").arg(format!("--datadir={}", data.display())).args([
-            "--user=mysql",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-        ]);
-        must(run_cmd(install), "mariadb-install-db");
-        let port = free_port();
-        let socket = dir.path().join("mysqld.sock");
-        let mut cmd = Command::new("mariadbd");
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--pid-file={}", dir.path().join("mysqld.pid").display()))
-            .arg(format!("--port={port}"))
-            .args(["--user=mysql", "--bind-address=127.0.0.1", "--skip-name-resolve"])
-            .args(["--skip-log-bin", "--innodb-flush-log-at-trx-commit=0"]);
-        let server = ChildGuard::spawn("mariadbd", cmd);
-        let me = Self { port, dir, server: Some(server) };
-        // Ready when the socket exists and the server answers on it; polled gently, since
-        // each ping is a process.
-        let ping = || {
-            let mut ping = Command::new("mariadb-admin");
-            ping.arg("--no-defaults").arg(format!("--socket={}", socket.display()));
-            ping.args(["--user=root", "ping"]);
-            run_cmd(ping).status == 0
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !(socket.exists() && ping()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mariadbd did not come up within 30 s:\n{}",
-                me.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let sql = format!(
-            "CREATE DATABASE `{database}`; CREATE USER {}@'%' IDENTIFIED BY {}; \
-             GRANT ALL ON `{database}`.* TO {}@'%';",
-            sql_string(login),
-            sql_string(password),
-            sql_string(login)
-        );
-        let mut setup = Command::new("mariadb");
-        setup.arg("--no-defaults").arg(format!("--socket={}", socket.display())).args([
-            "--user=root",
-            "-e",
-            &sql,
-        ]);
-        must(run_cmd(setup), "creating the MariaDB user");
-        me
-    }
-
-    fn log(&self) -> String {
-        self.server.as_ref().map(ChildGuard::log).unwrap_or_default()
-    }
-}
-
-impl Drop for Mariadb {
-    fn drop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            server.terminate(Duration::from_secs(10));
-        }
-    }
-}
+/// A temporary MariaDB server (in the fixture library: the benchmark starts one too).
+// Each test crate that includes this module uses a different part of it.
+#[allow(unused_imports)]
+pub use maestro_tests::mariadb::Mariadb;
 
 /// git's smart HTTP over TLS, demanding basic auth, serving one repository with one commit.
 pub struct GitServer {
@@ -318,7 +238,7 @@ impl GitServer {
 }
 
 /// A CA, and a server certificate for 127.0.0.1 that it signed: (CA PEM, cert PEM, key PEM).
-fn server_certificate() -> (String, String, String) {
+pub fn server_certificate() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

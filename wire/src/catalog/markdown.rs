@@ -91,6 +91,10 @@ fn describe(source: Source) -> &'static str {
         Source::AgentSocket => "the agent's socket",
         Source::AgentSocketDir => "the directory of the agent's socket",
         Source::PostgresSocketUrl => "a PostgreSQL URL of the agent's socket, no password",
+        Source::MysqlSocketUrl => "a MySQL URL of the agent's socket (`?socket=`), no password",
+        Source::MysqlSocketOptionFile => {
+            "a `[client]` option file naming the agent's socket, no password"
+        }
         Source::Text(_) => "a fixed value",
     }
 }

@@ -17,7 +17,7 @@ use crate::SecretValue;
 /// Everything but RFC 3986's unreserved characters is encoded in a URL's user, password and
 /// database parts.
 const URL_PART: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-/// The same, keeping `/` (a socket directory in a URL's query).
+/// The same, keeping `/` (a socket's directory or path in a URL's query).
 const URL_PATH: &AsciiSet = &URL_PART.remove(b'/');
 
 fn get<'a>(fields: &'a BTreeMap<String, SecretValue>, name: &str) -> Option<&'a str> {
@@ -119,6 +119,27 @@ pub(super) fn source_value_at(
             ))
         }
         Source::Text(text) => Zeroizing::new(text.to_owned()),
+        Source::MysqlSocketUrl => {
+            let socket = socket?;
+            let enc = |s| utf8_percent_encode(s, URL_PART);
+            // `?socket=` is what sqlx, Prisma, Rails and dj-database-url read (SQLAlchemy
+            // spells it `unix_socket`); `/` needs no escaping in a query.
+            let mut url = format!("mysql://{}@localhost/", enc(get(fields, "user")?));
+            if let Some(db) = get(fields, "database") {
+                let _ = write!(url, "{}", enc(db));
+            }
+            let _ = write!(url, "?socket={}", utf8_percent_encode(socket, URL_PATH));
+            Zeroizing::new(url)
+        }
+        Source::MysqlSocketOptionFile => {
+            let mut s = Zeroizing::new(String::from("[client]\n"));
+            option_line(&mut s, "socket", socket?);
+            option_line(&mut s, "user", get(fields, "user")?);
+            if let Some(db) = get(fields, "database") {
+                option_line(&mut s, "database", db);
+            }
+            s
+        }
         Source::Field(f) => return fields.get(f).cloned(),
         Source::FilePath(p) => Zeroizing::new(format!("{}/{}", mount.trim_end_matches('/'), p)),
         Source::JsonKey(f, key) => {
@@ -198,4 +219,16 @@ pub(super) fn source_value_at(
     };
     let mut text = text;
     Some(SecretValue::new(std::mem::take(&mut *text)))
+}
+
+/// `key="value"` and a line break, as a MySQL option file quotes values (`\\` and `\"`
+/// escaped).
+fn option_line(s: &mut String, key: &str, value: &str) {
+    let _ = write!(s, "{key}=\"");
+    push_escaped(s, value, |c| match c {
+        '\\' => Some("\\\\"),
+        '"' => Some("\\\""),
+        _ => None,
+    });
+    s.push_str("\"\n");
 }

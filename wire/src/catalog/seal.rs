@@ -107,6 +107,8 @@ pub struct SshAgentFields {
 pub enum RelayProtocol {
     /// PostgreSQL's frontend/backend protocol 3.0 (`agent/src/relay/postgres.rs`).
     Postgres,
+    /// MySQL's client/server protocol (MariaDB's too), protocol 41 (`agent/src/relay/mysql.rs`).
+    Mysql,
 }
 
 impl Service {

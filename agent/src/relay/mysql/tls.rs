@@ -1,0 +1,110 @@
+//! TLS from the relay to the MySQL server, verified with rustls: `VERIFY_IDENTITY` checks the
+//! chain and the server's name, `VERIFY_CA` the chain only (MySQL's meanings). The roots are
+//! the secret's `ssl_ca` certificates, or the system's without one.
+
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+
+/// How the server's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// The chain only.
+    Ca,
+    /// The chain and the name.
+    Identity,
+}
+
+/// The client configuration for a secret: `ca` is its `ssl_ca` field (PEM), if set.
+pub fn config(ca: Option<&str>, verify: Verify) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("its ssl_ca holds an unusable certificate: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("its ssl_ca holds no PEM certificate".to_owned());
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err("no system root certificates; set the secret's ssl_ca".to_owned());
+            }
+        }
+    }
+    let config = match verify {
+        Verify::Identity => {
+            rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
+        }
+        Verify::Ca => {
+            let inner = WebPkiServerVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
+            rustls::ClientConfig::builder()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+                .with_no_client_auth()
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// The server name to verify (and send): a DNS name or an IP address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(host.to_owned()).map_err(|_| format!("'{host}' is not a server name"))
+}
+
+/// `VERIFY_CA`: webpki's verification, a name mismatch forgiven.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
