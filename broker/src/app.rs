@@ -12,6 +12,7 @@ use crate::server::Opened;
 use crate::store::Store;
 use crate::store::alerts::AlertStore;
 use crate::store::engine::Engine;
+use crate::store::teams::TeamStore;
 use crate::store::tokens::TokenStore;
 
 /// Settings from the command line that handlers need.
@@ -59,6 +60,8 @@ pub struct App {
     pub webhook_wake: Arc<tokio::sync::Notify>,
     /// API tokens, service accounts and the operator's view of users.
     pub tokens: Arc<dyn TokenStore>,
+    /// Teams and their members.
+    pub teams: Arc<dyn TeamStore>,
     /// When this broker last recorded each token's use (see [`crate::auth`]).
     pub token_uses: crate::auth::LastUses,
 }
@@ -86,6 +89,7 @@ impl App {
             alerts: alert_store(&opened_engine),
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
             tokens: token_store(&opened_engine),
+            teams: team_store(&opened_engine),
             token_uses: crate::auth::LastUses::default(),
         })
     }
@@ -101,6 +105,14 @@ pub fn oauth_store(engine: &Engine) -> Arc<dyn OAuthStore> {
 
 /// The alert store of an engine: both engines keep alerts.
 pub fn alert_store(engine: &Engine) -> Arc<dyn AlertStore> {
+    match engine {
+        Engine::Sqlite(s) => s.clone(),
+        Engine::Postgres(s) => s.clone(),
+    }
+}
+
+/// The team store of an engine: both engines keep teams.
+pub fn team_store(engine: &Engine) -> Arc<dyn TeamStore> {
     match engine {
         Engine::Sqlite(s) => s.clone(),
         Engine::Postgres(s) => s.clone(),

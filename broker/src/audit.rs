@@ -28,5 +28,6 @@ pub fn to_event(row: &AuditRow) -> AuditEvent {
         exe: r.exe.clone(),
         claimed_command: r.claimed_command.clone(),
         session_label: None,
+        by: None,
     }
 }

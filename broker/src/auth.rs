@@ -116,6 +116,7 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         "/v1/audit" | "/v1/alerts" | "/v1/alerts/config" if read => AuditRead,
         "/v1/alerts/ack" | "/v1/alerts/config" => AlertsWrite,
         "/v1/oauth/providers" | "/v1/oauth/authorizations/{id}" if read => SecretsRead,
+        "/v1/teams" | "/v1/teams/{team}" if read => SecretsRead,
         "/v1/oauth/connect"
         | "/v1/oauth/reconnect"
         | "/v1/oauth/refresh"
@@ -270,6 +271,10 @@ mod tests {
         assert_eq!(s(Method::POST, "/v1/tokens"), Some(Scope::Admin));
         assert_eq!(s(Method::POST, "/v1/oauth/providers"), Some(Scope::Admin));
         assert_eq!(s(Method::GET, "/v1/some-new-route"), Some(Scope::Admin));
+        assert_eq!(s(Method::GET, "/v1/teams/{team}"), Some(Scope::SecretsRead));
+        assert_eq!(s(Method::POST, "/v1/teams"), Some(Scope::Admin));
+        assert_eq!(s(Method::PUT, "/v1/teams/{team}/members/{user}"), Some(Scope::Admin));
+        assert_eq!(s(Method::DELETE, "/v1/teams/{team}/members/{user}"), Some(Scope::Admin));
         assert_eq!(s(Method::GET, "/v1/whoami"), None);
     }
 

@@ -234,6 +234,9 @@ pub struct SecretMeta {
     /// Alerts of this secret not acknowledged yet (`maestro alerts ls`).
     #[serde(default)]
     pub alerts: u64,
+    /// The team that owns it (its `name` is then `team/NAME`); absent: the caller's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     /// Rules turned off for this secret.
     #[serde(default)]
     pub alerts_off: Vec<String>,
@@ -440,11 +443,13 @@ pub enum AuditAction {
     Compromised,
     /// An activation's time (`activate --for`, or the secret's default) ran out: deactivated.
     Expired,
+    /// A team was created or its members changed (`maestro teams`); `detail` says how.
+    TeamChanged,
 }
 
 impl AuditAction {
     /// Every action, in the order of the enum.
-    pub const ALL: [AuditAction; 20] = [
+    pub const ALL: [AuditAction; 21] = [
         Self::Created,
         Self::Edited,
         Self::Deleted,
@@ -465,6 +470,7 @@ impl AuditAction {
         Self::ScanFinding,
         Self::Compromised,
         Self::Expired,
+        Self::TeamChanged,
     ];
 
     /// The actions that count as a use of a secret (last use, sessions that used it).
@@ -495,6 +501,7 @@ impl AuditAction {
             Self::ScanFinding => "scan_finding",
             Self::Compromised => "compromised",
             Self::Expired => "expired",
+            Self::TeamChanged => "team_changed",
         }
     }
 
@@ -534,6 +541,10 @@ pub struct AuditEvent {
     /// The label of `session`, when it has one (so that lists show labels, not only ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_label: Option<String>,
+    /// In a team secret's history: the user whose trail holds the record (the member whose
+    /// session activated or used it); absent: the team's own records, or a user's trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// The header of an audit listing that carries the cursor of the next page (`?cursor=`):

@@ -84,6 +84,7 @@ mod tests {
             exe: None,
             claimed_command: None,
             session_label: Some("ci".into()),
+            by: None,
         };
         let line = serde_json::to_string(&AuditLine::from(&e)).unwrap();
         assert_eq!(

@@ -36,6 +36,7 @@ pub mod names;
 pub mod oauth;
 pub mod secret;
 pub mod sock;
+pub mod teams;
 pub mod text;
 pub mod tokens;
 

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod error;
 pub mod extract;
 pub mod oauth;
+pub mod teams;
 pub mod tokens;
 pub mod user;
 
@@ -61,6 +62,7 @@ pub fn router(app: SharedApp) -> Router {
         .merge(oauth::routes())
         .merge(alerts::routes())
         .merge(tokens::routes())
+        .merge(teams::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

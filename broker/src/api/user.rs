@@ -16,7 +16,7 @@ use super::error::ApiResult;
 use super::extract::{ApiJson, ApiJsonOrEmpty, ApiPath};
 use crate::app::SharedApp;
 use crate::auth::CurrentUser;
-use crate::domain::audit::{self, Page};
+use crate::domain::audit;
 use crate::domain::{activation, history, leak, secrets, sessions};
 use crate::store::{AuditPosition, AuditRow};
 
@@ -88,18 +88,9 @@ pub async fn compromised_secret(
     Ok(Json(leak::compromised(&app, &user, &name).await?))
 }
 
-/// The answer for a page: the records, oldest first, and when the page is full, the cursor of
-/// the next (older) one in the `Maestro-Next-Before` header.
-fn page_answer(rows: &[AuditRow], page: Page) -> Response {
-    let events: Vec<AuditEvent> = rows.iter().map(crate::audit::to_event).collect();
-    let mut response = Json(events).into_response();
-    if let Some(seq) = page.next_before(rows) {
-        response.headers_mut().insert(NEXT_BEFORE_HEADER, seq.into());
-    }
-    response
-}
-
-/// `GET /v1/secrets/{name}/history[?limit=N&before=SEQ]`: a page of its records.
+/// `GET /v1/secrets/{name}/history[?limit=N&before=SEQ]`: a page of its records, oldest
+/// first; when the page is full, the cursor of the next (older) one in the
+/// `Maestro-Next-Before` header. A team secret's records say whose trail holds them (`by`).
 pub async fn secret_history(
     State(app): State<SharedApp>,
     CurrentUser(user): CurrentUser,
@@ -107,7 +98,17 @@ pub async fn secret_history(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let page = audit::page_of(query.as_deref())?;
-    Ok(page_answer(&secrets::history(&app, &user, &name, page).await?, page))
+    let (rows, by): (Vec<AuditRow>, Vec<Option<String>>) =
+        secrets::history(&app, &user, &name, page).await?.into_iter().unzip();
+    let mut events: Vec<AuditEvent> = rows.iter().map(crate::audit::to_event).collect();
+    for (event, by) in events.iter_mut().zip(by) {
+        event.by = by;
+    }
+    let mut response = Json(events).into_response();
+    if let Some(seq) = page.next_before(&rows) {
+        response.headers_mut().insert(NEXT_BEFORE_HEADER, seq.into());
+    }
+    Ok(response)
 }
 
 /// `POST /v1/sessions`: the session and its one-time enrollment token.

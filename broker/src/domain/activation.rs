@@ -23,7 +23,7 @@ use super::leak;
 use super::material::{active_secret, outputs};
 use super::secrets;
 use super::sessions;
-use super::validate::check_name;
+use super::teams::{self, Action};
 use crate::app::App;
 use crate::clock;
 use crate::store::{ActivationRow, AuditRecord, NewActivation, SecretRecord, UserRecord};
@@ -44,7 +44,7 @@ fn activation_names(body: &Activation, verb: &str) -> DomainResult<Vec<String>> 
     }
     let mut names: Vec<String> = Vec::with_capacity(body.names.len());
     for name in &body.names {
-        check_name(name)?;
+        teams::parse_scoped(name)?;
         if !names.contains(name) {
             names.push(name.clone());
         }
@@ -87,7 +87,10 @@ fn check_for(for_seconds: Option<u64>) -> DomainResult<()> {
     }
 }
 
-/// Activates secrets of `user`'s in a live session of theirs: all or nothing. A secret that
+/// Activates secrets of `user`'s, or of teams where they may activate (`team/NAME`), in a
+/// live session of theirs: all or nothing. A secret whose name is that of another secret
+/// active in the session (a team's `DB` beside one's own `DB`) is refused: the agent and the
+/// mount know a secret by its bare name. A secret that
 /// would provide a variable or file another active one (or another in the same call)
 /// provides is refused, naming both. Each activation lasts `body.for_seconds`, else the
 /// secret's default time; activating an active secret again sets its time anew.
@@ -102,12 +105,14 @@ pub async fn activate(
     let _serialized = app.activation_lock.lock().await;
     let _across_brokers = app.store.lock_owner(user.id).await?;
     let session = sessions::live_owned(app, user, id, "activate").await?;
-    let mut wanted = Vec::with_capacity(names.len());
+    let mut wanted: Vec<(SecretRecord, Option<i64>, Option<String>)> =
+        Vec::with_capacity(names.len());
     for name in &names {
-        let secret = secrets::owned(app, user, name).await?;
+        let (owner, bare) = teams::resolve(app, user, name, Action::Activate).await?;
+        let secret = secrets::owned(app, &owner.principal, bare).await?;
         leak::check_activatable(&secret)?;
         let time = activation_time(&secret, body.for_seconds)?;
-        wanted.push((secret, time));
+        wanted.push((secret, time, owner.team_name().map(str::to_owned)));
     }
     let now = clock::now();
     let current = app.store.list_activations(user.id, Some(&session.id), None).await?;
@@ -116,14 +121,27 @@ pub async fn activate(
         active.iter().map(|s| (s.name.clone(), outputs(s))).collect();
     let mut added = Vec::new();
     let mut renewed = Vec::new();
-    for (secret, time) in wanted {
+    let mut named: Vec<(String, String)> =
+        active.iter().map(|s| (s.name.clone(), s.id.clone())).collect();
+    for (secret, time, team) in wanted {
         let until = time.map(|t| now.saturating_add(t));
         if let Some(row) = current.iter().find(|a| a.secret_id == secret.id) {
             if row.expires_at != until {
-                renewed.push((secret, until));
+                renewed.push((secret, until, team));
             }
             continue;
         }
+        if named.iter().any(|(n, id)| *n == secret.name && *id != secret.id) {
+            let shown = maestro_wire::teams::scoped_name(team.as_deref(), &secret.name);
+            return Err(DomainError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{shown}: another secret named {} is active in this session (the mount and the agent know secrets by name); deactivate it first, or use another session; nothing was activated",
+                    secret.name
+                ),
+            ));
+        }
+        named.push((secret.name.clone(), secret.id.clone()));
         let outputs = outputs(&secret);
         if let Some(clash) = secrets::conflict(&secret.name, &outputs, &provided) {
             return Err(DomainError::new(
@@ -132,37 +150,48 @@ pub async fn activate(
             ));
         }
         provided.push((secret.name.clone(), outputs));
-        added.push((secret, until));
+        added.push((secret, until, team));
     }
     let changes: Vec<NewActivation> = added
         .iter()
         .chain(&renewed)
-        .map(|(s, until)| NewActivation { secret_id: s.id.clone(), expires_at: *until })
+        .map(|(s, until, _)| NewActivation { secret_id: s.id.clone(), expires_at: *until })
         .collect();
     let audit: Vec<AuditRecord> = added
         .iter()
         .chain(&renewed)
-        .map(|(s, until)| AuditRecord {
+        .map(|(s, until, team)| AuditRecord {
             secret_id: Some(s.id.clone()),
             secret_name: Some(s.name.clone()),
             session_id: Some(session.id.clone()),
-            detail: until.map(|u| format!("until {}", clock::rfc3339(u))),
+            detail: activation_detail(*until, team.as_deref()),
             ..AuditRecord::new(user.id, now, AuditAction::Activated)
         })
         .collect();
     app.store.activate(&session.id, &changes, now, &audit).await?;
-    for (secret, _) in &added {
+    for (secret, _, _) in &added {
         app.hub.publish(&session.id, AgentEvent::Activated { secret: active_secret(secret) });
     }
     // The agent fetches the material again, and with it the new end.
-    for (secret, _) in &renewed {
+    for (secret, _, _) in &renewed {
         app.hub.publish(&session.id, AgentEvent::Updated { secret: active_secret(secret) });
     }
     if !changes.is_empty() {
-        let names: Vec<&str> = added.iter().chain(&renewed).map(|(s, _)| s.name.as_str()).collect();
+        let names: Vec<&str> =
+            added.iter().chain(&renewed).map(|(s, _, _)| s.name.as_str()).collect();
         info!(user = %user.name, session = %session.id, secrets = ?names, for_seconds = ?body.for_seconds, "activated");
     }
     sessions::info(app, &session).await
+}
+
+/// The audit detail of an activation: its end, and the team whose secret it is.
+fn activation_detail(until: Option<i64>, team: Option<&str>) -> Option<String> {
+    let until = until.map(|u| format!("until {}", clock::rfc3339(u)));
+    let team = team.map(|t| format!("team {t}"));
+    match (until, team) {
+        (Some(u), Some(t)) => Some(format!("{u}, {t}")),
+        (u, t) => u.or(t),
+    }
 }
 
 /// An activation as its owner sees it.
@@ -234,8 +263,9 @@ pub async fn deactivate(
         .collect();
     let mut removed = Vec::new();
     for name in &names {
-        let secret = secrets::owned(app, user, name).await?;
-        if active.contains_key(&secret.name) {
+        let (owner, bare) = teams::resolve(app, user, name, Action::See).await?;
+        let secret = secrets::owned(app, &owner.principal, bare).await?;
+        if active.get(&secret.name).is_some_and(|a| a.id == secret.id) {
             removed.push(secret);
         }
     }

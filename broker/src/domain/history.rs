@@ -18,6 +18,7 @@ use maestro_wire::api::{
 
 use super::audit::AUDIT_PAGE;
 use super::error::{DomainError, DomainResult};
+use super::teams::{self, Action};
 use super::{secrets, validate};
 use crate::app::App;
 use crate::clock;
@@ -300,10 +301,16 @@ pub async fn list(app: &App, user: &UserRecord, f: Filters) -> DomainResult<List
     Ok(Listing { events: events_with_labels(&rows, &labels), next })
 }
 
-/// The usage summary of `user`'s secret `name`.
+/// The usage summary of `user`'s secret `name`, or of a team's (`team/NAME`: every member's
+/// sessions' uses).
 pub async fn usage(app: &App, user: &UserRecord, name: &str) -> DomainResult<SecretUsage> {
-    let secret = secrets::owned(app, user, name).await?;
-    let groups = app.store.secret_usage_groups(user.id, &secret.id).await?;
+    let (owner, bare) = teams::resolve(app, user, name, Action::See).await?;
+    let secret = secrets::owned(app, &owner.principal, bare).await?;
+    let groups = if owner.team.is_some() {
+        app.teams.secret_usage_all(&secret.id).await?
+    } else {
+        app.store.secret_usage_groups(user.id, &secret.id).await?
+    };
     let labels = labels(app, user).await?;
     let to_u64 = |n: i64| u64::try_from(n).unwrap_or(0);
     let mut out = SecretUsage { secret: secret.name.clone(), ..SecretUsage::default() };

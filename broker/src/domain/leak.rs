@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::error::{DomainError, DomainResult};
 use super::secrets::owned;
+use super::teams::{self, Action};
 use crate::app::App;
 use crate::clock;
 use crate::store::{AuditRecord, SecretRecord, UserRecord};
@@ -23,10 +24,12 @@ const NOT_REVOCABLE: &str =
 /// drop it), marks it, records `compromised`, revokes an OAuth secret's tokens at the provider,
 /// and answers with what happened and the kind's rotation steps. Marking an already
 /// compromised secret again keeps the first time and revokes again.
-pub async fn compromised(app: &App, user: &UserRecord, name: &str) -> DomainResult<Compromised> {
+pub async fn compromised(app: &App, actor: &UserRecord, name: &str) -> DomainResult<Compromised> {
+    let (owner, bare) = teams::resolve(app, actor, name, Action::WriteSecrets).await?;
+    let user = &owner.principal;
     let serialized = app.activation_lock.lock().await;
     let across_brokers = app.store.lock_owner(user.id).await?;
-    let secret = owned(app, user, name).await?;
+    let secret = owned(app, user, bare).await?;
     // An OAuth secret's tokens are read now (while they are the ones that leaked), revoked after
     // the mark is committed, so that a slow provider never holds the owner's lock.
     let revocation = crate::oauth::prepare_revocation(app, &secret).await?;
@@ -42,14 +45,14 @@ pub async fn compromised(app: &App, user: &UserRecord, name: &str) -> DomainResu
         app.hub.publish(session, AgentEvent::Deactivated { name: secret.name.clone() });
     }
     drop((across_brokers, serialized));
-    info!(user = %user.name, secret = %name, sessions = sessions.len(), "secret marked compromised");
+    info!(user = %actor.name, secret = %name, sessions = sessions.len(), "secret marked compromised");
     let revocation = match revocation {
         Some(r) => r.run(app).await,
         None => NOT_REVOCABLE.to_owned(),
     };
     let marked_at = secret.compromised_at.unwrap_or(now);
     Ok(Compromised {
-        name: secret.name,
+        name: owner.scoped(&secret.name),
         compromised_at: clock::rfc3339(marked_at),
         deactivated_in: sessions,
         revocation,

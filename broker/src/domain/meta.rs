@@ -70,6 +70,7 @@ pub async fn meta(app: &App, secret: &SecretRecord) -> DomainResult<SecretMeta> 
         value_changed_at: Some(clock::rfc3339(life.value_changed_at)),
         rotation_due: life.rotate_every.is_some_and(|every| age >= every),
         activations,
+        team: None,
     })
 }
 

@@ -31,6 +31,7 @@ pub mod material;
 pub mod meta;
 pub mod secrets;
 pub mod sessions;
+pub mod teams;
 pub mod tokens;
 pub mod validate;
 pub mod webhook;

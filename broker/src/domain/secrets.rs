@@ -14,6 +14,7 @@ use super::error::{DomainError, DomainResult};
 use super::exposure;
 use super::material::{self, active_secret, outputs, outputs_of};
 use super::meta::meta;
+use super::teams::{self, Action, Owner};
 use super::validate::{check_fields, check_name, check_tags, check_text};
 use crate::app::App;
 use crate::clock;
@@ -127,8 +128,29 @@ pub fn optional_text(text: Option<String>) -> Option<String> {
     text.filter(|t| !t.is_empty())
 }
 
-/// Creates a secret (version 1) with its audit record.
-pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainResult<SecretMeta> {
+/// A secret's metadata as the user who named it sees it: a team's secret as `team/NAME`.
+fn present(owner: &Owner, mut meta: SecretMeta) -> SecretMeta {
+    meta.name = owner.scoped(&meta.name);
+    meta.team = owner.team_name().map(str::to_owned);
+    meta
+}
+
+/// `by USER` for the audit detail of a change a member made to a team's secret.
+fn by(owner: &Owner, actor: &UserRecord) -> String {
+    if owner.team.is_some() { format!(", by {}", actor.name) } else { String::new() }
+}
+
+/// Creates a secret (version 1) with its audit record: the user's own, or a team's
+/// (`team/NAME`, admins and owners).
+pub async fn create(
+    app: &App,
+    actor: &UserRecord,
+    mut body: CreateSecret,
+) -> DomainResult<SecretMeta> {
+    let scoped = body.name.clone();
+    let (owner, bare) = teams::resolve(app, actor, &scoped, Action::WriteSecrets).await?;
+    body.name = bare.to_owned();
+    let user = &owner.principal;
     check_name(&body.name)?;
     if let Some(d) = &body.description {
         check_text("description", d)?;
@@ -169,44 +191,53 @@ pub async fn create(app: &App, user: &UserRecord, body: CreateSecret) -> DomainR
         secret_id: Some(sealed.record.id.clone()),
         secret_name: Some(sealed.record.name.clone()),
         detail: Some(format!(
-            "version 1, kind {}, {}",
+            "version 1, kind {}, {}{}",
             sealed.record.kind,
-            sealed.record.exposure.as_str()
+            sealed.record.exposure.as_str(),
+            by(&owner, actor)
         )),
         ..AuditRecord::new(user.id, now, AuditAction::Created)
     };
     app.store.insert_secret(&sealed.record, &sealed.fields, &audit).await?;
     alerts::set_secret_settings(app, &sealed.record.id, rules_off, on_alert.map(Some)).await?;
-    info!(user = %user.name, secret = %sealed.record.name, "secret created");
-    meta(app, &sealed.record).await
+    info!(user = %actor.name, secret = %scoped, "secret created");
+    Ok(present(&owner, meta(app, &sealed.record).await?))
 }
 
-/// The metadata of every secret of `user`'s.
+/// The metadata of every secret of `user`'s, then those of the teams they are a member of
+/// (named `team/NAME`).
 pub async fn list(app: &App, user: &UserRecord) -> DomainResult<Vec<SecretMeta>> {
     let mut out = Vec::new();
-    for secret in app.store.list_secrets(user.id).await? {
-        out.push(meta(app, &secret).await?);
+    let mut owners = vec![Owner::personal(user)];
+    owners.extend(teams::owners_of(app, user).await?);
+    for owner in &owners {
+        for secret in app.store.list_secrets(owner.principal.id).await? {
+            out.push(present(owner, meta(app, &secret).await?));
+        }
     }
     Ok(out)
 }
 
-/// The metadata of one secret of `user`'s.
+/// The metadata of one secret of `user`'s, or of a team's they are a member of.
 pub async fn show(app: &App, user: &UserRecord, name: &str) -> DomainResult<SecretMeta> {
-    let secret = owned(app, user, name).await?;
-    meta(app, &secret).await
+    let (owner, bare) = teams::resolve(app, user, name, Action::See).await?;
+    let secret = owned(app, &owner.principal, bare).await?;
+    Ok(present(&owner, meta(app, &secret).await?))
 }
 
 /// A new version of a secret (the old one is gone), refused when its new outputs would clash
 /// in a session where it is active; the sessions where it is active get an `updated` event.
 pub async fn edit(
     app: &App,
-    user: &UserRecord,
+    actor: &UserRecord,
     name: &str,
     body: EditSecret,
 ) -> DomainResult<SecretMeta> {
+    let (owner, bare) = teams::resolve(app, actor, name, Action::WriteSecrets).await?;
+    let user = &owner.principal;
     let _serialized = app.activation_lock.lock().await;
     let _across_brokers = app.store.lock_owner(user.id).await?;
-    let secret = owned(app, user, name).await?;
+    let secret = owned(app, user, bare).await?;
     let (rules_off, on_alert) = alert_settings(&body.alerts_off, &body.on_alert)?;
     let on_alert = if body.clear_on_alert { Some(None) } else { on_alert.map(Some) };
     let has_alert_settings = rules_off.is_some() || on_alert.is_some();
@@ -224,8 +255,8 @@ pub async fn edit(
         if has_alert_settings {
             // Alert settings are no part of the secret's version: no new version for them.
             alerts::set_secret_settings(app, &secret.id, rules_off, on_alert).await?;
-            info!(user = %user.name, secret = %name, "alert settings changed");
-            return meta(app, &secret).await;
+            info!(user = %actor.name, secret = %name, "alert settings changed");
+            return Ok(present(&owner, meta(app, &secret).await?));
         }
         return Err(DomainError::bad_request(
             "nothing to change: give fields, fields to remove, a description, tags, a kind, an exposure, hosts, activation times, a rotation period or alert settings",
@@ -320,7 +351,7 @@ pub async fn edit(
     let audit = AuditRecord {
         secret_id: Some(secret.id.clone()),
         secret_name: Some(secret.name.clone()),
-        detail: Some(edit_detail(&secret, &sealed.record)),
+        detail: Some(edit_detail(&secret, &sealed.record) + &by(&owner, actor)),
         ..AuditRecord::new(user.id, now, AuditAction::Edited)
     };
     app.store.replace_secret(secret.version, &sealed.record, &sealed.fields, &audit).await?;
@@ -328,8 +359,8 @@ pub async fn edit(
     for session in &active_in {
         app.hub.publish(session, AgentEvent::Updated { secret: active_secret(&sealed.record) });
     }
-    info!(user = %user.name, secret = %name, version = sealed.record.version, "secret edited");
-    meta(app, &sealed.record).await
+    info!(user = %actor.name, secret = %name, version = sealed.record.version, "secret edited");
+    Ok(present(&owner, meta(app, &sealed.record).await?))
 }
 
 /// The audit detail of an edit: the new version, a cleared compromised mark, and a change of
@@ -384,10 +415,12 @@ pub async fn outputs_in(
 
 /// Deletes a secret, which also deactivates it everywhere (each session gets a `deactivated`
 /// event); an OAuth secret's tokens are revoked at the provider after the delete.
-pub async fn delete(app: &App, user: &UserRecord, name: &str) -> DomainResult<Deleted> {
+pub async fn delete(app: &App, actor: &UserRecord, name: &str) -> DomainResult<Deleted> {
+    let (owner, bare) = teams::resolve(app, actor, name, Action::WriteSecrets).await?;
+    let user = &owner.principal;
     let serialized = app.activation_lock.lock().await;
     let across_brokers = app.store.lock_owner(user.id).await?;
-    let secret = owned(app, user, name).await?;
+    let secret = owned(app, user, bare).await?;
     // An OAuth secret's tokens are read before they are deleted, and revoked after.
     let revocation = crate::oauth::prepare_revocation(app, &secret).await?;
     let sessions = app.store.delete_secret(&secret, clock::now()).await?;
@@ -395,23 +428,40 @@ pub async fn delete(app: &App, user: &UserRecord, name: &str) -> DomainResult<De
         app.hub.publish(session, AgentEvent::Deactivated { name: secret.name.clone() });
     }
     drop((across_brokers, serialized));
-    info!(user = %user.name, secret = %name, "secret deleted");
+    info!(user = %actor.name, secret = %name, "secret deleted");
     let revocation = match revocation {
         Some(r) => Some(r.run(app).await),
         None => None,
     };
-    Ok(Deleted { name: secret.name, deactivated_in: sessions, revocation })
+    Ok(Deleted { name: owner.scoped(&secret.name), deactivated_in: sessions, revocation })
 }
 
-/// A page of a secret's audit records, newest last.
+/// A page of a secret's audit records, newest last; for a team's secret, each with the user
+/// whose trail holds it (the member whose session activated or used it; the team's own
+/// records have none).
 pub async fn history(
     app: &App,
     user: &UserRecord,
     name: &str,
     page: Page,
-) -> DomainResult<Vec<AuditRow>> {
-    let secret = owned(app, user, name).await?;
-    Ok(app.store.secret_history(user.id, &secret.id, page.before, page.limit).await?)
+) -> DomainResult<Vec<(AuditRow, Option<String>)>> {
+    let (owner, bare) = teams::resolve(app, user, name, Action::See).await?;
+    let secret = owned(app, &owner.principal, bare).await?;
+    if owner.team.is_some() {
+        // Members' activations and uses are in their own trails: a team secret's history is
+        // every record of the secret, whoever's trail holds it.
+        let rows = app.teams.secret_trail(&secret.id, page.before, page.limit).await?;
+        let team = owner.principal.id;
+        return Ok(rows
+            .into_iter()
+            .map(|(row, by)| {
+                let by = (row.record.owner_id != team).then_some(by);
+                (row, by)
+            })
+            .collect());
+    }
+    let rows = app.store.secret_history(user.id, &secret.id, page.before, page.limit).await?;
+    Ok(rows.into_iter().map(|row| (row, None)).collect())
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod postgres;
 pub mod schema;
 pub mod sql;
 pub mod sqlite;
+pub mod teams;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tokens;

@@ -309,6 +309,32 @@ INSERT INTO api_tokens (id, token_hash, user_id, name, scopes, created_at)
 UPDATE users SET token_hash = decode(md5(random()::text || id::text) || md5(random()::text), 'hex');
 "#,
     ),
+    // Teams (issue 13 part 1). A team is a principal: a row of `users` with `kind` 'team' (it
+    // has no token and cannot sign in), so its secrets, data keys, OAuth providers and audit
+    // trail hang off one owner id exactly like a user's, and a team secret is stored once.
+    // `teams` names it; `team_members` gives each member a role (owner, admin, member, viewer).
+    // Activations stay rows of (session, secret): the session names the member who used it.
+    (
+        10,
+        r#"
+ALTER TABLE users ADD COLUMN kind TEXT NOT NULL DEFAULT 'user';
+
+CREATE TABLE teams (
+    id BIGINT PRIMARY KEY REFERENCES users(id),
+    name TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE team_members (
+    team_id BIGINT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+    added_at BIGINT NOT NULL,
+    PRIMARY KEY (team_id, user_id)
+);
+CREATE INDEX team_members_user ON team_members (user_id);
+"#,
+    ),
 ];
 
 /// Migration 2: OAuth providers, authorizations and token state.

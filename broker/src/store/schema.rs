@@ -291,6 +291,32 @@ INSERT INTO api_tokens (id, token_hash, user_id, name, scopes, created_at)
 UPDATE users SET token_hash = randomblob(32);
 "#,
     ),
+    // Teams (issue 13 part 1). A team is a principal: a row of `users` with `kind` 'team' (it
+    // has no token and cannot sign in), so its secrets, data keys, OAuth providers and audit
+    // trail hang off one owner id exactly like a user's, and a team secret is stored once.
+    // `teams` names it; `team_members` gives each member a role (owner, admin, member, viewer).
+    // Activations stay rows of (session, secret): the session names the member who used it.
+    (
+        10,
+        r#"
+ALTER TABLE users ADD COLUMN kind TEXT NOT NULL DEFAULT 'user';
+
+CREATE TABLE teams (
+    id INTEGER PRIMARY KEY REFERENCES users(id),
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE team_members (
+    team_id INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (team_id, user_id)
+);
+CREATE INDEX team_members_user ON team_members (user_id);
+"#,
+    ),
 ];
 
 /// Migration 2: OAuth providers, authorizations and token state.

@@ -40,6 +40,9 @@ macro_rules! compile_statements {
         #[path = "sql/store.rs"]
         pub(super) mod statements;
         #[allow(clippy::duplicate_mod)]
+        #[path = "sql/teams.rs"]
+        mod teams;
+        #[allow(clippy::duplicate_mod)]
         #[path = "sql/tokens.rs"]
         mod tokens;
     };

@@ -406,4 +406,52 @@ mod migration_tests {
         assert!(plain(&material[0].secret));
         store.close().await;
     }
+    /// A database written by a broker before teams (schema 9) opened by this one: its users
+    /// stay users (listed, counted), their secrets read back, and a team can be made beside
+    /// them without touching them.
+    #[tokio::test]
+    async fn migration_10_keeps_users_and_adds_teams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maestro.db");
+        {
+            let options = SqliteConnectOptions::from_str("sqlite://")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            for (_, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v <= 9) {
+                sqlx::raw_sql(*sql).execute(&mut conn).await.unwrap();
+            }
+            sqlx::raw_sql(
+                r#"PRAGMA user_version = 9;
+                 INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'01', 1);
+                 INSERT INTO data_keys VALUES ('k1', x'0203', 1);
+                 INSERT INTO secrets (id, owner_id, name, kind, description, tags, field_names,
+                     version, data_key_id, created_at, updated_at)
+                     VALUES ('s1', 1, 'OPENAI', 'openai', NULL, '[]', '["api_key"]', 1, 'k1', 1, 2);"#,
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        use crate::store::teams::TeamStore;
+        use crate::store::tokens::TokenStore;
+        let kind: String = sqlx::query_scalar("SELECT kind FROM users WHERE id = 1")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(kind, "user");
+        assert!(store.secret_by_name(1, "OPENAI").await.unwrap().is_some());
+        let audit =
+            crate::store::AuditRecord::new(0, 5, maestro_wire::api::AuditAction::TeamChanged);
+        let team = store.create_team("infra", 1, 5, 10, &audit).await.unwrap().unwrap();
+        assert_eq!(store.user_count().await.unwrap(), 1);
+        let users: Vec<String> =
+            store.list_users(10).await.unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(users, ["u"], "a team's principal is not listed as a user");
+        assert_eq!(store.member_role(team.id, 1).await.unwrap().as_deref(), Some("owner"));
+        store.close().await;
+    }
 }

@@ -25,13 +25,14 @@ use super::alerts::{
     WebhookState,
 };
 use super::oauth::{OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord};
+use super::teams::{TeamRefusal, TeamStore};
 use super::{
     ActiveMaterial, AuditPosition, AuditQuery, AuditRecord, AuditRow, CertificateRecord,
     EnrollmentRecord, SealedField, SecretRecord, SessionRecord, Store, StoreError, StoreFuture,
 };
 
 /// A store under test: both traits, and two raw statements the suite needs to look past them.
-pub trait ContractStore: Store + OAuthStore + AlertStore {
+pub trait ContractStore: Store + OAuthStore + AlertStore + TeamStore {
     /// Runs a statement of the suite's own (`UPDATE audit ...`), as written.
     fn execute_raw(&self, sql: &'static str) -> StoreFuture<'_, u64>;
     /// How many rows `table` holds.
@@ -70,6 +71,8 @@ contracts!(
     webhook_deliveries_are_claimed_once_and_retried,
     filtered_audit_pages_and_usage_groups,
     activations_with_an_end_expire_once_and_keep_their_settings,
+    a_team_secret_is_stored_once_and_leaves_a_removed_members_sessions,
+    racing_demotions_of_two_owners_leave_one_owner,
 );
 
 /// Runs every contract test, each on a store `fresh` makes (with whatever must outlive it).
@@ -1332,4 +1335,159 @@ pub async fn activations_with_an_end_expire_once_and_keep_their_settings(
     assert_eq!(names, ["B"]);
     let trail = s.audit_for_owner(u.id, None, 100).await.unwrap();
     assert_eq!(trail.iter().filter(|r| r.record.action == AuditAction::Expired).count(), 1);
+}
+
+pub async fn a_team_secret_is_stored_once_and_leaves_a_removed_members_sessions(
+    s: Arc<dyn ContractStore>,
+) {
+    let alice = s.create_user("alice", b"h1", 1).await.unwrap();
+    let bob = s.create_user("bob", b"h2", 1).await.unwrap();
+    let created = AuditRecord::new(0, 5, AuditAction::TeamChanged);
+    let team = s.create_team("infra", alice.id, 5, 10, &created).await.unwrap().unwrap();
+    assert_ne!(team.id, alice.id);
+    assert_eq!(
+        s.create_team("infra", bob.id, 5, 10, &created).await.unwrap(),
+        Err(TeamRefusal::Taken)
+    );
+    assert_eq!(
+        s.create_team("other", bob.id, 5, 0, &created).await.unwrap(),
+        Err(TeamRefusal::Limit)
+    );
+    assert_eq!(s.team_by_name("infra").await.unwrap(), Some(team.clone()));
+    assert_eq!(s.user_count().await.unwrap(), 2, "a team's principal is no user");
+    assert_eq!(s.member_role(team.id, alice.id).await.unwrap().as_deref(), Some("owner"));
+    assert_eq!(s.member_role(team.id, bob.id).await.unwrap(), None);
+    let audit = AuditRecord::new(team.id, 6, AuditAction::TeamChanged);
+    assert_eq!(
+        s.set_member(team.id, "nobody", "member", 6, "d", &audit).await.unwrap(),
+        Err(TeamRefusal::NoSuchUser)
+    );
+    assert_eq!(
+        s.set_member(team.id, "team/infra", "member", 6, "d", &audit).await.unwrap(),
+        Err(TeamRefusal::NoSuchUser),
+        "a team's principal cannot be made a member"
+    );
+    let added = s.set_member(team.id, "bob", "member", 6, "d", &audit).await.unwrap().unwrap();
+    assert_eq!((added.before, added.member.unwrap().role.as_str()), (None, "member"));
+    let names: Vec<String> =
+        s.members(team.id).await.unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert_eq!(s.teams_of(bob.id).await.unwrap(), vec![(team.clone(), "member".to_owned())]);
+    // One secret of the team's, active in a session of each member's: one stored copy.
+    add_secret(&*s, team.id, "t1", "DB", &["A"]).await;
+    add_secret(&*s, bob.id, "b1", "MINE", &["A"]).await;
+    for (owner, id) in [(alice.id, "sa"), (bob.id, "sb1"), (bob.id, "sb2")] {
+        let (sess, tok) = session(owner, id);
+        s.insert_session(&sess, &tok, &AuditRecord::new(owner, 7, AuditAction::SessionCreated))
+            .await
+            .unwrap();
+        s.change_activations(id, &["t1".into()], &[], 8, &[]).await.unwrap();
+    }
+    s.change_activations("sb1", &["b1".into()], &[], 8, &[]).await.unwrap();
+    assert_eq!(s.count_rows("secrets").await.unwrap(), 2);
+    assert_eq!(s.count_rows("secret_fields").await.unwrap(), 2);
+    assert_eq!(s.secret_active_in("t1").await.unwrap(), ["sa", "sb1", "sb2"]);
+    // Uses recorded in each member's trail all show in the team secret's trail and usage.
+    let used = |owner: i64, session: &str| AuditRecord {
+        secret_id: Some("t1".into()),
+        secret_name: Some("DB".into()),
+        session_id: Some(session.into()),
+        command: Some("psql".into()),
+        ..AuditRecord::new(owner, 9, AuditAction::FileRead)
+    };
+    s.append_audit(&[used(alice.id, "sa"), used(bob.id, "sb1")]).await.unwrap();
+    let trail = s.secret_trail("t1", None, 10).await.unwrap();
+    let who: Vec<&str> = trail.iter().map(|(_, by)| by.as_str()).collect();
+    assert_eq!(who, ["alice", "bob"]);
+    let uses: i64 = s.secret_usage_all("t1").await.unwrap().iter().map(|g| g.uses).sum();
+    assert_eq!(uses, 2);
+    // Lowered to viewer: the team's secret leaves bob's sessions, his own stays.
+    let lowered =
+        s.set_member(team.id, "bob", "viewer", 10, "lowered", &audit).await.unwrap().unwrap();
+    assert_eq!(lowered.before.as_deref(), Some("member"));
+    let sessions: Vec<&str> = lowered.deactivated.iter().map(|a| a.session_id.as_str()).collect();
+    assert_eq!(sessions, ["sb1", "sb2"]);
+    assert_eq!(s.secret_active_in("t1").await.unwrap(), ["sa"]);
+    assert_eq!(s.active_secrets("sb1").await.unwrap().len(), 1, "bob's own secret stays");
+    let bobs = s.audit_for_owner(bob.id, None, 100).await.unwrap();
+    let deactivated: Vec<_> = bobs
+        .iter()
+        .filter(|r| r.record.action == AuditAction::Deactivated)
+        .map(|r| (r.record.session_id.clone().unwrap(), r.record.detail.clone().unwrap()))
+        .collect();
+    assert_eq!(deactivated, [("sb1".into(), "lowered".into()), ("sb2".into(), "lowered".into())]);
+    // Back to member, active again, then removed: gone again.
+    s.set_member(team.id, "bob", "member", 11, "d", &audit).await.unwrap().unwrap();
+    s.change_activations("sb1", &["t1".into()], &[], 12, &[]).await.unwrap();
+    let removed = s.remove_member(team.id, "bob", 13, "removed", &audit).await.unwrap().unwrap();
+    assert_eq!(removed.member, None);
+    assert_eq!(removed.deactivated.len(), 1);
+    assert_eq!(s.member_role(team.id, bob.id).await.unwrap(), None);
+    assert_eq!(s.secret_active_in("t1").await.unwrap(), ["sa"]);
+    assert_eq!(
+        s.remove_member(team.id, "bob", 14, "d", &audit).await.unwrap(),
+        Err(TeamRefusal::NotMember)
+    );
+    // The last owner stays.
+    assert_eq!(
+        s.remove_member(team.id, "alice", 14, "d", &audit).await.unwrap(),
+        Err(TeamRefusal::LastOwner)
+    );
+    assert_eq!(
+        s.set_member(team.id, "alice", "admin", 14, "d", &audit).await.unwrap(),
+        Err(TeamRefusal::LastOwner)
+    );
+    assert_eq!(s.member_role(team.id, alice.id).await.unwrap().as_deref(), Some("owner"));
+    // A team that owns a secret is not deleted; an empty one is.
+    assert_eq!(
+        s.delete_team(team.id).await.unwrap(),
+        Err(TeamRefusal::NotEmpty(vec!["DB".into()]))
+    );
+    let empty = s.create_team("empty", alice.id, 15, 10, &created).await.unwrap().unwrap();
+    s.delete_team(empty.id).await.unwrap().unwrap();
+    assert_eq!(s.team_by_name("empty").await.unwrap(), None);
+}
+
+pub async fn racing_demotions_of_two_owners_leave_one_owner(s: Arc<dyn ContractStore>) {
+    let alice = s.create_user("alice", b"h1", 1).await.unwrap();
+    s.create_user("bob", b"h2", 1).await.unwrap();
+    let created = AuditRecord::new(0, 5, AuditAction::TeamChanged);
+    let team = s.create_team("infra", alice.id, 5, 10, &created).await.unwrap().unwrap();
+    let audit = AuditRecord::new(team.id, 6, AuditAction::TeamChanged);
+    for round in 0..4 {
+        s.set_member(team.id, "bob", "owner", 6, "d", &audit).await.unwrap().unwrap();
+        s.set_member(team.id, "alice", "owner", 6, "d", &audit).await.unwrap().unwrap();
+        let id = team.id;
+        let outcomes = race(&s, 2, move |s, i| async move {
+            let who = if i == 0 { "alice" } else { "bob" };
+            if round % 2 == 0 {
+                s.set_member(
+                    id,
+                    who,
+                    "member",
+                    7,
+                    "d",
+                    &AuditRecord::new(id, 7, AuditAction::TeamChanged),
+                )
+                .await
+                .unwrap()
+            } else {
+                s.remove_member(id, who, 7, "d", &AuditRecord::new(id, 7, AuditAction::TeamChanged))
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        let refused = outcomes.iter().filter(|o| *o == &Err(TeamRefusal::LastOwner)).count();
+        assert_eq!(refused, 1, "round {round}: one of the two demotions is refused");
+        let owners =
+            s.members(team.id).await.unwrap().into_iter().filter(|m| m.role == "owner").count();
+        assert_eq!(owners, 1, "round {round}");
+        if s.member_role(team.id, alice.id).await.unwrap().is_none() {
+            s.set_member(team.id, "alice", "member", 8, "d", &audit).await.unwrap().unwrap();
+        }
+        if s.members(team.id).await.unwrap().iter().all(|m| m.name != "bob") {
+            s.set_member(team.id, "bob", "member", 8, "d", &audit).await.unwrap().unwrap();
+        }
+    }
 }

@@ -172,6 +172,7 @@ mod tests {
             exe: None,
             claimed_command: None,
             session_label: None,
+            by: None,
         };
         let out = render(&[e], true);
         let line = out.lines().nth(1).unwrap();

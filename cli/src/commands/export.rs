@@ -201,6 +201,7 @@ mod tests {
                 exe: None,
                 claimed_command: None,
                 session_label: None,
+                by: None,
             })
             .collect()
     }

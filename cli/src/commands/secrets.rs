@@ -651,6 +651,7 @@ mod tests {
             value_changed_at: None,
             rotation_due: false,
             activations: vec![],
+            team: None,
         }
     }
 

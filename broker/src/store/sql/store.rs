@@ -205,7 +205,7 @@ pub(super) fn add_material_row(
     Ok(())
 }
 
-fn audit_from_row(row: &DbRow) -> Result<AuditRow, StoreError> {
+pub(super) fn audit_from_row(row: &DbRow) -> Result<AuditRow, StoreError> {
     let action: String = get(row, "action")?;
     Ok(AuditRow {
         seq: get(row, "seq")?,
@@ -583,7 +583,7 @@ impl Store for This {
 
     fn user_count(&self) -> StoreFuture<'_, i64> {
         Box::pin(async move {
-            sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE kind = 'user'")
                 .fetch_one(&self.pool)
                 .await
                 .map_err(query_failed("counting users"))

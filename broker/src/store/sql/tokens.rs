@@ -282,7 +282,7 @@ impl TokenStore for This {
                  (SELECT COUNT(*) FROM secrets s WHERE s.owner_id = u.id) AS secrets, \
                  (SELECT COUNT(*) FROM sessions s WHERE s.owner_id = u.id \
                     AND s.ended_at IS NULL AND s.expires_at > $1) AS live_sessions \
-                 FROM users u ORDER BY u.name",
+                 FROM users u WHERE u.kind = 'user' ORDER BY u.name",
             )
             .bind(now)
             .fetch_all(&self.pool)
@@ -310,7 +310,7 @@ impl TokenStore for This {
         disabled_at: Option<i64>,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let done = sqlx::query("UPDATE users SET disabled_at = $1 WHERE name = $2")
+            let done = sqlx::query("UPDATE users SET disabled_at = $1 WHERE name = $2 AND kind = 'user'")
                 .bind(disabled_at)
                 .bind(name)
                 .execute(&self.pool)
@@ -323,11 +323,12 @@ impl TokenStore for This {
     fn delete_user<'a>(&'a self, name: &'a str, now: i64) -> StoreFuture<'a, Result<(), Refusal>> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
-            let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query_failed("reading a user"))?;
+            let id: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM users WHERE name = $1 AND kind = 'user'")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query_failed("reading a user"))?;
             let Some(id) = id else { return Ok(Err(Refusal::Missing)) };
             let live: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM sessions WHERE owner_id = $1 AND ended_at IS NULL \
@@ -371,6 +372,7 @@ impl TokenStore for This {
                 "DELETE FROM enrollment_tokens WHERE session_id IN (SELECT id FROM sessions WHERE owner_id = $1)",
                 "DELETE FROM sessions WHERE owner_id = $1",
                 "DELETE FROM api_tokens WHERE user_id = $1",
+                "DELETE FROM team_members WHERE user_id = $1",
                 "DELETE FROM service_accounts WHERE owner_kind = 'user' AND owner_id = $1",
                 "DELETE FROM users WHERE id = $1",
             ] {
