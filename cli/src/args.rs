@@ -59,6 +59,9 @@ pub enum Command {
     /// Unusual usage the broker flagged (docs/alerts.md): list, acknowledge, configure actions.
     #[command(subcommand)]
     Alerts(crate::commands::alerts::AlertsCommand),
+    /// Teams and their members (owner, admin, member, viewer); team secrets are `team/NAME`.
+    #[command(subcommand)]
+    Teams(crate::commands::teams::TeamsCommand),
     /// API tokens with scopes and an expiry: list, create (shown once), revoke.
     #[command(subcommand)]
     Tokens(crate::commands::tokens::TokensCommand),

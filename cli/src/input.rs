@@ -6,7 +6,7 @@
 
 use maestro_wire::catalog::seal::Exposure;
 use maestro_wire::limits::{MAX_DESCRIPTION_BYTES, MAX_NAMES_PER_CALL, MAX_TAG_BYTES, MAX_TAGS};
-use maestro_wire::names::is_valid_secret_name;
+use maestro_wire::teams::Scoped;
 
 /// Longest session id accepted.
 const MAX_SESSION_ID: usize = 128;
@@ -16,7 +16,9 @@ const MAX_QUOTE: usize = 80;
 /// Why an argument is refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
-    #[error("invalid secret name '{0}': names match [A-Z][A-Z0-9_]{{0,63}}, e.g. AWS_PROD")]
+    #[error(
+        "invalid secret name '{0}': names match [A-Z][A-Z0-9_]{{0,63}}, e.g. AWS_PROD, or team/NAME for a team's secret"
+    )]
     SecretName(String),
     #[error(
         "invalid session id '{0}'; give a session's id, a unique id prefix or its label (see \
@@ -54,8 +56,9 @@ pub fn exposure(text: Option<&str>) -> Result<Option<Exposure>, InputError> {
     }
 }
 
+/// A secret name as users write it: `NAME`, or `team/NAME` for a team's secret.
 pub fn secret_name(name: &str) -> Result<(), InputError> {
-    if is_valid_secret_name(name) { Ok(()) } else { Err(InputError::SecretName(quote(name))) }
+    if Scoped::parse(name).is_some() { Ok(()) } else { Err(InputError::SecretName(quote(name))) }
 }
 
 /// How a user names a session: its id, a unique id prefix or its label (the broker resolves
@@ -121,7 +124,8 @@ mod tests {
     #[test]
     fn secret_name_rules() {
         assert!(secret_name("AWS_PROD").is_ok());
-        for bad in ["aws", "../X", "A/B", "", "A-B"] {
+        assert!(secret_name("infra/AWS_PROD").is_ok());
+        for bad in ["aws", "../X", "A/B", "", "A-B", "infra/", "infra/db", "a/b/C", "/A"] {
             let e = secret_name(bad).unwrap_err();
             assert!(e.to_string().contains("[A-Z][A-Z0-9_]{0,63}"), "{e}");
         }

@@ -83,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
             Command::Man(args) => commands::generated::man(args),
             Command::Alerts(command) => commands::alerts::run(&client, command).await,
             Command::Tokens(command) => commands::tokens::run_tokens(&client, command).await,
+            Command::Teams(command) => commands::teams::run(&client, command).await,
             Command::ServiceAccounts(command) => {
                 commands::tokens::run_accounts(&client, command).await
             }

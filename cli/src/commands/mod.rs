@@ -10,6 +10,7 @@ pub mod kinds;
 pub mod oauth;
 pub mod secrets;
 pub mod sessions;
+pub mod teams;
 pub mod tokens;
 pub mod usage;
 
