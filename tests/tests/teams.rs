@@ -1,0 +1,549 @@
+//! Teams (issue 13 part 1), end to end on the real binaries, on SQLite and on PostgreSQL with
+//! two brokers:
+//!
+//! * each role (owner, admin, member, viewer) does what it should, and is refused what it
+//!   should not with one line and nothing changed; a user who is not a member is answered "not
+//!   found" whether the team exists or not; the last owner cannot be removed or demoted; a
+//!   member cannot activate a team secret into someone else's session; a token's scopes still
+//!   apply; team and secret names are bounded; a team's `DB` and one's own `DB` cannot be
+//!   active in one session;
+//! * a team secret active in two members' sessions is stored once (rows of the SQLite file and
+//!   of the PostgreSQL database), and its history names the member behind each use;
+//! * a removed member's sessions lose it within 1 s: the file is gone from a real agent's FUSE
+//!   mount and the variable from `maestro-exec`'s environment, while the owner's session keeps
+//!   it; on PostgreSQL, the member's agent streaming from the other broker hears it as fast;
+//! * a member lowered to viewer loses it the same way.
+
+// Test code: a failed expectation is a failed test, reported with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use maestro_tests::agent::{Agent, AgentOptions, SANDBOX_UID, Sandbox, fuse_available, wait_until};
+use maestro_tests::broker::{Api, Broker, TestAgent};
+use maestro_tests::pg::{PeerBroker, Postgres};
+use maestro_wire::agent_api::AgentEvent;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// How fast a removal must reach a member's sessions.
+const WITHIN: Duration = Duration::from_secs(1);
+
+/// A team secret's path segment: `team/NAME` percent-encoded.
+fn path(scoped: &str) -> String {
+    format!("/v1/secrets/{}", scoped.replace('/', "%2F"))
+}
+
+/// The users of the role tests, each with a client on broker A and one on broker B (the same
+/// broker on SQLite).
+struct People {
+    owner: (Api, Api),
+    admin: (Api, Api),
+    member: (Api, Api),
+    viewer: (Api, Api),
+    outsider: (Api, Api),
+}
+
+/// The names of a listing.
+fn names(list: &Value) -> Vec<String> {
+    list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect()
+}
+
+/// `(user, role)` of each member.
+async fn members(api: &Api, team: &str) -> Vec<(String, String)> {
+    let shown = api.get(&format!("/v1/teams/{team}")).await.ok();
+    shown["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["user"].as_str().unwrap().to_owned(), m["role"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Each role does what it should and nothing more; refusals are one line and change nothing.
+async fn roles_are_enforced(p: &People) {
+    let (owner, owner_b) = (&p.owner.0, &p.owner.1);
+    owner.post("/v1/teams", json!({"name": "infra"})).await.ok();
+    for (user, role) in [("adam", "admin"), ("mia", "member"), ("vic", "viewer")] {
+        let added = owner
+            .call(
+                Method::PUT,
+                &format!("/v1/teams/infra/members/{user}"),
+                Some(json!({"role": role})),
+            )
+            .await
+            .ok();
+        assert_eq!((added["role"].as_str(), added["before"].as_str()), (Some(role), None));
+    }
+    let roster = vec![
+        ("adam".to_owned(), "admin".to_owned()),
+        ("mia".to_owned(), "member".to_owned()),
+        ("olivia".to_owned(), "owner".to_owned()),
+        ("vic".to_owned(), "viewer".to_owned()),
+    ];
+    assert_eq!(members(owner_b, "infra").await, roster);
+
+    // Admin: adds and edits the team's secrets; cannot manage members.
+    let (admin, admin_b) = (&p.admin.0, &p.admin.1);
+    let created = admin
+        .post(
+            "/v1/secrets",
+            json!({"name": "infra/API", "kind": "generic",
+                   "fields": {"TEAM_API_KEY": "planted-team-api-71"}}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        (created["name"].as_str(), created["team"].as_str()),
+        (Some("infra/API"), Some("infra"))
+    );
+    let edited = admin_b.patch(&path("infra/API"), json!({"description": "shared"})).await.ok();
+    assert_eq!(edited["version"], 2);
+    let refused = admin_b
+        .call(Method::PUT, "/v1/teams/infra/members/otto", Some(json!({"role": "member"})))
+        .await
+        .expect_error(403, "forbidden");
+    assert!(
+        refused.contains("your role in team infra is admin") && refused.contains("owner"),
+        "{refused}"
+    );
+    admin.delete("/v1/teams/infra/members/mia").await.expect_error(403, "forbidden");
+    admin.delete("/v1/teams/infra").await.expect_error(403, "forbidden");
+    assert_eq!(members(owner, "infra").await, roster, "nothing changed");
+
+    // Member: sees and activates in their own sessions; cannot change the secret.
+    let (member, member_b) = (&p.member.0, &p.member.1);
+    assert!(names(&member_b.get("/v1/secrets").await.ok()).contains(&"infra/API".to_owned()));
+    member.get(&path("infra/API")).await.ok();
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/v1/secrets".to_owned(),
+            Some(json!({"name": "infra/NEW", "kind": "generic", "fields": {"NEW_VAR": "v"}})),
+        ),
+        (Method::PATCH, path("infra/API"), Some(json!({"description": "mine now"}))),
+        (Method::DELETE, path("infra/API"), None),
+        (Method::POST, format!("{}/compromised", path("infra/API")), Some(json!({}))),
+    ] {
+        let message =
+            member_b.call(method.clone(), &path, body).await.expect_error(403, "forbidden");
+        assert!(
+            message.contains("your role in team infra is member")
+                && message.contains("admin or above"),
+            "{method} {path}: {message}"
+        );
+    }
+    let after = owner.get(&path("infra/API")).await.ok();
+    assert_eq!(
+        (after["version"].as_u64(), after["description"].as_str()),
+        (Some(2), Some("shared"))
+    );
+    assert!(after["compromised_at"].is_null());
+    let team_secrets: Vec<String> = names(&owner.get("/v1/secrets").await.ok())
+        .into_iter()
+        .filter(|n| n.starts_with("infra/"))
+        .collect();
+    assert_eq!(team_secrets, ["infra/API"], "nothing was created or deleted");
+
+    let (mia_session, _) = member.new_session(json!({"label": "mia-1"})).await;
+    member.activate(&mia_session, &["infra/API"]).await.ok();
+    // Not into someone else's session, even one of a member of the same team.
+    let (adam_session, _) = admin.new_session(json!({"label": "adam-1"})).await;
+    member_b.activate(&adam_session, &["infra/API"]).await.expect_error(404, "not_found");
+    let adams = admin.get(&format!("/v1/sessions/{adam_session}")).await.ok();
+    assert_eq!(adams["active"], json!([]), "nothing activated in adam's session");
+
+    // A team's API and one's own API cannot be active in one session (the mount knows names).
+    member.add_generic("API", &[("MIA_OWN_KEY", "planted-mia-own-3")]).await.ok();
+    let clash = member.activate(&mia_session, &["API"]).await.expect_error(409, "conflict");
+    assert!(clash.contains("another secret named API is active"), "{clash}");
+    let shown = member.get(&format!("/v1/sessions/{mia_session}")).await.ok();
+    assert_eq!(shown["active"].as_array().unwrap().len(), 1, "{shown}");
+
+    // Viewer: sees metadata, history, usage and members; cannot activate or change.
+    let (viewer, viewer_b) = (&p.viewer.0, &p.viewer.1);
+    viewer.get(&path("infra/API")).await.ok();
+    viewer_b.get(&format!("{}/history", path("infra/API"))).await.ok();
+    viewer_b.get(&format!("{}/usage", path("infra/API"))).await.ok();
+    assert_eq!(members(viewer_b, "infra").await, roster);
+    let (vic_session, _) = viewer.new_session(json!({})).await;
+    let message =
+        viewer_b.activate(&vic_session, &["infra/API"]).await.expect_error(403, "forbidden");
+    assert!(
+        message.contains("your role in team infra is viewer")
+            && message.contains("member or above"),
+        "{message}"
+    );
+    let vics = viewer.get(&format!("/v1/sessions/{vic_session}")).await.ok();
+    assert_eq!(vics["active"], json!([]));
+    viewer
+        .patch(&path("infra/API"), json!({"description": "x"}))
+        .await
+        .expect_error(403, "forbidden");
+
+    // Not a member: "not found", the same whether the team exists or not.
+    let (outsider, outsider_b) = (&p.outsider.0, &p.outsider.1);
+    let exists = outsider.get(&path("infra/API")).await.expect_error(404, "not_found");
+    let missing = outsider_b.get(&path("nosuch/API")).await.expect_error(404, "not_found");
+    assert_eq!(exists.replace("infra", "nosuch"), missing, "the answer says nothing of existence");
+    outsider.get("/v1/teams/infra").await.expect_error(404, "not_found");
+    outsider_b
+        .call(Method::PUT, "/v1/teams/infra/members/otto", Some(json!({"role": "owner"})))
+        .await
+        .expect_error(404, "not_found");
+    let (otto_session, _) = outsider.new_session(json!({})).await;
+    outsider.activate(&otto_session, &["infra/API"]).await.expect_error(404, "not_found");
+    assert!(
+        !names(&outsider.get("/v1/secrets").await.ok()).iter().any(|n| n.starts_with("infra/"))
+    );
+    assert_eq!(outsider.get("/v1/teams").await.ok(), json!([]));
+    assert_eq!(members(owner, "infra").await, roster, "nothing changed");
+
+    // The last owner stays.
+    let last = owner_b.delete("/v1/teams/infra/members/olivia").await.expect_error(409, "conflict");
+    assert!(last.contains("olivia is the last owner of team infra"), "{last}");
+    owner
+        .call(Method::PUT, "/v1/teams/infra/members/olivia", Some(json!({"role": "admin"})))
+        .await
+        .expect_error(409, "conflict");
+    assert_eq!(members(owner_b, "infra").await, roster, "nothing changed");
+
+    // A token's scopes still apply to team operations.
+    let created = owner
+        .post(
+            "/v1/tokens",
+            json!({"name": "read-only", "scopes": ["secrets:read"], "expires_in_secs": 3600}),
+        )
+        .await
+        .ok();
+    let read_only = Api { token: created["token"].as_str().unwrap().to_owned(), ..owner_b.clone() };
+    read_only.get("/v1/teams/infra").await.ok();
+    let m = read_only
+        .call(Method::PUT, "/v1/teams/infra/members/otto", Some(json!({"role": "viewer"})))
+        .await
+        .expect_error(403, "forbidden");
+    assert!(m.contains("'admin'"), "{m}");
+    let m = read_only
+        .post(
+            "/v1/secrets",
+            json!({"name": "infra/RO", "kind": "generic", "fields": {"RO_VAR": "v"}}),
+        )
+        .await
+        .expect_error(403, "forbidden");
+    assert!(m.contains("'secrets:write'"), "{m}");
+    assert_eq!(members(owner, "infra").await, roster, "nothing changed");
+
+    // Names are bounded and checked.
+    for bad in ["a".repeat(33), "Infra".to_owned(), "-x".to_owned(), "in/fra".to_owned()] {
+        let m =
+            owner.post("/v1/teams", json!({"name": bad})).await.expect_error(400, "invalid_name");
+        assert!(m.starts_with("invalid team name"), "{m}");
+    }
+    let long = format!("infra/{}", "A".repeat(65));
+    admin
+        .post("/v1/secrets", json!({"name": long, "kind": "generic", "fields": {"X_VAR": "v"}}))
+        .await
+        .expect_error(400, "invalid_name");
+    outsider.post("/v1/teams", json!({"name": "infra"})).await.expect_error(409, "already_exists");
+
+    // The member's use is in the team secret's history, naming them.
+    let history = owner_b.get(&format!("{}/history", path("infra/API"))).await.ok();
+    let activated: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "activated")
+        .map(|e| (e["by"].as_str().unwrap_or(""), e["session"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(activated, [("mia", mia_session.as_str())], "{history}");
+
+    // Removal: the team's secret leaves the member's session at once; their own stays theirs.
+    let removed = owner.delete("/v1/teams/infra/members/mia").await.ok();
+    assert_eq!(removed["deactivated"][0]["session"], mia_session.as_str(), "{removed}");
+    let shown = member_b.get(&format!("/v1/sessions/{mia_session}")).await.ok();
+    assert_eq!(shown["active"], json!([]), "{shown}");
+    member.get(&path("infra/API")).await.expect_error(404, "not_found");
+    member.get("/v1/secrets/API").await.ok();
+    // A member leaves on their own.
+    let left = viewer.delete("/v1/teams/infra/members/vic").await.ok();
+    assert!(left["role"].is_null());
+    // A team that still owns a secret is not deleted.
+    let m = owner.delete("/v1/teams/infra").await.expect_error(409, "conflict");
+    assert!(m.contains("still owns API"), "{m}");
+}
+
+/// Users `olivia` (owner), `adam`, `mia`, `vic` and `otto` made with `add`, with clients on
+/// `a` and `b`.
+fn people(
+    add: impl Fn(&str) -> String,
+    a: &dyn Fn(&str) -> Api,
+    b: &dyn Fn(&str) -> Api,
+) -> People {
+    let mut pairs = ["olivia", "adam", "mia", "vic", "otto"].map(|name| {
+        let token = add(name);
+        (a(&token), b(&token))
+    });
+    let take = |pairs: &mut [(Api, Api); 5], i: usize| pairs[i].clone();
+    People {
+        owner: take(&mut pairs, 0),
+        admin: take(&mut pairs, 1),
+        member: take(&mut pairs, 2),
+        viewer: take(&mut pairs, 3),
+        outsider: take(&mut pairs, 4),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_does_what_it_should_on_sqlite() {
+    let broker = Broker::start();
+    let p = people(|n| broker.add_user(n), &|t| broker.api(t), &|t| broker.api(t));
+    roles_are_enforced(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_does_what_it_should_on_postgres_with_two_brokers() {
+    let Some(pg) = Postgres::start() else { return };
+    let db = pg.create_database("maestro_team_roles");
+    let options = db.broker_options();
+    let a = Broker::start_with(options.clone());
+    let b = PeerBroker::start(&a, &options);
+    let url = db.url();
+    let env = [("MAESTRO_DATABASE_URL", url.as_str())];
+    let add = |n: &str| a.admin_command(&["user", "add", n], &env).ok().stdout.trim().to_owned();
+    let p = people(add, &|t| a.api(t), &|t| b.api(t));
+    roles_are_enforced(&p).await;
+}
+
+/// Creates a session as the user with `token` through the CLI; its id and bundle.
+fn cli_session(
+    broker: &Broker,
+    token: &str,
+    dir: &Path,
+    label: &str,
+) -> (String, std::path::PathBuf) {
+    let bundle = dir.join(format!("{label}.bundle.json"));
+    let out = broker
+        .maestro(
+            token,
+            &["sessions", "create", "--label", label, "--bundle-out", &bundle.to_string_lossy()],
+        )
+        .ok();
+    (out.stdout.lines().next().unwrap().trim().to_owned(), bundle)
+}
+
+/// Whether `maestro-exec env` in the agent's sandbox sees `var`.
+fn env_has(agent: &Agent, var: &str) -> bool {
+    let out = agent.exec_as(SANDBOX_UID, &["env"]);
+    out.stdout.lines().any(|l| l.starts_with(&format!("{var}=")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_secret_is_stored_once_and_leaves_a_removed_members_mount_within_a_second() {
+    if !fuse_available() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let bob = sb.broker.add_user("bob");
+    let bob_cli = |args: &[&str]| sb.broker.maestro(&bob, args);
+
+    // The owner (the sandbox's user) makes the team and its secret with the CLI.
+    let out = sb.maestro(&["teams", "create", "infra"]).ok();
+    assert!(out.stdout.contains("team infra created"), "{out:?}");
+    let out = sb.maestro(&["teams", "add", "infra", "bob", "--role", "member"]).ok();
+    assert_eq!(out.stdout, "bob added to team infra as member\n");
+    sb.maestro(&[
+        "secrets",
+        "add",
+        "infra/DB",
+        "--kind",
+        "generic",
+        "--field",
+        "TEAM_DB_URL=planted-team-db-5e1",
+    ])
+    .ok();
+    let listed = bob_cli(&["teams", "ls"]).ok();
+    assert!(listed.stdout.contains("infra") && listed.stdout.contains("member"), "{listed:?}");
+    let shown = bob_cli(&["teams", "show", "infra"]).ok();
+    assert!(shown.stdout.contains("sandbox-tester") && shown.stdout.contains("owner"), "{shown:?}");
+
+    // Active in a session of each member's, each with a real agent and FUSE mount.
+    let (own_session, own_bundle) = sb.new_session("owner-box");
+    let owner_agent = sb.start_agent(&own_bundle, AgentOptions::default());
+    let (bob_session, bob_bundle) = cli_session(&sb.broker, &bob, sb.dir(), "bob-box");
+    let bob_mount = sb.dir().join("bob-secrets");
+    let bob_socket = sb.dir().join("bob-run").join("agent.sock");
+    let bob_agent = Agent::start(&bob_bundle, &bob_mount, &bob_socket, AgentOptions::default());
+    sb.maestro(&["secrets", "activate", "--session", &own_session, "infra/DB"]).ok();
+    let out = bob_cli(&["secrets", "activate", "--session", &bob_session, "infra/DB"]).ok();
+    assert!(out.stdout.contains(&bob_session), "{out:?}");
+    for agent in [&owner_agent, &bob_agent] {
+        assert!(
+            wait_until(Duration::from_secs(5), || agent.file("TEAM_DB_URL").exists()).is_some(),
+            "the team secret did not reach the agent:\n{}",
+            agent.log()
+        );
+        let read =
+            agent.run_as(SANDBOX_UID, "cat", &[&agent.file("TEAM_DB_URL").to_string_lossy()]).ok();
+        assert_eq!(read.stdout, "planted-team-db-5e1");
+        assert!(env_has(agent, "TEAM_DB_URL"));
+    }
+
+    // One stored copy: one row of `secrets`, one of `secret_fields`, one data key, in the file.
+    let url = format!("sqlite://{}", sb.broker.data_dir().join("maestro.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+    let secrets =
+        count("SELECT COUNT(*) FROM secrets WHERE name = 'DB'").fetch_one(&mut conn).await.unwrap();
+    let fields = count("SELECT COUNT(*) FROM secret_fields f JOIN secrets s ON s.id = f.secret_id WHERE s.name = 'DB'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let active = count("SELECT COUNT(*) FROM activations a JOIN secrets s ON s.id = a.secret_id WHERE s.name = 'DB'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let owner_kind: String = sqlx::query_scalar(
+        "SELECT u.kind FROM secrets s JOIN users u ON u.id = s.owner_id WHERE s.name = 'DB'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((secrets, fields, active, owner_kind.as_str()), (1, 1, 2, "team"));
+    drop(conn);
+    let meta = sb.api.get(&path("infra/DB")).await.ok();
+    let mut sessions: Vec<&str> = meta["active_in_sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    sessions.sort_unstable();
+    let mut expected = [own_session.as_str(), bob_session.as_str()];
+    expected.sort_unstable();
+    assert_eq!(sessions, expected);
+
+    // Bob's use is in the team secret's history with his name and session.
+    let history = sb.maestro(&["secrets", "history", "infra/DB"]);
+    assert_eq!(history.status, 0, "{history:?}");
+    let events = sb.api.get(&format!("{}/history", path("infra/DB"))).await.ok();
+    let bob_activated = events.as_array().unwrap().iter().any(|e| {
+        e["action"] == "activated" && e["by"] == "bob" && e["session"] == bob_session.as_str()
+    });
+    assert!(bob_activated, "{events}");
+
+    // Removed: gone from bob's mount and environment within a second; the owner keeps it.
+    let start = Instant::now();
+    let out = sb.maestro(&["teams", "rm", "infra", "bob"]).ok();
+    assert!(out.stdout.contains("bob removed from team infra"), "{out:?}");
+    assert!(out.stdout.contains(&bob_session), "{out:?}");
+    let gone = wait_until(WITHIN, || !bob_agent.file("TEAM_DB_URL").exists());
+    let took = start.elapsed();
+    assert!(
+        gone.is_some() && took <= WITHIN,
+        "still in bob's mount after {took:?}:\n{}",
+        bob_agent.log()
+    );
+    assert!(!env_has(&bob_agent, "TEAM_DB_URL"), "still in bob's environment");
+    assert!(owner_agent.file("TEAM_DB_URL").exists(), "the owner's session keeps it");
+    assert!(env_has(&owner_agent, "TEAM_DB_URL"));
+    eprintln!("removal reached the member's mount in {took:?}");
+
+    // And bob can no longer reach it by name.
+    let refused = bob_cli(&["secrets", "activate", "--session", &bob_session, "infra/DB"]);
+    assert_ne!(refused.status, 0);
+    assert_eq!(refused.stderr.lines().count(), 1, "{refused:?}");
+    assert!(refused.stderr.contains("not a member of a team named infra"), "{refused:?}");
+    let bobs = sb.broker.api(&bob).get("/v1/audit").await.ok();
+    let deactivated = bobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "deactivated" && e["detail"] == "bob removed from team infra");
+    assert!(deactivated, "{bobs}");
+
+    // Lowered to viewer: the same, for a member who stays.
+    sb.maestro(&["teams", "add", "infra", "bob", "--role", "member"]).ok();
+    bob_cli(&["secrets", "activate", "--session", &bob_session, "infra/DB"]).ok();
+    assert!(
+        wait_until(Duration::from_secs(5), || bob_agent.file("TEAM_DB_URL").exists()).is_some()
+    );
+    let start = Instant::now();
+    let out = sb.maestro(&["teams", "add", "infra", "bob", "--role", "viewer"]).ok();
+    assert!(out.stdout.contains("changed from member to viewer"), "{out:?}");
+    let gone = wait_until(WITHIN, || !bob_agent.file("TEAM_DB_URL").exists());
+    assert!(gone.is_some() && start.elapsed() <= WITHIN, "still in bob's mount after lowering");
+    bob_cli(&["secrets", "show", "infra/DB"]).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_one_copy_and_a_removal_reaches_an_agent_on_the_other_broker_within_a_second() {
+    let Some(pg) = Postgres::start() else { return };
+    let db = pg.create_database("maestro_team_removal");
+    let options = db.broker_options();
+    let a = Broker::start_with(options.clone());
+    let b = PeerBroker::start(&a, &options);
+    let url = db.url();
+    let env = [("MAESTRO_DATABASE_URL", url.as_str())];
+    let add = |n: &str| a.admin_command(&["user", "add", n], &env).ok().stdout.trim().to_owned();
+    let (olivia, mia) = (add("olivia"), add("mia"));
+    let (owner_a, mia_b) = (a.api(&olivia), b.api(&mia));
+    owner_a.post("/v1/teams", json!({"name": "infra"})).await.ok();
+    owner_a
+        .call(Method::PUT, "/v1/teams/infra/members/mia", Some(json!({"role": "member"})))
+        .await
+        .ok();
+    owner_a
+        .post(
+            "/v1/secrets",
+            json!({"name": "infra/DB", "kind": "generic",
+                                    "fields": {"TEAM_DB_URL": "planted-team-pg-8d"}}),
+        )
+        .await
+        .ok();
+    // Olivia's session on A, Mia's on B; Mia's agent streams from B.
+    let (own_session, _) = owner_a.new_session(json!({})).await;
+    owner_a.activate(&own_session, &["infra/DB"]).await.ok();
+    let (mia_session, token) = mia_b.new_session(json!({})).await;
+    let mut agent = TestAgent::enroll(&a, &token).await.unwrap();
+    agent.rebase(&b.url);
+    let mut events = agent.events().await.unwrap();
+    assert!(matches!(
+        events.next_event(Duration::from_secs(5)).await,
+        Some(AgentEvent::Snapshot { .. })
+    ));
+    mia_b.activate(&mia_session, &["infra/DB"]).await.ok();
+    match events.next_event(Duration::from_secs(5)).await {
+        Some(AgentEvent::Activated { secret }) => assert_eq!(secret.name, "DB"),
+        other => panic!("expected the activation, got {other:?}"),
+    }
+    let material = agent.get("/v1/agent/secrets/DB").await.unwrap().ok();
+    assert!(material.to_string().contains("planted-team-pg-8d"));
+
+    // One stored copy in the database, active twice.
+    let rows = pg
+        .psql(
+            &db.name,
+            "SELECT (SELECT COUNT(*) FROM secrets WHERE name = 'DB') || ' ' || \
+             (SELECT COUNT(*) FROM secret_fields f JOIN secrets s ON s.id = f.secret_id WHERE s.name = 'DB') || ' ' || \
+             (SELECT COUNT(*) FROM activations a JOIN secrets s ON s.id = a.secret_id WHERE s.name = 'DB') || ' ' || \
+             (SELECT u.kind FROM secrets s JOIN users u ON u.id = s.owner_id WHERE s.name = 'DB')",
+        )
+        .ok();
+    assert_eq!(rows.stdout.trim(), "1 1 2 team", "{rows:?}");
+
+    // Removed on A: the agent on B hears it within a second.
+    let start = Instant::now();
+    owner_a.delete("/v1/teams/infra/members/mia").await.ok();
+    match events.next_event(WITHIN).await {
+        Some(AgentEvent::Deactivated { name }) => assert_eq!(name, "DB"),
+        other => panic!("expected the deactivation within {WITHIN:?}, got {other:?}"),
+    }
+    let took = start.elapsed();
+    assert!(took <= WITHIN, "{took:?}");
+    eprintln!("removal reached the agent on the other broker in {took:?}");
+    let refused = agent.get("/v1/agent/secrets/DB").await.unwrap();
+    assert!(refused.status >= 400, "material still served after removal: {refused:?}");
+    let own = owner_a.get(&format!("/v1/sessions/{own_session}")).await.ok();
+    assert_eq!(own["active"].as_array().unwrap().len(), 1, "the owner keeps it: {own}");
+}
