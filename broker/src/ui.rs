@@ -47,6 +47,7 @@ pub const MODULES: &[(&str, &str)] = &[
     ("alerts.js", include_str!("../ui/js/alerts.js")),
     ("oauth.js", include_str!("../ui/js/oauth.js")),
     ("oauth-flow.js", include_str!("../ui/js/oauth-flow.js")),
+    ("teams.js", include_str!("../ui/js/teams.js")),
 ];
 /// The look.
 pub const APP_CSS: &str = include_str!("../ui/app.css");

@@ -6,6 +6,9 @@ export const BASE = new URL('../', document.baseURI);
 // The shapes of names (`maestro_wire::names`), checked here so a mistake is named before
 // anything is sent. Size limits and action names come from the broker (`limits()` in api.js).
 export const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
+// A secret as users name it: their own `NAME`, or a team's `team/NAME` (docs/teams.md).
+export const SCOPED_SECRET_NAME = /^(?:[a-z][a-z0-9-]{0,31}\/)?[A-Z][A-Z0-9_]{0,63}$/;
+export const TEAM_NAME = /^[a-z][a-z0-9-]{0,31}$/;
 export const VARIABLE_NAME = /^[A-Z_][A-Z0-9_]{0,127}$/;
 export const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
 export const AUDIT_PAGE = 100; // records a history page shows
@@ -28,5 +31,5 @@ export const ACTION_TONE = {
   deleted: 'muted', deactivated: 'muted', session_ended: 'muted',
   denied: 'bad', refresh_failed: 'bad',
   substituted: 'info', leak_attempt: 'bad', decoy_read: 'bad', scan_finding: 'bad',
-  compromised: 'bad', expired: 'muted',
+  compromised: 'bad', expired: 'muted', team_changed: 'info',
 };

@@ -22,7 +22,8 @@ import { fileButton, onAddGenericRow, onKindChange, onSecretSubmit, wipeValues }
 import { onCompromisedCurrent, onDeleteCurrent, renderExposure } from './secrets.js';
 import { forgetCreated, onActivateSubmit, onCopyToken, onDeactivateAll, onDownloadBundle, onEndCurrent, onSessionCreate } from './sessions.js';
 import { state } from './state.js';
-import { $, h, lowerCase, upperCase } from './util.js';
+import { onMemberAdd, onTeamCreate, onTeamDelete } from './teams.js';
+import { $, h, lowerCase, scopedCase, upperCase } from './util.js';
 
 // ---------------------------------------------------------------- start
 
@@ -43,7 +44,13 @@ function init() {
   $('secret-compromised').addEventListener('click', onCompromisedCurrent);
   $('secret-kind').addEventListener('change', onKindChange);
   $('secret-exposure').addEventListener('change', renderExposure);
-  $('secret-name').addEventListener('input', upperCase);
+  $('secret-name').addEventListener('input', scopedCase);
+  $('teams-refresh').addEventListener('click', route);
+  $('team-refresh').addEventListener('click', route);
+  $('team-form').addEventListener('submit', onTeamCreate);
+  $('team-name').addEventListener('input', lowerCase);
+  $('member-form').addEventListener('submit', onMemberAdd);
+  $('team-delete').addEventListener('click', onTeamDelete);
   $('secret-form').addEventListener('submit', onSecretSubmit);
   $('generic-add-row').addEventListener('click', onAddGenericRow);
   $('session-form').addEventListener('submit', onSessionCreate);

@@ -3,7 +3,7 @@
 import { viewAlerts } from './alerts.js';
 import { Invalid, api, token } from './api.js';
 import { viewAudit } from './audit.js';
-import { SECRET_NAME, SESSION_ID, TOKEN_KEY } from './constants.js';
+import { SCOPED_SECRET_NAME, SESSION_ID, TEAM_NAME, TOKEN_KEY } from './constants.js';
 import { clearErrors, fail, showError } from './messages.js';
 import { viewOAuth } from './oauth.js';
 import { stopFlow } from './oauth-flow.js';
@@ -11,6 +11,7 @@ import { viewSecretForm, wipeValues } from './secret-form.js';
 import { viewSecret, viewSecrets } from './secrets.js';
 import { forgetCreated, viewSession, viewSessions } from './sessions.js';
 import { state } from './state.js';
+import { viewTeam, viewTeams } from './teams.js';
 import { $, enc } from './util.js';
 
 // ---------------------------------------------------------------- views and routing
@@ -18,7 +19,7 @@ import { $, enc } from './util.js';
 export const TITLES = {
   signin: 'Sign in', secrets: 'Secrets', 'secret-form': 'Secret', secret: 'Secret',
   sessions: 'Sessions', session: 'Session', audit: 'Usage history', oauth: 'OAuth integrations',
-  alerts: 'Alerts',
+  alerts: 'Alerts', teams: 'Teams', team: 'Team',
   loading: 'Loading',
 };
 
@@ -44,6 +45,9 @@ export function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   forgetCreated();
   state.secrets = [];
+  state.teams = [];
+  state.team = null;
+  state.whoami = null;
   state.sessions = [];
   state.audit = [];
   state.auditPage = null;
@@ -93,6 +97,8 @@ export async function route(opts) {
     else if (parts[0] === 'audit') await viewAudit(stale);
     else if (parts[0] === 'alerts') await viewAlerts(stale, parts[1] ? secretNameFrom(parts[1]) : '');
     else if (parts[0] === 'oauth') await viewOAuth(stale);
+    else if (parts[0] === 'teams' && parts[1]) await viewTeam(stale, teamNameFrom(parts[1]));
+    else if (parts[0] === 'teams') await viewTeams(stale);
     else if (parts[0] === 'secrets' || parts.length === 0) await viewSecrets(stale);
     else {
       location.hash = '#/secrets';
@@ -104,7 +110,13 @@ export async function route(opts) {
 
 export function secretNameFrom(part) {
   const name = decodeURIComponent(part);
-  if (!SECRET_NAME.test(name)) throw new Invalid(`"${name}" is not a secret name; pick one from the list`);
+  if (!SCOPED_SECRET_NAME.test(name)) throw new Invalid(`"${name}" is not a secret name; pick one from the list`);
+  return name;
+}
+
+export function teamNameFrom(part) {
+  const name = decodeURIComponent(part);
+  if (!TEAM_NAME.test(name)) throw new Invalid(`"${name}" is not a team name; pick one from the list`);
   return name;
 }
 

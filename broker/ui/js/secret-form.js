@@ -2,7 +2,7 @@
 
 import { actionsText, parseActions } from './alerts.js';
 import { Invalid, api, kindByName, limits, loadKinds } from './api.js';
-import { MULTI_LINE_CHECKS, SECRET_NAME, VARIABLE_NAME } from './constants.js';
+import { MULTI_LINE_CHECKS, SCOPED_SECRET_NAME, VARIABLE_NAME } from './constants.js';
 import { clearErrors, fail, findFieldsWith, messageOf, notify, showError } from './messages.js';
 import { show } from './router.js';
 import { checkExposure, parseHosts, renderExposure } from './secrets.js';
@@ -358,8 +358,8 @@ export async function onSecretSubmit(ev) {
     let meta;
     if (f.mode === 'add') {
       const name = $('secret-name').value.trim();
-      if (!SECRET_NAME.test(name)) {
-        throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (AWS_PROD)`, 'secret-name');
+      if (!SCOPED_SECRET_NAME.test(name)) {
+        throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (AWS_PROD), or team/NAME for a team's secret`, 'secret-name');
       }
       const { fields } = collectValues(kind, true);
       typed = Object.keys(fields).length > 0;

@@ -17,8 +17,16 @@ export async function viewSecrets(stale) {
   const body = clear(document.querySelector('#secrets-table tbody'));
   $('secrets-empty').hidden = secrets.length > 0;
   $('secrets-table').hidden = secrets.length === 0;
+  // Your own secrets first, then each team's under a heading row (the broker lists them so).
+  let group = null;
   for (const s of secrets) {
-    body.appendChild(h('tr', {},
+    if ((s.team || null) !== group) {
+      group = s.team || null;
+      body.appendChild(h('tr', { class: 'group-row' },
+        h('th', { scope: 'rowgroup', colspan: '7' },
+          group ? h('a', { href: `#/teams/${enc(group)}` }, `Team ${group}`) : 'Yours')));
+    }
+    body.appendChild(h('tr', { 'data-team': s.team || '' },
       h('th', { scope: 'row' },
         h('a', { class: 'mono strong', href: `#/secrets/${enc(s.name)}` }, s.name),
         s.description ? h('div', { class: 'sub' }, s.description) : null,

@@ -4,6 +4,9 @@ export const state = {
   meta: null, // the broker's limits, audit actions and redirect URI (`GET /v1/meta`), loaded first
   kinds: null, // the catalog, loaded once
   secrets: [],
+  teams: [], // the user's teams with their role
+  team: null, // the team a team page shows, with its members
+  whoami: null, // the signed-in user's name (`GET /v1/whoami`)
   sessions: [],
   audit: [],
   auditPage: null, // whether older and newer pages exist

@@ -176,6 +176,19 @@ export function lowerCase(ev) {
   }
 }
 
+// A secret name as typed: a team's prefix (`infra/`) in lower case, the name in upper case.
+export function scopedCase(ev) {
+  const el = ev.target;
+  const slash = el.value.indexOf('/');
+  const cased = slash < 0 ? el.value.toUpperCase()
+    : el.value.slice(0, slash).toLowerCase() + el.value.slice(slash).toUpperCase();
+  if (cased !== el.value) {
+    const [start, end] = [el.selectionStart, el.selectionEnd];
+    el.value = cased;
+    el.setSelectionRange(start, end);
+  }
+}
+
 export function upperCase(ev) {
   const el = ev.target;
   const upper = el.value.toUpperCase();
