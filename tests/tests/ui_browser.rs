@@ -10,6 +10,9 @@
 //! * usage history with times in their zone, filtered by action;
 //! * OAuth: the redirect URI before any provider, registering one, connecting an account at
 //!   the OAuth test server in a second tab, the styled callback page and its way back;
+//! * teams: creating one, adding a member, changing their role and removing them from the
+//!   team's page, a bad team name refused beside its input, team secrets grouped under their
+//!   team in the secrets list and opened by their `team/NAME`;
 //! * a 390 px wide screen without sideways scrolling.
 //!
 //! Every test fails on a JavaScript error or a CSP violation in the page.
@@ -125,6 +128,7 @@ async fn signs_in_and_every_section_loads_without_errors() {
         ("#/audit", "view-audit"),
         ("#/alerts", "view-alerts"),
         ("#/oauth", "view-oauth"),
+        ("#/teams", "view-teams"),
     ] {
         open(&browser, hash, view).await;
         browser.assert_no_problems(&format!("on {hash}")).await;
@@ -617,4 +621,99 @@ async fn a_390_pixel_screen_never_scrolls_sideways() {
         );
         browser.assert_no_problems(&format!("on {hash} at 390 px")).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn teams_and_members_are_managed_from_the_page_and_team_secrets_are_grouped() {
+    let Some(browser) = Browser::start(1280, 900).await else { return };
+    let broker = Broker::start();
+    let owner = broker.admin();
+    let bob = broker.add_user("bob");
+    let members = || async {
+        let team = broker.admin().get("/v1/teams/infra").await.ok();
+        team["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{}:{}", m["user"].as_str().unwrap(), m["role"].as_str().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    sign_in(&browser, &broker.url, &broker.admin_token).await;
+    open(&browser, "#/teams", "view-teams").await;
+    browser.wait("no team yet", "!document.getElementById('teams-empty').hidden").await;
+
+    // A bad name is refused beside its input, and nothing is created.
+    browser.fill("#team-name", "9lives").await;
+    browser.click("#team-form button[type=submit]").await;
+    browser
+        .wait(
+            "the name marked invalid",
+            "document.getElementById('team-name').getAttribute('aria-invalid') === 'true'",
+        )
+        .await;
+    assert_eq!(owner.get("/v1/teams").await.ok(), json!([]));
+
+    // Created (typed in capitals: the input lowers them), then its page with the owner.
+    browser.fill("#team-name", "Infra").await;
+    browser.click("#team-form button[type=submit]").await;
+    browser.wait("the team's page", "!document.getElementById('view-team').hidden").await;
+    browser
+        .wait("the title", "document.getElementById('team-title').textContent === 'Team infra'")
+        .await;
+    assert_eq!(owner.get("/v1/teams").await.ok()[0]["role"], "owner");
+
+    // Bob added as member, lowered to viewer, then removed, all from the page.
+    browser.fill("#member-user", "bob").await;
+    browser.select("#member-role", "member").await;
+    browser.click("#member-form button[type=submit]").await;
+    browser.wait("bob's row", "!!document.getElementById('role-bob')").await;
+    assert!(members().await.contains(&"bob:member".to_owned()));
+    browser.select("#role-bob", "viewer").await;
+    browser.click("button[aria-label='Save the role of bob']").await;
+    let start = std::time::Instant::now();
+    while !members().await.contains(&"bob:viewer".to_owned()) {
+        assert!(start.elapsed() < WITHIN, "the role was not saved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Team secrets are listed under their team, and open by team/NAME.
+    owner
+        .post(
+            "/v1/secrets",
+            json!({"name": "infra/DB", "kind": "generic", "fields": {"TEAM_DB": "planted-ui-team-1"}}),
+        )
+        .await
+        .ok();
+    owner.add_generic("MINE", &[("MINE_VAR", "planted-ui-mine-2")]).await.ok();
+    open(&browser, "#/secrets", "view-secrets").await;
+    let groups = browser
+        .wait(
+            "the team's group",
+            "(() => { const g = [...document.querySelectorAll('#secrets-table .group-row')].map((r) => r.textContent);
+               return g.length === 2 && g; })()",
+        )
+        .await;
+    assert_eq!(groups, json!(["Yours", "Team infra"]));
+    browser.click("#secrets-table a[href='#/secrets/infra%2FDB']").await;
+    browser.wait("the team secret's page", "!document.getElementById('view-secret').hidden").await;
+    browser
+        .wait("its name", "document.getElementById('secret-title').textContent === 'infra/DB'")
+        .await;
+    // The team page lists it; bob (a viewer) sees the team and its secret.
+    open(&browser, "#/teams/infra", "view-team").await;
+    browser
+        .wait(
+            "the team's secret",
+            "document.getElementById('team-secrets').textContent.includes('infra/DB')",
+        )
+        .await;
+    broker.api(&bob).get("/v1/secrets/infra%2FDB").await.ok();
+
+    browser.click("button[aria-label='Remove bob from infra']").await;
+    browser.wait("the confirmation", "document.getElementById('confirm-dialog').open").await;
+    browser.click("#confirm-ok").await;
+    browser.wait("bob's row gone", "!document.getElementById('role-bob')").await;
+    assert!(!members().await.iter().any(|m| m.starts_with("bob:")));
+    broker.api(&bob).get("/v1/secrets/infra%2FDB").await.expect_error(404, "not_found");
+    browser.assert_no_problems("on the teams pages").await;
 }

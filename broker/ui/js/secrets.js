@@ -18,7 +18,7 @@ export async function viewSecrets(stale) {
   $('secrets-empty').hidden = secrets.length > 0;
   $('secrets-table').hidden = secrets.length === 0;
   // Your own secrets first, then each team's under a heading row (the broker lists them so).
-  let group = null;
+  let group;
   for (const s of secrets) {
     if ((s.team || null) !== group) {
       group = s.team || null;
