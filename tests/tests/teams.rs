@@ -12,10 +12,16 @@
 //! * a removed member's sessions lose it within 1 s: the file is gone from a real agent's FUSE
 //!   mount and the variable from `maestro-exec`'s environment, while the owner's session keeps
 //!   it; on PostgreSQL, the member's agent streaming from the other broker hears it as fast;
-//! * a member lowered to viewer loses it the same way.
+//! * a member lowered to viewer loses it the same way;
+//! * a team's OAuth provider, registered once by an admin: members connect their own accounts
+//!   through it, an admin connects a shared account as a team secret that members activate;
+//!   members and viewers cannot change the provider, viewers cannot connect, outsiders do not
+//!   find it, and its removal is refused while secrets use it.
 
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod oauth_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,6 +30,7 @@ use maestro_tests::agent::{Agent, AgentOptions, SANDBOX_UID, Sandbox, fuse_avail
 use maestro_tests::broker::{Api, Broker, TestAgent};
 use maestro_tests::pg::{PeerBroker, Postgres};
 use maestro_wire::agent_api::AgentEvent;
+use oauth_support::{OAuthServer, Pending, add_provider, browser, oauth_available, visit};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -546,4 +553,122 @@ async fn on_postgres_one_copy_and_a_removal_reaches_an_agent_on_the_other_broker
     assert!(refused.status >= 400, "material still served after removal: {refused:?}");
     let own = owner_a.get(&format!("/v1/sessions/{own_session}")).await.ok();
     assert_eq!(own["active"].as_array().unwrap().len(), 1, "the owner keeps it: {own}");
+}
+
+/// Runs `maestro oauth connect ARGS` as the user with `token` and completes the authorization
+/// at the test server; the command's exit code and output.
+async fn connect(broker: &Broker, token: &str, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["oauth", "connect"];
+    all.extend_from_slice(args);
+    let pending = Pending::start(broker, token, &all);
+    let page = visit(&browser(broker), &pending.url()).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let (code, _, log) = pending.finish(Duration::from_secs(30));
+    (code, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_oauth_provider_is_registered_once_and_members_connect_through_it() {
+    if !oauth_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let server = OAuthServer::start().await;
+    let owner = broker.admin();
+    let [adam, mia, vic, otto] = ["adam", "mia", "vic", "otto"].map(|n| broker.add_user(n));
+    owner.post("/v1/teams", json!({"name": "infra"})).await.ok();
+    for (user, role) in [("adam", "admin"), ("mia", "member"), ("vic", "viewer")] {
+        owner
+            .call(
+                Method::PUT,
+                &format!("/v1/teams/infra/members/{user}"),
+                Some(json!({"role": role})),
+            )
+            .await
+            .ok();
+    }
+    // The admin registers it once, for the team. (The helper writes `NAME.client-secret`
+    // beside the data directory: `infra/` must exist.)
+    std::fs::create_dir_all(broker.data_dir().parent().unwrap().join("infra")).unwrap();
+    let added =
+        add_provider(&broker, &adam, &server, "infra/gh", &["--scope", "repo", "--json"]).ok();
+    assert_eq!(added.json()["name"], "infra/gh", "{added:?}");
+    // A member may not register, edit or remove the team's providers.
+    let refused = add_provider(&broker, &mia, &server, "infra/gh2", &[]);
+    assert_ne!(refused.status, 0);
+    assert!(refused.stderr.contains("your role in team infra is member"), "{refused:?}");
+    let (mia_api, vic_api, otto_api) = (broker.api(&mia), broker.api(&vic), broker.api(&otto));
+    mia_api
+        .patch("/v1/oauth/providers/infra%2Fgh", json!({"client_id": "evil"}))
+        .await
+        .expect_error(403, "forbidden");
+    mia_api.delete("/v1/oauth/providers/infra%2Fgh").await.expect_error(403, "forbidden");
+    let listed = mia_api.get("/v1/oauth/providers").await.ok();
+    assert_eq!(names(&listed), ["infra/gh"]);
+    assert_eq!(listed[0]["client_id"], oauth_support::CLIENT_ID, "unchanged");
+    assert_eq!(otto_api.get("/v1/oauth/providers").await.ok(), json!([]));
+
+    // A member connects their own account through it: the secret is theirs alone.
+    let (code, log) = connect(&broker, &mia, &["infra/gh", "--name", "MIA_GH"]).await;
+    assert_eq!(code, 0, "{log}");
+    let mine = mia_api.get("/v1/secrets/MIA_GH").await.ok();
+    assert!(mine["oauth"].is_object() && mine["team"].is_null(), "{mine}");
+    owner.get("/v1/secrets/MIA_GH").await.expect_error(404, "not_found");
+
+    // The admin connects a shared account as a team secret; members activate it.
+    let (code, log) = connect(&broker, &adam, &["infra/gh", "--name", "infra/GH"]).await;
+    assert_eq!(code, 0, "{log}");
+    let shared = mia_api.get(&path("infra/GH")).await.ok();
+    assert_eq!(shared["team"], "infra", "{shared}");
+    assert!(shared["oauth"].is_object(), "{shared}");
+    let (session, _) = mia_api.new_session(json!({})).await;
+    mia_api.activate(&session, &["infra/GH"]).await.ok();
+
+    // Refused: a member making a team secret, a viewer connecting, an outsider at all.
+    let body = |provider: &str, name: &str| json!({"provider": provider, "name": name});
+    let m = mia_api
+        .post("/v1/oauth/connect", body("infra/gh", "infra/MIA"))
+        .await
+        .expect_error(403, "forbidden");
+    assert!(m.contains("admin or above"), "{m}");
+    let m = vic_api
+        .post("/v1/oauth/connect", body("infra/gh", "VIC_GH"))
+        .await
+        .expect_error(403, "forbidden");
+    assert!(m.contains("member or above"), "{m}");
+    otto_api
+        .post("/v1/oauth/connect", body("infra/gh", "OTTO_GH"))
+        .await
+        .expect_error(404, "not_found");
+    // A team secret through a provider that is not the team's is refused.
+    add_provider(&broker, &adam, &server, "mine", &[]).ok();
+    broker
+        .api(&adam)
+        .post("/v1/oauth/connect", body("mine", "infra/OTHER"))
+        .await
+        .expect_error(400, "bad_request");
+    for api in [&mia_api, &vic_api] {
+        api.get("/v1/secrets/VIC_GH").await.expect_error(404, "not_found");
+    }
+    mia_api.get(&path("infra/MIA")).await.expect_error(404, "not_found");
+
+    // Edited once by the admin; removal refused while secrets use it, naming them.
+    let edited = broker
+        .api(&adam)
+        .patch("/v1/oauth/providers/infra%2Fgh", json!({"scopes": ["repo", "read:org"]}))
+        .await
+        .ok();
+    assert_eq!(edited["name"], "infra/gh");
+    let m = broker
+        .api(&adam)
+        .delete("/v1/oauth/providers/infra%2Fgh")
+        .await
+        .expect_error(409, "conflict");
+    assert!(m.contains("GH") && m.contains("MIA_GH"), "{m}");
+    let planted = server.planted().await;
+    oauth_support::assert_nowhere(
+        &planted,
+        broker.data_dir().parent().unwrap(),
+        &[("broker", broker.log())],
+    );
 }

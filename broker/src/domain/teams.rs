@@ -175,6 +175,48 @@ pub async fn resolve<'n>(
     Ok((owner_of(app, user, team, action).await?, scoped.name))
 }
 
+/// Resolves an OAuth provider's name as the user wrote it (`NAME`, or `team/NAME` for a
+/// team's provider) to its owner and bare name, checking that the user may do `action`.
+pub async fn resolve_provider<'n>(
+    app: &App,
+    user: &UserRecord,
+    name: &'n str,
+    action: Action,
+) -> DomainResult<(Owner, &'n str)> {
+    match name.split_once('/') {
+        None => Ok((Owner::personal(user), name)),
+        Some((team, bare)) => {
+            if !maestro_wire::oauth::is_valid_provider_name(bare) {
+                return Err(DomainError::not_found(format!(
+                    "no OAuth provider named {}; use NAME or team/NAME",
+                    name.chars().take(80).collect::<String>().escape_default()
+                )));
+            }
+            Ok((owner_of(app, user, team, action).await?, bare))
+        }
+    }
+}
+
+/// Whether the user may do `action` with things owned by principal `owner_id` (themselves, or
+/// a team where their role allows it): for records that name only their owner (an OAuth
+/// authorization in progress).
+pub async fn may_act_for(
+    app: &App,
+    user: &UserRecord,
+    owner_id: i64,
+    action: Action,
+) -> DomainResult<bool> {
+    if owner_id == user.id {
+        return Ok(true);
+    }
+    Ok(app
+        .teams
+        .member_role(owner_id, user.id)
+        .await?
+        .and_then(|r| Role::parse(&r))
+        .is_some_and(|r| can(r, action)))
+}
+
 /// The owner for a team's things, if the user may do `action` with them.
 pub async fn owner_of(
     app: &App,

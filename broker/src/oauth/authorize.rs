@@ -29,7 +29,7 @@ use crate::app::App;
 use crate::clock;
 use crate::domain::material;
 use crate::domain::meta::meta;
-use crate::domain::validate::check_name;
+use crate::domain::teams::{self, Action, Owner};
 use crate::domain::{DomainError, DomainResult};
 use crate::store::{AuditRecord, SecretRecord, StoreError, UserRecord};
 use crate::tokens;
@@ -48,16 +48,25 @@ fn wire_state(s: PendingStatus) -> AuthorizationState {
     }
 }
 
-async fn owned_provider(app: &App, user: &UserRecord, name: &str) -> DomainResult<ProviderRecord> {
+/// A provider the user may connect through: their own, or a team's (`team/NAME`) where their
+/// role may activate the team's secrets; with its owner.
+async fn owned_provider(
+    app: &App,
+    user: &UserRecord,
+    name: &str,
+) -> DomainResult<(Owner, ProviderRecord)> {
     let unknown = || {
         DomainError::not_found(format!(
             "no OAuth provider named {name}; `maestro oauth providers ls` lists yours"
         ))
     };
-    if !wire::is_valid_provider_name(name) {
+    let (owner, bare) = teams::resolve_provider(app, user, name, Action::Activate).await?;
+    if !wire::is_valid_provider_name(bare) {
         return Err(unknown());
     }
-    app.oauth.store.provider_by_name(user.id, name).await?.ok_or_else(unknown)
+    let provider =
+        app.oauth.store.provider_by_name(owner.principal.id, bare).await?.ok_or_else(unknown)?;
+    Ok((owner, provider))
 }
 
 /// The scopes to ask for: the requested ones (all allowed when none), checked against the
@@ -84,9 +93,18 @@ pub async fn connect(
     user: &UserRecord,
     body: Connect,
 ) -> DomainResult<AuthorizationStarted> {
-    let provider = owned_provider(app, user, &body.provider).await?;
-    check_name(&body.name)?;
-    if app.store.secret_by_name(user.id, &body.name).await?.is_some() {
+    let (provider_owner, provider) = owned_provider(app, user, &body.provider).await?;
+    // The secret is the member's own (their account, through the team's provider), or the
+    // team's (`team/NAME`: a shared account, admins only, through the team's own provider).
+    let (owner, bare) = teams::resolve(app, user, &body.name, Action::WriteSecrets).await?;
+    if owner.team.is_some() && owner.principal.id != provider_owner.principal.id {
+        return Err(DomainError::bad_request(format!(
+            "a team's secret connects through one of the team's own providers; use {}/PROVIDER",
+            owner.team_name().unwrap_or_default()
+        )));
+    }
+    let user = &owner.principal;
+    if app.store.secret_by_name(user.id, bare).await?.is_some() {
         return Err(DomainError::new(
             ErrorCode::AlreadyExists,
             format!(
@@ -96,7 +114,7 @@ pub async fn connect(
         ));
     }
     let scopes = scopes_for(&provider, &body.scopes)?;
-    start(app, user, &provider, &body.name, scopes, None).await
+    start(app, user, &provider, bare, scopes, None).await
 }
 
 /// The OAuth state of a user's secret, or a failure that says it is not an OAuth secret.
@@ -105,8 +123,8 @@ pub async fn oauth_secret(
     user: &UserRecord,
     name: &str,
 ) -> DomainResult<(SecretRecord, TokenView)> {
-    check_name(name)?;
-    let secret = app.store.secret_by_name(user.id, name).await?.ok_or_else(|| {
+    let (owner, bare) = teams::resolve(app, user, name, Action::WriteSecrets).await?;
+    let secret = app.store.secret_by_name(owner.principal.id, bare).await?.ok_or_else(|| {
         DomainError::not_found(format!("no secret named {name}; `maestro secrets ls` lists yours"))
     })?;
     let view = app.oauth.store.token(&secret.id).await?.ok_or_else(|| {
@@ -124,6 +142,9 @@ pub async fn reconnect(
     body: Reconnect,
 ) -> DomainResult<AuthorizationStarted> {
     let (secret, view) = oauth_secret(app, user, &body.name).await?;
+    // A team's secret is authorized again for the team (its admins poll it).
+    let owner = UserRecord { id: secret.owner_id, name: user.name.clone() };
+    let user = &owner;
     let provider =
         app.oauth.store.provider_by_id(&view.token.provider_id).await?.ok_or_else(|| {
             DomainError::internal("reconnecting", &"a token row without its provider")
@@ -214,7 +235,7 @@ async fn owned_pending(app: &App, user: &UserRecord, id: &str) -> DomainResult<P
         return Err(unknown());
     }
     match app.oauth.store.pending_by_id(id).await? {
-        Some(p) if p.owner_id == user.id => Ok(p),
+        Some(p) if teams::may_act_for(app, user, p.owner_id, Action::WriteSecrets).await? => Ok(p),
         _ => Err(unknown()),
     }
 }

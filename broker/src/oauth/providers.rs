@@ -16,6 +16,7 @@ use super::sealing::{self, CLIENT_SECRET};
 use super::store::{ProviderRecord, ProviderRemoval};
 use crate::app::App;
 use crate::clock;
+use crate::domain::teams::{self, Action, Owner};
 use crate::domain::{DomainError, DomainResult};
 use crate::seal::MasterKey;
 use crate::store::{StoreError, UserRecord};
@@ -276,8 +277,24 @@ pub fn info(oauth: &OAuth, p: &ProviderRecord) -> ProviderInfo {
     }
 }
 
-/// Registers a provider of `user`'s; its client secret is sealed before it is stored.
-pub async fn add(app: &App, user: &UserRecord, body: AddProvider) -> DomainResult<ProviderInfo> {
+/// A provider as the user who named it sees it: a team's as `team/NAME`.
+fn present(owner: &Owner, mut info: ProviderInfo) -> ProviderInfo {
+    info.name = owner.scoped(&info.name);
+    info
+}
+
+/// Registers a provider of `user`'s, or of a team's (`team/NAME`, admins and owners); its
+/// client secret is sealed before it is stored.
+pub async fn add(
+    app: &App,
+    actor: &UserRecord,
+    mut body: AddProvider,
+) -> DomainResult<ProviderInfo> {
+    let scoped = body.name.clone();
+    let (owner, bare) =
+        teams::resolve_provider(app, actor, &scoped, Action::ManageProviders).await?;
+    body.name = bare.to_owned();
+    let user = &owner.principal;
     let record = register(&app.master, user, &body)?;
     drop(body);
     app.oauth.store.insert_provider(&record).await.map_err(|e| match e {
@@ -287,14 +304,21 @@ pub async fn add(app: &App, user: &UserRecord, body: AddProvider) -> DomainResul
         ),
         other => other.into(),
     })?;
-    info!(user = %user.name, provider = %record.name, preset = %record.preset, "OAuth provider added");
-    Ok(info(&app.oauth, &record))
+    info!(user = %actor.name, provider = %scoped, preset = %record.preset, "OAuth provider added");
+    Ok(present(&owner, info(&app.oauth, &record)))
 }
 
-/// The providers of `user`'s.
+/// The providers of `user`'s, then those of the teams they are a member of (`team/NAME`).
 pub async fn list(app: &App, user: &UserRecord) -> DomainResult<Vec<ProviderInfo>> {
-    let list = app.oauth.store.list_providers(user.id).await?;
-    Ok(list.iter().map(|p| info(&app.oauth, p)).collect())
+    let mut owners = vec![Owner::personal(user)];
+    owners.extend(teams::owners_of(app, user).await?);
+    let mut out = Vec::new();
+    for owner in &owners {
+        for p in app.oauth.store.list_providers(owner.principal.id).await? {
+            out.push(present(owner, info(&app.oauth, &p)));
+        }
+    }
+    Ok(out)
 }
 
 /// Checks and applies an edit to a provider record: endpoints, client id, scopes, and a new
@@ -382,24 +406,27 @@ fn no_provider(name: &str) -> DomainError {
 /// secret, endpoints and scopes apply from the next refresh or connection.
 pub async fn edit(
     app: &App,
-    user: &UserRecord,
+    actor: &UserRecord,
     name: &str,
     body: EditProvider,
 ) -> DomainResult<ProviderInfo> {
+    let (owner, bare) = teams::resolve_provider(app, actor, name, Action::ManageProviders).await?;
+    let user = &owner.principal;
     let old =
-        app.oauth.store.provider_by_name(user.id, name).await?.ok_or_else(|| no_provider(name))?;
+        app.oauth.store.provider_by_name(user.id, bare).await?.ok_or_else(|| no_provider(name))?;
     let new = apply_edit(&app.master, &old, &body)?;
     drop(body);
     app.oauth.store.update_provider(&old, &new).await?;
-    info!(user = %user.name, provider = %new.name, "OAuth provider edited");
-    Ok(info(&app.oauth, &new))
+    info!(user = %actor.name, provider = %name, "OAuth provider edited");
+    Ok(present(&owner, info(&app.oauth, &new)))
 }
 
 /// Removes a provider of `user`'s; refused, naming them, while secrets hold its tokens.
-pub async fn remove(app: &App, user: &UserRecord, name: &str) -> DomainResult<ProviderRemoved> {
-    match app.oauth.store.delete_provider(user.id, name).await? {
+pub async fn remove(app: &App, actor: &UserRecord, name: &str) -> DomainResult<ProviderRemoved> {
+    let (owner, bare) = teams::resolve_provider(app, actor, name, Action::ManageProviders).await?;
+    match app.oauth.store.delete_provider(owner.principal.id, bare).await? {
         ProviderRemoval::Removed => {
-            info!(user = %user.name, provider = %name, "OAuth provider removed");
+            info!(user = %actor.name, provider = %name, "OAuth provider removed");
             Ok(ProviderRemoved { name: name.to_owned() })
         }
         ProviderRemoval::Missing => Err(no_provider(name)),

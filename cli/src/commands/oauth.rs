@@ -187,7 +187,7 @@ pub struct RefreshArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum OauthError {
     #[error(
-        "invalid provider name '{0}': use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter"
+        "invalid provider name '{0}': use 1 to 32 of a-z, 0-9, '-' and '_', starting with a letter, or team/NAME for a team's provider"
     )]
     ProviderName(String),
     #[error("unknown preset '{0}'; use github, gitlab, microsoft, google or custom")]
@@ -265,8 +265,15 @@ fn read_client_secret(path: &Path) -> Result<SecretValue, OauthError> {
     }
 }
 
+/// A provider's name as users write it: `NAME`, or `team/NAME` for a team's (docs/teams.md).
 fn check_provider_name(name: &str) -> Result<(), OauthError> {
-    if wire::is_valid_provider_name(name) {
+    let valid = match name.split_once('/') {
+        Some((team, bare)) => {
+            maestro_wire::teams::is_valid_team_name(team) && wire::is_valid_provider_name(bare)
+        }
+        None => wire::is_valid_provider_name(name),
+    };
+    if valid {
         Ok(())
     } else {
         Err(OauthError::ProviderName(clean(&name.chars().take(80).collect::<String>())))
