@@ -13,7 +13,8 @@ export const VARIABLE_NAME = /^[A-Z_][A-Z0-9_]{0,127}$/;
 export const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
 export const AUDIT_PAGE = 100; // records a history page shows
 export const MULTI_LINE_CHECKS = ['text', 'gcp_service_account'];
-export const PROVIDER_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
+// A provider as users name it: their own, or a team's `team/name` (docs/teams.md).
+export const PROVIDER_NAME = /^(?:[a-z][a-z0-9-]{0,31}\/)?[a-z][a-z0-9_-]{0,31}$/;
 // An authorization is asked about this often while it waits; the page gives up on its own
 // this long after the authorization expired (the broker normally says so first).
 export const POLL_MS = 1500;

@@ -23,7 +23,7 @@ import { onCompromisedCurrent, onDeleteCurrent, renderExposure } from './secrets
 import { forgetCreated, onActivateSubmit, onCopyToken, onDeactivateAll, onDownloadBundle, onEndCurrent, onSessionCreate } from './sessions.js';
 import { state } from './state.js';
 import { onMemberAdd, onTeamCreate, onTeamDelete } from './teams.js';
-import { $, h, lowerCase, scopedCase, upperCase } from './util.js';
+import { $, h, lowerCase, scopedCase } from './util.js';
 
 // ---------------------------------------------------------------- start
 
@@ -94,7 +94,7 @@ function init() {
   });
   $('added-done').addEventListener('click', () => { state.added = null; renderAdded(); });
   $('connect-provider').addEventListener('change', renderConnectProvider);
-  $('connect-name').addEventListener('input', upperCase);
+  $('connect-name').addEventListener('input', scopedCase);
   $('connect-form').addEventListener('submit', onConnectSubmit);
   $('connect-cancel').addEventListener('click', () => { clearErrors(); closeOAuthForms(); });
   $('reconnect-open').addEventListener('click', openReconnect);

@@ -1,7 +1,7 @@
 // OAuth integrations: presets, providers, connecting and reconnecting accounts.
 
 import { ApiFailure, Invalid, api, limits } from './api.js';
-import { PRESET_LABELS, PROVIDER_NAME, SECRET_NAME, VARIABLE_NAME } from './constants.js';
+import { PRESET_LABELS, PROVIDER_NAME, SCOPED_SECRET_NAME, VARIABLE_NAME } from './constants.js';
 import { clearErrors, confirmAction, fail, findFieldsWith, notify } from './messages.js';
 import { beginFlow } from './oauth-flow.js';
 import { route, show } from './router.js';
@@ -351,7 +351,7 @@ export async function onProviderSubmit(ev) {
     const custom = !preset.auth_url;
     const name = $('provider-name').value.trim();
     if (!PROVIDER_NAME.test(name)) {
-      throw new Invalid(`"${name}" is not a provider name: 1 to 32 of a-z, 0-9, - and _, starting with a letter (github-work)`, 'provider-name');
+      throw new Invalid(`"${name}" is not a provider name: 1 to 32 of a-z, 0-9, - and _, starting with a letter (github-work), or team/name for a team's`, 'provider-name');
     }
     const clientId = $('provider-client-id').value.trim();
     if (!clientId || clientId.length > limits().oauth_max_client_id_bytes || /[^\x21-\x7e]/.test(clientId)) {
@@ -525,8 +525,8 @@ export async function onConnectSubmit(ev) {
     const p = providerByName($('connect-provider').value);
     if (!p) throw new Invalid('pick a provider');
     const name = $('connect-name').value.trim();
-    if (!SECRET_NAME.test(name)) {
-      throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (GITHUB)`, 'connect-name');
+    if (!SCOPED_SECRET_NAME.test(name)) {
+      throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (GITHUB), or team/NAME for a team's shared account`, 'connect-name');
     }
     const scopes = pickedScopes($('connect-scope-boxes'));
     if (p.scopes.length && scopes.length === 0) throw new Invalid('tick at least one scope to ask for');
