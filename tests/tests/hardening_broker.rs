@@ -862,6 +862,7 @@ async fn migration_3_upgrades_an_existing_postgres_database() {
                      ALTER TABLE secrets DROP COLUMN activation_default, \
                      DROP COLUMN activation_max, DROP COLUMN rotate_every, \
                      DROP COLUMN value_changed_at; \
+                     DROP TABLE team_members, teams; ALTER TABLE users DROP COLUMN kind; \
                      UPDATE maestro_schema SET version = 2;";
     let out = pg.psql(&db.name, downgrade);
     assert_eq!(out.status, 0, "{}", out.stderr);

@@ -672,3 +672,46 @@ async fn a_teams_oauth_provider_is_registered_once_and_members_connect_through_i
         &[("broker", broker.log())],
     );
 }
+
+/// Migration 10 on a PostgreSQL database written before teams (schema 9, made here by taking
+/// its tables and column back out: the way down): users, secrets and sessions read back, the
+/// users stay users, and teams work on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_10_upgrades_an_existing_postgres_database() {
+    let Some(pg) = Postgres::start() else { return };
+    let db = pg.create_database("maestro_team_upgrade");
+    let options = db.broker_options();
+    let mut broker = Broker::start_with(options.clone());
+    let api = broker.admin();
+    api.add_generic("OLD", &[("OLD_VAR", "planted-old-10")]).await.ok();
+    let (session, _) = api.new_session(json!({})).await;
+    api.activate(&session, &["OLD"]).await.ok();
+    let before = api.get("/v1/audit").await.ok();
+    broker.stop();
+    let down = "DROP TABLE team_members, teams; ALTER TABLE users DROP COLUMN kind; \
+                UPDATE maestro_schema SET version = 9;";
+    let out = pg.psql(&db.name, down);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    broker.start_again(&options);
+    assert_eq!(
+        pg.psql(&db.name, "SELECT MAX(version) FROM maestro_schema").stdout.trim(),
+        maestro_broker::store::pg_schema::latest().to_string()
+    );
+    let api = broker.admin();
+    assert_eq!(api.get("/v1/audit").await.ok(), before, "the trail reads back unchanged");
+    let shown = api.get(&format!("/v1/sessions/{session}")).await.ok();
+    assert_eq!(shown["active"].as_array().unwrap().len(), 1, "{shown}");
+    let kinds = pg.psql(&db.name, "SELECT string_agg(DISTINCT kind, ',') FROM users").ok();
+    assert_eq!(kinds.stdout.trim(), "user");
+    api.post("/v1/teams", json!({"name": "infra"})).await.ok();
+    api.post(
+        "/v1/secrets",
+        json!({"name": "infra/OLD", "kind": "generic", "fields": {"TEAM_OLD": "v"}}),
+    )
+    .await
+    .ok();
+    let url = db.url();
+    let users =
+        broker.admin_command(&["user", "ls"], &[("MAESTRO_DATABASE_URL", url.as_str())]).ok();
+    assert!(!users.stdout.contains("team/infra"), "a team is not listed as a user: {users:?}");
+}
