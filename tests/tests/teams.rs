@@ -107,6 +107,16 @@ async fn roles_are_enforced(p: &People) {
     );
     let edited = admin_b.patch(&path("infra/API"), json!({"description": "shared"})).await.ok();
     assert_eq!(edited["version"], 2);
+    admin
+        .post(
+            "/v1/secrets",
+            json!({"name": "infra/TMP", "kind": "generic", "fields": {"TMP_VAR": "v"}}),
+        )
+        .await
+        .ok();
+    let deleted = admin_b.delete(&path("infra/TMP")).await.ok();
+    assert_eq!(deleted["name"], "infra/TMP");
+    admin.get(&path("infra/TMP")).await.expect_error(404, "not_found");
     let refused = admin_b
         .call(Method::PUT, "/v1/teams/infra/members/otto", Some(json!({"role": "member"})))
         .await
@@ -123,6 +133,8 @@ async fn roles_are_enforced(p: &People) {
     let (member, member_b) = (&p.member.0, &p.member.1);
     assert!(names(&member_b.get("/v1/secrets").await.ok()).contains(&"infra/API".to_owned()));
     member.get(&path("infra/API")).await.ok();
+    member_b.get(&format!("{}/usage", path("infra/API"))).await.ok();
+    member_b.get(&format!("{}/history", path("infra/API"))).await.ok();
     for (method, path, body) in [
         (
             Method::POST,
