@@ -117,8 +117,14 @@ pub fn render(events: &[AuditEvent], with_secret: bool) -> String {
         if with_secret {
             row.push(opt(e.secret.as_deref()));
         }
+        // A team secret's history names the member whose session it was.
+        let session = opt(e.session_label.as_deref().or(e.session.as_deref()));
+        let session = match &e.by {
+            Some(by) => format!("{by}: {session}"),
+            None => session,
+        };
         row.extend([
-            opt(e.session_label.as_deref().or(e.session.as_deref())),
+            session,
             e.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             e.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
             opt(e.command.as_deref()),
