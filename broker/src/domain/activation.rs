@@ -109,7 +109,7 @@ pub async fn activate(
         Vec::with_capacity(names.len());
     for name in &names {
         let (owner, bare) = teams::resolve(app, user, name, Action::Activate).await?;
-        let secret = secrets::owned(app, &owner.principal, bare).await?;
+        let secret = secrets::owned_by(app, &owner, bare).await?;
         leak::check_activatable(&secret)?;
         let time = activation_time(&secret, body.for_seconds)?;
         wanted.push((secret, time, owner.team_name().map(str::to_owned)));
@@ -264,7 +264,7 @@ pub async fn deactivate(
     let mut removed = Vec::new();
     for name in &names {
         let (owner, bare) = teams::resolve(app, user, name, Action::See).await?;
-        let secret = secrets::owned(app, &owner.principal, bare).await?;
+        let secret = secrets::owned_by(app, &owner, bare).await?;
         if active.get(&secret.name).is_some_and(|a| a.id == secret.id) {
             removed.push(secret);
         }

@@ -305,7 +305,7 @@ pub async fn list(app: &App, user: &UserRecord, f: Filters) -> DomainResult<List
 /// sessions' uses).
 pub async fn usage(app: &App, user: &UserRecord, name: &str) -> DomainResult<SecretUsage> {
     let (owner, bare) = teams::resolve(app, user, name, Action::See).await?;
-    let secret = secrets::owned(app, &owner.principal, bare).await?;
+    let secret = secrets::owned_by(app, &owner, bare).await?;
     let groups = if owner.team.is_some() {
         app.teams.secret_usage_all(&secret.id).await?
     } else {

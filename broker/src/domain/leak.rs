@@ -10,7 +10,7 @@ use maestro_wire::catalog;
 use tracing::info;
 
 use super::error::{DomainError, DomainResult};
-use super::secrets::owned;
+use super::secrets::owned_by;
 use super::teams::{self, Action};
 use crate::app::App;
 use crate::clock;
@@ -29,7 +29,7 @@ pub async fn compromised(app: &App, actor: &UserRecord, name: &str) -> DomainRes
     let user = &owner.principal;
     let serialized = app.activation_lock.lock().await;
     let across_brokers = app.store.lock_owner(user.id).await?;
-    let secret = owned(app, user, bare).await?;
+    let secret = owned_by(app, &owner, bare).await?;
     // An OAuth secret's tokens are read now (while they are the ones that leaked), revoked after
     // the mark is committed, so that a slow provider never holds the owner's lock.
     let revocation = crate::oauth::prepare_revocation(app, &secret).await?;

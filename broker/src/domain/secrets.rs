@@ -62,6 +62,21 @@ pub async fn owned(app: &App, user: &UserRecord, name: &str) -> DomainResult<Sec
     })
 }
 
+/// A secret of `owner`'s (the user's own, or a team's), by bare name; answered like a missing
+/// one when it is not there, named as the user wrote it.
+pub async fn owned_by(app: &App, owner: &Owner, name: &str) -> DomainResult<SecretRecord> {
+    if owner.team.is_none() {
+        return owned(app, &owner.principal, name).await;
+    }
+    check_name(name)?;
+    let scoped = owner.scoped(name);
+    app.store.secret_by_name(owner.principal.id, name).await?.ok_or_else(|| {
+        DomainError::not_found(format!(
+            "no secret named {scoped}; `maestro secrets ls` lists yours and your teams'"
+        ))
+    })
+}
+
 /// A create's or edit's alert settings, checked (rule names) and without repeats.
 type AlertSettings = (Option<Vec<String>>, Option<Vec<maestro_wire::alerts::AlertAction>>);
 fn alert_settings(
@@ -221,7 +236,7 @@ pub async fn list(app: &App, user: &UserRecord) -> DomainResult<Vec<SecretMeta>>
 /// The metadata of one secret of `user`'s, or of a team's they are a member of.
 pub async fn show(app: &App, user: &UserRecord, name: &str) -> DomainResult<SecretMeta> {
     let (owner, bare) = teams::resolve(app, user, name, Action::See).await?;
-    let secret = owned(app, &owner.principal, bare).await?;
+    let secret = owned_by(app, &owner, bare).await?;
     Ok(present(&owner, meta(app, &secret).await?))
 }
 
@@ -237,7 +252,7 @@ pub async fn edit(
     let user = &owner.principal;
     let _serialized = app.activation_lock.lock().await;
     let _across_brokers = app.store.lock_owner(user.id).await?;
-    let secret = owned(app, user, bare).await?;
+    let secret = owned_by(app, &owner, bare).await?;
     let (rules_off, on_alert) = alert_settings(&body.alerts_off, &body.on_alert)?;
     let on_alert = if body.clear_on_alert { Some(None) } else { on_alert.map(Some) };
     let has_alert_settings = rules_off.is_some() || on_alert.is_some();
@@ -420,7 +435,7 @@ pub async fn delete(app: &App, actor: &UserRecord, name: &str) -> DomainResult<D
     let user = &owner.principal;
     let serialized = app.activation_lock.lock().await;
     let across_brokers = app.store.lock_owner(user.id).await?;
-    let secret = owned(app, user, bare).await?;
+    let secret = owned_by(app, &owner, bare).await?;
     // An OAuth secret's tokens are read before they are deleted, and revoked after.
     let revocation = crate::oauth::prepare_revocation(app, &secret).await?;
     let sessions = app.store.delete_secret(&secret, clock::now()).await?;
@@ -446,7 +461,7 @@ pub async fn history(
     page: Page,
 ) -> DomainResult<Vec<(AuditRow, Option<String>)>> {
     let (owner, bare) = teams::resolve(app, user, name, Action::See).await?;
-    let secret = owned(app, &owner.principal, bare).await?;
+    let secret = owned_by(app, &owner, bare).await?;
     if owner.team.is_some() {
         // Members' activations and uses are in their own trails: a team secret's history is
         // every record of the secret, whoever's trail holds it.
