@@ -290,6 +290,15 @@ async fn roles_are_enforced(p: &People) {
     // A team that still owns a secret is not deleted.
     let m = owner.delete("/v1/teams/infra").await.expect_error(409, "conflict");
     assert!(m.contains("still owns API"), "{m}");
+    // Once it owns nothing, its owner deletes it (an admin may not).
+    admin.delete(&path("infra/API")).await.ok();
+    admin_b.delete("/v1/teams/infra").await.expect_error(403, "forbidden");
+    let r = owner_b.delete("/v1/teams/infra").await;
+    assert_eq!(r.status, 204, "{r:?}");
+    owner.get("/v1/teams/infra").await.expect_error(404, "not_found");
+    assert_eq!(admin.get("/v1/teams").await.ok(), json!([]));
+    let trail = owner.get("/v1/audit").await.ok();
+    assert!(trail.to_string().contains("team infra deleted by olivia"), "{trail}");
 }
 
 /// Users `olivia` (owner), `adam`, `mia`, `vic` and `otto` made with `add`, with clients on

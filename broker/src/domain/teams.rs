@@ -448,7 +448,11 @@ pub async fn remove_member(
 /// Deletes a team that owns nothing any more (owners only).
 pub async fn delete(app: &App, user: &UserRecord, team: &str) -> DomainResult<()> {
     let (record, _) = team_for(app, user, team, Action::ManageMembers).await?;
-    app.teams.delete_team(record.id).await?.map_err(|why| refused(team, None, why))?;
+    let audit = AuditRecord {
+        detail: Some(format!("team {team} deleted by {}", user.name)),
+        ..AuditRecord::new(user.id, clock::now(), AuditAction::TeamChanged)
+    };
+    app.teams.delete_team(record.id, &audit).await?.map_err(|why| refused(team, None, why))?;
     info!(user = %user.name, team = %team, "team deleted");
     Ok(())
 }

@@ -120,7 +120,12 @@ pub trait TeamStore: Send + Sync {
     /// A team secret's uses grouped as [`super::Store::secret_usage_groups`] does, whoever's
     /// trail holds them (each member's session records its uses in the member's trail).
     fn secret_usage_all<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, Vec<UsageGroup>>;
-    /// Deletes a team that owns nothing any more (its members go with it); refused, naming
-    /// them, while it owns secrets or OAuth providers.
-    fn delete_team(&self, team_id: i64) -> StoreFuture<'_, Result<(), TeamRefusal>>;
+    /// Deletes a team that owns nothing any more (its members go with it) and records `audit`
+    /// (in the trail of the owner who deleted it); refused, naming them, while it owns secrets
+    /// or OAuth providers.
+    fn delete_team<'a>(
+        &'a self,
+        team_id: i64,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, Result<(), TeamRefusal>>;
 }

@@ -1439,13 +1439,20 @@ pub async fn a_team_secret_is_stored_once_and_leaves_a_removed_members_sessions(
     );
     assert_eq!(s.member_role(team.id, alice.id).await.unwrap().as_deref(), Some("owner"));
     // A team that owns a secret is not deleted; an empty one is.
+    let deleted = AuditRecord {
+        detail: Some("team deleted".into()),
+        ..AuditRecord::new(alice.id, 16, AuditAction::TeamChanged)
+    };
     assert_eq!(
-        s.delete_team(team.id).await.unwrap(),
+        s.delete_team(team.id, &deleted).await.unwrap(),
         Err(TeamRefusal::NotEmpty(vec!["DB".into()]))
     );
     let empty = s.create_team("empty", alice.id, 15, 10, &created).await.unwrap().unwrap();
-    s.delete_team(empty.id).await.unwrap().unwrap();
+    s.delete_team(empty.id, &deleted).await.unwrap().unwrap();
     assert_eq!(s.team_by_name("empty").await.unwrap(), None);
+    let trail = s.audit_for_owner(alice.id, None, 100).await.unwrap();
+    let recorded = trail.iter().filter(|r| r.record.detail.as_deref() == Some("team deleted"));
+    assert_eq!(recorded.count(), 1, "the refused delete recorded nothing");
 }
 
 pub async fn racing_demotions_of_two_owners_leave_one_owner(s: Arc<dyn ContractStore>) {

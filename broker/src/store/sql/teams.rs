@@ -381,7 +381,11 @@ impl TeamStore for This {
         })
     }
 
-    fn delete_team(&self, team_id: i64) -> StoreFuture<'_, Result<(), TeamRefusal>> {
+    fn delete_team<'a>(
+        &'a self,
+        team_id: i64,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, Result<(), TeamRefusal>> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
             lock_team(&mut tx, team_id).await?;
@@ -412,6 +416,7 @@ impl TeamStore for This {
                     .await
                     .map_err(query_failed("deleting a team"))?;
             }
+            insert_audit(&mut tx, audit).await?;
             commit(tx).await?;
             Ok(Ok(()))
         })
