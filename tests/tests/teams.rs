@@ -11,7 +11,8 @@
 //!   of the PostgreSQL database), and its history names the member behind each use;
 //! * a removed member's sessions lose it within 1 s: the file is gone from a real agent's FUSE
 //!   mount and the variable from `maestro-exec`'s environment, while the owner's session keeps
-//!   it; on PostgreSQL, the member's agent streaming from the other broker hears it as fast;
+//!   it; on PostgreSQL, a real agent of the member's on the other broker loses the file and the
+//!   variable as fast (and an agent's event stream there hears it);
 //! * a member lowered to viewer loses it the same way;
 //! * a team's OAuth provider, registered once by an admin: members connect their own accounts
 //!   through it, an admin connects a shared account as a team secret that members activate;
@@ -741,4 +742,83 @@ async fn migration_10_upgrades_an_existing_postgres_database() {
     let users =
         broker.admin_command(&["user", "ls"], &[("MAESTRO_DATABASE_URL", url.as_str())]).ok();
     assert!(!users.stdout.contains("team/infra"), "a team is not listed as a user: {users:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_removed_members_real_agent_on_the_other_broker_loses_the_file_within_a_second()
+ {
+    if !fuse_available() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else { return };
+    let db = pg.create_database("maestro_team_fuse");
+    let options = db.broker_options();
+    let a = Broker::start_with(options.clone());
+    let b = PeerBroker::start(&a, &options);
+    let url = db.url();
+    let env = [("MAESTRO_DATABASE_URL", url.as_str())];
+    let add = |n: &str| a.admin_command(&["user", "add", n], &env).ok().stdout.trim().to_owned();
+    let (olivia, mia) = (add("olivia"), add("mia"));
+    let owner_a = a.api(&olivia);
+    owner_a.post("/v1/teams", json!({"name": "infra"})).await.ok();
+    owner_a
+        .call(Method::PUT, "/v1/teams/infra/members/mia", Some(json!({"role": "member"})))
+        .await
+        .ok();
+    owner_a
+        .post(
+            "/v1/secrets",
+            json!({"name": "infra/DB", "kind": "generic", "fields": {"TEAM_DB_URL": "planted-team-fuse-4"}}),
+        )
+        .await
+        .ok();
+    // Mia's sandbox: a real agent whose bundle names broker B.
+    let dir = maestro_tests::util::temp_dir("maestro-team-pg-");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let bundle = dir.path().join("mia.bundle.json");
+    let out = a
+        .maestro(
+            &mia,
+            &[
+                "sessions",
+                "create",
+                "--label",
+                "mia-pg",
+                "--bundle-out",
+                &bundle.to_string_lossy(),
+                "--broker-url",
+                &b.url,
+            ],
+        )
+        .ok();
+    let session = out.stdout.lines().next().unwrap().trim().to_owned();
+    let named = std::fs::read_to_string(&bundle).unwrap();
+    assert!(named.contains(&b.url) && !named.contains(&a.url), "the agent's broker is B");
+    let agent = Agent::start(
+        &bundle,
+        &dir.path().join("secrets"),
+        &dir.path().join("run").join("agent.sock"),
+        AgentOptions::default(),
+    );
+    b.api(&mia).activate(&session, &["infra/DB"]).await.ok();
+    assert!(
+        wait_until(Duration::from_secs(5), || agent.file("TEAM_DB_URL").exists()).is_some(),
+        "the team secret did not reach the agent:\n{}",
+        agent.log()
+    );
+    assert!(env_has(&agent, "TEAM_DB_URL"));
+
+    // Removed through broker A; the agent streams from B.
+    let start = Instant::now();
+    owner_a.delete("/v1/teams/infra/members/mia").await.ok();
+    let gone = wait_until(WITHIN, || !agent.file("TEAM_DB_URL").exists());
+    let took = start.elapsed();
+    assert!(
+        gone.is_some() && took <= WITHIN,
+        "still in the mount after {took:?}:\n{}",
+        agent.log()
+    );
+    assert!(!env_has(&agent, "TEAM_DB_URL"), "still in the environment");
+    eprintln!("removal through broker A reached the agent of broker B's mount in {took:?}");
 }
