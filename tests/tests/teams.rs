@@ -179,7 +179,7 @@ async fn roles_are_enforced(p: &People) {
     let clash = member.activate(&mia_session, &["API"]).await.expect_error(409, "conflict");
     assert!(clash.contains("another secret named API is active"), "{clash}");
     let shown = member.get(&format!("/v1/sessions/{mia_session}")).await.ok();
-    assert_eq!(shown["active"].as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown["active"], json!(["infra/API"]), "named as members write it: {shown}");
 
     // Viewer: sees metadata, history, usage and members; cannot activate or change.
     let (viewer, viewer_b) = (&p.viewer.0, &p.viewer.1);
@@ -281,6 +281,7 @@ async fn roles_are_enforced(p: &People) {
     // Removal: the team's secret leaves the member's session at once; their own stays theirs.
     let removed = owner.delete("/v1/teams/infra/members/mia").await.ok();
     assert_eq!(removed["deactivated"][0]["session"], mia_session.as_str(), "{removed}");
+    assert_eq!(removed["deactivated"][0]["secret"], "infra/API", "{removed}");
     let shown = member_b.get(&format!("/v1/sessions/{mia_session}")).await.ok();
     assert_eq!(shown["active"], json!([]), "{shown}");
     member.get(&path("infra/API")).await.expect_error(404, "not_found");
@@ -728,7 +729,7 @@ async fn migration_10_upgrades_an_existing_postgres_database() {
     let api = broker.admin();
     assert_eq!(api.get("/v1/audit").await.ok(), before, "the trail reads back unchanged");
     let shown = api.get(&format!("/v1/sessions/{session}")).await.ok();
-    assert_eq!(shown["active"].as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown["active"], json!(["infra/API"]), "named as members write it: {shown}");
     let kinds = pg.psql(&db.name, "SELECT string_agg(DISTINCT kind, ',') FROM users").ok();
     assert_eq!(kinds.stdout.trim(), "user");
     api.post("/v1/teams", json!({"name": "infra"})).await.ok();

@@ -196,8 +196,15 @@ fn activation_detail(until: Option<i64>, team: Option<&str>) -> Option<String> {
 
 /// An activation as its owner sees it.
 pub fn activation_info(row: &ActivationRow) -> ActivationInfo {
+    activation_info_in(row, &HashMap::new())
+}
+
+/// An activation as its owner sees it, a team's secret named `team/NAME` (`teams`: the names
+/// of the teams by id, [`teams::team_names`]).
+pub fn activation_info_in(row: &ActivationRow, teams: &HashMap<i64, String>) -> ActivationInfo {
+    let team = teams.get(&row.secret_owner_id).map(String::as_str);
     ActivationInfo {
-        secret: row.secret_name.clone(),
+        secret: maestro_wire::teams::scoped_name(team, &row.secret_name),
         session: row.session_id.clone(),
         session_label: row.session_label.clone(),
         activated_at: clock::rfc3339(row.activated_at),
@@ -208,7 +215,8 @@ pub fn activation_info(row: &ActivationRow) -> ActivationInfo {
 /// Every secret active in a live session of `user`'s, with the time left.
 pub async fn list(app: &App, user: &UserRecord) -> DomainResult<Vec<ActivationInfo>> {
     let rows = app.store.list_activations(user.id, None, None).await?;
-    Ok(rows.iter().map(activation_info).collect())
+    let teams = teams::team_names(app, user.id).await?;
+    Ok(rows.iter().map(|r| activation_info_in(r, &teams)).collect())
 }
 
 /// Deactivates every activation whose time has passed, owner by owner under the same locks

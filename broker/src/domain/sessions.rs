@@ -38,7 +38,9 @@ pub async fn info(app: &App, session: &SessionRecord) -> DomainResult<SessionInf
     } else {
         Vec::new()
     };
-    let mut activations: Vec<_> = rows.iter().map(super::activation::activation_info).collect();
+    let teams = super::teams::team_names(app, session.owner_id).await?;
+    let mut activations: Vec<_> =
+        rows.iter().map(|r| super::activation::activation_info_in(r, &teams)).collect();
     activations.sort_by(|a, b| a.secret.cmp(&b.secret));
     let active = activations.iter().map(|a| a.secret.clone()).collect();
     Ok(SessionInfo {

@@ -12,6 +12,8 @@
 //! sessions in the same transaction, and their agents are told at once (on PostgreSQL, the
 //! event hub relays to the agents connected to other brokers).
 
+use std::collections::HashMap;
+
 use maestro_wire::agent_api::AgentEvent;
 use maestro_wire::api::{AuditAction, ErrorCode};
 use maestro_wire::teams::{
@@ -20,7 +22,7 @@ use maestro_wire::teams::{
 };
 use tracing::info;
 
-use super::activation::activation_info;
+use super::activation::activation_info_in;
 use super::error::{DomainError, DomainResult};
 use crate::app::App;
 use crate::clock;
@@ -229,6 +231,11 @@ pub async fn owner_of(
     Ok(Owner { principal, team: Some(record), role: Some(role) })
 }
 
+/// The names of the user's teams by id, to name their secrets `team/NAME`.
+pub async fn team_names(app: &App, user_id: i64) -> DomainResult<HashMap<i64, String>> {
+    Ok(app.teams.teams_of(user_id).await?.into_iter().map(|(t, _)| (t.id, t.name)).collect())
+}
+
 /// The teams the user may see secrets of, as owners.
 pub async fn owners_of(app: &App, user: &UserRecord) -> DomainResult<Vec<Owner>> {
     let mut out = Vec::new();
@@ -371,7 +378,11 @@ fn changed(app: &App, team: &TeamRecord, user: &str, change: MemberChange) -> Me
         user: user.to_owned(),
         role: change.member.as_ref().and_then(|m| Role::parse(&m.role)),
         before: change.before.as_deref().and_then(Role::parse),
-        deactivated: change.deactivated.iter().map(activation_info).collect(),
+        deactivated: change
+            .deactivated
+            .iter()
+            .map(|r| activation_info_in(r, &HashMap::from([(team.id, team.name.clone())])))
+            .collect(),
     }
 }
 

@@ -166,6 +166,8 @@ pub struct ActivationRow {
     pub session_label: Option<String>,
     pub secret_id: String,
     pub secret_name: String,
+    /// The secret's owner: the session's owner, or a team (migration 10).
+    pub secret_owner_id: i64,
     pub activated_at: i64,
     /// When it is deactivated by the broker; `None`: at the session's end.
     pub expires_at: Option<i64>,

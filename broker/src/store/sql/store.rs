@@ -70,7 +70,7 @@ macro_rules! activation_select {
     ($($rest:literal)*) => {
         concat!(
             "SELECT a.session_id, se.label AS session_label, a.secret_id, s.name AS secret_name, \
-             a.activated_at, a.expires_at FROM activations a \
+             s.owner_id AS secret_owner_id, a.activated_at, a.expires_at FROM activations a \
              JOIN sessions se ON se.id = a.session_id JOIN secrets s ON s.id = a.secret_id ",
             $($rest),*
         )
@@ -83,6 +83,7 @@ fn activation_from_row(row: &DbRow) -> Result<ActivationRow, StoreError> {
         session_label: get(row, "session_label")?,
         secret_id: get(row, "secret_id")?,
         secret_name: get(row, "secret_name")?,
+        secret_owner_id: get(row, "secret_owner_id")?,
         activated_at: get(row, "activated_at")?,
         expires_at: get(row, "expires_at")?,
     })

@@ -100,6 +100,7 @@ async fn end_activations(
             session_label: get(row, "session_label")?,
             secret_id: get(row, "secret_id")?,
             secret_name: get(row, "secret_name")?,
+            secret_owner_id: team_id,
             activated_at: get(row, "activated_at")?,
             expires_at: get(row, "expires_at")?,
         };
