@@ -63,7 +63,7 @@ function roleSelect(id, value) {
 
 export async function viewTeam(stale, name) {
   show('team', 'teams');
-  $('team-title').textContent = `Team ${shown(name)}`;
+  $('team-title').textContent = shown(`Team ${name}`);
   const [team, secrets, who] = await Promise.all([
     api('GET', `v1/teams/${enc(name)}`), api('GET', 'v1/secrets'),
     state.whoami ? null : api('GET', 'v1/whoami')]);
@@ -71,7 +71,7 @@ export async function viewTeam(stale, name) {
   if (who) state.whoami = who.user;
   state.team = team;
   const owner = team.role === 'owner';
-  $('team-role').textContent = `Your role: ${team.role} (${ROLE_HELP[team.role]}).`;
+  $('team-role').textContent = shown(`Your role: ${team.role} (${ROLE_HELP[team.role]}).`);
   $('member-form').hidden = !owner;
   $('team-delete').hidden = !owner;
   const body = clear(document.querySelector('#members-table tbody'));
