@@ -59,18 +59,6 @@ async fn field_error(browser: &Browser, css: &str) -> String {
     message
 }
 
-/// Waits for the error at the foot of `form` and returns it.
-async fn form_error(browser: &Browser, form: &str) -> String {
-    let expression = format!(
-        "(() => {{ const e = document.querySelector('{form} .form-error');
-           return e && !e.hidden && e.textContent; }})()"
-    );
-    let message = browser.wait(&format!("an error in {form}"), &expression).await;
-    let message = message.as_str().unwrap().to_owned();
-    assert_browser_wording(&message);
-    message
-}
-
 /// A message for the browser names no command, flag or environment variable.
 fn assert_browser_wording(message: &str) {
     for cli in ["MAESTRO_", "`", "maestro secrets", "maestro-broker", " --", "maestro kinds"] {
