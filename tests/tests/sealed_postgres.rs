@@ -13,7 +13,8 @@
 //! * the audit shows each connection (command, database and user) and its end;
 //! * against a server that takes log-ins over TLS only, the relay encrypts and verifies as the
 //!   secret's sslmode asks (verify-full, verify-ca, require), refuses a certificate for another
-//!   name or from an unknown CA with a message psql prints, and gets no log-in without TLS.
+//!   name or from an unknown CA with a message psql prints, and gets no log-in without TLS; the
+//!   secret's sslrootcert verifies the server for the relay and, plain, for libpq itself.
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -232,14 +233,28 @@ async fn a_sealed_postgres_login_serves_psql_psycopg_and_pg_dump_without_the_pas
 /// Adds a sealed `postgres` secret for the TLS server, activates it alone, and runs one query
 /// through its relay as the sandbox user.
 async fn tls_query(world: &World, name: &str, host: &str, port: u16, sslmode: &str) -> CmdOutput {
+    tls_query_with(world, name, "sealed", json!({"host": host, "sslmode": sslmode}), port).await
+}
+
+/// The same with `more` fields (host, sslmode, sslrootcert ...) and an exposure.
+async fn tls_query_with(
+    world: &World,
+    name: &str,
+    exposure: &str,
+    more: serde_json::Value,
+    port: u16,
+) -> CmdOutput {
+    let mut fields = json!({"port": port.to_string(), "user": "app", "password": PASSWORD,
+                            "database": "appdb"});
+    for (k, v) in more.as_object().unwrap() {
+        fields[k] = v.clone();
+    }
     let reply = world
         .sb
         .api
         .post(
             "/v1/secrets",
-            json!({"name": name, "kind": "postgres", "exposure": "sealed",
-                   "fields": {"host": host, "port": port.to_string(), "user": "app",
-                              "password": PASSWORD, "database": "appdb", "sslmode": sslmode}}),
+            json!({"name": name, "kind": "postgres", "exposure": exposure, "fields": fields}),
         )
         .await;
     reply.ok();
@@ -294,6 +309,13 @@ async fn the_relay_logs_in_over_tls_verified_as_the_sslmode_asks() {
     assert_ne!(out.status, 0, "{out:?}");
     assert!(out.stderr.contains("TLS with the PostgreSQL server 127.0.0.1"), "{out:?}");
     assert!(out.stderr.contains("UnknownIssuer"), "{out:?}");
+    // Given the CA in the secret's sslrootcert, it verifies the server with that CA alone.
+    let with_root = json!({"host": "127.0.0.1", "sslmode": "verify-full", "sslrootcert": ca_pem});
+    let out = tls_query_with(&stranger, "PG_ROOT", "sealed", with_root.clone(), port).await;
+    assert_eq!((out.status, out.stdout.trim()), (0, "t"), "{out:?}\n{}", stranger.agent.log());
+    // Plain, libpq itself verifies with the certificate file the mount holds (PGSSLROOTCERT).
+    let out = tls_query_with(&stranger, "PG_PLAIN_ROOT", "plain", with_root, port).await;
+    assert_eq!((out.status, out.stdout.trim()), (0, "t"), "{out:?}");
 
     world.assert_no_leak(&[PASSWORD]);
     stranger.assert_no_leak(&[PASSWORD]);

@@ -51,7 +51,7 @@ use tokio::net::{TcpStream, UnixStream};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::Service;
-use super::verify::{ChainOnly, Unverified};
+use super::verify::{ChainOnly, Unverified, pem_roots};
 use crate::dispatch::Peer;
 use crate::proxy::audit::report;
 use crate::state::Entry;
@@ -144,8 +144,13 @@ impl Postgres {
         Postgres { usage, test_ca }
     }
 
-    /// The TLS client configuration for `mode`.
-    fn tls(&self, mode: SslMode) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    /// The TLS client configuration for `mode`; `rootcert` is the secret's `sslrootcert` (PEM),
+    /// the roots verify-ca and verify-full check the server with instead of the system's.
+    fn tls(
+        &self,
+        mode: SslMode,
+        rootcert: Option<&str>,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
         if !mode.asks() {
             return Ok(None);
         }
@@ -156,8 +161,11 @@ impl Postgres {
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("cannot set up TLS: {e}"))?;
         let config = if mode.verified() {
-            let roots = crate::proxy::upstream::roots(self.test_ca.as_deref())
-                .map_err(|e| format!("cannot load the roots to verify the server with: {e}"))?;
+            let roots = match rootcert {
+                Some(pem) => pem_roots(pem, "sslrootcert")?,
+                None => crate::proxy::upstream::roots(self.test_ca.as_deref())
+                    .map_err(|e| format!("cannot load the roots to verify the server with: {e}"))?,
+            };
             if mode == SslMode::VerifyFull {
                 builder.with_root_certificates(roots).with_no_client_auth()
             } else {
@@ -220,7 +228,7 @@ impl Service for Postgres {
                 .cloned()
                 .ok_or("its password is missing")?,
             sslmode,
-            tls: self.tls(sslmode)?,
+            tls: self.tls(sslmode, field("sslrootcert"))?,
             usage: self.usage.clone(),
         })
     }

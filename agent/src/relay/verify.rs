@@ -4,10 +4,25 @@
 
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+/// The roots in a secret's CA field (`field` names it in errors): its PEM certificates, at
+/// least one.
+pub fn pem_roots(pem: &str, field: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
+        roots.add(cert).map_err(|e| format!("its {field} holds an unusable certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("its {field} holds no PEM certificate"));
+    }
+    Ok(roots)
+}
 
 /// The chain must verify; the name need not match (libpq's `verify-ca`, MySQL's `VERIFY_CA`).
 #[derive(Debug)]

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
-use crate::relay::verify::ChainOnly;
+use crate::relay::verify::{ChainOnly, pem_roots};
 
 /// How the server's certificate is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,16 +23,7 @@ pub enum Verify {
 pub fn config(ca: Option<&str>, verify: Verify) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     match ca {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("its ssl_ca holds an unusable certificate: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("its ssl_ca holds no PEM certificate".to_owned());
-            }
-        }
+        Some(pem) => roots = pem_roots(pem, "ssl_ca")?,
         None => {
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
