@@ -48,6 +48,7 @@ fn rule(check: Check) -> Option<String> {
         Check::GcpServiceAccount => Some("service-account key JSON".to_owned()),
         Check::SshPrivateKey { .. } => Some("OpenSSH or PEM private key".to_owned()),
         Check::HostPatterns => Some("host patterns".to_owned()),
+        Check::Owners => Some("owners or path prefixes".to_owned()),
     }
 }
 
