@@ -109,7 +109,7 @@ fn query<S: Read + Write>(s: &mut S) -> anyhow::Result<()> {
 
 fn relay_socket(agent: &AgentProc) -> anyhow::Result<String> {
     match ask(&agent.socket, Action::Env { only: vec![], command: None })? {
-        SockResponse::Env { vars } => vars
+        SockResponse::Env { vars, .. } => vars
             .iter()
             .find(|v| v.name == "MYSQL_UNIX_PORT")
             .map(|v| v.value.expose().to_owned())

@@ -31,7 +31,7 @@ const REVOCATION_LIMIT: f64 = 0.100;
 
 fn pg_host(agent: &AgentProc) -> anyhow::Result<String> {
     match ask(&agent.socket, Action::Env { only: vec![], command: None })? {
-        SockResponse::Env { vars } => vars
+        SockResponse::Env { vars, .. } => vars
             .iter()
             .find(|v| v.name == "PGHOST")
             .map(|v| v.value.expose().to_owned())

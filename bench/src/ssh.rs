@@ -108,7 +108,7 @@ fn spawn_client(socket: &str, count: usize, hold: bool) -> anyhow::Result<tokio:
 
 fn auth_sock(agent: &AgentProc) -> anyhow::Result<String> {
     match ask(&agent.socket, Action::Env { only: vec![], command: None })? {
-        SockResponse::Env { vars } => vars
+        SockResponse::Env { vars, .. } => vars
             .iter()
             .find(|v| v.name == "SSH_AUTH_SOCK")
             .map(|v| v.value.expose().to_owned())

@@ -232,10 +232,9 @@ pub fn choose<'a>(
             }),
             other => other,
         },
-        many => Err(Refusal::Ambiguous {
-            what: segments[..best].join("/"),
-            secrets: describe(many),
-        }),
+        many => {
+            Err(Refusal::Ambiguous { what: segments[..best].join("/"), secrets: describe(many) })
+        }
     }
 }
 
@@ -312,7 +311,10 @@ mod tests {
         let e = pick(Some("alice/r"), &c).unwrap_err();
         assert_eq!(
             e,
-            Refusal::Ambiguous { what: "alice".into(), secrets: "A (alice), B (alice, bob)".into() }
+            Refusal::Ambiguous {
+                what: "alice".into(),
+                secrets: "A (alice), B (alice, bob)".into()
+            }
         );
     }
 
