@@ -74,7 +74,10 @@ fn variables(kind: &Kind) -> String {
             (_, None) => format!("`{}`", v.name),
         })
         .collect();
-    parts.join(", ")
+    match kind.owners_field() {
+        Some(f) => format!("{}; none when `{f}` is set", parts.join(", ")),
+        None => parts.join(", "),
+    }
 }
 
 fn describe(source: Source) -> &'static str {
