@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use maestro_wire::SecretValue;
-use maestro_wire::catalog::Exposure;
+use maestro_wire::catalog::{self, Exposure, Sealing};
 use maestro_wire::duration::format_secs;
 use maestro_wire::sock::{Action, EnvVar, ListedSecret, ListedSession, Response};
 
@@ -34,6 +34,24 @@ fn until_line(until: &str, now: i64) -> String {
     }
 }
 
+/// What a sealed secret gives instead of its values: placeholders the agent's proxy swaps for
+/// the values on the way to the secret's hosts, or (a key or login the agent uses itself) the
+/// socket the agent serves, with no value at all.
+fn sealed_line(s: &ListedSecret) -> String {
+    let hosts = s.hosts.join(" ");
+    match catalog::kind(&s.kind).map(|k| &k.sealing) {
+        Some(Sealing::Agent(seal)) if hosts.is_empty() => {
+            format!("  sealed:    no value here; the agent serves {}\n", seal.served)
+        }
+        Some(Sealing::Agent(seal)) => {
+            format!("  sealed:    no value here, for {hosts}; the agent serves {}\n", seal.served)
+        }
+        _ => format!(
+            "  sealed:    placeholders only; the agent's proxy sends the values to {hosts}\n"
+        ),
+    }
+}
+
 /// Formats `--list` for people: the session (when the agent names it), then each secret.
 pub fn format_list(session: Option<&ListedSession>, secrets: &[ListedSecret], now: i64) -> String {
     let mut out = session.map(session_line).unwrap_or_default();
@@ -47,11 +65,7 @@ pub fn format_list(session: Option<&ListedSession>, secrets: &[ListedSecret], no
         out.push_str(&format!("  variables: {}\n", s.variables.join(" ")));
         out.push_str(&format!("  files:     {}\n", s.files.join(" ")));
         if s.exposure == Exposure::Sealed {
-            // The variables and files hold placeholders; say where the values go instead.
-            out.push_str(&format!(
-                "  sealed:    placeholders only; the agent's proxy sends the values to {}\n",
-                s.hosts.join(" ")
-            ));
+            out.push_str(&sealed_line(s));
         }
         if let Some(until) = &s.active_until {
             out.push_str(&until_line(until, now));
@@ -280,6 +294,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sends the values to api.openai.com\n"), "{text}");
+        // A login the agent uses itself: no placeholder, no proxy; the socket it serves.
+        let pg = ListedSecret {
+            name: "DB".into(),
+            kind: "postgres".into(),
+            version: 1,
+            variables: vec!["PGHOST".into()],
+            files: vec![],
+            needs_reauth: None,
+            exposure: Exposure::Sealed,
+            hosts: vec!["db.internal".into()],
+            active_until: None,
+            shown_fields: Default::default(),
+        };
+        let pg_text = format_list(None, &[pg], 0);
+        assert!(
+            pg_text.contains("  sealed:    no value here, for db.internal; the agent serves a PostgreSQL unix socket"),
+            "{pg_text}"
+        );
+        assert!(!pg_text.contains("proxy"), "{pg_text}");
         assert!(text.contains("  active until 1970-01-01T02:00:00Z (1h59m left)\n"), "{text}");
         assert_eq!(format_list(None, &[], 0), "no active secrets in this session\n");
         let empty = ListedSession { id: "0123abcd".into(), label: None };

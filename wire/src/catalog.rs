@@ -132,6 +132,8 @@ pub enum Source {
     Field(&'static str),
     /// The absolute path of one of the kind's files under the mount.
     FilePath(&'static str),
+    /// The same, only when `field` is set (the file is that field's content: a CA certificate).
+    FieldFilePath { field: &'static str, path: &'static str },
     /// A string key of a JSON document held in a field (omitted when absent).
     JsonKey(&'static str, &'static str),
     /// `postgresql://user:password@host:port/database?sslmode=...`, parts URL-encoded.
@@ -240,6 +242,7 @@ impl Kind {
                         self.fields.iter().any(|field| field.name == f && field.shown)
                     }
                     Source::FilePath(_)
+                    | Source::FieldFilePath { .. }
                     | Source::SshCommand { .. }
                     | Source::AgentSocket
                     | Source::AgentSocketDir
@@ -497,6 +500,12 @@ pub static KINDS: &[Kind] = &[
                 "libpq sslmode",
             )
             .shown(),
+            opt(
+                "sslrootcert",
+                Check::Text,
+                "CA certificates (PEM) that verify-ca and verify-full check the server with (a private CA such as Amazon RDS's); default the system's",
+            )
+            .shown(),
         ],
         free_fields: false,
         variables: &[
@@ -508,8 +517,15 @@ pub static KINDS: &[Kind] = &[
             var("PGSSLMODE", field("sslmode")),
             var("DATABASE_URL", Source::PostgresUrl),
             var("PGPASSFILE", Source::FilePath("postgres/pgpass")),
+            var(
+                "PGSSLROOTCERT",
+                Source::FieldFilePath { field: "sslrootcert", path: "postgres/root.crt" },
+            ),
         ],
-        files: &[File { path: "postgres/pgpass", content: Source::Pgpass }],
+        files: &[
+            File { path: "postgres/pgpass", content: Source::Pgpass },
+            File { path: "postgres/root.crt", content: field("sslrootcert") },
+        ],
         helper: None,
         setup: None,
         rotation: Rotation {
@@ -1128,6 +1144,36 @@ mod tests {
         assert_eq!(url.1.expose(), "postgresql://u:p%40ss%3Aw%2Frd@db:5432/app");
         let pass = r.files.iter().find(|(n, _)| n == "postgres/pgpass").unwrap();
         assert_eq!(pass.1.expose(), "db:5432:app:u:p@ss\\:w/rd\n");
+        // No sslrootcert: no PGSSLROOTCERT and no root.crt (libpq then uses its own default).
+        assert!(!r.variables.iter().any(|(n, _)| n == "PGSSLROOTCERT"));
+        assert!(!r.files.iter().any(|(n, _)| n == "postgres/root.crt"));
+    }
+
+    #[test]
+    fn a_postgres_root_certificate_is_a_file_that_libpq_and_the_url_name() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let f = validate(
+            "postgres",
+            &fields(&[
+                ("host", "db"),
+                ("user", "u"),
+                ("password", "pw"),
+                ("sslmode", "verify-full"),
+                ("sslrootcert", pem),
+            ]),
+        )
+        .unwrap();
+        let r = render(kind("postgres").unwrap(), &f, "/run/secrets");
+        let var = |name: &str| r.variables.iter().find(|(n, _)| n == name).unwrap().1.expose();
+        assert_eq!(var("PGSSLROOTCERT"), "/run/secrets/postgres/root.crt");
+        assert_eq!(
+            var("DATABASE_URL"),
+            "postgresql://u:pw@db:5432/?sslmode=verify-full&sslrootcert=/run/secrets/postgres/root.crt"
+        );
+        let file = r.files.iter().find(|(n, _)| n == "postgres/root.crt").unwrap();
+        assert_eq!(file.1.expose(), pem);
+        // A certificate is no secret: maestro-exec does not mask the path either.
+        assert!(kind("postgres").unwrap().variable_is_shown("PGSSLROOTCERT"));
     }
 
     /// A well-formed key file (the PEM body is not a real key: validation does not parse it).

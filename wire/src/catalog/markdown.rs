@@ -70,6 +70,9 @@ fn variables(kind: &Kind) -> String {
         .iter()
         .map(|v| match (v.value, optional(v.value)) {
             (Source::FilePath(p), _) => format!("`{}` (`{MOUNT}/{p}`)", v.name),
+            (Source::FieldFilePath { field, path }, _) => {
+                format!("`{}` (`{MOUNT}/{path}`, when `{field}` is set)", v.name)
+            }
             (_, Some(when)) => format!("`{}` ({when})", v.name),
             (_, None) => format!("`{}`", v.name),
         })
@@ -83,7 +86,7 @@ fn variables(kind: &Kind) -> String {
 fn describe(source: Source) -> &'static str {
     match source {
         Source::Field(_) => "the field's value",
-        Source::FilePath(_) => "a path",
+        Source::FilePath(_) | Source::FieldFilePath { .. } => "a path",
         Source::JsonKey(..) => "a key of the JSON",
         Source::PostgresUrl => "a PostgreSQL URL",
         Source::MysqlUrl => "a MySQL URL",
