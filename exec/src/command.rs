@@ -67,6 +67,12 @@ pub fn format_list(session: Option<&ListedSession>, secrets: &[ListedSecret], no
         if s.exposure == Exposure::Sealed {
             out.push_str(&sealed_line(s));
         }
+        let owners_field = catalog::kind(&s.kind).and_then(|k| k.owners_field());
+        if let Some(owners) = owners_field.and_then(|f| s.shown_fields.get(f)) {
+            out.push_str(&format!(
+                "  owners:    {owners} (git gets it for these repositories only; no variables)\n"
+            ));
+        }
         if let Some(until) = &s.active_until {
             out.push_str(&until_line(until, now));
         }
@@ -307,7 +313,22 @@ mod tests {
             active_until: None,
             shown_fields: Default::default(),
         };
-        let pg_text = format_list(None, &[pg], 0);
+        let pg_text = format_list(None, &[pg.clone()], 0);
+        let scoped = ListedSecret {
+            name: "GH_WORK".into(),
+            kind: "github".into(),
+            exposure: Exposure::Plain,
+            variables: vec![],
+            shown_fields: [("owners".to_owned(), "acme, alice/x".to_owned())].into(),
+            ..pg
+        };
+        let gh_text = format_list(None, &[scoped], 0);
+        assert!(
+            gh_text.contains(
+                "GH_WORK (github, version 1)\n  variables: \n  files:     \n  owners:    acme, alice/x (git gets it for these repositories only; no variables)\n"
+            ),
+            "{gh_text}"
+        );
         assert!(
             pg_text.contains("  sealed:    no value here, for db.internal; the agent serves a PostgreSQL unix socket"),
             "{pg_text}"

@@ -242,6 +242,10 @@ async fn two_github_accounts_answer_git_per_owner() {
     world.activate(&["GH_ALICE", "GH_BOB", "GH"], &["GH_ALICE", "GH_BOB", "GH"]).await;
     let list = run_cmd(world.exec(&["--list"])).ok();
     assert!(list.stdout.contains("GH_ALICE (github, version 1)\n  variables: \n"), "{list:?}");
+    assert!(
+        list.stdout.contains("  owners:    Bob, acme/infra (git gets it for these"),
+        "{list:?}"
+    );
     assert!(list.stdout.contains("GH (github, version 1)\n  variables: GH_TOKEN GITHUB_TOKEN\n"));
     let env = run_cmd(world.exec(&[
         "--no-mask",
