@@ -12,7 +12,8 @@
 //!   `--owners`) and a default one are active together, `git credential fill` answers per
 //!   owner (by the path git sends with `useHttpPath`, which maestro-exec sets), the default
 //!   takes the other owners, and what cannot be told (no path, odd paths, an owner nobody
-//!   serves) gets no answer and one clear line; and `git clone` of two owners' repositories on
+//!   serves) gets no answer and one clear line; a sealed account answers with its
+//!   placeholder; and `git clone` of two owners' repositories on
 //!   one local server, each with its own token.
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -328,12 +329,25 @@ async fn two_github_accounts_answer_git_per_owner() {
     assert!(out.stderr.contains("GH_ALICE (alice), GH_ALICE2 (alice) all serve alice"), "{out:?}");
     world.deactivate(&["GH_ALICE2"], &["GH_ALICE", "GH_BOB"]).await;
 
+    // A sealed account: git gets its placeholder, never the value (the agent's proxy puts the
+    // value in on the way to github.com).
+    let sealed = "ghp_plantedsealedorg";
+    let body = json!({"name": "GH_SEALED", "kind": "github", "exposure": "sealed",
+                      "fields": {"token": sealed, "owners": "sealedorg"}});
+    world.sb.api.post("/v1/secrets", body).await.ok();
+    world.activate(&["GH_SEALED"], &["GH_ALICE", "GH_BOB", "GH_SEALED"]).await;
+    let out = fill_path(&world, true, "sealedorg/x.git");
+    let placeholder = password(&out);
+    assert!(placeholder.starts_with("ghp_") && placeholder != sealed, "{out:?}");
+    assert!(!out.stdout.contains(sealed) && !out.stderr.contains(sealed), "{out:?}");
+    world.deactivate(&["GH_SEALED"], &["GH_ALICE", "GH_BOB"]).await;
+
     // Dropping GH_BOB's owners while GH is active would give two GH_TOKENs: refused.
     world.activate(&["GH"], &["GH_ALICE", "GH_BOB", "GH"]).await;
     let out = world.sb.maestro(&["secrets", "edit", "GH_BOB", "--remove-field", "owners"]);
     assert_ne!(out.status, 0, "{out:?}");
     assert!(out.stderr.contains("GH_BOB and GH both provide variable GH_TOKEN"), "{out:?}");
-    world.assert_no_leak(&[alice, bob, default]);
+    world.assert_no_leak(&[alice, bob, default, sealed]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
