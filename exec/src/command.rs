@@ -313,7 +313,7 @@ mod tests {
             active_until: None,
             shown_fields: Default::default(),
         };
-        let pg_text = format_list(None, &[pg.clone()], 0);
+        let pg_text = format_list(None, std::slice::from_ref(&pg), 0);
         let scoped = ListedSecret {
             name: "GH_WORK".into(),
             kind: "github".into(),
