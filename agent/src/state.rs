@@ -948,6 +948,35 @@ mod tests {
     }
 
     #[test]
+    fn git_secrets_with_owners_are_listed_with_them_and_ask_git_for_the_path() {
+        let mut s = Secrets::new("/m");
+        assert!(s.git_path_hosts().is_empty(), "out of touch");
+        s.replace_all(vec![
+            material("GH", "github", &[("token", "ghp_default")]),
+            material("GH_WORK", "github", &[("token", "ghp_work"), ("owners", "acme")]),
+            material(
+                "GL",
+                "gitlab",
+                &[("token", "glpat-x"), ("host", "Git.Example.com:8443"), ("owners", "g/sub")],
+            ),
+            material("DB", "postgres", &[("host", "db"), ("user", "u"), ("password", "pw")]),
+        ]);
+        assert_eq!(s.git_path_hosts(), ["git.example.com:8443", "github.com"]);
+        let listed = s.list().unwrap();
+        let by = |n: &str| listed.iter().find(|l| l.name == n).unwrap();
+        assert_eq!(by("GH_WORK").shown_fields["owners"], "acme");
+        assert!(by("GH_WORK").variables.is_empty() && by("GH_WORK").files.is_empty());
+        assert_eq!(by("GH").variables, ["GH_TOKEN", "GITHUB_TOKEN"]);
+        // Only the fields the catalog says are not secret, never a value.
+        assert_eq!(by("DB").shown_fields.get("password"), None);
+        assert_eq!(by("DB").shown_fields["host"], "db");
+        assert!(by("GH").shown_fields.is_empty());
+        let (vars, _) = s.env(&[]).unwrap();
+        assert_eq!(vars.iter().filter(|v| v.name == "GH_TOKEN").count(), 1);
+        assert!(vars.iter().all(|v| v.value.expose() != "ghp_work"));
+    }
+
+    #[test]
     fn invalid_names_from_the_broker_are_refused() {
         let mut s = Secrets::new("/m");
         let err = s.upsert(material("../X", "generic", &[("X", "1")])).unwrap_err();
