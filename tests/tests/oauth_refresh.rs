@@ -254,13 +254,27 @@ async fn two_connections_to_one_provider_answer_git_per_owner_across_refreshes()
     let sb = Sandbox::new();
     let web = browser(&sb.broker);
     add_provider(&sb.broker, &sb.token, &server, "gh", &[]).ok();
-    for name in ["GH_WORK", "GH"] {
-        let pending =
-            Pending::start(&sb.broker, &sb.token, &["oauth", "connect", "gh", "--name", name]);
+    // Bad owners are refused before any authorization starts.
+    let out = sb.maestro(&["oauth", "connect", "gh", "--name", "GH_WORK", "--owners", "a/../b"]);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(out.stderr.starts_with("maestro: --owners has \"..\", which is no owner"), "{out:?}");
+    assert!(server.log().await["token_requests"].as_array().unwrap().is_empty());
+    // The work account through `connect --owners`, the default one without.
+    let connect = [
+        &["oauth", "connect", "gh", "--name", "GH_WORK", "--owners", "acme"][..],
+        &["oauth", "connect", "gh", "--name", "GH"][..],
+    ];
+    for args in connect {
+        let pending = Pending::start(&sb.broker, &sb.token, args);
         assert_eq!(visit(&web, &pending.url()).await.status, 200);
-        assert_eq!(pending.finish(DONE).0, 0);
+        let (code, _, log) = pending.finish(DONE);
+        assert_eq!(code, 0, "{log}");
+        if args.contains(&"--owners") {
+            assert!(log.contains("owners of GH_WORK (version 2): acme; git gets it"), "{log}");
+        }
     }
-    sb.maestro(&["secrets", "edit", "GH_WORK", "--owners", "acme"]).ok();
+    let meta = sb.api.get("/v1/secrets/GH_WORK").await.ok();
+    assert_eq!(meta["shown_fields"]["owners"], "acme", "{meta}");
 
     let (session, bundle) = sb.new_session("oauth-owners");
     let agent = sb.start_agent(&bundle, AgentOptions::default());
