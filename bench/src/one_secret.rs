@@ -72,7 +72,7 @@ impl OneSecret {
     /// The value the agent gives `maestro-exec` for `variable` (a socket path, not a secret).
     pub fn variable(&self, variable: &str) -> anyhow::Result<String> {
         match ask(&self.agent.socket, Action::Env { only: vec![], command: None })? {
-            SockResponse::Env { vars } => vars
+            SockResponse::Env { vars, .. } => vars
                 .iter()
                 .find(|v| v.name == variable)
                 .map(|v| v.value.expose().to_owned())

@@ -5,6 +5,7 @@
 //! * add, edit and delete of a generic and an AWS secret, with each kind of bad input (checked
 //!   by the page, refused by the broker): the message beside its input with `aria-invalid`,
 //!   everything typed still there, nothing worded for the CLI; values gone after the save;
+//! * a github secret's `owners`: a plain input, bad owners refused beside it, shown back on edit;
 //! * sessions: the agent's state changing on screen without a refresh, activation and
 //!   deactivation reaching a real agent, ending;
 //! * usage history with times in their zone, filtered by action;
@@ -333,6 +334,42 @@ async fn an_aws_secret_is_added_edited_and_deleted_with_each_refusal_beside_its_
         .await;
     assert_eq!(broker.admin().get("/v1/secrets/UI_AWS").await.status, 404);
     browser.assert_no_problems("after the aws secret").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_github_secret_takes_its_owners_as_a_plain_field_shown_back_on_edit() {
+    let Some(browser) = Browser::start(1280, 900).await else { return };
+    let broker = Broker::start();
+    let token = broker.admin_token.clone();
+    sign_in(&browser, &broker.url, &token).await;
+    open(&browser, "#/secrets/new", "view-secret-form").await;
+    browser.fill("#secret-name", "UI_GH_WORK").await;
+    browser.select("#secret-kind", "github").await;
+    browser.wait("the github fields", "!!document.getElementById('f-owners')").await;
+    let kind = browser.eval("return document.getElementById('f-owners').type;", json!([])).await;
+    assert_eq!(kind, "text", "owners are not secret: a plain input");
+    browser.type_into("#f-token", "ghp_plantedui0001").await;
+    browser.type_into("#f-owners", "acme, ../x").await;
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, "#f-owners").await;
+    assert!(message.contains("no owner or repository name"), "{message}");
+    assert_eq!(browser.value("#f-owners").await, "acme, ../x", "kept as typed");
+    browser.fill("#f-owners", "acme, alice/dotfiles").await;
+    browser.click("#secret-submit").await;
+    browser.wait("the new secret's page", "location.hash === '#/secrets/UI_GH_WORK'").await;
+    assert!(!any_input_holds(&browser, "ghp_plantedui0001").await);
+    let meta = secret(&broker, &token, "UI_GH_WORK").await;
+    assert_eq!(meta["shown_fields"]["owners"], "acme, alice/dotfiles", "{meta}");
+    assert_eq!(meta["variables"], json!([]), "a secret with owners sets no variables: {meta}");
+    open(&browser, "#/secrets/UI_GH_WORK/edit", "view-secret-form").await;
+    browser
+        .wait(
+            "the owners shown back",
+            "document.getElementById('f-owners').value === 'acme, alice/dotfiles'",
+        )
+        .await;
+    assert_eq!(browser.value("#f-token").await, "");
+    browser.assert_no_problems("after the github secret with owners").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

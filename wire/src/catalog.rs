@@ -17,6 +17,7 @@
 
 mod check;
 mod markdown;
+pub mod owners;
 mod render;
 pub mod seal;
 pub mod ssh;
@@ -111,6 +112,9 @@ pub enum Check {
     SshPrivateKey { passphrase: &'static str },
     /// Host patterns separated by commas or spaces, with ssh_config's `*` and `?`.
     HostPatterns,
+    /// Owners or repository path prefixes separated by commas or spaces (`alice,acme/infra`),
+    /// as [`owners::parse`] reads them.
+    Owners,
 }
 
 /// One environment variable a kind provides.
@@ -183,12 +187,15 @@ pub struct File {
 #[serde(tag = "helper", rename_all = "snake_case")]
 pub enum Helper {
     /// `maestro-exec git-credential`: answers git for `host` (a literal, or the value of
-    /// `host_field`) with `username` and the `token` field as password.
+    /// `host_field`) with `username` and the `token` field as password. A secret whose
+    /// `owners_field` is set answers only for those owners ([`owners`]) and provides no
+    /// variables or files, so that it can be active beside the host's default secret.
     GitCredential {
         host: &'static str,
         host_field: Option<&'static str>,
         username: &'static str,
         token_field: &'static str,
+        owners_field: Option<&'static str>,
     },
     /// `maestro-exec aws-credential-process [NAME]`: the `credential_process` JSON.
     AwsCredentialProcess,
@@ -210,6 +217,20 @@ const fn dflt(
 }
 
 impl Kind {
+    /// The field that names the owners a git secret serves, if the kind has one.
+    pub fn owners_field(&self) -> Option<&'static str> {
+        match self.helper {
+            Some(Helper::GitCredential { owners_field, .. }) => owners_field,
+            _ => None,
+        }
+    }
+
+    /// Whether a secret of this kind with these field names serves only some owners: then it
+    /// provides no variables or files (see [`Helper::GitCredential`]).
+    pub fn is_scoped<'a>(&self, mut field_names: impl Iterator<Item = &'a str>) -> bool {
+        self.owners_field().is_some_and(|f| field_names.any(|n| n == f))
+    }
+
     /// Whether a variable of this kind holds nothing secret: a field that is not secret
     /// ([`Field::shown`]: `PGHOST`, `AWS_REGION`), a path under the mount, a command line made of
     /// paths (`GIT_SSH_COMMAND`) or a socket's path. maestro-exec does not mask those.
@@ -249,6 +270,14 @@ const fn field(name: &'static str) -> Source {
 }
 
 const API_KEY: &[Field] = &[req("api_key", Check::Token, "the API key")];
+
+/// A git secret's owners (see [`owners`]): not secret, shown back like a host.
+const OWNERS: Field = opt(
+    "owners",
+    Check::Owners,
+    "owners or path prefixes it serves (alice,acme/infra); when set, git gets it for those only and it sets no variables",
+)
+.shown();
 
 /// Every kind, in the order `maestro kinds` shows them.
 pub static KINDS: &[Kind] = &[
@@ -388,9 +417,10 @@ pub static KINDS: &[Kind] = &[
     Kind {
         name: "github",
         title: "GitHub token (personal access token or OAuth)",
-        fields: &[req("token", Check::Token, "the token")],
+        fields: &[req("token", Check::Token, "the token"), OWNERS],
         free_fields: false,
-        // `gh` reads GH_TOKEN first; Actions-style tools read GITHUB_TOKEN.
+        // `gh` reads GH_TOKEN first; Actions-style tools read GITHUB_TOKEN. A secret with
+        // `owners` provides neither (see `Helper::GitCredential`).
         variables: &[var("GH_TOKEN", field("token")), var("GITHUB_TOKEN", field("token"))],
         files: &[],
         helper: Some(Helper::GitCredential {
@@ -398,6 +428,7 @@ pub static KINDS: &[Kind] = &[
             host_field: None,
             username: "x-access-token",
             token_field: "token",
+            owners_field: Some("owners"),
         }),
         setup: Some("git config --global credential.helper '!maestro-exec git-credential'"),
         rotation: Rotation {
@@ -421,6 +452,7 @@ pub static KINDS: &[Kind] = &[
             req("token", Check::Token, "the token"),
             dflt("host", "gitlab.com", Check::HostPort, "GitLab host name, with :port if not 443")
                 .shown(),
+            OWNERS,
         ],
         free_fields: false,
         // `glab` reads GITLAB_TOKEN and GITLAB_HOST.
@@ -431,6 +463,7 @@ pub static KINDS: &[Kind] = &[
             host_field: Some("host"),
             username: "oauth2",
             token_field: "token",
+            owners_field: Some("owners"),
         }),
         setup: Some("git config --global credential.helper '!maestro-exec git-credential'"),
         rotation: Rotation {
@@ -891,6 +924,9 @@ pub struct Outputs {
 pub fn outputs<'a>(kind: &Kind, field_names: impl IntoIterator<Item = &'a str>) -> Outputs {
     let have: Vec<&str> = field_names.into_iter().collect();
     let mut out = Outputs::default();
+    if kind.is_scoped(have.iter().copied()) {
+        return out;
+    }
     if kind.free_fields {
         out.variables = have.iter().map(|s| (*s).to_owned()).collect();
     } else {
@@ -943,6 +979,9 @@ pub struct Rendered {
 /// that hold a file's path. `fields` are as stored (defaults applied).
 pub fn render(kind: &Kind, fields: &BTreeMap<String, SecretValue>, mount: &str) -> Rendered {
     let mut r = Rendered::default();
+    if kind.is_scoped(fields.keys().map(String::as_str)) {
+        return r;
+    }
     if kind.free_fields {
         for (name, value) in fields {
             r.variables.push((name.clone(), value.clone()));

@@ -205,6 +205,13 @@ pub struct GitServer {
 impl GitServer {
     /// Serves a new repository; only `user` with password `token` gets in.
     pub fn start(user: &str, token: &str) -> Self {
+        Self::start_with_owners(user, token, &[])
+    }
+
+    /// Like [`GitServer::start`], and serves the same repository as `OWNER/project.git` for
+    /// each of `owners`, where only `user` with that owner's token gets in (one host, several
+    /// accounts).
+    pub fn start_with_owners(user: &str, token: &str, owners: &[(&str, &str)]) -> Self {
         let dir = temp_dir("maestro-git-");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let git = |args: &[&str]| {
@@ -230,6 +237,10 @@ impl GitServer {
         std::fs::create_dir(dir.path().join("repos")).unwrap();
         git(&["clone", "-q", "--bare", "work", "repos/project.git"]);
         let head = git(&["-C", "repos/project.git", "rev-parse", "main"]).stdout.trim().to_owned();
+        for (owner, _) in owners {
+            std::fs::create_dir(dir.path().join("repos").join(owner)).unwrap();
+            git(&["clone", "-q", "--bare", "work", &format!("repos/{owner}/project.git")]);
+        }
 
         let (ca_pem, cert_pem, key_pem) = server_certificate();
         let ca_file = dir.path().join("ca.pem");
@@ -258,6 +269,12 @@ impl GitServer {
             .arg(password)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("HOME", dir.path());
+        for (owner, owner_token) in owners {
+            let file = private(&format!("password-{owner}"), owner_token);
+            let mut arg = std::ffi::OsString::from(format!("{owner}="));
+            arg.push(file);
+            cmd.arg("--owner").arg(arg);
+        }
         let server = ChildGuard::spawn("git_https_server.py", cmd);
         let line =
             server.wait_for_stdout(Duration::from_secs(30), |l| l.starts_with("listening on "));

@@ -48,6 +48,7 @@ fn rule(check: Check) -> Option<String> {
         Check::GcpServiceAccount => Some("service-account key JSON".to_owned()),
         Check::SshPrivateKey { .. } => Some("OpenSSH or PEM private key".to_owned()),
         Check::HostPatterns => Some("host patterns".to_owned()),
+        Check::Owners => Some("owners or path prefixes".to_owned()),
     }
 }
 
@@ -76,7 +77,10 @@ fn variables(kind: &Kind) -> String {
             (_, None) => format!("`{}`", v.name),
         })
         .collect();
-    parts.join(", ")
+    match kind.owners_field() {
+        Some(f) => format!("{}; none when `{f}` is set", parts.join(", ")),
+        None => parts.join(", "),
+    }
 }
 
 fn describe(source: Source) -> &'static str {
