@@ -19,6 +19,9 @@ need_debs iproute2 sqlite3
 bash tests/support/install-clients.sh
 # The OAuth 2.0 server of the OAuth tests (tests/tests/oauth_*.rs): oauth2-mock-server from npm.
 bash tests/support/oauth/install.sh
+# The container test (tests/tests/container_podman.rs): podman with runc (crun refuses hybrid
+# cgroups), and a static busybox for the image's shell.
+need_debs podman runc busybox-static
 # The browser of the web UI tests (tests/tests/ui_browser.rs): Chromium and chromedriver.
 bash tests/support/install-browser.sh
 

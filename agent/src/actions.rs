@@ -59,11 +59,13 @@ fn record_injections(
 
 /// `Action::Env`: the variables for a command about to run.
 pub fn env(ctx: &Ctx, peer: &Peer, only: &[String], command: Option<&str>) -> Response {
-    match ctx.store.read(|s| s.env(only)) {
-        Ok((vars, names)) => match record_injections(ctx, peer, &names, command, "environment") {
-            Ok(()) => Response::Env { vars },
-            Err(refused) => refused,
-        },
+    match ctx.store.read(|s| s.env(only).map(|(vars, names)| (vars, names, s.git_path_hosts()))) {
+        Ok((vars, names, git_path_hosts)) => {
+            match record_injections(ctx, peer, &names, command, "environment") {
+                Ok(()) => Response::Env { vars, git_path_hosts },
+                Err(refused) => refused,
+            }
+        }
         Err(e) => state_error(e),
     }
 }

@@ -244,7 +244,7 @@ mod tests {
     fn the_sandbox_user_and_root_get_variables_and_injections_are_recorded() {
         let ctx = ctx();
         for uid in [1000, 0] {
-            let Response::Env { vars } = dispatch(&ctx, &peer(uid), &env_request()) else {
+            let Response::Env { vars, .. } = dispatch(&ctx, &peer(uid), &env_request()) else {
                 panic!("not served");
             };
             assert_eq!(vars[0].name, "API_TOKEN");

@@ -100,7 +100,12 @@ fn is_credential(kind: &Kind, field: &str) -> bool {
             && !f.shown
             && !matches!(
                 f.check,
-                Check::Host | Check::HostPort | Check::Port | Check::OneOf(_) | Check::HostPatterns
+                Check::Host
+                    | Check::HostPort
+                    | Check::Port
+                    | Check::OneOf(_)
+                    | Check::HostPatterns
+                    | Check::Owners
             )
             && !NOT_CREDENTIALS.contains(&f.name)
     })

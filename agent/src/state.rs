@@ -56,6 +56,36 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The values of the fields that the catalog says are not secret (never a value).
+    pub fn shown_fields(&self) -> BTreeMap<String, String> {
+        let Some(kind) = catalog::kind(&self.material.kind) else { return BTreeMap::new() };
+        kind.fields
+            .iter()
+            .filter(|f| f.shown)
+            .filter_map(|f| {
+                let v = self.material.fields.get(f.name)?;
+                Some((f.name.to_owned(), v.expose().to_owned()))
+            })
+            .collect()
+    }
+
+    /// The git host of a secret that serves only some owners (see
+    /// [`catalog::owners`]); `None` for every other secret.
+    fn git_path_host(&self) -> Option<String> {
+        let kind = catalog::kind(&self.material.kind)?;
+        let Some(catalog::Helper::GitCredential { host, host_field, .. }) = kind.helper else {
+            return None;
+        };
+        if !kind.is_scoped(self.material.fields.keys().map(String::as_str)) {
+            return None;
+        }
+        let host = match host_field {
+            Some(f) => self.material.fields.get(f).map_or(host, |v| v.expose()),
+            None => host,
+        };
+        Some(host.to_ascii_lowercase())
+    }
+
     pub fn is_sealed(&self) -> bool {
         !self.placeholders.is_empty()
     }
@@ -388,8 +418,23 @@ impl Secrets {
                 exposure: e.material.exposure,
                 hosts: if e.is_sealed() { e.material.hosts.clone() } else { Vec::new() },
                 active_until: e.material.active_until.clone(),
+                shown_fields: e.shown_fields(),
             })
             .collect())
+    }
+
+    /// The hosts of active git secrets that serve only some owners, for which git must send
+    /// the repository path to its credential helper (`credential.https://HOST.useHttpPath`).
+    /// Empty while out of touch.
+    pub fn git_path_hosts(&self) -> Vec<String> {
+        if !self.in_touch {
+            return Vec::new();
+        }
+        let mut hosts: Vec<String> =
+            self.active.values().filter_map(Entry::git_path_host).collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
     }
 
     /// Field values of the selected secrets of the given kinds (all kinds when empty).
@@ -900,6 +945,35 @@ mod tests {
         assert_eq!(m[0].fields["token"].expose(), "ghp_x");
         assert!(s.material(&[], &["NOPE".to_owned()]).is_err());
         assert_eq!(s.material(&[], &["API".to_owned(), "API".to_owned()]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn git_secrets_with_owners_are_listed_with_them_and_ask_git_for_the_path() {
+        let mut s = Secrets::new("/m");
+        assert!(s.git_path_hosts().is_empty(), "out of touch");
+        s.replace_all(vec![
+            material("GH", "github", &[("token", "ghp_default")]),
+            material("GH_WORK", "github", &[("token", "ghp_work"), ("owners", "acme")]),
+            material(
+                "GL",
+                "gitlab",
+                &[("token", "glpat-x"), ("host", "Git.Example.com:8443"), ("owners", "g/sub")],
+            ),
+            material("DB", "postgres", &[("host", "db"), ("user", "u"), ("password", "pw")]),
+        ]);
+        assert_eq!(s.git_path_hosts(), ["git.example.com:8443", "github.com"]);
+        let listed = s.list().unwrap();
+        let by = |n: &str| listed.iter().find(|l| l.name == n).unwrap();
+        assert_eq!(by("GH_WORK").shown_fields["owners"], "acme");
+        assert!(by("GH_WORK").variables.is_empty() && by("GH_WORK").files.is_empty());
+        assert_eq!(by("GH").variables, ["GH_TOKEN", "GITHUB_TOKEN"]);
+        // Only the fields the catalog says are not secret, never a value.
+        assert_eq!(by("DB").shown_fields.get("password"), None);
+        assert_eq!(by("DB").shown_fields["host"], "db");
+        assert!(by("GH").shown_fields.is_empty());
+        let (vars, _) = s.env(&[]).unwrap();
+        assert_eq!(vars.iter().filter(|v| v.name == "GH_TOKEN").count(), 1);
+        assert!(vars.iter().all(|v| v.value.expose() != "ghp_work"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod latency;
 mod masking;
 mod mtls;
 mod mysql;
+mod one_secret;
 mod postgres;
 mod proxy;
 mod report;

@@ -11,13 +11,13 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use maestro_tests::mariadb::Mariadb;
-use maestro_wire::sock::{Action, Response as SockResponse};
 use sha1::{Digest, Sha1};
 
 use crate::Settings;
-use crate::fixture::{AgentProc, Bins, BrokerProc, ask, work_dir, write_bundle};
+use crate::fixture::Bins;
+use crate::one_secret::{OneSecret, revocation_row};
 use crate::report::{Figure, Row, Spread, Unit, format_seconds};
 use crate::stats::Summary;
 
@@ -29,7 +29,6 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// deactivation ends a connection within 100 ms.
 const SETUP_ADDED_LIMIT: f64 = 0.002;
 const ROUND_TRIP_ADDED_LIMIT: f64 = 0.000_1;
-const REVOCATION_LIMIT: f64 = 0.100;
 
 fn read_packet(s: &mut impl Read) -> anyhow::Result<(u8, Vec<u8>)> {
     let mut h = [0u8; 4];
@@ -107,41 +106,19 @@ fn query<S: Read + Write>(s: &mut S) -> anyhow::Result<()> {
     }
 }
 
-fn relay_socket(agent: &AgentProc) -> anyhow::Result<String> {
-    match ask(&agent.socket, Action::Env { only: vec![], command: None })? {
-        SockResponse::Env { vars } => vars
-            .iter()
-            .find(|v| v.name == "MYSQL_UNIX_PORT")
-            .map(|v| v.value.expose().to_owned())
-            .ok_or_else(|| anyhow!("the agent's environment has no MYSQL_UNIX_PORT")),
-        other => bail!("the agent did not give its environment: {other:?}"),
-    }
-}
-
 pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
     let db = Mariadb::start("bench", PASSWORD, "benchdb");
     let port = db.port;
-    let dir = work_dir("maestro-bench-mysql-")?;
-    let broker = BrokerProc::start(bins, dir.path(), &[])?;
-    let api = broker.api()?;
-    api.post_json(
-        "/v1/secrets",
-        &serde_json::json!({"name": SECRET, "kind": "mysql", "exposure": "sealed",
+    let one = OneSecret::start(
+        bins,
+        "bench-mysql",
+        SECRET,
+        serde_json::json!({"name": SECRET, "kind": "mysql", "exposure": "sealed",
             "fields": {"host": "127.0.0.1", "port": port.to_string(), "user": "bench",
                        "password": PASSWORD, "database": "benchdb"}}),
     )
     .await?;
-    let created = api.new_session("bench-mysql").await?;
-    let bundle = dir.path().join("mysql.bundle.json");
-    write_bundle(&bundle, &broker.url, &created)?;
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir(&agent_dir).context("cannot create the agent's directory")?;
-    let agent = AgentProc::start(bins, &bundle, &agent_dir)?;
-    let session = created.session.id.clone();
-    let names = vec![SECRET.to_owned()];
-    api.activate(&session, &names).await?;
-    agent.wait_listed(1, CHANGE_TIMEOUT)?;
-    let sock = relay_socket(&agent)?;
+    let sock = one.variable("MYSQL_UNIX_PORT")?;
 
     let direct = || -> anyhow::Result<TcpStream> {
         let mut s = TcpStream::connect(("127.0.0.1", port)).context("cannot reach MariaDB")?;
@@ -196,12 +173,11 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
     let mut closed = Vec::with_capacity(tries);
     for i in 0..tries {
         if i > 0 {
-            api.activate(&session, &names).await?;
-            agent.wait_listed(1, CHANGE_TIMEOUT)?;
+            one.activate().await?;
         }
         let mut s = relayed()?;
         query(&mut s)?;
-        api.deactivate(&session, &names).await?;
+        one.deactivate().await?;
         let returned = Instant::now();
         let waited = tokio::task::spawn_blocking(move || {
             s.set_read_timeout(Some(CHANGE_TIMEOUT))?;
@@ -218,8 +194,7 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
         closed.push(returned.elapsed().as_secs_f64());
     }
     let closed = Summary::of(&closed).context("nothing was measured")?;
-    drop(agent);
-    drop(broker);
+    drop(one);
     drop(db);
 
     let setup_added = setup_relay.p99 - setup_direct.p99;
@@ -261,21 +236,6 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
             ),
             rt_added < ROUND_TRIP_ADDED_LIMIT,
         ),
-        Row::new(
-            "mysql.revocation",
-            SECTION,
-            Figure::new(
-                format!("deactivate call returned → relayed connection closed ({tries} tries)"),
-                Unit::Seconds,
-                closed,
-            ),
-            Spread::P99,
-            None,
-        )
-        .target(
-            "< 100 ms",
-            format!("max {}", format_seconds(closed.max)),
-            closed.max < REVOCATION_LIMIT,
-        ),
+        revocation_row("mysql.revocation", SECTION, "relayed connection", closed),
     ])
 }

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use maestro_tests::pg::Postgres;
-use maestro_wire::sock::{Action, Response as SockResponse};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Executor};
 
 use crate::Settings;
-use crate::fixture::{AgentProc, Bins, BrokerProc, ask, work_dir, write_bundle};
+use crate::fixture::Bins;
+use crate::one_secret::{OneSecret, revocation_row};
 use crate::report::{Figure, Row, Spread, Unit, format_seconds};
 use crate::stats::Summary;
 
@@ -27,18 +27,6 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The targets.
 const SETUP_ADDED_P99: f64 = 0.002;
 const ROUNDTRIP_ADDED: f64 = 0.000_1;
-const REVOCATION_LIMIT: f64 = 0.100;
-
-fn pg_host(agent: &AgentProc) -> anyhow::Result<String> {
-    match ask(&agent.socket, Action::Env { only: vec![], command: None })? {
-        SockResponse::Env { vars } => vars
-            .iter()
-            .find(|v| v.name == "PGHOST")
-            .map(|v| v.value.expose().to_owned())
-            .ok_or_else(|| anyhow!("the agent's environment has no PGHOST")),
-        other => bail!("the agent did not give its environment: {other:?}"),
-    }
-}
 
 /// `n` connection set-ups (connect, log in, first ReadyForQuery, close) and `n` round trips of
 /// `select 1` (simple protocol) on one connection.
@@ -69,27 +57,16 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
         anyhow!("PostgreSQL is not installed (apt-get install postgresql) or this is not root")
     })?;
     let db = pg.create_database("bench_relay");
-    let dir = work_dir("maestro-bench-pg-")?;
-    let broker = BrokerProc::start(bins, dir.path(), &[])?;
-    let api = broker.api()?;
-    api.post_json(
-        "/v1/secrets",
-        &serde_json::json!({"name": SECRET, "kind": "postgres", "exposure": "sealed",
+    let one = OneSecret::start(
+        bins,
+        "bench-pg",
+        SECRET,
+        serde_json::json!({"name": SECRET, "kind": "postgres", "exposure": "sealed",
             "fields": {"host": "127.0.0.1", "port": db.port.to_string(), "user": db.name,
                        "password": db.password, "database": db.name, "sslmode": "disable"}}),
     )
     .await?;
-    let created = api.new_session("bench-pg").await?;
-    let bundle = dir.path().join("pg.bundle.json");
-    write_bundle(&bundle, &broker.url, &created)?;
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir(&agent_dir).context("cannot create the agent's directory")?;
-    let agent = AgentProc::start(bins, &bundle, &agent_dir)?;
-    let session = created.session.id.clone();
-    let names = vec![SECRET.to_owned()];
-    api.activate(&session, &names).await?;
-    agent.wait_listed(1, CHANGE_TIMEOUT)?;
-    let host = pg_host(&agent)?;
+    let host = one.variable("PGHOST")?;
 
     let direct = PgConnectOptions::new()
         .host("127.0.0.1")
@@ -115,8 +92,7 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
     let mut closed = Vec::with_capacity(tries);
     for i in 0..tries {
         if i > 0 {
-            api.activate(&session, &names).await?;
-            agent.wait_listed(1, CHANGE_TIMEOUT)?;
+            one.activate().await?;
         }
         let mut c: PgConnection = relayed.connect().await.context("cannot connect")?;
         let sleeping = tokio::spawn(async move {
@@ -125,7 +101,7 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
         });
         // The query is on its way before the deactivation.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        api.deactivate(&session, &names).await?;
+        one.deactivate().await?;
         let returned = Instant::now();
         let (at, failed) = tokio::time::timeout(CHANGE_TIMEOUT, sleeping)
             .await
@@ -137,8 +113,7 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
         closed.push(at.saturating_duration_since(returned).as_secs_f64());
     }
     let closed = Summary::of(&closed).context("nothing was measured")?;
-    drop(agent);
-    drop(broker);
+    drop(one);
     drop(pg);
     let setup_added = relay_setup.p99 - direct_setup.p99;
     let trip_added = relay_trip.median - direct_trip.median;
@@ -179,21 +154,6 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
             ),
             trip_added < ROUNDTRIP_ADDED,
         ),
-        Row::new(
-            "pg.revocation",
-            SECTION,
-            Figure::new(
-                format!("deactivate call returned → relayed connection closed ({tries} tries)"),
-                Unit::Seconds,
-                closed,
-            ),
-            Spread::P99,
-            None,
-        )
-        .target(
-            "< 100 ms",
-            format!("max {}", format_seconds(closed.max)),
-            closed.max < REVOCATION_LIMIT,
-        ),
+        revocation_row("pg.revocation", SECTION, "relayed connection", closed),
     ])
 }

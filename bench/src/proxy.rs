@@ -121,7 +121,7 @@ struct Seen {
 
 fn env_of(agent: &AgentProc) -> anyhow::Result<Seen> {
     let vars = match ask(&agent.socket, Action::Env { only: vec![], command: None })? {
-        SockResponse::Env { vars } => vars,
+        SockResponse::Env { vars, .. } => vars,
         other => bail!("the agent did not give its environment: {other:?}"),
     };
     let var = |name: &str| {

@@ -14,23 +14,20 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use maestro_wire::sock::{Action, Response as SockResponse};
 use ssh_agent_lib::proto::{Request, Response, SignRequest};
 use ssh_agent_lib::ssh_encoding::{Decode, Encode};
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::Settings;
-use crate::fixture::{AgentProc, Bins, BrokerProc, SANDBOX_UID, ask, work_dir, write_bundle};
+use crate::fixture::{Bins, SANDBOX_UID};
+use crate::one_secret::{OneSecret, revocation_row};
 use crate::report::{Figure, Row, Spread, Unit, format_seconds};
 use crate::stats::Summary;
 
 const SECTION: &str = "Sealed secrets: SSH keys through the agent";
 const SECRET: &str = "BENCH_SSH";
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The target: a deactivation ends an SSH connection within 100 ms.
-const REVOCATION_LIMIT: f64 = 0.100;
-
 /// User-authentication data of a session (what ssh asks an agent to sign).
 fn userauth(i: usize) -> Vec<u8> {
     let id = format!("bench-session-{i:08}");
@@ -106,42 +103,20 @@ fn spawn_client(socket: &str, count: usize, hold: bool) -> anyhow::Result<tokio:
     cmd.spawn().context("cannot start the ssh client as the sandbox user (setpriv)")
 }
 
-fn auth_sock(agent: &AgentProc) -> anyhow::Result<String> {
-    match ask(&agent.socket, Action::Env { only: vec![], command: None })? {
-        SockResponse::Env { vars } => vars
-            .iter()
-            .find(|v| v.name == "SSH_AUTH_SOCK")
-            .map(|v| v.value.expose().to_owned())
-            .ok_or_else(|| anyhow!("the agent's environment has no SSH_AUTH_SOCK")),
-        other => bail!("the agent did not give its environment: {other:?}"),
-    }
-}
-
 pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
     let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)
         .map_err(|e| anyhow!("cannot make a key: {e}"))?;
     let key_text =
         key.to_openssh(LineEnding::LF).map_err(|e| anyhow!("cannot encode the key: {e}"))?;
-    let dir = work_dir("maestro-bench-ssh-")?;
-    let broker = BrokerProc::start(bins, dir.path(), &[])?;
-    let api = broker.api()?;
-    api.post_json(
-        "/v1/secrets",
-        &serde_json::json!({"name": SECRET, "kind": "ssh", "fields": {"private_key": key_text.as_str()},
+    let one = OneSecret::start(
+        bins,
+        "bench-ssh",
+        SECRET,
+        serde_json::json!({"name": SECRET, "kind": "ssh", "fields": {"private_key": key_text.as_str()},
                             "exposure": "sealed"}),
     )
     .await?;
-    let created = api.new_session("bench-ssh").await?;
-    let bundle = dir.path().join("ssh.bundle.json");
-    write_bundle(&bundle, &broker.url, &created)?;
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir(&agent_dir).context("cannot create the agent's directory")?;
-    let agent = AgentProc::start(bins, &bundle, &agent_dir)?;
-    let session = created.session.id.clone();
-    let names = vec![SECRET.to_owned()];
-    api.activate(&session, &names).await?;
-    agent.wait_listed(1, CHANGE_TIMEOUT)?;
-    let sock = auth_sock(&agent)?;
+    let sock = one.variable("SSH_AUTH_SOCK")?;
 
     let n = if settings.quick { 300 } else { 2000 };
     let out = spawn_client(&sock, n, false)?.wait_with_output().await.context("the ssh client")?;
@@ -166,8 +141,7 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
     let mut closed = Vec::with_capacity(tries);
     for i in 0..tries {
         if i > 0 {
-            api.activate(&session, &names).await?;
-            agent.wait_listed(1, CHANGE_TIMEOUT)?;
+            one.activate().await?;
         }
         let mut child = spawn_client(&sock, 0, true)?;
         let stdout = child.stdout.take().context("the ssh client has no stdout")?;
@@ -179,7 +153,7 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
                 None => bail!("the ssh client ended before holding its connection"),
             }
         }
-        api.deactivate(&session, &names).await?;
+        one.deactivate().await?;
         let returned = Instant::now();
         let seen = tokio::time::timeout(CHANGE_TIMEOUT, lines.next_line())
             .await
@@ -192,8 +166,7 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
         let _ = child.wait().await;
     }
     let closed = Summary::of(&closed).context("nothing was measured")?;
-    drop(agent);
-    drop(broker);
+    drop(one);
     Ok(vec![
         Row::new(
             "ssh.signature",
@@ -213,21 +186,6 @@ pub async fn run(settings: &Settings, bins: &Bins) -> anyhow::Result<Vec<Row>> {
             format_seconds(via.median - local.median),
             format_seconds(via.p99 - local.p99)
         )),
-        Row::new(
-            "ssh.revocation",
-            SECTION,
-            Figure::new(
-                format!("deactivate call returned → open agent connection closed ({tries} tries)"),
-                Unit::Seconds,
-                closed,
-            ),
-            Spread::P99,
-            None,
-        )
-        .target(
-            "< 100 ms",
-            format!("max {}", format_seconds(closed.max)),
-            closed.max < REVOCATION_LIMIT,
-        ),
+        revocation_row("ssh.revocation", SECTION, "open agent connection", closed),
     ])
 }

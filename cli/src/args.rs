@@ -141,6 +141,11 @@ pub struct FieldArgs {
     /// A field whose value is all of standard input
     #[arg(long = "field-stdin", value_name = "F")]
     pub field_stdin: Option<String>,
+    /// github and gitlab: the owners or repository path prefixes this token serves, e.g.
+    /// alice,acme/infra (the `owners` field; git gets the secret for those only, and it sets
+    /// no variables; `--remove-field owners` makes it the default again)
+    #[arg(long, value_name = "LIST")]
+    pub owners: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use maestro_wire::SecretValue;
+use maestro_wire::catalog::owners;
 use maestro_wire::limits::{MAX_FIELD_BYTES, MAX_FIELDS};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -51,6 +52,8 @@ pub enum FieldError {
         "field '{field}' is not UTF-8 text; secret values are text (base64-encode binary data)"
     )]
     NotUtf8 { field: String },
+    #[error("--owners {0}")]
+    Owners(String),
 }
 
 /// Where one field's value comes from, before it is read.
@@ -106,6 +109,10 @@ pub fn collect_from(
     if let Some(name) = args.field_stdin {
         check_name(&name, "field-stdin", "F")?;
         sources.push((name, Source::Stdin));
+    }
+    if let Some(list) = args.owners {
+        owners::parse(&list).map_err(FieldError::Owners)?;
+        sources.push(("owners".to_owned(), Source::Inline(SecretValue::new(list))));
     }
 
     // Every name and the count are checked before any file is read.
@@ -253,7 +260,23 @@ mod tests {
             field: field.iter().map(|s| (*s).to_owned()).collect(),
             field_file: file.iter().map(|s| (*s).to_owned()).collect(),
             field_stdin: stdin.map(str::to_owned),
+            owners: None,
         }
+    }
+
+    #[test]
+    fn owners_is_the_owners_field_checked_first() {
+        let mut a = args(&["token=ghp_x"], &[], None);
+        a.owners = Some("alice,acme/infra".into());
+        let f = collect_with(a, b"").unwrap();
+        assert_eq!(f["owners"].expose(), "alice,acme/infra");
+        let mut a = args(&[], &[], None);
+        a.owners = Some("alice,../bob".into());
+        let e = collect_with(a, b"").unwrap_err().to_string();
+        assert!(e.starts_with("--owners has \"..\", which is no owner"), "{e}");
+        let mut a = args(&["owners=x"], &[], None);
+        a.owners = Some("y".into());
+        assert!(matches!(collect_with(a, b""), Err(FieldError::Repeated(_))));
     }
 
     fn collect_with(

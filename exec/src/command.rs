@@ -7,9 +7,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
-use maestro_wire::catalog::Exposure;
+use maestro_wire::SecretValue;
+use maestro_wire::catalog::{self, Exposure, Sealing};
 use maestro_wire::duration::format_secs;
-use maestro_wire::sock::{Action, ListedSecret, ListedSession, Response};
+use maestro_wire::sock::{Action, EnvVar, ListedSecret, ListedSession, Response};
 
 use crate::client::{self, Failure, refusal};
 use crate::{EXIT_CANNOT_RUN, EXIT_NOT_FOUND};
@@ -33,6 +34,24 @@ fn until_line(until: &str, now: i64) -> String {
     }
 }
 
+/// What a sealed secret gives instead of its values: placeholders the agent's proxy swaps for
+/// the values on the way to the secret's hosts, or (a key or login the agent uses itself) the
+/// socket the agent serves, with no value at all.
+fn sealed_line(s: &ListedSecret) -> String {
+    let hosts = s.hosts.join(" ");
+    match catalog::kind(&s.kind).map(|k| &k.sealing) {
+        Some(Sealing::Agent(seal)) if hosts.is_empty() => {
+            format!("  sealed:    no value here; the agent serves {}\n", seal.served)
+        }
+        Some(Sealing::Agent(seal)) => {
+            format!("  sealed:    no value here, for {hosts}; the agent serves {}\n", seal.served)
+        }
+        _ => format!(
+            "  sealed:    placeholders only; the agent's proxy sends the values to {hosts}\n"
+        ),
+    }
+}
+
 /// Formats `--list` for people: the session (when the agent names it), then each secret.
 pub fn format_list(session: Option<&ListedSession>, secrets: &[ListedSecret], now: i64) -> String {
     let mut out = session.map(session_line).unwrap_or_default();
@@ -46,10 +65,12 @@ pub fn format_list(session: Option<&ListedSession>, secrets: &[ListedSecret], no
         out.push_str(&format!("  variables: {}\n", s.variables.join(" ")));
         out.push_str(&format!("  files:     {}\n", s.files.join(" ")));
         if s.exposure == Exposure::Sealed {
-            // The variables and files hold placeholders; say where the values go instead.
+            out.push_str(&sealed_line(s));
+        }
+        let owners_field = catalog::kind(&s.kind).and_then(|k| k.owners_field());
+        if let Some(owners) = owners_field.and_then(|f| s.shown_fields.get(f)) {
             out.push_str(&format!(
-                "  sealed:    placeholders only; the agent's proxy sends the values to {}\n",
-                s.hosts.join(" ")
+                "  owners:    {owners} (git gets it for these repositories only; no variables)\n"
             ));
         }
         if let Some(until) = &s.active_until {
@@ -124,7 +145,12 @@ pub fn run(only: Vec<String>, command: Vec<OsString>, mask: bool) -> Result<i32,
         command: Some(String::from_utf8_lossy(name).chars().take(64).collect()),
     };
     let vars = match client::ask(&client::socket_path(), action)? {
-        Response::Env { vars } => vars,
+        Response::Env { vars, git_path_hosts } => {
+            let count = std::env::var_os(GIT_CONFIG_COUNT);
+            let mut vars = vars;
+            vars.extend(git_path_config(count.as_deref(), &git_path_hosts));
+            vars
+        }
         Response::Error { code, message } => return Err(refusal(code, message)),
         _ => return Err(Failure("the agent answered something else than variables".to_owned())),
     };
@@ -147,6 +173,37 @@ pub fn run(only: Vec<String>, command: Vec<OsString>, mask: bool) -> Result<i32,
     let err = cmd.exec();
     drop(vars);
     Ok(cannot_run(&shown, &err))
+}
+
+const GIT_CONFIG_COUNT: &str = "GIT_CONFIG_COUNT";
+
+/// git configuration in the environment (git-config(1), `GIT_CONFIG_COUNT`) that makes git
+/// send the repository path to its credential helper for each host (`useHttpPath`), so that
+/// `maestro-exec git-credential` can tell which owner's secret a repository needs. Added
+/// after the caller's own entries (`count`: the caller's `GIT_CONFIG_COUNT`); nothing when
+/// that count is not a number, which git itself refuses.
+pub fn git_path_config(count: Option<&OsStr>, hosts: &[String]) -> Vec<EnvVar> {
+    if hosts.is_empty() {
+        return Vec::new();
+    }
+    let first = match count.map(|c| c.to_str().and_then(|c| c.trim().parse::<usize>().ok())) {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => return Vec::new(),
+    };
+    let var =
+        |name: String, value: String| EnvVar { name, value: SecretValue::new(value), secret: None };
+    let mut out = Vec::with_capacity(2 * hosts.len() + 1);
+    for (i, host) in hosts.iter().enumerate() {
+        let n = first + i;
+        out.push(var(
+            format!("GIT_CONFIG_KEY_{n}"),
+            format!("credential.https://{host}.useHttpPath"),
+        ));
+        out.push(var(format!("GIT_CONFIG_VALUE_{n}"), "true".to_owned()));
+    }
+    out.push(var(GIT_CONFIG_COUNT.to_owned(), (first + hosts.len()).to_string()));
+    out
 }
 
 /// Says why CMD could not run; returns the exit status for it.
@@ -172,6 +229,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn git_sends_the_path_for_hosts_of_secrets_with_owners() {
+        let shown = |vars: Vec<EnvVar>| -> Vec<String> {
+            vars.iter().map(|v| format!("{}={}", v.name, v.value.expose())).collect()
+        };
+        assert!(git_path_config(None, &[]).is_empty());
+        let hosts = vec!["github.com".to_owned(), "git.example.com:8443".to_owned()];
+        assert_eq!(
+            shown(git_path_config(None, &hosts)),
+            [
+                "GIT_CONFIG_KEY_0=credential.https://github.com.useHttpPath",
+                "GIT_CONFIG_VALUE_0=true",
+                "GIT_CONFIG_KEY_1=credential.https://git.example.com:8443.useHttpPath",
+                "GIT_CONFIG_VALUE_1=true",
+                "GIT_CONFIG_COUNT=2",
+            ]
+        );
+        // After the caller's own entries; a count git would refuse is left alone.
+        let after = shown(git_path_config(Some(OsStr::new("3")), &hosts[..1]));
+        assert_eq!(after[0], "GIT_CONFIG_KEY_3=credential.https://github.com.useHttpPath");
+        assert_eq!(after[2], "GIT_CONFIG_COUNT=4");
+        assert!(git_path_config(Some(OsStr::new("x")), &hosts).is_empty());
+    }
+
+    #[test]
     fn resolves_like_a_shell() {
         assert_eq!(resolve(OsStr::new("sh")).unwrap().file_name().unwrap(), "sh");
         assert_eq!(resolve(OsStr::new("./x")), Some(PathBuf::from("./x")));
@@ -192,6 +273,7 @@ mod tests {
                 exposure: Exposure::Plain,
                 hosts: vec![],
                 active_until: None,
+                shown_fields: Default::default(),
             }],
             0,
         );
@@ -209,6 +291,7 @@ mod tests {
                 exposure: Exposure::Sealed,
                 hosts: vec!["api.openai.com".into()],
                 active_until: Some("1970-01-01T02:00:00Z".into()),
+                shown_fields: Default::default(),
             }],
             60,
         );
@@ -217,6 +300,40 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sends the values to api.openai.com\n"), "{text}");
+        // A login the agent uses itself: no placeholder, no proxy; the socket it serves.
+        let pg = ListedSecret {
+            name: "DB".into(),
+            kind: "postgres".into(),
+            version: 1,
+            variables: vec!["PGHOST".into()],
+            files: vec![],
+            needs_reauth: None,
+            exposure: Exposure::Sealed,
+            hosts: vec!["db.internal".into()],
+            active_until: None,
+            shown_fields: Default::default(),
+        };
+        let pg_text = format_list(None, std::slice::from_ref(&pg), 0);
+        let scoped = ListedSecret {
+            name: "GH_WORK".into(),
+            kind: "github".into(),
+            exposure: Exposure::Plain,
+            variables: vec![],
+            shown_fields: [("owners".to_owned(), "acme, alice/x".to_owned())].into(),
+            ..pg
+        };
+        let gh_text = format_list(None, &[scoped], 0);
+        assert!(
+            gh_text.contains(
+                "GH_WORK (github, version 1)\n  variables: \n  files:     \n  owners:    acme, alice/x (git gets it for these repositories only; no variables)\n"
+            ),
+            "{gh_text}"
+        );
+        assert!(
+            pg_text.contains("  sealed:    no value here, for db.internal; the agent serves a PostgreSQL unix socket"),
+            "{pg_text}"
+        );
+        assert!(!pg_text.contains("proxy"), "{pg_text}");
         assert!(text.contains("  active until 1970-01-01T02:00:00Z (1h59m left)\n"), "{text}");
         assert_eq!(format_list(None, &[], 0), "no active secrets in this session\n");
         let empty = ListedSession { id: "0123abcd".into(), label: None };

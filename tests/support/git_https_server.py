@@ -2,8 +2,9 @@
 """A git smart-HTTP server over TLS that demands basic auth, around `git http-backend`.
 
 Used by tests/tests/integrations_git.rs. Serves the repositories under --root to the one user
---user whose password is the content of --password-file; answers everyone else 401 with a
-Basic challenge, as a git hosting service does. Binds 127.0.0.1 on a free port, prints
+--user whose password is the content of --password-file; with --owner NAME=FILE, a repository
+under NAME/ takes that owner's password instead (several accounts on one host). Answers everyone
+else 401 with a Basic challenge, as a git hosting service does. Binds 127.0.0.1 on a free port, prints
 "listening on PORT" once ready, and logs one line per request on stderr: method, path, status,
 and whether credentials were sent (never what they were). Runs until killed.
 """
@@ -24,11 +25,24 @@ def main():
     parser.add_argument("--key", required=True)
     parser.add_argument("--user", required=True)
     parser.add_argument("--password-file", required=True)
+    parser.add_argument("--owner", action="append", default=[], metavar="NAME=FILE")
     args = parser.parse_args()
-    with open(args.password_file, encoding="utf-8") as f:
-        password = f.read()
-    expected = base64.b64encode(f"{args.user}:{password}".encode()).decode()
+
+    def basic(password_file):
+        with open(password_file, encoding="utf-8") as f:
+            password = f.read()
+        return base64.b64encode(f"{args.user}:{password}".encode()).decode()
+
+    expected = basic(args.password_file)
+    owners = {}
+    for item in args.owner:
+        name, _, password_file = item.partition("=")
+        owners[name.lower()] = basic(password_file)
     root = os.path.abspath(args.root)
+
+    def expected_for(path):
+        first = path.lstrip("/").split("/", 1)[0].lower()
+        return owners.get(first, expected)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -66,7 +80,8 @@ def main():
             auth = self.headers.get("Authorization", "")
             sent = auth.startswith("Basic ")
             body = self.read_body()
-            if not (sent and hmac.compare_digest(auth[len("Basic "):].strip(), expected)):
+            want = expected_for(self.path)
+            if not (sent and hmac.compare_digest(auth[len("Basic "):].strip(), want)):
                 self.reply(401, [("WWW-Authenticate", 'Basic realm="maestro-test"')],
                            b"authentication required\n")
                 self.log(401, sent)

@@ -10,7 +10,10 @@
 //!   `maestro-exec --list` say so with the command to run, and refreshing stops;
 //!   `maestro oauth reconnect` repairs it, and refreshing resumes;
 //! * deleting the secret revokes its tokens; no token is in any file under the data directory
-//!   or in the broker's or the agent's log.
+//!   or in the broker's or the agent's log;
+//! * two accounts connected through one provider, one given `owners`, are active together: the
+//!   git helper answers each repository path with its account's token, and refreshes keep the
+//!   owners.
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -221,4 +224,86 @@ async fn refreshed_tokens_reach_the_sandbox_and_a_refused_refresh_needs_reconnec
         &[("broker", sb.broker.log()), ("agent", agent.log())],
     );
     drop(agent);
+}
+
+/// The git helper's password for a github.com repository path (`None`: no answer).
+fn git_for_path(agent: &Agent, path: &str) -> Option<String> {
+    let mut cmd = as_uid(SANDBOX_UID, bin("maestro-exec"));
+    cmd.args(["git-credential", "get"])
+        .env("MAESTRO_AGENT_SOCK", &agent.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let input = format!("protocol=https\nhost=github.com\npath={path}\n\n");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("password=").map(str::to_owned))
+}
+
+/// Two accounts connected through one provider, active together: git gets each repository's
+/// token by its owner, and refreshes keep the owners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_to_one_provider_answer_git_per_owner_across_refreshes() {
+    if !oauth_available() || !fuse_available() {
+        return;
+    }
+    let server = OAuthServer::start().await;
+    server.configure(json!({"token_lifetime": LIFETIME})).await;
+    let sb = Sandbox::new();
+    let web = browser(&sb.broker);
+    add_provider(&sb.broker, &sb.token, &server, "gh", &[]).ok();
+    // Bad owners are refused before any authorization starts.
+    let out = sb.maestro(&["oauth", "connect", "gh", "--name", "GH_WORK", "--owners", "a/../b"]);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(out.stderr.starts_with("maestro: --owners has \"..\", which is no owner"), "{out:?}");
+    assert!(server.log().await["token_requests"].as_array().unwrap().is_empty());
+    // The work account through `connect --owners`, the default one without.
+    let connect = [
+        &["oauth", "connect", "gh", "--name", "GH_WORK", "--owners", "acme"][..],
+        &["oauth", "connect", "gh", "--name", "GH"][..],
+    ];
+    for args in connect {
+        let pending = Pending::start(&sb.broker, &sb.token, args);
+        assert_eq!(visit(&web, &pending.url()).await.status, 200);
+        let (code, _, log) = pending.finish(DONE);
+        assert_eq!(code, 0, "{log}");
+        if args.contains(&"--owners") {
+            assert!(log.contains("owners of GH_WORK (version 2): acme; git gets it"), "{log}");
+        }
+    }
+    let meta = sb.api.get("/v1/secrets/GH_WORK").await.ok();
+    assert_eq!(meta["shown_fields"]["owners"], "acme", "{meta}");
+
+    let (session, bundle) = sb.new_session("oauth-owners");
+    let agent = sb.start_agent(&bundle, AgentOptions::default());
+    sb.api.activate(&session, &["GH_WORK", "GH"]).await.ok();
+    assert!(wait_until(Duration::from_secs(2), || from_file(&agent).is_some()).is_some());
+    let work = git_for_path(&agent, "acme/app.git").expect("an answer for acme");
+    let default = git_for_path(&agent, "alice/x.git").expect("an answer for alice");
+    assert_ne!(work, default);
+    // The default provides GH_TOKEN; the work account only answers git.
+    assert_eq!(from_file(&agent).as_deref(), Some(default.as_str()));
+
+    // Both refresh (tokens live 4 s); the work account keeps its owners and its repositories.
+    let mut refreshed = None;
+    wait_until(Duration::from_secs(20), || {
+        refreshed = git_for_path(&agent, "acme/app.git").filter(|t| *t != work);
+        refreshed.is_some()
+    });
+    let refreshed = refreshed.expect("the work account's token was refreshed");
+    let issued = server.access_tokens().await;
+    assert!(issued.contains(&refreshed), "a token the server never issued");
+    let meta = sb.api.get("/v1/secrets/GH_WORK").await.ok();
+    assert!(meta["version"].as_u64().unwrap() >= 3, "{meta}");
+    assert_eq!(meta["shown_fields"]["owners"], "acme", "{meta}");
+    let now_default = git_for_path(&agent, "acme-other/x.git").unwrap();
+    assert_ne!(now_default, git_for_path(&agent, "acme/app.git").unwrap());
+    let planted = server.planted().await;
+    assert_nowhere(
+        &planted,
+        sb.broker.data_dir(),
+        &[("broker", sb.broker.log()), ("agent", agent.log())],
+    );
 }

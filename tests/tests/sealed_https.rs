@@ -17,7 +17,6 @@
 
 mod integrations_support;
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use std::time::Duration;
 use integrations_support::{World, clients_available, support, venv_python};
 use maestro_tests::agent::{AgentOptions, SANDBOX_UID, run_cmd, wait_until};
 use maestro_tests::broker::CmdOutput;
-use maestro_tests::util::{ChildGuard, files_under, temp_dir};
+use maestro_tests::util::{ChildGuard, files_under, process_holds, temp_dir, uid_pids};
 use serde_json::{Value, json};
 
 const OPENAI: &str = "sk-proj-REALopenaiREALopenai0123456789abcdefABCDEF";
@@ -231,56 +230,6 @@ fn available() -> bool {
     ])
 }
 
-/// Pids of the sandbox user's processes.
-fn sandbox_pids() -> Vec<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| {
-            std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == SANDBOX_UID)
-        })
-        .collect()
-}
-
-/// Whether `needle` is in the readable memory, environment or command line of `pid`.
-fn process_holds(pid: u32, needle: &[u8]) -> Option<String> {
-    for what in ["environ", "cmdline"] {
-        if let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{what}"))
-            && bytes.windows(needle.len()).any(|w| w == needle)
-        {
-            return Some(what.to_owned());
-        }
-    }
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
-        if !perms.starts_with('r') {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else { continue };
-        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
-        if b - a > 1 << 30 || mem.seek(SeekFrom::Start(a)).is_err() {
-            continue;
-        }
-        let mut buf = vec![0u8; (b - a) as usize];
-        let mut read = 0;
-        while read < buf.len() {
-            match mem.read(&mut buf[read..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => read += n,
-            }
-        }
-        if buf[..read].windows(needle.len()).any(|w| w == needle) {
-            return Some(format!("memory {line}"));
-        }
-    }
-    None
-}
-
 const PY_CLIENTS: &str = r#"
 import os, sys, time, anthropic, openai
 m = openai.OpenAI().models.list()
@@ -435,7 +384,7 @@ async fn clients_reach_the_stand_ins_with_real_values_while_the_sandbox_holds_pl
             );
         }
     }
-    let pids = sandbox_pids();
+    let pids = uid_pids(SANDBOX_UID);
     assert!(!pids.is_empty());
     for pid in &pids {
         for r in reals {

@@ -10,7 +10,11 @@
 //! * while a long query runs, the password is in no sandbox process's environment, command line
 //!   or memory (`/proc/PID/mem`, read as root);
 //! * deactivation ends the long-running psql and removes the socket: new connections fail;
-//! * the audit shows each connection (command, database and user) and its end.
+//! * the audit shows each connection (command, database and user) and its end;
+//! * against a server that takes log-ins over TLS only, the relay encrypts and verifies as the
+//!   secret's sslmode asks (verify-full, verify-ca, require), refuses a certificate for another
+//!   name or from an unknown CA with a message psql prints, and gets no log-in without TLS; the
+//!   secret's sslrootcert verifies the server for the relay and, plain, for libpq itself.
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -223,5 +227,97 @@ async fn a_sealed_postgres_login_serves_psql_psycopg_and_pg_dump_without_the_pas
     assert!(connected.iter().any(|l| l.contains(" psql ")), "{history}");
     assert!(connected.iter().any(|l| l.contains(" pg_dump ")), "{history}");
     world.assert_no_leak(&[PASSWORD]);
+    drop(pg);
+}
+
+/// Adds a sealed `postgres` secret for the TLS server, activates it alone, and runs one query
+/// through its relay as the sandbox user.
+async fn tls_query(world: &World, name: &str, host: &str, port: u16, sslmode: &str) -> CmdOutput {
+    tls_query_with(world, name, "sealed", json!({"host": host, "sslmode": sslmode}), port).await
+}
+
+/// The same with `more` fields (host, sslmode, sslrootcert ...) and an exposure.
+async fn tls_query_with(
+    world: &World,
+    name: &str,
+    exposure: &str,
+    more: serde_json::Value,
+    port: u16,
+) -> CmdOutput {
+    let mut fields = json!({"port": port.to_string(), "user": "app", "password": PASSWORD,
+                            "database": "appdb"});
+    for (k, v) in more.as_object().unwrap() {
+        fields[k] = v.clone();
+    }
+    let reply = world
+        .sb
+        .api
+        .post(
+            "/v1/secrets",
+            json!({"name": name, "kind": "postgres", "exposure": exposure, "fields": fields}),
+        )
+        .await;
+    reply.ok();
+    world.activate(&[name], &[name]).await;
+    // Whether this very connection is encrypted, from the server's side.
+    let out = psql(world, "select ssl from pg_stat_ssl where pid = pg_backend_pid()");
+    world.deactivate(&[name], &[]).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_logs_in_over_tls_verified_as_the_sslmode_asks() {
+    let bin = postgres_bin();
+    let initdb =
+        bin.as_ref().map_or_else(|| PathBuf::from("postgresql-initdb"), |b| b.join("initdb"));
+    if !clients_available(&[initdb.as_os_str(), "psql".as_ref()]) {
+        return;
+    }
+    // The server takes TCP log-ins over TLS only; its certificate names 127.0.0.1.
+    let (pg, ca_pem) = Postgres::start_tls(&bin.unwrap(), "app", PASSWORD, "appdb");
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &ca_pem).unwrap();
+    let options = maestro_tests::agent::AgentOptions {
+        extra_args: vec!["--test-only-upstream-ca".into(), ca.path().to_string_lossy().into()],
+        ..Default::default()
+    };
+    let world = World::with_agent("sealed-pg-tls", options);
+    let port = pg.port;
+
+    // verify-full: the chain and the name check out; the server sees an encrypted connection.
+    let out = tls_query(&world, "PG_FULL", "127.0.0.1", port, "verify-full").await;
+    assert_eq!((out.status, out.stdout.trim()), (0, "t"), "{out:?}\n{}", world.agent.log());
+    // require: encrypted, the certificate not checked.
+    let out = tls_query(&world, "PG_REQUIRE", "127.0.0.1", port, "require").await;
+    assert_eq!((out.status, out.stdout.trim()), (0, "t"), "{out:?}");
+    // The certificate names 127.0.0.1, not localhost: verify-ca takes it (the chain only),
+    // verify-full refuses, and psql prints why.
+    let out = tls_query(&world, "PG_CA", "localhost", port, "verify-ca").await;
+    assert_eq!((out.status, out.stdout.trim()), (0, "t"), "{out:?}");
+    let out = tls_query(&world, "PG_NAME", "localhost", port, "verify-full").await;
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(out.stderr.contains("TLS with the PostgreSQL server localhost"), "{out:?}");
+    assert!(out.stderr.to_lowercase().contains("not valid for name"), "{out:?}");
+    // disable: the relay does not encrypt, and this server takes no log-in without TLS.
+    let out = tls_query(&world, "PG_PLAIN", "127.0.0.1", port, "disable").await;
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(out.stderr.contains("no encryption"), "{out:?}");
+
+    // An agent that does not know the CA refuses the server under verify-full.
+    let stranger = World::new("sealed-pg-tls-unknown-ca");
+    let out = tls_query(&stranger, "PG_FULL", "127.0.0.1", port, "verify-full").await;
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(out.stderr.contains("TLS with the PostgreSQL server 127.0.0.1"), "{out:?}");
+    assert!(out.stderr.contains("UnknownIssuer"), "{out:?}");
+    // Given the CA in the secret's sslrootcert, it verifies the server with that CA alone.
+    let with_root = json!({"host": "127.0.0.1", "sslmode": "verify-full", "sslrootcert": ca_pem});
+    let out = tls_query_with(&stranger, "PG_ROOT", "sealed", with_root.clone(), port).await;
+    assert_eq!((out.status, out.stdout.trim()), (0, "t"), "{out:?}\n{}", stranger.agent.log());
+    // Plain, libpq itself verifies with the certificate file the mount holds (PGSSLROOTCERT).
+    let out = tls_query_with(&stranger, "PG_PLAIN_ROOT", "plain", with_root, port).await;
+    assert_eq!((out.status, out.stdout.trim()), (0, "t"), "{out:?}");
+
+    world.assert_no_leak(&[PASSWORD]);
+    stranger.assert_no_leak(&[PASSWORD]);
     drop(pg);
 }

@@ -1,10 +1,11 @@
 //! The web UI in a real browser: headless Chromium (Debian's package) driven over WebDriver
 //! (`maestro_tests::browser`) against the real broker, a real agent and the OAuth test server.
 //!
-//! * sign-in, with a refused token worded for the browser;
+//! * sign-in, with a refused token worded for the browser and kept in its field;
 //! * add, edit and delete of a generic and an AWS secret, with each kind of bad input (checked
 //!   by the page, refused by the broker): the message beside its input with `aria-invalid`,
 //!   everything typed still there, nothing worded for the CLI; values gone after the save;
+//! * a github secret's `owners`: a plain input, bad owners refused beside it, shown back on edit;
 //! * sessions: the agent's state changing on screen without a refresh, activation and
 //!   deactivation reaching a real agent, ending;
 //! * usage history with times in their zone, filtered by action;
@@ -62,18 +63,6 @@ async fn field_error(browser: &Browser, css: &str) -> String {
     message
 }
 
-/// Waits for the error at the foot of `form` and returns it.
-async fn form_error(browser: &Browser, form: &str) -> String {
-    let expression = format!(
-        "(() => {{ const e = document.querySelector('{form} .form-error');
-           return e && !e.hidden && e.textContent; }})()"
-    );
-    let message = browser.wait(&format!("an error in {form}"), &expression).await;
-    let message = message.as_str().unwrap().to_owned();
-    assert_browser_wording(&message);
-    message
-}
-
 /// A message for the browser names no command, flag or environment variable.
 fn assert_browser_wording(message: &str) {
     for cli in ["MAESTRO_", "`", "maestro secrets", "maestro-broker", " --", "maestro kinds"] {
@@ -116,11 +105,14 @@ async fn signs_in_and_every_section_loads_without_errors() {
     browser.wait("the sign-in form", "!document.getElementById('view-signin').hidden").await;
     browser.fill("#signin-token", "mst_not-a-token-of-this-broker").await;
     browser.click("#signin-form button[type=submit]").await;
-    let refused = form_error(&browser, "#signin-form").await;
+    let refused = field_error(&browser, "#signin-token").await;
     assert!(refused.contains("token"), "{refused}");
+    // What was typed stays, to be corrected; it is not the broker's token, so it is no secret.
+    assert_eq!(browser.value("#signin-token").await, "mst_not-a-token-of-this-broker");
     browser.assert_no_problems("after a refused sign-in").await;
 
     sign_in(&browser, &broker.url, &broker.admin_token).await;
+    assert_eq!(browser.value("#signin-token").await, "", "a taken token leaves the field");
     for (hash, view) in [
         ("#/secrets", "view-secrets"),
         ("#/secrets/new", "view-secret-form"),
@@ -349,6 +341,42 @@ async fn an_aws_secret_is_added_edited_and_deleted_with_each_refusal_beside_its_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_github_secret_takes_its_owners_as_a_plain_field_shown_back_on_edit() {
+    let Some(browser) = Browser::start(1280, 900).await else { return };
+    let broker = Broker::start();
+    let token = broker.admin_token.clone();
+    sign_in(&browser, &broker.url, &token).await;
+    open(&browser, "#/secrets/new", "view-secret-form").await;
+    browser.fill("#secret-name", "UI_GH_WORK").await;
+    browser.select("#secret-kind", "github").await;
+    browser.wait("the github fields", "!!document.getElementById('f-owners')").await;
+    let kind = browser.eval("return document.getElementById('f-owners').type;", json!([])).await;
+    assert_eq!(kind, "text", "owners are not secret: a plain input");
+    browser.type_into("#f-token", "ghp_plantedui0001").await;
+    browser.type_into("#f-owners", "acme, ../x").await;
+    browser.click("#secret-submit").await;
+    let message = field_error(&browser, "#f-owners").await;
+    assert!(message.contains("no owner or repository name"), "{message}");
+    assert_eq!(browser.value("#f-owners").await, "acme, ../x", "kept as typed");
+    browser.fill("#f-owners", "acme, alice/dotfiles").await;
+    browser.click("#secret-submit").await;
+    browser.wait("the new secret's page", "location.hash === '#/secrets/UI_GH_WORK'").await;
+    assert!(!any_input_holds(&browser, "ghp_plantedui0001").await);
+    let meta = secret(&broker, &token, "UI_GH_WORK").await;
+    assert_eq!(meta["shown_fields"]["owners"], "acme, alice/dotfiles", "{meta}");
+    assert_eq!(meta["variables"], json!([]), "a secret with owners sets no variables: {meta}");
+    open(&browser, "#/secrets/UI_GH_WORK/edit", "view-secret-form").await;
+    browser
+        .wait(
+            "the owners shown back",
+            "document.getElementById('f-owners').value === 'acme, alice/dotfiles'",
+        )
+        .await;
+    assert_eq!(browser.value("#f-token").await, "");
+    browser.assert_no_problems("after the github secret with owners").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sessions_show_the_agent_live_and_activation_reaches_a_real_agent() {
     if !fuse_available() {
         return;
@@ -513,6 +541,24 @@ async fn oauth_connect_against_the_test_server_from_the_page() {
     assert_eq!(browser.value("#provider-token-url").await, server.endpoint("/token"));
 
     browser.fill("#provider-name", "gh").await;
+    // No scope ticked: refused beside the scope boxes (not at the foot of the form).
+    let ticked = browser
+        .eval(
+            "const boxes = [...document.querySelectorAll('#provider-scope-boxes input:checked')];
+             for (const b of boxes) b.click();
+             return boxes.map((b) => b.id);",
+            json!([]),
+        )
+        .await;
+    browser.click("#provider-submit").await;
+    let message = field_error(&browser, "#provider-scope-boxes").await;
+    assert!(message.contains("tick at least one scope"), "{message}");
+    browser
+        .eval(
+            "for (const id of arguments[0]) document.getElementById(id).click();",
+            json!([ticked]),
+        )
+        .await;
     browser.click("#provider-submit").await;
     browser
         .wait("the provider registered", "!document.getElementById('provider-added').hidden")

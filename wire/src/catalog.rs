@@ -17,6 +17,7 @@
 
 mod check;
 mod markdown;
+pub mod owners;
 mod render;
 pub mod seal;
 pub mod ssh;
@@ -111,6 +112,9 @@ pub enum Check {
     SshPrivateKey { passphrase: &'static str },
     /// Host patterns separated by commas or spaces, with ssh_config's `*` and `?`.
     HostPatterns,
+    /// Owners or repository path prefixes separated by commas or spaces (`alice,acme/infra`),
+    /// as [`owners::parse`] reads them.
+    Owners,
 }
 
 /// One environment variable a kind provides.
@@ -128,6 +132,8 @@ pub enum Source {
     Field(&'static str),
     /// The absolute path of one of the kind's files under the mount.
     FilePath(&'static str),
+    /// The same, only when `field` is set (the file is that field's content: a CA certificate).
+    FieldFilePath { field: &'static str, path: &'static str },
     /// A string key of a JSON document held in a field (omitted when absent).
     JsonKey(&'static str, &'static str),
     /// `postgresql://user:password@host:port/database?sslmode=...`, parts URL-encoded.
@@ -181,12 +187,15 @@ pub struct File {
 #[serde(tag = "helper", rename_all = "snake_case")]
 pub enum Helper {
     /// `maestro-exec git-credential`: answers git for `host` (a literal, or the value of
-    /// `host_field`) with `username` and the `token` field as password.
+    /// `host_field`) with `username` and the `token` field as password. A secret whose
+    /// `owners_field` is set answers only for those owners ([`owners`]) and provides no
+    /// variables or files, so that it can be active beside the host's default secret.
     GitCredential {
         host: &'static str,
         host_field: Option<&'static str>,
         username: &'static str,
         token_field: &'static str,
+        owners_field: Option<&'static str>,
     },
     /// `maestro-exec aws-credential-process [NAME]`: the `credential_process` JSON.
     AwsCredentialProcess,
@@ -208,6 +217,20 @@ const fn dflt(
 }
 
 impl Kind {
+    /// The field that names the owners a git secret serves, if the kind has one.
+    pub fn owners_field(&self) -> Option<&'static str> {
+        match self.helper {
+            Some(Helper::GitCredential { owners_field, .. }) => owners_field,
+            _ => None,
+        }
+    }
+
+    /// Whether a secret of this kind with these field names serves only some owners: then it
+    /// provides no variables or files (see [`Helper::GitCredential`]).
+    pub fn is_scoped<'a>(&self, mut field_names: impl Iterator<Item = &'a str>) -> bool {
+        self.owners_field().is_some_and(|f| field_names.any(|n| n == f))
+    }
+
     /// Whether a variable of this kind holds nothing secret: a field that is not secret
     /// ([`Field::shown`]: `PGHOST`, `AWS_REGION`), a path under the mount, a command line made of
     /// paths (`GIT_SSH_COMMAND`) or a socket's path. maestro-exec does not mask those.
@@ -219,6 +242,7 @@ impl Kind {
                         self.fields.iter().any(|field| field.name == f && field.shown)
                     }
                     Source::FilePath(_)
+                    | Source::FieldFilePath { .. }
                     | Source::SshCommand { .. }
                     | Source::AgentSocket
                     | Source::AgentSocketDir
@@ -246,6 +270,14 @@ const fn field(name: &'static str) -> Source {
 }
 
 const API_KEY: &[Field] = &[req("api_key", Check::Token, "the API key")];
+
+/// A git secret's owners (see [`owners`]): not secret, shown back like a host.
+const OWNERS: Field = opt(
+    "owners",
+    Check::Owners,
+    "owners or path prefixes it serves (alice,acme/infra); when set, git gets it for those only and it sets no variables",
+)
+.shown();
 
 /// Every kind, in the order `maestro kinds` shows them.
 pub static KINDS: &[Kind] = &[
@@ -385,9 +417,10 @@ pub static KINDS: &[Kind] = &[
     Kind {
         name: "github",
         title: "GitHub token (personal access token or OAuth)",
-        fields: &[req("token", Check::Token, "the token")],
+        fields: &[req("token", Check::Token, "the token"), OWNERS],
         free_fields: false,
-        // `gh` reads GH_TOKEN first; Actions-style tools read GITHUB_TOKEN.
+        // `gh` reads GH_TOKEN first; Actions-style tools read GITHUB_TOKEN. A secret with
+        // `owners` provides neither (see `Helper::GitCredential`).
         variables: &[var("GH_TOKEN", field("token")), var("GITHUB_TOKEN", field("token"))],
         files: &[],
         helper: Some(Helper::GitCredential {
@@ -395,6 +428,7 @@ pub static KINDS: &[Kind] = &[
             host_field: None,
             username: "x-access-token",
             token_field: "token",
+            owners_field: Some("owners"),
         }),
         setup: Some("git config --global credential.helper '!maestro-exec git-credential'"),
         rotation: Rotation {
@@ -418,6 +452,7 @@ pub static KINDS: &[Kind] = &[
             req("token", Check::Token, "the token"),
             dflt("host", "gitlab.com", Check::HostPort, "GitLab host name, with :port if not 443")
                 .shown(),
+            OWNERS,
         ],
         free_fields: false,
         // `glab` reads GITLAB_TOKEN and GITLAB_HOST.
@@ -428,6 +463,7 @@ pub static KINDS: &[Kind] = &[
             host_field: Some("host"),
             username: "oauth2",
             token_field: "token",
+            owners_field: Some("owners"),
         }),
         setup: Some("git config --global credential.helper '!maestro-exec git-credential'"),
         rotation: Rotation {
@@ -464,6 +500,12 @@ pub static KINDS: &[Kind] = &[
                 "libpq sslmode",
             )
             .shown(),
+            opt(
+                "sslrootcert",
+                Check::Text,
+                "CA certificates (PEM) that verify-ca and verify-full check the server with (a private CA such as Amazon RDS's); default the system's",
+            )
+            .shown(),
         ],
         free_fields: false,
         variables: &[
@@ -475,8 +517,15 @@ pub static KINDS: &[Kind] = &[
             var("PGSSLMODE", field("sslmode")),
             var("DATABASE_URL", Source::PostgresUrl),
             var("PGPASSFILE", Source::FilePath("postgres/pgpass")),
+            var(
+                "PGSSLROOTCERT",
+                Source::FieldFilePath { field: "sslrootcert", path: "postgres/root.crt" },
+            ),
         ],
-        files: &[File { path: "postgres/pgpass", content: Source::Pgpass }],
+        files: &[
+            File { path: "postgres/pgpass", content: Source::Pgpass },
+            File { path: "postgres/root.crt", content: field("sslrootcert") },
+        ],
         helper: None,
         setup: None,
         rotation: Rotation {
@@ -875,6 +924,9 @@ pub struct Outputs {
 pub fn outputs<'a>(kind: &Kind, field_names: impl IntoIterator<Item = &'a str>) -> Outputs {
     let have: Vec<&str> = field_names.into_iter().collect();
     let mut out = Outputs::default();
+    if kind.is_scoped(have.iter().copied()) {
+        return out;
+    }
     if kind.free_fields {
         out.variables = have.iter().map(|s| (*s).to_owned()).collect();
     } else {
@@ -927,6 +979,9 @@ pub struct Rendered {
 /// that hold a file's path. `fields` are as stored (defaults applied).
 pub fn render(kind: &Kind, fields: &BTreeMap<String, SecretValue>, mount: &str) -> Rendered {
     let mut r = Rendered::default();
+    if kind.is_scoped(fields.keys().map(String::as_str)) {
+        return r;
+    }
     if kind.free_fields {
         for (name, value) in fields {
             r.variables.push((name.clone(), value.clone()));
@@ -1089,6 +1144,36 @@ mod tests {
         assert_eq!(url.1.expose(), "postgresql://u:p%40ss%3Aw%2Frd@db:5432/app");
         let pass = r.files.iter().find(|(n, _)| n == "postgres/pgpass").unwrap();
         assert_eq!(pass.1.expose(), "db:5432:app:u:p@ss\\:w/rd\n");
+        // No sslrootcert: no PGSSLROOTCERT and no root.crt (libpq then uses its own default).
+        assert!(!r.variables.iter().any(|(n, _)| n == "PGSSLROOTCERT"));
+        assert!(!r.files.iter().any(|(n, _)| n == "postgres/root.crt"));
+    }
+
+    #[test]
+    fn a_postgres_root_certificate_is_a_file_that_libpq_and_the_url_name() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let f = validate(
+            "postgres",
+            &fields(&[
+                ("host", "db"),
+                ("user", "u"),
+                ("password", "pw"),
+                ("sslmode", "verify-full"),
+                ("sslrootcert", pem),
+            ]),
+        )
+        .unwrap();
+        let r = render(kind("postgres").unwrap(), &f, "/run/secrets");
+        let var = |name: &str| r.variables.iter().find(|(n, _)| n == name).unwrap().1.expose();
+        assert_eq!(var("PGSSLROOTCERT"), "/run/secrets/postgres/root.crt");
+        assert_eq!(
+            var("DATABASE_URL"),
+            "postgresql://u:pw@db:5432/?sslmode=verify-full&sslrootcert=/run/secrets/postgres/root.crt"
+        );
+        let file = r.files.iter().find(|(n, _)| n == "postgres/root.crt").unwrap();
+        assert_eq!(file.1.expose(), pem);
+        // A certificate is no secret: maestro-exec does not mask the path either.
+        assert!(kind("postgres").unwrap().variable_is_shown("PGSSLROOTCERT"));
     }
 
     /// A well-formed key file (the PEM body is not a real key: validation does not parse it).

@@ -69,6 +69,11 @@ pub enum Action {
 pub enum Response {
     Env {
         vars: Vec<EnvVar>,
+        /// Hosts for which git must send the repository path to its credential helper
+        /// (`credential.https://HOST.useHttpPath`): those of active git secrets with owners.
+        /// maestro-exec adds them to the command's git configuration (`GIT_CONFIG_COUNT`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        git_path_hosts: Vec<String>,
     },
     List {
         secrets: Vec<ListedSecret>,
@@ -141,6 +146,10 @@ pub struct ListedSecret {
     /// When the broker deactivates it (RFC 3339); absent: at the session's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_until: Option<String>,
+    /// The values of the fields the catalog says are not secret (a GitLab `host`, a git
+    /// secret's `owners`), so that the git helper can choose a secret before asking for values.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub shown_fields: std::collections::BTreeMap<String, String>,
 }
 
 /// One secret's field values, for the credential helpers.

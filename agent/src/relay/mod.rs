@@ -18,10 +18,11 @@
 //! * at most [`Service::MAX_CONNECTIONS`] open connections per socket; one more is closed at once.
 //!
 //! What differs (the protocol, what is loaded from the secret, what happens at revocation) is
-//! the [`Service`] trait.
+//! the [`Service`] trait. The certificate checks the database relays share are in `verify`.
 
 pub mod mysql;
 pub mod postgres;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::future::Future;

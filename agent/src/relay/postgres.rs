@@ -45,14 +45,13 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::Service;
+use super::verify::{ChainOnly, Unverified, pem_roots};
 use crate::dispatch::Peer;
 use crate::proxy::audit::report;
 use crate::state::Entry;
@@ -145,8 +144,13 @@ impl Postgres {
         Postgres { usage, test_ca }
     }
 
-    /// The TLS client configuration for `mode`.
-    fn tls(&self, mode: SslMode) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    /// The TLS client configuration for `mode`; `rootcert` is the secret's `sslrootcert` (PEM),
+    /// the roots verify-ca and verify-full check the server with instead of the system's.
+    fn tls(
+        &self,
+        mode: SslMode,
+        rootcert: Option<&str>,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
         if !mode.asks() {
             return Ok(None);
         }
@@ -157,8 +161,11 @@ impl Postgres {
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("cannot set up TLS: {e}"))?;
         let config = if mode.verified() {
-            let roots = crate::proxy::upstream::roots(self.test_ca.as_deref())
-                .map_err(|e| format!("cannot load the roots to verify the server with: {e}"))?;
+            let roots = match rootcert {
+                Some(pem) => pem_roots(pem, "sslrootcert")?,
+                None => crate::proxy::upstream::roots(self.test_ca.as_deref())
+                    .map_err(|e| format!("cannot load the roots to verify the server with: {e}"))?,
+            };
             if mode == SslMode::VerifyFull {
                 builder.with_root_certificates(roots).with_no_client_auth()
             } else {
@@ -170,7 +177,7 @@ impl Postgres {
                 .map_err(|e| format!("cannot set up TLS verification: {e}"))?;
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly { inner }))
+                    .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
                     .with_no_client_auth()
             }
         } else {
@@ -221,7 +228,7 @@ impl Service for Postgres {
                 .cloned()
                 .ok_or("its password is missing")?,
             sslmode,
-            tls: self.tls(sslmode)?,
+            tls: self.tls(sslmode, field("sslrootcert"))?,
             usage: self.usage.clone(),
         })
     }
@@ -732,104 +739,6 @@ async fn cancel(login: &Login, peer: &Peer, packet: [u8; 16]) {
     .await;
     if !matches!(sent, Ok(Some(()))) {
         tracing::warn!(secret = %login.name, "a postgres cancel request did not reach the server");
-    }
-}
-
-/// `verify-ca`: the chain must verify; the name need not match (libpq's meaning).
-#[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `require`, `prefer`: encrypted, the certificate not checked (libpq's meaning without a root
-/// certificate). The handshake's signatures are still checked against the certificate sent.
-#[derive(Debug)]
-struct Unverified {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -296,8 +296,14 @@ pub async fn edit(
     let new_value = if body.fields.is_empty() {
         false
     } else {
+        // Fields that hold nothing secret (a host, a git secret's owners) are no new value.
+        let kind_spec = maestro_wire::catalog::kind(&kind);
+        let secret_field =
+            |f: &str| !kind_spec.is_some_and(|k| k.fields.iter().any(|s| s.name == f && s.shown));
         let old = material::open_fields(app, &secret, None).await.ok();
-        body.fields.iter().any(|(f, v)| old.as_ref().and_then(|o| o.get(f)) != Some(v))
+        body.fields
+            .iter()
+            .any(|(f, v)| secret_field(f) && old.as_ref().and_then(|o| o.get(f)) != Some(v))
     };
     let merged = if kind != secret.kind {
         if !body.remove_fields.is_empty() {

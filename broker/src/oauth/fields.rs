@@ -1,6 +1,7 @@
 //! The fields of a secret made from a token: the provider's token field holds the access
 //! token; a GitLab secret's `host` comes from the provider's server (so that the git helper
-//! answers for a self-managed GitLab too); fields the user set on the secret are kept.
+//! answers for a self-managed GitLab too); fields the user set on the secret (a git secret's
+//! `owners`) are kept.
 
 use std::collections::BTreeMap;
 
@@ -79,5 +80,18 @@ mod tests {
         current.insert("token".to_owned(), SecretValue::from("old"));
         let f = token_fields(&gl, SecretValue::from("new"), Some(current)).unwrap();
         assert_eq!((f["host"].expose(), f["token"].expose()), ("other.example", "new"));
+    }
+
+    #[test]
+    fn a_new_token_keeps_the_owners_a_connection_serves() {
+        let gh = provider("github", "token", "https://github.com/login/oauth/authorize");
+        let mut current = BTreeMap::new();
+        current.insert("owners".to_owned(), SecretValue::from("acme, alice/dotfiles"));
+        current.insert("token".to_owned(), SecretValue::from("gho_old"));
+        let f = token_fields(&gh, SecretValue::from("gho_new"), Some(current)).unwrap();
+        assert_eq!(
+            (f["owners"].expose(), f["token"].expose()),
+            ("acme, alice/dotfiles", "gho_new")
+        );
     }
 }

@@ -43,10 +43,15 @@ export const impliedScopes = (provider) => ((provider && presetByName(provider.p
 const PROVIDER_INPUTS = {
   name: 'provider-name', client_id: 'provider-client-id', client_secret: 'provider-client-secret',
   auth_url: 'provider-auth-url', token_url: 'provider-token-url', revoke_url: 'provider-revoke-url',
-  variable: 'provider-variable',
+  variable: 'provider-variable', preset: 'provider-preset',
 };
-findFieldsWith('provider-form', (field) => (Object.hasOwn(PROVIDER_INPUTS, field) ? $(PROVIDER_INPUTS[field]) : null));
-findFieldsWith('connect-form', (field) => (field === 'name' ? $('connect-name') : null));
+// Scopes are ticked (a preset's) or typed (a custom provider's): the one shown carries the message.
+const visibleScopes = (boxes, text) => ($(text) && $(text).getClientRects().length ? $(text) : $(boxes));
+findFieldsWith('provider-form', (field) => {
+  if (field === 'scopes') return visibleScopes('provider-scope-boxes', 'provider-scope-text');
+  return Object.hasOwn(PROVIDER_INPUTS, field) ? $(PROVIDER_INPUTS[field]) : null;
+});
+findFieldsWith('connect-form', (field) => ({ name: $('connect-name'), provider: $('connect-provider'), scopes: $('connect-scope-boxes') })[field] || null);
 
 // The redirect URI of every provider of this broker (`GET /v1/meta`), or a provider's.
 export function redirectUri() {
@@ -71,21 +76,22 @@ export function isValidScope(scope) {
   return scope.length > 0 && scope.length <= limits().oauth_max_scope_bytes && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(scope);
 }
 
-export function checkScopes(scopes) {
-  if (scopes.length > limits().oauth_max_scopes) throw new Invalid(`at most ${limits().oauth_max_scopes} scopes; ${scopes.length} were given`);
+// `field`: the input (or its id) the scopes came from, where a refusal is shown.
+export function checkScopes(scopes, field) {
+  if (scopes.length > limits().oauth_max_scopes) throw new Invalid(`at most ${limits().oauth_max_scopes} scopes; ${scopes.length} were given`, field);
   for (const s of scopes) {
     if (!isValidScope(s)) {
-      throw new Invalid(`"${s.slice(0, 80)}" is not a valid scope: 1 to ${limits().oauth_max_scope_bytes} printable characters without spaces, quotes or backslashes`);
+      throw new Invalid(`"${s.slice(0, 80)}" is not a valid scope: 1 to ${limits().oauth_max_scope_bytes} printable characters without spaces, quotes or backslashes`, field);
     }
   }
   return scopes;
 }
 
 // Scopes typed as text: separated by spaces or commas, repeats dropped.
-export function parseScopeText(text) {
+export function parseScopeText(text, field) {
   const out = [];
   for (const s of text.split(/[\s,]+/)) if (s && !out.includes(s)) out.push(s);
-  return checkScopes(out);
+  return checkScopes(out, field);
 }
 
 export function checkUrl(label, text, field) {
@@ -347,7 +353,7 @@ export async function onProviderSubmit(ev) {
   submit.disabled = true;
   try {
     const preset = presetByName($('provider-preset').value);
-    if (!preset) throw new Invalid('pick a provider');
+    if (!preset) throw new Invalid('pick a provider', 'provider-preset');
     const custom = !preset.auth_url;
     const name = $('provider-name').value.trim();
     if (!PROVIDER_NAME.test(name)) {
@@ -390,10 +396,10 @@ export async function onProviderSubmit(ev) {
       body.variable = variable;
     }
     if (preset.accepted_scopes) {
-      body.scopes = checkScopes(pickedScopes($('provider-scope-boxes')));
-      if (body.scopes.length === 0) throw new Invalid('tick at least one scope that connections may ask for');
+      body.scopes = checkScopes(pickedScopes($('provider-scope-boxes')), 'provider-scope-boxes');
+      if (body.scopes.length === 0) throw new Invalid('tick at least one scope that connections may ask for', 'provider-scope-boxes');
     } else {
-      body.scopes = parseScopeText($('provider-scope-text').value);
+      body.scopes = parseScopeText($('provider-scope-text').value, 'provider-scope-text');
     }
     body.client_secret = secret;
     const info = await api('POST', 'v1/oauth/providers', body);
@@ -523,13 +529,13 @@ export async function onConnectSubmit(ev) {
   clearErrors();
   try {
     const p = providerByName($('connect-provider').value);
-    if (!p) throw new Invalid('pick a provider');
+    if (!p) throw new Invalid('pick a provider', 'connect-provider');
     const name = $('connect-name').value.trim();
     if (!SCOPED_SECRET_NAME.test(name)) {
       throw new Invalid(`"${name}" is not a secret name: 1 to 64 capital letters, digits and _, starting with a letter (GITHUB), or team/NAME for a team's shared account`, 'connect-name');
     }
     const scopes = pickedScopes($('connect-scope-boxes'));
-    if (p.scopes.length && scopes.length === 0) throw new Invalid('tick at least one scope to ask for');
+    if (p.scopes.length && scopes.length === 0) throw new Invalid('tick at least one scope to ask for', 'connect-scope-boxes');
     if (await startAuthorization('connect', { provider: p.name, name, scopes }, form, $('connect-submit'))) {
       form.reset();
       form.hidden = true;
@@ -591,7 +597,7 @@ export async function onReconnectSubmit(ev) {
   try {
     const boxes = $('reconnect-scope-boxes');
     const scopes = pickedScopes(boxes);
-    if (boxes.querySelector('.scope-box') && scopes.length === 0) throw new Invalid('tick at least one scope to ask for');
+    if (boxes.querySelector('.scope-box') && scopes.length === 0) throw new Invalid('tick at least one scope to ask for', boxes);
     if (await startAuthorization('reconnect', { name: meta.name, scopes }, form, $('reconnect-submit'))) {
       form.hidden = true;
     }

@@ -4,7 +4,7 @@ import { viewAlerts } from './alerts.js';
 import { Invalid, api, token } from './api.js';
 import { viewAudit } from './audit.js';
 import { SCOPED_SECRET_NAME, SESSION_ID, TEAM_NAME, TOKEN_KEY } from './constants.js';
-import { clearErrors, fail, showError } from './messages.js';
+import { clearErrors, fail, messageOf, showError } from './messages.js';
 import { viewOAuth } from './oauth.js';
 import { stopFlow } from './oauth-flow.js';
 import { viewSecretForm, wipeValues } from './secret-form.js';
@@ -133,14 +133,16 @@ export async function onSignIn(ev) {
   const form = ev.currentTarget;
   const input = $('signin-token');
   const value = input.value.trim();
-  input.value = '';
   clearErrors();
+  // A refused token stays in the field, marked, so a typo can be fixed; the field is emptied
+  // once the token is taken (it then lives in this tab's sessionStorage only).
+  const refuse = (err) => showError(new Invalid(messageOf(err), input), form);
   if (!value) {
-    showError('paste an API token first', form);
+    refuse('paste an API token first');
     return;
   }
   if (value.length > 256 || /[^\x21-\x7e]/.test(value)) {
-    showError('that is not an API token: a token is one word of printable characters (mst_…)', form);
+    refuse('that is not an API token: a token is one word of printable characters (mst_…)');
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, value);
@@ -148,9 +150,10 @@ export async function onSignIn(ev) {
     await api('GET', 'v1/secrets');
   } catch (err) {
     sessionStorage.removeItem(TOKEN_KEY);
-    showError(err, form);
+    refuse(err);
     return;
   }
+  input.value = '';
   // Straight on to where the user was going (a bookmarked #/sessions, say).
   route();
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use maestro_wire::SecretValue;
 use maestro_wire::api::SecretMeta;
+use maestro_wire::catalog::owners;
 use maestro_wire::oauth::{
     self as wire, AddProvider, AuthorizationStarted, AuthorizationState, AuthorizationStatus,
     Connect, EditProvider, MAX_CLIENT_SECRET_BYTES, ProviderInfo, ProviderRemoved, Reconnect,
@@ -154,6 +155,11 @@ pub struct ConnectArgs {
     /// How long to wait for the authorization, e.g. 5m [default: 10m, the most]
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// github and gitlab providers: the owners or repository path prefixes this account
+    /// serves, e.g. acme,alice/dotfiles (set on the new secret once connected; see `maestro
+    /// secrets add --owners`)
+    #[arg(long, value_name = "LIST")]
+    pub owners: Option<String>,
     /// Print the authorization and the result as JSON objects, one per line
     #[arg(long)]
     pub json: bool,
@@ -214,6 +220,16 @@ pub enum OauthError {
         "no authorization within {0}; it was cancelled and nothing was stored. Run the command again and open the URL in time"
     )]
     TimedOut(String),
+    #[error("--owners {0}")]
+    Owners(String),
+    #[error(
+        "--owners is for providers whose tokens become github or gitlab secrets; {provider} makes {kind} secrets"
+    )]
+    OwnersKind { provider: String, kind: String },
+    #[error(
+        "connected {name}, but setting its owners failed: {why}; run `maestro secrets edit {name} --owners LIST`"
+    )]
+    OwnersNotSet { name: String, why: String },
 }
 
 pub async fn run(client: &Client, command: OauthCommand) -> anyhow::Result<Output> {
@@ -413,10 +429,47 @@ async fn connect(client: &Client, args: ConnectArgs) -> anyhow::Result<Output> {
     input::secret_name(&args.name)?;
     let scopes = wire::check_scopes(&args.scopes).map_err(OauthError::from)?;
     let timeout = parse_timeout(args.timeout.as_deref())?;
+    if let Some(list) = &args.owners {
+        owners::parse(list).map_err(OauthError::Owners)?;
+        check_owners_kind(client, &args.provider).await?;
+    }
+    let name = args.name.clone();
     let body = Connect { provider: args.provider, name: args.name, scopes };
     let answer = client.send(Method::POST, &["v1", "oauth", "connect"], &body).await?;
     let started: AuthorizationStarted = answer.parse()?;
-    wait(client, started, timeout, args.json, "connected").await
+    let done = wait(client, started, timeout, args.json, "connected").await?;
+    let Some(list) = args.owners else { return Ok(done) };
+    // The new secret is version 1 without owners until this edit; it is not active anywhere yet.
+    let body = serde_json::json!({ "fields": { "owners": list } });
+    let edited = client.send(Method::PATCH, &["v1", "secrets", &name], &body).await;
+    let meta: SecretMeta = match edited.map(|a| a.parse::<SecretMeta>()) {
+        Ok(Ok(meta)) => meta,
+        Ok(Err(e)) => return Err(OauthError::OwnersNotSet { name, why: e.to_string() }.into()),
+        Err(e) => return Err(OauthError::OwnersNotSet { name, why: e.to_string() }.into()),
+    };
+    if args.json {
+        return Ok(done);
+    }
+    let mut text = done;
+    text.push_str(&format!(
+        "owners of {} (version {}): {list}; git gets it for these repositories only, and it sets no variables\n",
+        meta.name, meta.version
+    ));
+    Ok(text)
+}
+
+/// Refuses `--owners` for a provider whose tokens become secrets of a kind without owners
+/// (a provider not in the list is left to the broker).
+async fn check_owners_kind(client: &Client, provider: &str) -> anyhow::Result<()> {
+    let providers: Vec<ProviderInfo> = client.get(&["v1", "oauth", "providers"]).await?.parse()?;
+    if let Some(p) = providers.iter().find(|p| p.name == provider)
+        && maestro_wire::catalog::kind(&p.kind).and_then(|k| k.owners_field()).is_none()
+    {
+        return Err(
+            OauthError::OwnersKind { provider: p.name.clone(), kind: p.kind.clone() }.into()
+        );
+    }
+    Ok(())
 }
 
 async fn reconnect(client: &Client, args: ReconnectArgs) -> anyhow::Result<Output> {

@@ -116,7 +116,8 @@ async fn edit(client: &Client, args: EditArgs) -> anyhow::Result<Output> {
     )?;
     let no_field_flags = args.fields.field.is_empty()
         && args.fields.field_file.is_empty()
-        && args.fields.field_stdin.is_none();
+        && args.fields.field_stdin.is_none()
+        && args.fields.owners.is_none();
     if no_field_flags
         && args.remove_fields.is_empty()
         && args.kind.is_none()

@@ -6,6 +6,13 @@
 //! helper in the catalog (github: github.com; gitlab: its `host` field) with the kind's
 //! conventional username, the token as password, and `password_expiry_utc` when the token
 //! expires. Every other request gets no answer, so git goes on to its next helper or prompt.
+//!
+//! Several secrets for one host (two GitHub accounts): a secret whose `owners` field names
+//! owners or path prefixes answers for repositories under them, the one without `owners` for
+//! the rest; the request's `path` decides (git sends it with `credential.useHttpPath`, which
+//! `maestro-exec` sets for the commands it runs). A request it cannot decide (no path, an odd
+//! path, two secrets serving one owner, an owner no secret serves and no default) gets no
+//! answer and one line on stderr naming the secrets (see [`catalog::owners::choose`]).
 //! `store` and `erase` are read and ignored: the broker, not git, keeps the token. With no agent
 //! running the helper says nothing at all, since a globally configured helper also runs outside
 //! sandboxes. It always exits 0: git ignores a helper's failure anyway, and a helper that fails
@@ -15,6 +22,7 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 
 use maestro_wire::SecretValue;
+use maestro_wire::catalog::owners::{self, Candidate};
 use maestro_wire::catalog::{self, Helper};
 use maestro_wire::sock::{Action, ListedSecret, MaterialEntry, Response};
 use zeroize::Zeroizing;
@@ -35,9 +43,11 @@ const USAGE: &str = "usage: maestro-exec git-credential <get|store|erase> (run b
 pub struct CredentialRequest {
     pub protocol: Option<String>,
     pub host: Option<String>,
+    /// The repository's path (`alice/repo.git`), sent with `credential.useHttpPath`.
+    pub path: Option<String>,
 }
 
-/// Parses `key=value` lines up to an empty line or the end. Unknown keys (`path`,
+/// Parses `key=value` lines up to an empty line or the end. Unknown keys (
 /// `wwwauth[]`, `capability[]`, a `password` being stored) are skipped without being kept.
 pub fn parse_request(bytes: &[u8]) -> CredentialRequest {
     let mut req = CredentialRequest::default();
@@ -52,6 +62,7 @@ pub fn parse_request(bytes: &[u8]) -> CredentialRequest {
         match key {
             b"protocol" => req.protocol = Some(text()),
             b"host" => req.host = Some(text()),
+            b"path" => req.path = Some(text()),
             _ => {}
         }
     }
@@ -68,7 +79,7 @@ fn normalize(host: &str) -> String {
 /// username and token field; `None` when its kind has no git helper.
 fn helper_of(entry: &MaterialEntry) -> Option<(String, &'static str, &'static str)> {
     match catalog::kind(&entry.kind)?.helper? {
-        Helper::GitCredential { host, host_field, username, token_field } => {
+        Helper::GitCredential { host, host_field, username, token_field, .. } => {
             let host = match host_field {
                 Some(f) => entry.fields.get(f)?.expose(),
                 None => host,
@@ -79,16 +90,35 @@ fn helper_of(entry: &MaterialEntry) -> Option<(String, &'static str, &'static st
     }
 }
 
-/// Whether a listed secret may answer for `host`: its kind has a git helper whose host is
-/// either fixed and equal, or held in a field (known only from the material).
-fn may_answer(secret: &ListedSecret, host: &str) -> bool {
-    match catalog::kind(&secret.kind).and_then(|k| k.helper) {
-        Some(Helper::GitCredential { host_field: Some(_), .. }) => true,
-        Some(Helper::GitCredential { host: fixed, host_field: None, .. }) => {
-            normalize(fixed) == host
-        }
-        _ => false,
+/// A listed secret as a candidate for `host`: its kind has a git helper whose host (fixed, or
+/// in a field that is not secret) is `host`; with its owners when it names some. A secret
+/// whose owners cannot be read is no candidate (the broker checks them; this is an older or
+/// odd agent).
+fn candidate(secret: &ListedSecret, host: &str) -> Option<Candidate> {
+    let kind = catalog::kind(&secret.kind)?;
+    let Some(Helper::GitCredential { host: fixed, host_field, owners_field, .. }) = kind.helper
+    else {
+        return None;
+    };
+    let field_value = |f: &str| {
+        secret
+            .shown_fields
+            .get(f)
+            .map(String::as_str)
+            .or_else(|| kind.fields.iter().find(|s| s.name == f).and_then(|s| s.default))
+    };
+    let secret_host = match host_field {
+        Some(f) => field_value(f)?,
+        None => fixed,
+    };
+    if normalize(secret_host) != host {
+        return None;
     }
+    let owners = match owners_field.and_then(|f| secret.shown_fields.get(f)) {
+        Some(text) => owners::parse(text).ok()?,
+        None => Vec::new(),
+    };
+    Some(Candidate { name: secret.name.clone(), owners })
 }
 
 /// The answer for `host` from the material of the candidate secrets, if one matches.
@@ -160,11 +190,11 @@ fn get(request: &CredentialRequest) -> Result<Option<Zeroizing<String>>, HelperE
         Err(f) => return Err(f.into()),
     };
     let host = normalize(host);
-    let only: Vec<String> =
-        listed.iter().filter(|s| may_answer(s, &host)).map(|s| s.name.clone()).collect();
-    if only.is_empty() {
-        return Ok(None);
-    }
+    let candidates: Vec<Candidate> = listed.iter().filter_map(|s| candidate(s, &host)).collect();
+    let chosen = owners::choose(&host, request.path.as_deref(), &candidates)
+        .map_err(|r| HelperError::Refused(r.to_string()))?;
+    let Some(chosen) = chosen else { return Ok(None) };
+    let only = vec![chosen.name.clone()];
     let action = Action::Material { kinds: Vec::new(), only, command: Some("git".to_owned()) };
     match client::ask(&socket, action)? {
         Response::Material { secrets } => Ok(answer(&host, &secrets)),
@@ -236,7 +266,11 @@ mod tests {
         );
         assert_eq!(
             req,
-            CredentialRequest { protocol: Some("https".into()), host: Some("GitHub.com".into()) }
+            CredentialRequest {
+                protocol: Some("https".into()),
+                host: Some("GitHub.com".into()),
+                path: Some("o/r.git".into()),
+            }
         );
         assert_eq!(parse_request(b""), CredentialRequest::default());
         assert_eq!(parse_request(b"host=h\r\n").host.as_deref(), Some("h"));
@@ -266,10 +300,9 @@ mod tests {
         assert!(answer("example.com", &secrets).is_none());
     }
 
-    #[test]
-    fn only_git_kinds_are_candidates() {
-        let listed = |kind: &str| ListedSecret {
-            name: "X".into(),
+    fn listed(name: &str, kind: &str, shown: &[(&str, &str)]) -> ListedSecret {
+        ListedSecret {
+            name: name.into(),
             kind: kind.into(),
             version: 1,
             variables: vec![],
@@ -278,12 +311,46 @@ mod tests {
             exposure: Default::default(),
             hosts: vec![],
             active_until: None,
-        };
-        assert!(may_answer(&listed("github"), "github.com"));
-        assert!(!may_answer(&listed("github"), "gitlab.com"));
-        assert!(may_answer(&listed("gitlab"), "anything.example"));
-        assert!(!may_answer(&listed("aws"), "github.com"));
-        assert!(!may_answer(&listed("generic"), "github.com"));
+            shown_fields: shown.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn only_git_kinds_for_the_host_are_candidates() {
+        let is = |s: &ListedSecret, host: &str| candidate(s, host).is_some();
+        let gh = listed("X", "github", &[]);
+        assert!(is(&gh, "github.com"));
+        assert!(!is(&gh, "gitlab.com"));
+        assert!(is(&listed("X", "gitlab", &[]), "gitlab.com"), "the field's default");
+        let gl = listed("X", "gitlab", &[("host", "Git.Example.com:8443")]);
+        assert!(is(&gl, "git.example.com:8443"));
+        assert!(!is(&gl, "gitlab.com"));
+        assert!(!is(&listed("X", "aws", &[]), "github.com"));
+        assert!(!is(&listed("X", "generic", &[]), "github.com"));
+        let scoped = candidate(&listed("A", "github", &[("owners", "Alice,acme/x")]), "github.com");
+        assert_eq!(scoped.unwrap().owners.len(), 2);
+        assert!(!is(&listed("A", "github", &[("owners", "../x")]), "github.com"));
+    }
+
+    #[test]
+    fn the_listing_chooses_by_owner() {
+        let listing = [
+            listed("GH_ALICE", "github", &[("owners", "alice")]),
+            listed("GH_BOB", "github", &[("owners", "bob")]),
+            listed("GL", "gitlab", &[]),
+        ];
+        let cands: Vec<Candidate> =
+            listing.iter().filter_map(|s| candidate(s, "github.com")).collect();
+        let pick =
+            |path| owners::choose("github.com", path, &cands).map(|c| c.unwrap().name.clone());
+        assert_eq!(pick(Some("Alice/r.git")).unwrap(), "GH_ALICE");
+        assert_eq!(pick(Some("bob/r.git")).unwrap(), "GH_BOB");
+        assert!(
+            pick(Some("carol/r.git"))
+                .unwrap_err()
+                .to_string()
+                .contains("no active secret serves owner carol")
+        );
     }
 
     #[test]

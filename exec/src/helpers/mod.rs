@@ -45,6 +45,10 @@ pub enum HelperError {
     NotActive(String),
     #[error("secret {name} lacks the field {field}; edit it with `maestro secrets edit {name}`")]
     MissingField { name: String, field: &'static str },
+    /// The git helper cannot tell which secret a request needs; the message names them and
+    /// says what to do.
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot encode the answer")]
     EncodeAnswer,
     #[error("writing the answer failed: {0}")]

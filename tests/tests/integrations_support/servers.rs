@@ -67,7 +67,27 @@ pub struct Postgres {
 impl Postgres {
     /// initdb (superuser `login` with `password`, SCRAM on TCP, trust on the private socket),
     /// start on 127.0.0.1, and create `database`.
+    // Each test crate that includes this module uses a different part of it.
+    #[allow(dead_code)]
     pub fn start(bin: &Path, login: &str, password: &str, database: &str) -> Self {
+        Self::start_with(bin, login, password, database, None)
+    }
+
+    /// Like [`Postgres::start`], TLS on with a certificate for 127.0.0.1 from a fresh CA, and
+    /// TCP log-ins accepted over TLS only (`hostssl`); returns the CA's PEM too.
+    #[allow(dead_code)]
+    pub fn start_tls(bin: &Path, login: &str, password: &str, database: &str) -> (Self, String) {
+        let (ca_pem, cert_pem, key_pem) = server_certificate();
+        (Self::start_with(bin, login, password, database, Some((&cert_pem, &key_pem))), ca_pem)
+    }
+
+    fn start_with(
+        bin: &Path,
+        login: &str,
+        password: &str,
+        database: &str,
+        tls: Option<(&str, &str)>,
+    ) -> Self {
         let user = system_user("postgres");
         let dir = owned_dir("maestro-pg-", &user);
         let pwfile = dir.path().join("pw");
@@ -84,6 +104,31 @@ impl Postgres {
             .arg(format!("--pwfile={}", pwfile.display()));
         must(run_cmd(initdb), "initdb");
         std::fs::remove_file(&pwfile).unwrap();
+        let mut options = String::new();
+        if let Some((cert, key)) = tls {
+            // The server reads its key only when the postgres user owns it, mode 0600.
+            for (name, content) in [("server.pem", cert), ("server.key", key)] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, content).unwrap();
+                std::os::unix::fs::chown(&path, Some(user.uid.as_raw()), None).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            options = format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.pem -c ssl_key_file={0}/server.key",
+                dir.path().display()
+            );
+            // TCP log-ins over TLS only: a relay that did not encrypt gets no pg_hba entry.
+            let hba = data.join("pg_hba.conf");
+            let text = std::fs::read_to_string(&hba).unwrap();
+            let text: String = text
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, text).unwrap();
+        }
         let port = free_port();
         let server = Self { port, bin: bin.to_owned(), user, dir };
         let mut start = as_user(&server.user, server.bin.join("pg_ctl"));
@@ -92,7 +137,7 @@ impl Postgres {
             .arg(&data)
             .arg("-o")
             .arg(format!(
-                "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} -c fsync=off",
+                "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} -c fsync=off{options}",
                 server.dir.path().display()
             ))
             .arg("-l")
@@ -160,6 +205,13 @@ pub struct GitServer {
 impl GitServer {
     /// Serves a new repository; only `user` with password `token` gets in.
     pub fn start(user: &str, token: &str) -> Self {
+        Self::start_with_owners(user, token, &[])
+    }
+
+    /// Like [`GitServer::start`], and serves the same repository as `OWNER/project.git` for
+    /// each of `owners`, where only `user` with that owner's token gets in (one host, several
+    /// accounts).
+    pub fn start_with_owners(user: &str, token: &str, owners: &[(&str, &str)]) -> Self {
         let dir = temp_dir("maestro-git-");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let git = |args: &[&str]| {
@@ -185,6 +237,10 @@ impl GitServer {
         std::fs::create_dir(dir.path().join("repos")).unwrap();
         git(&["clone", "-q", "--bare", "work", "repos/project.git"]);
         let head = git(&["-C", "repos/project.git", "rev-parse", "main"]).stdout.trim().to_owned();
+        for (owner, _) in owners {
+            std::fs::create_dir(dir.path().join("repos").join(owner)).unwrap();
+            git(&["clone", "-q", "--bare", "work", &format!("repos/{owner}/project.git")]);
+        }
 
         let (ca_pem, cert_pem, key_pem) = server_certificate();
         let ca_file = dir.path().join("ca.pem");
@@ -213,6 +269,12 @@ impl GitServer {
             .arg(password)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("HOME", dir.path());
+        for (owner, owner_token) in owners {
+            let file = private(&format!("password-{owner}"), owner_token);
+            let mut arg = std::ffi::OsString::from(format!("{owner}="));
+            arg.push(file);
+            cmd.arg("--owner").arg(arg);
+        }
         let server = ChildGuard::spawn("git_https_server.py", cmd);
         let line =
             server.wait_for_stdout(Duration::from_secs(30), |l| l.starts_with("listening on "));
@@ -239,15 +301,19 @@ impl GitServer {
 
 /// A CA, and a server certificate for 127.0.0.1 that it signed: (CA PEM, cert PEM, key PEM).
 pub fn server_certificate() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: OpenSSL takes a certificate whose subject is its issuer's for a
+    // self-signed one (rcgen's default name is the same for both).
+    ca_params.distinguished_name.push(DnType::CommonName, "maestro test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
     let cert = params.signed_by(&key, &issuer).unwrap();
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }

@@ -27,6 +27,7 @@ pub(super) fn check_value(spec: &Field, v: &str) -> Result<(), ValidationError> 
             super::ssh::parse_key(v).map(|_| ()).map_err(|p| invalid(name, &p))
         }
         Check::HostPatterns => super::ssh::check_hosts(v).map_err(|p| invalid(name, &p)),
+        Check::Owners => super::owners::parse(v).map(|_| ()).map_err(|p| invalid(name, &p)),
         Check::Line => single_line(name, v),
         Check::Token => token(name, v),
         Check::Port => port(name, v),

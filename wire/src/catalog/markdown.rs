@@ -48,6 +48,7 @@ fn rule(check: Check) -> Option<String> {
         Check::GcpServiceAccount => Some("service-account key JSON".to_owned()),
         Check::SshPrivateKey { .. } => Some("OpenSSH or PEM private key".to_owned()),
         Check::HostPatterns => Some("host patterns".to_owned()),
+        Check::Owners => Some("owners or path prefixes".to_owned()),
     }
 }
 
@@ -69,17 +70,23 @@ fn variables(kind: &Kind) -> String {
         .iter()
         .map(|v| match (v.value, optional(v.value)) {
             (Source::FilePath(p), _) => format!("`{}` (`{MOUNT}/{p}`)", v.name),
+            (Source::FieldFilePath { field, path }, _) => {
+                format!("`{}` (`{MOUNT}/{path}`, when `{field}` is set)", v.name)
+            }
             (_, Some(when)) => format!("`{}` ({when})", v.name),
             (_, None) => format!("`{}`", v.name),
         })
         .collect();
-    parts.join(", ")
+    match kind.owners_field() {
+        Some(f) => format!("{}; none when `{f}` is set", parts.join(", ")),
+        None => parts.join(", "),
+    }
 }
 
 fn describe(source: Source) -> &'static str {
     match source {
         Source::Field(_) => "the field's value",
-        Source::FilePath(_) => "a path",
+        Source::FilePath(_) | Source::FieldFilePath { .. } => "a path",
         Source::JsonKey(..) => "a key of the JSON",
         Source::PostgresUrl => "a PostgreSQL URL",
         Source::MysqlUrl => "a MySQL URL",

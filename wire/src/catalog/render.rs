@@ -142,6 +142,10 @@ pub(super) fn source_value_at(
         }
         Source::Field(f) => return fields.get(f).cloned(),
         Source::FilePath(p) => Zeroizing::new(format!("{}/{}", mount.trim_end_matches('/'), p)),
+        Source::FieldFilePath { field, path } => {
+            get(fields, field)?;
+            Zeroizing::new(format!("{}/{}", mount.trim_end_matches('/'), path))
+        }
         Source::JsonKey(f, key) => {
             let doc: serde_json::Value = serde_json::from_str(get(fields, f)?).ok()?;
             let value = doc.get(key)?.as_str().filter(|s| !s.is_empty())?;
@@ -149,9 +153,15 @@ pub(super) fn source_value_at(
         }
         Source::PostgresUrl => {
             let mut url = db_url("postgresql", fields, "5432")?;
+            let mut sep = '?';
             if let Some(mode) = get(fields, "sslmode") {
-                url.push_str("?sslmode=");
-                url.push_str(mode);
+                let _ = write!(url, "{sep}sslmode={mode}");
+                sep = '&';
+            }
+            // Drivers that read no PGSSLROOTCERT (node-postgres, sqlx) take it from the URL.
+            if get(fields, "sslrootcert").is_some() {
+                let path = format!("{}/postgres/root.crt", mount.trim_end_matches('/'));
+                let _ = write!(url, "{sep}sslrootcert={}", utf8_percent_encode(&path, URL_PATH));
             }
             url
         }

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+
+use crate::relay::verify::{ChainOnly, pem_roots};
 
 /// How the server's certificate is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,16 +23,7 @@ pub enum Verify {
 pub fn config(ca: Option<&str>, verify: Verify) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     match ca {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("its ssl_ca holds an unusable certificate: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("its ssl_ca holds no PEM certificate".to_owned());
-            }
-        }
+        Some(pem) => roots = pem_roots(pem, "ssl_ca")?,
         None => {
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
@@ -62,49 +53,4 @@ pub fn config(ca: Option<&str>, verify: Verify) -> Result<Arc<rustls::ClientConf
 /// The server name to verify (and send): a DNS name or an IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_owned()).map_err(|_| format!("'{host}' is not a server name"))
-}
-
-/// `VERIFY_CA`: webpki's verification, a name mismatch forgiven.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }
