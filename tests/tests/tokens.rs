@@ -177,6 +177,9 @@ async fn scopes_are_enforced(admin_a: &Api, admin_b: &Api) {
     let gone = admin_a.delete("/v1/service-accounts/ci").await.ok();
     assert_eq!(gone["revoked"], 1);
     refused_within(&ci_b, 401, "unauthorized").await;
+    let trail = admin_b.get("/v1/audit?action=token_changed").await.ok().to_string();
+    assert!(trail.contains("service account ci created (by token "), "{trail}");
+    assert!(trail.contains("service account ci removed, its tokens revoked"), "{trail}");
 }
 
 /// Revocation, expiry, forged tokens: through `a`, checked on `b`.
@@ -228,6 +231,24 @@ async fn revocation_and_expiry(admin_a: &Api, admin_b: &Api) -> Vec<String> {
             .post("/v1/tokens", body)
             .await
             .expect_error(if code == "not_found" { 404 } else { 400 }, code);
+    }
+
+    // Each creation and revocation is in the user's trail (read on the other broker), naming
+    // the token and who made the change, never its value; the refused requests above made none.
+    let trail = admin_b.get("/v1/audit?action=token_changed").await.ok();
+    let details: Vec<String> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["detail"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let created = format!("token laptop ({id}) created: scopes sessions:read, expires ");
+    assert!(details.iter().any(|d| d.starts_with(&created) && d.contains("(by token ")), "{details:?}");
+    assert!(details.iter().any(|d| d.starts_with(&format!("token {id} revoked (by token "))), "{details:?}");
+    assert!(details.iter().any(|d| d.starts_with("token short (")), "{details:?}");
+    assert!(!details.iter().any(|d| d.contains(" x ") || d.starts_with("token x ")), "{details:?}");
+    for value in [&mine, &short] {
+        assert!(!trail.to_string().contains(value.as_str()), "a token's value is in the trail");
     }
 
     // Forged tokens: random ones of the right shape, a real one with its last character

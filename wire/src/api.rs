@@ -445,11 +445,14 @@ pub enum AuditAction {
     Expired,
     /// A team was created or its members changed (`maestro teams`); `detail` says how.
     TeamChanged,
+    /// An API token or a service account was created, revoked or removed (`maestro tokens`,
+    /// `maestro service-accounts`); `detail` names it, never the token.
+    TokenChanged,
 }
 
 impl AuditAction {
     /// Every action, in the order of the enum.
-    pub const ALL: [AuditAction; 21] = [
+    pub const ALL: [AuditAction; 22] = [
         Self::Created,
         Self::Edited,
         Self::Deleted,
@@ -471,6 +474,7 @@ impl AuditAction {
         Self::Compromised,
         Self::Expired,
         Self::TeamChanged,
+        Self::TokenChanged,
     ];
 
     /// The actions that count as a use of a secret (last use, sessions that used it).
@@ -502,6 +506,7 @@ impl AuditAction {
             Self::Compromised => "compromised",
             Self::Expired => "expired",
             Self::TeamChanged => "team_changed",
+            Self::TokenChanged => "token_changed",
         }
     }
 

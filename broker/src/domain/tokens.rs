@@ -3,7 +3,7 @@
 //! or as one of the user's service accounts, within its scopes; the routes that manage tokens
 //! need `admin` ([`crate::auth::required_scope`]), and no token can grant a scope it lacks.
 
-use maestro_wire::api::ErrorCode;
+use maestro_wire::api::{AuditAction, ErrorCode};
 use maestro_wire::tokens::{
     CreateServiceAccount, CreateToken, MAX_DESCRIPTION_BYTES, MAX_SERVICE_ACCOUNTS_PER_USER,
     MAX_TOKEN_TTL_SECS, MAX_TOKENS_PER_USER, Revoked, Scope, ServiceAccountInfo, TokenCreated,
@@ -15,6 +15,7 @@ use super::{DomainError, DomainResult};
 use crate::app::App;
 use crate::auth::Caller;
 use crate::clock;
+use crate::store::AuditRecord;
 use crate::store::tokens::{Refusal, ServiceAccountRecord, TokenRecord};
 use crate::tokens::{self, USER_TOKEN_PREFIX};
 
@@ -25,6 +26,19 @@ fn bad_name(what: &str) -> DomainError {
             "invalid {what} name: use 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit (like ci-deploy)"
         ),
     )
+}
+
+/// The `token_changed` record of a change the caller made: `what` names the token or account
+/// (never a token's value) and the caller's token says who.
+fn record(caller: &Caller, now: i64, what: String) -> AuditRecord {
+    let by = match &caller.service_account {
+        Some(account) => format!("service account {account}'s token {}", caller.token_id),
+        None => format!("token {}", caller.token_id),
+    };
+    AuditRecord {
+        detail: Some(format!("{what} (by {by})")),
+        ..AuditRecord::new(caller.user.id, now, AuditAction::TokenChanged)
+    }
 }
 
 /// A token as its owner sees it.
@@ -82,9 +96,10 @@ pub async fn create(app: &App, caller: &Caller, body: CreateToken) -> DomainResu
         expires_at,
         last_used_at: None,
     };
+    let audit = record_of_token(caller, now, &record);
     match app
         .tokens
-        .insert_token(&record, &tokens::hash(token.expose()), MAX_TOKENS_PER_USER)
+        .insert_token(&record, &tokens::hash(token.expose()), MAX_TOKENS_PER_USER, &audit)
         .await?
     {
         Ok(()) => {}
@@ -108,6 +123,17 @@ pub async fn create(app: &App, caller: &Caller, body: CreateToken) -> DomainResu
     Ok(TokenCreated { info: info(&record, now), token })
 }
 
+/// The record of a new token: its name, id, whom it acts as, scopes and expiry.
+fn record_of_token(caller: &Caller, now: i64, t: &TokenRecord) -> AuditRecord {
+    let of = t.service_account.as_deref().map(|a| format!(" of service account {a}")).unwrap_or_default();
+    let expires = t.expires_at.map_or_else(|| "never".to_owned(), clock::rfc3339);
+    record(
+        caller,
+        now,
+        format!("token {} ({}){of} created: scopes {}, expires {expires}", t.name, t.id, t.scopes.join(",")),
+    )
+}
+
 /// The caller's user's tokens and their service accounts'.
 pub async fn list(app: &App, caller: &Caller) -> DomainResult<Vec<TokenInfo>> {
     let now = clock::now();
@@ -117,7 +143,8 @@ pub async fn list(app: &App, caller: &Caller) -> DomainResult<Vec<TokenInfo>> {
 /// Revokes one of the caller's user's tokens, at once on every broker (nothing caches it).
 pub async fn revoke(app: &App, caller: &Caller, id: &str) -> DomainResult<Revoked> {
     let valid = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !valid || !app.tokens.delete_token(caller.user.id, id).await? {
+    let audit = record(caller, clock::now(), format!("token {id} revoked"));
+    if !valid || !app.tokens.delete_token(caller.user.id, id, &audit).await? {
         return Err(DomainError::not_found(
             "no such token id; `maestro tokens ls` lists yours (the ID column)",
         ));
@@ -153,14 +180,17 @@ pub async fn create_account(
             "the description must be one line of at most {MAX_DESCRIPTION_BYTES} bytes"
         )));
     }
+    let now = clock::now();
+    let audit = record(caller, now, format!("service account {} created", body.name));
     let added = app
         .tokens
         .insert_service_account(
             caller.user.id,
             &body.name,
             description,
-            clock::now(),
+            now,
             MAX_SERVICE_ACCOUNTS_PER_USER,
+            &audit,
         )
         .await?;
     match added {
@@ -192,7 +222,9 @@ pub async fn remove_account(app: &App, caller: &Caller, name: &str) -> DomainRes
     if !is_valid_name(name) {
         return Err(bad_name("service account"));
     }
-    match app.tokens.delete_service_account(caller.user.id, name).await? {
+    let what = format!("service account {name} removed, its tokens revoked");
+    let audit = record(caller, clock::now(), what);
+    match app.tokens.delete_service_account(caller.user.id, name, &audit).await? {
         Ok(count) => {
             info!(user = %caller.user.name, service_account = %name, tokens = count, "service account removed");
             Ok(Revoked { revoked: u64::try_from(count).unwrap_or(0) })

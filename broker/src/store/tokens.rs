@@ -12,7 +12,7 @@
 //! so a revocation, an expiry or a disabled user is seen at once by every broker that shares
 //! the database, with no event to miss.
 
-use super::{StoreFuture, UserRecord};
+use super::{AuditRecord, StoreFuture, UserRecord};
 
 /// What `owner_kind` says of a service account owned by a user.
 pub const OWNER_USER: &str = "user";
@@ -85,20 +85,28 @@ pub trait TokenStore: Send + Sync {
     fn authenticate<'a>(&'a self, token_hash: &'a [u8]) -> StoreFuture<'a, Option<TokenAuth>>;
     /// Sets a token's last use to `now` unless it was set at or after `since` already.
     fn touch_token<'a>(&'a self, id: &'a str, now: i64, since: i64) -> StoreFuture<'a, ()>;
-    /// Adds a token with its hash; [`Refusal::Limit`] past `max` tokens of the user,
-    /// [`Refusal::Missing`] if its service account is gone.
+    /// Adds a token with its hash and records `audit` in the same transaction;
+    /// [`Refusal::Limit`] past `max` tokens of the user, [`Refusal::Missing`] if its service
+    /// account is gone.
     fn insert_token<'a>(
         &'a self,
         token: &'a TokenRecord,
         token_hash: &'a [u8],
         max: i64,
+        audit: &'a AuditRecord,
     ) -> StoreFuture<'a, Result<(), Refusal>>;
     /// A user's tokens and their service accounts', oldest first.
     fn list_tokens(&self, user_id: i64) -> StoreFuture<'_, Vec<TokenRecord>>;
-    /// Revokes (deletes) a token of the user's; whether it existed.
-    fn delete_token<'a>(&'a self, user_id: i64, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Revokes (deletes) a token of the user's and records `audit` with it; whether it existed
+    /// (nothing is recorded when it did not).
+    fn delete_token<'a>(
+        &'a self,
+        user_id: i64,
+        id: &'a str,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool>;
 
-    /// Adds a service account owned by a user.
+    /// Adds a service account owned by a user, recording `audit` with it.
     fn insert_service_account<'a>(
         &'a self,
         owner_id: i64,
@@ -106,14 +114,17 @@ pub trait TokenStore: Send + Sync {
         description: Option<&'a str>,
         now: i64,
         max: i64,
+        audit: &'a AuditRecord,
     ) -> StoreFuture<'a, Result<ServiceAccountRecord, Refusal>>;
     /// The service accounts a user owns, by name.
     fn list_service_accounts(&self, owner_id: i64) -> StoreFuture<'_, Vec<ServiceAccountRecord>>;
-    /// Removes a service account of the user's and its tokens; how many tokens went with it.
+    /// Removes a service account of the user's and its tokens, recording `audit` with it; how
+    /// many tokens went with it.
     fn delete_service_account<'a>(
         &'a self,
         owner_id: i64,
         name: &'a str,
+        audit: &'a AuditRecord,
     ) -> StoreFuture<'a, Result<i64, Refusal>>;
 
     /// Every user, by name.

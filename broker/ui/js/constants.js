@@ -32,5 +32,5 @@ export const ACTION_TONE = {
   deleted: 'muted', deactivated: 'muted', session_ended: 'muted',
   denied: 'bad', refresh_failed: 'bad',
   substituted: 'info', leak_attempt: 'bad', decoy_read: 'bad', scan_finding: 'bad',
-  compromised: 'bad', expired: 'muted', team_changed: 'info',
+  compromised: 'bad', expired: 'muted', team_changed: 'info', token_changed: 'info',
 };

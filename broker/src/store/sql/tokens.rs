@@ -6,12 +6,12 @@
 //! an attacker can use to guess a token byte by byte.
 
 use super::Eng;
-use super::statements::{Conn, DbRow, commit, get};
+use super::statements::{Conn, DbRow, commit, get, insert_audit};
 use crate::store::sql::{SqlStore, is_unique_violation, json_list, to_json};
 use crate::store::tokens::{
     OWNER_USER, Refusal, ServiceAccountRecord, TokenAuth, TokenRecord, TokenStore, UserSummary,
 };
-use crate::store::{StoreError, StoreFuture, UserRecord, query_failed};
+use crate::store::{AuditRecord, StoreError, StoreFuture, UserRecord, query_failed};
 
 /// The store this file implements.
 type This = SqlStore<Eng>;
@@ -102,6 +102,7 @@ impl TokenStore for This {
         t: &'a TokenRecord,
         token_hash: &'a [u8],
         max: i64,
+        audit: &'a AuditRecord,
     ) -> StoreFuture<'a, Result<(), Refusal>> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
@@ -147,6 +148,7 @@ impl TokenStore for This {
             .execute(&mut *tx)
             .await
             .map_err(query_failed("adding a token"))?;
+            insert_audit(&mut tx, audit).await?;
             commit(tx).await?;
             Ok(Ok(()))
         })
@@ -164,15 +166,26 @@ impl TokenStore for This {
         })
     }
 
-    fn delete_token<'a>(&'a self, user_id: i64, id: &'a str) -> StoreFuture<'a, bool> {
+    fn delete_token<'a>(
+        &'a self,
+        user_id: i64,
+        id: &'a str,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
+            let mut tx = self.write_tx().await?;
             let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
                 .bind(id)
                 .bind(user_id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(query_failed("revoking a token"))?;
-            Ok(done.rows_affected() > 0)
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            insert_audit(&mut tx, audit).await?;
+            commit(tx).await?;
+            Ok(true)
         })
     }
 
@@ -183,6 +196,7 @@ impl TokenStore for This {
         description: Option<&'a str>,
         now: i64,
         max: i64,
+        audit: &'a AuditRecord,
     ) -> StoreFuture<'a, Result<ServiceAccountRecord, Refusal>> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
@@ -213,6 +227,7 @@ impl TokenStore for This {
                 Err(e) if is_unique_violation(&e) => return Ok(Err(Refusal::Taken)),
                 Err(e) => return Err(StoreError::Query { step: "adding a service account", source: e }),
             };
+            insert_audit(&mut tx, audit).await?;
             commit(tx).await?;
             Ok(Ok(ServiceAccountRecord {
                 id,
@@ -245,6 +260,7 @@ impl TokenStore for This {
         &'a self,
         owner_id: i64,
         name: &'a str,
+        audit: &'a AuditRecord,
     ) -> StoreFuture<'a, Result<i64, Refusal>> {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
@@ -269,6 +285,7 @@ impl TokenStore for This {
                 .execute(&mut *tx)
                 .await
                 .map_err(query_failed("removing a service account"))?;
+            insert_audit(&mut tx, audit).await?;
             commit(tx).await?;
             Ok(Ok(i64::try_from(tokens).unwrap_or(i64::MAX)))
         })
