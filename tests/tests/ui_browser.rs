@@ -833,6 +833,7 @@ async fn api_tokens_and_service_accounts_are_managed_from_the_page() {
         browser
             .text("#token-created")
             .await
+            .to_lowercase()
             .contains("shown once: store it now; the broker keeps only its hash")
     );
     browser
