@@ -124,6 +124,7 @@ async fn signs_in_and_every_section_loads_without_errors() {
         ("#/alerts", "view-alerts"),
         ("#/oauth", "view-oauth"),
         ("#/teams", "view-teams"),
+        ("#/tokens", "view-tokens"),
     ] {
         open(&browser, hash, view).await;
         browser.assert_no_problems(&format!("on {hash}")).await;
