@@ -72,7 +72,7 @@ function renderFor(accounts) {
 
 function refused(yes, message) {
   $('tokens-refused').hidden = !yes;
-  $('tokens-refused').textContent = yes ? shown(message) : '';
+  $('tokens-refused').textContent = shown(yes ? message : '');
   $('tokens-body').hidden = yes;
 }
 
