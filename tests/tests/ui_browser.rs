@@ -650,6 +650,7 @@ async fn a_390_pixel_screen_never_scrolls_sideways() {
         ("#/audit".to_owned(), "view-audit", drawn("#audit-table tbody tr")),
         ("#/alerts".to_owned(), "view-alerts", drawn("#alerts-empty:not([hidden])")),
         ("#/oauth".to_owned(), "view-oauth", drawn("#providers-redirect:not([hidden])")),
+        ("#/tokens".to_owned(), "view-tokens", drawn("#tokens-table tbody tr")),
     ] {
         open(&browser, &hash, view).await;
         browser.wait(&format!("{hash} drawn"), &ready).await;
