@@ -22,6 +22,9 @@ const EXPIRIES = [
   ['1 year', 365 * DAY], ['never', null],
 ];
 const DEFAULT_EXPIRY = String(90 * DAY);
+// The public id of the token whose value the box shows (an id, not the value): revoking that
+// token takes its now useless value off the screen too.
+let shownId = null;
 
 // A refusal naming `name` or `scopes` is shown beside its input.
 findFieldsWith('token-form', (field) => ({ name: $('token-name'), scopes: $('token-scope-boxes'), service_account: $('token-for') })[field] || null);
@@ -29,6 +32,7 @@ findFieldsWith('account-form', (field) => ({ name: $('account-name'), descriptio
 
 // Wipes the token shown once and hides its box.
 export function forgetNewToken() {
+  shownId = null;
   $('token-created-value').value = '';
   $('token-created-text').textContent = '';
   $('token-created').hidden = true;
@@ -164,6 +168,7 @@ async function revokeToken(t) {
       signOut(`You revoked token ${t.name}, the one this tab signed in with: sign in with another token.`);
       return;
     }
+    if (t.id === shownId) forgetNewToken();
     notify(`Token ${t.name} revoked.`);
     route({ keepErrors: true });
   } catch (err) {
@@ -190,6 +195,7 @@ async function removeAccount(a) {
       signOut(`You removed service account ${a.name}, whose token this tab signed in with: sign in with another token.`);
       return;
     }
+    if (state.tokens.some((t) => t.id === shownId && t.service_account === a.name)) forgetNewToken();
     notify(`Service account ${a.name} removed; ${plural(r.revoked, 'token')} revoked.`);
     route({ keepErrors: true });
   } catch (err) {
@@ -221,6 +227,7 @@ export async function onTokenCreate(ev) {
     $('token-created-text').textContent = shown(`Token ${i.name}, for ${i.service_account ? `service account ${i.service_account}` : 'you'}, `
       + `with ${i.scopes.join(', ')}; ${i.expires_at ? `it expires ${formatTime(i.expires_at)}` : 'it never expires'}.`);
     $('token-created-value').value = created.token;
+    shownId = i.id;
     $('token-created').hidden = false;
     $('token-created').scrollIntoView({ block: 'nearest' });
     notify(`Token ${i.name} created.`);
