@@ -48,6 +48,7 @@ pub const MODULES: &[(&str, &str)] = &[
     ("oauth.js", include_str!("../ui/js/oauth.js")),
     ("oauth-flow.js", include_str!("../ui/js/oauth-flow.js")),
     ("teams.js", include_str!("../ui/js/teams.js")),
+    ("tokens.js", include_str!("../ui/js/tokens.js")),
 ];
 /// The look.
 pub const APP_CSS: &str = include_str!("../ui/app.css");

@@ -348,6 +348,11 @@ async fn every_api_path_of_the_script_is_a_broker_route() {
         "/v1/oauth/refresh",
         "/v1/oauth/authorizations/NOPE",
         "/v1/oauth/authorizations/NOPE/cancel",
+        "/v1/tokens",
+        "/v1/tokens/NOPE",
+        "/v1/service-accounts",
+        "/v1/service-accounts/NOPE",
+        "/v1/whoami",
     ] {
         assert!(paths.contains(expected), "the client does not call {expected}: {paths:?}");
     }
@@ -380,6 +385,10 @@ async fn every_api_call_of_the_script_uses_a_method_its_route_takes() {
         ("PATCH", "/v1/secrets/NOPE"),
         ("DELETE", "/v1/secrets/NOPE"),
         ("POST", "/v1/sessions/NOPE/activate"),
+        ("POST", "/v1/tokens"),
+        ("DELETE", "/v1/tokens/NOPE"),
+        ("POST", "/v1/service-accounts"),
+        ("DELETE", "/v1/service-accounts/NOPE"),
     ] {
         let call = (method.to_owned(), path.to_owned());
         assert!(calls.contains(&call), "the client does not call {method} {path}: {calls:?}");
@@ -430,6 +439,10 @@ async fn meta_is_served_without_a_token_from_the_wire_constants() {
     assert_eq!(served["limits"]["max_field_bytes"], maestro_wire::limits::MAX_FIELD_BYTES);
     let actions = served["audit_actions"].as_array().unwrap();
     assert_eq!(actions.len(), maestro_wire::api::AuditAction::ALL.len());
+    // The token form's scopes and longest lifetime, as the broker checks them.
+    let scopes = maestro_wire::tokens::Scope::ALL.map(|s| Value::from(s.as_str()));
+    assert_eq!(served["token_scopes"], Value::Array(scopes.to_vec()));
+    assert_eq!(served["limits"]["max_token_ttl_secs"], maestro_wire::tokens::MAX_TOKEN_TTL_SECS);
     // Nothing of a user: the same for everyone, before and after one exists.
     broker.admin().add_generic("SOMETHING", &[("SOME_VAR", "planted-meta-value")]).await.ok();
     let (_, _, again) = fetch(&client, &broker, "/v1/meta").await;

@@ -14,6 +14,9 @@
 //! * teams: creating one, adding a member, changing their role and removing them from the
 //!   team's page, a bad team name refused beside its input, team secrets grouped under their
 //!   team in the secrets list and opened by their `team/NAME`;
+//! * API tokens: bad names and no scope refused beside their inputs, a service account and a
+//!   token for it made from the page, the value shown once and wiped on leaving, its scopes
+//!   holding at the API, revoking (the tab's own token signs it out), a non-admin refused;
 //! * a 390 px wide screen without sideways scrolling.
 //!
 //! Every test fails on a JavaScript error or a CSP violation in the page.
@@ -121,6 +124,7 @@ async fn signs_in_and_every_section_loads_without_errors() {
         ("#/alerts", "view-alerts"),
         ("#/oauth", "view-oauth"),
         ("#/teams", "view-teams"),
+        ("#/tokens", "view-tokens"),
     ] {
         open(&browser, hash, view).await;
         browser.assert_no_problems(&format!("on {hash}")).await;
@@ -646,6 +650,7 @@ async fn a_390_pixel_screen_never_scrolls_sideways() {
         ("#/audit".to_owned(), "view-audit", drawn("#audit-table tbody tr")),
         ("#/alerts".to_owned(), "view-alerts", drawn("#alerts-empty:not([hidden])")),
         ("#/oauth".to_owned(), "view-oauth", drawn("#providers-redirect:not([hidden])")),
+        ("#/tokens".to_owned(), "view-tokens", drawn("#tokens-table tbody tr")),
     ] {
         open(&browser, &hash, view).await;
         browser.wait(&format!("{hash} drawn"), &ready).await;
@@ -762,4 +767,175 @@ async fn teams_and_members_are_managed_from_the_page_and_team_secrets_are_groupe
     assert!(!members().await.iter().any(|m| m.starts_with("bob:")));
     broker.api(&bob).get("/v1/secrets/infra%2FDB").await.expect_error(404, "not_found");
     browser.assert_no_problems("on the teams pages").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_tokens_and_service_accounts_are_managed_from_the_page() {
+    let Some(browser) = Browser::start(1280, 900).await else { return };
+    let broker = Broker::start();
+    let admin = broker.admin();
+    sign_in(&browser, &broker.url, &broker.admin_token).await;
+    open(&browser, "#/tokens", "view-tokens").await;
+    // The scopes offered are the broker's own list (`GET /v1/meta`), in its order.
+    let offered = browser
+        .wait(
+            "the scope checkboxes",
+            "(() => { const v = [...document.querySelectorAll('#token-scope-boxes input')].map((i) => i.value);
+               return v.length > 0 && v; })()",
+        )
+        .await;
+    assert_eq!(offered, admin.get("/v1/meta").await.ok()["token_scopes"]);
+    assert_eq!(browser.value("#token-expiry").await, (90 * 86400).to_string());
+
+    // A bad name: refused beside the name, what was typed and ticked kept.
+    browser.fill("#token-name", "-bad name").await;
+    browser.click("#tscope-secrets-read").await;
+    browser.click("#token-form button[type=submit]").await;
+    let message = field_error(&browser, "#token-name").await;
+    assert!(message.contains("token name"), "{message}");
+    assert_eq!(browser.value("#token-name").await, "-bad name");
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('tscope-secrets-read').checked;", json!([]))
+            .await,
+        true
+    );
+    // No scope ticked: refused beside the scopes, the name kept.
+    browser.fill("#token-name", "ci-read").await;
+    browser.click("#tscope-secrets-read").await;
+    browser.click("#token-form button[type=submit]").await;
+    let message = field_error(&browser, "#token-scope-boxes").await;
+    assert!(message.contains("scope"), "{message}");
+    assert_eq!(browser.value("#token-name").await, "ci-read");
+    assert_eq!(invalid_inputs(&browser).await, ["token-scope-boxes"]);
+    assert_eq!(admin.get("/v1/tokens").await.ok().as_array().unwrap().len(), 1);
+
+    // A service account, then a token for it with secrets:read.
+    browser.fill("#account-name", "ci").await;
+    browser.fill("#account-description", "deploys from CI").await;
+    browser.click("#account-form button[type=submit]").await;
+    browser
+        .wait(
+            "the account's row",
+            "!!document.querySelector(\"button[aria-label='Remove service account ci']\")",
+        )
+        .await;
+    browser
+        .wait("the account offered", "!!document.querySelector('#token-for option[value=ci]')")
+        .await;
+    assert_eq!(admin.get("/v1/service-accounts").await.ok()[0]["name"], "ci");
+    browser.select("#token-for", "ci").await;
+    browser.select("#token-expiry", &(7 * 86400).to_string()).await;
+    browser.click("#tscope-secrets-read").await;
+    browser.click("#token-form button[type=submit]").await;
+    browser.wait("the token shown", "!document.getElementById('token-created').hidden").await;
+    let value = browser.value("#token-created-value").await;
+    assert!(value.starts_with("mst_"), "{value}");
+    assert!(
+        browser
+            .text("#token-created")
+            .await
+            .to_lowercase()
+            .contains("shown once: store it now; the broker keeps only its hash")
+    );
+    browser
+        .wait("its row", "!!document.querySelector(\"button[aria-label='Revoke token ci-read']\")")
+        .await;
+    let row = browser
+        .eval(
+            "return document.querySelector(\"button[aria-label='Revoke token ci-read']\").closest('tr').textContent;",
+            json!([]),
+        )
+        .await;
+    let row = row.as_str().unwrap();
+    assert!(
+        row.contains("ci") && row.contains("secrets:read") && row.contains("never used"),
+        "{row}"
+    );
+    // Never in the address or the tab's storage.
+    let kept = browser
+        .eval(
+            "return location.href + JSON.stringify(sessionStorage) + JSON.stringify(localStorage);",
+            json!([]),
+        )
+        .await;
+    assert!(!kept.as_str().unwrap().contains(&value));
+
+    // It works for what its scope allows, and only that.
+    let ci = broker.api(&value);
+    ci.get("/v1/secrets").await.ok();
+    ci.post("/v1/secrets", json!({"name": "NOPE", "kind": "generic", "fields": {"NOPE": "x"}}))
+        .await
+        .expect_error(403, "forbidden");
+
+    // Leaving the section wipes the value.
+    open(&browser, "#/secrets", "view-secrets").await;
+    assert!(!any_input_holds(&browser, &value).await, "the token outlived its section");
+    open(&browser, "#/tokens", "view-tokens").await;
+    browser.wait("the box gone", "document.getElementById('token-created').hidden").await;
+
+    // Revoked from the page: the API refuses it.
+    browser
+        .wait("its row", "!!document.querySelector(\"button[aria-label='Revoke token ci-read']\")")
+        .await;
+    browser.click("button[aria-label='Revoke token ci-read']").await;
+    browser.wait("the confirmation", "document.getElementById('confirm-dialog').open").await;
+    assert!(browser.text("#confirm-text").await.contains("refused"));
+    browser.click("#confirm-ok").await;
+    browser
+        .wait(
+            "its row gone",
+            "!document.querySelector(\"button[aria-label='Revoke token ci-read']\")",
+        )
+        .await;
+    ci.get("/v1/secrets").await.expect_error(401, "unauthorized");
+
+    // The service account removed, its confirmation naming its tokens (none left).
+    browser.click("button[aria-label='Remove service account ci']").await;
+    browser.wait("the confirmation", "document.getElementById('confirm-dialog').open").await;
+    assert!(browser.text("#confirm-text").await.contains("no tokens"));
+    browser.click("#confirm-ok").await;
+    browser.wait("no account", "!document.getElementById('accounts-empty').hidden").await;
+    assert_eq!(admin.get("/v1/service-accounts").await.ok(), json!([]));
+    browser.assert_no_problems("on the tokens page").await;
+
+    // Revoking the tab's own token says so, and the tab goes back to sign-in.
+    let own = admin
+        .post("/v1/tokens", json!({"name": "tab", "scopes": ["admin"], "expires_in_secs": 3600}))
+        .await
+        .ok()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.click("#sign-out").await;
+    sign_in(&browser, &broker.url, &own).await;
+    open(&browser, "#/tokens", "view-tokens").await;
+    browser
+        .wait("its row", "!!document.querySelector(\"button[aria-label='Revoke token tab']\")")
+        .await;
+    browser.click("button[aria-label='Revoke token tab']").await;
+    browser.wait("the confirmation", "document.getElementById('confirm-dialog').open").await;
+    assert!(browser.text("#confirm-text").await.contains("this tab signed in with"));
+    browser.click("#confirm-ok").await;
+    browser.wait("the sign-in form", "!document.getElementById('view-signin').hidden").await;
+    broker.api(&own).get("/v1/secrets").await.expect_error(401, "unauthorized");
+
+    // A token without admin: a clear refusal, no broken page.
+    let reader =
+        admin.post("/v1/tokens", json!({"name": "reader", "scopes": ["secrets:read"]})).await.ok()
+            ["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    sign_in(&browser, &broker.url, &reader).await;
+    open(&browser, "#/tokens", "view-tokens").await;
+    browser.wait("the refusal", "!document.getElementById('tokens-refused').hidden").await;
+    let refusal = browser.text("#tokens-refused").await;
+    assert!(refusal.contains("admin scope"), "{refusal}");
+    assert_browser_wording(&refusal);
+    assert!(
+        browser.eval("return document.getElementById('tokens-body').hidden;", json!([])).await
+            == true
+    );
+    browser.assert_no_problems("on the tokens page without admin").await;
 }

@@ -23,6 +23,7 @@ import { onCompromisedCurrent, onDeleteCurrent, renderExposure } from './secrets
 import { forgetCreated, onActivateSubmit, onCopyToken, onDeactivateAll, onDownloadBundle, onEndCurrent, onSessionCreate } from './sessions.js';
 import { state } from './state.js';
 import { onMemberAdd, onTeamCreate, onTeamDelete } from './teams.js';
+import { copyNewToken, forgetNewToken, onAccountCreate, onTokenCreate } from './tokens.js';
 import { $, h, lowerCase, scopedCase } from './util.js';
 
 // ---------------------------------------------------------------- start
@@ -51,6 +52,13 @@ function init() {
   $('team-name').addEventListener('input', lowerCase);
   $('member-form').addEventListener('submit', onMemberAdd);
   $('team-delete').addEventListener('click', onTeamDelete);
+  $('tokens-refresh').addEventListener('click', route);
+  $('token-form').addEventListener('submit', onTokenCreate);
+  $('token-name').addEventListener('input', lowerCase);
+  $('token-created-copy').addEventListener('click', copyNewToken);
+  $('token-created-done').addEventListener('click', forgetNewToken);
+  $('account-form').addEventListener('submit', onAccountCreate);
+  $('account-name').addEventListener('input', lowerCase);
   $('secret-form').addEventListener('submit', onSecretSubmit);
   $('generic-add-row').addEventListener('click', onAddGenericRow);
   $('session-form').addEventListener('submit', onSessionCreate);
@@ -113,6 +121,7 @@ function init() {
   window.addEventListener('hashchange', route);
   // Whatever was typed into a value input must not survive the page (bfcache, reload).
   window.addEventListener('pagehide', wipeValues);
+  window.addEventListener('pagehide', forgetNewToken);
   if (!location.hash) history.replaceState(null, '', '#/secrets');
   route();
 }

@@ -12,6 +12,7 @@ import { viewSecret, viewSecrets } from './secrets.js';
 import { forgetCreated, viewSession, viewSessions } from './sessions.js';
 import { state } from './state.js';
 import { viewTeam, viewTeams } from './teams.js';
+import { forgetNewToken, viewTokens } from './tokens.js';
 import { $, enc } from './util.js';
 
 // ---------------------------------------------------------------- views and routing
@@ -19,7 +20,7 @@ import { $, enc } from './util.js';
 export const TITLES = {
   signin: 'Sign in', secrets: 'Secrets', 'secret-form': 'Secret', secret: 'Secret',
   sessions: 'Sessions', session: 'Session', audit: 'Usage history', oauth: 'OAuth integrations',
-  alerts: 'Alerts', teams: 'Teams', team: 'Team',
+  alerts: 'Alerts', teams: 'Teams', team: 'Team', tokens: 'API tokens',
   loading: 'Loading',
 };
 
@@ -48,6 +49,10 @@ export function signOut(message) {
   state.teams = [];
   state.team = null;
   state.whoami = null;
+  state.tokenId = null;
+  state.tokens = [];
+  // A token shown once goes with the user.
+  forgetNewToken();
   state.sessions = [];
   state.audit = [];
   state.auditPage = null;
@@ -85,6 +90,8 @@ export async function route(opts) {
   signedIn(true);
   const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean);
   const stale = () => gen !== state.generation;
+  // A new token's value is shown only while its section is: leaving it wipes the value.
+  if (parts[0] !== 'tokens') forgetNewToken();
   try {
     if (parts[0] === 'secrets' && parts[1] === 'new') await viewSecretForm(stale, null);
     else if (parts[0] === 'secrets' && parts[1] && parts[2] === 'edit') {
@@ -99,6 +106,7 @@ export async function route(opts) {
     else if (parts[0] === 'oauth') await viewOAuth(stale);
     else if (parts[0] === 'teams' && parts[1]) await viewTeam(stale, teamNameFrom(parts[1]));
     else if (parts[0] === 'teams') await viewTeams(stale);
+    else if (parts[0] === 'tokens') await viewTokens(stale);
     else if (parts[0] === 'secrets' || parts.length === 0) await viewSecrets(stale);
     else {
       location.hash = '#/secrets';

@@ -7,6 +7,8 @@ export const state = {
   teams: [], // the user's teams with their role
   team: null, // the team a team page shows, with its members
   whoami: null, // the signed-in user's name (`GET /v1/whoami`)
+  tokenId: null, // the public id of the token this tab signed in with (`GET /v1/whoami`)
+  tokens: [], // the user's API tokens as listed (never a value)
   sessions: [],
   audit: [],
   auditPage: null, // whether older and newer pages exist
