@@ -243,8 +243,14 @@ async fn revocation_and_expiry(admin_a: &Api, admin_b: &Api) -> Vec<String> {
         .map(|r| r["detail"].as_str().unwrap_or_default().to_owned())
         .collect();
     let created = format!("token laptop ({id}) created: scopes sessions:read, expires ");
-    assert!(details.iter().any(|d| d.starts_with(&created) && d.contains("(by token ")), "{details:?}");
-    assert!(details.iter().any(|d| d.starts_with(&format!("token {id} revoked (by token "))), "{details:?}");
+    assert!(
+        details.iter().any(|d| d.starts_with(&created) && d.contains("(by token ")),
+        "{details:?}"
+    );
+    assert!(
+        details.iter().any(|d| d.starts_with(&format!("token {id} revoked (by token "))),
+        "{details:?}"
+    );
     assert!(details.iter().any(|d| d.starts_with("token short (")), "{details:?}");
     assert!(!details.iter().any(|d| d.contains(" x ") || d.starts_with("token x ")), "{details:?}");
     for value in [&mine, &short] {

@@ -125,12 +125,21 @@ pub async fn create(app: &App, caller: &Caller, body: CreateToken) -> DomainResu
 
 /// The record of a new token: its name, id, whom it acts as, scopes and expiry.
 fn record_of_token(caller: &Caller, now: i64, t: &TokenRecord) -> AuditRecord {
-    let of = t.service_account.as_deref().map(|a| format!(" of service account {a}")).unwrap_or_default();
+    let of = t
+        .service_account
+        .as_deref()
+        .map(|a| format!(" of service account {a}"))
+        .unwrap_or_default();
     let expires = t.expires_at.map_or_else(|| "never".to_owned(), clock::rfc3339);
     record(
         caller,
         now,
-        format!("token {} ({}){of} created: scopes {}, expires {expires}", t.name, t.id, t.scopes.join(",")),
+        format!(
+            "token {} ({}){of} created: scopes {}, expires {expires}",
+            t.name,
+            t.id,
+            t.scopes.join(",")
+        ),
     )
 }
 
