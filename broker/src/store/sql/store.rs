@@ -230,6 +230,28 @@ pub(super) fn audit_from_row(row: &DbRow) -> Result<AuditRow, StoreError> {
     })
 }
 
+/// A secret's uses grouped by session, command and UTC day; the caller adds its filter
+/// between this and [`USAGE_GROUPS_BY`]. PostgreSQL's SUM of a BIGINT is a NUMERIC: cast back.
+/// `at / 86400` is the UTC day (integer division on both engines; `at` is never negative).
+pub(super) const USAGE_GROUPS: &str = "SELECT session_id, command, at / 86400 AS day, \
+     CAST(SUM(COALESCE(use_count, 1)) AS BIGINT) AS uses, COUNT(*) AS records, \
+     MIN(at) AS first_at, MAX(COALESCE(last_at, at)) AS last_at FROM audit \
+     WHERE secret_id = $1 AND action IN ('fetched', 'injected', 'file_read', 'substituted')";
+pub(super) const USAGE_GROUPS_BY: &str = "GROUP BY session_id, command, at / 86400";
+
+/// One row of [`USAGE_GROUPS`].
+pub(super) fn usage_group_from_row(row: &DbRow) -> Result<UsageGroup, StoreError> {
+    Ok(UsageGroup {
+        session_id: get(row, "session_id")?,
+        command: get(row, "command")?,
+        day: get(row, "day")?,
+        uses: get(row, "uses")?,
+        records: get(row, "records")?,
+        first_at: get(row, "first_at")?,
+        last_at: get(row, "last_at")?,
+    })
+}
+
 pub(super) async fn insert_audit(conn: &mut Conn, r: &AuditRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit (owner_id, at, action, secret_id, secret_name, session_id, pid, uid, \
@@ -1378,33 +1400,14 @@ impl Store for This {
         secret_id: &'a str,
     ) -> StoreFuture<'a, Vec<UsageGroup>> {
         Box::pin(async move {
-            // PostgreSQL's SUM of a BIGINT is a NUMERIC: cast back. `at / 86400` is the UTC
-            // day (integer division on both engines; `at` is never negative).
-            let rows = sqlx::query(
-                "SELECT session_id, command, at / 86400 AS day, \
-                 CAST(SUM(COALESCE(use_count, 1)) AS BIGINT) AS uses, COUNT(*) AS records, \
-                 MIN(at) AS first_at, MAX(COALESCE(last_at, at)) AS last_at FROM audit \
-                 WHERE secret_id = $1 AND action IN ('fetched', 'injected', 'file_read', 'substituted') \
-                 AND owner_id = $2 GROUP BY session_id, command, at / 86400",
-            )
+            let sql = format!("{USAGE_GROUPS} AND owner_id = $2 {USAGE_GROUPS_BY}");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(secret_id)
             .bind(owner_id)
             .fetch_all(&self.pool)
             .await
             .map_err(query_failed("summing a secret's usage"))?;
-            rows.iter()
-                .map(|row| {
-                    Ok(UsageGroup {
-                        session_id: get(row, "session_id")?,
-                        command: get(row, "command")?,
-                        day: get(row, "day")?,
-                        uses: get(row, "uses")?,
-                        records: get(row, "records")?,
-                        first_at: get(row, "first_at")?,
-                        last_at: get(row, "last_at")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(usage_group_from_row).collect()
         })
     }
 }

@@ -8,7 +8,10 @@
 use maestro_wire::api::AuditAction;
 
 use super::Eng;
-use super::statements::{Conn, DbRow, audit_from_row, commit, get, insert_audit};
+use super::statements::{
+    Conn, DbRow, USAGE_GROUPS, USAGE_GROUPS_BY, audit_from_row, commit, get, insert_audit,
+    usage_group_from_row,
+};
 use crate::store::sql::{SqlStore, is_unique_violation};
 use crate::store::teams::{KIND_TEAM, MemberChange, MemberRecord, TeamRecord, TeamRefusal, TeamStore};
 use crate::store::{
@@ -354,31 +357,14 @@ impl TeamStore for This {
 
     fn secret_usage_all<'a>(&'a self, secret_id: &'a str) -> StoreFuture<'a, Vec<UsageGroup>> {
         Box::pin(async move {
-            // As `Store::secret_usage_groups`, without the owner.
-            let rows = sqlx::query(
-                "SELECT session_id, command, at / 86400 AS day, \
-                 CAST(SUM(COALESCE(use_count, 1)) AS BIGINT) AS uses, COUNT(*) AS records, \
-                 MIN(at) AS first_at, MAX(COALESCE(last_at, at)) AS last_at FROM audit \
-                 WHERE secret_id = $1 AND action IN ('fetched', 'injected', 'file_read', 'substituted') \
-                 GROUP BY session_id, command, at / 86400",
-            )
+            // As `Store::secret_usage_groups`, without the owner: every member's uses.
+            let sql = format!("{USAGE_GROUPS} {USAGE_GROUPS_BY}");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(secret_id)
             .fetch_all(&self.pool)
             .await
             .map_err(query_failed("summing a team secret's usage"))?;
-            rows.iter()
-                .map(|row| {
-                    Ok(UsageGroup {
-                        session_id: get(row, "session_id")?,
-                        command: get(row, "command")?,
-                        day: get(row, "day")?,
-                        uses: get(row, "uses")?,
-                        records: get(row, "records")?,
-                        first_at: get(row, "first_at")?,
-                        last_at: get(row, "last_at")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(usage_group_from_row).collect()
         })
     }
 
