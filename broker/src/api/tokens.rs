@@ -1,16 +1,18 @@
 //! The token routes (bearer token, `admin` scope; `whoami` any token): `GET`/`POST
 //! /v1/tokens`, `DELETE /v1/tokens/{id}`, `GET`/`POST /v1/service-accounts`, `DELETE
 //! /v1/service-accounts/{name}`, `GET /v1/whoami`. Each calls one rule of
-//! [`crate::domain::tokens`].
+//! [`crate::domain::tokens`]. A team's service accounts and tokens: `?team=TEAM` on the
+//! lists, `TEAM/NAME` (percent-encoded in the path) for a service account.
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use maestro_wire::tokens::{
     CreateServiceAccount, CreateToken, Revoked, ServiceAccountInfo, TokenCreated, TokenInfo,
 };
+use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath};
@@ -28,6 +30,13 @@ pub fn routes() -> Router<SharedApp> {
         .route("/v1/service-accounts/{name}", delete(remove_account))
 }
 
+/// `?team=TEAM`: a team's tokens or service accounts instead of the caller's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeamQuery {
+    team: Option<String>,
+}
+
 /// `GET /v1/whoami`.
 async fn whoami(caller: Caller) -> Json<serde_json::Value> {
     Json(tokens::whoami(&caller))
@@ -43,8 +52,12 @@ async fn create(
 }
 
 /// `GET /v1/tokens`.
-async fn list(State(app): State<SharedApp>, caller: Caller) -> ApiResult<Json<Vec<TokenInfo>>> {
-    Ok(Json(tokens::list(&app, &caller).await?))
+async fn list(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Query(query): Query<TeamQuery>,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
+    Ok(Json(tokens::list(&app, &caller, query.team.as_deref()).await?))
 }
 
 /// `DELETE /v1/tokens/{id}`.
@@ -69,8 +82,9 @@ async fn create_account(
 async fn list_accounts(
     State(app): State<SharedApp>,
     caller: Caller,
+    Query(query): Query<TeamQuery>,
 ) -> ApiResult<Json<Vec<ServiceAccountInfo>>> {
-    Ok(Json(tokens::list_accounts(&app, &caller).await?))
+    Ok(Json(tokens::list_accounts(&app, &caller, query.team.as_deref()).await?))
 }
 
 /// `DELETE /v1/service-accounts/{name}`: its tokens are revoked with it.
