@@ -890,6 +890,8 @@ async fn team_service_accounts(p: &People) -> Vec<String> {
         assert!(message.contains(&format!("not a member of a team named {team}")), "{message}");
     }
     assert_eq!(admin.get("/v1/service-accounts?team=ops").await.ok(), json!([]), "none made");
+    let odd = admin.get("/v1/tokens?teem=ops").await;
+    assert_eq!(odd.status, 400, "{odd:?}");
 
     // An admin makes one, on A, and a token for it on B.
     let made = admin

@@ -6,18 +6,18 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use maestro_wire::tokens::{
     CreateServiceAccount, CreateToken, Revoked, ServiceAccountInfo, TokenCreated, TokenInfo,
 };
-use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath};
 use crate::app::SharedApp;
 use crate::auth::Caller;
+use crate::domain::DomainError;
 use crate::domain::tokens;
 
 /// The token routes.
@@ -31,10 +31,17 @@ pub fn routes() -> Router<SharedApp> {
 }
 
 /// `?team=TEAM`: a team's tokens or service accounts instead of the caller's.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TeamQuery {
-    team: Option<String>,
+fn team_query(query: Option<&str>) -> Result<Option<String>, DomainError> {
+    let mut team = None;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if key != "team" || team.is_some() {
+            return Err(DomainError::bad_request(
+                "the only query parameter here is team=TEAM, given once",
+            ));
+        }
+        team = Some(value.into_owned());
+    }
+    Ok(team)
 }
 
 /// `GET /v1/whoami`.
@@ -55,9 +62,10 @@ async fn create(
 async fn list(
     State(app): State<SharedApp>,
     caller: Caller,
-    Query(query): Query<TeamQuery>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Vec<TokenInfo>>> {
-    Ok(Json(tokens::list(&app, &caller, query.team.as_deref()).await?))
+    let team = team_query(query.as_deref())?;
+    Ok(Json(tokens::list(&app, &caller, team.as_deref()).await?))
 }
 
 /// `DELETE /v1/tokens/{id}`.
@@ -82,9 +90,10 @@ async fn create_account(
 async fn list_accounts(
     State(app): State<SharedApp>,
     caller: Caller,
-    Query(query): Query<TeamQuery>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Vec<ServiceAccountInfo>>> {
-    Ok(Json(tokens::list_accounts(&app, &caller, query.team.as_deref()).await?))
+    let team = team_query(query.as_deref())?;
+    Ok(Json(tokens::list_accounts(&app, &caller, team.as_deref()).await?))
 }
 
 /// `DELETE /v1/service-accounts/{name}`: its tokens are revoked with it.
