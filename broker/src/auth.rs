@@ -6,7 +6,7 @@
 //!   token itself and timing says nothing about how close a guess was. The row is read on every
 //!   request, not cached: a revoked (deleted) or expired token and a disabled user are refused
 //!   at once, by every broker that shares the database. A token acts for its user (its own or a
-//!   service account's) and only within its scopes: each route needs one ([`required_scope`]),
+//!   service account's; a team's service account's token acts as the team) and only within its scopes: each route needs one ([`required_scope`]),
 //!   and a route missing from that table needs `admin` (fails closed). Out of scope: 403 with
 //!   one line naming the missing scope, before the handler reads anything.
 //! * Last use is recorded at most once a minute per token ([`LastUses`]), off the request's
@@ -77,6 +77,9 @@ pub struct Caller {
     /// The service account the token belongs to; `None`: the user's own token.
     pub service_account: Option<String>,
     pub scopes: Vec<Scope>,
+    /// Whether `user` is a team: the token is a team's service account's, acting as the team
+    /// principal (its secrets and sessions, nothing of any member's).
+    pub is_team: bool,
 }
 
 impl Caller {
@@ -180,11 +183,13 @@ pub async fn authenticate(parts: &mut Parts, app: &SharedApp) -> Result<Caller, 
             }
         });
     }
+    let is_team = found.user_kind == crate::store::tokens::OWNER_TEAM;
     let caller = Caller {
         user: found.user,
         token_id: found.token.id,
         service_account: found.token.service_account,
         scopes,
+        is_team,
     };
     parts.extensions.insert(caller.clone());
     Ok(caller)

@@ -17,7 +17,14 @@
 //! * a team's OAuth provider, registered once by an admin: members connect their own accounts
 //!   through it, an admin connects a shared account as a team secret that members activate;
 //!   members and viewers cannot change the provider, viewers cannot connect, outsiders do not
-//!   find it, and its removal is refused while secrets use it.
+//!   find it, and its removal is refused while secrets use it;
+//! * a team's service accounts (issue 13 part 3): made by an admin, refused to members and
+//!   viewers (nothing changed) and not found for outsiders; their tokens act as the team within
+//!   their scopes (the team's secrets only, a session of the team's, a team secret activated in
+//!   it, 403 outside the scopes); revoking a token, removing the account or deleting the team
+//!   refuses them at once (401, on the other broker too on PostgreSQL); a user's service
+//!   account cannot be made to act for a team; every change is in the team's trail, naming
+//!   the member, and no token value is in a trail or a log.
 
 // Test code: a failed expectation is a failed test, reported with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -305,6 +312,11 @@ async fn roles_are_enforced(p: &People) {
 
 /// Users `olivia` (owner), `adam`, `mia`, `vic` and `otto` made with `add`, with clients on
 /// `a` and `b`.
+fn people_of(tokens: &[String], a: &dyn Fn(&str) -> Api, b: &dyn Fn(&str) -> Api) -> People {
+    let pair = |i: usize| (a(&tokens[i]), b(&tokens[i]));
+    People { owner: pair(0), admin: pair(1), member: pair(2), viewer: pair(3), outsider: pair(4) }
+}
+
 fn people(
     add: impl Fn(&str) -> String,
     a: &dyn Fn(&str) -> Api,
@@ -822,4 +834,288 @@ async fn on_postgres_a_removed_members_real_agent_on_the_other_broker_loses_the_
     );
     assert!(!env_has(&agent, "TEAM_DB_URL"), "still in the environment");
     eprintln!("removal through broker A reached the agent of broker B's mount in {took:?}");
+}
+
+/// Polls `api` (acting with a token that should stop working) until it gets 401; panics after
+/// [`WITHIN`].
+async fn unauthorized_within(api: &Api) {
+    let start = Instant::now();
+    loop {
+        let r = api.get("/v1/whoami").await;
+        if r.status == 401 {
+            r.expect_error(401, "unauthorized");
+            return;
+        }
+        assert!(start.elapsed() < WITHIN, "still accepted after {WITHIN:?}: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Makes a token; returns `(id, value)`.
+async fn make_token(api: &Api, body: Value) -> (String, String) {
+    let created = api.post("/v1/tokens", body).await.ok();
+    let token = created["token"].as_str().unwrap().to_owned();
+    (created["info"]["id"].as_str().unwrap().to_owned(), token)
+}
+
+/// Team `ops`'s service accounts, seen through A (the people's first clients) and B (their
+/// second: the other broker on PostgreSQL). Returns the token values made.
+async fn team_service_accounts(p: &People) -> Vec<String> {
+    let (owner, admin, admin_b) = (&p.owner.0, &p.admin.0, &p.admin.1);
+    owner.post("/v1/teams", json!({"name": "ops"})).await.ok();
+    for (user, role) in [("adam", "admin"), ("mia", "member"), ("vic", "viewer")] {
+        let member = format!("/v1/teams/ops/members/{user}");
+        owner.call(Method::PUT, &member, Some(json!({"role": role}))).await.ok();
+    }
+    admin.add_generic("ops/DB", &[("OPS_DB_URL", "planted-ops-db-5")]).await.ok();
+    admin.add_generic("ADAM_OWN", &[("ADAM_OWN", "planted-adam-own")]).await.ok();
+
+    // Members and viewers are refused, naming their role and admin; outsiders find no team.
+    for (who, role) in [(&p.member.0, "member"), (&p.viewer.1, "viewer")] {
+        let body = json!({"name": "ci", "team": "ops"});
+        let refused = who.post("/v1/service-accounts", body).await.expect_error(403, "forbidden");
+        assert!(
+            refused.contains(&format!("your role in team ops is {role}"))
+                && refused.contains("admin or above")
+                && !refused.contains('\n'),
+            "{refused}"
+        );
+        who.get("/v1/service-accounts?team=ops").await.expect_error(403, "forbidden");
+        who.get("/v1/tokens?team=ops").await.expect_error(403, "forbidden");
+    }
+    for team in ["ops", "nosuch"] {
+        let body = json!({"name": "ci", "team": team});
+        let missing = p.outsider.0.post("/v1/service-accounts", body).await;
+        let message = missing.expect_error(404, "not_found");
+        assert!(message.contains(&format!("not a member of a team named {team}")), "{message}");
+    }
+    assert_eq!(admin.get("/v1/service-accounts?team=ops").await.ok(), json!([]), "none made");
+    let odd = admin.get("/v1/tokens?teem=ops").await;
+    assert_eq!(odd.status, 400, "{odd:?}");
+
+    // An admin makes one, on A, and a token for it on B.
+    let made = admin
+        .post("/v1/service-accounts", json!({"name": "ci", "team": "ops", "description": "CI"}))
+        .await
+        .ok();
+    assert_eq!((made["name"].as_str(), made["owner"].as_str()), (Some("ops/ci"), Some("team:ops")));
+    let (ci_id, ci) = make_token(
+        admin_b,
+        json!({"name": "deploy", "scopes": ["secrets:read", "sessions:write", "activate"],
+               "service_account": "ops/ci", "expires_in_secs": 3600}),
+    )
+    .await;
+    let (_, auditor) = make_token(
+        admin,
+        json!({"name": "auditor", "scopes": ["audit:read"], "service_account": "ops/ci"}),
+    )
+    .await;
+    // It cannot grant what the admin's token lacks, nor a member's make one.
+    let listed = admin_b.get("/v1/tokens?team=ops").await.ok();
+    let sa: Vec<_> =
+        listed.as_array().unwrap().iter().map(|t| t["service_account"].clone()).collect();
+    assert_eq!(sa, [json!("ops/ci"), json!("ops/ci")], "{listed}");
+    let body = json!({"name": "x", "scopes": ["secrets:read"], "service_account": "ops/ci"});
+    p.member.1.post("/v1/tokens", body).await.expect_error(403, "forbidden");
+    p.outsider
+        .1
+        .post("/v1/tokens", json!({"name": "x", "scopes": ["admin"], "service_account": "ops/ci"}))
+        .await
+        .expect_error(404, "not_found");
+
+    // The token acts as the team: its secrets only, its own session, a team secret in it.
+    let ci_a = Api { token: ci.clone(), ..admin.clone() };
+    let ci_b = Api { token: ci.clone(), ..admin_b.clone() };
+    let who = ci_b.get("/v1/whoami").await.ok();
+    assert_eq!((who["team"].as_str(), who["service_account"].as_str()), (Some("ops"), Some("ci")));
+    let secrets = ci_a.get("/v1/secrets").await.ok();
+    assert_eq!(names(&secrets), ["DB"], "the team's secrets only: {secrets}");
+    let (session, _) = ci_b.new_session(json!({"label": "ops-ci"})).await;
+    ci_a.activate(&session, &["DB"]).await.ok();
+    ci_a.activate(&session, &["ADAM_OWN"]).await.expect_error(404, "not_found");
+    let shown = ci_b.get(&format!("/v1/sessions/{session}")).await.expect_error(403, "forbidden");
+    assert!(shown.contains("'sessions:read'"), "{shown}");
+    ci_a.add_generic("NEW", &[("NEW", "v")]).await.expect_error(403, "forbidden");
+    ci_a.get("/v1/audit").await.expect_error(403, "forbidden");
+    admin.get(&format!("/v1/sessions/{session}")).await.expect_error(404, "not_found");
+    // A team's token manages no tokens, even with admin.
+    let (_, ops_admin) = make_token(
+        admin,
+        json!({"name": "full", "scopes": ["admin"], "service_account": "ops/ci"}),
+    )
+    .await;
+    let full = Api { token: ops_admin.clone(), ..admin.clone() };
+    full.post("/v1/tokens", json!({"name": "more", "scopes": ["admin"]}))
+        .await
+        .expect_error(403, "forbidden");
+    full.post("/v1/service-accounts", json!({"name": "more"})).await.expect_error(403, "forbidden");
+    full.get("/v1/teams/ops").await.expect_error(404, "not_found");
+    full.post("/v1/teams", json!({"name": "sub"})).await.expect_error(403, "forbidden");
+
+    // A user's service account cannot be made to act for the team.
+    admin.post("/v1/service-accounts", json!({"name": "adam-ci"})).await.ok();
+    admin
+        .post(
+            "/v1/tokens",
+            json!({"name": "f", "scopes": ["secrets:read"], "service_account": "ops/adam-ci"}),
+        )
+        .await
+        .expect_error(404, "not_found");
+    let (_, own) = make_token(
+        admin,
+        json!({"name": "own", "scopes": ["secrets:read"], "service_account": "adam-ci"}),
+    )
+    .await;
+    let own_api = Api { token: own.clone(), ..admin.clone() };
+    let mine = own_api.get("/v1/secrets").await.ok();
+    assert!(
+        names(&mine).contains(&"ADAM_OWN".to_owned()),
+        "a user's account acts for the user: {mine}"
+    );
+
+    // Revoked by an admin on A: refused on B at once.
+    let revoked = admin.delete(&format!("/v1/tokens/{ci_id}")).await.ok();
+    assert_eq!(revoked["revoked"], 1);
+    unauthorized_within(&ci_b).await;
+    p.member.0.delete(&format!("/v1/tokens/{ci_id}")).await.expect_error(404, "not_found");
+
+    // The account removed (`TEAM/NAME`, percent-encoded): its tokens refused at once.
+    let (_, ci2) = make_token(
+        admin,
+        json!({"name": "second", "scopes": ["secrets:read"], "service_account": "ops/ci"}),
+    )
+    .await;
+    let ci2_b = Api { token: ci2.clone(), ..admin_b.clone() };
+    ci2_b.get("/v1/secrets").await.ok();
+    // The trail, read as the team before the account goes.
+    let auditor_api = Api { token: auditor.clone(), ..admin_b.clone() };
+    let trail = auditor_api.get("/v1/audit?action=token_changed").await.ok().to_string();
+    for expected in [
+        "service account ops/ci created (by adam,",
+        "of service account ops/ci created: scopes secrets:read,sessions:write,activate",
+        &format!("token {ci_id} revoked (by adam,"),
+    ] {
+        assert!(trail.contains(expected), "{expected} not in {trail}");
+    }
+    assert!(!trail.contains("adam-ci"), "the admin's own account is in the admin's trail");
+    p.member.0.delete("/v1/service-accounts/ops%2Fci").await.expect_error(403, "forbidden");
+    let gone = admin_b.delete("/v1/service-accounts/ops%2Fci").await.ok();
+    assert_eq!(gone["revoked"], 3, "deploy was revoked already; second, auditor and full go");
+    unauthorized_within(&Api { token: ci2.clone(), ..admin.clone() }).await;
+    unauthorized_within(&auditor_api).await;
+
+    // The team deleted: its accounts' tokens refused at once.
+    admin.post("/v1/service-accounts", json!({"name": "ops/last"})).await.ok();
+    let (_, last) = make_token(
+        admin,
+        json!({"name": "last", "scopes": ["sessions:write"], "service_account": "ops/last"}),
+    )
+    .await;
+    let last_b = Api { token: last.clone(), ..admin_b.clone() };
+    last_b.post(&format!("/v1/sessions/{session}/end"), json!({})).await.ok();
+    admin.delete(&path("ops/DB")).await.ok();
+    owner.delete("/v1/teams/ops").await.ok();
+    unauthorized_within(&last_b).await;
+    vec![ci, auditor, ops_admin, own, ci2, last]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_service_accounts_on_sqlite() {
+    let broker = Broker::start();
+    let tokens: Vec<String> =
+        ["olivia", "adam", "mia", "vic", "otto"].map(|n| broker.add_user(n)).into();
+    let p = people_of(&tokens, &|t| broker.api(t), &|t| broker.api(t));
+    let mut values = team_service_accounts(&p).await;
+
+    // The CLI: `--team` and `TEAM/NAME`.
+    let (olivia, adam, mia) = (&tokens[0], &tokens[1], &tokens[2]);
+    broker.maestro(olivia, &["teams", "create", "web"]).ok();
+    broker.maestro(olivia, &["teams", "add", "web", "adam", "--role", "admin"]).ok();
+    broker.maestro(olivia, &["teams", "add", "web", "mia", "--role", "member"]).ok();
+    let made = broker.maestro(adam, &["service-accounts", "create", "ci", "--team", "web"]).ok();
+    assert!(made.stdout.contains("web/ci"), "{made:?}");
+    let refused = broker.maestro(mia, &["sa", "create", "web/bot"]);
+    assert!(
+        refused.status == 1
+            && refused.stderr.contains("member")
+            && refused.stderr.lines().count() == 1,
+        "{refused:?}"
+    );
+    let ls = broker.maestro(adam, &["sa", "ls", "--team", "web"]).ok();
+    assert!(ls.stdout.contains("web/ci") && ls.stdout.contains("team:web"), "{}", ls.stdout);
+    let token = broker
+        .maestro(
+            adam,
+            &["tokens", "create", "run", "--service-account", "web/ci", "--scope", "secrets:read"],
+        )
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    values.push(token.clone());
+    broker.maestro(&token, &["secrets", "ls"]).ok();
+    let listed = broker.maestro(adam, &["tokens", "ls", "--team", "web", "--json"]).ok().json();
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed[0]["service_account"], "web/ci");
+    broker.maestro(adam, &["tokens", "revoke", &id]).ok();
+    let after = broker.maestro(&token, &["secrets", "ls"]);
+    assert!(after.status == 1 && after.stderr.contains("not valid"), "{after:?}");
+    let rm = broker.maestro(adam, &["sa", "rm", "ci", "--team", "web"]).ok();
+    assert!(rm.stdout.contains("web/ci removed"), "{rm:?}");
+
+    let log = broker.log();
+    let tmp = broker.data_dir().parent().unwrap().to_owned();
+    for v in &values {
+        assert!(!log.contains(v.as_str()), "a token value is in the log");
+        let found = maestro_tests::util::files_containing(&tmp, v.as_bytes());
+        assert!(found.is_empty(), "a token value is in {found:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_service_accounts_on_postgres_with_two_brokers() {
+    let Some(pg) = Postgres::start() else { return };
+    let db = pg.create_database("maestro_team_sa");
+    let options = db.broker_options();
+    let a = Broker::start_with(options.clone());
+    let b = PeerBroker::start(&a, &options);
+    let url = db.url();
+    let env = [("MAESTRO_DATABASE_URL", url.as_str())];
+    let add = |n: &str| a.admin_command(&["user", "add", n], &env).ok().stdout.trim().to_owned();
+    let p = people(add, &|t| a.api(t), &|t| b.api(t));
+    let mut values = team_service_accounts(&p).await;
+
+    // Forged rows: a user's service account's token moved onto a team's row, and a team's row
+    // given a token of no service account, are refused by both brokers (401).
+    let (owner_a, owner_b) = &p.owner;
+    owner_a.post("/v1/teams", json!({"name": "forge"})).await.ok();
+    owner_a.post("/v1/service-accounts", json!({"name": "o-ci"})).await.ok();
+    let (_, moved) = make_token(
+        owner_a,
+        json!({"name": "moved", "scopes": ["secrets:read"], "service_account": "o-ci"}),
+    )
+    .await;
+    let (_, bare) = make_token(owner_a, json!({"name": "bare", "scopes": ["secrets:read"]})).await;
+    let moved_b = Api { token: moved.clone(), ..owner_b.clone() };
+    moved_b.get("/v1/secrets").await.ok();
+    let team = "(SELECT id FROM teams WHERE name = 'forge')";
+    pg.psql(
+        &db.name,
+        &format!(
+            "UPDATE api_tokens SET user_id = {team} WHERE name IN ('moved', 'bare'); \
+             SELECT 1"
+        ),
+    )
+    .ok();
+    for token in [&moved, &bare] {
+        unauthorized_within(&Api { token: token.clone(), ..owner_b.clone() }).await;
+        unauthorized_within(&Api { token: token.clone(), ..owner_a.clone() }).await;
+    }
+    values.extend([moved, bare]);
+
+    let dump = pg.psql(&db.name, "SELECT detail FROM audit").ok();
+    for v in &values {
+        assert!(!dump.stdout.contains(v.as_str()), "a token value is in the audit trail");
+        assert!(!a.log().contains(v.as_str()) && !b.log().contains(v.as_str()), "in a log");
+    }
 }

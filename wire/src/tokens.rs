@@ -1,7 +1,8 @@
 //! API tokens, their scopes, and service accounts (`/v1/tokens`, `/v1/service-accounts`).
 //!
 //! A token acts for a user: the user's own token, or one of a service account the user owns
-//! (a non-human principal for CI or a control plane). Either way it may do only what its
+//! (a non-human principal for CI or a control plane). A team's service account (`TEAM/NAME`,
+//! managed by the team's admins) has tokens that act as the team itself. Either way it may do only what its
 //! scopes allow; `admin` allows everything, including managing tokens and service accounts.
 //! A token's value is shown once, when it is created; the broker keeps only its SHA-256.
 
@@ -105,7 +106,7 @@ pub const MAX_TOKEN_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 pub const MAX_TOKEN_NAME_BYTES: usize = 64;
 /// The most tokens one user may hold (their own and their service accounts').
 pub const MAX_TOKENS_PER_USER: i64 = 1000;
-/// The most service accounts one user may own.
+/// The most service accounts one user (or team) may own.
 pub const MAX_SERVICE_ACCOUNTS_PER_USER: i64 = 200;
 /// Longest service account description.
 pub const MAX_DESCRIPTION_BYTES: usize = 512;
@@ -128,7 +129,8 @@ pub struct CreateToken {
     /// Seconds from now until it expires; `None`: never.
     #[serde(default)]
     pub expires_in_secs: Option<u64>,
-    /// The service account it is for; `None`: the caller's own.
+    /// The service account it is for (`NAME`, or `TEAM/NAME` for a team's); `None`: the
+    /// caller's own.
     #[serde(default)]
     pub service_account: Option<String>,
 }
@@ -139,7 +141,7 @@ pub struct TokenInfo {
     /// Public id, used to revoke it.
     pub id: String,
     pub name: String,
-    /// The service account it acts as; `None`: the user's own token.
+    /// The service account it acts as (`TEAM/NAME` for a team's); `None`: the user's own token.
     #[serde(default)]
     pub service_account: Option<String>,
     pub scopes: Vec<String>,
@@ -164,18 +166,23 @@ pub struct TokenCreated {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateServiceAccount {
+    /// `NAME`, or `TEAM/NAME` for a team's.
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// The team that owns it (also given as `TEAM/NAME`); `None`: the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 /// A service account as listed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServiceAccountInfo {
+    /// `NAME`, or `TEAM/NAME` for a team's.
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
-    /// What owns it: `user:NAME` (teams will add `team:NAME`).
+    /// What owns it: `user:NAME` or `team:TEAM`.
     pub owner: String,
     pub created_at: String,
     /// Its tokens that are not revoked (expired ones included).

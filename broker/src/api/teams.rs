@@ -14,7 +14,7 @@ use maestro_wire::teams::{CreateTeam, MemberChanged, SetMember, TeamInfo};
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath};
 use crate::app::SharedApp;
-use crate::auth::CurrentUser;
+use crate::auth::{Caller, CurrentUser};
 use crate::domain::teams;
 
 /// The team routes.
@@ -25,13 +25,14 @@ pub fn routes() -> Router<SharedApp> {
         .route("/v1/teams/{team}/members/{user}", put(set_member).delete(remove_member))
 }
 
-/// `POST /v1/teams`: the caller becomes its owner.
+/// `POST /v1/teams`: the caller becomes its owner (not a team's own token).
 async fn create(
     State(app): State<SharedApp>,
-    CurrentUser(user): CurrentUser,
+    caller: Caller,
     ApiJson(body): ApiJson<CreateTeam>,
 ) -> ApiResult<(StatusCode, Json<TeamInfo>)> {
-    Ok((StatusCode::CREATED, Json(teams::create(&app, &user, body).await?)))
+    crate::domain::tokens::refuse_team(&caller)?;
+    Ok((StatusCode::CREATED, Json(teams::create(&app, &caller.user, body).await?)))
 }
 
 /// `GET /v1/teams`: the caller's teams with their role.

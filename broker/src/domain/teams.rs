@@ -40,6 +40,8 @@ pub enum Action {
     WriteSecrets,
     /// Add, edit, remove the team's OAuth providers.
     ManageProviders,
+    /// Create and remove the team's service accounts, make and revoke their tokens.
+    ManageServiceAccounts,
     /// Add and remove members, change their roles, delete the team.
     ManageMembers,
 }
@@ -52,6 +54,7 @@ impl Action {
             Action::Activate => "activating its secrets",
             Action::WriteSecrets => "adding, editing or deleting its secrets",
             Action::ManageProviders => "managing its OAuth providers",
+            Action::ManageServiceAccounts => "managing its service accounts and their tokens",
             Action::ManageMembers => "managing its members",
         }
     }
@@ -61,7 +64,11 @@ impl Action {
         match self {
             Action::See => Role::Viewer,
             Action::Activate => Role::Member,
-            Action::WriteSecrets | Action::ManageProviders => Role::Admin,
+            // A service account's token reaches every secret of the team: as much as an admin's
+            // own reach, so admins (who manage secrets and providers) manage them.
+            Action::WriteSecrets | Action::ManageProviders | Action::ManageServiceAccounts => {
+                Role::Admin
+            }
             Action::ManageMembers => Role::Owner,
         }
     }
@@ -279,7 +286,7 @@ fn refused(team: &str, user: Option<&str>, why: TeamRefusal) -> DomainError {
         TeamRefusal::NotEmpty(names) => DomainError::new(
             ErrorCode::Conflict,
             format!(
-                "team {team} still owns {}; delete them first; nothing changed",
+                "team {team} still owns {}; delete (or end) them first; nothing changed",
                 names.join(", ")
             ),
         ),
@@ -477,15 +484,16 @@ mod tests {
     fn each_role_may_do_what_it_should_and_nothing_more() {
         use Action::*;
         let table = [
-            (Role::Viewer, [true, false, false, false, false]),
-            (Role::Member, [true, true, false, false, false]),
-            (Role::Admin, [true, true, true, true, false]),
-            (Role::Owner, [true, true, true, true, true]),
+            (Role::Viewer, [true, false, false, false, false, false]),
+            (Role::Member, [true, true, false, false, false, false]),
+            (Role::Admin, [true, true, true, true, true, false]),
+            (Role::Owner, [true, true, true, true, true, true]),
         ];
         for (role, allowed) in table {
-            for (action, ok) in [See, Activate, WriteSecrets, ManageProviders, ManageMembers]
-                .into_iter()
-                .zip(allowed)
+            for (action, ok) in
+                [See, Activate, WriteSecrets, ManageProviders, ManageServiceAccounts, ManageMembers]
+                    .into_iter()
+                    .zip(allowed)
             {
                 assert_eq!(can(role, action), ok, "{role:?} {action:?}");
             }

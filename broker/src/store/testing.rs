@@ -26,13 +26,14 @@ use super::alerts::{
 };
 use super::oauth::{OAuthStore, PendingRecord, PendingStatus, ProviderRecord, TokenRecord};
 use super::teams::{TeamRefusal, TeamStore};
+use super::tokens::{OWNER_TEAM, OWNER_USER, Refusal, TokenRecord as ApiTokenRecord, TokenStore};
 use super::{
     ActiveMaterial, AuditPosition, AuditQuery, AuditRecord, AuditRow, CertificateRecord,
     EnrollmentRecord, SealedField, SecretRecord, SessionRecord, Store, StoreError, StoreFuture,
 };
 
 /// A store under test: both traits, and two raw statements the suite needs to look past them.
-pub trait ContractStore: Store + OAuthStore + AlertStore + TeamStore {
+pub trait ContractStore: Store + OAuthStore + AlertStore + TeamStore + TokenStore {
     /// Runs a statement of the suite's own (`UPDATE audit ...`), as written.
     fn execute_raw(&self, sql: &'static str) -> StoreFuture<'_, u64>;
     /// How many rows `table` holds.
@@ -73,6 +74,7 @@ contracts!(
     activations_with_an_end_expire_once_and_keep_their_settings,
     a_team_secret_is_stored_once_and_leaves_a_removed_members_sessions,
     racing_demotions_of_two_owners_leave_one_owner,
+    a_teams_service_account_token_acts_as_the_team_and_nothing_else_does,
 );
 
 /// Runs every contract test, each on a store `fresh` makes (with whatever must outlive it).
@@ -1497,4 +1499,100 @@ pub async fn racing_demotions_of_two_owners_leave_one_owner(s: Arc<dyn ContractS
             s.set_member(team.id, "bob", "member", 8, "d", &audit).await.unwrap().unwrap();
         }
     }
+}
+
+fn api_token(id: &str, user_id: i64, account: Option<&str>) -> ApiTokenRecord {
+    ApiTokenRecord {
+        id: id.into(),
+        user_id,
+        service_account: account.map(Into::into),
+        name: id.into(),
+        scopes: vec!["secrets:read".into()],
+        created_at: 5,
+        expires_at: None,
+        last_used_at: None,
+    }
+}
+
+pub async fn a_teams_service_account_token_acts_as_the_team_and_nothing_else_does(
+    s: Arc<dyn ContractStore>,
+) {
+    let alice = s.create_user("alice", b"h1", 1).await.unwrap();
+    let created = AuditRecord::new(0, 5, AuditAction::TeamChanged);
+    let team = s.create_team("infra", alice.id, 5, 10, &created).await.unwrap().unwrap();
+    let audit = AuditRecord::new(team.id, 5, AuditAction::TokenChanged);
+    let account = s
+        .insert_service_account(OWNER_TEAM, team.id, "ci", None, 5, 10, &audit)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((account.owner_kind.as_str(), account.owner_id), (OWNER_TEAM, team.id));
+    let mine = AuditRecord::new(alice.id, 5, AuditAction::TokenChanged);
+    s.insert_service_account(OWNER_USER, alice.id, "ci", None, 5, 10, &mine)
+        .await
+        .unwrap()
+        .unwrap();
+    // A team's token: through its own account only.
+    s.insert_token(&api_token("t1", team.id, Some("ci")), b"hash-t1", 10, &audit)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.insert_token(&api_token("t2", team.id, None), b"hash-t2", 10, &audit).await.unwrap(),
+        Err(Refusal::Missing),
+        "a team has no token of its own"
+    );
+    let found = s.authenticate(b"hash-t1").await.unwrap().unwrap();
+    assert_eq!((found.user.id, found.user_kind.as_str()), (team.id, OWNER_TEAM));
+    assert_eq!(found.token.service_account.as_deref(), Some("ci"));
+    assert_eq!(s.token_owner("t1").await.unwrap(), Some(team.id));
+    assert_eq!(s.list_service_accounts(team.id).await.unwrap()[0].tokens, 1);
+    // Forged rows: alice's account's token moved onto the team, a team token of no account.
+    s.insert_token(&api_token("t3", alice.id, Some("ci")), b"hash-t3", 10, &mine)
+        .await
+        .unwrap()
+        .unwrap();
+    s.insert_token(&api_token("t4", alice.id, None), b"hash-t4", 10, &mine).await.unwrap().unwrap();
+    assert_eq!(s.authenticate(b"hash-t3").await.unwrap().unwrap().user_kind, OWNER_USER);
+    s.execute_raw(
+        "UPDATE api_tokens SET user_id = (SELECT id FROM teams) WHERE id IN ('t3', 't4')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.authenticate(b"hash-t3").await.unwrap(), None);
+    assert_eq!(s.authenticate(b"hash-t4").await.unwrap(), None);
+    s.execute_raw(
+        "UPDATE api_tokens SET user_id = (SELECT MIN(id) FROM users) WHERE id IN ('t3', 't4')",
+    )
+    .await
+    .unwrap();
+    assert!(s.authenticate(b"hash-t4").await.unwrap().is_some());
+    // A team token cannot be moved onto a user either.
+    s.execute_raw("UPDATE api_tokens SET user_id = (SELECT MIN(id) FROM users) WHERE id = 't1'")
+        .await
+        .unwrap();
+    assert_eq!(s.authenticate(b"hash-t1").await.unwrap(), None);
+    s.execute_raw("UPDATE api_tokens SET user_id = (SELECT id FROM teams) WHERE id = 't1'")
+        .await
+        .unwrap();
+    assert!(s.authenticate(b"hash-t1").await.unwrap().is_some());
+    // Deleting the team: refused while a session of the team's is live, then its accounts
+    // and tokens go with it.
+    let (live, token) = session(team.id, "team-session");
+    s.insert_session(&live, &token, &AuditRecord::new(team.id, 10, AuditAction::SessionCreated))
+        .await
+        .unwrap();
+    let deleted = AuditRecord::new(alice.id, 20, AuditAction::TeamChanged);
+    assert_eq!(
+        s.delete_team(team.id, &deleted).await.unwrap(),
+        Err(TeamRefusal::NotEmpty(vec!["live session team-session".into()]))
+    );
+    assert!(s.authenticate(b"hash-t1").await.unwrap().is_some(), "nothing changed");
+    s.execute_raw("UPDATE sessions SET ended_at = 15 WHERE id = 'team-session'").await.unwrap();
+    s.delete_team(team.id, &deleted).await.unwrap().unwrap();
+    assert_eq!(s.authenticate(b"hash-t1").await.unwrap(), None);
+    assert_eq!(s.token_owner("t1").await.unwrap(), None);
+    assert!(s.list_service_accounts(team.id).await.unwrap().is_empty());
+    assert_eq!(s.count_rows("sessions").await.unwrap(), 0);
+    assert_eq!(s.list_service_accounts(alice.id).await.unwrap().len(), 1, "alice's stays");
 }

@@ -1,6 +1,7 @@
 //! `maestro tokens ...` and `maestro service-accounts ...` (alias `sa`): API tokens with scopes
 //! and an expiry, for people and for service accounts (non-human principals for CI or a
-//! control plane), listed without their values and revoked at once.
+//! control plane), listed without their values and revoked at once. A team's service accounts
+//! are `TEAM/NAME` (or `--team TEAM`), managed by the team's admins and owners.
 //!
 //! A new token is shown once: on stdout as the command's whole output (so that scripts can
 //! capture it), or, with `--out PATH`, written to a new file of mode 0600 (usable as
@@ -12,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use maestro_wire::teams::is_valid_team_name;
 use maestro_wire::tokens::{
     CreateServiceAccount, CreateToken, MAX_TOKEN_TTL_SECS, Revoked, Scope, ServiceAccountInfo,
     TokenCreated, TokenInfo, is_valid_name, parse_scopes,
@@ -27,8 +29,8 @@ const DEFAULT_EXPIRY: &str = "90d";
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
-    /// List your tokens and your service accounts' (never their values).
-    Ls(JsonArgs),
+    /// List your tokens and your service accounts' (never their values), or a team's.
+    Ls(TeamListArgs),
     /// Create a token with scopes and an expiry; it is shown once.
     Create(CreateTokenArgs),
     /// Revoke a token at once (on every broker of the database).
@@ -37,8 +39,8 @@ pub enum TokensCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceAccountsCommand {
-    /// List your service accounts.
-    Ls(JsonArgs),
+    /// List your service accounts, or a team's (--team).
+    Ls(TeamListArgs),
     /// Create a service account; then `maestro tokens create NAME --service-account SA`.
     Create(CreateAccountArgs),
     /// Remove a service account and revoke its tokens.
@@ -46,7 +48,10 @@ pub enum ServiceAccountsCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct JsonArgs {
+pub struct TeamListArgs {
+    /// A team's instead of yours (its admins and owners)
+    #[arg(long, value_name = "TEAM")]
+    pub team: Option<String>,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -63,7 +68,7 @@ pub struct CreateTokenArgs {
     /// How long it is valid, e.g. 30d, 12h, or `never`
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_EXPIRY)]
     pub expires: String,
-    /// The service account it acts as (default: yourself)
+    /// The service account it acts as, TEAM/NAME for a team's (default: yourself)
     #[arg(long, value_name = "NAME")]
     pub service_account: Option<String>,
     /// Write the token to this new file (mode 0600) instead of printing it
@@ -85,8 +90,11 @@ pub struct RevokeArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateAccountArgs {
-    /// Service account name: [a-z0-9][a-z0-9._-]{0,63}, e.g. ci
+    /// Service account name: [a-z0-9][a-z0-9._-]{0,63}, e.g. ci (TEAM/NAME for a team's)
     pub name: String,
+    /// Owned by this team (you must be its admin or owner)
+    #[arg(long, value_name = "TEAM")]
+    pub team: Option<String>,
     /// What it is for (one line)
     #[arg(long)]
     pub description: Option<String>,
@@ -97,8 +105,11 @@ pub struct CreateAccountArgs {
 
 #[derive(Debug, Args)]
 pub struct RmAccountArgs {
-    /// The service account's name
+    /// The service account's name (TEAM/NAME for a team's)
     pub name: String,
+    /// Of this team
+    #[arg(long, value_name = "TEAM")]
+    pub team: Option<String>,
     /// Print the broker's answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -111,6 +122,12 @@ pub enum TokensError {
         "invalid {what} name '{name}': use 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
     )]
     Name { what: &'static str, name: String },
+    #[error(
+        "invalid team name '{0}': use 1 to 32 of a-z, 0-9 and -, starting with a letter (like infra)"
+    )]
+    Team(String),
+    #[error("the name says team {0} but --team says {1}; give one of them")]
+    TwoTeams(String, String),
     #[error("{0}")]
     Scopes(String),
     #[error(
@@ -150,6 +167,48 @@ fn check_name(what: &'static str, name: &str) -> Result<(), TokensError> {
     }
 }
 
+fn check_team(team: &str) -> Result<(), TokensError> {
+    if is_valid_team_name(team) {
+        Ok(())
+    } else {
+        Err(TokensError::Team(clean(&team.chars().take(80).collect::<String>())))
+    }
+}
+
+/// A service account's name as written (`NAME` or `TEAM/NAME`) with `--team`: the name the
+/// broker takes (`TEAM/NAME` for a team's).
+fn account_name(text: &str, team: Option<&str>) -> Result<String, TokensError> {
+    let (named, bare) = match text.split_once('/') {
+        Some((t, n)) => (Some(t), n),
+        None => (None, text),
+    };
+    check_name("service account", bare)?;
+    let team = match (named, team) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(TokensError::TwoTeams(clean(a), clean(b)));
+        }
+        (a, b) => a.or(b),
+    };
+    match team {
+        Some(team) => {
+            check_team(team)?;
+            Ok(format!("{team}/{bare}"))
+        }
+        None => Ok(bare.to_owned()),
+    }
+}
+
+/// `?team=TEAM`, checked.
+fn team_query(team: Option<&str>) -> Result<Vec<(&'static str, String)>, TokensError> {
+    match team {
+        Some(team) => {
+            check_team(team)?;
+            Ok(vec![("team", team.to_owned())])
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 /// `--expires`: seconds, or `None` for `never`.
 fn parse_expires(text: &str) -> Result<Option<u64>, TokensError> {
     let text = text.trim();
@@ -172,8 +231,9 @@ fn expires_cell(t: &TokenInfo) -> String {
     }
 }
 
-async fn list_tokens(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
-    let answer = client.get(&["v1", "tokens"]).await?;
+async fn list_tokens(client: &Client, args: TeamListArgs) -> anyhow::Result<Output> {
+    let query = team_query(args.team.as_deref())?;
+    let answer = client.get_query(&["v1", "tokens"], &query).await?;
     if args.json {
         return Ok(answer.pretty::<Vec<TokenInfo>>()?);
     }
@@ -201,9 +261,10 @@ async fn list_tokens(client: &Client, args: JsonArgs) -> anyhow::Result<Output> 
 
 async fn create_token(client: &Client, args: CreateTokenArgs) -> anyhow::Result<Output> {
     check_name("token", &args.name)?;
-    if let Some(account) = &args.service_account {
-        check_name("service account", account)?;
-    }
+    let service_account = match &args.service_account {
+        Some(account) => Some(account_name(account, None)?),
+        None => None,
+    };
     let scopes = parse_scopes(&args.scopes).map_err(|e| TokensError::Scopes(e.to_string()))?;
     let expires_in_secs = parse_expires(&args.expires)?;
     // Before the broker makes the token: a path that cannot be written fails with nothing made.
@@ -221,7 +282,7 @@ async fn create_token(client: &Client, args: CreateTokenArgs) -> anyhow::Result<
         name: args.name,
         scopes: scopes.iter().map(|s| Scope::as_str(*s).to_owned()).collect(),
         expires_in_secs,
-        service_account: args.service_account,
+        service_account,
     };
     let answer = client.send(Method::POST, &["v1", "tokens"], &body).await;
     let answer = match answer {
@@ -281,8 +342,9 @@ async fn revoke(client: &Client, args: RevokeArgs) -> anyhow::Result<Output> {
     Ok(output(format!("token {id} revoked\n")))
 }
 
-async fn list_accounts(client: &Client, args: JsonArgs) -> anyhow::Result<Output> {
-    let answer = client.get(&["v1", "service-accounts"]).await?;
+async fn list_accounts(client: &Client, args: TeamListArgs) -> anyhow::Result<Output> {
+    let query = team_query(args.team.as_deref())?;
+    let answer = client.get_query(&["v1", "service-accounts"], &query).await?;
     if args.json {
         return Ok(answer.pretty::<Vec<ServiceAccountInfo>>()?);
     }
@@ -307,8 +369,8 @@ async fn list_accounts(client: &Client, args: JsonArgs) -> anyhow::Result<Output
 }
 
 async fn create_account(client: &Client, args: CreateAccountArgs) -> anyhow::Result<Output> {
-    check_name("service account", &args.name)?;
-    let body = CreateServiceAccount { name: args.name, description: args.description };
+    let name = account_name(&args.name, args.team.as_deref())?;
+    let body = CreateServiceAccount { name, description: args.description, team: None };
     let answer = client.send(Method::POST, &["v1", "service-accounts"], &body).await?;
     if args.json {
         return Ok(answer.pretty::<ServiceAccountInfo>()?);
@@ -321,13 +383,13 @@ async fn create_account(client: &Client, args: CreateAccountArgs) -> anyhow::Res
 }
 
 async fn remove_account(client: &Client, args: RmAccountArgs) -> anyhow::Result<Output> {
-    check_name("service account", &args.name)?;
-    let answer = client.delete(&["v1", "service-accounts", &args.name]).await?;
+    let name = account_name(&args.name, args.team.as_deref())?;
+    let answer = client.delete(&["v1", "service-accounts", &name]).await?;
     if args.json {
         return Ok(answer.pretty::<Revoked>()?);
     }
     let r: Revoked = answer.parse()?;
-    Ok(output(format!("service account {} removed; {} token(s) revoked\n", args.name, r.revoked)))
+    Ok(output(format!("service account {name} removed; {} token(s) revoked\n", r.revoked)))
 }
 
 #[cfg(test)]
@@ -342,5 +404,15 @@ mod tests {
         for bad in ["0s", "11years", "soon", "1.5s", ""] {
             assert!(parse_expires(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn team_account_names() {
+        assert_eq!(account_name("ci", None).unwrap(), "ci");
+        assert_eq!(account_name("ci", Some("infra")).unwrap(), "infra/ci");
+        assert_eq!(account_name("infra/ci", None).unwrap(), "infra/ci");
+        assert_eq!(account_name("infra/ci", Some("infra")).unwrap(), "infra/ci");
+        assert!(account_name("infra/ci", Some("ops")).is_err());
+        assert!(account_name("Infra/ci", None).is_err() && account_name("infra/C", None).is_err());
     }
 }

@@ -388,11 +388,31 @@ impl TeamStore for This {
             if !owned.is_empty() {
                 return Ok(Err(TeamRefusal::NotEmpty(owned)));
             }
+            // Sessions its service accounts made: refused while one is live, the ended ones
+            // go with the team (their audit records stay).
+            let live: Vec<String> = sqlx::query_scalar(
+                "SELECT 'live session ' || id FROM sessions WHERE owner_id = $1 \
+                 AND ended_at IS NULL AND expires_at > $2 ORDER BY created_at",
+            )
+            .bind(team_id)
+            .bind(audit.at)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_failed("reading a team's sessions"))?;
+            if !live.is_empty() {
+                return Ok(Err(TeamRefusal::NotEmpty(live)));
+            }
             for sql in [
                 "DELETE FROM team_members WHERE team_id = $1",
                 "DELETE FROM oauth_authorizations WHERE owner_id = $1",
                 "DELETE FROM alerts WHERE owner_id = $1",
                 "DELETE FROM alert_user_settings WHERE owner_id = $1",
+                "DELETE FROM activations WHERE session_id IN (SELECT id FROM sessions WHERE owner_id = $1)",
+                "DELETE FROM certificates WHERE session_id IN (SELECT id FROM sessions WHERE owner_id = $1)",
+                "DELETE FROM enrollment_tokens WHERE session_id IN (SELECT id FROM sessions WHERE owner_id = $1)",
+                "DELETE FROM sessions WHERE owner_id = $1",
+                // Its service accounts' tokens: refused at once by every broker (no cache).
+                "DELETE FROM api_tokens WHERE user_id = $1",
                 "DELETE FROM service_accounts WHERE owner_id = $1",
                 "DELETE FROM teams WHERE id = $1",
                 "DELETE FROM users WHERE id = $1 AND kind = 'team'",

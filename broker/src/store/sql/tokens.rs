@@ -9,7 +9,7 @@ use super::Eng;
 use super::statements::{Conn, DbRow, commit, get, insert_audit};
 use crate::store::sql::{SqlStore, is_unique_violation, json_list, to_json};
 use crate::store::tokens::{
-    OWNER_USER, Refusal, ServiceAccountRecord, TokenAuth, TokenRecord, TokenStore, UserSummary,
+    OWNER_TEAM, OWNER_USER, Refusal, ServiceAccountRecord, TokenAuth, TokenRecord, TokenStore, UserSummary,
 };
 use crate::store::{AuditRecord, StoreError, StoreFuture, UserRecord, query_failed};
 
@@ -59,17 +59,25 @@ async fn delete_owned(conn: &mut Conn, sql: &'static str, id: i64) -> Result<(),
 impl TokenStore for This {
     fn authenticate<'a>(&'a self, token_hash: &'a [u8]) -> StoreFuture<'a, Option<TokenAuth>> {
         Box::pin(async move {
+            // A team's row acts only through a service account of that team; a user's token is
+            // their own or of a service account the user owns.
             let sql = format!(
                 "{TOKEN_SELECT} JOIN users u ON u.id = t.user_id \
-                 WHERE t.token_hash = $1"
+                 WHERE t.token_hash = $1 AND ( \
+                   (u.kind = $2 AND (t.service_account_id IS NULL \
+                      OR (sa.owner_kind = $2 AND sa.owner_id = u.id))) \
+                   OR (u.kind = $3 AND sa.owner_kind = $3 AND sa.owner_id = u.id))"
             );
             let sql = sql.replacen(
                 "SELECT t.id,",
-                "SELECT u.name AS user_name, u.disabled_at AS user_disabled_at, t.id,",
+                "SELECT u.name AS user_name, u.disabled_at AS user_disabled_at, \
+                 u.kind AS user_kind, t.id,",
                 1,
             );
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(token_hash)
+                .bind(OWNER_USER)
+                .bind(OWNER_TEAM)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(query_failed("looking up a token"))?;
@@ -77,7 +85,8 @@ impl TokenStore for This {
             let token = token_from_row(&row)?;
             let user = UserRecord { id: token.user_id, name: get(&row, "user_name")? };
             let user_disabled = get::<Option<i64>>(&row, "user_disabled_at")?.is_some();
-            Ok(Some(TokenAuth { token, user, user_disabled }))
+            let user_kind = get(&row, "user_kind")?;
+            Ok(Some(TokenAuth { token, user, user_disabled, user_kind }))
         })
     }
 
@@ -114,14 +123,22 @@ impl TokenStore for This {
             if count >= max {
                 return Ok(Err(Refusal::Limit));
             }
+            let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM users WHERE id = $1")
+                .bind(t.user_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_failed("reading a token's user"))?;
+            let Some(kind) = kind else { return Ok(Err(Refusal::Missing)) };
             let account: Option<i64> = match &t.service_account {
+                // A team acts only through its service accounts.
+                None if kind != OWNER_USER => return Ok(Err(Refusal::Missing)),
                 None => None,
                 Some(name) => {
                     let id: Option<i64> = sqlx::query_scalar(
                         "SELECT id FROM service_accounts \
                          WHERE owner_kind = $1 AND owner_id = $2 AND name = $3",
                     )
-                    .bind(OWNER_USER)
+                    .bind(kind.as_str())
                     .bind(t.user_id)
                     .bind(name.as_str())
                     .fetch_optional(&mut *tx)
@@ -166,6 +183,16 @@ impl TokenStore for This {
         })
     }
 
+    fn token_owner<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT user_id FROM api_tokens WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_failed("reading a token"))
+        })
+    }
+
     fn delete_token<'a>(
         &'a self,
         user_id: i64,
@@ -191,6 +218,7 @@ impl TokenStore for This {
 
     fn insert_service_account<'a>(
         &'a self,
+        owner_kind: &'a str,
         owner_id: i64,
         name: &'a str,
         description: Option<&'a str>,
@@ -203,7 +231,7 @@ impl TokenStore for This {
             let count: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM service_accounts WHERE owner_kind = $1 AND owner_id = $2",
             )
-            .bind(OWNER_USER)
+            .bind(owner_kind)
             .bind(owner_id)
             .fetch_one(&mut *tx)
             .await
@@ -215,7 +243,7 @@ impl TokenStore for This {
                 "INSERT INTO service_accounts (owner_kind, owner_id, name, description, created_at) \
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )
-            .bind(OWNER_USER)
+            .bind(owner_kind)
             .bind(owner_id)
             .bind(name)
             .bind(description)
@@ -231,7 +259,7 @@ impl TokenStore for This {
             commit(tx).await?;
             Ok(Ok(ServiceAccountRecord {
                 id,
-                owner_kind: OWNER_USER.to_owned(),
+                owner_kind: owner_kind.to_owned(),
                 owner_id,
                 name: name.to_owned(),
                 description: description.map(str::to_owned),
@@ -244,10 +272,9 @@ impl TokenStore for This {
     fn list_service_accounts(&self, owner_id: i64) -> StoreFuture<'_, Vec<ServiceAccountRecord>> {
         Box::pin(async move {
             let sql = format!(
-                "{ACCOUNT_SELECT} WHERE sa.owner_kind = $1 AND sa.owner_id = $2 ORDER BY sa.name"
+                "{ACCOUNT_SELECT} WHERE sa.owner_id = $1 ORDER BY sa.name"
             );
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(OWNER_USER)
                 .bind(owner_id)
                 .fetch_all(&self.pool)
                 .await
@@ -265,9 +292,8 @@ impl TokenStore for This {
         Box::pin(async move {
             let mut tx = self.write_tx().await?;
             let id: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM service_accounts WHERE owner_kind = $1 AND owner_id = $2 AND name = $3",
+                "SELECT id FROM service_accounts WHERE owner_id = $1 AND name = $2",
             )
-            .bind(OWNER_USER)
             .bind(owner_id)
             .bind(name)
             .fetch_optional(&mut *tx)
