@@ -899,6 +899,52 @@ async fn api_tokens_and_service_accounts_are_managed_from_the_page() {
     assert_eq!(admin.get("/v1/service-accounts").await.ok(), json!([]));
     browser.assert_no_problems("on the tokens page").await;
 
+    // A team the user owns: "Tokens of" offers it; its tokens belong to its service accounts.
+    admin.post("/v1/teams", json!({"name": "infra"})).await.ok();
+    admin
+        .post(
+            "/v1/secrets",
+            json!({"name": "infra/DB", "kind": "generic", "fields": {"DB_URL": "x"}}),
+        )
+        .await
+        .ok();
+    browser.click("#tokens-refresh").await;
+    browser
+        .wait("the team offered", "!!document.querySelector('#tokens-owner option[value=infra]')")
+        .await;
+    browser.select("#tokens-owner", "infra").await;
+    browser.wait("no account yet", "!document.getElementById('accounts-empty').hidden").await;
+    browser.fill("#token-name", "deploy").await;
+    browser.click("#tscope-secrets-read").await;
+    browser.click("#token-form button[type=submit]").await;
+    let message = field_error(&browser, "#token-for").await;
+    assert!(message.contains("service account"), "{message}");
+    browser.fill("#account-name", "ci").await;
+    browser.click("#account-form button[type=submit]").await;
+    browser
+        .wait(
+            "the team's account offered",
+            "!!document.querySelector('#token-for option[value=\"infra/ci\"]')",
+        )
+        .await;
+    assert_eq!(admin.get("/v1/service-accounts?team=infra").await.ok()[0]["name"], "infra/ci");
+    assert_eq!(admin.get("/v1/service-accounts").await.ok(), json!([]), "not the user's own");
+    browser.select("#token-for", "infra/ci").await;
+    browser.click("#token-form button[type=submit]").await;
+    browser.wait("the token shown", "!document.getElementById('token-created').hidden").await;
+    let team_value = browser.value("#token-created-value").await;
+    let listed = admin.get("/v1/tokens?team=infra").await.ok();
+    assert_eq!(listed[0]["service_account"], "infra/ci", "{listed}");
+    // The team's token acts as the team: it sees the team's secret, by the team's name for it.
+    let seen = broker.api(&team_value).get("/v1/secrets").await.ok();
+    assert_eq!(seen.as_array().unwrap().len(), 1, "{seen}");
+    browser.click("#token-created-done").await;
+    browser.select("#tokens-owner", "").await;
+    browser
+        .wait("the user's own again", "document.getElementById('tokens-owner').value === ''")
+        .await;
+    browser.assert_no_problems("on a team's tokens").await;
+
     // Revoking the tab's own token says so, and the tab goes back to sign-in.
     let own = admin
         .post("/v1/tokens", json!({"name": "tab", "scopes": ["admin"], "expires_in_secs": 3600}))

@@ -23,7 +23,7 @@ import { onCompromisedCurrent, onDeleteCurrent, renderExposure } from './secrets
 import { forgetCreated, onActivateSubmit, onCopyToken, onDeactivateAll, onDownloadBundle, onEndCurrent, onSessionCreate } from './sessions.js';
 import { state } from './state.js';
 import { onMemberAdd, onTeamCreate, onTeamDelete } from './teams.js';
-import { copyNewToken, forgetNewToken, onAccountCreate, onTokenCreate } from './tokens.js';
+import { copyNewToken, forgetNewToken, onAccountCreate, onTokenCreate, onTokensOwner } from './tokens.js';
 import { $, h, lowerCase, scopedCase } from './util.js';
 
 // ---------------------------------------------------------------- start
@@ -53,6 +53,7 @@ function init() {
   $('member-form').addEventListener('submit', onMemberAdd);
   $('team-delete').addEventListener('click', onTeamDelete);
   $('tokens-refresh').addEventListener('click', route);
+  $('tokens-owner').addEventListener('change', onTokensOwner);
   $('token-form').addEventListener('submit', onTokenCreate);
   $('token-name').addEventListener('input', lowerCase);
   $('token-created-copy').addEventListener('click', copyNewToken);

@@ -9,6 +9,7 @@ export const state = {
   whoami: null, // the signed-in user's name (`GET /v1/whoami`)
   tokenId: null, // the public id of the token this tab signed in with (`GET /v1/whoami`)
   tokens: [], // the user's API tokens as listed (never a value)
+  tokensTeam: '', // the team whose tokens the tokens page shows; '': the user's own
   sessions: [],
   audit: [],
   auditPage: null, // whether older and newer pages exist

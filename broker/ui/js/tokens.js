@@ -1,6 +1,7 @@
 // API tokens and service accounts: the list of the user's tokens (their own and their service
 // accounts'), creating one (its value shown once), revoking one; the service accounts, creating
-// and removing one. Every route needs the `admin` scope: a token without it is refused, and the
+// and removing one. "Tokens of" switches to a team the user administers: its service accounts
+// (`team/NAME`) and their tokens, which act as the team (`?team=` on the same routes). Every route needs the `admin` scope: a token without it is refused, and the
 // page says so instead of showing empty lists.
 //
 // A new token's value is held in one read-only input only while its box is shown: it is wiped
@@ -64,15 +65,40 @@ function buildForm() {
   }
 }
 
-// Refills "For" with the user and their service accounts, keeping the choice when it remains.
+// Refills "For" with the user (not for a team: its tokens belong to its service accounts) and
+// the service accounts, keeping the choice when it remains.
 function renderFor(accounts) {
   const select = $('token-for');
   const before = select.value;
   clear(select);
-  select.appendChild(h('option', { value: '' }, state.whoami ? `you (${state.whoami})` : 'you'));
+  if (!state.tokensTeam) {
+    select.appendChild(h('option', { value: '' }, state.whoami ? `you (${state.whoami})` : 'you'));
+  }
   for (const a of accounts) select.appendChild(h('option', { value: a.name }, `service account ${a.name}`));
-  select.value = accounts.some((a) => a.name === before) ? before : '';
+  select.value = accounts.some((a) => a.name === before) ? before : (select.options[0] || {}).value || '';
 }
+
+// "Tokens of": you, and the teams you may manage service accounts of (admin or owner).
+function renderOwners(teams) {
+  const select = $('tokens-owner');
+  const managed = teams.filter((t) => t.role === 'admin' || t.role === 'owner');
+  if (!managed.some((t) => t.name === state.tokensTeam)) state.tokensTeam = '';
+  clear(select);
+  select.appendChild(h('option', { value: '' }, 'you'));
+  for (const t of managed) select.appendChild(h('option', { value: t.name }, `team ${t.name}`));
+  select.value = state.tokensTeam;
+  $('tokens-owner-field').hidden = managed.length === 0;
+}
+
+export function onTokensOwner() {
+  state.tokensTeam = $('tokens-owner').value;
+  forgetNewToken();
+  clearErrors();
+  route();
+}
+
+// The query of the lists: `team=TEAM` for the team shown, or nothing (the user's own).
+const teamQuery = () => (state.tokensTeam ? `team=${enc(state.tokensTeam)}` : '');
 
 function refused(yes, message) {
   $('tokens-refused').hidden = !yes;
@@ -85,7 +111,11 @@ export async function viewTokens(stale) {
   buildForm();
   let answers;
   try {
-    answers = await Promise.all([api('GET', 'v1/tokens'), api('GET', 'v1/service-accounts'), api('GET', 'v1/whoami')]);
+    const teams = await api('GET', 'v1/teams');
+    if (stale()) return;
+    renderOwners(teams);
+    answers = await Promise.all([api('GET', `v1/tokens?${teamQuery()}`),
+      api('GET', `v1/service-accounts?${teamQuery()}`), api('GET', 'v1/whoami')]);
   } catch (err) {
     if (stale()) return;
     // Not an error of the page: this token may not manage tokens. Said here, worded for the
@@ -216,6 +246,9 @@ export async function onTokenCreate(ev) {
       throw new Invalid(`"${name}" is not a token name: 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit (ci-deploy)`, 'token-name');
     }
     if (scopes.length === 0) throw new Invalid('tick at least one scope: a token without one can do nothing', 'token-scope-boxes');
+    if (state.tokensTeam && !account) {
+      throw new Invalid(`a token of team ${state.tokensTeam} is a service account's: create one below first`, 'token-for');
+    }
     const body = { name, scopes };
     if (expiry !== 'never') body.expires_in_secs = Number(expiry);
     if (account) body.service_account = account;
@@ -247,11 +280,11 @@ export async function onAccountCreate(ev) {
     if (!NAME.test(name)) {
       throw new Invalid(`"${name}" is not a service account name: 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit (ci)`, 'account-name');
     }
-    const body = { name };
+    const body = { name: state.tokensTeam ? `${state.tokensTeam}/${name}` : name };
     if (description) body.description = description;
     await api('POST', 'v1/service-accounts', body);
     form.reset();
-    notify(`Service account ${name} created; create its tokens above ("For").`);
+    notify(`Service account ${body.name} created; create its tokens above ("For").`);
     route({ keepErrors: true });
   } catch (err) {
     fail(err, form);
