@@ -519,12 +519,12 @@ pub static KINDS: &[Kind] = &[
             var("PGPASSFILE", Source::FilePath("postgres/pgpass")),
             var(
                 "PGSSLROOTCERT",
-                Source::FieldFilePath { field: "sslrootcert", path: "postgres/root.crt" },
+                Source::FieldFilePath { field: "sslrootcert", path: PG_ROOT_CERT },
             ),
         ],
         files: &[
             File { path: "postgres/pgpass", content: Source::Pgpass },
-            File { path: "postgres/root.crt", content: field("sslrootcert") },
+            File { path: PG_ROOT_CERT, content: field("sslrootcert") },
         ],
         helper: None,
         setup: None,
@@ -809,6 +809,10 @@ pub static KINDS: &[Kind] = &[
 pub const SSH_KEY_FILE: &str = "ssh/id";
 /// Where an `ssh` secret's known_hosts file is, relative to the mount.
 pub const SSH_KNOWN_HOSTS_FILE: &str = "ssh/known_hosts";
+
+/// Where a `postgres` secret's `sslrootcert` is under the mount: its file, `PGSSLROOTCERT` and
+/// the `sslrootcert=` of `DATABASE_URL` all name it.
+pub const PG_ROOT_CERT: &str = "postgres/root.crt";
 
 /// Looks a kind up by name.
 pub fn kind(name: &str) -> Option<&'static Kind> {

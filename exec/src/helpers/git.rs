@@ -47,8 +47,8 @@ pub struct CredentialRequest {
     pub path: Option<String>,
 }
 
-/// Parses `key=value` lines up to an empty line or the end. Unknown keys (
-/// `wwwauth[]`, `capability[]`, a `password` being stored) are skipped without being kept.
+/// Parses `key=value` lines up to an empty line or the end. Unknown keys (`wwwauth[]`,
+/// `capability[]`, a `password` being stored) are skipped without being kept.
 pub fn parse_request(bytes: &[u8]) -> CredentialRequest {
     let mut req = CredentialRequest::default();
     for line in bytes.split(|b| *b == b'\n') {

@@ -160,7 +160,7 @@ pub(super) fn source_value_at(
             }
             // Drivers that read no PGSSLROOTCERT (node-postgres, sqlx) take it from the URL.
             if get(fields, "sslrootcert").is_some() {
-                let path = format!("{}/postgres/root.crt", mount.trim_end_matches('/'));
+                let path = format!("{}/{}", mount.trim_end_matches('/'), super::PG_ROOT_CERT);
                 let _ = write!(url, "{sep}sslrootcert={}", utf8_percent_encode(&path, URL_PATH));
             }
             url
